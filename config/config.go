@@ -1,0 +1,452 @@
+// Package config loads Tollgate's YAML configuration: one file for every
+// role (broker, proxy, db_service, exporters), described in DESIGN.md §4.
+//
+// Decoding is strict: an unknown key or a value of the wrong type is an
+// error that names the key and its line, because a misspelt security
+// setting silently ignored is worse than a refusal to start.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// Default ports. They stay clear of the standard ports of the databases and
+// brokers Tollgate sits beside (5432, 3306, 1433, 4222, 6379, 5672, 1883).
+const (
+	DefaultNATSPort  = 4250
+	DefaultProxyAddr = "127.0.0.1:3080"
+	DefaultAgentAddr = "127.0.0.1:3036"
+	DefaultCluster   = "tollgate"
+)
+
+// Config is the whole file.
+type Config struct {
+	ClusterName string     `yaml:"cluster_name"`
+	DataDir     string     `yaml:"data_dir"`
+	NATS        NATS       `yaml:"nats"`
+	Broker      Broker     `yaml:"broker"`
+	Proxy       Proxy      `yaml:"proxy"`
+	DBService   DBService  `yaml:"db_service"`
+	Exporters   []Exporter `yaml:"exporters"`
+	Audit       Audit      `yaml:"audit"`
+	Log         Log        `yaml:"log"`
+	path        string
+}
+
+// NATS says where the event store is: embedded (the default) or external.
+type NATS struct {
+	// URLs of an external NATS cluster; empty means embedded.
+	URLs []string `yaml:"urls"`
+	// Credentials for an external cluster: a .creds file, or user and
+	// password, or a token, or an NKey seed file.
+	CredsFile    string `yaml:"creds_file"`
+	NKeySeedFile string `yaml:"nkey_seed_file"`
+	User         string `yaml:"user"`
+	Password     string `yaml:"password"`
+	Token        string `yaml:"token"`
+	TLS          TLS    `yaml:"tls"`
+	// Embedded configures the in-process server.
+	Embedded EmbeddedNATS `yaml:"embedded"`
+	// Replicas of the AUDIT and STATE streams (1, or 3 on a cluster).
+	Replicas int `yaml:"replicas"`
+	// AuditMaxAge and AuditMaxBytes bound the AUDIT stream (limits retention).
+	AuditMaxAge   Duration `yaml:"audit_max_age"`
+	AuditMaxBytes int64    `yaml:"audit_max_bytes"`
+}
+
+// EmbeddedNATS configures the server started in-process.
+type EmbeddedNATS struct {
+	// Listen is host:port for client connections; "-" means in-process only.
+	Listen string `yaml:"listen"`
+	// StoreDir defaults to <data_dir>/nats.
+	StoreDir string `yaml:"store_dir"`
+	// MaxPayload in bytes; 1 MiB when zero.
+	MaxPayload int32 `yaml:"max_payload"`
+}
+
+// TLS holds the files of a TLS client or server.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Broker is the control plane.
+type Broker struct {
+	Enabled *bool `yaml:"enabled"`
+}
+
+// Proxy is the public HTTPS API and the address users log in to.
+type Proxy struct {
+	Enabled    *bool  `yaml:"enabled"`
+	Listen     string `yaml:"listen"`
+	PublicAddr string `yaml:"public_addr"`
+}
+
+// DBService is the agent beside the databases.
+type DBService struct {
+	Enabled *bool  `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+	// PublicAddr is how clients reach the agent (SNI routes to a database).
+	PublicAddr string `yaml:"public_addr"`
+	// BrokerAddr and JoinToken are for an agent that joins a remote broker.
+	BrokerAddr string     `yaml:"broker_addr"`
+	JoinToken  string     `yaml:"join_token"`
+	AuditMode  string     `yaml:"audit_mode"`
+	Databases  []Database `yaml:"databases"`
+}
+
+// Database is one database the agent proxies.
+type Database struct {
+	Name         string            `yaml:"name"`
+	Description  string            `yaml:"description"`
+	Protocol     string            `yaml:"protocol"`
+	URI          string            `yaml:"uri"`
+	StaticLabels map[string]string `yaml:"static_labels"`
+	TLS          DatabaseTLS       `yaml:"tls"`
+	AWS          AWS               `yaml:"aws"`
+	AD           AD                `yaml:"ad"`
+	// AuditMode overrides db_service.audit_mode for this database.
+	AuditMode string `yaml:"audit_mode"`
+}
+
+// DatabaseTLS says how the agent verifies the database's certificate.
+type DatabaseTLS struct {
+	Mode                string `yaml:"mode"`
+	CACertFile          string `yaml:"ca_cert_file"`
+	ServerName          string `yaml:"server_name"`
+	TrustSystemCertPool bool   `yaml:"trust_system_cert_pool"`
+}
+
+// AWS configures IAM authentication through RDS Proxy.
+type AWS struct {
+	Region        string `yaml:"region"`
+	RDSProxy      bool   `yaml:"rds_proxy"`
+	AssumeRoleARN string `yaml:"assume_role_arn"`
+	ExternalID    string `yaml:"external_id"`
+}
+
+// AD configures Kerberos authentication to SQL Server.
+type AD struct {
+	Domain      string `yaml:"domain"`
+	SPN         string `yaml:"spn"`
+	KDCHostName string `yaml:"kdc_host_name"`
+	LDAPCert    string `yaml:"ldap_cert"`
+	KeytabFile  string `yaml:"keytab_file"`
+	Krb5File    string `yaml:"krb5_file"`
+}
+
+// Exporter is one sink that the audit stream is delivered to.
+type Exporter struct {
+	Name   string         `yaml:"name"`
+	Type   string         `yaml:"type"`
+	Format string         `yaml:"format"`
+	Filter ExporterFilter `yaml:"filter"`
+	// Settings of the sink named by Type; decoded strictly by the sink.
+	Settings yaml.Node `yaml:"settings"`
+}
+
+// ExporterFilter narrows what an exporter delivers.
+type ExporterFilter struct {
+	Types     []string `yaml:"types"`
+	Users     []string `yaml:"users"`
+	Databases []string `yaml:"databases"`
+}
+
+// Audit configures the publisher.
+type Audit struct {
+	// Mode is strict (default) or async.
+	Mode string `yaml:"mode"`
+	// AckTimeout bounds how long a publish waits for the store (2s default).
+	AckTimeout Duration `yaml:"ack_timeout"`
+	// QueueSize bounds the async queue.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as "2s", "12h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (want e.g. 2s, 15m, 12h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.path = path
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
+		c.DataDir = filepath.Join(filepath.Dir(path), c.DataDir)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly, fills defaults and validates.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var root yaml.Node
+		_ = yaml.Unmarshal(b, &root)
+		return nil, cleanYAMLError(err, keysByLine(&root))
+	}
+	c.fillDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Default is the configuration of `tollgate start` without a file: every
+// role enabled, embedded NATS, data in ./tollgate-data.
+func Default() *Config {
+	c := &Config{}
+	c.fillDefaults()
+	return c
+}
+
+// Path is the file the configuration came from, if any.
+func (c *Config) Path() string { return c.path }
+
+func (c *Config) fillDefaults() {
+	if c.ClusterName == "" {
+		c.ClusterName = DefaultCluster
+	}
+	if c.DataDir == "" {
+		c.DataDir = "tollgate-data"
+	}
+	if len(c.NATS.URLs) == 0 {
+		if c.NATS.Embedded.Listen == "" {
+			c.NATS.Embedded.Listen = fmt.Sprintf("127.0.0.1:%d", DefaultNATSPort)
+		}
+		if c.NATS.Embedded.StoreDir == "" {
+			c.NATS.Embedded.StoreDir = filepath.Join(c.DataDir, "nats")
+		}
+	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
+	if c.Proxy.Listen == "" {
+		c.Proxy.Listen = DefaultProxyAddr
+	}
+	if c.Proxy.PublicAddr == "" {
+		c.Proxy.PublicAddr = c.Proxy.Listen
+	}
+	if c.DBService.Listen == "" {
+		c.DBService.Listen = DefaultAgentAddr
+	}
+	if c.DBService.PublicAddr == "" {
+		c.DBService.PublicAddr = c.DBService.Listen
+	}
+	if c.Audit.Mode == "" {
+		c.Audit.Mode = "strict"
+	}
+	if c.Audit.AckTimeout == 0 {
+		c.Audit.AckTimeout = Duration(2 * time.Second)
+	}
+	if c.Audit.QueueSize == 0 {
+		c.Audit.QueueSize = 65536
+	}
+	if c.DBService.AuditMode == "" {
+		c.DBService.AuditMode = c.Audit.Mode
+	}
+	for i := range c.DBService.Databases {
+		d := &c.DBService.Databases[i]
+		if d.TLS.Mode == "" {
+			d.TLS.Mode = "verify-full"
+		}
+		if d.AuditMode == "" {
+			d.AuditMode = c.DBService.AuditMode
+		}
+	}
+}
+
+// Validate checks values that YAML types cannot express.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if err := events.ValidToken(c.ClusterName); err != nil {
+		bad("cluster_name: %v", err)
+	}
+	if !oneOf(c.Audit.Mode, "strict", "async") {
+		bad("audit.mode: %q is not strict or async", c.Audit.Mode)
+	}
+	if !oneOf(c.DBService.AuditMode, "strict", "async") {
+		bad("db_service.audit_mode: %q is not strict or async", c.DBService.AuditMode)
+	}
+	if c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5 {
+		bad("nats.replicas: %d (want 1, 3 or 5)", c.NATS.Replicas)
+	}
+	seen := map[string]bool{}
+	for i, d := range c.DBService.Databases {
+		where := fmt.Sprintf("db_service.databases[%d]", i)
+		if d.Name == "" {
+			bad("%s.name: required", where)
+		} else if seen[d.Name] {
+			bad("%s.name: %q is used twice", where, d.Name)
+		}
+		seen[d.Name] = true
+		if !oneOf(d.Protocol, "postgres", "cockroachdb", "mysql", "sqlserver") {
+			bad("%s.protocol: %q is not postgres, cockroachdb, mysql or sqlserver", where, d.Protocol)
+		}
+		if d.URI == "" {
+			bad("%s.uri: required", where)
+		}
+		if !oneOf(d.TLS.Mode, "verify-full", "verify-ca", "insecure") {
+			bad("%s.tls.mode: %q is not verify-full, verify-ca or insecure", where, d.TLS.Mode)
+		}
+		if !oneOf(d.AuditMode, "strict", "async") {
+			bad("%s.audit_mode: %q is not strict or async", where, d.AuditMode)
+		}
+	}
+	names := map[string]bool{}
+	for i, e := range c.Exporters {
+		where := fmt.Sprintf("exporters[%d]", i)
+		if e.Name == "" {
+			bad("%s.name: required", where)
+		} else if names[e.Name] {
+			bad("%s.name: %q is used twice", where, e.Name)
+		}
+		names[e.Name] = true
+		if e.Type == "" {
+			bad("%s.type: required", where)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func oneOf(v string, allowed ...string) bool {
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanYAMLError rewords yaml.v3's messages, which name Go types, into ones
+// that name the key path: "line 4: field listn not found in type
+// config.Proxy" becomes `line 4: unknown key "proxy.listn"`, and a wrong type
+// names the key whose value it is.
+func cleanYAMLError(err error, keys map[int]string) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		var line int
+		_, _ = fmt.Sscanf(m, "line %d:", &line)
+		key := keys[line]
+		switch {
+		case strings.Contains(m, " not found in type "):
+			m = fmt.Sprintf("line %d: unknown key %q", line, key)
+		case strings.Contains(m, "cannot unmarshal"):
+			val := m
+			if i := strings.Index(m, "cannot unmarshal "); i >= 0 {
+				val = m[i+len("cannot unmarshal "):]
+			}
+			want := ""
+			if i := strings.Index(val, " into "); i >= 0 {
+				want = val[i+len(" into "):]
+				val = val[:i]
+			}
+			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not a %s", line, key, val, goTypeWord(want))
+		}
+		msgs = append(msgs, m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// goTypeWord says a Go type the way a YAML author thinks of it.
+func goTypeWord(t string) string {
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "list"
+	case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "config."):
+		return "mapping"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "integer"
+	case t == "bool", t == "*bool":
+		return "boolean (true or false)"
+	}
+	return t
+}
+
+// keysByLine maps each line that holds a key (and the line of its value) to
+// the dotted path of that key, so errors that only know a line can name it.
+func keysByLine(root *yaml.Node) map[int]string {
+	out := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				out[k.Line] = p
+				if _, taken := out[v.Line]; !taken {
+					out[v.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if _, taken := out[c.Line]; !taken {
+					out[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	return out
+}

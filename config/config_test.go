@@ -1,0 +1,73 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFull(t *testing.T) {
+	c, err := Parse([]byte(`
+cluster_name: prod
+data_dir: /var/lib/tollgate
+nats:
+  urls: [nats://a:4222, nats://b:4222]
+  creds_file: /etc/tollgate/nats.creds
+  replicas: 3
+audit:
+  mode: async
+  ack_timeout: 5s
+db_service:
+  databases:
+    - name: pg1
+      protocol: postgres
+      uri: localhost:5432
+      static_labels: {env: prod}
+      tls: {mode: verify-ca, ca_cert_file: /etc/ca.pem}
+exporters:
+  - name: siem
+    type: splunk
+    format: ocsf
+    settings:
+      url: https://hec:8088
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClusterName != "prod" || c.NATS.Replicas != 3 || c.Audit.AckTimeout.Std() != 5*time.Second {
+		t.Fatalf("parsed %+v", c)
+	}
+	d := c.DBService.Databases[0]
+	if d.StaticLabels["env"] != "prod" || d.TLS.Mode != "verify-ca" || d.AuditMode != "async" {
+		t.Fatalf("database %+v", d)
+	}
+	if c.Exporters[0].Settings.Kind == 0 {
+		t.Fatal("exporter settings not kept")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if c.NATS.Embedded.Listen != "127.0.0.1:4250" || c.Audit.Mode != "strict" || c.Audit.AckTimeout.Std() != 2*time.Second {
+		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"cluster_name: a\nproxy:\n  listn: x\n", `line 3: unknown key "proxy.listn"`},
+		{"bogus: 1\n", `line 1: unknown key "bogus"`},
+		{"nats:\n  replicas: three\n", `line 2: key "nats.replicas" has the wrong type`},
+		{"db_service:\n  databases:\n    - name: a\n      protocol: postgres\n      uri: x\n      static_labels: [a]\n", `line 6: key "db_service.databases[0].static_labels" has the wrong type`},
+		{"audit:\n  ack_timeout: soon\n", `line 2: "soon" is not a duration`},
+		{"db_service:\n  databases:\n    - name: a\n      protocol: oracle\n      uri: x\n", `db_service.databases[0].protocol: "oracle"`},
+		{"cluster_name: a.b\n", `cluster_name:`},
+		{"audit:\n  mode: sometimes\n", `audit.mode: "sometimes"`},
+	}
+	for _, tc := range cases {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream names and the subjects they hold (DESIGN.md §2.1).
+const (
+	// AuditStream is the data plane: every audit event.
+	AuditStream = "AUDIT"
+	// StateStream is the control plane: event-sourced aggregates.
+	StateStream = "STATE"
+	// AuditSubjects is the filter of AuditStream.
+	AuditSubjects = "audit.>"
+	// StateSubjects is the filter of StateStream.
+	StateSubjects = "state.>"
+	// NoSession stands in the session token of events outside a session.
+	NoSession = "_"
+)
+
+// AuditSubject is the subject an audit event is stored under:
+// audit.<cluster>.<sid>.<type>, the type's dots becoming subject tokens, so
+// one session is audit.*.<sid>.> and one type is audit.*.*.<type>.
+func AuditSubject(ev Event) string {
+	h := ev.Header()
+	sid := NoSession
+	if se, ok := ev.(SessionEvent); ok && se.SessionHeader().SID != "" {
+		sid = se.SessionHeader().SID
+	}
+	var b strings.Builder
+	b.Grow(len("audit...") + len(h.Cluster) + len(sid) + len(h.Type))
+	b.WriteString("audit.")
+	b.WriteString(h.Cluster)
+	b.WriteByte('.')
+	b.WriteString(sid)
+	b.WriteByte('.')
+	b.WriteString(h.Type)
+	return b.String()
+}
+
+// SessionFilter is the subject filter that matches every event of one session.
+func SessionFilter(sid string) string { return "audit.*." + sid + ".>" }
+
+// TypeFilter is the subject filter that matches every event of one type.
+func TypeFilter(typ string) string { return "audit.*.*." + typ }
+
+// StateSubject is the subject of one aggregate instance in StateStream:
+// state.<aggregate>.<id>.
+func StateSubject(aggregate, id string) string { return "state." + aggregate + "." + id }
+
+// ValidToken reports whether s can stand as one subject token (a cluster
+// name, a session id, an aggregate id): non-empty, no dots, wildcards or
+// whitespace.
+func ValidToken(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty subject token")
+	}
+	for _, r := range s {
+		switch {
+		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f:
+			return fmt.Errorf("%q cannot be a subject token: it contains %q", s, r)
+		}
+	}
+	return nil
+}
