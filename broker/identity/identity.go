@@ -1,0 +1,30 @@
+// Package identity holds who a certificate says its holder is: user, roles,
+// traits and expiry. The broker writes an Identity into every certificate it
+// issues; agents read it back from the verified client certificate.
+package identity
+
+import "time"
+
+// Trait names with a meaning of their own in role templates
+// ({{internal.db_users}}, {{internal.db_names}}).
+const (
+	TraitDBUsers = "db_users"
+	TraitDBNames = "db_names"
+)
+
+// Identity is what a user certificate says about its holder.
+type Identity struct {
+	// User is the Tollgate user name.
+	User string `json:"user"`
+	// Roles granted to the user, including roles from approved access
+	// requests.
+	Roles []string `json:"roles"`
+	// Traits are named lists of values used by role templates; internal
+	// traits include db_users and db_names, external ones come from SSO.
+	Traits map[string][]string `json:"traits,omitempty"`
+	// AccessRequests are the ids of approved requests whose roles this
+	// certificate carries.
+	AccessRequests []string `json:"access_requests,omitempty"`
+	// Expires is the certificate's NotAfter.
+	Expires time.Time `json:"expires"`
+}
