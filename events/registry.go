@@ -20,7 +20,7 @@ type Spec struct {
 	// Doc says in one sentence what the event records.
 	Doc string
 	// New returns a zero value of the event's Go type.
-	New func() Event
+	New    func() Event
 	goType reflect.Type
 }
 
@@ -67,12 +67,12 @@ func register[T any, PT interface {
 		panic(fmt.Sprintf("events: malformed event code %q for %s", code, typ))
 	}
 	s := &Spec{
-		Type:   typ,
+		Type:     typ,
 		Code:     code,
 		FailCode: failCode,
 		Doc:      doc,
-		New:    func() Event { return PT(new(T)) },
-		goType: reflect.TypeOf((*T)(nil)),
+		New:      func() Event { return PT(new(T)) },
+		goType:   reflect.TypeOf((*T)(nil)),
 	}
 	registryMu.Lock()
 	defer registryMu.Unlock()
