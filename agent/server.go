@@ -1,0 +1,327 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// ServerConfig configures the agent's listener.
+type ServerConfig struct {
+	// Cluster names the Tollgate cluster in every event.
+	Cluster string
+	// Databases the agent serves; SNI names one of them.
+	Databases []config.Database
+	// TLS holds the agent's own certificate (Certificates or
+	// GetCertificate). Client authentication is set by the server.
+	TLS *tls.Config
+	// UserCAs verifies user certificates.
+	UserCAs *x509.CertPool
+	// Identify reads the identity a verified user certificate carries
+	// (identity.FromCertificate).
+	Identify func(*x509.Certificate) (identity.Identity, error)
+	// Authorize is the access decision.
+	Authorize Authorizer
+	// Recorder stores audit events (events.Publisher).
+	Recorder Recorder
+	// ClientCert provides the certificate presented to databases.
+	ClientCert ClientCertProvider
+	// Engines by protocol name (postgres, cockroachdb, mysql, sqlserver).
+	Engines map[string]Engine
+	// Plaintext answers connections that do not start with TLS; when nil,
+	// the postgres engine does if it implements PlaintextNegotiator.
+	Plaintext PlaintextNegotiator
+	// HandshakeTimeout bounds everything before the engine takes over
+	// (10s by default).
+	HandshakeTimeout time.Duration
+	// ShutdownGrace bounds how long Serve waits, once its context is done,
+	// for sessions to store their last events (5s by default).
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+}
+
+// Server accepts client connections over TLS and hands them to engines.
+type Server struct {
+	cfg       ServerConfig
+	tls       *tls.Config
+	databases map[string]*Database
+	names     []string
+	log       *slog.Logger
+	fallback  Engine
+	env       *Env
+}
+
+// NewServer checks cfg and prepares the databases.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	var missing []string
+	if cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil) {
+		missing = append(missing, "TLS (the agent's certificate)")
+	}
+	if cfg.UserCAs == nil {
+		missing = append(missing, "UserCAs")
+	}
+	if cfg.Identify == nil {
+		missing = append(missing, "Identify")
+	}
+	if cfg.Authorize == nil {
+		missing = append(missing, "Authorize")
+	}
+	if cfg.Recorder == nil {
+		missing = append(missing, "Recorder")
+	}
+	if cfg.ClientCert == nil {
+		missing = append(missing, "ClientCert")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("agent: server config lacks %s", strings.Join(missing, ", "))
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, databases: map[string]*Database{}, log: cfg.Logger}
+	for _, c := range cfg.Databases {
+		if _, dup := s.databases[c.Name]; dup {
+			return nil, fmt.Errorf("agent: database %q is configured twice", c.Name)
+		}
+		if cfg.Engines[c.Protocol] == nil {
+			return nil, fmt.Errorf("agent: database %q: no engine for protocol %q", c.Name, c.Protocol)
+		}
+		d, err := NewDatabase(c)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		s.databases[c.Name] = d
+		s.names = append(s.names, c.Name)
+	}
+	sort.Strings(s.names)
+	if s.cfg.Plaintext == nil {
+		if p, ok := cfg.Engines["postgres"].(PlaintextNegotiator); ok {
+			s.cfg.Plaintext = p
+		}
+	}
+	if e, ok := s.cfg.Plaintext.(Engine); ok {
+		s.fallback = e
+	} else if len(cfg.Engines) == 1 {
+		for _, e := range cfg.Engines {
+			s.fallback = e
+		}
+	}
+	s.tls = cfg.TLS.Clone()
+	if s.tls.MinVersion < tls.VersionTLS12 {
+		s.tls.MinVersion = tls.VersionTLS12
+	}
+	// The certificate is checked after the handshake so that a missing,
+	// expired or foreign certificate gets an error in the database
+	// protocol, which clients show, rather than a bare TLS alert.
+	s.tls.ClientAuth = tls.RequestClientCert
+	return s, nil
+}
+
+// Database returns a configured database by name.
+func (s *Server) Database(name string) (*Database, bool) {
+	d, ok := s.databases[name]
+	return d, ok
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln and
+// every client connection and waits (up to ShutdownGrace) for sessions to
+// store their last events.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBG()
+	s.env = &Env{
+		Cluster: s.cfg.Cluster, Recorder: s.cfg.Recorder, Authorize: s.cfg.Authorize,
+		ClientCert: s.cfg.ClientCert, Logger: s.log, Background: bg,
+	}
+	connCtx, cancelConns := context.WithCancel(ctx)
+	defer cancelConns()
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		wg    sync.WaitGroup
+	)
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			break
+		}
+		mu.Lock()
+		if ctx.Err() != nil {
+			mu.Unlock()
+			c.Close()
+			continue
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
+			s.handle(connCtx, c)
+		}()
+	}
+	cancelConns()
+	wg.Wait()
+	drained := make(chan struct{})
+	go func() { s.env.drains.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(s.cfg.ShutdownGrace):
+		s.log.Error("agent: shutting down with audit events not yet stored")
+	}
+	return err
+}
+
+func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	log := s.log.With("remote", raw.RemoteAddr().String())
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	pc := &prefixConn{Conn: raw, r: bufio.NewReaderSize(raw, 512)}
+	first, err := pc.r.Peek(1)
+	if err != nil {
+		return
+	}
+	if first[0] != tlsHandshakeRecord {
+		if s.cfg.Plaintext == nil {
+			log.Info("agent: connection did not start with TLS")
+			return
+		}
+		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc)
+		if err != nil {
+			log.Info("agent: refused plaintext connection", "err", err)
+		}
+		if !ok {
+			return
+		}
+	}
+	tc := tls.Server(pc, s.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		log.Info("agent: TLS handshake failed", "err", err)
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	cc := &ClientConn{Conn: tc, ServerName: st.ServerName, Env: s.env}
+	cc.Identity, cc.Reject = s.verify(st.PeerCertificates)
+	if cc.Reject == nil {
+		cc.Database, cc.Reject = s.route(st.ServerName)
+	}
+	eng := s.fallback
+	if cc.Database != nil {
+		eng = s.cfg.Engines[cc.Database.Config.Protocol]
+	}
+	if eng == nil {
+		log.Info("agent: connection refused", "err", cc.Reject)
+		return
+	}
+	if err := eng.Serve(ctx, cc); err != nil {
+		log.Info("agent: connection ended", "user", cc.Identity.User, "err", err)
+	}
+}
+
+// verify checks the user certificate against the user CA and reads the
+// identity it carries.
+func (s *Server) verify(chain []*x509.Certificate) (identity.Identity, error) {
+	if len(chain) == 0 {
+		return identity.Identity{}, errors.New("no client certificate: log in with tg login and connect through tg proxy db")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	leaf := chain[0]
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots: s.cfg.UserCAs, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+			return identity.Identity{}, fmt.Errorf("client certificate of %q expired at %s: log in again with tg login",
+				leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return identity.Identity{}, fmt.Errorf("client certificate of %q is not trusted: %v", leaf.Subject.CommonName, err)
+	}
+	id, err := s.cfg.Identify(leaf)
+	if err != nil {
+		return identity.Identity{}, fmt.Errorf("client certificate of %q carries no usable identity: %v", leaf.Subject.CommonName, err)
+	}
+	return id, nil
+}
+
+// route finds the database the SNI names: its full name, or the first label
+// of a longer host name. Without SNI (a client connecting by IP address)
+// the only database is chosen when there is exactly one.
+func (s *Server) route(sni string) (*Database, error) {
+	if sni == "" {
+		if len(s.names) == 1 {
+			return s.databases[s.names[0]], nil
+		}
+		return nil, fmt.Errorf("the connection names no database: its TLS server name (SNI) must be one of %s", strings.Join(s.names, ", "))
+	}
+	if d, ok := s.databases[sni]; ok {
+		return d, nil
+	}
+	if i := strings.IndexByte(sni, '.'); i > 0 {
+		if d, ok := s.databases[sni[:i]]; ok {
+			return d, nil
+		}
+	}
+	names := slices.Clone(s.names)
+	if len(names) == 0 {
+		names = []string{"(none configured)"}
+	}
+	return nil, fmt.Errorf("unknown database %q: this agent serves %s", sni, strings.Join(names, ", "))
+}
+
+// tlsHandshakeRecord is the first byte of a TLS ClientHello record.
+const tlsHandshakeRecord = 0x16
+
+// prefixConn reads through a buffered reader so bytes peeked before TLS
+// are not lost.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

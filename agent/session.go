@@ -1,0 +1,364 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// DefaultQueueLimit bounds the events of one session waiting for the async
+// path; an emitter blocks beyond it rather than drop anything.
+const DefaultQueueLimit = 4096
+
+// ErrSessionClosed is returned by Gate after Close.
+var ErrSessionClosed = errors.New("session closed")
+
+// AuditError is returned by Gate when the audit store did not take the
+// events of a client batch: the batch must not be forwarded.
+type AuditError struct{ Err error }
+
+func (e *AuditError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, "audit store unavailable") {
+		return msg
+	}
+	return "audit store unavailable: " + msg
+}
+
+func (e *AuditError) Unwrap() error { return e.Err }
+
+// Session is one client session on a database. It owns the session id and
+// the gapless event index: every event it emits gets the next ei, the
+// envelope's user and roles and the database fields, so engines only fill
+// what their protocol knows.
+//
+// Client-to-server events go through Gate: in strict mode Gate returns once
+// the store has them, and the engine forwards the batch only then. Events of
+// a refused batch keep their id and ei and are published again, first, with
+// the next batch (the store deduplicates by id), so ei stays gapless.
+// Server-to-client events go through Emit, a per-session queue published in
+// ei order in the background, retried until stored and never dropped.
+type Session struct {
+	ID       string
+	Identity identity.Identity
+	Database *Database
+	DBUser   string
+	DBName   string
+	Started  time.Time
+
+	cluster string
+	rec     Recorder
+	strict  bool
+	log     *slog.Logger
+	bg      context.Context
+	limit   int
+
+	// gateMu serialises gates so pending events are published before
+	// anything gated after them.
+	gateMu  sync.Mutex
+	pending []events.Event
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	next    uint64
+	queue   []events.Event
+	closing bool
+	closed  bool
+	done    chan struct{}
+	dbh     events.Database
+}
+
+// SessionOptions configures NewSession.
+type SessionOptions struct {
+	Cluster  string
+	Recorder Recorder
+	Identity identity.Identity
+	Database *Database
+	DBUser   string
+	DBName   string
+	// Background bounds the async publishing of this session: it keeps
+	// retrying until the events are stored or Background is done.
+	Background context.Context
+	Logger     *slog.Logger
+	// QueueLimit defaults to DefaultQueueLimit.
+	QueueLimit int
+	// ID defaults to a new event id.
+	ID string
+}
+
+// NewSession starts a session and its background publisher.
+func NewSession(o SessionOptions) *Session {
+	s := &Session{
+		ID: o.ID, Identity: o.Identity, Database: o.Database, DBUser: o.DBUser, DBName: o.DBName,
+		Started: time.Now(), cluster: o.Cluster, rec: o.Recorder, log: o.Logger, bg: o.Background,
+		limit: o.QueueLimit, done: make(chan struct{}), strict: true,
+	}
+	if s.ID == "" {
+		s.ID = events.NewID()
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.bg == nil {
+		s.bg = context.Background()
+	}
+	if s.limit <= 0 {
+		s.limit = DefaultQueueLimit
+	}
+	if o.Database != nil {
+		s.strict = o.Database.Strict
+		s.dbh = events.Database{Service: o.Database.Config.Name, Protocol: o.Database.Config.Protocol, URI: o.Database.Config.URI}
+	}
+	s.dbh.User, s.dbh.Name = o.DBUser, o.DBName
+	s.cond = sync.NewCond(&s.mu)
+	go s.drain()
+	return s
+}
+
+// Strict reports whether client messages wait for their events to be stored.
+func (s *Session) Strict() bool { return s.strict }
+
+// SetDB updates db_user and db_name for events emitted from now on (a
+// protocol may learn them after the session began).
+func (s *Session) SetDB(dbUser, dbName string) {
+	s.mu.Lock()
+	s.DBUser, s.DBName = dbUser, dbName
+	s.dbh.User, s.dbh.Name = dbUser, dbName
+	s.mu.Unlock()
+}
+
+// Gate records the events of one client batch. In strict mode it returns
+// nil only once the store holds them (and every earlier refused event); on
+// error it returns an *AuditError and the caller must forward nothing. In
+// async mode it queues them and returns nil.
+func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if !s.strict {
+		return s.Emit(evs...)
+	}
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrSessionClosed
+	}
+	for _, ev := range evs {
+		if err := s.stamp(ev); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.mu.Unlock()
+	batch := evs
+	if len(s.pending) > 0 {
+		batch = append(s.pending, evs...)
+	}
+	if err := s.rec.PublishBatch(ctx, batch); err != nil {
+		if len(s.pending) == 0 {
+			batch = slices.Clone(evs)
+		}
+		s.pending = batch
+		return &AuditError{Err: err}
+	}
+	// The recorder may keep the slice (an async publisher queues it), so
+	// it is never reused.
+	s.pending = nil
+	return nil
+}
+
+// Refused records that a client batch was refused because the store was
+// unavailable. The record is kept with the refused events and published
+// first with the next batch, or when the session closes.
+func (s *Session) Refused(ev events.Event) {
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	s.mu.Lock()
+	err := s.stamp(ev)
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("audit: cannot record refusal", "sid", s.ID, "err", err)
+		return
+	}
+	s.pending = append(s.pending, ev)
+}
+
+// Emit queues events for the async path: they get their ei now and are
+// published in that order in the background. It blocks while the session's
+// queue is full, so nothing is dropped.
+func (s *Session) Emit(evs ...events.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) >= s.limit && !s.closed {
+		s.cond.Wait()
+	}
+	if s.closing {
+		return ErrSessionClosed
+	}
+	for _, ev := range evs {
+		if err := s.stamp(ev); err != nil {
+			return err
+		}
+		s.queue = append(s.queue, ev)
+	}
+	s.cond.Broadcast()
+	return nil
+}
+
+// Close ends the session: end (when not nil) gets the last ei, every event
+// still pending or queued is published in the background, and the returned
+// channel is closed once all are stored (or the background context ended).
+func (s *Session) Close(end events.Event) <-chan struct{} {
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return s.done
+	}
+	if len(s.pending) > 0 {
+		s.queue = append(s.queue, s.pending...)
+		s.pending = nil
+		slices.SortStableFunc(s.queue, func(a, b events.Event) int {
+			return compareEI(a, b)
+		})
+	}
+	if end != nil {
+		if err := s.stamp(end); err != nil {
+			s.log.Error("audit: cannot stamp session end", "sid", s.ID, "err", err)
+		} else {
+			s.queue = append(s.queue, end)
+		}
+	}
+	s.closing = true
+	s.cond.Broadcast()
+	return s.done
+}
+
+func compareEI(a, b events.Event) int {
+	ea, eb := eiOf(a), eiOf(b)
+	switch {
+	case ea < eb:
+		return -1
+	case ea > eb:
+		return 1
+	}
+	return 0
+}
+
+func eiOf(ev events.Event) uint64 {
+	if se, ok := ev.(events.SessionEvent); ok {
+		return se.SessionHeader().EI
+	}
+	return 0
+}
+
+// NextEI is the index the next event will get.
+func (s *Session) NextEI() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
+func (s *Session) drain() {
+	defer close(s.done)
+	backoff := 20 * time.Millisecond
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.closing {
+			s.cond.Wait()
+		}
+		if len(s.queue) == 0 {
+			s.closed = true
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+		batch := s.queue
+		s.queue = nil
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		for {
+			err := s.rec.PublishBatch(s.bg, batch)
+			if err == nil {
+				backoff = 20 * time.Millisecond
+				break
+			}
+			if s.bg.Err() != nil {
+				s.log.Error("audit: events of a session could not be stored before shutdown",
+					"sid", s.ID, "events", len(batch), "first_ei", eiOf(batch[0]), "err", err)
+				s.mu.Lock()
+				s.closed, s.queue = true, nil
+				s.cond.Broadcast()
+				s.mu.Unlock()
+				return
+			}
+			s.log.Warn("audit: store unavailable, retrying", "sid", s.ID, "events", len(batch), "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-s.bg.Done():
+			}
+			backoff = min(backoff*2, 2*time.Second)
+		}
+	}
+}
+
+// stamp fills the session fields of ev and gives it the next ei. s.mu held.
+func (s *Session) stamp(ev events.Event) error {
+	se, ok := ev.(events.SessionEvent)
+	if !ok {
+		return fmt.Errorf("audit: %T is not a session event", ev)
+	}
+	h := ev.Header()
+	if h.User == "" {
+		h.User, h.Roles = s.Identity.User, s.Identity.Roles
+	}
+	sh := se.SessionHeader()
+	sh.SID, sh.EI = s.ID, s.next
+	if d := databaseOf(ev); d != nil && d.Service == "" {
+		*d = s.dbh
+	}
+	if err := events.Stamp(ev, s.cluster); err != nil {
+		return err
+	}
+	s.next++
+	return nil
+}
+
+var (
+	dbType     = reflect.TypeFor[events.Database]()
+	dbFieldIdx sync.Map // reflect.Type → []int (nil when the type has none)
+)
+
+// databaseOf returns the embedded events.Database of ev, if any. The field
+// index is looked up once per type.
+func databaseOf(ev events.Event) *events.Database {
+	v := reflect.ValueOf(ev)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	t := v.Elem().Type()
+	idx, ok := dbFieldIdx.Load(t)
+	if !ok {
+		var found []int
+		if f, ok := t.FieldByName("Database"); ok && f.Type == dbType {
+			found = f.Index
+		}
+		idx, _ = dbFieldIdx.LoadOrStore(t, found)
+	}
+	if idx.([]int) == nil {
+		return nil
+	}
+	return v.Elem().FieldByIndex(idx.([]int)).Addr().Interface().(*events.Database)
+}

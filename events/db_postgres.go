@@ -1,0 +1,101 @@
+package events
+
+// PostgreSQL-specific session events: the steps of the extended query
+// protocol, COPY, function calls and cancel requests. Statements sent with
+// the simple protocol are db.session.query; every statement's answer is
+// db.session.result.
+
+func init() {
+	Register[PostgresParse]("db.session.postgres.parse", "TGPG001I",
+		"A PostgreSQL client prepared a statement (extended protocol Parse).")
+	Register[PostgresBind]("db.session.postgres.bind", "TGPG002I",
+		"A PostgreSQL client bound parameters to a prepared statement (extended protocol Bind).")
+	Register[PostgresExecute]("db.session.postgres.execute", "TGPG003I",
+		"A PostgreSQL client executed a portal (extended protocol Execute); carries the statement text and its parameters.")
+	Register[PostgresClose]("db.session.postgres.close", "TGPG004I",
+		"A PostgreSQL client closed a prepared statement or a portal.")
+	Register[PostgresFunctionCall]("db.session.postgres.function_call", "TGPG005I",
+		"A PostgreSQL client called a function by OID (FunctionCall message).")
+	Register[PostgresCopy]("db.session.postgres.copy", "TGPG006I",
+		"A PostgreSQL client sent COPY data, finished or aborted a COPY; counts bytes and never records the rows.")
+	RegisterOutcome[PostgresCancel]("db.session.postgres.cancel", "TGPG007I", "TGPG007W",
+		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded.")
+}
+
+// PostgresParse records a Parse message.
+type PostgresParse struct {
+	Envelope
+	Session
+	Database
+	StatementName string   `json:"db_statement_name" jsonschema:"description=Name of the prepared statement; empty for the unnamed statement"`
+	Query         string   `json:"db_query" jsonschema:"description=Statement text"`
+	ParameterOIDs []uint32 `json:"db_parameter_oids,omitempty" jsonschema:"description=Parameter type OIDs declared by the client (0 lets the server infer)"`
+}
+
+// PostgresBind records a Bind message. Parameters are rendered as text: text
+// values as sent, binary values decoded by type OID where known, otherwise
+// base64; NULL is the unquoted word NULL.
+type PostgresBind struct {
+	Envelope
+	Session
+	Database
+	StatementName       string   `json:"db_statement_name" jsonschema:"description=Prepared statement bound"`
+	PortalName          string   `json:"db_portal_name" jsonschema:"description=Portal created; empty for the unnamed portal"`
+	Parameters          []string `json:"db_query_parameters,omitempty" jsonschema:"description=Bound parameter values as text"`
+	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
+}
+
+// PostgresExecute records an Execute message with the statement it runs, so
+// one event says what ran without joining it to Parse and Bind.
+type PostgresExecute struct {
+	Envelope
+	Session
+	Database
+	PortalName          string   `json:"db_portal_name" jsonschema:"description=Portal executed"`
+	StatementName       string   `json:"db_statement_name" jsonschema:"description=Prepared statement behind the portal"`
+	Query               string   `json:"db_query" jsonschema:"description=Statement text"`
+	Parameters          []string `json:"db_query_parameters,omitempty" jsonschema:"description=Bound parameter values as text"`
+	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
+	MaxRows             uint32   `json:"db_max_rows,omitempty" jsonschema:"description=Row limit of this execution; 0 means all rows"`
+}
+
+// PostgresClose records a Close message.
+type PostgresClose struct {
+	Envelope
+	Session
+	Database
+	Kind string `json:"db_close_kind" jsonschema:"enum=statement,enum=portal,description=What was closed"`
+	Name string `json:"db_close_name" jsonschema:"description=Name of the statement or portal closed"`
+}
+
+// PostgresFunctionCall records a FunctionCall message.
+type PostgresFunctionCall struct {
+	Envelope
+	Session
+	Database
+	FunctionOID uint32   `json:"db_function_oid" jsonschema:"description=OID of the function called"`
+	Arguments   []string `json:"db_function_args,omitempty" jsonschema:"description=Arguments: text as sent and binary as base64"`
+}
+
+// PostgresCopy records COPY traffic from the client: one event per batch of
+// CopyData messages, and one when the client ends or aborts the COPY.
+type PostgresCopy struct {
+	Envelope
+	Session
+	Database
+	Phase      string `json:"db_copy_phase" jsonschema:"enum=data,enum=done,enum=fail,description=data while rows flow; done or fail when the client ends the COPY"`
+	Messages   uint64 `json:"db_copy_messages" jsonschema:"description=CopyData messages in this batch"`
+	Bytes      uint64 `json:"db_copy_bytes" jsonschema:"description=Bytes of COPY data in this batch"`
+	TotalBytes uint64 `json:"db_copy_total_bytes" jsonschema:"description=Bytes of COPY data since the COPY began"`
+	Reason     string `json:"db_copy_fail_reason,omitempty" jsonschema:"description=Reason the client gave when it aborted the COPY"`
+}
+
+// PostgresCancel records a cancel request, in the session it targets.
+type PostgresCancel struct {
+	Envelope
+	Session
+	Database
+	Status
+	ClientAddr string `json:"client_addr,omitempty" jsonschema:"description=Remote address of the connection that asked to cancel"`
+	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to"`
+}
