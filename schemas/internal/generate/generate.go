@@ -6,6 +6,7 @@ package generate
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,6 +140,7 @@ func Schema(s events.Spec) (map[string]any, error) {
 		DoNotReference: true,
 		// $id is set below from the event type, not from the Go package.
 		Anonymous: true,
+		Mapper:    textTypes,
 	}
 	raw, err := json.Marshal(r.ReflectFromType(t))
 	if err != nil {
@@ -183,6 +185,28 @@ func Schema(s events.Spec) (map[string]any, error) {
 	return doc, nil
 }
 
+var (
+	timeType      = reflect.TypeOf(time.Time{})
+	textMarshaler = reflect.TypeOf((*encoding.TextMarshaler)(nil)).Elem()
+	jsonMarshaler = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
+)
+
+// textTypes maps types that encoding/json writes through MarshalText (net.IP,
+// netip.Addr, enum types) to a string, where the reflection library would
+// describe their Go kind or, for net.IP, allow IPv4 only. Types with their own
+// MarshalJSON are left to the reflection; the validation test of every
+// registered type's zero value catches a schema that disagrees with them.
+func textTypes(t reflect.Type) *jsonschema.Schema {
+	if t == timeType || implements(t, jsonMarshaler) || !implements(t, textMarshaler) {
+		return nil
+	}
+	return &jsonschema.Schema{Type: "string"}
+}
+
+func implements(t, iface reflect.Type) bool {
+	return t.Implements(iface) || (t.Kind() != reflect.Pointer && reflect.PointerTo(t).Implements(iface))
+}
+
 // refine makes the schema say what encoding/json really writes for t, where
 // the reflection library is looser: unsigned integers are never negative, and
 // a nil slice, map or pointer without omitempty is written as null.
@@ -190,9 +214,12 @@ func refine(s map[string]any, t reflect.Type) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if textTypes(t) != nil {
+		return nil
+	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if t == reflect.TypeOf(time.Time{}) {
+		if t == timeType {
 			return nil
 		}
 		props, _ := s["properties"].(map[string]any)
@@ -229,17 +256,21 @@ func refine(s map[string]any, t reflect.Type) error {
 			return refine(vals, t.Elem())
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		if _, set := s["minimum"]; !set {
+		if _, set := s["minimum"]; !set && s["type"] == "integer" {
 			s["minimum"] = json.Number("0")
 		}
 	}
 	return nil
 }
 
+// nilable says whether encoding/json writes null for a nil value of t. A nil
+// slice or map with its own marshaler (net.IP) is passed to it instead.
 func nilable(t reflect.Type) bool {
 	switch t.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Interface, reflect.Slice:
+	case reflect.Pointer, reflect.Interface:
 		return true
+	case reflect.Map, reflect.Slice:
+		return !implements(t, jsonMarshaler) && !implements(t, textMarshaler)
 	}
 	return false
 }

@@ -2,12 +2,18 @@ package generate
 
 import (
 	"encoding/json"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tollgate-db/tollgate/events"
 )
+
+// level is an enum written as text, like many protocol constants.
+type level uint8
+
+func (l level) MarshalText() ([]byte, error) { return []byte([]string{"low", "high"}[l&1]), nil }
 
 type inner struct {
 	N uint8 `json:"n"`
@@ -23,6 +29,8 @@ type synthetic struct {
 	Nested *inner            `json:"nested"`
 	Any    any               `json:"any"`
 	Mode   string            `json:"mode" jsonschema:"enum=a,enum=b,description=Mode, a or b"`
+	Addr   net.IP            `json:"addr"`
+	Level  level             `json:"level"`
 	Hidden string            `json:"-"`
 	hidden string
 }
@@ -70,6 +78,10 @@ func TestSchemaFollowsEncoding(t *testing.T) {
 	check("count", "minimum", `0`)
 	check("count", "description", `"How many, at most 9"`)
 	check("meta", "type", `"object"`)
+	check("addr", "type", `"string"`) // a nil net.IP is written as ""
+	check("addr", "format", `null`)
+	check("level", "type", `"string"`)
+	check("level", "minimum", `null`)
 	check("mode", "enum", `["a","b"]`)
 	check("mode", "description", `"Mode, a or b"`)
 	check("code", "enum", `["TGZZ001I","TGZZ001W"]`)
