@@ -1,0 +1,358 @@
+package postgres
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// clientTypes are the message types a client may send after startup.
+var clientTypes = func() (t [256]bool) {
+	for _, c := range []byte("QPBDECSHFdcfXp") {
+		t[c] = true
+	}
+	return t
+}()
+
+// malformed describes client input that did not decode.
+type malformed struct {
+	reason string
+	typ    byte
+	length int64
+	prefix []byte // nil when the message may hold a secret
+}
+
+func (m *malformed) Error() string { return m.reason }
+
+// segment is a byte range of the batch to forward.
+type segment struct{ from, to int }
+
+// clientDecoder turns client messages into audit events and decides what
+// is forwarded. It keeps the prepared statements and portals it saw, so an
+// Execute event can say which statement ran with which parameters.
+type clientDecoder struct {
+	maxMessage, maxCopy, maxParam int
+	q                             *stmtQueue
+
+	stmts   map[string]*prepared
+	portals map[string]*portal
+
+	// discardUntilSync: the agent refused an extended-protocol batch and,
+	// like the server after an error, drops messages until Sync.
+	discardUntilSync bool
+	// discardCopy: the agent aborted a COPY; the client's remaining copy
+	// messages are dropped.
+	discardCopy bool
+	copyTotal   uint64
+
+	// Output of one batch.
+	evs        []events.Event
+	entries    []entry
+	segs       []segment
+	types      []byte // types of the messages in segs, for refusals
+	replies    []byte // answers the agent gives itself (after a refusal)
+	terminate  bool
+	statements uint64
+	copyMsgs   uint64
+	copyBytes  uint64
+	// lastKept says whether the message just decoded is forwarded.
+	lastKept bool
+	// status is the transaction status of the last ReadyForQuery, for the
+	// agent's own ReadyForQuery answers.
+	status byte
+
+	query    pgproto3.Query
+	parse    pgproto3.Parse
+	bind     pgproto3.Bind
+	describe pgproto3.Describe
+	execute  pgproto3.Execute
+	close    pgproto3.Close
+	fcall    pgproto3.FunctionCall
+	copyFail pgproto3.CopyFail
+}
+
+type portal struct {
+	name      string
+	stmtName  string
+	stmt      *prepared
+	params    []string
+	truncated bool
+}
+
+func newClientDecoder(maxMessage, maxCopy, maxParam int, q *stmtQueue) *clientDecoder {
+	return &clientDecoder{maxMessage: maxMessage, maxCopy: maxCopy, maxParam: maxParam, q: q,
+		stmts: map[string]*prepared{}, portals: map[string]*portal{}}
+}
+
+func (d *clientDecoder) reset() {
+	d.evs = nil // handed to the recorder, which may keep it
+	d.entries = d.entries[:0]
+	d.segs = d.segs[:0]
+	d.types = d.types[:0]
+	d.replies = d.replies[:0]
+	d.statements = 0
+	d.copyMsgs, d.copyBytes = 0, 0
+	d.terminate = false
+}
+
+// decode processes the complete messages at the start of b. It returns how
+// many bytes it consumed and, when the next message is incomplete, how many
+// bytes that message needs in all. A malformed message stops decoding; the
+// batch's events are then discarded by the caller.
+func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad *malformed) {
+	d.reset()
+	off := 0
+	for {
+		rest := b[off:]
+		if len(rest) < headerLength {
+			if len(rest) > 0 && !clientTypes[rest[0]] {
+				return off, 0, d.unknownType(rest)
+			}
+			need = headerLength
+			break
+		}
+		typ := rest[0]
+		if !clientTypes[typ] {
+			return off, 0, d.unknownType(rest)
+		}
+		n := int64(binary.BigEndian.Uint32(rest[1:5]))
+		limit := int64(d.maxMessage)
+		if typ == 'd' {
+			limit = int64(d.maxCopy)
+		}
+		switch {
+		case n < 4:
+			return off, 0, &malformed{reason: fmt.Sprintf("message %q declares length %d, less than its own length field", typ, n), typ: typ, length: n, prefix: secretless(typ, rest)}
+		case n-4 > limit:
+			return off, 0, &malformed{reason: fmt.Sprintf("message %q of %d bytes is over the limit of %d bytes", typ, n, limit), typ: typ, length: n, prefix: secretless(typ, rest)}
+		}
+		total := int(n) + 1
+		if len(rest) < total {
+			need = total
+			break
+		}
+		if m := d.message(typ, rest[headerLength:total], now); m != nil {
+			m.length, m.typ = n, typ
+			m.prefix = secretless(typ, rest[:total])
+			return off, 0, m
+		}
+		if d.lastKept {
+			if k := len(d.segs); k > 0 && d.segs[k-1].to == off {
+				d.segs[k-1].to = off + total
+			} else {
+				d.segs = append(d.segs, segment{off, off + total})
+			}
+			d.types = append(d.types, typ)
+		}
+		off += total
+		if d.terminate {
+			break
+		}
+	}
+	d.flushCopy("data", "")
+	return off, need, nil
+}
+
+
+func (d *clientDecoder) unknownType(rest []byte) *malformed {
+	return &malformed{reason: fmt.Sprintf("unknown message type 0x%02x", rest[0]), typ: rest[0], length: int64(len(rest)), prefix: secretless(rest[0], rest)}
+}
+
+// secretless returns up to 64 bytes of a message for the malformed_packet
+// event, except for password messages, which are never recorded.
+func secretless(typ byte, b []byte) []byte {
+	if typ == 'p' {
+		return nil
+	}
+	return b[:min(len(b), 64)]
+}
+
+func bad(typ byte, err error) *malformed {
+	return &malformed{reason: fmt.Sprintf("message %q does not decode: %v", typ, err)}
+}
+
+// message decodes one message into events and queue entries. It sets
+// d.lastKept to whether the message is forwarded.
+func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed {
+	d.lastKept = true
+	if d.discardUntilSync && typ != 'S' && typ != 'X' && typ != 'p' {
+		d.lastKept = false
+		return nil
+	}
+	if d.discardCopy && (typ == 'd' || typ == 'c' || typ == 'f') {
+		d.lastKept = false
+		if typ != 'd' {
+			d.discardCopy = false
+			d.copyTotal = 0
+		}
+		return nil
+	}
+	switch typ {
+	case 'Q':
+		if err := d.query.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		d.flushCopy("data", "")
+		d.evs = append(d.evs, &events.Query{Query: d.query.String})
+		d.entries = append(d.entries, entry{kind: kQuery, at: now})
+		d.statements++
+	case 'P':
+		if err := d.parse.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		st := &prepared{query: d.parse.Query, oids: d.parse.ParameterOIDs}
+		d.stmts[d.parse.Name] = st
+		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: d.parse.Query, ParameterOIDs: d.parse.ParameterOIDs})
+	case 'B':
+		if err := d.bind.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		st := d.stmts[d.bind.PreparedStatement]
+		oids := d.q.oidsOf(st)
+		pf := d.bind.ParameterFormatCodes
+		if len(pf) > 1 && len(pf) != len(d.bind.Parameters) {
+			return bad(typ, fmt.Errorf("%d parameter formats for %d parameters", len(pf), len(d.bind.Parameters)))
+		}
+		params := make([]string, len(d.bind.Parameters))
+		trunc := false
+		for i, v := range d.bind.Parameters {
+			binaryFormat := false
+			switch len(pf) {
+			case 0:
+			case 1:
+				binaryFormat = pf[0] == 1
+			default:
+				binaryFormat = pf[i] == 1
+			}
+			var oid uint32
+			if i < len(oids) {
+				oid = oids[i]
+			}
+			var t bool
+			params[i], t = renderParam(v, binaryFormat, oid, d.maxParam)
+			trunc = trunc || t
+		}
+		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc}
+		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc})
+	case 'D':
+		if err := d.describe.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		if d.describe.ObjectType == 'S' {
+			st := d.stmts[d.describe.Name]
+			d.entries = append(d.entries, entry{kind: kDescribe, at: now, stmt: st})
+		}
+	case 'E':
+		if err := d.execute.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		ev := &events.PostgresExecute{PortalName: d.execute.Portal, MaxRows: d.execute.MaxRows}
+		if p := d.portals[d.execute.Portal]; p != nil {
+			ev.StatementName, ev.Parameters, ev.ParametersTruncated = p.stmtName, p.params, p.truncated
+			if p.stmt != nil {
+				ev.Query = p.stmt.query
+			}
+		}
+		d.evs = append(d.evs, ev)
+		d.entries = append(d.entries, entry{kind: kExec, at: now})
+		d.statements++
+	case 'C':
+		if err := d.close.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		ev := &events.PostgresClose{Name: d.close.Name}
+		if d.close.ObjectType == 'S' {
+			ev.Kind = "statement"
+			delete(d.stmts, d.close.Name)
+		} else {
+			ev.Kind = "portal"
+			delete(d.portals, d.close.Name)
+		}
+		d.evs = append(d.evs, ev)
+	case 'S', 'H', 'c', 'X':
+		if len(body) != 0 {
+			return &malformed{reason: fmt.Sprintf("message %q must be empty but has %d bytes", typ, len(body))}
+		}
+		switch typ {
+		case 'S':
+			if d.discardUntilSync {
+				d.discardUntilSync = false
+				d.lastKept = false
+				d.replies = append(d.replies, readyForQuery(d.status)...)
+				return nil
+			}
+			d.entries = append(d.entries, entry{kind: kSync, at: now})
+		case 'c':
+			d.flushCopy("done", "")
+			d.copyTotal = 0
+		case 'X':
+			d.terminate = true
+		}
+	case 'F':
+		if err := d.fcall.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		args := make([]string, len(d.fcall.Arguments))
+		for i, a := range d.fcall.Arguments {
+			binaryFormat := false
+			switch len(d.fcall.ArgFormatCodes) {
+			case 0:
+			case 1:
+				binaryFormat = d.fcall.ArgFormatCodes[0] == 1
+			default:
+				if i < len(d.fcall.ArgFormatCodes) {
+					binaryFormat = d.fcall.ArgFormatCodes[i] == 1
+				}
+			}
+			switch {
+			case a == nil:
+				args[i] = nullParam
+			case binaryFormat:
+				args[i], _ = renderParam(a, true, 0, d.maxParam)
+			default:
+				args[i], _ = renderParam(a, false, 0, d.maxParam)
+			}
+		}
+		d.evs = append(d.evs, &events.PostgresFunctionCall{FunctionOID: d.fcall.Function, Arguments: args})
+		d.entries = append(d.entries, entry{kind: kFunc, at: now})
+		d.statements++
+	case 'd':
+		d.copyMsgs++
+		d.copyBytes += uint64(len(body))
+		d.copyTotal += uint64(len(body))
+	case 'f':
+		if err := d.copyFail.Decode(body); err != nil {
+			return bad(typ, err)
+		}
+		d.flushCopy("fail", d.copyFail.Message)
+		d.copyTotal = 0
+	case 'p':
+		d.lastKept = false
+		return &malformed{reason: "unexpected password or authentication message after the session began (the agent authenticates to the database itself)"}
+	}
+	return nil
+}
+
+// flushCopy turns the CopyData counted so far into one event; done and
+// fail always make one.
+func (d *clientDecoder) flushCopy(phase, reason string) {
+	if phase == "data" && d.copyMsgs == 0 {
+		return
+	}
+	d.evs = append(d.evs, &events.PostgresCopy{Phase: phase, Messages: d.copyMsgs, Bytes: d.copyBytes, TotalBytes: d.copyTotal, Reason: reason})
+	d.copyMsgs, d.copyBytes = 0, 0
+}
+
+// malformedEvent is the event for m.
+func malformedEvent(m *malformed) *events.MalformedPacket {
+	ev := &events.MalformedPacket{Direction: "client", Reason: m.reason, Length: m.length}
+	if len(m.prefix) > 0 {
+		ev.Prefix = hex.EncodeToString(m.prefix)
+	}
+	return ev
+}

@@ -1,0 +1,495 @@
+// Package postgres is the agent's PostgreSQL engine (also used for
+// CockroachDB): it terminates the client's protocol after TLS, checks
+// access, connects to the database with a db-client certificate, and
+// proxies while decoding every message into audit events. In strict mode a
+// client batch is forwarded only after its events are stored.
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// Default limits on client messages. A message over its limit closes the
+// connection; nothing of it is forwarded.
+const (
+	DefaultMaxMessage  = 16 << 20
+	DefaultMaxCopyData = 64 << 20
+	DefaultMaxParam    = 64 << 10
+)
+
+// Options tunes the engine; zero values take the defaults.
+type Options struct {
+	// MaxMessage bounds every client message but CopyData.
+	MaxMessage int
+	// MaxCopyData bounds one CopyData message.
+	MaxCopyData int
+	// MaxParam bounds the recorded rendering of one bound parameter.
+	MaxParam int
+	// StartupTimeout bounds the startup phase (30s).
+	StartupTimeout time.Duration
+	// DialTimeout bounds connecting to the database (10s).
+	DialTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Engine is the PostgreSQL engine. One Engine serves every PostgreSQL (and
+// CockroachDB) database of an agent; it holds the cancel keys of all their
+// sessions.
+type Engine struct {
+	opt  Options
+	log  *slog.Logger
+	keys cancelKeys
+}
+
+// New returns an engine.
+func New(o Options) *Engine {
+	if o.MaxMessage <= 0 {
+		o.MaxMessage = DefaultMaxMessage
+	}
+	if o.MaxCopyData <= 0 {
+		o.MaxCopyData = DefaultMaxCopyData
+	}
+	if o.MaxParam <= 0 {
+		o.MaxParam = DefaultMaxParam
+	}
+	if o.StartupTimeout <= 0 {
+		o.StartupTimeout = 30 * time.Second
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Engine{opt: o, log: o.Logger}
+}
+
+var (
+	_ agent.Engine              = (*Engine)(nil)
+	_ agent.PlaintextNegotiator = (*Engine)(nil)
+)
+
+// NegotiatePlaintext answers a connection that did not start with TLS: an
+// SSLRequest (psql connecting directly) gets 'S' and TLS follows;
+// everything else gets a clear ErrorResponse, since the agent only talks
+// to clients that present a certificate over TLS.
+func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, error) {
+	code, body, err := readStartup(conn)
+	if err != nil {
+		if code != 0 {
+			_, _ = conn.Write(errorResponse("FATAL", stateProtocolViolation, "tollgate: "+err.Error()))
+		}
+		return false, err
+	}
+	switch {
+	case code == codeSSL && len(body) == 0:
+		_, err := conn.Write([]byte{'S'})
+		return err == nil, err
+	case code == codeGSSENC:
+		_, _ = conn.Write(errorResponse("FATAL", stateFeatureNotSupported,
+			"tollgate: GSSAPI encryption is not supported: connect with TLS and a Tollgate certificate (gssencmode=disable sslmode=require, or through tg proxy db)"))
+		return false, errors.New("GSSENCRequest refused")
+	case code == codeCancel:
+		// A cancel request must come over TLS like any other connection;
+		// there is no reply in the protocol.
+		return false, errors.New("cancel request without TLS ignored")
+	case code>>16 == 3:
+		_, _ = conn.Write(errorResponse("FATAL", stateInvalidAuthorization,
+			"tollgate: connection without TLS refused: the agent requires TLS with a Tollgate client certificate (use sslmode=require with sslcert/sslkey, or tg proxy db)"))
+		return false, errors.New("plaintext startup refused")
+	}
+	_, _ = conn.Write(errorResponse("FATAL", stateProtocolViolation,
+		fmt.Sprintf("tollgate: unsupported startup request code %d", code)))
+	return false, fmt.Errorf("unsupported startup request code %d", code)
+}
+
+// Serve runs one client connection.
+func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(e.opt.StartupTimeout))
+	var (
+		code uint32
+		body []byte
+		err  error
+	)
+	// Inside TLS a client may still ask for encryption (the tunnel passes
+	// psql's SSLRequest through); the answer is no, as it already is.
+	for i := 0; ; i++ {
+		code, body, err = readStartup(c)
+		if err != nil {
+			if code != 0 {
+				e.fatal(c, stateProtocolViolation, err.Error())
+			}
+			return err
+		}
+		if (code == codeSSL || code == codeGSSENC) && len(body) == 0 && i < 2 {
+			if _, err := c.Write([]byte{'N'}); err != nil {
+				return err
+			}
+			continue
+		}
+		break
+	}
+	switch {
+	case code == codeCancel:
+		return e.cancel(ctx, c, body)
+	case code>>16 != 3:
+		err := fmt.Errorf("unsupported protocol version %d.%d", code>>16, code&0xffff)
+		e.fatal(c, stateFeatureNotSupported, err.Error())
+		return err
+	}
+	if c.Reject != nil {
+		e.fatal(c, stateInvalidAuthorization, c.Reject.Error())
+		return c.Reject
+	}
+	params, err := parseStartupParams(body)
+	if err != nil {
+		e.fatal(c, stateProtocolViolation, err.Error())
+		return err
+	}
+	user, dbName := params["user"], params["database"]
+	if user == "" {
+		err := errors.New("the startup message names no user")
+		e.fatal(c, stateInvalidAuthorization, err.Error())
+		return err
+	}
+	if dbName == "" {
+		dbName = user
+	}
+	if r, ok := params["replication"]; ok && !isFalse(r) {
+		err := errors.New("replication connections are not supported through the agent")
+		e.fatal(c, stateFeatureNotSupported, err.Error())
+		return err
+	}
+	return e.session(ctx, c, code, params, user, dbName)
+}
+
+func isFalse(s string) bool {
+	switch strings.ToLower(s) {
+	case "false", "off", "no", "0":
+		return true
+	}
+	return false
+}
+
+func (e *Engine) fatal(w io.Writer, code, msg string) {
+	_, _ = w.Write(errorResponse("FATAL", code, "tollgate: "+msg))
+}
+
+// session checks access, connects upstream and proxies.
+func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint32, params map[string]string, user, dbName string) error {
+	db := c.Database
+	info := db.Info()
+	dec := c.Env.Authorize(c.Identity, info, user, dbName)
+	sess := c.Env.NewSession(c.Identity, db, user, dbName)
+	mode := "strict"
+	if !sess.Strict() {
+		mode = "async"
+	}
+	start := &events.SessionStart{
+		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
+		Status: events.Status{Success: dec.Allowed},
+	}
+	if !dec.Allowed {
+		start.Error = denial(c.Identity.User, info.Name, user, dbName, dec)
+	}
+	if err := sess.Gate(ctx, start); err != nil {
+		e.fatal(c, stateAuditUnavailable, err.Error())
+		sess.Close(nil)
+		return err
+	}
+	if !dec.Allowed {
+		sess.Close(nil)
+		e.fatal(c, stateInvalidAuthorization, start.Error)
+		return errors.New(start.Error)
+	}
+	p := &proxy{e: e, sess: sess, client: c, started: time.Now()}
+	up, err := e.connect(ctx, c, db, version, params, user, p)
+	if err != nil {
+		e.fatal(c, stateConnectionFailure, fmt.Sprintf("cannot connect to database %q: %v", info.Name, err))
+		sess.Close(p.end("database connection failed: " + err.Error()))
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+	defer func() {
+		if p.key != nil {
+			e.keys.remove(*p.key)
+		}
+	}()
+	return p.run(ctx, up)
+}
+
+// denial is the message a denied user sees, naming what was refused.
+func denial(tgUser, db, dbUser, dbName string, d agent.Decision) string {
+	what := ""
+	switch d.Refused {
+	case "db_user":
+		what = fmt.Sprintf("db_user %q is not allowed", dbUser)
+	case "db_name":
+		what = fmt.Sprintf("db_name %q is not allowed", dbName)
+	case "labels":
+		what = "the database's labels match none of the user's roles"
+	case "":
+		what = "no role allows it"
+	default:
+		what = d.Refused + " refused"
+	}
+	msg := fmt.Sprintf("access denied: user %q may not connect to %q as db_user %q on db_name %q: %s", tgUser, db, dbUser, dbName, what)
+	if d.Reason != "" {
+		msg += " (" + d.Reason + ")"
+	}
+	if d.Rule != "" {
+		msg += " [rule: " + d.Rule + "]"
+	}
+	return msg
+}
+
+// upstream is an established database connection.
+type upstream struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// dialTLS opens a TLS connection to a PostgreSQL server: TCP, SSLRequest,
+// 'S', handshake.
+func dialTLS(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:], 8)
+	binary.BigEndian.PutUint32(req[4:], codeSSL)
+	if _, err := raw.Write(req[:]); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	var ans [1]byte
+	if _, err := io.ReadFull(raw, ans[:]); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("no answer to SSLRequest: %w", err)
+	}
+	if ans[0] != 'S' {
+		raw.Close()
+		return nil, fmt.Errorf("the database at %s does not accept TLS (answered %q to SSLRequest)", addr, ans[0])
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS with the database: %w", err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// connect opens the upstream session and relays its startup answer to the
+// client, replacing the backend key with one of the agent's.
+func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Database, version uint32, params map[string]string, user string, p *proxy) (*upstream, error) {
+	cert, err := c.Env.ClientCert(ctx, db.Info(), user)
+	if err != nil {
+		return nil, fmt.Errorf("no client certificate for db_user %q: %w", user, err)
+	}
+	cfg := db.UpstreamTLS(cert)
+	tc, err := dialTLS(ctx, db.Addr, cfg, e.opt.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tc.Close()
+		}
+	}()
+	_ = tc.SetDeadline(time.Now().Add(e.opt.StartupTimeout))
+	sm, err := (&pgproto3.StartupMessage{ProtocolVersion: version, Parameters: params}).Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tc.Write(sm); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReaderSize(tc, 64<<10)
+	var out []byte
+	for {
+		typ, body, err := readMessage(r, maxStartup*16)
+		if err != nil {
+			return nil, fmt.Errorf("reading the database's startup answer: %w", err)
+		}
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return nil, errors.New("short authentication message from the database")
+			}
+			if m := binary.BigEndian.Uint32(body); m != 0 {
+				return nil, fmt.Errorf("the database asked for %s authentication; the agent authenticates with a client certificate: configure pg_hba.conf with hostssl ... cert for db_user %q", authName(m), user)
+			}
+			out = appendMessage(out, typ, body)
+		case 'K':
+			if len(body) < 8 {
+				return nil, errors.New("short BackendKeyData from the database")
+			}
+			t := &cancelTarget{sess: p.sess, user: c.Identity.User, addr: db.Addr, tls: cfg,
+				pid: binary.BigEndian.Uint32(body), secret: append([]byte(nil), body[4:]...)}
+			key := e.keys.add(t)
+			p.key = &key
+			p.backendPID = t.pid
+			out = appendMessage(out, 'K', key[:])
+		case 'E':
+			// The database refused the session (no such database, cert
+			// not accepted...): the client sees its own words.
+			_, _ = c.Write(appendMessage(out, typ, body))
+			return nil, fmt.Errorf("the database refused the session: %s", errorText(body))
+		case 'Z':
+			out = appendMessage(out, typ, body)
+			if _, err := c.Write(out); err != nil {
+				return nil, err
+			}
+			if len(body) == 1 {
+				p.txStatus.Store(uint32(body[0]))
+			}
+			_ = tc.SetDeadline(time.Time{})
+			ok = true
+			return &upstream{conn: tc, r: r}, nil
+		case 'S', 'N', 'v':
+			out = appendMessage(out, typ, body)
+		default:
+			return nil, fmt.Errorf("unexpected message %q from the database during startup", typ)
+		}
+	}
+}
+
+func authName(m uint32) string {
+	switch m {
+	case 3:
+		return "cleartext password"
+	case 5:
+		return "MD5 password"
+	case 7, 8:
+		return "GSSAPI"
+	case 9:
+		return "SSPI"
+	case 10:
+		return "SASL (SCRAM)"
+	}
+	return fmt.Sprintf("method %d", m)
+}
+
+// readMessage reads one typed message.
+func readMessage(r io.Reader, max int) (byte, []byte, error) {
+	var hdr [headerLength]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[1:]))
+	if n < 4 || n-4 > max {
+		return 0, nil, fmt.Errorf("message %q has length %d", hdr[0], n)
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], body, nil
+}
+
+func appendMessage(dst []byte, typ byte, body []byte) []byte {
+	dst = append(dst, typ, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(dst[len(dst)-4:], uint32(len(body)+4))
+	return append(dst, body...)
+}
+
+// errorFields returns SQLSTATE, severity and message of an ErrorResponse or
+// NoticeResponse body without allocating beyond the strings it returns.
+func errorFields(body []byte) (code, severity, msg string) {
+	for len(body) > 0 && body[0] != 0 {
+		f := body[0]
+		v, rest, ok := cutZero(body[1:])
+		if !ok {
+			break
+		}
+		switch f {
+		case 'C':
+			code = v
+		case 'V':
+			severity = v
+		case 'S':
+			if severity == "" {
+				severity = v
+			}
+		case 'M':
+			msg = v
+		}
+		body = rest
+	}
+	return code, severity, msg
+}
+
+func errorText(body []byte) string {
+	code, sev, msg := errorFields(body)
+	return fmt.Sprintf("%s %s: %s", sev, code, msg)
+}
+
+// cancel handles a CancelRequest: find the session the key belongs to,
+// record the request there, and forward it with the database's real key.
+func (e *Engine) cancel(ctx context.Context, c *agent.ClientConn, body []byte) error {
+	if len(body) < 8 {
+		return errors.New("short cancel request")
+	}
+	var key cancelKey
+	copy(key[:], body[:8])
+	t := e.keys.get(key)
+	if t == nil {
+		// As PostgreSQL does, say nothing: an unknown key is no one's.
+		return errors.New("cancel request with an unknown key")
+	}
+	ev := &events.PostgresCancel{ClientAddr: c.RemoteAddr().String(), BackendPID: t.pid}
+	switch {
+	case c.Reject != nil:
+		ev.Error = "cancel refused: " + c.Reject.Error()
+	case c.Identity.User != t.user:
+		ev.Error = fmt.Sprintf("cancel refused: the session belongs to %q, the request came from %q", t.user, c.Identity.User)
+	default:
+		ev.Success = true
+	}
+	if err := t.sess.Gate(ctx, ev); err != nil {
+		return fmt.Errorf("cancel not forwarded: %w", err)
+	}
+	if !ev.Success {
+		return errors.New(ev.Error)
+	}
+	up, err := dialTLS(ctx, t.addr, t.tls, e.opt.DialTimeout)
+	if err != nil {
+		return fmt.Errorf("forwarding cancel: %w", err)
+	}
+	defer up.Close()
+	msg := make([]byte, 12, 12+len(t.secret))
+	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(t.secret)))
+	binary.BigEndian.PutUint32(msg[4:], codeCancel)
+	binary.BigEndian.PutUint32(msg[8:], t.pid)
+	msg = append(msg, t.secret...)
+	if _, err := up.Write(msg); err != nil {
+		return fmt.Errorf("forwarding cancel: %w", err)
+	}
+	// The server closes the connection once it has read the request;
+	// waiting for that keeps the cancel ahead of anything the client does
+	// next.
+	_ = up.SetReadDeadline(time.Now().Add(e.opt.DialTimeout))
+	_, _ = io.Copy(io.Discard, up)
+	return nil
+}

@@ -1,0 +1,296 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// proxy is one established session: the client loop decodes and gates
+// client batches, the server loop scans the database's answers.
+type proxy struct {
+	e          *Engine
+	sess       *agent.Session
+	client     net.Conn
+	server     net.Conn
+	started    time.Time
+	key        *cancelKey
+	backendPID uint32
+
+	clientMu sync.Mutex // serialises writes to the client
+	q        *stmtQueue
+	sc       scanState
+
+	txStatus atomic.Uint32
+	copyIn   atomic.Bool
+
+	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
+
+	reasonMu sync.Mutex
+	reason   string
+}
+
+func (p *proxy) setReason(r string) {
+	p.reasonMu.Lock()
+	if p.reason == "" {
+		p.reason = r
+	}
+	p.reasonMu.Unlock()
+}
+
+// end is the session's last event.
+func (p *proxy) end(reason string) *events.SessionEnd {
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	r := p.reason
+	p.reasonMu.Unlock()
+	return &events.SessionEnd{
+		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
+		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
+	}
+}
+
+func (p *proxy) writeClient(b []byte) error {
+	p.clientMu.Lock()
+	defer p.clientMu.Unlock()
+	_, err := p.client.Write(b)
+	return err
+}
+
+// run proxies until either side ends, then closes the session.
+func (p *proxy) run(ctx context.Context, up *upstream) error {
+	p.server = up.conn
+	if p.q == nil {
+		p.q = newStmtQueue()
+	}
+	serverDone := make(chan error, 1)
+	go func() {
+		err := p.serverLoop(up.r)
+		p.q.close()
+		// Unblock the client loop.
+		p.client.Close()
+		serverDone <- err
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		p.setReason("agent shutting down")
+		p.server.Close()
+		p.client.Close()
+	})
+	defer stop()
+	cerr := p.clientLoop(ctx)
+	p.server.Close()
+	serr := <-serverDone
+	<-p.sess.Close(p.end("client closed the connection"))
+	if cerr != nil {
+		return cerr
+	}
+	return serr
+}
+
+const clientBuffer = 32 << 10
+
+// clientLoop reads client batches: each read's complete messages are
+// decoded, their events gated, and only then the original bytes forwarded.
+func (p *proxy) clientLoop(ctx context.Context) error {
+	o := p.e.opt
+	dec := newClientDecoder(o.MaxMessage, o.MaxCopyData, o.MaxParam, p.q)
+	buf := make([]byte, clientBuffer)
+	w := 0
+	for {
+		n, rerr := p.client.Read(buf[w:])
+		w += n
+		p.bytesIn.Add(uint64(n))
+		if n > 0 {
+			dec.status = byte(p.txStatus.Load())
+			consumed, need, mal := dec.decode(buf[:w], time.Now())
+			if mal != nil {
+				return p.malformed(ctx, mal)
+			}
+			if err := p.forward(ctx, dec, buf); err != nil {
+				return err
+			}
+			if dec.terminate {
+				p.setReason("client terminated the session")
+				return nil
+			}
+			w = copy(buf, buf[consumed:w])
+			switch {
+			case need > len(buf):
+				nb := make([]byte, need)
+				copy(nb, buf[:w])
+				buf = nb
+			case len(buf) > clientBuffer && w <= clientBuffer && need <= clientBuffer:
+				nb := make([]byte, clientBuffer)
+				copy(nb, buf[:w])
+				buf = nb
+			}
+		}
+		if rerr != nil {
+			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
+				typ := buf[0]
+				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a message", w), typ: typ, length: int64(w), prefix: secretless(typ, buf[:w])})
+			}
+			p.setReason("client closed the connection")
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// forward gates the batch's events and forwards its messages, or refuses
+// the batch with the protocol's own errors when the store is unavailable.
+func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) error {
+	if len(dec.replies) > 0 {
+		if err := p.writeClient(dec.replies); err != nil {
+			return err
+		}
+	}
+	if len(dec.segs) == 0 {
+		return nil
+	}
+	if err := p.sess.Gate(ctx, dec.evs...); err != nil {
+		var ae *agent.AuditError
+		if !errors.As(err, &ae) {
+			return err
+		}
+		return p.refuse(dec, ae)
+	}
+	p.q.push(dec.entries)
+	p.statements.Add(dec.statements)
+	for _, s := range dec.segs {
+		if _, err := p.server.Write(buf[s.from:s.to]); err != nil {
+			p.setReason("database connection lost")
+			return nil
+		}
+	}
+	return nil
+}
+
+// refuse answers a batch whose events could not be stored: nothing of it
+// reaches the database; the client gets an ErrorResponse per statement (and
+// the ReadyForQuery it waits for), and the refusal is recorded with the
+// refused events, to be stored when the store is back.
+func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
+	msg := "tollgate: " + ae.Error() + "; the statement was not sent to the database"
+	p.sess.Refused(&events.Result{
+		Status:       events.Status{Success: false, Error: msg},
+		ErrorCode:    stateAuditUnavailable,
+		ErrorMessage: msg,
+	})
+	p.errs.Add(1)
+	const (
+		replyError = 'E'
+		replyReady = 'Z'
+	)
+	var replies []byte
+	abortCopy := false
+	for _, t := range dec.types {
+		switch t {
+		case 'Q', 'F':
+			if !dec.discardUntilSync {
+				replies = append(replies, replyError, replyReady)
+			}
+		case 'S':
+			if !dec.discardUntilSync {
+				replies = append(replies, replyError)
+			}
+			dec.discardUntilSync = false
+			replies = append(replies, replyReady)
+		case 'P', 'B', 'D', 'E', 'C', 'H':
+			if !dec.discardUntilSync {
+				replies = append(replies, replyError)
+				dec.discardUntilSync = true
+			}
+		case 'd', 'c', 'f':
+			// The database waits for COPY data: end the COPY with the
+			// agent's own CopyFail; its error reaches the client, whose
+			// remaining COPY messages are dropped.
+			if p.copyIn.Load() {
+				abortCopy = true
+			}
+			dec.discardCopy = abortCopy && t == 'd'
+			if t != 'd' {
+				dec.copyTotal = 0
+			}
+		}
+	}
+	if abortCopy {
+		fail := appendMessage(nil, 'f', append([]byte(msg), 0))
+		if _, err := p.server.Write(fail); err != nil {
+			return err
+		}
+	}
+	if len(replies) == 0 {
+		return nil
+	}
+	// The agent's answers must not overtake the server's answers to what
+	// was forwarded before.
+	p.q.waitIdle()
+	status := byte(p.txStatus.Load())
+	errMsg := errorResponse("ERROR", stateAuditUnavailable, msg)
+	var out []byte
+	for _, r := range replies {
+		if r == replyError {
+			out = append(out, errMsg...)
+		} else {
+			out = append(out, readyForQuery(status)...)
+		}
+	}
+	return p.writeClient(out)
+}
+
+// malformed records bad client input and closes: nothing of the batch is
+// forwarded.
+func (p *proxy) malformed(ctx context.Context, m *malformed) error {
+	_ = p.sess.Gate(ctx, malformedEvent(m))
+	p.setReason("malformed client message: " + m.reason)
+	_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation,
+		"tollgate: malformed message from the client: "+m.reason+"; the connection is closed and nothing of it was forwarded"))
+	return m
+}
+
+// serverLoop forwards the database's bytes to the client in the chunks they
+// arrive in, scanning message boundaries on the way to build one result
+// event per statement.
+func (p *proxy) serverLoop(r io.Reader) error {
+	buf := make([]byte, 64<<10)
+	var answered uint64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if serr := p.scan(buf[:n]); serr != nil {
+				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
+				_ = p.sess.Emit(ev)
+				p.setReason("malformed message from the database: " + serr.Error())
+				_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation, "tollgate: malformed message from the database: "+serr.Error()))
+				return serr
+			}
+			if werr := p.writeClient(buf[:n]); werr != nil {
+				p.setReason("client connection lost")
+				return nil
+			}
+			p.bytesOut.Add(uint64(n))
+			if p.sc.ready != answered {
+				answered = p.sc.ready
+				p.q.setAnswered(answered)
+			}
+		}
+		if err != nil {
+			p.setReason("database closed the connection")
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+}

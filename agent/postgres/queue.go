@@ -1,0 +1,148 @@
+package postgres
+
+import (
+	"sync"
+	"time"
+)
+
+// entryKind is what a client message awaiting its answer is.
+type entryKind uint8
+
+const (
+	kQuery    entryKind = iota + 1 // simple Query: one or more statements, ends at ReadyForQuery
+	kFunc                          // FunctionCall: ends at ReadyForQuery
+	kExec                          // Execute: ends at its completion message
+	kSync                          // Sync: ends at ReadyForQuery
+	kDescribe                      // Describe of a statement: ends at ParameterDescription
+)
+
+// entry is a client message whose answer the server stream has yet to
+// deliver, with when it was forwarded.
+type entry struct {
+	kind entryKind
+	at   time.Time
+	stmt *prepared
+}
+
+// prepared is a prepared statement as the client defined it; oids may be
+// completed by the server's ParameterDescription, under stmtQueue.mu.
+type prepared struct {
+	query string
+	oids  []uint32
+}
+
+// stmtQueue pairs client messages with the server's answers, which come
+// in the same order. The client loop pushes; the server loop pops.
+type stmtQueue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	items    []entry
+	sent     uint64 // entries that end at ReadyForQuery, pushed
+	answered uint64 // ReadyForQuery messages delivered to the client
+	closed   bool
+}
+
+func newStmtQueue() *stmtQueue {
+	q := &stmtQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *stmtQueue) push(es []entry) {
+	q.mu.Lock()
+	for _, e := range es {
+		if e.kind == kQuery || e.kind == kFunc || e.kind == kSync {
+			q.sent++
+		}
+	}
+	q.items = append(q.items, es...)
+	q.mu.Unlock()
+}
+
+// attribute finds when the statement that just completed began. An
+// Execute is done at its completion; a simple Query may hold several
+// statements, the next of which begins now.
+func (q *stmtQueue) attribute(now time.Time) time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return now
+	}
+	e := &q.items[0]
+	start := e.at
+	switch e.kind {
+	case kExec:
+		q.popFront()
+	case kQuery, kFunc:
+		e.at = now
+	}
+	return start
+}
+
+// ready handles ReadyForQuery: everything up to the Sync, Query or
+// FunctionCall it answers is finished (Executes skipped after an error
+// included).
+func (q *stmtQueue) ready() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, e := range q.items {
+		if e.kind == kQuery || e.kind == kFunc || e.kind == kSync {
+			clear(q.items[:i+1])
+			q.items = q.items[i+1:]
+			return
+		}
+	}
+}
+
+// paramDesc applies a ParameterDescription to the statement whose Describe
+// it answers.
+func (q *stmtQueue) paramDesc(oids []uint32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) > 0 && q.items[0].kind == kDescribe {
+		if st := q.items[0].stmt; st != nil {
+			st.oids = oids
+		}
+		q.popFront()
+	}
+}
+
+func (q *stmtQueue) popFront() {
+	q.items[0] = entry{}
+	q.items = q.items[1:]
+}
+
+// setAnswered records ReadyForQuery messages delivered to the client.
+func (q *stmtQueue) setAnswered(n uint64) {
+	q.mu.Lock()
+	q.answered = n
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// waitIdle blocks until every Query, FunctionCall and Sync forwarded has
+// been answered, so the agent's own answers never overtake the server's.
+func (q *stmtQueue) waitIdle() {
+	q.mu.Lock()
+	for q.answered < q.sent && !q.closed {
+		q.cond.Wait()
+	}
+	q.mu.Unlock()
+}
+
+func (q *stmtQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// oidsOf reads a statement's parameter types.
+func (q *stmtQueue) oidsOf(st *prepared) []uint32 {
+	if st == nil {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return st.oids
+}
