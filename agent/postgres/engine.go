@@ -262,7 +262,7 @@ func denial(tgUser, db, dbUser, dbName string, d agent.Decision) string {
 // upstream is an established database connection.
 type upstream struct {
 	conn net.Conn
-	r    *bufio.Reader
+	r    io.Reader
 }
 
 // dialTLS opens a TLS connection to a PostgreSQL server: TCP, SSLRequest,

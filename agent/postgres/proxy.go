@@ -71,6 +71,9 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	if p.q == nil {
 		p.q = newStmtQueue()
 	}
+	if p.txStatus.Load() == 0 {
+		p.txStatus.Store('I')
+	}
 	serverDone := make(chan error, 1)
 	go func() {
 		err := p.serverLoop(up.r)
@@ -88,7 +91,9 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	cerr := p.clientLoop(ctx)
 	p.server.Close()
 	serr := <-serverDone
-	<-p.sess.Close(p.end("client closed the connection"))
+	// The session's last events are stored in the background; the
+	// server waits for them at shutdown.
+	p.sess.Close(p.end("client closed the connection"))
 	if cerr != nil {
 		return cerr
 	}
