@@ -10,13 +10,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +22,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/test/harness"
 )
 
 // authTestBinary builds the tollgate command once per test binary run.
@@ -213,21 +211,40 @@ func TestAuthCommands(t *testing.T) {
 	}
 }
 
-// TestAuthSignDBWithPostgres starts a real PostgreSQL 15 with the files of
-// `tollgate auth sign --format=db` and certificate authentication, and logs
-// in with a db-client certificate, verifying the server against the db CA.
+// TestAuthSignDBWithPostgres starts a real PostgreSQL 15 (test/harness)
+// with the three files of `tollgate auth sign --format=db` as ssl_cert_file,
+// ssl_key_file and ssl_ca_file and pg_hba "hostssl all all 127.0.0.1/32
+// cert", and logs in with a db-client certificate from IssueDBClient,
+// verifying the server against the db CA (sslmode verify-full).
 func TestAuthSignDBWithPostgres(t *testing.T) {
 	bin := authTestBinary(t)
 	dd := t.TempDir()
-	pg := authStartPostgres(t, bin, dd)
+	cdir := t.TempDir()
+	prefix := filepath.Join(cdir, "server")
+	authRun(t, bin, false, "--data-dir", dd, "auth", "sign", "--format=db", "--host=localhost,127.0.0.1", "--out="+prefix, "--ttl=24h")
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	dbCA := filepath.Join(cdir, "db-ca.crt")
+	if err := os.WriteFile(dbCA, authRun(t, bin, false, "--data-dir", dd, "auth", "export", "--type=db"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pg := harness.PostgresWith(t, harness.PostgresOptions{
+		TLS: harness.TLSOptions{
+			ClientCA:   read(prefix + ".cas"),
+			ServerCert: read(prefix + ".crt"),
+			ServerKey:  read(prefix + ".key"),
+			ServerCA:   read(dbCA),
+		},
+		Users: []string{"alice", "bob"},
+	})
 
 	a, err := ca.Open(dd)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cdir := t.TempDir()
-	dbCA := filepath.Join(cdir, "db-ca.crt")
-	if err := os.WriteFile(dbCA, authRun(t, bin, false, "--data-dir", dd, "auth", "export", "--type=db"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	writeClient := func(name string, a *ca.Authorities, dbUser string) (crt, key string) {
@@ -250,7 +267,7 @@ func TestAuthSignDBWithPostgres(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		dsn := fmt.Sprintf("host=%s port=%d user=alice dbname=postgres sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s connect_timeout=5",
-			host, pg.port, rootCA, crt, key)
+			host, pg.Port(), rootCA, crt, key)
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			return "", err
@@ -265,7 +282,7 @@ func TestAuthSignDBWithPostgres(t *testing.T) {
 	for _, host := range []string{"127.0.0.1", "localhost"} {
 		who, err := connect(host, crt, key, dbCA)
 		if err != nil {
-			t.Fatalf("connect to %s: %v\n%s", host, err, pg.log())
+			t.Fatalf("connect to %s: %v", host, err)
 		}
 		if who != "alice" {
 			t.Fatalf("current_user = %q, want alice", who)
@@ -295,117 +312,6 @@ func TestAuthSignDBWithPostgres(t *testing.T) {
 	if _, err := connect("127.0.0.1", crt, key, clientCA); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("server verified against the db-client CA: %v", err)
 	}
-}
-
-type authPostgres struct {
-	port int
-	dir  string
-}
-
-func (p *authPostgres) log() string {
-	b, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
-	return string(b)
-}
-
-// authStartPostgres initialises and starts PostgreSQL 15 on a free loopback
-// port with ssl_* files from `auth sign --format=db` and pg_hba `cert`, and
-// creates the role alice. As root it runs as the postgres user.
-func authStartPostgres(t *testing.T, bin, dataDir string) *authPostgres {
-	t.Helper()
-	pgbin := "/usr/lib/postgresql/15/bin"
-	for _, n := range []string{"initdb", "pg_ctl", "postgres", "psql"} {
-		if _, err := os.Stat(filepath.Join(pgbin, n)); err != nil {
-			t.Fatalf("PostgreSQL 15 is not installed (%s missing): apt-get install postgresql-15", filepath.Join(pgbin, n))
-		}
-	}
-	asRoot := os.Geteuid() == 0
-	// t.TempDir's parents are private to root; the server's own files
-	// need a directory the postgres user owns.
-	dir, err := os.MkdirTemp("", "tollgate-auth-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	uid, gid := -1, -1
-	if asRoot {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("no postgres user to run PostgreSQL as root: %v", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-	}
-	chown := func(p string) {
-		if asRoot {
-			if err := os.Chown(p, uid, gid); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	chown(dir)
-	pgCmd := func(name string, args ...string) *exec.Cmd {
-		if asRoot {
-			return exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(pgbin, name)}, args...)...)
-		}
-		return exec.Command(filepath.Join(pgbin, name), args...)
-	}
-	mustRun := func(c *exec.Cmd) {
-		if out, err := c.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)
-		}
-	}
-
-	prefix := filepath.Join(dir, "server")
-	authRun(t, bin, false, "--data-dir", dataDir, "auth", "sign", "--format=db", "--host=localhost,127.0.0.1", "--out="+prefix, "--ttl=24h")
-	for _, ext := range []string{".crt", ".key", ".cas"} {
-		chown(prefix + ext)
-	}
-
-	data := filepath.Join(dir, "data")
-	mustRun(pgCmd("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"))
-	port := authFreePort(t)
-	conf := fmt.Sprintf(`
-listen_addresses = '127.0.0.1'
-port = %d
-unix_socket_directories = '%s'
-fsync = off
-ssl = on
-ssl_cert_file = '%s.crt'
-ssl_key_file = '%s.key'
-ssl_ca_file = '%s.cas'
-`, port, dir, prefix, prefix, prefix)
-	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(conf); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	hba := "local all all trust\nhostssl all all 127.0.0.1/32 cert\n"
-	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	chown(filepath.Join(data, "pg_hba.conf"))
-	p := &authPostgres{port: port, dir: dir}
-	start := pgCmd("pg_ctl", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "30", "start")
-	if out, err := start.CombinedOutput(); err != nil {
-		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, p.log())
-	}
-	t.Cleanup(func() { _ = pgCmd("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run() })
-	mustRun(pgCmd("psql", "-h", dir, "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
-		"-c", "CREATE ROLE alice LOGIN", "-c", "CREATE ROLE bob LOGIN"))
-	return p
-}
-
-func authFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func authECKey(t *testing.T) *ecdsa.PrivateKey {
