@@ -276,7 +276,8 @@ func (c *testClient) do(cmd Command) (*Response, [][]byte, error) {
 	c.stmts.Apply(back)
 	var packets [][]byte
 	if !c.dec.Begin(cmd.Type()) {
-		return c.dec.Response(), nil, nil
+		resp := c.dec.Response()
+		return &resp, nil, nil
 	}
 	for {
 		p, err := c.read()
@@ -296,7 +297,7 @@ func (c *testClient) do(cmd Command) (*Response, [][]byte, error) {
 	if cmd.Type() == ComStmtPrepare && !resp.Failed {
 		c.stmts.Prepared(&resp.Prepare)
 	}
-	return resp, packets, nil
+	return &resp, packets, nil
 }
 
 func (c *testClient) mustDo(cmd Command) (*Response, [][]byte) {

@@ -18,6 +18,25 @@ type Param struct {
 	Value
 }
 
+// ParamTypeAccepted reports whether a parameter of type t is decoded.
+//
+// Only the types that clients send and that MySQL and MariaDB read the same
+// way are accepted. The others are refused because the server would not
+// read what the audit records: MariaDB 10.11 takes an INT24, YEAR, BIT or
+// GEOMETRY parameter as NULL without consuming its bytes (so the next
+// parameter is read from them), rejects JSON and the internal *2 types, and
+// reads NEWDATE as a date where MySQL reads it as a string.
+func ParamTypeAccepted(t FieldType) bool {
+	switch t {
+	case TypeDecimal, TypeNewDecimal, TypeTiny, TypeShort, TypeLong, TypeLongLong,
+		TypeFloat, TypeDouble, TypeNull, TypeDate, TypeTime, TypeDateTime, TypeTimestamp,
+		TypeVarchar, TypeVarString, TypeString, TypeEnum, TypeSet,
+		TypeTinyBlob, TypeMediumBlob, TypeLongBlob, TypeBlob:
+		return true
+	}
+	return false
+}
+
 // LongData is what COM_STMT_SEND_LONG_DATA accumulated for one parameter.
 type LongData struct {
 	Sent      bool
@@ -60,8 +79,8 @@ func readParamBlock(c *cursor, n int, withNames bool, prev []ParamType, long []L
 			if withNames {
 				params[i].Name = c.lenEncString("parameter name")
 			}
-			if c.err == nil && !knownBinaryType(params[i].Type) {
-				c.err = malformed("parameter %d has unknown type 0x%02x", i, uint8(t))
+			if c.err == nil && !ParamTypeAccepted(params[i].Type) {
+				c.err = malformed("parameter %d has type %s (0x%04x), which is not accepted in a parameter block", i, params[i].Type, t)
 			}
 		}
 	} else {

@@ -117,8 +117,9 @@ func (d *ResponseDecoder) Begin(cmd CommandType) bool {
 // Done reports whether the response is complete.
 func (d *ResponseDecoder) Done() bool { return d.state == stDone }
 
-// Response returns the summary so far (complete once Done).
-func (d *ResponseDecoder) Response() *Response { return &d.resp }
+// Response returns the summary so far (complete once Done). It is a copy:
+// the next Begin does not change it.
+func (d *ResponseDecoder) Response() Response { return d.resp }
 
 // isTerminator reports whether a 0xfe packet ends column definitions or
 // rows: an EOF packet, or under CLIENT_DEPRECATE_EOF an OK packet with a
