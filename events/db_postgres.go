@@ -98,4 +98,5 @@ type PostgresCancel struct {
 	Status
 	ClientAddr string `json:"client_addr,omitempty" jsonschema:"description=Remote address of the connection that asked to cancel"`
 	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to"`
+	TLS        bool   `json:"tls" jsonschema:"description=Whether the request came over TLS with a user certificate (libpq before 17 sends cancel requests without TLS)"`
 }

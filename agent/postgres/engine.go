@@ -44,6 +44,9 @@ type Options struct {
 	StartupTimeout time.Duration
 	// DialTimeout bounds connecting to the database (10s).
 	DialTimeout time.Duration
+	// RefusePlaintextCancel refuses cancel requests sent without TLS (as
+	// libpq before version 17 sends them).
+	RefusePlaintextCancel bool
 	Logger      *slog.Logger
 }
 
@@ -105,9 +108,11 @@ func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, e
 			"tollgate: GSSAPI encryption is not supported: connect with TLS and a Tollgate certificate (gssencmode=disable sslmode=require, or through tg proxy db)"))
 		return false, errors.New("GSSENCRequest refused")
 	case code == codeCancel:
-		// A cancel request must come over TLS like any other connection;
-		// there is no reply in the protocol.
-		return false, errors.New("cancel request without TLS ignored")
+		// libpq before 17 sends cancel requests without TLS, whatever the
+		// session used. The key it carries was only ever sent inside TLS
+		// and a cancel reads or changes no data, so it is honoured (and
+		// recorded as sent without TLS) unless the engine refuses it.
+		return false, e.cancel(ctx, body, conn.RemoteAddr().String(), false, nil, "")
 	case code>>16 == 3:
 		_, _ = conn.Write(errorResponse("FATAL", stateInvalidAuthorization,
 			"tollgate: connection without TLS refused: the agent requires TLS with a Tollgate client certificate (use sslmode=require with sslcert/sslkey, or tg proxy db)"))
@@ -147,7 +152,7 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	}
 	switch {
 	case code == codeCancel:
-		return e.cancel(ctx, c, body)
+		return e.cancel(ctx, body, c.RemoteAddr().String(), true, c.Reject, c.Identity.User)
 	case code>>16 != 3:
 		err := fmt.Errorf("unsupported protocol version %d.%d", code>>16, code&0xffff)
 		e.fatal(c, stateFeatureNotSupported, err.Error())
@@ -447,7 +452,8 @@ func errorText(body []byte) string {
 
 // cancel handles a CancelRequest: find the session the key belongs to,
 // record the request there, and forward it with the database's real key.
-func (e *Engine) cancel(ctx context.Context, c *agent.ClientConn, body []byte) error {
+// Over TLS the requester must be the session's user.
+func (e *Engine) cancel(ctx context.Context, body []byte, addr string, overTLS bool, reject error, user string) error {
 	if len(body) < 8 {
 		return errors.New("short cancel request")
 	}
@@ -458,12 +464,14 @@ func (e *Engine) cancel(ctx context.Context, c *agent.ClientConn, body []byte) e
 		// As PostgreSQL does, say nothing: an unknown key is no one's.
 		return errors.New("cancel request with an unknown key")
 	}
-	ev := &events.PostgresCancel{ClientAddr: c.RemoteAddr().String(), BackendPID: t.pid}
+	ev := &events.PostgresCancel{ClientAddr: addr, BackendPID: t.pid, TLS: overTLS}
 	switch {
-	case c.Reject != nil:
-		ev.Error = "cancel refused: " + c.Reject.Error()
-	case c.Identity.User != t.user:
-		ev.Error = fmt.Sprintf("cancel refused: the session belongs to %q, the request came from %q", t.user, c.Identity.User)
+	case !overTLS && e.opt.RefusePlaintextCancel:
+		ev.Error = "cancel refused: sent without TLS"
+	case reject != nil:
+		ev.Error = "cancel refused: " + reject.Error()
+	case overTLS && user != t.user:
+		ev.Error = fmt.Sprintf("cancel refused: the session belongs to %q, the request came from %q", t.user, user)
 	default:
 		ev.Success = true
 	}

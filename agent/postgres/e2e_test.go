@@ -1,0 +1,259 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// stack is a real PostgreSQL trusting Tollgate's db-client CA, an embedded
+// JetStream, the publisher, and an agent in front of the database.
+type stack struct {
+	pg      *harness.PostgresServer
+	nats    *harness.NATSServer
+	js      jetstream.JetStream
+	cas     *ca.Authorities
+	addr    string
+	dir     string
+	hostCA  string // file that verifies the agent's certificate
+	userCrt string // alice's user certificate and key, for psql
+	userKey string
+	user    tls.Certificate
+}
+
+func newStack(t *testing.T, mode string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	cas, err := ca.Open(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, err := cas.CertPEM(ca.DBClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: []string{"app"}})
+	pg.MustExec(t, "create table accounts (id int primary key, owner text, balance numeric(12,2), opened timestamptz, tag uuid, blob bytea)")
+	pg.MustExec(t, "grant all on accounts to app")
+
+	ns := harness.NATS(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, "test", events.WithAckTimeout(time.Second), events.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "pg1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"dev"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{pg: pg, nats: ns, js: js, cas: cas, dir: dir,
+		user: tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey, Leaf: userCert}}
+	hostPEM, _ := cas.CertPEM(ca.Host)
+	s.hostCA = writeFile(t, dir, "host-ca.crt", hostPEM)
+	s.userCrt = writeFile(t, dir, "alice.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: userCert.Raw}))
+	kb, _ := x509.MarshalPKCS8PrivateKey(userKey)
+	s.userKey = writeFile(t, dir, "alice.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+
+	roles, err := access.Parse([]byte(`
+kind: role
+metadata: {name: dev}
+spec:
+  allow:
+    db_labels: {env: test}
+    db_users: [app]
+    db_names: ["*"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPool, _ := cas.Pool(ca.User)
+	srv, err := agent.NewServer(agent.ServerConfig{
+		Cluster: "test",
+		Databases: []config.Database{{Name: "pg1", Protocol: "postgres", URI: pg.Addr(), AuditMode: mode,
+			StaticLabels: map[string]string{"env": "test"},
+			TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: pg.ServerCAFile}}},
+		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+		UserCAs:   userPool,
+		Identify:  identity.FromCertificate,
+		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
+		Recorder:  pub,
+		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+			return cas.IssueDBClient(pub, u, ttl)
+		}, time.Hour),
+		Engines: map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
+		Logger:  quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = pub.Close(context.Background())
+	})
+	return s
+}
+
+func quiet() *slog.Logger {
+	if testing.Verbose() {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func writeFile(t *testing.T, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// psqlArgs connects psql to the agent directly (SSLRequest, then TLS).
+func (s *stack) psqlConn(dbUser string) string {
+	host, port, _ := net.SplitHostPort(s.addr)
+	return fmt.Sprintf("host=%s port=%s user=%s dbname=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
+		host, port, dbUser, s.hostCA, s.userCrt, s.userKey)
+}
+
+// audit reads every event stored so far, as JSON objects, in stream order.
+func (s *stack) audit(t *testing.T) []map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %d: %v", seq, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// waitAudit polls the stream until cond holds on it.
+func (s *stack) waitAudit(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := s.audit(t)
+		if cond(evs) {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			for _, ev := range evs {
+				t.Logf("%v", ev)
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func ofType(evs []map[string]any, typ string) []map[string]any {
+	var out []map[string]any
+	for _, ev := range evs {
+		if ev["type"] == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func count(typ string, n int) func([]map[string]any) bool {
+	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
+}
+
+// checkGapless asserts that every session's ei run 0..n-1 with no gap or
+// duplicate.
+func checkGapless(t *testing.T, evs []map[string]any) {
+	t.Helper()
+	bySession := map[string][]int{}
+	for _, ev := range evs {
+		sid, _ := ev["sid"].(string)
+		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
+	}
+	for sid, eis := range bySession {
+		sort.Ints(eis)
+		for i, ei := range eis {
+			if ei != i {
+				t.Fatalf("session %s: ei %v not gapless", sid, eis)
+			}
+		}
+	}
+}
+
+var _ = strconv.Itoa
+
+func tlsConfig(roots *x509.CertPool, sni string, cert tls.Certificate) *tls.Config {
+	return &tls.Config{RootCAs: roots, ServerName: sni, Certificates: []tls.Certificate{cert}}
+}
