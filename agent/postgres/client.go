@@ -158,7 +158,6 @@ func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad
 	return off, need, nil
 }
 
-
 func (d *clientDecoder) unknownType(rest []byte) *malformed {
 	return &malformed{reason: fmt.Sprintf("unknown message type 0x%02x", rest[0]), typ: rest[0], length: int64(len(rest)), prefix: secretless(rest[0], rest)}
 }

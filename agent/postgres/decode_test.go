@@ -1,8 +1,8 @@
 package postgres
 
 import (
-	"fmt"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"

@@ -47,7 +47,7 @@ type Options struct {
 	// RefusePlaintextCancel refuses cancel requests sent without TLS (as
 	// libpq before version 17 sends them).
 	RefusePlaintextCancel bool
-	Logger      *slog.Logger
+	Logger                *slog.Logger
 }
 
 // Engine is the PostgreSQL engine. One Engine serves every PostgreSQL (and

@@ -26,7 +26,7 @@ const (
 	stateConnectionFailure    = "08006"
 	// stateAuditUnavailable: class 58 is for errors outside the database,
 	// which an unavailable audit store is.
-	stateAuditUnavailable = "58000"
+	stateAuditUnavailable    = "58000"
 	stateFeatureNotSupported = "0A000"
 )
 
