@@ -61,9 +61,8 @@ const (
 	// minMessageSize leaves room for the envelope of any event after its
 	// large fields are cut.
 	minMessageSize = 1024
-	// maxInFlight bounds the publishes awaiting an acknowledgement on the
-	// publisher's own JetStream context.
-	maxInFlight = 1 << 16
+	// maxInFlight bounds the async events awaiting an acknowledgement.
+	maxInFlight = 1 << 14
 	// recycleLimit keeps buffers that grew for a very large event out of
 	// the pool.
 	recycleLimit = 64 << 10
@@ -160,7 +159,7 @@ type Stats struct {
 // retrying with the same id until it is stored.
 type Publisher struct {
 	js         jetstream.JetStream
-	ajs        jetstream.JetStream // own context whose ack callbacks complete batches and async events
+	pipe       *ackPipe
 	cluster    string
 	mode       Mode
 	ackTimeout time.Duration
@@ -168,12 +167,11 @@ type Publisher struct {
 	maxMsg     int
 	log        *slog.Logger
 
-	pool sync.Pool // *outMsg
-
-	trackMu sync.Mutex
-	track   map[*nats.Msg]*outMsg
+	msgs    sync.Pool // *outMsg
+	waiters sync.Pool // *waiter
 
 	queue     chan *outMsg
+	slots     chan struct{} // bounds async events in flight
 	retryMu   sync.Mutex
 	retries   []*outMsg
 	retryWake chan struct{}
@@ -202,18 +200,23 @@ type outMsg struct {
 	msg   nats.Msg
 	hdrID []string
 	id    string
-	batch *batchWait
+	// w is the strict caller waiting for this message; nil in async mode.
+	w *waiter
 }
 
-// batchWait completes when every message of a strict batch is resolved.
-type batchWait struct {
-	left atomic.Int32
-	done chan struct{}
-	mu   sync.Mutex
-	err  error
+// waiter completes when every message of one strict Publish or
+// PublishBatch is resolved. It is pooled, unless its caller gave up before
+// it completed: late resolutions may still touch it then.
+type waiter struct {
+	left     atomic.Int32
+	done     chan struct{}
+	deadline time.Duration // on the pipe's clock
+	timer    *time.Timer
+	mu       sync.Mutex
+	err      error
 }
 
-func (w *batchWait) resolve(err error) {
+func (w *waiter) resolve(err error) {
 	if err != nil {
 		w.mu.Lock()
 		if w.err == nil {
@@ -222,7 +225,7 @@ func (w *batchWait) resolve(err error) {
 		w.mu.Unlock()
 	}
 	if w.left.Add(-1) == 0 {
-		close(w.done)
+		w.done <- struct{}{}
 	}
 }
 
@@ -242,7 +245,6 @@ func NewPublisher(js jetstream.JetStream, cluster string, opts ...PublisherOptio
 		ackTimeout: DefaultAckTimeout,
 		queueSize:  DefaultQueueSize,
 		log:        slog.Default(),
-		track:      map[*nats.Msg]*outMsg{},
 		retryWake:  make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		stop:       make(chan struct{}),
@@ -256,23 +258,24 @@ func NewPublisher(js jetstream.JetStream, cluster string, opts ...PublisherOptio
 	if p.maxMsg == 0 {
 		p.maxMsg = p.discoverMaxMessage()
 	}
-	ajs, err := jetstream.New(js.Conn(),
-		jetstream.WithPublishAsyncAckHandler(p.onAck),
-		jetstream.WithPublishAsyncErrHandler(p.onErr),
-		jetstream.WithPublishAsyncTimeout(p.ackTimeout),
-		jetstream.WithPublishAsyncMaxPending(maxInFlight),
-	)
+	pipe, err := newAckPipe(js.Conn(), p.ackTimeout, p.onResolved)
 	if err != nil {
 		return nil, fmt.Errorf("events: new publisher: %w", err)
 	}
-	p.ajs = ajs
-	p.pool.New = func() any {
+	p.pipe = pipe
+	p.msgs.New = func() any {
 		m := &outMsg{hdrID: make([]string, 1)}
 		m.msg.Header = nats.Header{jetstream.MsgIDHeader: m.hdrID}
 		return m
 	}
+	p.waiters.New = func() any {
+		w := &waiter{done: make(chan struct{}, 1), timer: time.NewTimer(time.Hour)}
+		w.timer.Stop()
+		return w
+	}
 	if p.mode == ModeAsync {
 		p.queue = make(chan *outMsg, p.queueSize)
+		p.slots = make(chan struct{}, maxInFlight)
 		go p.drain()
 	} else {
 		close(p.drained)
@@ -335,7 +338,8 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 	if p.mode == ModeAsync {
 		return p.enqueue(ctx, m)
 	}
-	return p.publishStrict(ctx, m)
+	ms := [1]*outMsg{m}
+	return p.publishStrict(ctx, ms[:])
 }
 
 // PublishBatch stores evs together: in strict mode it sends them all and
@@ -361,48 +365,19 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 		}
 		return nil
 	}
-	if len(evs) == 1 {
-		m, err := p.encode(ctx, evs[0])
-		if err != nil {
-			return err
-		}
-		return p.publishStrict(ctx, m)
-	}
-	w := &batchWait{done: make(chan struct{})}
-	w.left.Store(int32(len(evs)))
-	for i, ev := range evs {
+	var arr [16]*outMsg
+	ms := arr[:0]
+	for _, ev := range evs {
 		m, err := p.encode(ctx, ev)
 		if err != nil {
-			// Events already sent are still awaited below so the caller
-			// learns their fate in one error; the rest are not sent.
-			for range len(evs) - i {
-				w.resolve(err)
+			for _, m := range ms {
+				p.recycle(m)
 			}
-			break
+			return err
 		}
-		m.batch = w
-		if err := p.send(m); err != nil {
-			m.batch = nil
-			p.recycle(m)
-			w.resolve(err)
-		}
+		ms = append(ms, m)
 	}
-	timer := time.NewTimer(p.ackTimeout)
-	defer timer.Stop()
-	select {
-	case <-w.done:
-		w.mu.Lock()
-		err := w.err
-		w.mu.Unlock()
-		if err != nil {
-			return p.unavailable(ctx, err)
-		}
-		return nil
-	case <-timer.C:
-		return p.unavailable(ctx, context.DeadlineExceeded)
-	case <-ctx.Done():
-		return p.unavailable(ctx, ctx.Err())
-	}
+	return p.publishStrict(ctx, ms)
 }
 
 // Flush waits until every accepted event is stored (async mode); in strict
@@ -437,12 +412,12 @@ func (p *Publisher) Close(ctx context.Context) error {
 		err := p.Flush(ctx)
 		close(p.stop)
 		<-p.drained
+		p.pipe.close()
 		if err != nil {
 			n := p.pending.Load()
 			p.log.Error("audit publisher closed with events not stored", "events", n, "error", err)
 			p.closeErr = fmt.Errorf("%w: publisher closed with %d events not stored: %v", ErrAuditUnavailable, n, err)
 		}
-		p.ajs.CleanupPublisher()
 	})
 	return p.closeErr
 }
@@ -463,10 +438,10 @@ func (p *Publisher) encode(ctx context.Context, ev Event) (*outMsg, error) {
 		return nil, err
 	}
 	h := ev.Header()
-	m := p.pool.Get().(*outMsg)
+	m := p.msgs.Get().(*outMsg)
 	data, err := appendJSON(m.msg.Data[:0], ev)
 	if err != nil {
-		p.pool.Put(m)
+		p.msgs.Put(m)
 		return nil, fmt.Errorf("events: encode %s %s: %w", h.Type, h.ID, err)
 	}
 	m.id = h.ID
@@ -517,23 +492,38 @@ func (p *Publisher) largeStore(ctx context.Context) (jetstream.ObjectStore, erro
 	return obs, nil
 }
 
-// publishStrict sends one message and waits for its acknowledgement.
-func (p *Publisher) publishStrict(ctx context.Context, m *outMsg) error {
-	actx, cancel := context.WithTimeout(ctx, p.ackTimeout)
-	p.published.Add(1)
-	ack, err := p.js.PublishMsg(actx, &m.msg)
-	cancel()
-	// A synchronous publish keeps no reference to the message once it
-	// returned, so it can be reused whatever the outcome.
-	p.recycle(m)
-	if err != nil {
-		return p.unavailable(ctx, err)
+// publishStrict sends ms pipelined and waits for all their
+// acknowledgements at once. The messages belong to the pipe once sent.
+func (p *Publisher) publishStrict(ctx context.Context, ms []*outMsg) error {
+	w := p.waiters.Get().(*waiter)
+	w.err = nil
+	w.left.Store(int32(len(ms)))
+	w.deadline = p.pipe.now() + p.ackTimeout
+	w.timer.Reset(p.ackTimeout)
+	for _, m := range ms {
+		m.w = w
+		p.published.Add(1)
+		if err := p.pipe.send(m); err != nil {
+			m.w = nil
+			p.recycle(m)
+			w.resolve(err)
+		}
 	}
-	p.acked.Add(1)
-	if ack.Duplicate {
-		p.duplicates.Add(1)
+	select {
+	case <-w.done:
+		w.timer.Stop()
+		err := w.err
+		p.waiters.Put(w)
+		if err != nil {
+			return p.unavailable(ctx, err)
+		}
+		return nil
+	case <-w.timer.C:
+		return p.unavailable(ctx, errNoAck)
+	case <-ctx.Done():
+		w.timer.Stop()
+		return p.unavailable(ctx, ctx.Err())
 	}
-	return nil
 }
 
 // unavailable turns the cause of a failed publish into the error callers
@@ -544,51 +534,46 @@ func (p *Publisher) unavailable(ctx context.Context, err error) error {
 		return fmt.Errorf("events: publish abandoned: %w", ctx.Err())
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout):
+	case errors.Is(err, errNoAck):
 		return fmt.Errorf("%w: no acknowledgement from JetStream within %s", ErrAuditUnavailable, p.ackTimeout)
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, errNoStream):
 		return fmt.Errorf("%w: no stream answered for %s (does the %s stream exist?)", ErrAuditUnavailable, AuditSubjects, AuditStream)
 	}
 	return fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
 }
 
-// send publishes m on the publisher's own context; its fate arrives in
-// onAck or onErr unless send returns an error.
-func (p *Publisher) send(m *outMsg) error {
-	p.trackMu.Lock()
-	p.track[&m.msg] = m
-	p.trackMu.Unlock()
-	p.published.Add(1)
-	if _, err := p.ajs.PublishMsgAsync(&m.msg); err != nil {
-		p.trackMu.Lock()
-		delete(p.track, &m.msg)
-		p.trackMu.Unlock()
-		return err
+// onResolved learns the fate of every message the pipe sent.
+func (p *Publisher) onResolved(m *outMsg, dup bool, err error) {
+	if err == nil {
+		p.acked.Add(1)
+		if dup {
+			p.duplicates.Add(1)
+		}
 	}
-	return nil
-}
-
-func (p *Publisher) untrack(msg *nats.Msg) *outMsg {
-	p.trackMu.Lock()
-	m := p.track[msg]
-	delete(p.track, msg)
-	p.trackMu.Unlock()
-	return m
-}
-
-func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
-	m := p.untrack(msg)
-	if m == nil {
+	if w := m.w; w != nil {
+		if err != nil && retryable(err) && p.pipe.now()+retryMin < w.deadline {
+			// A cluster electing a stream leader answers "no responders"
+			// or 503 for a moment; the caller's deadline allows a resend.
+			time.AfterFunc(retryMin, func() {
+				p.retried.Add(1)
+				p.published.Add(1)
+				if err := p.pipe.send(m); err != nil {
+					m.w = nil
+					p.recycle(m)
+					w.resolve(err)
+				}
+			})
+			return
+		}
+		m.w = nil
+		p.recycle(m)
+		w.resolve(err)
 		return
 	}
-	p.acked.Add(1)
-	if ack.Duplicate {
-		p.duplicates.Add(1)
-	}
-	if w := m.batch; w != nil {
-		m.batch = nil
-		p.recycle(m)
-		w.resolve(nil)
+	<-p.slots
+	if err != nil {
+		p.warn("audit event not stored, retrying", "id", m.id, "error", err)
+		p.addRetry(m)
 		return
 	}
 	p.progress.Store(true)
@@ -596,19 +581,21 @@ func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.P
 	p.done()
 }
 
-func (p *Publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	m := p.untrack(msg)
-	if m == nil {
-		return
+// sendAsync sends an async event once a slot in flight is free; false when
+// the publisher stopped first.
+func (p *Publisher) sendAsync(m *outMsg) (sent, stopped bool) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.stop:
+		return false, true
 	}
-	if w := m.batch; w != nil {
-		m.batch = nil
-		p.recycle(m)
-		w.resolve(err)
-		return
+	p.published.Add(1)
+	if err := p.pipe.send(m); err != nil {
+		<-p.slots
+		p.warn("audit event not sent, retrying", "id", m.id, "error", err)
+		return false, false
 	}
-	p.warn("audit event not stored, retrying", "id", m.id, "error", err)
-	p.addRetry(m)
+	return true, false
 }
 
 // done marks one accepted async event as stored.
@@ -629,8 +616,9 @@ func (p *Publisher) recycle(m *outMsg) {
 		m.msg.Data = nil
 	}
 	m.msg.Data = m.msg.Data[:0]
-	m.id, m.hdrID[0], m.batch = "", "", nil
-	p.pool.Put(m)
+	m.msg.Reply = ""
+	m.id, m.hdrID[0], m.w = "", "", nil
+	p.msgs.Put(m)
 }
 
 // warn logs at most once a second, so a store that is down for a while
@@ -730,8 +718,12 @@ func (p *Publisher) drain() {
 			}
 			for i, m := range retries {
 				p.retried.Add(1)
-				if err := p.send(m); err != nil {
-					p.warn("audit event not sent, retrying", "id", m.id, "error", err)
+				sent, stopped := p.sendAsync(m)
+				if stopped {
+					p.abandon(retries[i:])
+					return
+				}
+				if !sent {
 					for _, r := range retries[i:] {
 						p.addRetry(r)
 					}
@@ -743,8 +735,12 @@ func (p *Publisher) drain() {
 		}
 		select {
 		case m := <-p.queue:
-			if err := p.send(m); err != nil {
-				p.warn("audit event not sent, retrying", "id", m.id, "error", err)
+			sent, stopped := p.sendAsync(m)
+			if stopped {
+				p.abandon([]*outMsg{m})
+				return
+			}
+			if !sent {
 				p.addRetry(m)
 			}
 		case <-p.retryWake:

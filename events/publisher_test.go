@@ -161,7 +161,7 @@ func TestTimedOutPublishRetriedIsStoredOnce(t *testing.T) {
 // came too late, so the caller saw an error and publishes it again.
 func TestLateAckRetryIsDuplicate(t *testing.T) {
 	s := startStore(t, t.TempDir())
-	hasty := newTestPublisher(t, s.js, WithAckTimeout(20*time.Microsecond))
+	hasty := newTestPublisher(t, s.js, WithAckTimeout(time.Microsecond))
 	p := newTestPublisher(t, s.js)
 	ctx := context.Background()
 	for i := range 200 {

@@ -1,0 +1,142 @@
+package events
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// The benchmarks publish 400-byte db.session.query events to an embedded
+// JetStream server with file storage in b.TempDir, over an in-process
+// connection (DESIGN.md §1, the budget).
+
+func benchPublisher(b *testing.B, opts ...PublisherOption) (*testStore, *Publisher) {
+	b.Helper()
+	s := startStore(b, b.TempDir())
+	p, err := NewPublisher(s.js, "bench", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			b.Error(err)
+		}
+	})
+	return s, p
+}
+
+// fresh makes ev a new event again: Stamp gives it a new id and time.
+func fresh(ev *Query, ei uint64) {
+	ev.ID, ev.Time, ev.EI = "", time.Time{}, ei
+}
+
+func reportRate(b *testing.B, events int, elapsed time.Duration) {
+	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(events), "ns/event")
+}
+
+func reportP50(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
+
+func BenchmarkPublishStrict(b *testing.B) {
+	_, p := benchPublisher(b)
+	ctx := context.Background()
+	ev := queryEvent("01JBENCHSESSION00000000000", 0)
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		fresh(ev, uint64(i))
+		t0 := time.Now()
+		if err := p.Publish(ctx, ev); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportRate(b, b.N, elapsed)
+	reportP50(b, lat)
+}
+
+func BenchmarkPublishStrictBatch16(b *testing.B) {
+	_, p := benchPublisher(b)
+	ctx := context.Background()
+	const n = 16
+	qs := make([]*Query, n)
+	evs := make([]Event, n)
+	for i := range qs {
+		qs[i] = queryEvent("01JBENCHSESSION00000000000", 0)
+		evs[i] = qs[i]
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		for j, q := range qs {
+			fresh(q, uint64(i*n+j))
+		}
+		t0 := time.Now()
+		if err := p.PublishBatch(ctx, evs); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportRate(b, b.N*n, elapsed)
+	reportP50(b, lat)
+}
+
+func BenchmarkPublishAsync(b *testing.B) {
+	_, p := benchPublisher(b, WithMode(ModeAsync), WithQueueSize(DefaultQueueSize))
+	ctx := context.Background()
+	ev := queryEvent("01JBENCHSESSION00000000000", 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		fresh(ev, uint64(i))
+		if err := p.Publish(ctx, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Counted only once every event is stored.
+	if err := p.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportRate(b, b.N, elapsed)
+	b.ReportMetric(float64(p.Stats().Blocked.Nanoseconds())/float64(b.N), "blocked-ns/event")
+}
+
+// BenchmarkEncode is the JSON encoding alone, the part of every publish
+// that grows with the event.
+func BenchmarkEncode(b *testing.B) {
+	ev := queryEvent("01JBENCHSESSION00000000000", 0)
+	if err := Stamp(ev, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		buf, err = appendJSON(buf[:0], ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(buf)))
+}
