@@ -180,8 +180,10 @@ func (h *HandshakeResponse41) Encode(dst []byte) []byte {
 	return dst
 }
 
+// cloneBytes copies b so a decoded message does not alias the packet
+// buffer; empty gives nil.
 func cloneBytes(b []byte) []byte {
-	if b == nil {
+	if len(b) == 0 {
 		return nil
 	}
 	return append([]byte{}, b...)
