@@ -92,11 +92,19 @@ func MariaDBWith(t testing.TB, o MariaDBOptions) *MariaDBServer {
 	return m
 }
 
-func startMariaDB(life lifetime, o MariaDBOptions) (*MariaDBServer, error) {
-	bin, ok1 := findBinary("mariadbd", "/usr/sbin")
-	installDB, ok2 := findBinary("mariadb-install-db", "/usr/bin")
+func findMariaDB(sbin, bin string) (mariadbd, installDB string, err error) {
+	mariadbd, ok1 := findBinary("mariadbd", sbin)
+	installDB, ok2 := findBinary("mariadb-install-db", bin)
 	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("harness: MariaDB server programs mariadbd and mariadb-install-db not found in /usr/sbin, /usr/bin or PATH: install %s", mariadbPackage)
+		return "", "", fmt.Errorf("harness: MariaDB server programs mariadbd and mariadb-install-db not found in %s, %s or PATH: install %s", sbin, bin, mariadbPackage)
+	}
+	return mariadbd, installDB, nil
+}
+
+func startMariaDB(life lifetime, o MariaDBOptions) (*MariaDBServer, error) {
+	bin, installDB, err := findMariaDB("/usr/sbin", "/usr/bin")
+	if err != nil {
+		return nil, err
 	}
 	dir := life.TempDir()
 	m := &MariaDBServer{
@@ -464,7 +472,20 @@ func (m *MariaDBServer) GeneralLogEntries() ([]MariaDBLogEntry, error) {
 // has not changed), the thread id right-aligned, a space, the command, a
 // tab and the argument. An argument's own newlines are written as they
 // are, so a line that does not start a record continues the one before.
-var mariadbRecord = regexp.MustCompile(`^(?:\d{6} [ \d]\d:\d\d:\d\d\t|\t\t)\s*(\d+) ([A-Z][a-z]+(?: [a-z]+)*)\t(.*)$`)
+var mariadbRecord = regexp.MustCompile(`^(?:\d{6} [ \d]\d:\d\d:\d\d\t|\t\t)\s*(\d+) (` + strings.Join(mariadbCommands, "|") + `)\t(.*)$`)
+
+// mariadbCommands are the server's names of protocol commands
+// (command_name in sql_parse.cc). Matching only these keeps a continuation
+// line that happens to start with a tab and a number from passing for a
+// record.
+var mariadbCommands = []string{
+	"Sleep", "Quit", "Init DB", "Query", "Field List", "Create DB", "Drop DB", "Refresh",
+	"Shutdown", "Statistics", "Processlist", "Connect", "Kill", "Debug", "Ping", "Time",
+	"Delayed insert", "Change user", "Binlog Dump", "Table Dump", "Connect Out",
+	"Register Slave", "Prepare", "Execute", "Long Data", "Close stmt", "Reset stmt",
+	"Set option", "Fetch", "Daemon", "Unimpl get tid", "Reset connection", "Bulk_execute",
+	"Slave_worker", "Slave_IO", "Slave_SQL",
+}
 
 func parseGeneralLog(r io.Reader) ([]MariaDBLogEntry, error) {
 	var out []MariaDBLogEntry

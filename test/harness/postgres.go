@@ -71,6 +71,10 @@ func findPostgres() (pgBinaries, error) {
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		dirs = append(dirs, strings.TrimSpace(string(out)))
 	}
+	return findPostgresIn(dirs)
+}
+
+func findPostgresIn(dirs []string) (pgBinaries, error) {
 	initdb, ok1 := findBinary("initdb", dirs...)
 	postgres, ok2 := findBinary("postgres", dirs...)
 	if !ok1 || !ok2 {
@@ -96,16 +100,6 @@ func PostgresWith(t testing.TB, o PostgresOptions) *PostgresServer {
 	}
 	logOnFailure(t, p.tail)
 	return p
-}
-
-// logOnFailure shows a server's log tail when the test fails. Cleanups run
-// last-in first-out, so this runs before the server is stopped.
-func logOnFailure(t testing.TB, tail func() string) {
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(tail())
-		}
-	})
 }
 
 func startPostgres(life lifetime, o PostgresOptions) (*PostgresServer, error) {

@@ -136,3 +136,42 @@ func TestPostgresCertificateOnly(t *testing.T) {
 		t.Fatalf("%s still accepts connections after Stop", pg.Addr())
 	}
 }
+
+// An outside CA (as Tollgate's db-client CA will be) replaces the test CA:
+// its certificates get in, the test CA's do not, and the harness refuses
+// to hand out test-CA certificates that could not work.
+func TestPostgresOutsideCA(t *testing.T) {
+	clientCA := NewCA(t, "outside db-client CA")
+	serverCA := NewCA(t, "outside server CA")
+	server := serverCA.IssueServer(t)
+	pg := PostgresWith(t, PostgresOptions{
+		TLS:   TLSOptions{ClientCA: clientCA.CertPEM, ServerCert: server.CertPEM, ServerKey: server.KeyPEM, ServerCA: serverCA.CertPEM},
+		Users: []string{"carol"},
+	})
+	dir := t.TempDir()
+	cert, key := clientCA.IssueClient(t, "carol").Write(t, dir, "carol")
+	c, err := pgConnect(t, pg.DSNWithCert("carol", cert, key))
+	if err != nil {
+		t.Fatalf("carol with the outside CA's certificate: %v", err)
+	}
+	var who string
+	if err := c.QueryRow(context.Background(), "select current_user").Scan(&who); err != nil || who != "carol" {
+		t.Fatalf("current_user = %q, %v", who, err)
+	}
+	cert, key = pg.TestCA.IssueClient(t, "carol").Write(t, dir, "foreign")
+	if _, err := pgConnect(t, pg.DSNWithCert("carol", cert, key)); err == nil {
+		t.Fatal("a certificate from a CA the server does not trust was accepted")
+	}
+	if _, err := pg.clients.get("carol"); err == nil || !strings.Contains(err.Error(), "outside client CA") {
+		t.Fatalf("test-CA certificate for a server trusting an outside CA: %v", err)
+	}
+}
+
+func TestTLSOptionsAllOrNothing(t *testing.T) {
+	ca := NewCA(t, "ca")
+	kp := ca.IssueServer(t)
+	_, err := writeServerTLS(t.TempDir(), TLSOptions{ServerCert: kp.CertPEM, ServerKey: kp.KeyPEM})
+	if err == nil || !strings.Contains(err.Error(), "ServerCert, ServerKey and ServerCA together") {
+		t.Fatalf("server certificate without its CA: %v", err)
+	}
+}

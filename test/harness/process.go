@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Command describes a server process for StartProcess.
@@ -89,6 +91,7 @@ func StartProcess(c Command) (*Process, error) {
 	if c.DeathSignal == 0 {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
+	becomeSubreaper()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("harness: start %s: %w", c.Name, err)
 	}
@@ -208,14 +211,43 @@ func (p *Process) stop() error {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, c := range children {
-		for ProcessAlive(c) {
+		for reap(c); ProcessAlive(c); reap(c) {
 			if time.Now().After(deadline) {
 				return errors.Join(err, fmt.Errorf("harness: %s child %d still alive after SIGKILL", p.cmd.Name, c))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	for ProcessGroupAlive(pid) {
+		if time.Now().After(deadline) {
+			return errors.Join(err, fmt.Errorf("harness: %s process group %d still alive after SIGKILL", p.cmd.Name, pid))
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, st := range allProcs() {
+		if st.pgrp == pid {
+			reap(st.pid)
+		}
+	}
 	return err
+}
+
+var subreaper sync.Once
+
+// becomeSubreaper makes the test binary adopt the orphans of the servers
+// it starts (a child killed together with its parent) instead of init, so
+// that Stop can reap them: an init that does not reap, as in many
+// containers, would leave them as zombies.
+func becomeSubreaper() {
+	subreaper.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+}
+
+// reap collects pid if it is a dead child of the test binary (an adopted
+// orphan); for anything else it does nothing.
+func reap(pid int) {
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 }
 
 // ProcessAlive reports whether pid names a running process (a zombie, dead
@@ -224,52 +256,77 @@ func ProcessAlive(pid int) bool {
 	if pid <= 0 || syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	state, _, err := procStat(pid)
-	if err != nil {
+	st, err := procStat(pid)
+	return err == nil && st.running()
+}
+
+// ProcessGroupAlive reports whether a running process (not a zombie) is in
+// process group pgid.
+func ProcessGroupAlive(pgid int) bool {
+	if pgid <= 0 || syscall.Kill(-pgid, 0) != nil {
 		return false
 	}
-	return state != 'Z' && state != 'X'
+	for _, st := range allProcs() {
+		if st.pgrp == pgid && st.running() {
+			return true
+		}
+	}
+	return false
 }
 
-// ProcessGroupAlive reports whether any process is in process group pgid.
-func ProcessGroupAlive(pgid int) bool {
-	return pgid > 0 && syscall.Kill(-pgid, 0) == nil
+type procState struct {
+	pid, ppid, pgrp int
+	state           byte
 }
 
-// procStat reads a process's state and parent from /proc/<pid>/stat.
-func procStat(pid int) (state byte, ppid int, err error) {
+func (s procState) running() bool { return s.state != 'Z' && s.state != 'X' }
+
+// procStat reads a process's state, parent and group from /proc/<pid>/stat.
+func procStat(pid int) (procState, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, err
+		return procState{}, err
 	}
 	// The command name is in parentheses and may itself hold spaces or
 	// parentheses; the fields after the last ')' are fixed.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, 0, fmt.Errorf("harness: unreadable /proc/%d/stat", pid)
+		return procState{}, fmt.Errorf("harness: unreadable /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 || len(f[0]) != 1 {
-		return 0, 0, fmt.Errorf("harness: unreadable /proc/%d/stat", pid)
+	if len(f) < 3 || len(f[0]) != 1 {
+		return procState{}, fmt.Errorf("harness: unreadable /proc/%d/stat", pid)
 	}
-	ppid, err = strconv.Atoi(f[1])
-	return f[0][0], ppid, err
+	ppid, err1 := strconv.Atoi(f[1])
+	pgrp, err2 := strconv.Atoi(f[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return procState{}, fmt.Errorf("harness: unreadable /proc/%d/stat: %w", pid, err)
+	}
+	return procState{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]}, nil
 }
 
-// descendants lists the living processes below pid.
-func descendants(pid int) []int {
+func allProcs() []procState {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	kids := map[int][]int{}
+	var out []procState
 	for _, e := range entries {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			if st, err := procStat(n); err == nil {
+				out = append(out, st)
+			}
 		}
-		if _, ppid, err := procStat(n); err == nil {
-			kids[ppid] = append(kids[ppid], n)
+	}
+	return out
+}
+
+// descendants lists the living processes below pid.
+func descendants(pid int) []int {
+	kids := map[int][]int{}
+	for _, st := range allProcs() {
+		if st.running() {
+			kids[st.ppid] = append(kids[st.ppid], st.pid)
 		}
 	}
 	var out []int

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // TLSOptions chooses the certificates of a database server. Left empty, the
@@ -221,4 +222,14 @@ func (c *clientCerts) get(user string) (*clientCert, error) {
 	cc := &clientCert{pair: kp, certFile: cert, keyFile: key}
 	c.m[user] = cc
 	return cc, nil
+}
+
+// logOnFailure shows a server's log tail when the test fails. Cleanups run
+// last-in first-out, so this runs before the server is stopped.
+func logOnFailure(t testing.TB, tail func() string) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(tail())
+		}
+	})
 }

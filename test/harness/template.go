@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -18,7 +19,9 @@ import (
 // directories are kept under the system temp dir, named by a key that
 // holds the server binary's size and time, so an upgraded server gets a
 // new one. They are built aside and renamed into place, so a directory
-// that exists is complete even when several test binaries race.
+// that exists is complete even when several test binaries race; a
+// manifest of file sizes catches one that a temp-dir cleaner thinned out,
+// and it is then built again.
 
 var templateMu sync.Mutex
 
@@ -39,8 +42,11 @@ func dataTemplate(binary string, key []string, build func(dir string) error) (st
 
 	templateMu.Lock()
 	defer templateMu.Unlock()
-	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+	if templateIntact(dir) {
 		return dir, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("harness: remove damaged template: %w", err)
 	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return "", fmt.Errorf("harness: template dir: %w", err)
@@ -57,12 +63,12 @@ func dataTemplate(binary string, key []string, build func(dir string) error) (st
 	if err := build(data); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(data, ".complete"), nil, 0o644); err != nil {
-		return "", fmt.Errorf("harness: template dir: %w", err)
+	if err := writeManifest(data); err != nil {
+		return "", err
 	}
 	if err := os.Rename(data, dir); err != nil {
 		// Another test binary finished first; its copy is as good.
-		if _, serr := os.Stat(filepath.Join(dir, ".complete")); serr == nil {
+		if templateIntact(dir) {
 			return dir, nil
 		}
 		return "", fmt.Errorf("harness: template dir: %w", err)
@@ -81,7 +87,7 @@ func copyTree(src, dst string, u *SystemUser) error {
 		if err != nil {
 			return err
 		}
-		if rel == ".complete" {
+		if rel == manifestName {
 			return nil
 		}
 		target := filepath.Join(dst, rel)
@@ -124,4 +130,53 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 	}
 	_, err = io.Copy(out, in)
 	return errors.Join(err, out.Close())
+}
+
+const manifestName = ".harness-manifest"
+
+// writeManifest lists every file under dir with its size.
+func writeManifest(dir string) error {
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%d\t%s\n", info.Size(), rel)
+		return nil
+	})
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, manifestName), []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("harness: template manifest: %w", err)
+	}
+	return nil
+}
+
+// templateIntact reports whether dir holds every file of its manifest at
+// its recorded size.
+func templateIntact(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, manifestName))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		size, rel, ok := strings.Cut(strings.TrimSuffix(line, "\n"), "\t")
+		if !ok {
+			return false
+		}
+		fi, err := os.Stat(filepath.Join(dir, rel))
+		if err != nil || !fi.Mode().IsRegular() || strconv.FormatInt(fi.Size(), 10) != size {
+			return false
+		}
+	}
+	return true
 }
