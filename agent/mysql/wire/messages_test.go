@@ -16,7 +16,7 @@ const allCaps41 = ClientProtocol41 | ClientSecureConnection | ClientPluginAuth |
 func TestHandshakeV10RoundTrip(t *testing.T) {
 	for _, h := range []HandshakeV10{
 		{ProtocolVersion: 10, ServerVersion: "8.0.36", ConnectionID: 42, AuthPluginData: []byte("abcdefghijklmnopqrst"),
-			Capabilities: 0xffffffff &^ (ClientCompress | ClientZstdCompressionAlgorithm) | ClientMySQL, CharacterSet: 255,
+			Capabilities: 0xffffffff&^(ClientCompress|ClientZstdCompressionAlgorithm) | ClientMySQL, CharacterSet: 255,
 			Status: ServerStatusAutocommit, AuthPluginName: PluginCachingSHA2},
 		{ProtocolVersion: 10, ServerVersion: "5.5.5-10.11.6-MariaDB", ConnectionID: 7, AuthPluginData: []byte("12345678ABCDEFGHIJKL"),
 			Capabilities: (allCaps41 | MariaDBClientProgress | MariaDBClientCacheMetadata) &^ ClientMySQL, CharacterSet: 45,

@@ -62,7 +62,8 @@ func (r *Reader) MaxPayload() int { return r.maxPayload }
 // begins it returns io.EOF; a stream cut inside a packet gives an error
 // wrapping io.ErrUnexpectedEOF. A payload over the limit gives
 // *PacketTooLargeError before its body is read; a wrong sequence id gives
-// *SequenceError.
+// *SequenceError. After any error the stream is out of step (the payload
+// was not read): the connection must be closed.
 func (r *Reader) ReadPacket() ([]byte, error) {
 	if cap(r.buf) > retainLimit {
 		r.buf = nil
