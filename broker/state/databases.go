@@ -1,0 +1,127 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// DefaultHeartbeatTTL is how long a database stays live without a heartbeat
+// when its registration does not say.
+const DefaultHeartbeatTTL = 90 * time.Second
+
+// NewDatabase is what RegisterDatabase needs.
+type NewDatabase struct {
+	Name     string
+	Protocol string
+	URI      string
+	Labels   map[string]string
+	HostID   string
+	// HeartbeatTTL defaults to DefaultHeartbeatTTL.
+	HeartbeatTTL time.Duration
+}
+
+var protocols = map[string]bool{"postgres": true, "cockroachdb": true, "mysql": true, "sqlserver": true}
+
+// RegisterDatabase records a database an agent serves (db.create) and its
+// first heartbeat. Registering again with the same details writes only the
+// heartbeat; with new details (labels, URI, another host), a new db.create.
+func (s *Store) RegisterDatabase(ctx context.Context, by Actor, nd NewDatabase) (Database, error) {
+	if err := ValidDatabaseName(nd.Name); err != nil {
+		return Database{}, invalid("%v", err)
+	}
+	if !protocols[nd.Protocol] {
+		return Database{}, invalid("database %s: protocol %q (want postgres, cockroachdb, mysql or sqlserver)", nd.Name, nd.Protocol)
+	}
+	if nd.URI == "" {
+		return Database{}, invalid("database %s: empty uri", nd.Name)
+	}
+	if nd.HostID == "" {
+		return Database{}, invalid("database %s: empty host id", nd.Name)
+	}
+	for k := range nd.Labels {
+		if k == "" {
+			return Database{}, invalid("database %s: empty label key", nd.Name)
+		}
+	}
+	if nd.HeartbeatTTL < 0 {
+		return Database{}, invalid("database %s: negative heartbeat ttl", nd.Name)
+	}
+	if nd.HeartbeatTTL == 0 {
+		nd.HeartbeatTTL = DefaultHeartbeatTTL
+	}
+	_, err := s.change(ctx, by, subject(AggDatabase, nd.Name), func() (events.Event, error) {
+		if cur, ok := s.dbs[nd.Name]; ok && cur.Protocol == nd.Protocol && cur.URI == nd.URI &&
+			cur.HostID == nd.HostID && cur.HeartbeatTTL == nd.HeartbeatTTL && maps.Equal(cur.Labels, nd.Labels) {
+			return nil, nil
+		}
+		return &events.DBCreate{Service: nd.Name, Protocol: nd.Protocol, URI: nd.URI, Labels: maps.Clone(nd.Labels),
+			HostID: nd.HostID, HeartbeatTTLNs: int64(nd.HeartbeatTTL)}, nil
+	})
+	if err != nil {
+		return Database{}, err
+	}
+	if err := s.Heartbeat(ctx, by, nd.Name, nd.HostID); err != nil {
+		return Database{}, err
+	}
+	d, _ := s.Database(nd.Name)
+	return d, nil
+}
+
+// Heartbeat records that hostID still serves database name. It is stored
+// latest-only in DB_HEARTBEATS, not in STATE (see the package comment), and
+// returns once the projection has seen it.
+func (s *Store) Heartbeat(ctx context.Context, by Actor, name, hostID string) error {
+	if _, ok := s.Database(name); !ok {
+		return fmt.Errorf("database %s: %w", name, ErrNotFound)
+	}
+	hb := &events.DBHeartbeat{Service: name, HostID: hostID}
+	hb.User, hb.Roles = by.User, by.Roles
+	if err := events.Stamp(hb, s.cluster); err != nil {
+		return err
+	}
+	b, err := json.Marshal(hb)
+	if err != nil {
+		return err
+	}
+	key := escapeKey(name)
+	if _, err := s.beatsKV.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("state: heartbeat of %s: %w", name, err)
+	}
+	// Wait for the watcher so the caller reads its own heartbeat.
+	for {
+		s.mu.RLock()
+		got := s.beats[key].ID == hb.ID
+		s.mu.RUnlock()
+		if got {
+			return nil
+		}
+		if err := sleep(ctx, time.Millisecond); err != nil {
+			return fmt.Errorf("state: heartbeat of %s stored but not yet seen: %w", name, err)
+		}
+	}
+}
+
+// DeleteDatabase removes a database and its heartbeat.
+func (s *Store) DeleteDatabase(ctx context.Context, by Actor, name string) error {
+	_, err := s.change(ctx, by, subject(AggDatabase, name), func() (events.Event, error) {
+		if _, ok := s.dbs[name]; !ok {
+			return nil, fmt.Errorf("database %s: %w", name, ErrNotFound)
+		}
+		return &events.DBDelete{Service: name}, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.beatsKV.Delete(ctx, escapeKey(name)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("state: database %s deleted, but removing its heartbeat failed: %w", name, err)
+	}
+	return nil
+}
