@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+func benchSession(b *testing.B) *agent.Session {
+	db, err := agent.NewDatabase(config.Database{Name: "pg", Protocol: "postgres", URI: "h:1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := agent.NewSession(agent.SessionOptions{Cluster: "c", Recorder: nopRecorder{}, Database: db, DBUser: "app", DBName: "app"})
+	b.Cleanup(func() { s.Close(nil) })
+	return s
+}
+
+// BenchmarkClientBatch measures decoding one client batch and building and
+// stamping its events, as the strict path does before forwarding: a
+// pgbench -M prepared statement (Bind, Execute, Sync) and a -M simple one.
+func BenchmarkClientBatch(b *testing.B) {
+	preparedBatch := encodeAll(b,
+		&pgproto3.Bind{PreparedStatement: "P0_5", ParameterFormatCodes: []int16{0}, Parameters: [][]byte{[]byte("-2345"), []byte("73412")}},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	simple := encodeAll(b, &pgproto3.Query{String: "UPDATE pgbench_accounts SET abalance = abalance + -2345 WHERE aid = 73412;"})
+	for _, c := range []struct {
+		name  string
+		batch []byte
+	}{{"prepared", preparedBatch}, {"simple", simple}} {
+		b.Run(c.name, func(b *testing.B) {
+			sess := benchSession(b)
+			dec := newClientDecoder(DefaultMaxMessage, DefaultMaxCopyData, DefaultMaxParam, newStmtQueue())
+			dec.stmts["P0_5"] = &prepared{query: "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;", oids: []uint32{23, 23}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			evs := 0
+			for range b.N {
+				_, _, mal := dec.decode(c.batch, time.Now())
+				if mal != nil {
+					b.Fatal(mal)
+				}
+				evs += len(dec.evs)
+				if err := sess.Gate(ctx, dec.evs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(evs)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkServerScan measures scanning the server stream: a SELECT of
+// rows DataRows of about 100 bytes, its CommandComplete and ReadyForQuery,
+// read in 16 KiB chunks as TLS delivers them.
+func BenchmarkServerScan(b *testing.B) {
+	for _, rows := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			var stream []byte
+			row := &pgproto3.DataRow{Values: [][]byte{[]byte("73412"), []byte("1"), []byte("-2345"), make([]byte, 84)}}
+			stream, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("aid")}}}).Encode(stream)
+			for range rows {
+				stream, _ = row.Encode(stream)
+			}
+			stream, _ = (&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", rows))}).Encode(stream)
+			stream, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(stream)
+			p := scanProxy(b)
+			b.SetBytes(int64(len(stream)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				for off := 0; off < len(stream); off += 16 << 10 {
+					if err := p.scan(stream[off:min(off+16<<10, len(stream))]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N)*float64(rows)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
