@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// TestStartServesStreamsAndStopsCleanly runs the real binary: it must log
+// where NATS listens, serve the streams there, and exit 0 on SIGINT.
+func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tollgate")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cfgFile := filepath.Join(dir, "tollgate.yaml")
+	err := os.WriteFile(cfgFile, []byte("cluster_name: ci\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+
+	cmd := exec.Command(bin, "start", "--config", cfgFile, "--data-dir", dataDir)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+
+	var log strings.Builder
+	urlRE := regexp.MustCompile(`client_url=(nats://127\.0\.0\.1:\d+)`)
+	var url string
+	timeout := time.After(60 * time.Second)
+	for url == "" || !strings.Contains(log.String(), "tollgate started") {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("tollgate exited early: %v\n%s", <-exited, log.String())
+			}
+			log.WriteString(l + "\n")
+			if m := urlRE.FindStringSubmatch(l); m != nil {
+				url = m[1]
+			}
+		case <-timeout:
+			t.Fatalf("no client_url and start line within 60s:\n%s", log.String())
+		}
+	}
+	if !strings.Contains(log.String(), "streams ready") {
+		t.Fatalf("streams not logged:\n%s", log.String())
+	}
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, name := range []string{events.AuditStream, events.StateStream} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		if s.CachedInfo().Config.Storage != jetstream.FileStorage {
+			t.Fatalf("stream %s is not on file storage", name)
+		}
+	}
+	if _, err := js.ObjectStore(ctx, events.LargeFieldsBucket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "nats", "jetstream")); err != nil {
+		t.Fatalf("JetStream store not under --data-dir: %v", err)
+	}
+	nc.Close()
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // keep reading so the process never blocks on a full pipe
+		for l := range lines {
+			log.WriteString(l + "\n")
+		}
+	}()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running 30s after SIGINT")
+	}
+}
+
+func TestStartConfigDataDir(t *testing.T) {
+	cfg, err := startConfig("", "/srv/tg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/srv/tg" || cfg.NATS.Embedded.StoreDir != "/srv/tg/nats" {
+		t.Fatalf("data dir %q store dir %q", cfg.DataDir, cfg.NATS.Embedded.StoreDir)
+	}
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("nats:\n  embedded:\n    store_dir: /elsewhere\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = startConfig(f, "/srv/tg"); err != nil || cfg.NATS.Embedded.StoreDir != "/elsewhere" {
+		t.Fatalf("an explicit store dir must stay: %v %+v", err, cfg)
+	}
+	if _, err := newLogger(config.Log{Level: "loud"}, io.Discard); err == nil || !strings.Contains(err.Error(), `"loud"`) {
+		t.Fatalf("bad level: %v", err)
+	}
+}
