@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -191,6 +191,10 @@ func (s *stack) audit(t *testing.T) []map[string]any {
 		if err != nil {
 			continue
 		}
+		// Every stored event must validate against its checked-in schema.
+		if err := schemas.Validate(m.Data); err != nil {
+			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
+		}
 		var ev map[string]any
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("event %d: %v", seq, err)
@@ -252,7 +256,6 @@ func checkGapless(t *testing.T, evs []map[string]any) {
 	}
 }
 
-var _ = strconv.Itoa
 
 func tlsConfig(roots *x509.CertPool, sni string, cert tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: roots, ServerName: sni, Certificates: []tls.Certificate{cert}}
