@@ -101,12 +101,12 @@ func findMariaDB(sbin, bin string) (mariadbd, installDB string, err error) {
 	return mariadbd, installDB, nil
 }
 
-func startMariaDB(life lifetime, o MariaDBOptions) (*MariaDBServer, error) {
+func startMariaDB(t testing.TB, o MariaDBOptions) (*MariaDBServer, error) {
 	bin, installDB, err := findMariaDB("/usr/sbin", "/usr/bin")
 	if err != nil {
 		return nil, err
 	}
-	dir := life.TempDir()
+	dir := t.TempDir()
 	m := &MariaDBServer{
 		Dir:        dir,
 		DataDir:    filepath.Join(dir, "data"),
@@ -116,7 +116,7 @@ func startMariaDB(life lifetime, o MariaDBOptions) (*MariaDBServer, error) {
 		args:       o.Args,
 		stderrFile: filepath.Join(dir, "mariadbd.err"),
 	}
-	sockDir, err := shortDir(dir, life.Cleanup)
+	sockDir, err := shortDir(dir, t.Cleanup)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,11 @@ func startMariaDB(life lifetime, o MariaDBOptions) (*MariaDBServer, error) {
 			return nil, err
 		}
 	}
-	life.Cleanup(func() { _ = m.Stop() })
+	t.Cleanup(func() {
+		if err := m.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 
 	if err := m.Exec("CREATE DATABASE IF NOT EXISTS " + mysqlIdent(m.Database)); err != nil {
 		return nil, err

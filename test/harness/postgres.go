@@ -102,7 +102,7 @@ func PostgresWith(t testing.TB, o PostgresOptions) *PostgresServer {
 	return p
 }
 
-func startPostgres(life lifetime, o PostgresOptions) (*PostgresServer, error) {
+func startPostgres(t testing.TB, o PostgresOptions) (*PostgresServer, error) {
 	bin, err := findPostgres()
 	if err != nil {
 		return nil, err
@@ -111,7 +111,7 @@ func startPostgres(life lifetime, o PostgresOptions) (*PostgresServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := life.TempDir()
+	dir := t.TempDir()
 	p := &PostgresServer{
 		Dir:        dir,
 		DataDir:    filepath.Join(dir, "data"),
@@ -122,7 +122,7 @@ func startPostgres(life lifetime, o PostgresOptions) (*PostgresServer, error) {
 		settings:   o.Settings,
 		stderrFile: filepath.Join(dir, "postgres.stderr"),
 	}
-	if p.SocketDir, err = shortDir(filepath.Join(dir, "sock"), life.Cleanup); err != nil {
+	if p.SocketDir, err = shortDir(filepath.Join(dir, "sock"), t.Cleanup); err != nil {
 		return nil, err
 	}
 	tlsFiles, err := writeServerTLS(filepath.Join(dir, "tls"), o.TLS)
@@ -199,7 +199,11 @@ func startPostgres(life lifetime, o PostgresOptions) (*PostgresServer, error) {
 			return nil, err
 		}
 	}
-	life.Cleanup(func() { _ = p.Stop() })
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 
 	for _, u := range o.Users {
 		if err := p.createUser(u); err != nil {

@@ -141,6 +141,11 @@ func TestPostgresCertificateOnly(t *testing.T) {
 // its certificates get in, the test CA's do not, and the harness refuses
 // to hand out test-CA certificates that could not work.
 func TestPostgresOutsideCA(t *testing.T) {
+	// A long name makes a long t.TempDir, too long for a Unix socket path.
+	t.Run(strings.Repeat("long-test-name-", 6), testPostgresOutsideCA)
+}
+
+func testPostgresOutsideCA(t *testing.T) {
 	clientCA := NewCA(t, "outside db-client CA")
 	serverCA := NewCA(t, "outside server CA")
 	server := serverCA.IssueServer(t)
@@ -148,6 +153,9 @@ func TestPostgresOutsideCA(t *testing.T) {
 		TLS:   TLSOptions{ClientCA: clientCA.CertPEM, ServerCert: server.CertPEM, ServerKey: server.KeyPEM, ServerCA: serverCA.CertPEM},
 		Users: []string{"carol"},
 	})
+	if sock := pg.SocketDir + "/.s.PGSQL.65535.lock"; len(sock) >= 108 {
+		t.Fatalf("socket path %s is too long for sun_path", sock)
+	}
 	dir := t.TempDir()
 	cert, key := clientCA.IssueClient(t, "carol").Write(t, dir, "carol")
 	c, err := pgConnect(t, pg.DSNWithCert("carol", cert, key))

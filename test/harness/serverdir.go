@@ -174,12 +174,6 @@ func shortDir(dir string, cleanup func(func())) (string, error) {
 	return d, nil
 }
 
-// lifetime is what a server's directories and shutdown hang on: a test
-// (testing.TB), or the test binary for shared servers (see Main).
-type lifetime interface {
-	TempDir() string
-	Cleanup(func())
-}
 
 // clientCerts issues test-CA client certificates on first use and keeps
 // them, written to files, for the life of the server.
