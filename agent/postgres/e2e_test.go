@@ -256,7 +256,6 @@ func checkGapless(t *testing.T, evs []map[string]any) {
 	}
 }
 
-
 func tlsConfig(roots *x509.CertPool, sni string, cert tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: roots, ServerName: sni, Certificates: []tls.Certificate{cert}}
 }

@@ -59,4 +59,3 @@ func TestRelayCarriesPsql(t *testing.T) {
 		t.Fatalf("psql through the relay: %v\n%s", err, out)
 	}
 }
-
