@@ -62,10 +62,19 @@ func knownBinaryType(t FieldType) bool {
 	return ok
 }
 
+// valueWhat names each type's value for error messages without building
+// the string on the hot path.
+var valueWhat = func() (w [256]string) {
+	for i := range w {
+		w[i] = FieldType(i).String() + " value"
+	}
+	return w
+}()
+
 // readBinaryValue decodes one value of type t in the binary protocol
 // (ProtocolBinary::*). scratch is reused for number formatting.
 func readBinaryValue(c *cursor, t FieldType, unsigned bool, scratch []byte) (Value, []byte) {
-	what := t.String() + " value"
+	what := valueWhat[t]
 	s := scratch[:0]
 	switch t {
 	case TypeNull:
@@ -158,6 +167,9 @@ func readBinaryDate(c *cursor, t FieldType, s []byte) []byte {
 	if n == 11 {
 		micro = uint64(c.uint32("microsecond"))
 	}
+	if micro > 999999 && c.err == nil {
+		c.err = malformed("%s microsecond %d out of range", t, micro)
+	}
 	s = appendPadded(s, year, 4)
 	s = append(s, '-')
 	s = appendPadded(s, month, 2)
@@ -201,6 +213,9 @@ func readBinaryTime(c *cursor, s []byte) []byte {
 	}
 	if n == 12 {
 		micro = uint64(c.uint32("microsecond"))
+	}
+	if micro > 999999 && c.err == nil {
+		c.err = malformed("TIME microsecond %d out of range", micro)
 	}
 	if neg == 1 {
 		s = append(s, '-')
@@ -306,7 +321,7 @@ func splitNumbers(s string, sep byte, n int) ([]uint64, error) {
 	}
 	out := make([]uint64, n)
 	for i, p := range parts {
-		v, err := strconv.ParseUint(p, 10, 32)
+		v, err := strconv.ParseUint(p, 10, 64)
 		if err != nil {
 			return nil, err
 		}
