@@ -291,3 +291,17 @@ func TestPgxExtendedProtocol(t *testing.T) {
 		}
 	}
 }
+
+func TestDatabaseRefusalRelayed(t *testing.T) {
+	s := newStack(t, "strict")
+	conn := strings.Replace(s.psqlConn("app"), "dbname=postgres", "dbname=nosuchdb", 1)
+	out, err := psql(t, conn, "", "-c", "select 1")
+	if err == nil || !strings.Contains(out, `database "nosuchdb" does not exist`) || strings.Contains(out, "cannot connect") {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	checkGapless(t, evs)
+	if end := ofType(evs, "db.session.end")[0]; !strings.Contains(end["reason"].(string), "nosuchdb") {
+		t.Fatalf("end %v", end)
+	}
+}

@@ -226,7 +226,10 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 	p := &proxy{e: e, sess: sess, client: c, started: time.Now()}
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
-		e.fatal(c, stateConnectionFailure, fmt.Sprintf("cannot connect to database %q: %v", info.Name, err))
+		var relayed *relayedError
+		if !errors.As(err, &relayed) {
+			e.fatal(c, stateConnectionFailure, fmt.Sprintf("cannot connect to database %q: %v", info.Name, err))
+		}
 		sess.Close(p.end("database connection failed: " + err.Error()))
 		return err
 	}
@@ -263,6 +266,11 @@ func denial(tgUser, db, dbUser, dbName string, d agent.Decision) string {
 	}
 	return msg
 }
+
+// relayedError is a database error the client has already been sent.
+type relayedError struct{ error }
+
+func (e *relayedError) Unwrap() error { return e.error }
 
 // upstream is an established database connection.
 type upstream struct {
@@ -360,7 +368,7 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 			// The database refused the session (no such database, cert
 			// not accepted...): the client sees its own words.
 			_, _ = c.Write(appendMessage(out, typ, body))
-			return nil, fmt.Errorf("the database refused the session: %s", errorText(body))
+			return nil, &relayedError{fmt.Errorf("the database refused the session: %s", errorText(body))}
 		case 'Z':
 			out = appendMessage(out, typ, body)
 			if _, err := c.Write(out); err != nil {
