@@ -161,13 +161,6 @@ func (c *cursor) uint16(what string) uint16 {
 	return 0
 }
 
-func (c *cursor) uint24(what string) uint32 {
-	if s := c.take(what, 3); s != nil {
-		return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16
-	}
-	return 0
-}
-
 func (c *cursor) uint32(what string) uint32 {
 	if s := c.take(what, 4); s != nil {
 		return binary.LittleEndian.Uint32(s)
@@ -253,7 +246,6 @@ func unwrapMalformed(err error) string {
 
 // Appenders for fixed-length integers.
 func appendUint16(dst []byte, v uint16) []byte { return binary.LittleEndian.AppendUint16(dst, v) }
-func appendUint24(dst []byte, v uint32) []byte { return append(dst, byte(v), byte(v>>8), byte(v>>16)) }
 func appendUint32(dst []byte, v uint32) []byte { return binary.LittleEndian.AppendUint32(dst, v) }
 func appendUint64(dst []byte, v uint64) []byte { return binary.LittleEndian.AppendUint64(dst, v) }
 
