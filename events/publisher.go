@@ -202,6 +202,10 @@ type outMsg struct {
 	id    string
 	// w is the strict caller waiting for this message; nil in async mode.
 	w *waiter
+	// sending is the pipe sequence number + 1 while the pipe sends it.
+	sending atomic.Uint64
+	// tries counts resends for a strict caller.
+	tries int
 }
 
 // waiter completes when every message of one strict Publish or
@@ -214,6 +218,27 @@ type waiter struct {
 	timer    *time.Timer
 	mu       sync.Mutex
 	err      error
+	// cause is the last error a message was resent after, reported when
+	// the deadline passes before the resend succeeded.
+	cause error
+}
+
+func (w *waiter) setCause(err error) {
+	w.mu.Lock()
+	w.cause = err
+	w.mu.Unlock()
+}
+
+func (w *waiter) lastCause() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.cause != nil {
+		return w.cause
+	}
+	return errNoAck
 }
 
 func (w *waiter) resolve(err error) {
@@ -496,7 +521,7 @@ func (p *Publisher) largeStore(ctx context.Context) (jetstream.ObjectStore, erro
 // acknowledgements at once. The messages belong to the pipe once sent.
 func (p *Publisher) publishStrict(ctx context.Context, ms []*outMsg) error {
 	w := p.waiters.Get().(*waiter)
-	w.err = nil
+	w.err, w.cause = nil, nil
 	w.left.Store(int32(len(ms)))
 	w.deadline = p.pipe.now() + p.ackTimeout
 	w.timer.Reset(p.ackTimeout)
@@ -519,7 +544,7 @@ func (p *Publisher) publishStrict(ctx context.Context, ms []*outMsg) error {
 		}
 		return nil
 	case <-w.timer.C:
-		return p.unavailable(ctx, errNoAck)
+		return p.unavailable(ctx, w.lastCause())
 	case <-ctx.Done():
 		w.timer.Stop()
 		return p.unavailable(ctx, ctx.Err())
@@ -551,10 +576,13 @@ func (p *Publisher) onResolved(m *outMsg, dup bool, err error) {
 		}
 	}
 	if w := m.w; w != nil {
-		if err != nil && retryable(err) && p.pipe.now()+retryMin < w.deadline {
+		wait := min(retryMin<<m.tries, 250*time.Millisecond)
+		if err != nil && retryable(err) && p.pipe.now()+wait < w.deadline {
 			// A cluster electing a stream leader answers "no responders"
 			// or 503 for a moment; the caller's deadline allows a resend.
-			time.AfterFunc(retryMin, func() {
+			w.setCause(err)
+			m.tries++
+			time.AfterFunc(wait, func() {
 				p.retried.Add(1)
 				p.published.Add(1)
 				if err := p.pipe.send(m); err != nil {
@@ -617,7 +645,7 @@ func (p *Publisher) recycle(m *outMsg) {
 	}
 	m.msg.Data = m.msg.Data[:0]
 	m.msg.Reply = ""
-	m.id, m.hdrID[0], m.w = "", "", nil
+	m.id, m.hdrID[0], m.w, m.tries = "", "", nil, 0
 	p.msgs.Put(m)
 }
 

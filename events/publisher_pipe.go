@@ -87,6 +87,9 @@ func (p *ackPipe) send(m *outMsg) error {
 	p.mu.Lock()
 	seq := p.next
 	p.next++
+	// While PublishMsg reads m (it may block on a slow socket), the reaper
+	// must not resolve it, and so let it be reused, however late it is.
+	m.sending.Store(seq + 1)
 	p.inflight[seq] = m
 	p.fifo = append(p.fifo, fifoEntry{seq: seq, deadline: p.now() + p.timeout})
 	p.mu.Unlock()
@@ -94,13 +97,16 @@ func (p *ackPipe) send(m *outMsg) error {
 	var b [64]byte
 	reply := strconv.AppendUint(append(b[:0], p.prefix...), seq, 36)
 	m.msg.Reply = string(reply)
-	if err := p.nc.PublishMsg(&m.msg); err != nil {
+	err := p.nc.PublishMsg(&m.msg)
+	if err != nil {
 		p.mu.Lock()
 		delete(p.inflight, seq)
 		p.mu.Unlock()
-		return err
 	}
-	return nil
+	// Only this send's mark is cleared: once sent, m may already have been
+	// acknowledged, reused and be in its next send.
+	m.sending.CompareAndSwap(seq+1, 0)
+	return err
 }
 
 // onReply runs on the subscription's goroutine for every acknowledgement.
@@ -138,7 +144,7 @@ func (p *ackPipe) reap() {
 		for p.head < len(p.fifo) {
 			e := p.fifo[p.head]
 			m, ok := p.inflight[e.seq]
-			if ok && e.deadline > now {
+			if ok && (e.deadline > now || m.sending.Load() == e.seq+1) {
 				break
 			}
 			if ok {
@@ -170,6 +176,9 @@ func (p *ackPipe) close() {
 	p.mu.Lock()
 	left := make([]*outMsg, 0, len(p.inflight))
 	for seq, m := range p.inflight {
+		if m.sending.Load() == seq+1 {
+			continue // its sender's own timeout covers it
+		}
 		left = append(left, m)
 		delete(p.inflight, seq)
 	}

@@ -240,7 +240,7 @@ func TestNoStreamIsUnavailable(t *testing.T) {
 	if err := s.js.DeleteStream(ctx, AuditStream); err != nil {
 		t.Fatal(err)
 	}
-	p := newTestPublisher(t, s.js, WithAckTimeout(2*time.Second))
+	p := newTestPublisher(t, s.js, WithAckTimeout(500*time.Millisecond))
 	err := p.Publish(ctx, queryEvent("sessn", 0))
 	if !errors.Is(err, ErrAuditUnavailable) || !strings.Contains(err.Error(), "AUDIT stream") {
 		t.Fatalf("want an error naming the missing stream, got %v", err)
