@@ -198,7 +198,11 @@ func authSignCmd() *cobra.Command {
 					}
 					f.proxy = cfg.Proxy.PublicAddr
 				}
-				return signIdentity(w, a, identityFromFlags(f.roles, f.dbUsers, f.dbNames), f)
+				src := identityFromFlags(f.roles, f.dbUsers, f.dbNames)
+				if len(f.roles) == 0 && stateIdentity != nil {
+					src = stateIdentity
+				}
+				return signIdentity(w, a, src, f)
 			case "":
 				return errors.New("--format is required: db, cockroachdb or identity")
 			default:
@@ -256,6 +260,10 @@ func signCockroach(w io.Writer, a *ca.Authorities, f signFlags) error {
 // carries. The command line builds one from --roles, --db-users and
 // --db-names; the broker's user state can supply another.
 type identitySource func(user string) (identity.Identity, error)
+
+// stateIdentity, when set, is the identitySource of the broker's users,
+// used when --roles is not given.
+var stateIdentity identitySource
 
 // identityFromFlags is the identitySource of the command-line flags.
 func identityFromFlags(roles, dbUsers, dbNames []string) identitySource {

@@ -1,0 +1,269 @@
+// Package api is the broker's public HTTPS API as its clients see it: the
+// paths, the JSON bodies, and a Client. The server side is broker/apiserver.
+//
+// Every request and response is JSON. Errors come back with an HTTP status
+// and {"error": "…"}; a refusal for too many failed logins is 429 with a
+// Retry-After header. Paths:
+//
+//	POST   /v1/login                 user, password, invite?, public key → user certificate
+//	POST   /v1/join                  join token, host id, public key → host certificate (agents)
+//	POST   /v1/reissue               mTLS user certificate, public key → fresh certificate
+//	GET    /v1/whoami                mTLS → the identity the broker sees
+//	GET    /v1/databases             mTLS → databases the caller's roles can reach
+//	GET    /v1/admin/users           mTLS + editor role, and the rest of /v1/admin:
+//	POST   /v1/admin/users           add a user, answer with a one-time invite
+//	DELETE /v1/admin/users/{name}
+//	GET    /v1/admin/roles           built-in and stored roles
+//	POST   /v1/admin/roles           create or replace roles from YAML
+//	GET    /v1/admin/tokens          join tokens (ids only)
+//	POST   /v1/admin/tokens          a new join token, shown once
+//	GET    /v1/admin/databases       every registered database
+//	POST   /v1/admin/sign/identity   public key → user certificate for an identity file
+//	POST   /v1/admin/sign/db         hosts → database server certificate, key and client CA
+package api
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/identity"
+)
+
+// Paths of the API.
+const (
+	PathLogin          = "/v1/login"
+	PathJoin           = "/v1/join"
+	PathReissue        = "/v1/reissue"
+	PathWhoami         = "/v1/whoami"
+	PathDatabases      = "/v1/databases"
+	PathAdminUsers     = "/v1/admin/users"
+	PathAdminRoles     = "/v1/admin/roles"
+	PathAdminTokens    = "/v1/admin/tokens"
+	PathAdminDatabases = "/v1/admin/databases"
+	PathAdminSignID    = "/v1/admin/sign/identity"
+	PathAdminSignDB    = "/v1/admin/sign/db"
+)
+
+// MaxBody bounds request and response bodies.
+const MaxBody = 1 << 20
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+	// RetryAfterSeconds is set on 429 responses.
+	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
+}
+
+// LoginRequest asks for a user certificate with a password. With Invite,
+// the password is set first (first login); the invite is then used up.
+type LoginRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	Invite   string `json:"invite,omitempty"`
+	// PublicKey is the PEM "PUBLIC KEY" (PKIX) of the key the client
+	// generated; the private key never leaves the client.
+	PublicKey string `json:"public_key"`
+	// TTL asks for a shorter certificate than the default (12h); the
+	// roles' max_session_ttl caps it.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// Certificate is an issued user or host certificate with the CAs a client
+// needs: the user CA (what the certificate chains to) and the host CA (what
+// the proxy and agents present).
+type Certificate struct {
+	CertPEM   string            `json:"cert_pem"`
+	UserCAPEM string            `json:"user_ca_pem"`
+	HostCAPEM string            `json:"host_ca_pem"`
+	Identity  identity.Identity `json:"identity"`
+}
+
+// JoinRequest exchanges a join token for a host certificate.
+type JoinRequest struct {
+	Token     string   `json:"token"`
+	HostID    string   `json:"host_id"`
+	Hosts     []string `json:"hosts,omitempty"`
+	PublicKey string   `json:"public_key"`
+}
+
+// ReissueRequest asks for a fresh certificate for the caller's own user,
+// with the roles and traits the broker holds now.
+type ReissueRequest struct {
+	PublicKey string   `json:"public_key"`
+	TTL       Duration `json:"ttl,omitempty"`
+}
+
+// Database is one registered database.
+type Database struct {
+	Name     string            `json:"name"`
+	Protocol string            `json:"protocol"`
+	URI      string            `json:"uri"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	HostID   string            `json:"host_id,omitempty"`
+	// Live is false once the agent's heartbeats stopped.
+	Live          bool      `json:"live"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+}
+
+// User is a user as admins see it; secrets are never part of it.
+type User struct {
+	Name          string              `json:"name"`
+	Roles         []string            `json:"roles"`
+	Traits        map[string][]string `json:"traits,omitempty"`
+	Created       time.Time           `json:"created"`
+	CreatedBy     string              `json:"created_by,omitempty"`
+	PasswordSet   bool                `json:"password_set"`
+	InviteExpires time.Time           `json:"invite_expires,omitzero"`
+	LockedUntil   time.Time           `json:"locked_until,omitzero"`
+}
+
+// AddUserRequest creates a user.
+type AddUserRequest struct {
+	Name  string   `json:"name"`
+	Roles []string `json:"roles"`
+	// DBUsers and DBNames become the traits db_users and db_names that the
+	// built-in access role reads.
+	DBUsers []string `json:"db_users,omitempty"`
+	DBNames []string `json:"db_names,omitempty"`
+	// InviteTTL is how long the invite works (default 24h).
+	InviteTTL Duration `json:"invite_ttl,omitempty"`
+}
+
+// AddUserResponse carries the one-time invite. It is shown once: only its
+// hash is stored.
+type AddUserResponse struct {
+	User          User      `json:"user"`
+	Invite        string    `json:"invite"`
+	InviteExpires time.Time `json:"invite_expires"`
+	// Proxy is the public address users log in to; HostCAPin the
+	// fingerprint of the host CA, "sha256:<hex of the DER>", which `tg
+	// login --ca-pin` checks the proxy against.
+	Proxy     string `json:"proxy"`
+	HostCAPin string `json:"host_ca_pin"`
+	// LoginCommand is the exact command to give the user.
+	LoginCommand string `json:"login_command"`
+}
+
+// RolesRequest creates or replaces the roles of a YAML text (documents
+// separated by ---).
+type RolesRequest struct {
+	YAML string `json:"yaml"`
+}
+
+// RoleResult says what happened to one role.
+type RoleResult struct {
+	Name string `json:"name"`
+	// Result is "created", "updated" or "unchanged".
+	Result string `json:"result"`
+}
+
+// Role is a role with whether it is built in.
+type Role struct {
+	access.Role
+	Builtin bool `json:"builtin"`
+}
+
+// AddTokenRequest creates a join token.
+type AddTokenRequest struct {
+	Type string   `json:"type"`
+	TTL  Duration `json:"ttl,omitempty"`
+	// Reusable tokens work until they expire; others work once.
+	Reusable bool `json:"reusable,omitempty"`
+}
+
+// Token is a join token as listed: its id is the SHA-256 of its value.
+type Token struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Expires    time.Time `json:"expires"`
+	SingleUse  bool      `json:"single_use"`
+	Uses       int       `json:"uses"`
+	LastUsedBy string    `json:"last_used_by,omitempty"`
+	Created    time.Time `json:"created"`
+	CreatedBy  string    `json:"created_by,omitempty"`
+}
+
+// AddTokenResponse carries the token value, shown once.
+type AddTokenResponse struct {
+	Token Token  `json:"token"`
+	Value string `json:"value"`
+}
+
+// SignIdentityRequest asks for a user certificate for an identity file. With
+// Roles empty the user must exist and the certificate carries the user's
+// roles and traits; otherwise the roles (and traits) given.
+type SignIdentityRequest struct {
+	User      string   `json:"user"`
+	Roles     []string `json:"roles,omitempty"`
+	DBUsers   []string `json:"db_users,omitempty"`
+	DBNames   []string `json:"db_names,omitempty"`
+	TTL       Duration `json:"ttl,omitempty"`
+	PublicKey string   `json:"public_key"`
+}
+
+// SignDBRequest asks for a database server certificate.
+type SignDBRequest struct {
+	Hosts []string `json:"hosts"`
+	TTL   Duration `json:"ttl,omitempty"`
+}
+
+// SignDBResponse holds what `auth sign --format=db` writes: the server
+// certificate and key, and the db-client CA the server trusts.
+type SignDBResponse struct {
+	CertPEM string `json:"cert_pem"`
+	KeyPEM  string `json:"key_pem"`
+	CAsPEM  string `json:"cas_pem"`
+}
+
+// Duration is a time.Duration written as "12h" in JSON.
+type Duration time.Duration
+
+// MarshalText writes the Go duration syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads the Go duration syntax.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (want e.g. 30m, 12h)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// EncodePublicKey is the PEM "PUBLIC KEY" form the requests carry.
+func EncodePublicKey(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("public key: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+// DecodePublicKey reads a PEM "PUBLIC KEY".
+func DecodePublicKey(s string) (crypto.PublicKey, error) {
+	if s == "" {
+		return nil, errors.New("public_key is required: the PEM PUBLIC KEY of the key to certify")
+	}
+	b, rest := pem.Decode([]byte(s))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		return nil, errors.New("public_key: want one PEM \"PUBLIC KEY\" block")
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, errors.New("public_key: data after the PEM block")
+	}
+	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("public_key: %w", err)
+	}
+	return pub, nil
+}

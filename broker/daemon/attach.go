@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/user"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/broker/admin"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
+)
+
+// Local is the broker of a data dir opened by an admin command for its
+// duration.
+type Local struct {
+	Store     *state.Store
+	CAs       *ca.Authorities
+	Login     *login.Service
+	Admin     *admin.Service
+	Publisher *events.Publisher
+	// Via says how the command reached NATS, for messages.
+	Via string
+
+	closers []func()
+}
+
+// LocalActor is who an admin command on the broker's machine is in the
+// events: the operating-system user, with the editor role (whoever can read
+// the data dir holds the CA keys anyway).
+func LocalActor() state.Actor {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return state.Actor{User: "local:" + name, Roles: []string{"editor"}}
+}
+
+// Attach opens the broker state of cfg's data dir for an admin command:
+//   - nats.urls set: the external NATS cluster;
+//   - else the embedded server of a running `tollgate start`, at
+//     nats.embedded.listen;
+//   - else, when no broker runs on the data dir, an in-process NATS server
+//     on its store for the command's duration (the data dir stays locked
+//     meanwhile, so a daemon starting then waits).
+func Attach(ctx context.Context, cfg *config.Config) (l *Local, err error) {
+	l = &Local{}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	var nc *nats.Conn
+	startedHere := false
+	listen := cfg.NATS.Embedded.Listen
+	switch {
+	case len(cfg.NATS.URLs) > 0:
+		if nc, err = natsserver.Connect(cfg.NATS); err != nil {
+			return nil, err
+		}
+		l.Via = "NATS " + nc.ConnectedUrlRedacted()
+	default:
+		if listen != "" && listen != natsserver.InProcessOnly {
+			nc, err = nats.Connect("nats://"+listen, nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("tollgate-admin"))
+			if err == nil {
+				l.Via = "the running daemon's NATS at " + listen
+				break
+			}
+		}
+		unlock, lerr := tryLock(lockPath(cfg.DataDir))
+		if errors.Is(lerr, errLocked) {
+			return nil, fmt.Errorf("a tollgate daemon runs on data dir %s but its NATS server is not reachable at nats.embedded.listen %q: give it a listen address, or run this command against its API with --identity FILE", cfg.DataDir, listen)
+		}
+		if lerr != nil {
+			return nil, lerr
+		}
+		l.closers = append(l.closers, unlock)
+		o := natsserver.FromConfig(cfg)
+		o.Listen = natsserver.InProcessOnly
+		srv, err := natsserver.Start(o)
+		if err != nil {
+			return nil, err
+		}
+		l.closers = append(l.closers, srv.Shutdown)
+		if nc, err = srv.Connect(); err != nil {
+			return nil, err
+		}
+		startedHere = true
+		l.Via = "an in-process NATS server on " + o.StoreDir
+	}
+	l.closers = append(l.closers, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if startedHere {
+		so := events.StreamOptions{Replicas: cfg.NATS.Replicas, AuditMaxAge: cfg.NATS.AuditMaxAge.Std(), AuditMaxBytes: cfg.NATS.AuditMaxBytes}
+		if err := events.EnsureStreams(ctx, js, so); err != nil {
+			return nil, err
+		}
+	}
+	if l.CAs, err = ca.Open(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if l.Store, err = state.Open(ctx, js, cfg.ClusterName); err != nil {
+		return nil, err
+	}
+	l.closers = append(l.closers, l.Store.Close)
+	if l.Publisher, err = events.NewPublisher(js, cfg.ClusterName, events.WithAckTimeout(cfg.Audit.AckTimeout.Std())); err != nil {
+		return nil, err
+	}
+	pub := l.Publisher
+	l.closers = append(l.closers, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pub.Close(cctx)
+	})
+	l.Login = login.New(l.Store, l.CAs, l.Publisher, login.Options{Log: slog.New(slog.DiscardHandler)})
+	l.Admin = admin.New(l.Store, l.CAs, l.Login, cfg.Proxy.PublicAddr)
+	return l, nil
+}
+
+// Close releases everything Attach opened, in reverse order.
+func (l *Local) Close() {
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		l.closers[i]()
+	}
+	l.closers = nil
+}

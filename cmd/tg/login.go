@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/identity"
+)
+
+type loginFlags struct {
+	proxy, user, invite string
+	caPin, caFile       string
+	insecure            bool
+	ttl                 time.Duration
+}
+
+func init() {
+	var f loginFlags
+	c := &cobra.Command{
+		Use:   "login --proxy=HOST:PORT --user=NAME [--invite=TOKEN] [--ca-pin=sha256:HEX | --ca-file=FILE]",
+		Short: "Log in with a password and keep a short-lived certificate under ~/.tg",
+		Long: `Log in to a Tollgate proxy. tg generates a key on this machine, sends the
+public half with the password, and keeps the certificate the broker signs, the
+key and the CAs in ~/.tg/identity (mode 0600; ~/.tg is 0700). The first login
+uses the one-time --invite an administrator gave you and sets your password.
+
+The password is read from the terminal, or from the TG_PASSWORD environment
+variable, or, when standard input is not a terminal, from its first line.
+
+Trusting the proxy: the proxy presents a certificate of the cluster's host CA.
+tg trusts that CA when
+  --ca-file FILE holds it, or
+  --ca-pin sha256:HEX matches it (the invite command carries the pin), or
+  an earlier login from this machine recorded it in ~/.tg/known_proxies.
+Otherwise tg prints the CA's fingerprint and asks (on a terminal), or refuses;
+--insecure trusts it without asking. Once trusted, the fingerprint is kept,
+and a proxy showing another CA later is refused, as SSH does for host keys.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLogin(cmd, f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.proxy, "proxy", "", "proxy address HOST:PORT (default: that of the current login)")
+	fl.StringVar(&f.user, "user", "", "user name (default: that of the current login, else the system user)")
+	fl.StringVar(&f.invite, "invite", "", "one-time invite for the first login; sets the password")
+	fl.StringVar(&f.caPin, "ca-pin", "", "fingerprint of the proxy's host CA, sha256:HEX")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the proxy's host CA (tollgate auth export --type=host)")
+	fl.BoolVar(&f.insecure, "insecure", false, "trust the proxy's host CA on first use without checking its fingerprint")
+	fl.DurationVar(&f.ttl, "ttl", 0, "certificate lifetime (default and maximum set by the broker, 12h unless roles say otherwise)")
+	root.AddCommand(c)
+}
+
+func runLogin(cmd *cobra.Command, f loginFlags) error {
+	if flagIdentity != "" {
+		return errors.New("tg login keeps its own identity under ~/.tg; -i is for using an identity file instead of logging in")
+	}
+	stderr := cmd.ErrOrStderr()
+	if cur, _, err := currentIdentity(); err == nil {
+		if f.proxy == "" {
+			f.proxy = cur.ProxyAddr
+		}
+		if f.user == "" && f.proxy == cur.ProxyAddr {
+			f.user = cur.Identity.User
+		}
+	}
+	if f.proxy == "" {
+		return errors.New("--proxy=HOST:PORT is required")
+	}
+	host, err := api.ServerName(f.proxy)
+	if err != nil {
+		return fmt.Errorf("--proxy: %w", err)
+	}
+	if f.user == "" {
+		return errors.New("--user is required")
+	}
+	ctx, cancel := withTimeout(cmd.Context())
+	defer cancel()
+
+	hostCA, err := trustProxy(ctx, cmd, f, host)
+	if err != nil {
+		return err
+	}
+	pin := api.Fingerprint(hostCA)
+
+	pw, err := readPassword(cmd, f.invite != "")
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	pub, err := api.EncodePublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(hostCA)
+	c, err := api.NewClient(f.proxy, api.TLSConfig(host, roots, nil), userAgent())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := c.Login(ctx, api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, PublicKey: pub, TTL: api.Duration(f.ttl)})
+	if err != nil {
+		return err
+	}
+	cert, err := parseCert(res.CertPEM)
+	if err != nil {
+		return fmt.Errorf("the broker's answer: certificate: %w", err)
+	}
+	userCA, err := parseCert(res.UserCAPEM)
+	if err != nil {
+		return fmt.Errorf("the broker's answer: user CA: %w", err)
+	}
+	gotHostCA, err := parseCert(res.HostCAPEM)
+	if err != nil {
+		return fmt.Errorf("the broker's answer: host CA: %w", err)
+	}
+	if api.Fingerprint(gotHostCA) != pin {
+		return fmt.Errorf("the broker names host CA %s but the proxy presented %s; refusing the login", api.Fingerprint(gotHostCA), pin)
+	}
+	file, err := identity.NewFile(f.proxy, key, cert, []*x509.Certificate{userCA, hostCA})
+	if err != nil {
+		return err
+	}
+	dir, err := ensureHome()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "identity")
+	if err := identity.WriteFile(path, file); err != nil {
+		return err
+	}
+	if err := rememberProxy(f.proxy, pin); err != nil {
+		return err
+	}
+	id := file.Identity
+	fmt.Fprintf(cmd.OutOrStdout(), "logged in as %s (roles %s) at %s until %s\n", id.User, strings.Join(id.Roles, ","), f.proxy, id.Expires.Local().Format(time.RFC3339))
+	fmt.Fprintf(stderr, "certificate and key in %s\n", path)
+	return nil
+}
+
+// trustProxy connects once to learn the proxy's host CA and decides
+// whether to trust it (see the login help). It returns the trusted CA.
+func trustProxy(ctx context.Context, cmd *cobra.Command, f loginFlags, host string) (*x509.Certificate, error) {
+	stderr := cmd.ErrOrStderr()
+	if f.caFile != "" {
+		b, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		ca, err := parseCert(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file %s: %w", f.caFile, err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(ca)
+		return ca, handshake(ctx, f.proxy, api.TLSConfig(host, roots, nil))
+	}
+	pin, source := "", ""
+	if f.caPin != "" {
+		p, err := api.ParsePin(f.caPin)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-pin: %w", err)
+		}
+		pin, source = p, "--ca-pin"
+	} else if p, err := knownProxy(f.proxy); err != nil {
+		return nil, err
+	} else if p != "" {
+		pin, source = p, "~/.tg/known_proxies"
+	}
+	var seen *x509.Certificate
+	decide := func(ca *x509.Certificate) error {
+		seen = ca
+		fp := api.Fingerprint(ca)
+		switch {
+		case pin != "" && fp == pin:
+			return nil
+		case pin != "":
+			return fmt.Errorf("the proxy %s presents host CA %s, but %s says %s: the connection may be intercepted, or the cluster's CA was replaced; check with your administrator before trusting it",
+				f.proxy, fp, source, pin)
+		case f.insecure:
+			fmt.Fprintf(stderr, "warning: trusting the proxy's host CA %s on first use (--insecure) without checking it\n", fp)
+			return nil
+		}
+		fmt.Fprintf(stderr, "The proxy %s presents a certificate of the host CA %q\n  %s\n", f.proxy, ca.Subject.CommonName, fp)
+		if !stdinTerminal() {
+			return fmt.Errorf("the proxy's host CA %s is not trusted yet: check the fingerprint with your administrator (tollgate users add prints it) and pass --ca-pin=%s, or --ca-file", fp, fp)
+		}
+		fmt.Fprint(stderr, "Is this the fingerprint your administrator gave you? Trust it [y/N]: ")
+		ans, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if a := strings.ToLower(strings.TrimSpace(ans)); a != "y" && a != "yes" {
+			return errors.New("the proxy's host CA was not trusted; nothing was sent")
+		}
+		return nil
+	}
+	if err := handshake(ctx, f.proxy, api.FirstUseTLSConfig(host, decide, nil)); err != nil {
+		return nil, err
+	}
+	if seen == nil {
+		return nil, errors.New("the proxy presented no host CA")
+	}
+	return seen, nil
+}
+
+// handshake connects to the proxy and completes TLS, so the trust decision
+// is made before the password is asked for or sent.
+func handshake(ctx context.Context, proxy string, tc *tls.Config) error {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: tc}
+	conn, err := d.DialContext(ctx, "tcp", proxy)
+	if err != nil {
+		return fmt.Errorf("connect to the proxy %s: %w", proxy, err)
+	}
+	return conn.Close()
+}
+
+func stdinTerminal() bool { return term.IsTerminal(int(os.Stdin.Fd())) }
+
+// readPassword reads the password: TG_PASSWORD, else the terminal (asked
+// twice when it is being set), else the first line of standard input.
+func readPassword(cmd *cobra.Command, setting bool) (string, error) {
+	if pw, ok := os.LookupEnv("TG_PASSWORD"); ok {
+		return pw, nil
+	}
+	stderr := cmd.ErrOrStderr()
+	if stdinTerminal() {
+		prompt := "Password: "
+		if setting {
+			prompt = "New password (at least 15 characters): "
+		}
+		fmt.Fprint(stderr, prompt)
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		if setting {
+			fmt.Fprint(stderr, "Repeat the new password: ")
+			b2, err := term.ReadPassword(int(os.Stdin.Fd()))
+			fmt.Fprintln(stderr)
+			if err != nil {
+				return "", err
+			}
+			if string(b) != string(b2) {
+				return "", errors.New("the passwords differ; nothing was sent")
+			}
+		}
+		return string(b), nil
+	}
+	line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("no password: standard input is not a terminal and gave an empty first line (or set TG_PASSWORD)")
+	}
+	return line, nil
+}
+
+func parseCert(s string) (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("not a PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"context"
+
+	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// The broker role of `tollgate start`: state, CAs, authentication and the
+// HTTPS API on proxy.listen.
+func init() {
+	addStartRole(startRole{
+		Name: "broker",
+		Enabled: func(c *config.Config) bool {
+			return c.Broker.Enabled == nil || *c.Broker.Enabled
+		},
+		Run: func(ctx context.Context, d *startDeps) error {
+			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: d.JS, Audit: d.Publisher, Log: d.Log})
+			if err != nil {
+				return err
+			}
+			pin, _ := b.Admin.HostCAPin()
+			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin)
+			return b.Wait()
+		},
+	})
+}

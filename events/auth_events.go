@@ -1,0 +1,86 @@
+package events
+
+import "time"
+
+// Events of authentication: logins (password, invite, certificate) and the
+// certificates the authorities issue. They are published to AUDIT (subject
+// audit.<cluster>._.<type>): they change no state, but every one of them is
+// something an auditor wants to see, refusals most of all.
+//
+// No secret enters these events: not the password, not the invite, not a
+// private key. A failed login records why it failed in reason (wrong
+// password, unknown user, …) even though the client is only told that the
+// user name or password was wrong.
+
+func init() {
+	RegisterOutcome[UserLogin]("user.login", "TGAU001I", "TGAU001W",
+		"Someone logged in or was refused: with a password, an invite or a user certificate; a refusal says why.")
+	Register[CertIssue]("cert.issue", "TGAU002I",
+		"A certificate authority issued a certificate: to whom, why, its serial number and expiry.")
+}
+
+// Login methods (UserLogin.Method).
+const (
+	LoginPassword    = "password"
+	LoginInvite      = "invite"
+	LoginCertificate = "certificate"
+)
+
+// Login failure reasons (UserLogin.Reason). The client never learns which
+// of the password reasons applied; the audit trail does.
+const (
+	LoginUnknownUser     = "unknown_user"
+	LoginWrongPassword   = "wrong_password"
+	LoginNoPassword      = "no_password"
+	LoginInviteInvalid   = "invite_invalid"
+	LoginInviteExpired   = "invite_expired"
+	LoginInviteUsed      = "invite_used"
+	LoginWeakPassword    = "weak_password"
+	LoginRateLimited     = "rate_limited"
+	LoginLocked          = "locked"
+	LoginCertExpired     = "cert_expired"
+	LoginCertNotYetValid = "cert_not_yet_valid"
+	LoginCertUntrusted   = "cert_untrusted"
+	LoginCertAltered     = "cert_altered"
+	LoginCertInvalid     = "cert_invalid"
+	LoginNoCert          = "no_cert"
+	LoginBadRequest      = "bad_request"
+)
+
+// UserLogin records one authentication attempt. The envelope's user is the
+// name that was given (which may name no user), its roles the user's roles
+// on success.
+type UserLogin struct {
+	Envelope
+	Status
+	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,description=How the client authenticated: password, invite (first login, sets the password) or certificate (mTLS)"`
+	// Reason is a stable code for a refusal; Status.Error says it in words.
+	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,description=Why the login was refused"`
+	SourceAddr string `json:"source_addr,omitempty" jsonschema:"description=Client IP address as the API saw it"`
+	UserAgent  string `json:"user_agent,omitempty" jsonschema:"description=Client program and version"`
+	// Path is the API operation that was asked for.
+	Path string `json:"path,omitempty" jsonschema:"description=API path of the request"`
+}
+
+// Why a certificate was issued (CertIssue.Purpose).
+const (
+	IssueLogin   = "login"
+	IssueReissue = "reissue"
+	IssueJoin    = "join"
+	IssueSign    = "sign"
+)
+
+// CertIssue records a certificate signed by one of the authorities. The
+// envelope's user and roles say who asked for it.
+type CertIssue struct {
+	Envelope
+	CAType     string              `json:"ca_type" jsonschema:"enum=user,enum=host,enum=db,enum=db-client,description=Authority that signed"`
+	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,description=Why it was issued"`
+	Subject    string              `json:"subject" jsonschema:"description=Common name: the user, host id or database host"`
+	Serial     string              `json:"serial" jsonschema:"description=Serial number in hexadecimal"`
+	NotAfter   time.Time           `json:"not_after" jsonschema:"description=When the certificate expires"`
+	CertRoles  []string            `json:"cert_roles,omitempty" jsonschema:"description=Roles the certificate carries (user certificates)"`
+	CertTraits map[string][]string `json:"cert_traits,omitempty" jsonschema:"description=Traits the certificate carries (user certificates)"`
+	Hosts      []string            `json:"hosts,omitempty" jsonschema:"description=DNS names and IP addresses of the certificate (host and database certificates)"`
+	SourceAddr string              `json:"source_addr,omitempty" jsonschema:"description=Client IP address, when issued over the API"`
+}
