@@ -145,6 +145,9 @@ type DBCreate struct {
 	URI      string            `json:"db_uri" jsonschema:"description=Address of the database as the agent reaches it"`
 	Labels   map[string]string `json:"db_labels,omitempty" jsonschema:"description=Labels roles select databases by"`
 	HostID   string            `json:"host_id" jsonschema:"description=Host id of the agent serving the database"`
+	// AgentAddr is where clients reach the agent (db_service.public_addr);
+	// tg dials it with the database name as TLS server name.
+	AgentAddr string `json:"agent_addr,omitempty" jsonschema:"description=Address (host:port) clients reach the agent serving the database at"`
 	// HeartbeatTTLNs is how long the database stays listed without a
 	// heartbeat.
 	HeartbeatTTLNs int64 `json:"heartbeat_ttl_ns" jsonschema:"description=The database expires this many nanoseconds after its last heartbeat"`

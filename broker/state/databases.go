@@ -24,6 +24,8 @@ type NewDatabase struct {
 	URI      string
 	Labels   map[string]string
 	HostID   string
+	// AgentAddr is where clients reach the agent (host:port).
+	AgentAddr string
 	// HeartbeatTTL defaults to DefaultHeartbeatTTL.
 	HeartbeatTTL time.Duration
 }
@@ -59,11 +61,11 @@ func (s *Store) RegisterDatabase(ctx context.Context, by Actor, nd NewDatabase) 
 	}
 	_, err := s.change(ctx, by, subject(AggDatabase, nd.Name), func() (events.Event, error) {
 		if cur, ok := s.dbs[nd.Name]; ok && cur.Protocol == nd.Protocol && cur.URI == nd.URI &&
-			cur.HostID == nd.HostID && cur.HeartbeatTTL == nd.HeartbeatTTL && maps.Equal(cur.Labels, nd.Labels) {
+			cur.HostID == nd.HostID && cur.AgentAddr == nd.AgentAddr && cur.HeartbeatTTL == nd.HeartbeatTTL && maps.Equal(cur.Labels, nd.Labels) {
 			return nil, nil
 		}
 		return &events.DBCreate{Service: nd.Name, Protocol: nd.Protocol, URI: nd.URI, Labels: maps.Clone(nd.Labels),
-			HostID: nd.HostID, HeartbeatTTLNs: int64(nd.HeartbeatTTL)}, nil
+			HostID: nd.HostID, AgentAddr: nd.AgentAddr, HeartbeatTTLNs: int64(nd.HeartbeatTTL)}, nil
 	})
 	if err != nil {
 		return Database{}, err

@@ -283,7 +283,7 @@ func (p *Projection) apply(ev events.Event) {
 		}
 	case *events.DBCreate:
 		p.dbs[e.Service] = Database{Name: e.Service, Protocol: e.Protocol, URI: e.URI, Labels: e.Labels,
-			HostID: e.HostID, HeartbeatTTL: time.Duration(e.HeartbeatTTLNs), Registered: h.Time}
+			HostID: e.HostID, AgentAddr: e.AgentAddr, HeartbeatTTL: time.Duration(e.HeartbeatTTLNs), Registered: h.Time}
 	case *events.DBDelete:
 		delete(p.dbs, e.Service)
 	case *events.CAPublish:

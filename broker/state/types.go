@@ -122,6 +122,8 @@ type Database struct {
 	URI      string
 	Labels   map[string]string
 	HostID   string
+	// AgentAddr is where clients reach the agent serving it (host:port).
+	AgentAddr string
 	// HeartbeatTTL is how long the database stays live without a
 	// heartbeat.
 	HeartbeatTTL time.Duration
