@@ -52,8 +52,8 @@ func LocalActor() state.Actor {
 //   - else, when no broker runs on the data dir, an in-process NATS server
 //     on its store for the command's duration (the data dir stays locked
 //     meanwhile, so a daemon starting then waits).
-func Attach(ctx context.Context, cfg *config.Config) (l *Local, err error) {
-	l = &Local{}
+func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
+	l := &Local{}
 	defer func() {
 		if err != nil {
 			l.Close()
