@@ -356,15 +356,14 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 	if p.isClosing() {
 		return ErrPublisherClosed
 	}
+	if p.mode == ModeStrict {
+		return p.publishStrict(ctx, ev)
+	}
 	m, err := p.encode(ctx, ev)
 	if err != nil {
 		return err
 	}
-	if p.mode == ModeAsync {
-		return p.enqueue(ctx, m)
-	}
-	ms := [1]*outMsg{m}
-	return p.publishStrict(ctx, ms[:])
+	return p.enqueue(ctx, m)
 }
 
 // PublishBatch stores evs together: in strict mode it sends them all and
@@ -390,19 +389,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 		}
 		return nil
 	}
-	var arr [16]*outMsg
-	ms := arr[:0]
-	for _, ev := range evs {
-		m, err := p.encode(ctx, ev)
-		if err != nil {
-			for _, m := range ms {
-				p.recycle(m)
-			}
-			return err
-		}
-		ms = append(ms, m)
-	}
-	return p.publishStrict(ctx, ms)
+	return p.publishStrict(ctx, evs...)
 }
 
 // Flush waits until every accepted event is stored (async mode); in strict
@@ -517,15 +504,28 @@ func (p *Publisher) largeStore(ctx context.Context) (jetstream.ObjectStore, erro
 	return obs, nil
 }
 
-// publishStrict sends ms pipelined and waits for all their
-// acknowledgements at once. The messages belong to the pipe once sent.
-func (p *Publisher) publishStrict(ctx context.Context, ms []*outMsg) error {
+// publishStrict encodes and sends evs pipelined, each as soon as it is
+// encoded so the server works while the rest are encoded, and waits for
+// all their acknowledgements at once. Messages belong to the pipe once
+// sent.
+func (p *Publisher) publishStrict(ctx context.Context, evs ...Event) error {
 	w := p.waiters.Get().(*waiter)
 	w.err, w.cause = nil, nil
-	w.left.Store(int32(len(ms)))
+	w.left.Store(int32(len(evs)))
 	w.deadline = p.pipe.now() + p.ackTimeout
 	w.timer.Reset(p.ackTimeout)
-	for _, m := range ms {
+	for i, ev := range evs {
+		m, err := p.encode(ctx, ev)
+		if err != nil {
+			// The events sent so far may be stored; the caller learns
+			// that the batch failed, and publishing it again stores
+			// each event once. The waiter is left to them.
+			w.timer.Stop()
+			for range len(evs) - i {
+				w.resolve(err)
+			}
+			return err
+		}
 		m.w = w
 		p.published.Add(1)
 		if err := p.pipe.send(m); err != nil {
