@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Target names, in the order the report's columns show them.
+const (
+	TargetDirect    = "direct"
+	TargetRelay     = "relay"
+	TargetPgBouncer = "pgbouncer"
+	TargetStrict    = "tollgate strict"
+	TargetAsync     = "tollgate async"
+)
+
+// Targets lists every target in column order.
+var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync}
+
+// Cell is one pgbench configuration measured against every target.
+type Cell struct {
+	Mode    string
+	Clients int
+	Results map[string]PgbenchResult
+}
+
+// CopyResult is one target's bulk transfer: the same bytes out of and into
+// the database.
+type CopyResult struct {
+	Target   string
+	OutBytes int64
+	Out      time.Duration
+	InBytes  int64
+	In       time.Duration
+}
+
+// OutMBps and InMBps are throughputs in MB (10^6 bytes) per second.
+func (c CopyResult) OutMBps() float64 { return mbps(c.OutBytes, c.Out) }
+func (c CopyResult) InMBps() float64  { return mbps(c.InBytes, c.In) }
+
+func mbps(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / 1e6 / d.Seconds()
+}
+
+// Report is one run of the benchmark: the machine, the settings and every
+// measurement.
+type Report struct {
+	Machine  Machine
+	Settings string
+	Cells    []Cell
+	Copy     []CopyResult
+	Notes    []string
+}
+
+// Machine describes where the numbers were measured.
+type Machine struct {
+	CPUs            int
+	CPUModel        string
+	Kernel          string
+	Date            time.Time
+	LoadStart       string
+	LoadEnd         string
+	GoVersion       string
+	PostgresVersion string
+	PgbenchVersion  string
+	PgbouncerVers   string
+}
+
+// DescribeMachine reads the CPU, kernel and load from /proc and the client
+// programs' versions.
+func DescribeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Date: time.Now().UTC(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.LoadStart = LoadAverage()
+	m.PgbenchVersion = firstLine("pgbench", "--version")
+	if p, ok := findPgbouncer(); ok {
+		m.PgbouncerVers = firstLine(p, "--version")
+	}
+	return m
+}
+
+// LoadAverage is the first three fields of /proc/loadavg.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) > 3 {
+		f = f[:3]
+	}
+	return strings.Join(f, " ")
+}
+
+func firstLine(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+// ratio is a/b, or NaN's stand-in 0 when b is zero.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// Markdown renders the report: machine, pgbench TPS and latency tables,
+// COPY throughput.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	m := r.Machine
+	b.WriteString("# Tollgate end-to-end benchmark (PostgreSQL)\n\n")
+	b.WriteString("Written by `make bench` (test/bench, TestPgbenchReport with -bench-report); every figure comes from the same run.\n\n")
+	fmt.Fprintf(&b, "- date: %s\n", m.Date.Format(time.RFC3339))
+	fmt.Fprintf(&b, "- machine: %d CPUs, %s; kernel %s\n", m.CPUs, m.CPUModel, m.Kernel)
+	fmt.Fprintf(&b, "- load average at start: %s; at end: %s (the machine is shared, so absolute figures are noisy; ratios within a row are measured minutes apart)\n", m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&b, "- software: %s; %s; %s; %s\n", m.PostgresVersion, m.PgbenchVersion, m.PgbouncerVers, m.GoVersion)
+	if r.Settings != "" {
+		fmt.Fprintf(&b, "- settings: %s\n", r.Settings)
+	}
+	b.WriteString("\n")
+
+	b.WriteString("## pgbench -S: transactions per second (ratio to direct)\n\n")
+	r.cellTable(&b, func(p PgbenchResult) float64 { return p.TPS }, "%.0f", true)
+	b.WriteString("\n## pgbench -S: mean latency in ms (ratio to direct)\n\n")
+	r.cellTable(&b, func(p PgbenchResult) float64 { return p.LatencyMs }, "%.3f", false)
+
+	if len(r.Copy) > 0 {
+		b.WriteString("\n## COPY through each target: MB/s (ratio to direct)\n\n")
+		b.WriteString("| target | COPY TO STDOUT | MB | COPY FROM STDIN | MB |\n|---|---:|---:|---:|---:|\n")
+		var direct CopyResult
+		for _, c := range r.Copy {
+			if c.Target == TargetDirect {
+				direct = c
+			}
+		}
+		for _, c := range r.Copy {
+			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.0f | %.1f (%.2f×) | %.0f |\n", c.Target,
+				c.OutMBps(), ratio(c.OutMBps(), direct.OutMBps()), float64(c.OutBytes)/1e6,
+				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.InBytes)/1e6)
+		}
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+// cellTable writes one row per cell: each target's value with its ratio to
+// direct; for throughput also Tollgate strict against the relay and
+// pgbouncer.
+func (r *Report) cellTable(b *strings.Builder, val func(PgbenchResult) float64, format string, throughput bool) {
+	b.WriteString("| -M | clients |")
+	for _, t := range Targets {
+		fmt.Fprintf(b, " %s |", t)
+	}
+	if throughput {
+		b.WriteString(" strict / relay | strict / pgbouncer |")
+	}
+	b.WriteString("\n|---|---:|")
+	for range Targets {
+		b.WriteString("---:|")
+	}
+	if throughput {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("\n")
+	cells := append([]Cell(nil), r.Cells...)
+	sort.SliceStable(cells, func(i, j int) bool {
+		if cells[i].Mode != cells[j].Mode {
+			return cells[i].Mode > cells[j].Mode // simple before prepared
+		}
+		return cells[i].Clients < cells[j].Clients
+	})
+	for _, c := range cells {
+		fmt.Fprintf(b, "| %s | %d |", c.Mode, c.Clients)
+		direct := val(c.Results[TargetDirect])
+		for _, t := range Targets {
+			res, ok := c.Results[t]
+			if !ok {
+				b.WriteString(" – |")
+				continue
+			}
+			v := val(res)
+			if t == TargetDirect {
+				fmt.Fprintf(b, " "+format+" |", v)
+				continue
+			}
+			fmt.Fprintf(b, " "+format+" (%.2f×) |", v, ratio(v, direct))
+		}
+		if throughput {
+			s := val(c.Results[TargetStrict])
+			fmt.Fprintf(b, " %.2f× | %.2f× |", ratio(s, val(c.Results[TargetRelay])), ratio(s, val(c.Results[TargetPgBouncer])))
+		}
+		b.WriteString("\n")
+	}
+}

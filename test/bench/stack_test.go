@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// benchUser is the database role every target logs in as.
+const benchUser = "bench"
+
+// stack is one PostgreSQL and every way of reaching it: directly, through
+// the relay, pgbouncer, and two agents (strict and async audit) that share
+// an embedded JetStream server, as the all-in-one process runs them.
+type stack struct {
+	dir   string
+	pg    *harness.PostgresServer
+	conns map[string]Conn
+	js    jetstream.JetStream
+	// pubs are the audit publishers of the two agents.
+	pubs map[string]*events.Publisher
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func writePEM(tb testing.TB, path string, b []byte) string {
+	tb.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+func newStack(tb testing.TB, pgSettings map[string]string) *stack {
+	tb.Helper()
+	dir := tb.TempDir()
+	s := &stack{dir: dir, conns: map[string]Conn{}, pubs: map[string]*events.Publisher{}}
+
+	// Tollgate's authorities: the database trusts db-client, the agent
+	// presents a host certificate, users hold user certificates.
+	cas, err := ca.Open(filepath.Join(dir, "tollgate"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dbClientPEM, err := cas.CertPEM(ca.DBClient)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The other targets use certificates of a CA of their own, which the
+	// database trusts too.
+	benchCA := harness.NewCA(tb, "Tollgate benchmark CA")
+	benchCAFile := writePEM(tb, filepath.Join(dir, "bench-ca.crt"), benchCA.CertPEM)
+	client := benchCA.IssueClient(tb, benchUser)
+	clientCert, clientKey := client.Write(tb, dir, "bench-client")
+	listen := benchCA.IssueServer(tb, "127.0.0.1")
+
+	s.pg = harness.PostgresWith(tb, harness.PostgresOptions{
+		TLS:      harness.TLSOptions{ClientCA: append(append([]byte(nil), dbClientPEM...), benchCA.CertPEM...)},
+		Users:    []string{benchUser},
+		Settings: pgSettings,
+	})
+	s.conns[TargetDirect] = Conn{Host: s.pg.Host(), Port: strconv.Itoa(s.pg.Port()), User: benchUser, DBName: "postgres",
+		SSLMode: "verify-full", SSLRootCert: s.pg.ServerCAFile, SSLCert: clientCert, SSLKey: clientKey}
+
+	// The relay: TLS both legs, bytes copied.
+	serverCA, err := os.ReadFile(s.pg.ServerCAFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(serverCA)
+	clientPair := client.TLSCertificate()
+	relay := &Relay{
+		ClientTLS:   &tls.Config{Certificates: []tls.Certificate{listen.TLSCertificate()}},
+		Upstream:    s.pg.Addr(),
+		UpstreamTLS: &tls.Config{RootCAs: roots, ServerName: s.pg.Host(), Certificates: []tls.Certificate{clientPair}},
+	}
+	s.conns[TargetRelay] = s.serve(tb, func(ctx context.Context, ln net.Listener) error { return relay.Serve(ctx, ln) },
+		Conn{SSLMode: "verify-full", SSLRootCert: benchCAFile, SSLCert: clientCert, SSLKey: clientKey})
+
+	// pgbouncer: session pooling, TLS both legs, certificate logins.
+	bouncer := StartPgbouncer(tb, PgbouncerOptions{
+		UpstreamHost: s.pg.Host(), UpstreamPort: s.pg.Port(), DBName: "postgres", Users: []string{benchUser},
+		ServerCA: serverCA, ServerCert: client.CertPEM, ServerKey: client.KeyPEM,
+		ClientCert: listen.CertPEM, ClientKey: listen.KeyPEM, ClientCA: benchCA.CertPEM,
+	})
+	s.conns[TargetPgBouncer] = Conn{Host: "127.0.0.1", Port: strconv.Itoa(bouncer.Port), User: benchUser, DBName: "postgres",
+		SSLMode: "verify-full", SSLRootCert: benchCAFile, SSLCert: clientCert, SSLKey: clientKey}
+
+	// Embedded JetStream with file storage, reached in-process.
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dir, "nats"), Listen: natsserver.InProcessOnly})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if s.js, err = jetstream.New(nc); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := waitCtx(30 * time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, s.js, events.StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "bench-agent", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hostPEM, err := cas.CertPEM(ca.Host)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hostCAFile := writePEM(tb, filepath.Join(dir, "host-ca.crt"), hostPEM)
+	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"bench"}}, 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userCertFile := writePEM(tb, filepath.Join(dir, "alice.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: userCert.Raw}))
+	kb, err := x509.MarshalPKCS8PrivateKey(userKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userKeyFile := writePEM(tb, filepath.Join(dir, "alice.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+	roles, err := access.Parse([]byte(`
+kind: role
+metadata: {name: bench}
+spec:
+  allow:
+    db_labels: {env: bench}
+    db_users: [bench]
+    db_names: ["*"]
+`))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userPool, err := cas.Pool(ca.User)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	issue := agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+		return cas.IssueDBClient(pub, u, ttl)
+	}, time.Hour)
+	hostPair := tls.Certificate{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}
+
+	// One agent per audit mode, each with one database so that pgbench,
+	// which sends no SNI for an IP address, reaches it; the async agent's
+	// publisher is asynchronous too, as audit.mode: async configures it.
+	for _, m := range []struct {
+		target string
+		mode   events.Mode
+	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}} {
+		pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.pubs[m.target] = pub
+		tb.Cleanup(func() { _ = pub.Close(context.Background()) })
+		srv, err := agent.NewServer(agent.ServerConfig{
+			Cluster: "bench",
+			Databases: []config.Database{{Name: "pg", Protocol: "postgres", URI: s.pg.Addr(), AuditMode: m.mode.String(),
+				StaticLabels: map[string]string{"env": "bench"},
+				TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: s.pg.ServerCAFile}}},
+			TLS:        &tls.Config{Certificates: []tls.Certificate{hostPair}},
+			UserCAs:    userPool,
+			Identify:   identity.FromCertificate,
+			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
+			Recorder:   pub,
+			ClientCert: issue,
+			Engines:    map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLogger()})},
+			Logger:     quietLogger(),
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.conns[m.target] = s.serve(tb, srv.Serve,
+			Conn{SSLMode: "verify-full", SSLRootCert: hostCAFile, SSLCert: userCertFile, SSLKey: userKeyFile})
+	}
+	return s
+}
+
+// serve runs an in-process listener until the test ends and returns c
+// pointed at it.
+func (s *stack) serve(tb testing.TB, serve func(context.Context, net.Listener) error, c Conn) Conn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("serve %s: %v", ln.Addr(), err)
+		}
+	})
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	c.Host, c.Port, c.User, c.DBName = host, port, benchUser, "postgres"
+	return c
+}
+
+// auditEvents is the number of events the AUDIT stream holds.
+func (s *stack) auditEvents(tb testing.TB) uint64 {
+	tb.Helper()
+	ctx, cancel := waitCtx(10 * time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// adminEnv is the libpq environment of the superuser over the Unix socket.
+func (s *stack) adminEnv() []string {
+	return []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "PGHOST=" + s.pg.SocketDir, "PGPORT=" + strconv.Itoa(s.pg.Port()),
+		"PGUSER=" + s.pg.Superuser, "PGDATABASE=postgres", "PGSSLMODE=disable"}
+}
