@@ -75,8 +75,8 @@ func newEvent(typ string) events.Event {
 }
 
 // decode turns a stored message body into its event; (nil, nil) for an
-// unknown type.
-func decode(data []byte) (events.Event, error) {
+// unknown type. in (may be nil) interns repeated strings.
+func decode(data []byte, in *interner) (events.Event, error) {
 	typ, err := typeOf(data)
 	if err != nil {
 		return nil, fmt.Errorf("not an event: %w", err)
@@ -85,6 +85,10 @@ func decode(data []byte) (events.Event, error) {
 	if ev == nil {
 		return nil, nil
 	}
+	if decodeFast(data, ev, in) == nil {
+		return ev, nil
+	}
+	ev = newEvent(typ) // drop what the fast path filled in
 	if err := json.Unmarshal(data, ev); err != nil {
 		return nil, fmt.Errorf("%s: %w", typ, err)
 	}

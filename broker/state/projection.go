@@ -42,6 +42,7 @@ type Projection struct {
 	locks    map[string]Lock
 
 	onApply func(ev events.Event, live bool)
+	intern  *interner // used by the delivery goroutine only
 	cancel  context.CancelFunc
 	cc      jetstream.ConsumeContext
 	done    chan struct{}
@@ -75,6 +76,7 @@ func newProjection() *Projection {
 		requests: map[string]AccessRequest{},
 		locks:    map[string]Lock{},
 		done:     make(chan struct{}),
+		intern:   newInterner(),
 	}
 }
 
@@ -130,9 +132,10 @@ func (p *Projection) start(ctx context.Context, js jetstream.JetStream) error {
 	beatsReady := make(chan struct{})
 	go p.followHeartbeats(watch, beatsReady)
 
+	// No subject filter: STATE holds only state.> and an unfiltered
+	// consumer spares the server a subject match per message.
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.StateSubjects},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
 		return fmt.Errorf("state: consumer on %s: %w", events.StateStream, err)
@@ -208,7 +211,7 @@ func (p *Projection) handle(msg jetstream.Msg) {
 		p.mu.Unlock()
 		return
 	}
-	ev, derr := decode(msg.Data())
+	ev, derr := decode(msg.Data(), p.intern)
 	p.mu.Lock()
 	seq := meta.Sequence.Stream
 	p.seq = seq

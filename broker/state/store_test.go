@@ -639,17 +639,17 @@ func TestDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := []byte(fmt.Sprintf(`{"name":"a","user_roles":["x"],"id":%q,"time":"2024-01-01T00:00:00Z","cluster":"c","code":"TGUS001I","type":"user.create"}`, ev.ID))
-	got, err := decode(b)
+	got, err := decode(b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if uc, ok := got.(*events.UserCreate); !ok || uc.Name != "a" {
 		t.Fatalf("reordered fields decoded to %#v", got)
 	}
-	if got, err := decode([]byte(`{"id":"1","type":"user.fly"}`)); got != nil || err != nil {
+	if got, err := decode([]byte(`{"id":"1","type":"user.fly"}`), nil); got != nil || err != nil {
 		t.Fatalf("unknown type: %v %v", got, err)
 	}
-	if _, err := decode([]byte(`not json`)); err == nil {
+	if _, err := decode([]byte(`not json`), nil); err == nil {
 		t.Fatal("garbage decoded")
 	}
 	if k := escapeKey("alice@example.com"); k != "alice=40example=2Ecom" {
