@@ -31,6 +31,11 @@ type Response struct {
 	// CursorOpened: COM_STMT_EXECUTE opened a cursor (rows follow only on
 	// COM_STMT_FETCH).
 	CursorOpened bool
+	// Schema is the current database the server reported in an OK packet's
+	// session state (SESSION_TRACK_SCHEMA, under CLIENT_SESSION_TRACK) when
+	// SchemaChanged is set.
+	Schema        string
+	SchemaChanged bool
 }
 
 type respState uint8
@@ -139,10 +144,36 @@ func (d *ResponseDecoder) isTerminator(p []byte) bool {
 // the response is now complete. A payload that does not fit the state the
 // response is in gives an error wrapping ErrMalformed.
 func (d *ResponseDecoder) Feed(p []byte) (done bool, err error) {
-	if d.state == stDone {
-		return true, malformed("server sent a %d-byte packet after the response to %s was complete", len(p), d.resp.Command)
+	return d.feed(p, len(p))
+}
+
+// FeedHead is Feed for a payload of total bytes of which only the first
+// len(head) are given, so a proxy need not hold a large row in memory to
+// follow the response. head must hold at least the first min(total, 1 MiB)
+// bytes: every packet but a row or a column's default value is smaller.
+func (d *ResponseDecoder) FeedHead(head []byte, total int) (done bool, err error) {
+	if len(head) > total {
+		return false, malformed("packet head of %d bytes for a payload of %d", len(head), total)
 	}
-	d.resp.Bytes += uint64(len(p))
+	if len(head) < total && len(head) < min(total, 1<<20) {
+		return false, malformed("packet head of %d bytes is too short for a payload of %d", len(head), total)
+	}
+	return d.feed(head, total)
+}
+
+func (d *ResponseDecoder) feed(p []byte, total int) (done bool, err error) {
+	if d.state == stDone {
+		return true, malformed("server sent a %d-byte packet after the response to %s was complete", total, d.resp.Command)
+	}
+	d.resp.Bytes += uint64(total)
+	if len(p) < total {
+		// Only rows are this large; anything else must be whole.
+		if d.state != stRows || (d.binary && p[0] != 0x00) {
+			return false, malformed("%d-byte packet in the response to %s where a row was not expected", total, d.resp.Command)
+		}
+		d.resp.Rows++
+		return false, nil
+	}
 	if len(p) == 0 {
 		return false, malformed("empty packet in the response to %s", d.resp.Command)
 	}
@@ -350,6 +381,11 @@ func (d *ResponseDecoder) ok(p []byte) (bool, error) {
 	d.resp.Warnings += uint32(ok.Warnings)
 	d.resp.Status = ok.Status
 	d.resp.Info = ok.Info
+	if ok.Status.Has(ServerSessionStateChanged) {
+		if schema, changed := trackedSchema(ok.SessionState); changed {
+			d.resp.Schema, d.resp.SchemaChanged = schema, true
+		}
+	}
 	return d.next(ok.Status)
 }
 
@@ -377,4 +413,30 @@ func (d *ResponseDecoder) fail(p []byte) (bool, error) {
 func (d *ResponseDecoder) finish() (bool, error) {
 	d.state = stDone
 	return true, nil
+}
+
+// sessionTrackSchema is SESSION_TRACK_SCHEMA, the session state change
+// that names the new current database.
+const sessionTrackSchema = 0x01
+
+// trackedSchema finds the last SESSION_TRACK_SCHEMA in an OK packet's
+// session state: a sequence of int<1> type, string<lenenc> data, where the
+// schema's data is itself a string<lenenc>. Malformed state is ignored:
+// it only informs the audit, the client reads it on its own.
+func trackedSchema(state []byte) (schema string, changed bool) {
+	for len(state) > 0 {
+		typ := state[0]
+		data, null, n, err := ReadLenEncString(state[1:])
+		if err != nil || null {
+			return schema, changed
+		}
+		state = state[1+n:]
+		if typ != sessionTrackSchema {
+			continue
+		}
+		if s, null, _, err := ReadLenEncString(data); err == nil && !null {
+			schema, changed = string(s), true
+		}
+	}
+	return schema, changed
 }

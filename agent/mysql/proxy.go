@@ -1,0 +1,410 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/mysql/wire"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// proxy is one established session: the client loop decodes and gates
+// commands, the server loop follows the responses.
+type proxy struct {
+	e       *Engine
+	sess    *agent.Session
+	client  *agent.ClientConn
+	server  net.Conn
+	caps    wire.Capabilities
+	dbUser  string
+	started time.Time
+
+	// mu guards what both loops touch: the prepared statements (the client
+	// loop decodes executes with them, the server loop adds what prepares
+	// return), their texts and the current database.
+	mu      sync.Mutex
+	stmts   *wire.Statements
+	queries map[uint32]string
+	schema  string
+
+	q        *cmdQueue
+	clientMu sync.Mutex // serialises writes to the client
+
+	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
+
+	reasonMu sync.Mutex
+	reason   string
+}
+
+func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
+	return &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, started: time.Now(),
+		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
+}
+
+func (p *proxy) setReason(r string) {
+	p.reasonMu.Lock()
+	if p.reason == "" {
+		p.reason = r
+	}
+	p.reasonMu.Unlock()
+}
+
+// end is the session's last event.
+func (p *proxy) end(reason string) *events.SessionEnd {
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	r := p.reason
+	p.reasonMu.Unlock()
+	return &events.SessionEnd{
+		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
+		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
+	}
+}
+
+func (p *proxy) writeClient(b []byte) error {
+	p.clientMu.Lock()
+	defer p.clientMu.Unlock()
+	_, err := p.client.Write(b)
+	return err
+}
+
+// errPacket frames an ERR packet with sequence id seq.
+func errPacket(seq uint8, code uint16, state, msg string) []byte {
+	payload := (&wire.ErrPacket{Code: code, SQLState: state, Message: msg}).Encode(nil, wire.ClientProtocol41)
+	out, _ := wire.AppendPacket(nil, seq, payload)
+	return out
+}
+
+// run proxies until either side ends, then closes the session.
+func (p *proxy) run(ctx context.Context, server net.Conn) error {
+	p.server = server
+	serverDone := make(chan error, 1)
+	go func() {
+		err := p.serverLoop()
+		p.q.close()
+		p.client.Close()
+		serverDone <- err
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		p.setReason("agent shutting down")
+		p.server.Close()
+		p.client.Close()
+	})
+	defer stop()
+	cerr := p.clientLoop(ctx)
+	p.server.Close()
+	serr := <-serverDone
+	p.sess.Close(p.end("client closed the connection"))
+	if cerr != nil {
+		return cerr
+	}
+	return serr
+}
+
+const clientBuffer = 32 << 10
+
+// clientLoop reads the client's commands: each read's complete packets
+// are decoded and gated, and only then forwarded.
+func (p *proxy) clientLoop(ctx context.Context) error {
+	d := &clientDecoder{p: p, maxPacket: p.e.opt.MaxPacket, maxParam: p.e.opt.MaxParam}
+	buf := make([]byte, clientBuffer)
+	w := 0
+	for {
+		n, rerr := p.client.Read(buf[w:])
+		w += n
+		p.bytesIn.Add(uint64(n))
+		if n > 0 {
+			consumed, need, err := d.process(ctx, buf[:w])
+			if err != nil {
+				var m *malformed
+				if errors.As(err, &m) {
+					return p.malformed(ctx, m)
+				}
+				if errors.Is(err, errQuit) {
+					p.setReason("client quit (COM_QUIT)")
+					return nil
+				}
+				return err
+			}
+			w = copy(buf, buf[consumed:w])
+			switch {
+			case need > len(buf):
+				nb := make([]byte, need)
+				copy(nb, buf[:w])
+				buf = nb
+			case len(buf) > clientBuffer && w <= clientBuffer && need <= clientBuffer:
+				nb := make([]byte, clientBuffer)
+				copy(nb, buf[:w])
+				buf = nb
+			}
+		}
+		if rerr != nil {
+			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
+				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a packet", w),
+					length: int64(w), prefix: buf[:min(w, 64)], seq: 0})
+			}
+			p.setReason("client closed the connection")
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// malformed records bad client input and closes: nothing of it is
+// forwarded.
+func (p *proxy) malformed(ctx context.Context, m *malformed) error {
+	ev := &events.MalformedPacket{Direction: "client", Reason: m.reason, Length: m.length}
+	if len(m.prefix) > 0 {
+		ev.Prefix = fmt.Sprintf("%x", m.prefix)
+	}
+	_ = p.sess.Gate(ctx, ev)
+	p.setReason("malformed client packet: " + m.reason)
+	code := m.code
+	if code == 0 {
+		code = codeMalformed
+	}
+	msg := m.message
+	if msg == "" {
+		msg = "tollgate: malformed packet from the client: " + m.reason + "; the connection is closed and nothing of it was forwarded"
+	}
+	p.q.waitIdle()
+	state := m.state
+	if state == "" {
+		state = stateMalformed
+	}
+	_ = p.writeClient(errPacket(m.seq+1, code, state, msg))
+	return m
+}
+
+// serverLoop forwards the database's bytes to the client in the chunks
+// they arrive in, following packet boundaries on the way to build one
+// result event per command.
+func (p *proxy) serverLoop() error {
+	buf := make([]byte, 64<<10)
+	sc := &serverScanner{p: p, dec: wire.NewResponseDecoder(p.caps)}
+	for {
+		n, err := p.server.Read(buf)
+		if n > 0 {
+			if serr := sc.scan(buf[:n]); serr != nil {
+				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
+				_ = p.sess.Emit(ev)
+				p.setReason("malformed packet from the database: " + serr.Error())
+				_ = p.writeClient(errPacket(sc.lastSeq+1, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error()))
+				return serr
+			}
+			if werr := p.writeClient(buf[:n]); werr != nil {
+				p.setReason("client connection lost")
+				return nil
+			}
+			p.bytesOut.Add(uint64(n))
+			if sc.completed > 0 {
+				p.q.addAnswered(sc.completed)
+				sc.completed = 0
+			}
+		}
+		if err != nil {
+			p.setReason("database closed the connection")
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// maxHead is how much of one server packet the scanner keeps to decode;
+// the rest of a larger row is only counted.
+const maxHead = 1 << 20
+
+// serverScanner follows packet boundaries in the server's stream across
+// reads, copying only packets that straddle reads.
+type serverScanner struct {
+	p   *proxy
+	dec *wire.ResponseDecoder
+
+	hdr  [4]byte
+	hdrN int
+	// remain is what is left of the current chunk's body; more says a
+	// chunk of MaxChunk bytes continues the payload.
+	remain  int
+	more    bool
+	inBody  bool
+	total   int
+	head    []byte
+	lastSeq uint8
+
+	cur       pending
+	active    bool
+	completed uint64
+}
+
+func (s *serverScanner) scan(b []byte) error {
+	for len(b) > 0 {
+		if !s.inBody {
+			k := copy(s.hdr[s.hdrN:], b)
+			s.hdrN += k
+			b = b[k:]
+			if s.hdrN < 4 {
+				return nil
+			}
+			s.hdrN = 0
+			n := int(s.hdr[0]) | int(s.hdr[1])<<8 | int(s.hdr[2])<<16
+			s.lastSeq = s.hdr[3]
+			s.remain, s.more, s.inBody = n, n == wire.MaxChunk, true
+			s.total += n
+			if n == 0 {
+				if err := s.chunkDone(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		k := min(s.remain, len(b))
+		body := b[:k]
+		b = b[k:]
+		s.remain -= k
+		if s.remain == 0 && !s.more && len(s.head) == 0 && k == s.total {
+			// The whole payload is in this read: decode it in place.
+			s.inBody = false
+			s.total = 0
+			if err := s.packet(body, k); err != nil {
+				return err
+			}
+			continue
+		}
+		if room := maxHead - len(s.head); room > 0 {
+			s.head = append(s.head, body[:min(room, len(body))]...)
+		}
+		if s.remain == 0 {
+			if err := s.chunkDone(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *serverScanner) chunkDone() error {
+	s.inBody = false
+	if s.more {
+		return nil
+	}
+	total := s.total
+	s.total = 0
+	err := s.packet(s.head, total)
+	if cap(s.head) > 64<<10 {
+		s.head = nil
+	} else {
+		s.head = s.head[:0]
+	}
+	return err
+}
+
+// packet follows one complete server payload (head holds up to maxHead
+// bytes of it).
+func (s *serverScanner) packet(head []byte, total int) error {
+	if !s.active {
+		next, ok := s.p.q.pop()
+		if !ok {
+			// MariaDB tells a client it is being disconnected (shutdown,
+			// KILL) with an ERR it did not ask for.
+			if len(head) > 0 && head[0] == wire.ErrHeader {
+				return nil
+			}
+			return fmt.Errorf("%d-byte packet from the database with no command awaiting a response", total)
+		}
+		s.cur, s.active = next, true
+		s.dec.Begin(next.cmd)
+	}
+	done, err := s.dec.FeedHead(head, total)
+	if err != nil {
+		return err
+	}
+	if done {
+		s.active = false
+		s.completed++
+		s.p.finish(&s.cur, s.dec.Response())
+	}
+	return nil
+}
+
+// finish handles a complete response: the statement tracker learns
+// prepared statements, the current database follows successful changes,
+// and the result event is queued.
+func (p *proxy) finish(c *pending, r wire.Response) {
+	now := time.Now()
+	var schemaChanged bool
+	var schema string
+	if !r.Failed {
+		switch {
+		case r.SchemaChanged:
+			schema, schemaChanged = r.Schema, true
+		case c.hasSchema:
+			schema, schemaChanged = c.schema, true
+		}
+	}
+	if c.cmd == wire.ComStmtPrepare && !r.Failed || schemaChanged {
+		p.mu.Lock()
+		if c.cmd == wire.ComStmtPrepare && !r.Failed {
+			p.stmts.Prepared(&r.Prepare)
+			p.queries[r.Prepare.StatementID] = c.query
+		}
+		if schemaChanged {
+			p.schema = schema
+		}
+		p.mu.Unlock()
+		if schemaChanged {
+			p.sess.SetDB(p.dbUser, schema)
+		}
+	}
+	ev := &events.Result{
+		Status:     events.Status{Success: !r.Failed},
+		CommandTag: commandTag(c.cmd, &r),
+		Rows:       r.Rows + r.AffectedRows,
+		Bytes:      r.Bytes,
+		Warnings:   uint64(r.Warnings),
+		DurationNs: now.Sub(c.at).Nanoseconds(),
+	}
+	if r.Failed {
+		p.errs.Add(1)
+		ev.ErrorCode = strconv.Itoa(int(r.ErrorCode))
+		ev.ErrorMessage = (&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error()
+		ev.Error = ev.ErrorMessage
+	}
+	p.rows.Add(r.Rows + r.AffectedRows)
+	_ = p.sess.Emit(ev)
+}
+
+// commandTag summarises a response: the command, then rows returned and
+// affected, e.g. "COM_QUERY rows=3 affected=0".
+func commandTag(cmd wire.CommandType, r *wire.Response) string {
+	b := make([]byte, 0, 48)
+	b = append(b, cmd.String()...)
+	if r.Failed {
+		return string(b)
+	}
+	if cmd == wire.ComStmtPrepare {
+		b = append(b, " statement_id="...)
+		b = strconv.AppendUint(b, uint64(r.Prepare.StatementID), 10)
+		return string(b)
+	}
+	b = append(b, " rows="...)
+	b = strconv.AppendUint(b, r.Rows, 10)
+	b = append(b, " affected="...)
+	b = strconv.AppendUint(b, r.AffectedRows, 10)
+	if r.LastInsertID != 0 {
+		b = append(b, " insert_id="...)
+		b = strconv.AppendUint(b, r.LastInsertID, 10)
+	}
+	return string(b)
+}
