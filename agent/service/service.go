@@ -1,0 +1,424 @@
+// Package service runs the agent as a long-lived service: it gets the
+// agent's credentials from the cluster's certificate authorities, registers
+// its databases in STATE with heartbeats, and serves agent.Server on
+// db_service.listen. `tollgate start` runs it as the agent role.
+//
+// Clients reach a database by dialing the agent's public address (the
+// database record in STATE carries it as AgentAddr) with TLS server name
+// (SNI) equal to the database name, presenting a user certificate; see
+// ServerName.
+package service
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// ServerName is the TLS server name (SNI) a client sends to reach database
+// name through an agent: the name itself. agent.Server routes on it (and
+// on the first label of a longer name), and the agent's certificate lists
+// every database it serves as a DNS name, so a client verifies the agent
+// with the database name as the expected host.
+func ServerName(database string) string { return database }
+
+// Default heartbeat timing: a database is listed for HeartbeatTTL after
+// its last heartbeat, and heartbeats come three times per TTL so that one
+// lost beat does not expire it.
+const (
+	DefaultHeartbeatTTL = 30 * time.Second
+)
+
+// Options configure Start.
+type Options struct {
+	Config *config.Config
+	// JS is the JetStream of the cluster; STATE must exist.
+	JS jetstream.JetStream
+	// Recorder stores audit events (the events.Publisher of the process).
+	Recorder agent.Recorder
+	Log      *slog.Logger
+	// Listener, when set, is served instead of listening on
+	// db_service.listen.
+	Listener net.Listener
+	// HeartbeatTTL defaults to DefaultHeartbeatTTL; heartbeats are sent
+	// every third of it.
+	HeartbeatTTL time.Duration
+	// Engine options of the PostgreSQL engine (postgres and cockroachdb).
+	Postgres postgres.Options
+}
+
+// Service is a running agent.
+type Service struct {
+	// Addr is where the agent listens; PublicAddr is where clients reach
+	// it, as registered with every database.
+	Addr, PublicAddr string
+	// HostID names the agent in STATE (the CN of its host certificate).
+	HostID string
+	// HostCA verifies the agent's certificate (what clients trust).
+	HostCA *x509.Certificate
+	Server *agent.Server
+	Store  *state.Store
+
+	log  *slog.Logger
+	done chan error
+}
+
+// Enabled reports whether a configuration asks for the agent: db_service
+// enabled explicitly, or left unset with databases configured.
+func Enabled(c *config.Config) bool {
+	if c.DBService.Enabled != nil {
+		return *c.DBService.Enabled
+	}
+	return len(c.DBService.Databases) > 0
+}
+
+// Start brings the agent up and serves until ctx ends; Wait returns then.
+//
+// The agent uses the certificate authorities of the data dir directly when
+// the broker runs in the same process (broker.enabled, the default): it
+// signs its own host certificate and the db-client certificates it presents
+// to databases. An agent on another machine would join with
+// db_service.join_token; see errRemoteJoin for what that still needs.
+func Start(ctx context.Context, o Options) (s *Service, err error) {
+	cfg := o.Config
+	if cfg == nil || o.JS == nil || o.Recorder == nil {
+		return nil, errors.New("agent service: Config, JS and Recorder are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.HeartbeatTTL <= 0 {
+		o.HeartbeatTTL = DefaultHeartbeatTTL
+	}
+	if o.Postgres.Logger == nil {
+		o.Postgres.Logger = o.Log
+	}
+	if len(cfg.DBService.Databases) == 0 {
+		return nil, errors.New("db_service: no databases configured (db_service.databases)")
+	}
+	if !brokerInProcess(cfg) {
+		return nil, errRemoteJoin(cfg)
+	}
+	cas, err := ca.Open(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	hostID, err := loadHostID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	ln := o.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.DBService.Listen); err != nil {
+			return nil, fmt.Errorf("db_service.listen: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	s = &Service{Addr: ln.Addr().String(), HostID: hostID, log: o.Log, done: make(chan error, 1)}
+	if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
+		return nil, err
+	}
+	dbs, err := withDBCA(cfg.DBService.Databases, cas, filepath.Join(cfg.DataDir, "agent"))
+	if err != nil {
+		return nil, err
+	}
+	hostCert, err := hostCertificate(cas, hostID, hostNames(dbs, s.PublicAddr, s.Addr))
+	if err != nil {
+		return nil, err
+	}
+	if s.HostCA, err = cas.Cert(ca.Host); err != nil {
+		return nil, err
+	}
+	userCAs, err := cas.Pool(ca.User)
+	if err != nil {
+		return nil, err
+	}
+	if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.Store.Close()
+		}
+	}()
+	store := s.Store
+	pg := postgres.New(o.Postgres)
+	s.Server, err = agent.NewServer(agent.ServerConfig{
+		Cluster:   cfg.ClusterName,
+		Databases: dbs,
+		TLS:       &tls.Config{Certificates: []tls.Certificate{hostCert}},
+		UserCAs:   userCAs,
+		Identify:  identity.FromCertificate,
+		Authorize: agent.RoleAuthorizer(func(names []string) []access.Role {
+			roles, _ := store.ResolveRoles(names)
+			return roles
+		}),
+		Recorder: o.Recorder,
+		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+			return cas.IssueDBClient(pub, dbUser, ttl)
+		}, ca.DefaultDBClientTTL),
+		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
+		// cancel keys of both.
+		Engines: map[string]agent.Engine{"postgres": pg, "cockroachdb": pg},
+		Logger:  o.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	reg := &registrar{store: store, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
+	for _, d := range dbs {
+		reg.dbs = append(reg.dbs, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI,
+			Labels: d.StaticLabels, HostID: hostID, AgentAddr: s.PublicAddr, HeartbeatTTL: o.HeartbeatTTL})
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = reg.registerAll(rctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { reg.beat(ctx) })
+	go func() {
+		err := s.Server.Serve(ctx, ln)
+		wg.Wait()
+		store.Close()
+		s.done <- err
+	}()
+	o.Log.Info("agent listening", "addr", s.Addr, "public_addr", s.PublicAddr, "host_id", hostID,
+		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
+	return s, nil
+}
+
+// Wait blocks until the agent stopped and returns why (nil after ctx of
+// Start ended).
+func (s *Service) Wait() error { return <-s.done }
+
+// brokerInProcess reports whether the broker role runs in this process,
+// with the certificate authorities in the same data dir.
+func brokerInProcess(c *config.Config) bool {
+	return c.Broker.Enabled == nil || *c.Broker.Enabled
+}
+
+// errRemoteJoin says what an agent without a broker in its process lacks.
+// The broker's API does exchange a join token for a host certificate
+// (POST /v1/join), but an agent also needs a db-client certificate for
+// every database user it logs in as, signed by a CA whose key stays with
+// the broker, and the API has no operation for that yet. Failing before
+// the join keeps a single-use token unspent.
+func errRemoteJoin(c *config.Config) error {
+	what := "db_service.broker_addr and db_service.join_token are not set"
+	if c.DBService.BrokerAddr != "" && c.DBService.JoinToken != "" {
+		what = "db_service.broker_addr " + c.DBService.BrokerAddr + " is set"
+	}
+	return fmt.Errorf("db_service: broker.enabled is false (%s): joining a remote broker needs the broker API to sign db-client certificates for agents, which it does not offer yet; run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs", what)
+}
+
+// registrar registers the agent's databases and keeps them alive.
+type registrar struct {
+	store  *state.Store
+	hostID string
+	addr   string
+	ttl    time.Duration
+	dbs    []state.NewDatabase
+	log    *slog.Logger
+}
+
+func (r *registrar) registerAll(ctx context.Context) error {
+	for _, d := range r.dbs {
+		if _, err := r.store.RegisterDatabase(ctx, state.Actor{User: "host:" + r.hostID}, d); err != nil {
+			return fmt.Errorf("agent service: register database %s: %w", d.Name, err)
+		}
+	}
+	return nil
+}
+
+// beat sends a heartbeat for every database each third of the TTL until
+// ctx ends. A database deleted meanwhile (tollgate db rm) is registered
+// again, since this agent still serves it; a failed beat is logged and
+// retried at the next tick, and the database expires if the store stays
+// unreachable.
+func (r *registrar) beat(ctx context.Context) {
+	t := time.NewTicker(r.ttl / 3)
+	defer t.Stop()
+	by := state.Actor{User: "host:" + r.hostID}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, d := range r.dbs {
+			bctx, cancel := context.WithTimeout(ctx, r.ttl/3)
+			cur, ok := r.store.Database(d.Name)
+			var err error
+			if !ok || cur.HostID != r.hostID || cur.AgentAddr != r.addr {
+				_, err = r.store.RegisterDatabase(bctx, by, d)
+			} else {
+				err = r.store.Heartbeat(bctx, by, d.Name, r.hostID)
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn("agent: heartbeat failed", "database", d.Name, "err", err)
+			}
+		}
+	}
+}
+
+// loadHostID returns the agent's host id, kept in <data_dir>/agent/host_id
+// so that restarts register the same host: the machine's name and a random
+// suffix that keeps two agents on one machine apart.
+func loadHostID(dataDir string) (string, error) {
+	dir := filepath.Join(dataDir, "agent")
+	path := filepath.Join(dir, "host_id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("agent service: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("agent service: %w", err)
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "agent"
+	}
+	var suffix [4]byte
+	_, _ = rand.Read(suffix[:])
+	id := host + "-" + hex.EncodeToString(suffix[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("agent service: %w", err)
+	}
+	return id, nil
+}
+
+// publicAddr is the configured public address, with an unspecified host
+// replaced by this machine's name and a zero port by the one listened on.
+func publicAddr(public, listen string) (string, error) {
+	if public == "" {
+		public = listen
+	}
+	host, port, err := net.SplitHostPort(public)
+	if err != nil {
+		return "", fmt.Errorf("db_service.public_addr %q: %w", public, err)
+	}
+	_, lport, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if port == "" || port == "0" {
+		port = lport
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if host, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("db_service.public_addr %q names no host and the machine's name is unknown: %w", public, err)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// withDBCA returns the databases with tls.ca_cert_file defaulting to the
+// cluster's db CA (which signs what `tollgate auth sign --format=db` and
+// `--format=cockroachdb` write), stored in dir for agent.NewDatabase to
+// read. A database that sets its own CA file, trusts the system pool, or
+// is not verified keeps its setting.
+func withDBCA(in []config.Database, cas *ca.Authorities, dir string) ([]config.Database, error) {
+	out := make([]config.Database, len(in))
+	copy(out, in)
+	var caFile string
+	for i := range out {
+		d := &out[i]
+		if d.TLS.CACertFile != "" || d.TLS.TrustSystemCertPool || d.TLS.Mode == "insecure" {
+			continue
+		}
+		if caFile == "" {
+			pem, err := cas.CertPEM(ca.DB)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("agent service: %w", err)
+			}
+			caFile = filepath.Join(dir, "db-ca.crt")
+			if err := os.WriteFile(caFile, pem, 0o644); err != nil {
+				return nil, fmt.Errorf("agent service: %w", err)
+			}
+		}
+		d.TLS.CACertFile = caFile
+	}
+	return out, nil
+}
+
+// hostNames are the names the agent's certificate is valid for: every
+// database (clients verify the agent under the database name they send as
+// SNI), the hosts of the public and listen addresses, and loopback.
+func hostNames(dbs []config.Database, addrs ...string) []string {
+	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if n == "" || n == "0.0.0.0" || n == "::" || seen[n] {
+			return
+		}
+		seen[n] = true
+		names = append(names, n)
+	}
+	for _, d := range dbs {
+		add(d.Name)
+	}
+	for _, a := range addrs {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			add(h)
+		}
+	}
+	for _, n := range []string{"localhost", "127.0.0.1", "::1"} {
+		add(n)
+	}
+	return names
+}
+
+// hostCertificate issues the agent's certificate with a fresh key at every
+// start, so the key never touches the disk; the host CA follows the leaf.
+func hostCertificate(cas *ca.Authorities, hostID string, names []string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, _, err := cas.IssueHost(key.Public(), hostID, names, 0)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("agent service: host certificate: %w", err)
+	}
+	hostCA, err := cas.Cert(ca.Host)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, hostCA.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}

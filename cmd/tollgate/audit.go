@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
+)
+
+type auditTailFlags struct {
+	follow  bool
+	typ     string
+	session string
+	format  string
+}
+
+func init() {
+	audit := &cobra.Command{Use: "audit", Short: "Read the audit stream"}
+	var f auditTailFlags
+	tail := &cobra.Command{
+		Use:   "tail [--follow] [--type=T] [--session=SID] [--format=json]",
+		Short: "Print stored audit events, oldest first, one JSON object per line",
+		Long: `Print the audit events stored in the AUDIT stream that match, oldest first,
+one JSON object per line, and exit; with --follow, keep printing new events
+until interrupted. --type takes a dotted event type (db.session.query) and
+--session a session id.
+
+The command reads the NATS server of the configuration: nats.urls, else the
+embedded server of a running daemon at nats.embedded.listen, else (no daemon
+running on the data dir) the data dir's store opened in this process.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := startConfig(flagConfig, flagDataDir)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return auditTail(ctx, cfg, f, cmd.OutOrStdout())
+		},
+	}
+	fl := tail.Flags()
+	fl.BoolVarP(&f.follow, "follow", "f", false, "keep printing events as they are stored")
+	fl.StringVar(&f.typ, "type", "", "only events of this type, e.g. db.session.query")
+	fl.StringVar(&f.session, "session", "", "only events of this session id")
+	fl.StringVar(&f.format, "format", "json", "output format: json (ocsf and cloudevents come with the exporters)")
+	audit.AddCommand(tail)
+	root.AddCommand(audit)
+}
+
+// auditFilter is the subject filter for a type and a session.
+func auditFilter(typ, sid string) (string, error) {
+	if sid != "" {
+		if err := events.ValidToken(sid); err != nil {
+			return "", fmt.Errorf("--session: %w", err)
+		}
+	} else {
+		sid = "*"
+	}
+	if typ != "" {
+		for _, tok := range strings.Split(typ, ".") {
+			if err := events.ValidToken(tok); err != nil {
+				return "", fmt.Errorf("--type %q is not a dotted event type: %w", typ, err)
+			}
+		}
+	} else {
+		typ = ">"
+	}
+	return "audit.*." + sid + "." + typ, nil
+}
+
+func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w interface{ Write([]byte) (int, error) }) error {
+	switch f.format {
+	case "", "json":
+	case "ocsf", "cloudevents":
+		return fmt.Errorf("--format=%s is not available yet: use --format=json", f.format)
+	default:
+		return fmt.Errorf("--format: %q is not json, ocsf or cloudevents", f.format)
+	}
+	filter, err := auditFilter(f.typ, f.session)
+	if err != nil {
+		return err
+	}
+	nc, closeNATS, err := adminNATS(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cons, err := js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("no %s stream on %s: has tollgate start run with this configuration?", events.AuditStream, nc.ConnectedUrlRedacted())
+		}
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	out := bufio.NewWriter(w)
+	defer out.Flush()
+	if !f.follow {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending == 0 {
+			return nil
+		}
+	}
+	for {
+		// Flush what was printed before blocking for more, so a reader
+		// of --follow sees events as they come.
+		wait := 5 * time.Second
+		msg, err := cons.Next(jetstream.FetchMaxWait(50 * time.Millisecond))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			msg, err = cons.Next(jetstream.FetchMaxWait(wait))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			if f.follow {
+				continue
+			}
+			return fmt.Errorf("audit stream: events were pending but none came within %s", wait)
+		}
+		if err != nil {
+			return fmt.Errorf("audit stream: %w", err)
+		}
+		if _, err := out.Write(append(msg.Data(), '\n')); err != nil {
+			return err
+		}
+		if !f.follow {
+			md, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			if md.NumPending == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// adminNATS connects a read-only admin command to the configuration's
+// NATS: the external cluster, else a running daemon's embedded server,
+// else an in-process server on the data dir's store, held under the
+// broker's lock so a daemon starting meanwhile waits.
+func adminNATS(ctx context.Context, cfg *config.Config) (*nats.Conn, func(), error) {
+	if len(cfg.NATS.URLs) > 0 {
+		nc, err := natsserver.Connect(cfg.NATS)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nc, nc.Close, nil
+	}
+	listen := cfg.NATS.Embedded.Listen
+	if listen != "" && listen != natsserver.InProcessOnly {
+		nc, err := nats.Connect("nats://"+listen, nats.Timeout(time.Second), nats.Name("tollgate-admin"))
+		if err == nil {
+			return nc, nc.Close, nil
+		}
+	}
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		return nil, nil, fmt.Errorf("no tollgate daemon reachable at nats.embedded.listen %q and no data dir: %w", listen, err)
+	}
+	unlock, err := lockBroker(cfg.DataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("a tollgate daemon holds data dir %s but its NATS server is not reachable at nats.embedded.listen %q: %w", cfg.DataDir, listen, err)
+	}
+	o := natsserver.FromConfig(cfg)
+	o.Listen = natsserver.InProcessOnly
+	srv, err := natsserver.Start(o)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	nc, err := srv.Connect()
+	if err != nil {
+		srv.Shutdown()
+		unlock()
+		return nil, nil, err
+	}
+	if err := srv.WaitJetStream(ctx); err != nil {
+		nc.Close()
+		srv.Shutdown()
+		unlock()
+		return nil, nil, err
+	}
+	return nc, func() { nc.Close(); srv.Shutdown(); unlock() }, nil
+}
+
+// lockBroker takes, without waiting, the lock a running broker holds on
+// its data dir (<data_dir>/broker.lock, see broker/daemon).
+func lockBroker(dataDir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dataDir, "broker.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}

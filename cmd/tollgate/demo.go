@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// Names the demo creates.
+const (
+	demoDatabase = "demo-postgres"
+	demoUser     = "demo"
+	demoDBName   = "demo"
+)
+
+type demoFlags struct {
+	nats, proxy, agent string
+	pgPort             int
+}
+
+func init() {
+	var f demoFlags
+	c := &cobra.Command{
+		Use:   "demo [--data-dir=DIR]",
+		Short: "Everything in one process with a throwaway PostgreSQL, a demo user and its identity file",
+		Long: `Run NATS (embedded), the broker and an agent in one process, as tollgate start
+does, plus a throwaway PostgreSQL started from the installed server programs.
+The database is registered as demo-postgres; it has a database user and a
+database both called demo, and trusts Tollgate's db-client CA for certificate
+logins only. The Tollgate user demo (role access, db_users demo, db_names
+demo and postgres) gets an identity file in the data dir.
+
+The demo prints two commands: one opens psql through Tollgate, the other
+follows the audit events. Ctrl-C stops everything and removes the
+throwaway PostgreSQL; the data dir (default ./tollgate-demo) is kept: it
+holds the audit events (read them with the printed tail command without
+--follow), the CAs, the identity file, the written configuration
+tollgate.yaml and postgres.log, PostgreSQL's own statement log. A later
+demo on the same data dir reuses them with a fresh PostgreSQL.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if flagConfig != "" {
+				return errors.New("tollgate demo writes its own configuration into the data dir; choose the directory with --data-dir, not --config")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDemo(ctx, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.nats, "nats-listen", fmt.Sprintf("127.0.0.1:%d", config.DefaultNATSPort), "embedded NATS client address")
+	fl.StringVar(&f.proxy, "proxy-listen", config.DefaultProxyAddr, "broker API (proxy) address")
+	fl.StringVar(&f.agent, "agent-listen", config.DefaultAgentAddr, "agent address")
+	fl.IntVar(&f.pgPort, "pg-port", 0, "port of the throwaway PostgreSQL (0: any free port)")
+	root.AddCommand(c)
+
+	addStartRole(startRole{
+		Name:    "demo",
+		Enabled: func(*config.Config) bool { return activeDemo != nil },
+		Run: func(ctx context.Context, d *startDeps) error {
+			return activeDemo.run(ctx, d)
+		},
+	})
+}
+
+// activeDemo is set while `tollgate demo` runs, which enables the demo
+// role of the daemon: it waits for the broker and agent, creates the demo
+// user and identity file, and prints the commands.
+var activeDemo *demoRun
+
+type demoRun struct {
+	cfg      *config.Config
+	cfgFile  string
+	identity string
+	out      io.Writer
+}
+
+func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
+	dataDir := flagDataDir
+	if dataDir == "" {
+		dataDir = "tollgate-demo"
+	}
+	dataDir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	cas, err := ca.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	pgLog := filepath.Join(dataDir, "postgres.log")
+	pg, err := startDemoPostgres(ctx, cas, f.pgPort, pgLog)
+	if err != nil {
+		return fmt.Errorf("throwaway PostgreSQL: %w", err)
+	}
+	defer func() {
+		if err := pg.Stop(); err != nil {
+			log.Error("stopping the throwaway PostgreSQL", "err", err)
+		} else {
+			log.Info("throwaway PostgreSQL stopped and removed", "statement_log", pgLog)
+		}
+	}()
+	if err := pg.Exec(ctx, "postgres", "CREATE ROLE "+demoUser+" LOGIN", "CREATE DATABASE "+demoDBName+" OWNER "+demoUser); err != nil {
+		return fmt.Errorf("throwaway PostgreSQL: %w", err)
+	}
+	log.Info("throwaway PostgreSQL running", "addr", fmt.Sprintf("127.0.0.1:%d", pg.Port), "dir", pg.Dir, "statement_log", pgLog)
+
+	cfgFile := filepath.Join(dataDir, "tollgate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(demoConfig(dataDir, f, pg.Port)), 0o600); err != nil {
+		return err
+	}
+	cfg, err := startConfig(cfgFile, "")
+	if err != nil {
+		return fmt.Errorf("demo configuration %s: %w", cfgFile, err)
+	}
+	activeDemo = &demoRun{cfg: cfg, cfgFile: cfgFile, identity: filepath.Join(dataDir, "demo.identity"), out: stdout}
+	defer func() { activeDemo = nil }()
+	return runStart(ctx, cfg, log)
+}
+
+// demoConfig is the configuration the demo runs with, written to the data
+// dir so that admin commands (audit tail) find the same servers.
+func demoConfig(dataDir string, f demoFlags, pgPort int) string {
+	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	return fmt.Sprintf(`# Written by tollgate demo; rewritten at every demo start.
+cluster_name: tollgate
+data_dir: %s
+nats:
+  embedded:
+    listen: %s
+proxy:
+  listen: %s
+db_service:
+  listen: %s
+  databases:
+    - name: %s
+      description: throwaway PostgreSQL of tollgate demo
+      protocol: postgres
+      uri: %s
+      static_labels:
+        env: demo
+      tls:
+        mode: verify-full
+`, q(dataDir), q(f.nats), q(f.proxy), q(f.agent), demoDatabase, q(fmt.Sprintf("127.0.0.1:%d", pgPort)))
+}
+
+// run is the demo role: once broker and agent are up, the demo user and
+// its identity file, then the two commands.
+func (r *demoRun) run(ctx context.Context, d *startDeps) error {
+	store, err := state.Open(ctx, d.JS, r.cfg.ClusterName)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cas, err := ca.Open(r.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	// The agent registers the database once it listens; the broker's API
+	// answers once its listener is up.
+	if err := waitFor(ctx, 60*time.Second, "the agent to register "+demoDatabase, func() bool {
+		db, ok := store.Database(demoDatabase)
+		return ok && !db.Expired(time.Now()) && db.URI == r.cfg.DBService.Databases[0].URI
+	}); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 60*time.Second, "the broker API at "+r.cfg.Proxy.Listen, func() bool {
+		c, err := net.DialTimeout("tcp", r.cfg.Proxy.Listen, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}); err != nil {
+		return err
+	}
+	actor := state.Actor{User: "tollgate:demo", Roles: []string{access.RoleEditor}}
+	traits := map[string][]string{identity.TraitDBUsers: {demoUser}, identity.TraitDBNames: {demoDBName, "postgres"}}
+	roles := []string{access.RoleAccess}
+	if _, err := store.CreateUser(ctx, actor, state.NewUser{Name: demoUser, Roles: roles, Traits: traits}); errors.Is(err, state.ErrExists) {
+		_, err = store.UpdateUser(ctx, actor, demoUser, func(u *state.User) error {
+			u.Roles, u.Traits = roles, traits
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if err := r.writeIdentity(ctx, store, cas, d); err != nil {
+		return err
+	}
+	tg, tollgate := siblingCommand("tg"), siblingCommand("tollgate")
+	fmt.Fprintf(r.out, "%s -i %s db connect %s --db-user=%s --db-name=%s\n",
+		tg, displayPath(r.identity), demoDatabase, demoUser, demoDBName)
+	fmt.Fprintf(r.out, "%s --config=%s audit tail --follow\n", tollgate, displayPath(r.cfgFile))
+	d.Log.Info("demo ready: the first command opens psql through Tollgate, the second follows its audit events; Ctrl-C stops the demo")
+	<-ctx.Done()
+	return nil
+}
+
+// writeIdentity signs the demo user's certificate (audited as any
+// identity file) and writes the identity file.
+func (r *demoRun) writeIdentity(ctx context.Context, store *state.Store, cas *ca.Authorities, d *startDeps) error {
+	u, ok := store.User(demoUser)
+	if !ok {
+		return errors.New("demo user vanished")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	ls := login.New(store, cas, d.Publisher, login.Options{Log: d.Log})
+	is, err := ls.SignUser(ctx, state.Actor{User: "tollgate:demo", Roles: []string{access.RoleEditor}},
+		identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}, key.Public(), 0, "tollgate demo")
+	if err != nil {
+		return err
+	}
+	var caCerts []*x509.Certificate
+	for _, t := range []ca.Type{ca.User, ca.Host} {
+		c, err := cas.Cert(t)
+		if err != nil {
+			return err
+		}
+		caCerts = append(caCerts, c)
+	}
+	file, err := identity.NewFile(r.cfg.Proxy.PublicAddr, key, is.Cert, caCerts)
+	if err != nil {
+		return err
+	}
+	return identity.WriteFile(r.identity, file)
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// siblingCommand is how to run a program installed beside this one (make
+// build puts tg and tollgate in bin/): a path relative to the working
+// directory when it lies below it, else absolute; the bare name when it is
+// not there.
+func siblingCommand(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	p := filepath.Join(filepath.Dir(exe), name)
+	if _, err := os.Stat(p); err != nil {
+		return name
+	}
+	return displayPath(p)
+}
+
+// displayPath is p relative to the working directory when below it.
+func displayPath(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	rel, err := filepath.Rel(wd, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || slices.Contains([]string{"", "."}, rel) {
+		return p
+	}
+	if !strings.Contains(rel, "/") {
+		// A bare name would be looked up in PATH.
+		rel = "./" + rel
+	}
+	return rel
+}
