@@ -31,12 +31,23 @@ type NATSServer struct {
 // test ends.
 func NATS(t testing.TB) *NATSServer {
 	t.Helper()
+	return NATSWith(t, nil)
+}
+
+// NATSWith is NATS with the server options adjusted by configure (when not
+// nil) before the start, e.g. to add accounts or TLS. The harness has set
+// name, host, port, JetStream and store; a restart reuses the options.
+func NATSWith(t testing.TB, configure func(*server.Options)) *NATSServer {
+	t.Helper()
 	dir := t.TempDir()
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := newNATSNode("tg-test-0", dir, port)
+	if configure != nil {
+		configure(n.opts)
+	}
 	if err := n.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +119,9 @@ func (n *NATSServer) Port() int { return n.opts.Port }
 
 // URL is the client URL, nats://127.0.0.1:<port>.
 func (n *NATSServer) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.opts.Port) }
+
+// Options is a copy of the options the server runs with.
+func (n *NATSServer) Options() *server.Options { return n.opts.Clone() }
 
 // Running reports whether the server is up.
 func (n *NATSServer) Running() bool {

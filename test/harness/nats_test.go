@@ -92,14 +92,14 @@ func TestNATSClusterSurvivesANode(t *testing.T) {
 	if c.Nodes[stopped].Running() || !portClosed(c.Nodes[stopped].Port()) {
 		t.Fatalf("node %d still serving after StopNode", stopped)
 	}
-	if _, err := js.Publish(ctx, "r3.a", []byte("during"), jetstream.WithRetryAttempts(200), jetstream.WithRetryWait(50*time.Millisecond)); err != nil {
+	if err := publishUntilAcked(js, "r3.a", "during", 30*time.Second); err != nil {
 		t.Fatalf("publish with one of three nodes down: %v", err)
 	}
 
 	if err := c.RestartNode(stopped); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, "r3.a", []byte("after")); err != nil {
+	if err := publishUntilAcked(js, "r3.a", "after", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	info, err := st.Info(ctx)
@@ -108,5 +108,22 @@ func TestNATSClusterSurvivesANode(t *testing.T) {
 	}
 	if info.State.Msgs != 3 {
 		t.Fatalf("stream holds %d messages, want 3", info.State.Msgs)
+	}
+}
+
+// publishUntilAcked publishes with a message id until the stream
+// acknowledges it. A publish that was in flight to the node being stopped
+// never gets an answer, so each try has its own short timeout; the id lets
+// the stream drop a retry of a message it did store.
+func publishUntilAcked(js jetstream.JetStream, subject, data string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.Publish(ctx, subject, []byte(data), jetstream.WithMsgID(data))
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -174,7 +174,6 @@ func shortDir(dir string, cleanup func(func())) (string, error) {
 	return d, nil
 }
 
-
 // clientCerts issues test-CA client certificates on first use and keeps
 // them, written to files, for the life of the server.
 type clientCerts struct {
