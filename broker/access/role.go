@@ -23,7 +23,7 @@ const KindRole = "role"
 
 // Role is one role as written in YAML and stored in role.create events.
 type Role struct {
-	Kind     string   `yaml:"kind" json:"kind"`
+	Kind     string   `yaml:"kind" json:"kind" jsonschema:"enum=role,description=Always role"`
 	Metadata Metadata `yaml:"metadata" json:"metadata"`
 	Spec     RoleSpec `yaml:"spec" json:"spec"`
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/schemas"
 )
 
 var admin = Actor{User: "admin", Roles: []string{access.RoleEditor}}
@@ -674,5 +675,66 @@ func TestStateTypesRegistered(t *testing.T) {
 		if reflect.TypeOf(spec.New()) != reflect.TypeOf(newEvent(typ)) {
 			t.Errorf("%s: registry has %T, projection decodes %T", typ, spec.New(), newEvent(typ))
 		}
+	}
+}
+
+// Every event the store writes, to STATE or to DB_HEARTBEATS, and the
+// refusal events it hands back, match their checked-in JSON Schema.
+func TestEventsMatchSchemas(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	st := srv.open(t)
+	populate(t, st)
+	c := ctxT(t)
+	r := devRole(t)
+	r.Spec.Deny.DBNames = []string{"secret"}
+	tmp := devRole(t)
+	tmp.Metadata.Name = "tmp"
+	for _, err := range []error{
+		func() error { _, err := st.UpsertRole(c, admin, r); return err }(),
+		func() error { _, err := st.UpsertRole(c, admin, tmp); return err }(),
+		st.DeleteRole(c, admin, "tmp"),
+		st.DeleteUser(c, admin, "bob"),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := st.js.Stream(c, events.StateStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]bool{}
+	for seq := uint64(1); seq <= st.Seq(); seq++ {
+		m, err := stream.GetMsg(c, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schemas.Validate(m.Data); err != nil {
+			t.Errorf("%s: %v\n%s", m.Subject, err, m.Data)
+		}
+		typ, _ := typeOf(m.Data)
+		types[typ] = true
+	}
+	if len(types) != 16 {
+		t.Errorf("populate wrote only %d types: %v", len(types), types)
+	}
+	kv, err := st.js.KeyValue(c, HeartbeatsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(c, "pg1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.Validate(e.Value()); err != nil {
+		t.Errorf("heartbeat: %v\n%s", err, e.Value())
+	}
+	_, err = st.UseToken(c, Actor{}, TokenID("nope"), "h")
+	var ref *TokenRefusal
+	if !errors.As(err, &ref) {
+		t.Fatal(err)
+	}
+	if err := schemas.ValidateEvent(ref.Event); err != nil {
+		t.Error(err)
 	}
 }
