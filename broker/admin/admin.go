@@ -244,7 +244,7 @@ func (b *bound) Tokens(context.Context) ([]api.Token, error) {
 // APIDatabase is a database as the API lists it.
 func APIDatabase(d state.Database, now time.Time) api.Database {
 	return api.Database{Name: d.Name, Protocol: d.Protocol, URI: d.URI, Labels: d.Labels, HostID: d.HostID,
-		Live: !d.Expired(now), LastHeartbeat: d.LastHeartbeat}
+		AgentAddr: d.AgentAddr, Live: !d.Expired(now), LastHeartbeat: d.LastHeartbeat}
 }
 
 func (b *bound) Databases(context.Context) ([]api.Database, error) {
@@ -319,7 +319,7 @@ func (b *bound) SignDB(ctx context.Context, req api.SignDBRequest) (*api.SignDBR
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", state.ErrInvalid, err)
 	}
-	if err := AuditDBServer(ctx, b.s.auditor(), b.by, certPEM, b.source); err != nil {
+	if err := AuditIssued(ctx, b.s.auditor(), b.by, ca.DB, certPEM, events.IssueSign, b.source); err != nil {
 		return nil, err
 	}
 	return &api.SignDBResponse{CertPEM: string(certPEM), KeyPEM: string(keyPEM), CAsPEM: string(casPEM)}, nil
@@ -327,9 +327,9 @@ func (b *bound) SignDB(ctx context.Context, req api.SignDBRequest) (*api.SignDBR
 
 func (s *Service) auditor() login.Auditor { return s.login.Auditor() }
 
-// AuditDBServer publishes the cert.issue event of a database server
-// certificate signed on by's behalf.
-func AuditDBServer(ctx context.Context, a login.Auditor, by state.Actor, certPEM []byte, source string) error {
+// AuditIssued publishes the cert.issue event of a certificate (PEM) that
+// caType signed on by's behalf, for purpose (events.Issue*).
+func AuditIssued(ctx context.Context, a login.Auditor, by state.Actor, caType ca.Type, certPEM []byte, purpose, source string) error {
 	c, err := parseCertPEM(certPEM)
 	if err != nil {
 		return err
@@ -338,8 +338,13 @@ func AuditDBServer(ctx context.Context, a login.Auditor, by state.Actor, certPEM
 	for _, ip := range c.IPAddresses {
 		hosts = append(hosts, ip.String())
 	}
-	ev := &events.CertIssue{CAType: string(ca.DB), Purpose: events.IssueSign, Subject: c.Subject.CommonName,
+	ev := &events.CertIssue{CAType: string(caType), Purpose: purpose, Subject: c.Subject.CommonName,
 		Serial: c.SerialNumber.Text(16), NotAfter: c.NotAfter.UTC(), Hosts: hosts, SourceAddr: source}
+	if caType == ca.User {
+		if id, err := identity.FromCertificate(c); err == nil {
+			ev.CertRoles, ev.CertTraits = id.Roles, id.Traits
+		}
+	}
 	ev.User, ev.Roles = by.User, by.Roles
 	if err := a.Publish(ctx, ev); err != nil {
 		return fmt.Errorf("%w: %v", login.ErrAudit, err)

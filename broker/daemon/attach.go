@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/user"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,8 +76,14 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 		if listen != "" && listen != natsserver.InProcessOnly {
 			nc, err = nats.Connect("nats://"+listen, nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("tollgate-admin"))
 			if err == nil {
-				l.Via = "the running daemon's NATS at " + listen
-				break
+				if sameBroker(ctx, nc, cfg.DataDir) {
+					l.Via = "the running daemon's NATS at " + listen
+					break
+				}
+				// Another broker's NATS (another data dir on the same
+				// port): never write into it.
+				nc.Close()
+				nc = nil
 			}
 		}
 		unlock, lerr := tryLock(lockPath(cfg.DataDir))
@@ -135,4 +145,32 @@ func (l *Local) Close() {
 		l.closers[i]()
 	}
 	l.closers = nil
+}
+
+// sameBroker reports whether the NATS server of nc holds the state of the
+// broker of dataDir: the user CA it published in STATE is the data dir's.
+func sameBroker(ctx context.Context, nc *nats.Conn, dataDir string) bool {
+	local, err := os.ReadFile(filepath.Join(dataDir, "ca", string(ca.User)+".crt"))
+	if err != nil {
+		return false
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, events.StateStream)
+	if err != nil {
+		return false
+	}
+	m, err := s.GetLastMsgForSubject(ctx, events.StateSubject(state.AggCA, string(ca.User)))
+	if err != nil {
+		return false
+	}
+	var ev events.CAPublish
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return false
+	}
+	return strings.TrimSpace(ev.CertPEM) == strings.TrimSpace(string(local))
 }

@@ -67,7 +67,7 @@ type Broker struct {
 // Start opens the broker on the data dir and serves the API until ctx
 // ends. The data dir is locked for the broker's lifetime, so admin
 // commands know not to start a second NATS server on its store.
-func Start(ctx context.Context, o Options) (b *Broker, err error) {
+func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	cfg := o.Config
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -79,7 +79,7 @@ func Start(ctx context.Context, o Options) (b *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b = &Broker{unlock: unlock, done: make(chan error, 1)}
+	b := &Broker{unlock: unlock, done: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			b.close()

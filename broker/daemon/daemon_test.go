@@ -492,6 +492,20 @@ func TestAttach(t *testing.T) {
 		t.Fatal("the daemon does not see the user added through Attach")
 	}
 
+	// Another data dir whose configuration names the same NATS address:
+	// that NATS holds another broker's state, so it is not used.
+	other := *b.cfg
+	odir := t.TempDir()
+	other.DataDir, other.NATS.Embedded.StoreDir = odir, filepath.Join(odir, "nats")
+	l, err = daemon.Attach(ctx, &other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(l.Via, "in-process") {
+		t.Fatalf("attached to another broker's NATS: %s", l.Via)
+	}
+	l.Close()
+
 	// Its NATS unreachable: the data dir is locked, no second server.
 	cfg := *b.cfg
 	cfg.NATS.Embedded.Listen = "-"

@@ -231,6 +231,15 @@ func signDB(w io.Writer, a *ca.Authorities, f signFlags) error {
 	if err != nil {
 		return err
 	}
+	if certIssued != nil {
+		certPEM, err := os.ReadFile(f.out + ".crt")
+		if err != nil {
+			return err
+		}
+		if err := certIssued(ca.DB, certPEM); err != nil {
+			return err
+		}
+	}
 	abs := func(p string) string {
 		if a, err := filepath.Abs(p); err == nil {
 			return a
@@ -260,6 +269,10 @@ func signCockroach(w io.Writer, a *ca.Authorities, f signFlags) error {
 // carries. The command line builds one from --roles, --db-users and
 // --db-names; the broker's user state can supply another.
 type identitySource func(user string) (identity.Identity, error)
+
+// certIssued, when set, records a certificate signed here in the audit
+// trail (cert.issue).
+var certIssued func(t ca.Type, certPEM []byte) error
 
 // stateIdentity, when set, is the identitySource of the broker's users,
 // used when --roles is not given.
@@ -300,9 +313,14 @@ func signIdentity(w io.Writer, a *ca.Authorities, src identitySource, f signFlag
 	if err != nil {
 		return err
 	}
-	cert, _, err := a.IssueUser(key.Public(), id, f.ttl)
+	cert, certPEM, err := a.IssueUser(key.Public(), id, f.ttl)
 	if err != nil {
 		return err
+	}
+	if certIssued != nil {
+		if err := certIssued(ca.User, certPEM); err != nil {
+			return err
+		}
 	}
 	var cas []*x509.Certificate
 	for _, t := range []ca.Type{ca.User, ca.Host} {

@@ -18,6 +18,9 @@ func init() {
 		Run: func(ctx context.Context, d *startDeps) error {
 			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: d.JS, Audit: d.Publisher, Log: d.Log})
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil // shut down while still starting
+				}
 				return err
 			}
 			pin, _ := b.Admin.HostCAPin()

@@ -15,10 +15,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate-db/tollgate/broker/admin"
 	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // flagIdentity, when set, sends the admin commands (users, roles, tokens,
@@ -37,6 +40,7 @@ func init() {
 	users.AddCommand(usersAddCmd(), usersLsCmd(), usersRmCmd())
 	root.AddCommand(users)
 
+	certIssued = auditSigned
 	// `auth sign --format=identity --user=U` without --roles signs the
 	// roles and traits the user has in the state.
 	stateIdentity = func(user string) (identity.Identity, error) {
@@ -53,6 +57,22 @@ func init() {
 		defer l.Close()
 		return l.Admin.IdentityFor(user, nil, nil, nil)
 	}
+}
+
+// auditSigned records a certificate `tollgate auth sign` issued.
+func auditSigned(t ca.Type, certPEM []byte) error {
+	cfg, err := adminConfig()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	l, err := daemon.Attach(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("record the certificate in the audit trail: %w", err)
+	}
+	defer l.Close()
+	return admin.AuditIssued(ctx, l.Publisher, daemon.LocalActor(), t, certPEM, events.IssueSign, "")
 }
 
 // adminConfig is the configuration of the local data dir: --config (or
