@@ -1,0 +1,409 @@
+package mysql_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/mysql"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/schemas"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// stack is a real MariaDB trusting Tollgate's db-client CA, an embedded
+// JetStream, the publisher, and an agent in front of the database with two
+// ports: raw TLS (what tg proxy db --tunnel dials) and the direct MySQL
+// port (greeting first, then SSLRequest and TLS).
+type stack struct {
+	db      *harness.MariaDBServer
+	nats    *harness.NATSServer
+	js      jetstream.JetStream
+	cas     *ca.Authorities
+	tlsAddr string // raw TLS
+	direct  string // MySQL clients connecting themselves
+	dir     string
+	hostCA  string // verifies the agent's certificate
+	userCrt string // alice's user certificate and key
+	userKey string
+	user    tls.Certificate
+}
+
+type stackOptions struct {
+	mode  string
+	users []string
+	// dbNames the role allows (default test).
+	dbNames []string
+}
+
+const roleYAML = `
+kind: role
+metadata: {name: dev}
+spec:
+  allow:
+    db_labels: {env: test}
+    db_users: [app, sbtest, edu]
+    db_names: [%s]
+`
+
+func newStack(t testing.TB, o stackOptions) *stack {
+	t.Helper()
+	if o.mode == "" {
+		o.mode = "strict"
+	}
+	if len(o.users) == 0 {
+		o.users = []string{"app"}
+	}
+	if len(o.dbNames) == 0 {
+		o.dbNames = []string{"test"}
+	}
+	dir := t.TempDir()
+	cas, err := ca.Open(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, err := cas.CertPEM(ca.DBClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: o.users})
+	db.MustExec(t, "CREATE DATABASE secret; CREATE TABLE secret.codes (c INT); CREATE TABLE test.accounts (id INT PRIMARY KEY, owner VARCHAR(40), balance DECIMAL(12,2), opened DATETIME(6), score DOUBLE, big BIGINT UNSIGNED, blob_col VARBINARY(64))")
+	for _, u := range o.users {
+		db.MustExec(t, "GRANT ALL ON secret.* TO '"+u+"'@'%'")
+	}
+
+	ns := harness.NATS(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, "test", events.WithAckTimeout(time.Second), events.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "my1", "127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"dev"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{db: db, nats: ns, js: js, cas: cas, dir: dir,
+		user: tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey, Leaf: userCert}}
+	hostPEM, _ := cas.CertPEM(ca.Host)
+	s.hostCA = writeFile(t, dir, "host-ca.crt", hostPEM)
+	s.userCrt = writeFile(t, dir, "alice.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: userCert.Raw}))
+	kb, _ := x509.MarshalPKCS8PrivateKey(userKey)
+	s.userKey = writeFile(t, dir, "alice.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+
+	roles, err := access.Parse([]byte(strings.Replace(roleYAML, "%s", strings.Join(o.dbNames, ", "), 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPool, _ := cas.Pool(ca.User)
+	eng := mysql.New(mysql.Options{Logger: quiet()})
+	dbConf := config.Database{Name: "my1", Protocol: "mysql", URI: db.Addr(), AuditMode: o.mode,
+		StaticLabels: map[string]string{"env": "test"},
+		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}
+	srv, err := agent.NewServer(agent.ServerConfig{
+		Cluster:   "test",
+		Databases: []config.Database{dbConf},
+		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+		UserCAs:   userPool,
+		Identify:  identity.FromCertificate,
+		Authorize: namesEnforced(roles),
+		Recorder:  pub,
+		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+			return cas.IssueDBClient(pub, u, ttl)
+		}, time.Hour),
+		Engines: map[string]agent.Engine{"mysql": eng},
+		Logger:  quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	directLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tlsAddr, s.direct = tlsLn.Addr().String(), directLn.Addr().String()
+	dbInfo, _ := srv.Database("my1")
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = srv.Serve(ctx, tlsLn) }()
+	go func() {
+		defer wg.Done()
+		_ = srv.Serve(ctx, eng.Listener(directLn, mysql.ListenerOptions{Cluster: "test", Recorder: pub, Database: dbInfo}))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = pub.Close(context.Background())
+	})
+	return s
+}
+
+// namesEnforced is the role decision with db_names checked for MySQL too:
+// the engine checks every database change, so the name a session uses is
+// known at all times.
+func namesEnforced(roles []access.Role) agent.Authorizer {
+	return func(id identity.Identity, db agent.DatabaseInfo, dbUser, dbName string) agent.Decision {
+		d := access.Decide(id, roles, access.Database{Name: db.Name, Labels: db.Labels}, dbUser, dbName)
+		return agent.Decision{Allowed: d.Allowed, Rule: d.Rule, Refused: d.Refused, Reason: d.Reason}
+	}
+}
+
+func quiet() *slog.Logger {
+	if testing.Verbose() {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func writeFile(t testing.TB, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// agentTLS is the client side of TLS to the agent with alice's certificate.
+func (s *stack) agentTLS(t testing.TB) *tls.Config {
+	pool, err := s.cas.Pool(ca.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "my1", Certificates: []tls.Certificate{s.user}}
+}
+
+// tunnel is what tg proxy db --tunnel does for MySQL: a local plaintext
+// port whose connections are carried in TLS to the agent.
+func (s *stack) tunnel(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.agentTLS(t)
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				up, err := tls.Dial("tcp", s.tlsAddr, cfg)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() { _, _ = io.Copy(up, c); _ = up.CloseWrite(); close(done) }()
+				_, _ = io.Copy(c, up)
+				c.Close()
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// audit reads every event stored so far, as JSON objects, in stream order;
+// each must validate against its checked-in schema.
+func (s *stack) audit(t testing.TB) []map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if err := schemas.Validate(m.Data); err != nil {
+			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatalf("event %d: %v", seq, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// waitAudit polls the stream until cond holds on it.
+func (s *stack) waitAudit(t testing.TB, what string, cond func([]map[string]any) bool) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		evs := s.audit(t)
+		if cond(evs) {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			for _, ev := range evs {
+				t.Logf("%v", ev)
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ofType(evs []map[string]any, typ string) []map[string]any {
+	var out []map[string]any
+	for _, ev := range evs {
+		if ev["type"] == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func count(typ string, n int) func([]map[string]any) bool {
+	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
+}
+
+// checkGapless asserts that every session's ei run 0..n-1 with no gap or
+// duplicate.
+func checkGapless(t testing.TB, evs []map[string]any) {
+	t.Helper()
+	bySession := map[string][]int{}
+	for _, ev := range evs {
+		sid, _ := ev["sid"].(string)
+		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
+	}
+	for sid, eis := range bySession {
+		sort.Ints(eis)
+		for i, ei := range eis {
+			if ei != i {
+				t.Fatalf("session %s: ei %v not gapless", sid, eis)
+			}
+		}
+	}
+}
+
+// rendered is every statement text the audit says was sent: queries,
+// prepares, and executes with their parameters put in place of the
+// placeholders, without quotes (the general log quotes strings).
+func rendered(evs []map[string]any) map[string]int {
+	out := map[string]int{}
+	for _, ev := range evs {
+		switch ev["type"] {
+		case "db.session.query", "db.session.mysql.prepare":
+			out[strings.TrimSpace(ev["db_query"].(string))]++
+		case "db.session.mysql.execute":
+			q, _ := ev["db_query"].(string)
+			params, _ := ev["db_query_parameters"].([]any)
+			var b strings.Builder
+			i := 0
+			for _, r := range q {
+				if r == '?' && i < len(params) {
+					b.WriteString(params[i].(string))
+					i++
+					continue
+				}
+				b.WriteRune(r)
+			}
+			out["EXEC "+unquote(strings.TrimSpace(b.String()))]++
+		}
+	}
+	return out
+}
+
+func unquote(s string) string { return strings.ReplaceAll(s, "'", "") }
+
+// groundTruth checks that every statement MariaDB logged for a user has an
+// audit event and returns how many it checked.
+func groundTruth(t testing.TB, s *stack, evs []map[string]any, user string) int {
+	t.Helper()
+	logged, err := s.db.GeneralLogEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := rendered(evs)
+	n, missing := 0, 0
+	for _, e := range logged {
+		if !strings.HasPrefix(e.User, user+"@") {
+			continue
+		}
+		var key string
+		switch e.Command {
+		case "Query", "Prepare":
+			key = strings.TrimSpace(e.Argument)
+		case "Execute":
+			key = "EXEC " + unquote(strings.TrimSpace(e.Argument))
+		default:
+			continue
+		}
+		n++
+		if have[key] == 0 {
+			missing++
+			if missing < 10 {
+				t.Errorf("%s in the database log without an audit event: %q", e.Command, e.Argument)
+			}
+			continue
+		}
+		have[key]--
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d logged statements of %s have no audit event", missing, n, user)
+	}
+	return n
+}
