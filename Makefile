@@ -28,9 +28,23 @@ test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -p 2 -timeout 25m $(PKGS)
 
-# Go benchmarks of the hot paths, then the end-to-end benchmarks.
+# End-to-end benchmark settings: pgbench -T per run, client counts, pgbench
+# scale, COPY size, repetitions (median kept), where the report goes.
+BENCH_TIME    ?= 10s
+BENCH_CLIENTS ?= 1,8,32
+BENCH_SCALE   ?= 10
+BENCH_COPY_MB ?= 320
+BENCH_ROUNDS  ?= 1
+BENCH_REPORT  ?= report.md
+
+# Go benchmarks of the hot paths, then the end-to-end benchmarks: pgbench -S
+# and COPY directly, through a byte-copying TLS relay, pgbouncer and the
+# agent (strict and async audit), printed and written to test/bench/report.md.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -v -timeout 90m -run '^TestPgbenchReport$$' ./test/bench -args -bench-report \
+		-bench-time=$(BENCH_TIME) -bench-clients=$(BENCH_CLIENTS) -bench-scale=$(BENCH_SCALE) \
+		-bench-copy-mb=$(BENCH_COPY_MB) -bench-rounds=$(BENCH_ROUNDS) -bench-out=$(BENCH_REPORT)
 
 # Every fuzz target for FUZZTIME each.
 fuzz:

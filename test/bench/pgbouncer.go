@@ -228,3 +228,8 @@ func freeLoopbackPort() (int, error) {
 func waitCtx(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// CPUTime is the user and system time pgbouncer has used so far.
+func (p *Pgbouncer) CPUTime() (time.Duration, error) {
+	return ProcessCPUTime(p.proc.Pid())
+}

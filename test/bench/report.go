@@ -22,11 +22,39 @@ const (
 // Targets lists every target in column order.
 var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync}
 
+// Measure is one target's pgbench run with what it cost the proxy.
+type Measure struct {
+	PgbenchResult
+	// ProxyCPU is the user and system time the proxy used during the run
+	// (zero for direct): this process for the relay and the agents, the
+	// pgbouncer process for pgbouncer. Unlike TPS it hardly depends on
+	// what else the machine runs.
+	ProxyCPU time.Duration
+	// Events is how many audit events the run stored (agents only).
+	Events uint64
+}
+
+// CPUPerTx is the proxy's CPU time per transaction in microseconds.
+func (m Measure) CPUPerTx() float64 {
+	if m.Transactions == 0 {
+		return 0
+	}
+	return float64(m.ProxyCPU.Microseconds()) / float64(m.Transactions)
+}
+
+// EventsPerTx is the audit events stored per transaction.
+func (m Measure) EventsPerTx() float64 {
+	if m.Transactions == 0 {
+		return 0
+	}
+	return float64(m.Events) / float64(m.Transactions)
+}
+
 // Cell is one pgbench configuration measured against every target.
 type Cell struct {
 	Mode    string
 	Clients int
-	Results map[string]PgbenchResult
+	Results map[string]Measure
 }
 
 // CopyResult is one target's bulk transfer: the same bytes out of and into
@@ -37,6 +65,8 @@ type CopyResult struct {
 	Out      time.Duration
 	InBytes  int64
 	In       time.Duration
+	// OutCPU and InCPU are the proxy's CPU time during each transfer.
+	OutCPU, InCPU time.Duration
 }
 
 // OutMBps and InMBps are throughputs in MB (10^6 bytes) per second.
@@ -144,13 +174,16 @@ func (r *Report) Markdown() string {
 	b.WriteString("\n")
 
 	b.WriteString("## pgbench -S: transactions per second (ratio to direct)\n\n")
-	r.cellTable(&b, func(p PgbenchResult) float64 { return p.TPS }, "%.0f", true)
+	r.cellTable(&b, func(m Measure) float64 { return m.TPS }, "%.0f", true)
 	b.WriteString("\n## pgbench -S: mean latency in ms (ratio to direct)\n\n")
-	r.cellTable(&b, func(p PgbenchResult) float64 { return p.LatencyMs }, "%.3f", false)
+	r.cellTable(&b, func(m Measure) float64 { return m.LatencyMs }, "%.3f", false)
+	b.WriteString("\n## Proxy CPU time per transaction in µs (audit events per transaction)\n\n")
+	b.WriteString("CPU used by the proxy alone during the run, divided by the transactions pgbench completed: the relay and the agents are this process (the agents with the embedded JetStream server), pgbouncer its own process. It depends far less on the machine's other load than TPS does.\n\n")
+	r.cpuTable(&b)
 
 	if len(r.Copy) > 0 {
 		b.WriteString("\n## COPY through each target: MB/s (ratio to direct)\n\n")
-		b.WriteString("| target | COPY TO STDOUT | MB | COPY FROM STDIN | MB |\n|---|---:|---:|---:|---:|\n")
+		b.WriteString("| target | COPY TO STDOUT | COPY FROM STDIN | MB each way | proxy CPU out / in (s) |\n|---|---:|---:|---:|---:|\n")
 		var direct CopyResult
 		for _, c := range r.Copy {
 			if c.Target == TargetDirect {
@@ -158,9 +191,13 @@ func (r *Report) Markdown() string {
 			}
 		}
 		for _, c := range r.Copy {
-			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.0f | %.1f (%.2f×) | %.0f |\n", c.Target,
-				c.OutMBps(), ratio(c.OutMBps(), direct.OutMBps()), float64(c.OutBytes)/1e6,
-				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.InBytes)/1e6)
+			cpu := "–"
+			if c.Target != TargetDirect {
+				cpu = fmt.Sprintf("%.2f / %.2f", c.OutCPU.Seconds(), c.InCPU.Seconds())
+			}
+			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s |\n", c.Target,
+				c.OutMBps(), ratio(c.OutMBps(), direct.OutMBps()),
+				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.OutBytes)/1e6, cpu)
 		}
 	}
 	if len(r.Notes) > 0 {
@@ -175,7 +212,7 @@ func (r *Report) Markdown() string {
 // cellTable writes one row per cell: each target's value with its ratio to
 // direct; for throughput also Tollgate strict against the relay and
 // pgbouncer.
-func (r *Report) cellTable(b *strings.Builder, val func(PgbenchResult) float64, format string, throughput bool) {
+func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format string, throughput bool) {
 	b.WriteString("| -M | clients |")
 	for _, t := range Targets {
 		fmt.Fprintf(b, " %s |", t)
@@ -191,14 +228,7 @@ func (r *Report) cellTable(b *strings.Builder, val func(PgbenchResult) float64, 
 		b.WriteString("---:|---:|")
 	}
 	b.WriteString("\n")
-	cells := append([]Cell(nil), r.Cells...)
-	sort.SliceStable(cells, func(i, j int) bool {
-		if cells[i].Mode != cells[j].Mode {
-			return cells[i].Mode > cells[j].Mode // simple before prepared
-		}
-		return cells[i].Clients < cells[j].Clients
-	})
-	for _, c := range cells {
+	for _, c := range r.sortedCells() {
 		fmt.Fprintf(b, "| %s | %d |", c.Mode, c.Clients)
 		direct := val(c.Results[TargetDirect])
 		for _, t := range Targets {
@@ -217,6 +247,48 @@ func (r *Report) cellTable(b *strings.Builder, val func(PgbenchResult) float64, 
 		if throughput {
 			s := val(c.Results[TargetStrict])
 			fmt.Fprintf(b, " %.2f× | %.2f× |", ratio(s, val(c.Results[TargetRelay])), ratio(s, val(c.Results[TargetPgBouncer])))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// sortedCells orders the rows: simple before prepared, then by clients.
+func (r *Report) sortedCells() []Cell {
+	cells := append([]Cell(nil), r.Cells...)
+	sort.SliceStable(cells, func(i, j int) bool {
+		if cells[i].Mode != cells[j].Mode {
+			return cells[i].Mode > cells[j].Mode
+		}
+		return cells[i].Clients < cells[j].Clients
+	})
+	return cells
+}
+
+// cpuTable writes each proxy's CPU per transaction, with events per
+// transaction for the agents.
+func (r *Report) cpuTable(b *strings.Builder) {
+	proxies := Targets[1:]
+	b.WriteString("| -M | clients |")
+	for _, t := range proxies {
+		fmt.Fprintf(b, " %s |", t)
+	}
+	b.WriteString("\n|---|---:|")
+	for range proxies {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	for _, c := range r.sortedCells() {
+		fmt.Fprintf(b, "| %s | %d |", c.Mode, c.Clients)
+		for _, t := range proxies {
+			m, ok := c.Results[t]
+			switch {
+			case !ok:
+				b.WriteString(" – |")
+			case t == TargetStrict || t == TargetAsync:
+				fmt.Fprintf(b, " %.1f (%.2f ev) |", m.CPUPerTx(), m.EventsPerTx())
+			default:
+				fmt.Fprintf(b, " %.1f |", m.CPUPerTx())
+			}
 		}
 		b.WriteString("\n")
 	}

@@ -130,8 +130,8 @@ func TestPgbenchReport(t *testing.T) {
 	cellIndex := 0
 	for _, mode := range cfg.modes {
 		for _, clients := range cfg.clients {
-			cell := Cell{Mode: mode, Clients: clients, Results: map[string]PgbenchResult{}}
-			runs := map[string][]PgbenchResult{}
+			cell := Cell{Mode: mode, Clients: clients, Results: map[string]Measure{}}
+			runs := map[string][]Measure{}
 			for round := 0; round < cfg.rounds; round++ {
 				// The starting target rotates so that none always runs
 				// first (or last) in a cell.
@@ -196,27 +196,92 @@ func cellSummary(c Cell) string {
 }
 
 // median is the run with the median TPS.
-func median(rs []PgbenchResult) PgbenchResult {
-	sorted := append([]PgbenchResult(nil), rs...)
+func median(rs []Measure) Measure {
+	sorted := append([]Measure(nil), rs...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].TPS < sorted[j].TPS })
 	return sorted[len(sorted)/2]
 }
 
-// pgbench runs one measured pgbench; in-process targets are profiled when
-// asked.
-func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, clients int) PgbenchResult {
+// pgbench runs one measured pgbench with the proxy's CPU time and, for
+// the agents, the audit events stored; in-process targets are profiled
+// when asked.
+func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, clients int) Measure {
 	t.Helper()
-	stop := s.profile(t, cfg, fmt.Sprintf("%s-%s-c%d", name, mode, clients), name)
-	p := Pgbench{Conn: s.conns[name], Mode: mode, Clients: clients, Duration: cfg.duration}
-	res, out, err := p.Run(context.Background())
+	var res PgbenchResult
+	m := s.measure(t, cfg, fmt.Sprintf("%s-%s-c%d", name, mode, clients), name, func() error {
+		p := Pgbench{Conn: s.conns[name], Mode: mode, Clients: clients, Duration: cfg.duration}
+		var out string
+		var err error
+		res, out, err = p.Run(context.Background())
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, out)
+		}
+		if res.Transactions == 0 || res.Failed != 0 || res.TPS <= 0 {
+			return fmt.Errorf("-M %s -c %d: %d transactions, %d failed, %.1f tps\n%s", mode, clients, res.Transactions, res.Failed, res.TPS, out)
+		}
+		return nil
+	})
+	m.PgbenchResult = res
+	return m
+}
+
+// measure runs fn against target and returns the proxy's CPU time and the
+// audit events stored. For the agents it waits until the stream stops
+// growing, so that events still queued (async mode, result events) are
+// counted here and their cost does not spill into the next run.
+func (s *stack) measure(t *testing.T, cfg benchConfig, file, target string, fn func() error) Measure {
+	t.Helper()
+	agentTarget := target == TargetStrict || target == TargetAsync
+	var before uint64
+	if agentTarget {
+		before = s.auditEvents(t)
+	}
+	stop := s.profile(t, cfg, file, target)
+	cpu0 := s.proxyCPU(t, target)
+	err := fn()
+	var m Measure
+	if agentTarget {
+		m.Events = s.settleAudit(t) - before
+	}
+	m.ProxyCPU = s.proxyCPU(t, target) - cpu0
 	stop()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
+		t.Fatalf("%s: %v", target, err)
 	}
-	if res.Transactions == 0 || res.Failed != 0 || res.TPS <= 0 {
-		t.Fatalf("%s -M %s -c %d: %d transactions, %d failed, %.1f tps\n%s", name, mode, clients, res.Transactions, res.Failed, res.TPS, out)
+	return m
+}
+
+// proxyCPU is the CPU time used so far by the process the target runs in.
+func (s *stack) proxyCPU(t *testing.T, target string) time.Duration {
+	switch target {
+	case TargetDirect:
+		return 0
+	case TargetPgBouncer:
+		d, err := s.bouncer.CPUTime()
+		if err != nil {
+			t.Fatalf("pgbouncer CPU time: %v", err)
+		}
+		return d
 	}
-	return res
+	return SelfCPUTime()
+}
+
+// settleAudit waits until the AUDIT stream has not grown for half a second
+// (at most a minute) and returns its size.
+func (s *stack) settleAudit(t *testing.T) uint64 {
+	t.Helper()
+	last := s.auditEvents(t)
+	stable := 0
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && stable < 5; {
+		time.Sleep(100 * time.Millisecond)
+		n := s.auditEvents(t)
+		if n == last {
+			stable++
+		} else {
+			stable, last = 0, n
+		}
+	}
+	return last
 }
 
 // profile starts a CPU profile of this process, which hosts the relay and
@@ -270,34 +335,36 @@ func (s *stack) copyBench(t *testing.T, cfg benchConfig, name string) CopyResult
 			t.Fatal(err)
 		}
 	}
-	res := CopyResult{Target: name}
-	stop := s.profile(t, cfg, "copy-"+name, name)
-	start := time.Now()
-	n, err := s.copyOut(s.conns[name], "")
-	res.Out = time.Since(start)
-	res.OutBytes = n
-	stop()
-	if err != nil {
-		t.Fatalf("%s: COPY TO STDOUT: %v", name, err)
-	}
 	fi, err := os.Stat(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != fi.Size() {
-		t.Fatalf("%s: COPY TO STDOUT gave %d bytes, directly %d", name, n, fi.Size())
-	}
+	res := CopyResult{Target: name}
+	m := s.measure(t, cfg, "copyout-"+name, name, func() error {
+		start := time.Now()
+		n, err := s.copyOut(s.conns[name], "")
+		res.Out, res.OutBytes = time.Since(start), n
+		if err != nil {
+			return fmt.Errorf("COPY TO STDOUT: %w", err)
+		}
+		if n != fi.Size() {
+			return fmt.Errorf("COPY TO STDOUT gave %d bytes, directly %d", n, fi.Size())
+		}
+		return nil
+	})
+	res.OutCPU = m.ProxyCPU
 
 	s.adminSQL(t, "truncate copy_dst")
-	stop = s.profile(t, cfg, "copyin-"+name, name)
-	start = time.Now()
-	err = s.copyIn(s.conns[name], data)
-	res.In = time.Since(start)
-	res.InBytes = fi.Size()
-	stop()
-	if err != nil {
-		t.Fatalf("%s: COPY FROM STDIN: %v", name, err)
-	}
+	m = s.measure(t, cfg, "copyin-"+name, name, func() error {
+		start := time.Now()
+		err := s.copyIn(s.conns[name], data)
+		res.In, res.InBytes = time.Since(start), fi.Size()
+		if err != nil {
+			return fmt.Errorf("COPY FROM STDIN: %w", err)
+		}
+		return nil
+	})
+	res.InCPU = m.ProxyCPU
 	src := s.adminQuery(t, "select count(*) from copy_src")
 	dst := s.adminQuery(t, "select count(*) from copy_dst")
 	if src != dst {

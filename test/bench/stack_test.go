@@ -38,10 +38,11 @@ const benchUser = "bench"
 // the relay, pgbouncer, and two agents (strict and async audit) that share
 // an embedded JetStream server, as the all-in-one process runs them.
 type stack struct {
-	dir   string
-	pg    *harness.PostgresServer
-	conns map[string]Conn
-	js    jetstream.JetStream
+	dir     string
+	pg      *harness.PostgresServer
+	conns   map[string]Conn
+	bouncer *Pgbouncer
+	js      jetstream.JetStream
 	// pubs are the audit publishers of the two agents.
 	pubs map[string]*events.Publisher
 }
@@ -104,12 +105,12 @@ func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 		Conn{SSLMode: "verify-full", SSLRootCert: benchCAFile, SSLCert: clientCert, SSLKey: clientKey})
 
 	// pgbouncer: session pooling, TLS both legs, certificate logins.
-	bouncer := StartPgbouncer(tb, PgbouncerOptions{
+	s.bouncer = StartPgbouncer(tb, PgbouncerOptions{
 		UpstreamHost: s.pg.Host(), UpstreamPort: s.pg.Port(), DBName: "postgres", Users: []string{benchUser},
 		ServerCA: serverCA, ServerCert: client.CertPEM, ServerKey: client.KeyPEM,
 		ClientCert: listen.CertPEM, ClientKey: listen.KeyPEM, ClientCA: benchCA.CertPEM,
 	})
-	s.conns[TargetPgBouncer] = Conn{Host: "127.0.0.1", Port: strconv.Itoa(bouncer.Port), User: benchUser, DBName: "postgres",
+	s.conns[TargetPgBouncer] = Conn{Host: "127.0.0.1", Port: strconv.Itoa(s.bouncer.Port), User: benchUser, DBName: "postgres",
 		SSLMode: "verify-full", SSLRootCert: benchCAFile, SSLCert: clientCert, SSLKey: clientKey}
 
 	// Embedded JetStream with file storage, reached in-process.
