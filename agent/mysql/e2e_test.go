@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -342,8 +343,9 @@ func checkGapless(t testing.TB, evs []map[string]any) {
 // rendered is every statement text the audit says was sent: queries,
 // prepares, and executes with their parameters put in place of the
 // placeholders, without quotes (the general log quotes strings).
-func rendered(evs []map[string]any) map[string]int {
+func rendered(evs []map[string]any) (map[string]int, []*regexp.Regexp) {
 	out := map[string]int{}
+	var patterns []*regexp.Regexp
 	for _, ev := range evs {
 		switch ev["type"] {
 		case "db.session.query", "db.session.mysql.prepare":
@@ -351,20 +353,42 @@ func rendered(evs []map[string]any) map[string]int {
 		case "db.session.mysql.execute":
 			q, _ := ev["db_query"].(string)
 			params, _ := ev["db_query_parameters"].([]any)
-			var b strings.Builder
-			i := 0
+			var b, re strings.Builder
+			i, binary := 0, false
 			for _, r := range q {
 				if r == '?' && i < len(params) {
-					b.WriteString(params[i].(string))
+					v := params[i].(string)
+					b.WriteString(v)
+					// The log writes bytes as the server escapes them.
+					if strings.HasPrefix(v, "base64:") {
+						binary = true
+						re.WriteString(".*")
+					} else {
+						re.WriteString(regexp.QuoteMeta(unquote(v)))
+					}
 					i++
 					continue
 				}
 				b.WriteRune(r)
+				re.WriteString(regexp.QuoteMeta(unquote(string(r))))
 			}
-			out["EXEC "+unquote(strings.TrimSpace(b.String()))]++
+			if binary {
+				patterns = append(patterns, regexp.MustCompile("^(?s)"+strings.TrimSpace(re.String())+"$"))
+			} else {
+				out["EXEC "+unquote(strings.TrimSpace(b.String()))]++
+			}
 		}
 	}
-	return out
+	return out, patterns
+}
+
+func matchesAny(ps []*regexp.Regexp, s string) bool {
+	for _, p := range ps {
+		if p.MatchString(s) {
+			return true
+		}
+	}
+	return false
 }
 
 func unquote(s string) string { return strings.ReplaceAll(s, "'", "") }
@@ -377,7 +401,7 @@ func groundTruth(t testing.TB, s *stack, evs []map[string]any, user string) int 
 	if err != nil {
 		t.Fatal(err)
 	}
-	have := rendered(evs)
+	have, patterns := rendered(evs)
 	n, missing := 0, 0
 	for _, e := range logged {
 		if !strings.HasPrefix(e.User, user+"@") {
@@ -393,6 +417,9 @@ func groundTruth(t testing.TB, s *stack, evs []map[string]any, user string) int 
 			continue
 		}
 		n++
+		if have[key] == 0 && e.Command == "Execute" && matchesAny(patterns, unquote(strings.TrimSpace(e.Argument))) {
+			continue
+		}
 		if have[key] == 0 {
 			missing++
 			if missing < 10 {
