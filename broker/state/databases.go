@@ -98,17 +98,10 @@ func (s *Store) Heartbeat(ctx context.Context, by Actor, name, hostID string) er
 		return fmt.Errorf("state: heartbeat of %s: %w", name, err)
 	}
 	// Wait for the watcher so the caller reads its own heartbeat.
-	for {
-		s.mu.RLock()
-		got := s.beats[key].ID == hb.ID
-		s.mu.RUnlock()
-		if got {
-			return nil
-		}
-		if err := sleep(ctx, time.Millisecond); err != nil {
-			return fmt.Errorf("state: heartbeat of %s stored but not yet seen: %w", name, err)
-		}
+	if err := s.waitBeat(ctx, key, hb.ID); err != nil {
+		return fmt.Errorf("state: heartbeat of %s stored but not yet seen: %w", name, err)
 	}
+	return nil
 }
 
 // DeleteDatabase removes a database and its heartbeat.

@@ -37,6 +37,7 @@ type Projection struct {
 	tokens   map[string]Token
 	dbs      map[string]Database
 	beats    map[string]events.DBHeartbeat // by escaped database name
+	beatCh   chan struct{}                 // closed and replaced on every heartbeat change
 	cas      map[string]CA
 	requests map[string]AccessRequest
 	locks    map[string]Lock
@@ -72,6 +73,7 @@ func newProjection() *Projection {
 		tokens:   map[string]Token{},
 		dbs:      map[string]Database{},
 		beats:    map[string]events.DBHeartbeat{},
+		beatCh:   make(chan struct{}),
 		cas:      map[string]CA{},
 		requests: map[string]AccessRequest{},
 		locks:    map[string]Lock{},
@@ -121,9 +123,9 @@ func (p *Projection) start(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}()
 
-	kv, err := js.CreateOrUpdateKeyValue(ctx, heartbeatsConfig())
+	kv, err := heartbeatsBucket(ctx, js, info.Config.Replicas)
 	if err != nil {
-		return fmt.Errorf("state: key-value bucket %s: %w", HeartbeatsBucket, err)
+		return err
 	}
 	watch, err := kv.WatchAll(runCtx)
 	if err != nil {
@@ -162,6 +164,25 @@ func (p *Projection) start(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
+// heartbeatsBucket binds to DB_HEARTBEATS, creating it with the replicas of
+// STATE if no broker has yet. It never updates an existing bucket: an agent
+// must not change what the broker configured.
+func heartbeatsBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, HeartbeatsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		cfg := heartbeatsConfig()
+		cfg.Replicas = replicas
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, HeartbeatsBucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: key-value bucket %s: %w", HeartbeatsBucket, err)
+	}
+	return kv, nil
+}
+
 func heartbeatsConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      HeartbeatsBucket,
@@ -196,6 +217,8 @@ func (p *Projection) followHeartbeats(w jetstream.KeyWatcher, ready chan struct{
 		default:
 			delete(p.beats, e.Key())
 		}
+		close(p.beatCh)
+		p.beatCh = make(chan struct{})
 		p.mu.Unlock()
 	}
 }
@@ -370,6 +393,27 @@ func (p *Projection) WaitFor(ctx context.Context, seq uint64) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// waitBeat blocks until the heartbeat of database key has id.
+func (p *Projection) waitBeat(ctx context.Context, key, id string) error {
+	for {
+		p.mu.RLock()
+		got, ch, closed := p.beats[key].ID == id, p.beatCh, p.closed
+		p.mu.RUnlock()
+		switch {
+		case got:
+			return nil
+		case closed:
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-p.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

@@ -69,11 +69,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cluster string) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("state: key-value bucket %s: %w", CredentialsBucket, err)
 	}
-	hc := heartbeatsConfig()
-	hc.Replicas = replicas
-	beats, err := js.CreateOrUpdateKeyValue(ctx, hc)
+	beats, err := heartbeatsBucket(ctx, js, replicas)
 	if err != nil {
-		return nil, fmt.Errorf("state: key-value bucket %s: %w", HeartbeatsBucket, err)
+		return nil, err
 	}
 	p, err := Follow(ctx, js)
 	if err != nil {

@@ -70,6 +70,9 @@ func TestUserCommandsValidate(t *testing.T) {
 	if _, err := st.CreateUser(ctx, admin, NewUser{Name: "alice", Roles: []string{"nosuch"}}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "unknown role nosuch") {
 		t.Fatalf("unknown role: %v", err)
 	}
+	if _, err := st.CreateUser(ctx, admin, NewUser{Name: "x", Roles: []string{"access", "access"}}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "listed twice") {
+		t.Fatalf("duplicate role: %v", err)
+	}
 	if _, err := st.CreateUser(ctx, admin, NewUser{Name: "bad name"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad name: %v", err)
 	}
@@ -194,6 +197,9 @@ func TestTokens(t *testing.T) {
 	}
 	if _, err := st.UseToken(ctx, Actor{}, TokenID("other"), "host-3"); !errors.As(err, &ref) || ref.Reason != "unknown token" {
 		t.Fatalf("unknown token: %v", err)
+	}
+	if _, err := st.UseToken(ctx, Actor{}, "s3cret-join-token", "host-3"); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "malformed") {
+		t.Fatalf("raw secret presented as id: %v", err)
 	}
 	if tok, _ := st.Token(id); tok.Uses != 1 {
 		t.Fatalf("refused use changed the token: %+v", tok)

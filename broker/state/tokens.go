@@ -60,6 +60,12 @@ func (s *Store) UseToken(ctx context.Context, by Actor, id, hostID string) (Toke
 	if hostID == "" {
 		return Token{}, invalid("host id is empty")
 	}
+	if !tokenIDRE.MatchString(id) {
+		ev := &events.TokenUse{Status: events.Status{Error: "malformed token id"}, HostID: hostID}
+		ev.User, ev.Roles = by.User, by.Roles
+		_ = events.Stamp(ev, s.cluster)
+		return Token{}, &TokenRefusal{Reason: "malformed token id (want TokenID of the token)", Event: ev}
+	}
 	_, err := s.change(ctx, by, subject(AggToken, id), func() (events.Event, error) {
 		t, ok := s.tokens[id]
 		reason := ""

@@ -185,7 +185,10 @@ func (s *Store) putCredentials(ctx context.Context, name string, c Credentials) 
 // called with the projection locked.
 func (p *Projection) rolesExist(names []string) error {
 	var missing []string
-	for _, n := range names {
+	for i, n := range names {
+		if slices.Contains(names[:i], n) {
+			return fmt.Errorf("%w: role %s listed twice", ErrInvalid, n)
+		}
 		if _, ok := p.roles[n]; !ok && !access.IsBuiltin(n) {
 			missing = append(missing, n)
 		}
