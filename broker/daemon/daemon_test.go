@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -537,4 +536,3 @@ func TestAttach(t *testing.T) {
 	}
 }
 
-var _ = context.Background
