@@ -1,0 +1,304 @@
+package exporters
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// Delivery holds the settings every exporter has, whatever its sink. They
+// sit in the exporter's settings beside the sink's own keys.
+type Delivery struct {
+	// BatchSize is the most events fetched and delivered at once.
+	BatchSize int `yaml:"batch_size"`
+	// BatchBytes is the most bytes of events fetched at once; it is raised
+	// to the largest message the server accepts, so one event always fits.
+	BatchBytes int `yaml:"batch_bytes"`
+	// Linger is how long a fetch waits for a batch to fill before
+	// delivering what it has.
+	Linger config.Duration `yaml:"linger"`
+	// AckWait is how long JetStream waits for an acknowledgement before it
+	// gives an event to another replica; the exporter extends it while it
+	// works on an event, so it only matters after a crash.
+	AckWait config.Duration `yaml:"ack_wait"`
+	// BackoffMin and BackoffMax bound the exponential backoff (with
+	// jitter) between failed deliveries.
+	BackoffMin config.Duration `yaml:"backoff_min"`
+	BackoffMax config.Duration `yaml:"backoff_max"`
+	// ShutdownGrace is how long a delivery under way may finish at
+	// shutdown; what is not confirmed by then is delivered again later.
+	ShutdownGrace config.Duration `yaml:"shutdown_grace"`
+	// Start is where a new exporter begins: all (every stored event, the
+	// default) or new (events stored from now on).
+	Start string `yaml:"start"`
+	// Streams to export: AUDIT and STATE by default.
+	Streams []string `yaml:"streams"`
+}
+
+// Defaults of Delivery.
+const (
+	DefaultBatchSize     = 1000
+	DefaultBatchBytes    = 4 << 20
+	DefaultLinger        = 500 * time.Millisecond
+	DefaultAckWait       = 30 * time.Second
+	DefaultBackoffMin    = 100 * time.Millisecond
+	DefaultBackoffMax    = 30 * time.Second
+	DefaultShutdownGrace = 5 * time.Second
+)
+
+func (d *Delivery) fillDefaults() {
+	if d.BatchSize == 0 {
+		d.BatchSize = DefaultBatchSize
+	}
+	if d.BatchBytes == 0 {
+		d.BatchBytes = DefaultBatchBytes
+	}
+	if d.Linger == 0 {
+		d.Linger = config.Duration(DefaultLinger)
+	}
+	if d.AckWait == 0 {
+		d.AckWait = config.Duration(DefaultAckWait)
+	}
+	if d.BackoffMin == 0 {
+		d.BackoffMin = config.Duration(DefaultBackoffMin)
+	}
+	if d.BackoffMax == 0 {
+		d.BackoffMax = config.Duration(DefaultBackoffMax)
+	}
+	if d.ShutdownGrace == 0 {
+		d.ShutdownGrace = config.Duration(DefaultShutdownGrace)
+	}
+	if d.Start == "" {
+		d.Start = "all"
+	}
+	if len(d.Streams) == 0 {
+		d.Streams = []string{"AUDIT", "STATE"}
+	}
+}
+
+func (d *Delivery) validate() error {
+	var errs []string
+	if d.BatchSize < 1 || d.BatchSize > 100000 {
+		errs = append(errs, fmt.Sprintf("batch_size %d: want 1 to 100000", d.BatchSize))
+	}
+	if d.BatchBytes < 1024 {
+		errs = append(errs, fmt.Sprintf("batch_bytes %d: want at least 1024", d.BatchBytes))
+	}
+	if d.Linger.Std() < time.Millisecond || d.Linger.Std() > time.Minute {
+		errs = append(errs, fmt.Sprintf("linger %s: want 1ms to 1m", d.Linger.Std()))
+	}
+	if d.AckWait.Std() < time.Second {
+		errs = append(errs, fmt.Sprintf("ack_wait %s: want at least 1s", d.AckWait.Std()))
+	}
+	if d.BackoffMin.Std() <= 0 || d.BackoffMax.Std() < d.BackoffMin.Std() {
+		errs = append(errs, fmt.Sprintf("backoff_min %s, backoff_max %s: want 0 < min <= max", d.BackoffMin.Std(), d.BackoffMax.Std()))
+	}
+	if d.ShutdownGrace.Std() < 0 {
+		errs = append(errs, fmt.Sprintf("shutdown_grace %s is negative", d.ShutdownGrace.Std()))
+	}
+	if d.Start != "all" && d.Start != "new" {
+		errs = append(errs, fmt.Sprintf("start %q: want all or new", d.Start))
+	}
+	for _, s := range d.Streams {
+		if s != "AUDIT" && s != "STATE" {
+			errs = append(errs, fmt.Sprintf("streams: %q is not AUDIT or STATE", s))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// splitSettings separates the delivery keys from the sink's own keys of an
+// exporter's settings mapping. Both keep their line numbers.
+func splitSettings(n *yaml.Node) (delivery, sink *yaml.Node, err error) {
+	if n == nil || n.Kind == 0 {
+		return nil, nil, nil
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode {
+		if n.Tag == "!!null" {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("line %d: settings must be a mapping", n.Line)
+	}
+	known := yamlKeys(reflect.TypeOf(Delivery{}))
+	delivery = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
+	sink = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		dst := sink
+		if _, ok := known[k.Value]; ok {
+			dst = delivery
+		}
+		dst.Content = append(dst.Content, k, v)
+	}
+	return delivery, sink, nil
+}
+
+// decodeStrict decodes n into v (a pointer to a struct), refusing keys v
+// has no field for; errors name the key path (under where) and the line.
+func decodeStrict(n *yaml.Node, v any, where string) error {
+	if n == nil || n.Kind == 0 {
+		return nil
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Tag == "!!null" {
+		return nil
+	}
+	t := reflect.TypeOf(v)
+	if t.Kind() != reflect.Pointer {
+		return fmt.Errorf("exporters: decode into non-pointer %T", v)
+	}
+	var errs []string
+	checkKeys(n, t.Elem(), where, &errs)
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	if err := n.Decode(v); err != nil {
+		return rewordYAML(err, n, where)
+	}
+	return nil
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+// checkKeys reports the keys of mapping n that type t does not have.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, errs *[]string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := yamlKeys(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := path + "." + k.Value
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, fmt.Sprintf("line %d: unknown key %q", k.Line, p))
+				continue
+			}
+			checkKeys(v, ft, p, errs)
+		}
+	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			checkKeys(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value, errs)
+		}
+	}
+}
+
+// yamlKeys maps the YAML keys of a struct to their field types, following
+// inline fields.
+func yamlKeys(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			for k, v := range yamlKeys(ft) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// rewordYAML turns yaml.v3's messages, which name Go types, into ones that
+// name the key whose value is wrong.
+func rewordYAML(err error, root *yaml.Node, where string) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	keys := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := path + "." + k.Value
+				keys[k.Line] = p
+				if _, taken := keys[v.Line]; !taken {
+					keys[v.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if _, taken := keys[c.Line]; !taken {
+					keys[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, where)
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		var line int
+		_, _ = fmt.Sscanf(m, "line %d:", &line)
+		if i := strings.Index(m, "cannot unmarshal "); i >= 0 {
+			val := m[i+len("cannot unmarshal "):]
+			want := ""
+			if j := strings.Index(val, " into "); j >= 0 {
+				want, val = val[j+len(" into "):], val[:j]
+			}
+			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not a %s", line, keys[line], val, typeWord(want))
+		} else if line > 0 && keys[line] != "" {
+			m = fmt.Sprintf("%s (key %q)", m, keys[line])
+		}
+		msgs = append(msgs, m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func typeWord(t string) string {
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "list"
+	case strings.HasPrefix(t, "map["), strings.Contains(t, "."):
+		return "mapping"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "integer"
+	case t == "bool", t == "*bool":
+		return "boolean (true or false)"
+	}
+	return t
+}
