@@ -59,6 +59,8 @@ type stackOptions struct {
 	users []string
 	// dbNames the role allows (default test).
 	dbNames []string
+	// maxPacket is the engine's limit on a client command (default).
+	maxPacket int
 }
 
 const roleYAML = `
@@ -139,7 +141,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	userPool, _ := cas.Pool(ca.User)
-	eng := mysql.New(mysql.Options{Logger: quiet()})
+	eng := mysql.New(mysql.Options{Logger: quiet(), MaxPacket: o.maxPacket})
 	dbConf := config.Database{Name: "my1", Protocol: "mysql", URI: db.Addr(), AuditMode: o.mode,
 		StaticLabels: map[string]string{"env": "test"},
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}
