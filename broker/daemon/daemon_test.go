@@ -535,4 +535,3 @@ func TestAttach(t *testing.T) {
 		l.Close()
 	}
 }
-
