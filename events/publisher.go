@@ -61,8 +61,11 @@ const (
 	// minMessageSize leaves room for the envelope of any event after its
 	// large fields are cut.
 	minMessageSize = 1024
-	// maxInFlight bounds the async events awaiting an acknowledgement.
-	maxInFlight = 1 << 14
+	// maxInFlight bounds the async events awaiting an acknowledgement:
+	// enough to keep the server busy (a few milliseconds of its work), few
+	// enough that the window drains well within the ack timeout even on a
+	// machine starved of CPU, where a larger window made acks time out.
+	maxInFlight = 2048
 	// recycleLimit keeps buffers that grew for a very large event out of
 	// the pool.
 	recycleLimit = 64 << 10
@@ -451,7 +454,7 @@ func (p *Publisher) encode(ctx context.Context, ev Event) (*outMsg, error) {
 	}
 	h := ev.Header()
 	m := p.msgs.Get().(*outMsg)
-	data, err := appendJSON(m.msg.Data[:0], ev)
+	data, err := appendEvent(m.msg.Data[:0], ev)
 	if err != nil {
 		p.msgs.Put(m)
 		return nil, fmt.Errorf("events: encode %s %s: %w", h.Type, h.ID, err)
