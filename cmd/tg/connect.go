@@ -365,6 +365,10 @@ func editServiceFile(path string, change func(sections map[string]bool) map[stri
 		if !done[b.name] && text != "" {
 			ensureBlankLine(&out)
 			out.WriteString(text)
+			// Keep the blank lines that separated the old section from
+			// the next.
+			old := b.text.String()
+			out.WriteString(old[len(strings.TrimRight(old, "\n"))+1:])
 		}
 		done[b.name] = true
 	}
