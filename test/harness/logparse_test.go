@@ -110,3 +110,26 @@ func FuzzParseGeneralLog(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseStatementLog reads a log of 10,000 statements, some of
+// them long multi-line ones, as an end-to-end test comparing a busy
+// session's audit stream with the server's record would.
+func BenchmarkParseStatementLog(b *testing.B) {
+	var log strings.Builder
+	long := strings.Repeat("\tSELECT 1 UNION ALL\n", 200)
+	for i := range 10000 {
+		if i%100 == 0 {
+			log.WriteString("2026-11-21 09:49:02.364 UTC [17806] tg<alice|postgres> LOG:  statement: SELECT\n" + long)
+		} else {
+			log.WriteString(samplePostgresLog)
+		}
+	}
+	data := log.String()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseStatementLog(strings.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -493,6 +493,7 @@ var mariadbCommands = []string{
 
 func parseGeneralLog(r io.Reader) ([]MariaDBLogEntry, error) {
 	var out []MariaDBLogEntry
+	var more [][]string // continuation lines of each entry, joined at the end
 	users := map[int64]string{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 64*1024*1024)
@@ -501,7 +502,7 @@ func parseGeneralLog(r io.Reader) ([]MariaDBLogEntry, error) {
 		rec := mariadbRecord.FindStringSubmatch(line)
 		if rec == nil {
 			if len(out) > 0 && !strings.HasPrefix(line, "Time\t") && !mariadbHeader(line) {
-				out[len(out)-1].Argument += "\n" + line
+				more[len(out)-1] = append(more[len(out)-1], line)
 			}
 			continue
 		}
@@ -517,9 +518,15 @@ func parseGeneralLog(r io.Reader) ([]MariaDBLogEntry, error) {
 		}
 		e.User = users[thread]
 		out = append(out, e)
+		more = append(more, nil)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("harness: read general log: %w", err)
+	}
+	for i, lines := range more {
+		if len(lines) > 0 {
+			out[i].Argument = strings.Join(append([]string{out[i].Argument}, lines...), "\n")
+		}
 	}
 	return out, nil
 }

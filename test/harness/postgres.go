@@ -567,6 +567,7 @@ func parseStatementLog(f io.Reader) ([]PostgresStatement, error) {
 	type record struct {
 		time, user, db, level, msg string
 		pid                        int
+		more                       []string // continuation lines, joined into msg at the end
 	}
 	var records []record
 	sc := bufio.NewScanner(f)
@@ -575,7 +576,7 @@ func parseStatementLog(f io.Reader) ([]PostgresStatement, error) {
 		line := sc.Text()
 		if strings.HasPrefix(line, "\t") && len(records) > 0 {
 			r := &records[len(records)-1]
-			r.msg += "\n" + line[1:]
+			r.more = append(r.more, line[1:])
 			continue
 		}
 		m := pgRecord.FindStringSubmatch(line)
@@ -587,6 +588,11 @@ func parseStatementLog(f io.Reader) ([]PostgresStatement, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("harness: read statement log: %w", err)
+	}
+	for i := range records {
+		if r := &records[i]; len(r.more) > 0 {
+			r.msg = strings.Join(append([]string{r.msg}, r.more...), "\n")
+		}
 	}
 
 	var out []PostgresStatement
