@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -449,6 +450,9 @@ func (p *Publisher) isClosing() bool {
 // encode stamps ev and encodes it into a pooled message, cutting large
 // fields (kept in the object store) when it would not fit.
 func (p *Publisher) encode(ctx context.Context, ev Event) (*outMsg, error) {
+	if v := reflect.ValueOf(ev); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, errors.New("events: publish: nil event")
+	}
 	if err := Stamp(ev, p.cluster); err != nil {
 		return nil, err
 	}

@@ -118,6 +118,33 @@ func BenchmarkPublishStrictBatch16(b *testing.B) {
 	reportP50(b, lat)
 }
 
+// BenchmarkPublishStrictParallel is many sessions at once, each waiting
+// for its own acknowledgement (8 goroutines on this 2-core machine).
+func BenchmarkPublishStrictParallel(b *testing.B) {
+	_, p := benchPublisher(b)
+	ctx := context.Background()
+	b.SetParallelism(4)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		ev := queryEvent("01JBENCHSESSION00000000000", 0)
+		var i uint64
+		for pb.Next() {
+			fresh(ev, i)
+			i++
+			if err := p.Publish(ctx, ev); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	b.StopTimer()
+	reportRate(b, b.N, elapsed)
+	reportCPU(b, b.N, cpu)
+}
+
 func BenchmarkPublishAsync(b *testing.B) {
 	_, p := benchPublisher(b, WithMode(ModeAsync), WithQueueSize(DefaultQueueSize))
 	ctx := context.Background()

@@ -448,6 +448,13 @@ func TestPublisherOptionErrors(t *testing.T) {
 			t.Errorf("want an error containing %q, got %v", tc.want, err)
 		}
 	}
+	p := newTestPublisher(t, s.js)
+	var nilQuery *Query
+	for _, ev := range []Event{nil, nilQuery} {
+		if err := p.Publish(context.Background(), ev); err == nil || !strings.Contains(err.Error(), "nil event") {
+			t.Errorf("nil event: %v", err)
+		}
+	}
 	if _, err := ParseMode("lazy"); err == nil || !strings.Contains(err.Error(), `"lazy"`) {
 		t.Errorf("ParseMode: %v", err)
 	}
