@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Building a fresh data directory (initdb, mariadb-install-db) costs about
@@ -19,9 +20,8 @@ import (
 // directories are kept under the system temp dir, named by a key that
 // holds the server binary's size and time, so an upgraded server gets a
 // new one. They are built aside and renamed into place, so a directory
-// that exists is complete even when several test binaries race; a
-// manifest of file sizes catches one that a temp-dir cleaner thinned out,
-// and it is then built again.
+// that exists is complete; a manifest of file sizes catches one that a
+// temp-dir cleaner thinned out, and it is then built again.
 
 var templateMu sync.Mutex
 
@@ -45,11 +45,25 @@ func dataTemplate(binary string, key []string, build func(dir string) error) (st
 	if templateIntact(dir) {
 		return dir, nil
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("harness: remove damaged template: %w", err)
-	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return "", fmt.Errorf("harness: template dir: %w", err)
+	}
+	// Other test binaries (go test runs packages in parallel) may be
+	// checking or building the same template: decide and build under a
+	// lock, so none removes a template another has just finished.
+	lock, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("harness: template lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("harness: template lock: %w", err)
+	}
+	if templateIntact(dir) {
+		return dir, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("harness: remove damaged template: %w", err)
 	}
 	work, err := os.MkdirTemp(root, "build-")
 	if err != nil {
@@ -67,10 +81,6 @@ func dataTemplate(binary string, key []string, build func(dir string) error) (st
 		return "", err
 	}
 	if err := os.Rename(data, dir); err != nil {
-		// Another test binary finished first; its copy is as good.
-		if templateIntact(dir) {
-			return dir, nil
-		}
 		return "", fmt.Errorf("harness: template dir: %w", err)
 	}
 	return dir, nil
