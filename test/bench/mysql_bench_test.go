@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	agentmysql "github.com/tollgate-db/tollgate/agent/mysql"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// mysqlTarget is one way for sysbench to reach the database: an address
+// and a directory holding the client-cert.pem, client-key.pem and
+// cacert.pem sysbench 1.0 reads for --mysql-ssl=on.
+type mysqlTarget struct {
+	name string
+	addr string
+	dir  string
+}
+
+// mysqlBench is a MariaDB with TLS and a sysbench user, and the four ways
+// to reach it: directly, through the byte-copying relay, through the
+// agent in strict and in async mode (each agent database on a direct
+// MySQL port, with the audit publisher on an embedded JetStream reached
+// in-process, as tollgate start runs it).
+type mysqlBench struct {
+	db      *harness.MariaDBServer
+	targets []mysqlTarget
+}
+
+func pemFile(tb testing.TB, dir, name, typ string, der []byte) {
+	tb.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func copyFile(tb testing.TB, src, dst string) {
+	tb.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
+	tb.Helper()
+	if _, err := exec.LookPath("sysbench"); err != nil {
+		tb.Fatal("sysbench not found: install the Debian package sysbench")
+	}
+	dir := tb.TempDir()
+	cas, err := ca.Open(filepath.Join(dir, "ca"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	clientCAPEM, _ := cas.CertPEM(ca.DBClient)
+	db := harness.MariaDBWith(tb, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCAPEM}, Users: []string{"sbtest"},
+		Args: []string{"--general-log=0", "--max-connections=100"}})
+	m := &mysqlBench{db: db}
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+
+	// The database user's certificate, for direct connections and the
+	// relay's upstream leg.
+	dbKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dbCert, _, err := cas.IssueDBClient(dbKey.Public(), "sbtest", time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dbKeyDER, _ := x509.MarshalPKCS8PrivateKey(dbKey)
+	dbTLSCert := tls.Certificate{Certificate: [][]byte{dbCert.Raw}, PrivateKey: dbKey}
+	mkdir := func(name string) string {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		return d
+	}
+	direct := mkdir("direct")
+	pemFile(tb, direct, "client-cert.pem", "CERTIFICATE", dbCert.Raw)
+	pemFile(tb, direct, "client-key.pem", "PRIVATE KEY", dbKeyDER)
+	copyFile(tb, db.ServerCAFile, filepath.Join(direct, "cacert.pem"))
+	m.targets = append(m.targets, mysqlTarget{name: "direct", addr: db.Addr(), dir: direct})
+
+	// The relay.
+	relayCA := harness.NewCA(tb, "mysql relay CA")
+	relayPair := relayCA.IssueServer(tb, "127.0.0.1")
+	relay := &MySQLRelay{
+		ClientTLS:   &tls.Config{Certificates: []tls.Certificate{relayPair.TLSCertificate()}},
+		Upstream:    db.Addr(),
+		UpstreamTLS: db.TLSConfig(&dbTLSCert),
+	}
+	relayLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = relay.Serve(ctx, relayLn) }()
+	relayDir := mkdir("relay")
+	pemFile(tb, relayDir, "client-cert.pem", "CERTIFICATE", dbCert.Raw)
+	pemFile(tb, relayDir, "client-key.pem", "PRIVATE KEY", dbKeyDER)
+	relayCA.WriteCert(tb, filepath.Join(relayDir, "cacert.pem"))
+	m.targets = append(m.targets, mysqlTarget{name: "relay", addr: relayLn.Addr().String(), dir: relayDir})
+
+	// The agent, with its audit store.
+	ns := harness.NATS(tb)
+	nc, err := nats.Connect("", nats.InProcessServer(ns.Server()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, "bench", events.WithLogger(quietLog()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = pub.Close(context.Background()) })
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "127.0.0.1"}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "bench", Roles: []string{"bench"}}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userKeyDER, _ := x509.MarshalPKCS8PrivateKey(userKey)
+	hostCAPEM, _ := cas.CertPEM(ca.Host)
+	roles, err := access.Parse([]byte("kind: role\nmetadata: {name: bench}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [sbtest]\n    db_names: ['*']\n"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	userPool, _ := cas.Pool(ca.User)
+	issue := agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+		return cas.IssueDBClient(pub, u, ttl)
+	}, time.Hour)
+	for _, mode := range []string{"strict", "async"} {
+		eng := agentmysql.New(agentmysql.Options{Logger: quietLog()})
+		srv, err := agent.NewServer(agent.ServerConfig{
+			Cluster: "bench",
+			Databases: []config.Database{{Name: "my-" + mode, Protocol: "mysql", URI: db.Addr(), AuditMode: mode,
+				TLS: config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}},
+			TLS:        &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+			UserCAs:    userPool,
+			Identify:   identity.FromCertificate,
+			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
+			Recorder:   pub,
+			ClientCert: issue,
+			Engines:    map[string]agent.Engine{"mysql": eng},
+			Logger:     quietLog(),
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		dbInfo, _ := srv.Database("my-" + mode)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = srv.Serve(ctx, eng.Listener(ln, agentmysql.ListenerOptions{Cluster: "bench", Recorder: pub, Database: dbInfo}))
+		}()
+		tb.Cleanup(func() { cancel(); <-done })
+		d := mkdir("tollgate-" + mode)
+		pemFile(tb, d, "client-cert.pem", "CERTIFICATE", userCert.Raw)
+		pemFile(tb, d, "client-key.pem", "PRIVATE KEY", userKeyDER)
+		if err := os.WriteFile(filepath.Join(d, "cacert.pem"), hostCAPEM, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		m.targets = append(m.targets, mysqlTarget{name: "tollgate " + mode, addr: ln.Addr().String(), dir: d})
+	}
+
+	if out, err := m.sysbench(m.targets[0], "oltp_read_only", 4, 0, tableSize, "prepare"); err != nil {
+		tb.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	return m
+}
+
+func (m *mysqlBench) sysbench(t mysqlTarget, workload string, threads, seconds, tableSize int, command string) ([]byte, error) {
+	host, port, _ := net.SplitHostPort(t.addr)
+	args := []string{workload, "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
+		"--mysql-user=sbtest", "--mysql-db=test", "--mysql-ssl=on", "--tables=1",
+		"--table-size=" + strconv.Itoa(tableSize), "--threads=" + strconv.Itoa(threads)}
+	if seconds > 0 {
+		args = append(args, "--time="+strconv.Itoa(seconds))
+	}
+	cmd := exec.Command("sysbench", append(args, command)...)
+	cmd.Dir = t.dir
+	return cmd.CombinedOutput()
+}
+
+var qpsRE = regexp.MustCompile(`queries:\s+\d+\s+\(([\d.]+) per sec`)
+
+// run returns the queries per second of one sysbench run.
+func (m *mysqlBench) run(tb testing.TB, t mysqlTarget, workload string, threads, seconds, tableSize int) float64 {
+	tb.Helper()
+	out, err := m.sysbench(t, workload, threads, seconds, tableSize, "run")
+	if err != nil {
+		tb.Fatalf("sysbench %s through %s: %v\n%s", workload, t.name, err, out)
+	}
+	if n := errorsIn(out); n > 0 {
+		tb.Fatalf("sysbench %s through %s met %d errors\n%s", workload, t.name, n, out)
+	}
+	mm := qpsRE.FindSubmatch(out)
+	if mm == nil {
+		tb.Fatalf("sysbench %s through %s: no queries per second in\n%s", workload, t.name, out)
+	}
+	qps, _ := strconv.ParseFloat(string(mm[1]), 64)
+	return qps
+}
+
+func errorsIn(out []byte) int {
+	mm := regexp.MustCompile(`ignored errors:\s+(\d+)`).FindSubmatch(out)
+	if mm == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(mm[1]))
+	return n
+}
+
+// table runs every workload through every target once and formats the
+// queries per second with their ratio to direct.
+func (m *mysqlBench) table(tb testing.TB, workloads []string, threads, seconds, tableSize int) (string, map[string]map[string]float64) {
+	res := map[string]map[string]float64{}
+	var b strings.Builder
+	fmt.Fprintf(&b, "MySQL: sysbench, %d threads, %ds per run, TLS on both legs, MariaDB %s (queries/s, ratio to direct)\n\n", threads, seconds, "10.11")
+	fmt.Fprintf(&b, "| workload | %s | strict/relay |\n|---|", strings.Join(names(m.targets), " | "))
+	for range m.targets {
+		b.WriteString("---|")
+	}
+	b.WriteString("---|\n")
+	for _, w := range workloads {
+		res[w] = map[string]float64{}
+		fmt.Fprintf(&b, "| %s |", w)
+		for _, t := range m.targets {
+			res[w][t.name] = m.run(tb, t, w, threads, seconds, tableSize)
+		}
+		for _, t := range m.targets {
+			fmt.Fprintf(&b, " %.0f (%.2f) |", res[w][t.name], res[w][t.name]/res[w]["direct"])
+		}
+		fmt.Fprintf(&b, " %.2f |\n", res[w]["tollgate strict"]/res[w]["relay"])
+	}
+	return b.String(), res
+}
+
+func names(ts []mysqlTarget) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.name)
+	}
+	return out
+}
+
+// TestMySQLBenchSmoke runs the benchmark's set-up and a one-second
+// point-select run through every target, so make test proves the
+// benchmark works without timing anything.
+func TestMySQLBenchSmoke(t *testing.T) {
+	m := setupMySQLBench(t, 100)
+	for _, tg := range m.targets {
+		if qps := m.run(t, tg, "oltp_point_select", 2, 1, 100); qps <= 0 {
+			t.Fatalf("%s: no queries", tg.name)
+		}
+	}
+}
+
+// BenchmarkMySQLSysbench is the end-to-end comparison make bench runs once:
+// sysbench oltp_read_only and oltp_point_select with 8 threads, directly,
+// through the relay and through the agent in strict and async mode.
+func BenchmarkMySQLSysbench(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("one run is the measurement")
+	}
+	seconds := 10
+	if s := os.Getenv("TOLLGATE_BENCH_SECONDS"); s != "" {
+		seconds, _ = strconv.Atoi(s)
+	}
+	m := setupMySQLBench(b, 10000)
+	table, res := m.table(b, []string{"oltp_read_only", "oltp_point_select"}, 8, seconds, 10000)
+	fmt.Println(table)
+	for w, r := range res {
+		b.ReportMetric(r["tollgate strict"]/r["relay"], w+"_strict/relay")
+	}
+}
