@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // TestStartServesStreamsAndStopsCleanly runs the real binary: it must log
@@ -141,5 +144,79 @@ func TestStartConfigDataDir(t *testing.T) {
 	}
 	if _, err := newLogger(config.Log{Level: "loud"}, io.Discard); err == nil || !strings.Contains(err.Error(), `"loud"`) {
 		t.Fatalf("bad level: %v", err)
+	}
+}
+
+// With nats.urls set, start connects to that server instead of embedding
+// one, creates the streams there, runs the roles and stops when asked; a
+// failing role stops the others and is the error.
+func TestRunStartExternalNATSAndRoles(t *testing.T) {
+	ext, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Shutdown()
+
+	saved := startRoles
+	defer func() { startRoles = saved }()
+	started := make(chan *startDeps, 1)
+	stopped := make(chan struct{})
+	startRoles = []startRole{
+		{Name: "watcher", Run: func(ctx context.Context, d *startDeps) error {
+			started <- d
+			<-ctx.Done()
+			close(stopped)
+			return nil
+		}},
+		{Name: "disabled", Enabled: func(*config.Config) bool { return false }, Run: func(context.Context, *startDeps) error {
+			return errors.New("a disabled role ran")
+		}},
+	}
+
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.URLs = []string{ext.ClientURL()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runStart(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+
+	var d *startDeps
+	select {
+	case d = <-started:
+	case err := <-done:
+		t.Fatalf("start ended early: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("role not started within 30s")
+	}
+	if d.NATS != nil || d.Publisher == nil || d.JS == nil {
+		t.Fatalf("deps %+v", d)
+	}
+	if err := d.Publisher.Publish(ctx, &events.Query{Session: events.Session{SID: "s"}, Query: "select 1"}); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ext.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, events.AuditStream)
+	if err != nil || st.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("AUDIT on the external server: %v %+v", err, st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-stopped
+
+	// A role that fails ends start with its error, after the others stopped.
+	startRoles = []startRole{
+		{Name: "watcher", Run: func(ctx context.Context, _ *startDeps) error { <-ctx.Done(); return nil }},
+		{Name: "broken", Run: func(context.Context, *startDeps) error { return errors.New("cannot bind") }},
+	}
+	err = runStart(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "broken: cannot bind") {
+		t.Fatalf("want the broken role's error, got %v", err)
 	}
 }
