@@ -628,7 +628,6 @@ func (x *Exporter) acked(recs []Record, items []*item, took time.Duration) {
 	}
 }
 
-
 func (x *Exporter) retried(err error, n int) {
 	retries := x.c.retries.Add(1)
 	x.c.setError(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters"
 	"github.com/tollgate-db/tollgate/test/harness"
@@ -198,4 +200,55 @@ func (e *Env) AuditEvents(t testing.TB, typ string) [][]byte {
 		seq = m.Sequence + 1
 	}
 	return out
+}
+
+// Build parses one exporter's configuration (the YAML of one item of
+// exporters:, without the leading "- ") and builds it against e.
+func (e *Env) Build(t testing.TB, exporterYAML string) (*exporters.Exporter, error) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("exporters:\n")
+	for i, line := range strings.Split(strings.TrimRight(exporterYAML, "\n"), "\n") {
+		if i == 0 {
+			b.WriteString("  - " + line + "\n")
+		} else {
+			b.WriteString("    " + line + "\n")
+		}
+	}
+	c, err := config.Parse([]byte(b.String()))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exporters.Build(ctx, 0, c.Exporters[0], exporters.Deps{JS: e.JS, Publisher: e.Strict})
+}
+
+// Run builds the exporter and runs it until the test ends or stop is
+// called; stop waits for it to finish.
+func (e *Env) Run(t testing.TB, exporterYAML string) (x *exporters.Exporter, stop func()) {
+	t.Helper()
+	x, err := e.Build(t, exporterYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("exporter %s: %v", x.Name(), err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("exporter %s did not stop within 30s", x.Name())
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return x, stop
 }
