@@ -17,9 +17,13 @@ const (
 	TargetPgBouncer = "pgbouncer"
 	TargetStrict    = "tollgate strict"
 	TargetAsync     = "tollgate async"
+	// TargetNoStore is a diagnostic: the agent in strict mode with a
+	// recorder that discards every event, which separates the engine's
+	// own cost (TLS, decoding, building events) from storing them.
+	TargetNoStore = "agent, events discarded"
 )
 
-// Targets lists every target in column order.
+// Targets lists the targets measured by default, in column order.
 var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync}
 
 // Measure is one target's pgbench run with what it cost the proxy.
@@ -83,6 +87,8 @@ func mbps(n int64, d time.Duration) float64 {
 // Report is one run of the benchmark: the machine, the settings and every
 // measurement.
 type Report struct {
+	// Targets are the columns; Targets (the package variable) when nil.
+	Targets  []string
 	Machine  Machine
 	Settings string
 	Cells    []Cell
@@ -213,15 +219,16 @@ func (r *Report) Markdown() string {
 // direct; for throughput also Tollgate strict against the relay and
 // pgbouncer.
 func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format string, throughput bool) {
+	targets := r.targets()
 	b.WriteString("| -M | clients |")
-	for _, t := range Targets {
+	for _, t := range targets {
 		fmt.Fprintf(b, " %s |", t)
 	}
 	if throughput {
 		b.WriteString(" strict / relay | strict / pgbouncer |")
 	}
 	b.WriteString("\n|---|---:|")
-	for range Targets {
+	for range targets {
 		b.WriteString("---:|")
 	}
 	if throughput {
@@ -231,7 +238,7 @@ func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format
 	for _, c := range r.sortedCells() {
 		fmt.Fprintf(b, "| %s | %d |", c.Mode, c.Clients)
 		direct := val(c.Results[TargetDirect])
-		for _, t := range Targets {
+		for _, t := range targets {
 			res, ok := c.Results[t]
 			if !ok {
 				b.WriteString(" – |")
@@ -252,6 +259,13 @@ func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format
 	}
 }
 
+func (r *Report) targets() []string {
+	if r.Targets == nil {
+		return Targets
+	}
+	return r.Targets
+}
+
 // sortedCells orders the rows: simple before prepared, then by clients.
 func (r *Report) sortedCells() []Cell {
 	cells := append([]Cell(nil), r.Cells...)
@@ -267,7 +281,7 @@ func (r *Report) sortedCells() []Cell {
 // cpuTable writes each proxy's CPU per transaction, with events per
 // transaction for the agents.
 func (r *Report) cpuTable(b *strings.Builder) {
-	proxies := Targets[1:]
+	proxies := r.targets()[1:]
 	b.WriteString("| -M | clients |")
 	for _, t := range proxies {
 		fmt.Fprintf(b, " %s |", t)

@@ -28,6 +28,7 @@ var (
 	flagCopyMB   = flag.Int("bench-copy-mb", 320, "size of the COPY data set in MB (full benchmark)")
 	flagRounds   = flag.Int("bench-rounds", 1, "measure every configuration this many times and keep the median (full benchmark)")
 	flagOut      = flag.String("bench-out", "report.md", "file the full benchmark's report is written to")
+	flagNoStore  = flag.Bool("bench-nostore", true, "also measure the agent with a recorder that discards events (a diagnostic of where the agent's time goes)")
 	flagProfiles = flag.String("bench-cpuprofile", "", "directory for CPU profiles of this process (relay and agents) during each in-process target's runs")
 )
 
@@ -40,16 +41,20 @@ type benchConfig struct {
 	rounds     int
 	out        string
 	profileDir string
+	targets    []string
 }
 
 func configFromFlags(t *testing.T) benchConfig {
 	if !*flagReport {
 		// Smoke: every target, both protocols, one client, one second.
 		return benchConfig{duration: time.Second, clients: []int{1}, modes: []string{"simple", "prepared"},
-			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles}
+			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles, targets: append(Targets[:len(Targets):len(Targets)], TargetNoStore)}
 	}
 	c := benchConfig{duration: *flagTime, modes: splitList(*flagModes), scale: *flagScale, copyMB: *flagCopyMB,
-		rounds: max(*flagRounds, 1), out: *flagOut, profileDir: *flagProfiles}
+		rounds: max(*flagRounds, 1), out: *flagOut, profileDir: *flagProfiles, targets: Targets}
+	if *flagNoStore {
+		c.targets = append(Targets[:len(Targets):len(Targets)], TargetNoStore)
+	}
 	for _, s := range splitList(*flagClients) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -98,7 +103,7 @@ func TestPgbenchReport(t *testing.T) {
 		}
 	}
 	cfg := configFromFlags(t)
-	rep := &Report{Machine: DescribeMachine()}
+	rep := &Report{Machine: DescribeMachine(), Targets: cfg.targets}
 	rep.Settings = fmt.Sprintf("pgbench -S -n, -T %s per run, -j min(2, clients), scale %d, %d round(s) (median); TLS on every leg; "+
 		"COPY of a %d MB table (text format) with psql; PostgreSQL fsync off, log_statement none, shared_buffers 256MB",
 		cfg.duration, cfg.scale, cfg.rounds, cfg.copyMB)
@@ -112,7 +117,7 @@ func TestPgbenchReport(t *testing.T) {
 	s.loadCopyData(t, cfg.copyMB)
 
 	// Every target must carry a session before anything is measured.
-	for _, name := range Targets {
+	for _, name := range cfg.targets {
 		got, err := s.psql(s.conns[name], "select current_user || ' ' || (select ssl from pg_stat_ssl where pid = pg_backend_pid())::text")
 		if err != nil || strings.TrimSpace(got) != benchUser+" true" {
 			t.Fatalf("%s: psql: %v %q", name, err, got)
@@ -135,8 +140,8 @@ func TestPgbenchReport(t *testing.T) {
 			for round := 0; round < cfg.rounds; round++ {
 				// The starting target rotates so that none always runs
 				// first (or last) in a cell.
-				for k := range Targets {
-					name := Targets[(cellIndex+round+k)%len(Targets)]
+				for k := range cfg.targets {
+					name := cfg.targets[(cellIndex+round+k)%len(cfg.targets)]
 					res := s.pgbench(t, cfg, name, mode, clients)
 					runs[name] = append(runs[name], res)
 					if name == TargetStrict {
@@ -153,7 +158,7 @@ func TestPgbenchReport(t *testing.T) {
 		}
 	}
 
-	for _, name := range Targets {
+	for _, name := range cfg.targets {
 		rep.Copy = append(rep.Copy, s.copyBench(t, cfg, name))
 	}
 	rep.Machine.LoadEnd = LoadAverage()
@@ -188,11 +193,21 @@ func TestPgbenchReport(t *testing.T) {
 
 func cellSummary(c Cell) string {
 	var parts []string
-	for _, name := range Targets {
+	for _, name := range targetsOf(c) {
 		r := c.Results[name]
 		parts = append(parts, fmt.Sprintf("%s %.0f tps", name, r.TPS))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func targetsOf(c Cell) []string {
+	var names []string
+	for _, t := range append(Targets[:len(Targets):len(Targets)], TargetNoStore) {
+		if _, ok := c.Results[t]; ok {
+			names = append(names, t)
+		}
+	}
+	return names
 }
 
 // median is the run with the median TPS.
@@ -222,6 +237,12 @@ func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, client
 		return nil
 	})
 	m.PgbenchResult = res
+	// Every statement has its client event(s) and a result event: a
+	// stream with fewer than two per transaction lost some.
+	if (name == TargetStrict || name == TargetAsync) && m.Events < 2*uint64(res.Transactions) {
+		t.Errorf("%s -M %s -c %d: %d transactions stored only %d audit events", name, mode, clients, res.Transactions, m.Events)
+	}
+	t.Logf("%-15s -M %-8s -c %-2d %8.0f tps %7.3f ms  proxy %6.1f µs/tx", name, mode, clients, res.TPS, res.LatencyMs, m.CPUPerTx())
 	return m
 }
 

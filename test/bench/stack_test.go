@@ -180,13 +180,17 @@ spec:
 	for _, m := range []struct {
 		target string
 		mode   events.Mode
-	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}} {
-		pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()))
-		if err != nil {
-			tb.Fatal(err)
+	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}} {
+		var rec agent.Recorder = discard{}
+		if m.target != TargetNoStore {
+			pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			s.pubs[m.target] = pub
+			tb.Cleanup(func() { _ = pub.Close(context.Background()) })
+			rec = pub
 		}
-		s.pubs[m.target] = pub
-		tb.Cleanup(func() { _ = pub.Close(context.Background()) })
 		srv, err := agent.NewServer(agent.ServerConfig{
 			Cluster: "bench",
 			Databases: []config.Database{{Name: "pg", Protocol: "postgres", URI: s.pg.Addr(), AuditMode: m.mode.String(),
@@ -196,7 +200,7 @@ spec:
 			UserCAs:    userPool,
 			Identify:   identity.FromCertificate,
 			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-			Recorder:   pub,
+			Recorder:   rec,
 			ClientCert: issue,
 			Engines:    map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLogger()})},
 			Logger:     quietLogger(),
@@ -209,6 +213,12 @@ spec:
 	}
 	return s
 }
+
+// discard is a recorder that stores nothing.
+type discard struct{}
+
+func (discard) Publish(context.Context, events.Event) error        { return nil }
+func (discard) PublishBatch(context.Context, []events.Event) error { return nil }
 
 // serve runs an in-process listener until the test ends and returns c
 // pointed at it.
