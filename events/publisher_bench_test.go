@@ -6,6 +6,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The benchmarks publish 400-byte db.session.query events to an embedded
@@ -196,4 +199,82 @@ func BenchmarkEncode(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
 		})
 	}
+}
+
+// BenchmarkBatch16Transport compares, for the same 16 encoded events, the
+// publisher's ack pipe with the jetstream package's PublishMsgAsync and
+// futures, so the choice of the pipe can be checked again when either side
+// changes.
+func BenchmarkBatch16Transport(b *testing.B) {
+	const n = 16
+	data, err := appendEvent(nil, func() Event { ev := queryEvent("01JBENCHSESSION00000000000", 0); _ = Stamp(ev, "bench"); return ev }())
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := "audit.bench.01JBENCHSESSION00000000000.db.session.query"
+	run := func(b *testing.B, publish func(ms []*nats.Msg) error) {
+		ms := make([]*nats.Msg, n)
+		lat := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		start, cpu0 := time.Now(), cpuTime()
+		for range b.N {
+			for j := range ms {
+				ms[j] = &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{NewID()}}}
+			}
+			t0 := time.Now()
+			if err := publish(ms); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		elapsed, cpu := time.Since(start), cpuTime()-cpu0
+		b.StopTimer()
+		reportRate(b, b.N*n, elapsed)
+		reportCPU(b, b.N*n, cpu)
+		reportP50(b, lat)
+	}
+	b.Run("pipe", func(b *testing.B) {
+		s := startStore(b, b.TempDir())
+		var w *waiter
+		pipe, err := newAckPipe(s.nc, 5*time.Second, func(_ *outMsg, _ bool, err error) { w.resolve(err) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pipe.close()
+		outs := make([]outMsg, n)
+		run(b, func(ms []*nats.Msg) error {
+			w = &waiter{done: make(chan struct{}, 1)}
+			w.left.Store(n)
+			for j, m := range ms {
+				outs[j].msg = *m
+				if err := pipe.send(&outs[j]); err != nil {
+					return err
+				}
+			}
+			<-w.done
+			return w.err
+		})
+	})
+	b.Run("jetstream-lib", func(b *testing.B) {
+		s := startStore(b, b.TempDir())
+		run(b, func(ms []*nats.Msg) error {
+			futs := make([]jetstream.PubAckFuture, len(ms))
+			for j, m := range ms {
+				f, err := s.js.PublishMsgAsync(m)
+				if err != nil {
+					return err
+				}
+				futs[j] = f
+			}
+			for _, f := range futs {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					return err
+				}
+			}
+			return nil
+		})
+	})
 }

@@ -14,9 +14,13 @@ import (
 
 // ackPipe sends messages to JetStream pipelined on core NATS and matches
 // each acknowledgement to its message by a sequence number in the reply
-// subject. It does what jetstream.PublishMsgAsync does, without a future,
-// a timer and a JSON decode per message: the publisher's hot path measured
-// three to four times faster with it (see the benchmarks).
+// subject. It does what jetstream.PublishMsgAsync does without a future,
+// channels, a timer and a JSON decode per message: about 15 fewer
+// allocations and 15% less CPU per event, server included
+// (BenchmarkBatch16Transport). It also owns each message until it is
+// resolved, which PublishMsgAsync does not promise: the library may resend
+// a message on "no responders" after its caller gave up on it, so a pooled
+// buffer could not be reused safely.
 //
 // Every message sent successfully is resolved exactly once, through
 // resolve: with its acknowledgement, with the error JetStream answered, or
