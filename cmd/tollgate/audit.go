@@ -114,7 +114,7 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 		}
 		return fmt.Errorf("audit stream: %w", err)
 	}
-	out := bufio.NewWriter(w)
+	out := bufio.NewWriterSize(w, 64<<10)
 	defer out.Flush()
 	if !f.follow {
 		info, err := cons.Info(ctx)
@@ -125,25 +125,17 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 			return nil
 		}
 	}
+	// A pull iterator keeps batches in flight: one round trip per batch,
+	// not per event.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	defer it.Stop()
 	for {
-		// Flush what was printed before blocking for more, so a reader
-		// of --follow sees events as they come.
-		wait := 5 * time.Second
-		msg, err := cons.Next(jetstream.FetchMaxWait(50 * time.Millisecond))
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-			if err := out.Flush(); err != nil {
-				return err
-			}
-			msg, err = cons.Next(jetstream.FetchMaxWait(wait))
-		}
+		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
 			return nil
-		}
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-			if f.follow {
-				continue
-			}
-			return fmt.Errorf("audit stream: events were pending but none came within %s", wait)
 		}
 		if err != nil {
 			return fmt.Errorf("audit stream: %w", err)
@@ -151,13 +143,18 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 		if _, err := out.Write(append(msg.Data(), '\n')); err != nil {
 			return err
 		}
-		if !f.follow {
-			md, err := msg.Metadata()
-			if err != nil {
-				return err
-			}
-			if md.NumPending == 0 {
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if md.NumPending == 0 {
+			// Caught up: done, or flush before waiting for more so a
+			// reader of --follow sees events as they come.
+			if !f.follow {
 				return nil
+			}
+			if err := out.Flush(); err != nil {
+				return err
 			}
 		}
 	}
