@@ -1,0 +1,155 @@
+package syslog_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/exporters/internal/exportertest"
+	"github.com/tollgate-db/tollgate/exporters/internal/rsyslogtest"
+	"github.com/tollgate-db/tollgate/exporters/internal/testpki"
+	_ "github.com/tollgate-db/tollgate/exporters/syslog"
+	"github.com/tollgate-db/tollgate/schemas"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// received waits until rsyslog has written want distinct events and
+// checks each line: the event id in the structured data is the id of the
+// event in the message, the MSGID is its code, the message is the stored
+// event and valid against its schema.
+func received(t *testing.T, r *rsyslogtest.Rsyslog, ids []string) map[string]int {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := map[string]int{}
+		lines := r.Lines(t)
+		for _, l := range lines {
+			var ev struct {
+				ID, Type, Code string
+			}
+			if err := json.Unmarshal(l.Msg, &ev); err != nil {
+				t.Fatalf("message is not the JSON event: %v: %q", err, l.Msg)
+			}
+			if !strings.Contains(l.SD, `id="`+ev.ID+`"`) || !strings.Contains(l.SD, `type="`+ev.Type+`"`) {
+				t.Fatalf("structured data %s does not name event %s of type %s", l.SD, ev.ID, ev.Type)
+			}
+			if l.MsgID != ev.Code {
+				t.Fatalf("MSGID %q, want the event code %q", l.MsgID, ev.Code)
+			}
+			if err := schemas.Validate(l.Msg); err != nil {
+				t.Fatalf("event %s as received: %v", ev.ID, err)
+			}
+			got[ev.ID]++
+		}
+		missing := 0
+		for id := range want {
+			if got[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rsyslog wrote %d lines; %d of %d events missing", len(lines), missing, len(ids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestEveryEventOverTCPAndTLS(t *testing.T) {
+	pki := testpki.New(t)
+	r := rsyslogtest.Start(t, rsyslogtest.Options{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.Fill(t, 2000, func(i int) events.Event {
+		q := exportertest.Query(i)
+		// Values that need escaping in structured data and JSON.
+		q.Query += ` -- "quoted" \ back]slash ` + "é"
+		return q
+	})
+	_, stop := e.Run(t, fmt.Sprintf(`name: sys
+type: syslog
+settings:
+  address: %s
+  facility: authpriv
+  linger: 20ms`, r.Addr))
+	e.Settled(t, "sys", 60*time.Second)
+	stop()
+	_, stopTLS := e.Run(t, fmt.Sprintf(`name: systls
+type: syslog
+settings:
+  address: %s
+  tls:
+    ca_file: %s
+  linger: 20ms`, r.TLSAddr, pki.CAFile))
+	e.Settled(t, "systls", 60*time.Second)
+	stopTLS()
+	got := received(t, r, ids)
+	for _, id := range ids {
+		if got[id] < 2 {
+			t.Fatalf("event %s received %d times, want once over TCP and once over TLS", id, got[id])
+		}
+	}
+}
+
+// A receiver that is not there yet: the exporter retries, then delivers
+// everything once it listens.
+func TestReceiverComesLater(t *testing.T) {
+	port := harness.FreePort(t)
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.Fill(t, 500, nil)
+	x, _ := e.Run(t, fmt.Sprintf(`name: late
+type: syslog
+settings:
+  address: 127.0.0.1:%d
+  linger: 20ms
+  backoff_min: 20ms
+  backoff_max: 200ms`, port))
+	deadline := time.Now().Add(20 * time.Second)
+	for x.Stats().Retries < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := x.Stats(); st.Delivered != 0 || st.Retries < 3 {
+		t.Fatalf("stats %+v before the receiver started", st)
+	}
+	r := rsyslogtest.Start(t, rsyslogtest.Options{Port: port})
+	e.Settled(t, "late", 60*time.Second)
+	received(t, r, ids)
+}
+
+// A message over max_message_bytes is dead-lettered, not cut.
+func TestOversizedMessageDeadLettered(t *testing.T) {
+	r := rsyslogtest.Start(t, rsyslogtest.Options{})
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.Fill(t, 100, func(i int) events.Event {
+		q := exportertest.Query(i)
+		if i == 42 {
+			q.Query = "SELECT '" + strings.Repeat("y", 20000) + "'"
+		}
+		return q
+	})
+	x, _ := e.Run(t, fmt.Sprintf(`name: small
+type: syslog
+settings:
+  address: %s
+  max_message_bytes: 8192
+  linger: 20ms`, r.Addr))
+	e.Settled(t, "small", 60*time.Second)
+	got := received(t, r, append(append([]string(nil), ids[:42]...), ids[43:]...))
+	if got[ids[42]] != 0 {
+		t.Fatal("the oversized event was sent")
+	}
+	if dl := e.DeadLetters(t, "small"); len(dl) != 1 || dl[0].Header.Get("Tollgate-Event-Id") != ids[42] {
+		t.Fatalf("dead letters %d, want event %s", len(dl), ids[42])
+	}
+	if st := x.Stats(); st.DeadLetters != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
