@@ -8,4 +8,6 @@ import (
 )
 
 // unacked cannot read the send queue here.
-func unacked(*net.TCPConn) (int, error) { return 0, errors.New("send queue size unknown on this system") }
+func unacked(*net.TCPConn) (int, error) {
+	return 0, errors.New("send queue size unknown on this system")
+}
