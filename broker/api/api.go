@@ -106,6 +106,9 @@ type Database struct {
 	URI      string            `json:"uri"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	HostID   string            `json:"host_id,omitempty"`
+	// AgentAddr is where clients reach the agent (host:port); tg dials it
+	// with the database name as TLS server name (SNI).
+	AgentAddr string `json:"agent_addr,omitempty"`
 	// Live is false once the agent's heartbeats stopped.
 	Live          bool      `json:"live"`
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
