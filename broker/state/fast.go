@@ -110,6 +110,8 @@ func decodeFast(data []byte, ev events.Event, in *interner) error {
 				err = s.stringMap(&e.Labels)
 			case "host_id":
 				e.HostID, err = s.istr()
+			case "agent_addr":
+				e.AgentAddr, err = s.istr()
 			case "heartbeat_ttl_ns":
 				e.HeartbeatTTLNs, err = s.int64()
 			default:
