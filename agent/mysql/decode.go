@@ -178,6 +178,9 @@ func (d *clientDecoder) entry(cmd wire.CommandType) *pending {
 // itself.
 func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, seq uint8, payload []byte) error {
 	p := d.p
+	if len(payload) == 0 {
+		return &malformed{reason: "empty command packet", seq: seq}
+	}
 	cmd, err := wire.DecodeCommand(payload, p.caps, lockedStmts{p})
 	if errors.Is(err, wire.ErrUnknownStatement) && (!d.empty() || !p.q.idle()) {
 		// A client may send COM_STMT_EXECUTE right behind the
