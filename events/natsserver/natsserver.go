@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -79,6 +80,11 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
 	}
+	// Made here so an unusable store dir fails at once with its reason,
+	// not as a server that never becomes ready.
+	if err := os.MkdirAll(so.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("natsserver: store dir: %w", err)
+	}
 	srv, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
@@ -95,6 +101,13 @@ func Start(o Options) (*Server, error) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("natsserver: server %s (store %s, listen %q) not ready within %s", so.ServerName, so.StoreDir, o.Listen, wait)
+	}
+	// The server runs on without JetStream when it cannot start it (an
+	// unusable store dir, say); without JetStream there is no audit.
+	if !srv.JetStreamEnabled() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("natsserver: JetStream did not start with store dir %s (is it writable?)", so.StoreDir)
 	}
 	return &Server{srv: srv, opts: o}, nil
 }

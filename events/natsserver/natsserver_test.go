@@ -141,6 +141,17 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
+func TestUnusableStoreDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(Options{StoreDir: filepath.Join(file, "nats")})
+	if err == nil || !strings.Contains(err.Error(), "not-a-dir") {
+		t.Fatalf("want an error naming the store dir, got %v", err)
+	}
+}
+
 func TestClusterR3SurvivesANode(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	nodes, err := StartCluster(ctx, t.TempDir(), 3, Options{Name: "tg"})
