@@ -9,6 +9,8 @@ import (
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/agent/mysql/wire"
 )
 
 // driver opens go-sql-driver/mysql through the agent's direct port with
@@ -208,4 +210,61 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 		t.Fatalf("refusals %d, refused statement events %d", refused, during)
 	}
 	groundTruth(t, s, evs, "app")
+}
+
+// TestEd25519UserAndLongData: a MariaDB user of the ed25519 plugin (the
+// server switches the agent to client_ed25519, answered for the empty
+// password beside the certificate), and a parameter sent as long data.
+func TestEd25519UserAndLongData(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.db.MustExec(t, "INSTALL SONAME 'auth_ed25519'")
+	// PASSWORD('') would store an empty string, which no signature
+	// matches; the key of the empty password is what the agent signs
+	// with.
+	s.db.CreateUserRequire(t, "edu", "IDENTIFIED VIA ed25519 USING '"+wire.Ed25519AuthString("")+"' REQUIRE SUBJECT '/CN=edu'")
+	c := gomysql.NewConfig()
+	c.User, c.Net, c.Addr, c.DBName = "edu", "tcp", s.direct, "test"
+	c.TLS = s.agentTLS(t)
+	c.TLS.ServerName = "127.0.0.1"
+	// A small packet limit makes the driver send a large argument with
+	// COM_STMT_SEND_LONG_DATA.
+	c.MaxAllowedPacket = 4096
+	connector, err := gomysql.NewConnector(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	big := strings.Repeat("x", 3000)
+	if _, err := db.Exec("INSERT INTO accounts (id, owner) VALUES (?, ?)", 1, "ed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("UPDATE accounts SET blob_col = LEFT(?, 64) WHERE id = ?", []byte(big), 1); err != nil {
+		t.Fatal(err)
+	}
+	var user string
+	if err := db.QueryRow("SELECT CURRENT_USER()").Scan(&user); err != nil || !strings.HasPrefix(user, "edu@") {
+		t.Fatalf("current user %q %v", user, err)
+	}
+	db.Close()
+	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	checkGapless(t, evs)
+	conn := ofType(evs, "db.session.mysql.connected")
+	if len(conn) == 0 || conn[0]["db_auth_plugin"] != "client_ed25519" {
+		t.Fatalf("connected %v", conn)
+	}
+	long := ofType(evs, "db.session.mysql.send_long_data")
+	if len(long) == 0 || long[0]["db_bytes"].(float64) <= 0 {
+		t.Fatalf("long data events %v", long)
+	}
+	found := false
+	for _, e := range ofType(evs, "db.session.mysql.execute") {
+		if p := toStrings(e["db_query_parameters"]); len(p) == 2 && p[0] == big {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the execute event lacks the long-data parameter's value")
+	}
+	groundTruth(t, s, evs, "edu")
 }
