@@ -64,6 +64,8 @@ type Env struct {
 	// their last events under it after the client left.
 	Background context.Context
 	drains     sync.WaitGroup
+	// life, when set, ends live sessions (ClientConn.OnTerminate).
+	life *Lifecycle
 }
 
 // NewSession opens an audited session for id on db as dbUser/dbName.

@@ -51,6 +51,10 @@ type ServerConfig struct {
 	// for sessions to store their last events (5s by default).
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
+	// Lifecycle, when set, ends live sessions on locks, certificate and
+	// grant ends and idleness, and refuses new ones under a lock; its Run
+	// must be running.
+	Lifecycle *Lifecycle
 }
 
 // Server accepts client connections over TLS and hands them to engines.
@@ -96,6 +100,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Lifecycle != nil {
+		cfg.Authorize = cfg.Lifecycle.Authorizer(cfg.Authorize)
 	}
 	s := &Server{cfg: cfg, databases: map[string]*Database{}, log: cfg.Logger}
 	for _, c := range cfg.Databases {
@@ -150,7 +157,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancelBG()
 	s.env = &Env{
 		Cluster: s.cfg.Cluster, Recorder: s.cfg.Recorder, Authorize: s.cfg.Authorize,
-		ClientCert: s.cfg.ClientCert, Logger: s.log, Background: bg,
+		ClientCert: s.cfg.ClientCert, Logger: s.log, Background: bg, life: s.cfg.Lifecycle,
 	}
 	connCtx, cancelConns := context.WithCancel(ctx)
 	defer cancelConns()
@@ -216,6 +223,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	log := s.log.With("remote", raw.RemoteAddr().String())
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	var act *activityConn
+	if s.cfg.Lifecycle != nil {
+		act = newActivityConn(raw)
+		raw = act
+	}
 	pc := &prefixConn{Conn: raw, r: bufio.NewReaderSize(raw, 512)}
 	first, err := pc.r.Peek(1)
 	if err != nil {
@@ -245,6 +257,9 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	cc.Identity, cc.Reject = s.verify(st.PeerCertificates)
 	if cc.Reject == nil {
 		cc.Database, cc.Reject = s.route(st.ServerName)
+	}
+	if cc.Reject == nil && s.cfg.Lifecycle != nil {
+		defer s.cfg.Lifecycle.admit(cc, act)()
 	}
 	eng := s.fallback
 	if cc.Database != nil {

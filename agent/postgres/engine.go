@@ -239,6 +239,8 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 			e.keys.remove(*p.key)
 		}
 	}()
+	p.server = up.conn
+	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, up)
 }
 

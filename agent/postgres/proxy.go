@@ -36,6 +36,38 @@ type proxy struct {
 
 	reasonMu sync.Mutex
 	reason   string
+	// termMsg is the ErrorResponse terminate wants the client to read
+	// last; the server goroutine sends it once the server stream stopped.
+	termMsg []byte
+}
+
+// terminate is the engine's agent.TerminateFunc: it ends the session with
+// a FATAL ErrorResponse (57P05 for idleness, as PostgreSQL's own
+// idle_session_timeout, else 57P01 admin_shutdown). Closing the database
+// side stops the server stream first, so the error never lands inside a
+// message the database was sending.
+func (p *proxy) terminate(reason, message string) {
+	code := stateAdminShutdown
+	if reason == events.EndIdleTimeout {
+		code = stateIdleSessionTimeout
+	}
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	p.termMsg = errorResponse("FATAL", code, "tollgate: "+message)
+	p.reasonMu.Unlock()
+	p.server.Close()
+}
+
+// sendTermination writes terminate's error, when there is one and the
+// client's stream stands between two messages. Only after serverLoop
+// returned.
+func (p *proxy) sendTermination() {
+	p.reasonMu.Lock()
+	msg := p.termMsg
+	p.reasonMu.Unlock()
+	if msg != nil && !p.sc.inMsg && p.sc.hdrN == 0 {
+		_ = p.writeClient(msg)
+	}
 }
 
 func (p *proxy) setReason(r string) {
@@ -78,6 +110,7 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	go func() {
 		err := p.serverLoop(up.r)
 		p.q.close()
+		p.sendTermination()
 		// Unblock the client loop.
 		p.client.Close()
 		serverDone <- err

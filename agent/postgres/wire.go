@@ -28,6 +28,9 @@ const (
 	// which an unavailable audit store is.
 	stateAuditUnavailable    = "58000"
 	stateFeatureNotSupported = "0A000"
+	// Sessions the agent ends (agent.Lifecycle).
+	stateAdminShutdown      = "57P01"
+	stateIdleSessionTimeout = "57P05"
 )
 
 // readStartup reads one startup-phase packet (no type byte): its code and

@@ -170,6 +170,8 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}
 	}()
 	store := s.Store
+	// Locks, certificate and grant ends and idleness end live sessions.
+	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
 	pg := postgres.New(o.Postgres)
 	s.Server, err = agent.NewServer(agent.ServerConfig{
 		Cluster:   cfg.ClusterName,
@@ -187,8 +189,9 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
-		Engines: map[string]agent.Engine{"postgres": pg, "cockroachdb": pg},
-		Logger:  o.Log,
+		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg},
+		Logger:    o.Log,
+		Lifecycle: life,
 	})
 	if err != nil {
 		return nil, err
@@ -206,6 +209,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { reg.beat(ctx) })
+	wg.Go(func() { life.Run(ctx) })
 	go func() {
 		err := s.Server.Serve(ctx, ln)
 		wg.Wait()

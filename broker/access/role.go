@@ -69,6 +69,13 @@ func (c Conditions) empty() bool {
 type RequestConditions struct {
 	Roles          []string `yaml:"roles" json:"roles" jsonschema:"description=Role names or patterns"`
 	ReasonRequired bool     `yaml:"reason_required,omitempty" json:"reason_required,omitempty" jsonschema:"description=A request must give a reason"`
+	// Approvals is how many distinct reviewers must approve (1 when
+	// unset); one denial denies. MaxDuration caps how long an approved
+	// request grants its roles; PendingTTL is how long it may wait for
+	// reviews. Across roles the strictest value wins (RequestPolicyOf).
+	Approvals   int    `yaml:"approvals,omitempty" json:"approvals,omitempty" jsonschema:"description=Approvals needed from distinct reviewers (default 1); one denial denies"`
+	MaxDuration string `yaml:"max_duration,omitempty" json:"max_duration,omitempty" jsonschema:"description=Longest access an approved request grants (e.g. 4h)"`
+	PendingTTL  string `yaml:"pending_ttl,omitempty" json:"pending_ttl,omitempty" jsonschema:"description=How long a request waits for reviews before it expires (e.g. 1h)"`
 }
 
 // ReviewConditions says which roles' requests may be reviewed.
@@ -204,6 +211,11 @@ func (c Conditions) validate() (path, msg string) {
 			name string
 			vs   []string
 		}{"review_requests.roles", c.ReviewRequests.Roles})
+	}
+	if r := c.Request; r != nil {
+		if path, msg := r.validate(); path != "" {
+			return "request." + path, msg
+		}
 	}
 	for _, l := range lists {
 		for i, v := range l.vs {

@@ -32,6 +32,8 @@ type Local struct {
 	Login     *login.Service
 	Admin     *admin.Service
 	Publisher *events.Publisher
+	// JS reaches the streams (AUDIT for sessions, STATE for requests).
+	JS jetstream.JetStream
 	// Via says how the command reached NATS, for messages.
 	Via string
 
@@ -118,6 +120,7 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 			return nil, err
 		}
 	}
+	l.JS = js
 	if l.CAs, err = ca.Open(cfg.DataDir); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,9 @@ import (
 	"github.com/tollgate-db/tollgate/broker/admin"
 	"github.com/tollgate-db/tollgate/broker/apiserver"
 	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/locks"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 )
@@ -54,6 +56,9 @@ type Broker struct {
 	Login *login.Service
 	Admin *admin.Service
 	API   *apiserver.Server
+	// Requests is the access-request workflow; it expires requests on
+	// time while the broker runs.
+	Requests *requests.Service
 	// Addr is where the API listens; ProxyAddr is the public address
 	// written into invites and identity files.
 	Addr, ProxyAddr string
@@ -119,6 +124,14 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	b.Login = login.New(b.Store, b.CAs, o.Audit, o.Login)
 	b.Admin = admin.New(b.Store, b.CAs, b.Login, b.ProxyAddr)
 	b.API = apiserver.New(b.Store, b.Login, b.Admin, o.Log.With("component", "api"))
+	// The access-request workflow and locks serve their own API paths.
+	if b.Requests, err = requests.New(ctx, o.JS, b.Store, requests.Options{Log: o.Log.With("component", "requests"), Actor: Actor}); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	requests.Mount(b.API, b.Requests, b.Login, b.Admin.Certificate)
+	locks.Mount(b.API, b.Store)
+	go b.Requests.Run(ctx)
 	go func() {
 		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))
 		b.close()
@@ -132,6 +145,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 func (b *Broker) Wait() error { return <-b.done }
 
 func (b *Broker) close() {
+	if b.Requests != nil {
+		b.Requests.Close()
+	}
 	if b.Store != nil {
 		b.Store.Close()
 	}

@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// StateSource is what the lifecycle reads of the control plane: locks,
+// access requests and roles. *state.Projection and *state.Store are one.
+type StateSource interface {
+	// Seq changes whenever the state does.
+	Seq() uint64
+	LockedOut(now time.Time, user string, roles []string, sid string) (state.Lock, bool)
+	AccessRequest(id string) (state.AccessRequest, bool)
+	ResolveRoles(names []string) ([]access.Role, []string)
+}
+
+// TerminateFunc ends a live session in the protocol's own way: it tells
+// the client message (for PostgreSQL an ErrorResponse FATAL, for MySQL an
+// ERR packet) and closes both sides. reason is one of the events.End*
+// constants and must become the reason of the session's db.session.end.
+// It is called at most once, from its own goroutine.
+type TerminateFunc func(reason, message string)
+
+// LifecycleOptions tune a Lifecycle.
+type LifecycleOptions struct {
+	// Interval is how often live sessions are checked against the state,
+	// their certificate and grant ends and their idle time (50ms).
+	Interval time.Duration
+	// Grace is how long a TerminateFunc may take before the connection is
+	// closed under it (2s).
+	Grace time.Duration
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Lifecycle ends live sessions when the control plane says so: a lock that
+// matches their user, one of their roles or their session id; the end of
+// their certificate (disconnect_expired_cert, on unless every role that
+// sets it turns it off) or of the access request that granted their roles;
+// and client_idle_timeout. It also refuses new sessions while a lock holds
+// or a grant is over (Authorizer). Every ending is a db.session.terminate
+// event in the session, followed by its db.session.end with the same
+// reason.
+//
+// Engines take part through ClientConn.OnTerminate, which hands the
+// lifecycle a TerminateFunc once the session is open; a connection whose
+// engine gave none is simply closed.
+type Lifecycle struct {
+	src      StateSource
+	interval time.Duration
+	grace    time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	live map[*ClientConn]*liveConn
+	kick chan struct{}
+}
+
+// NewLifecycle returns a lifecycle reading src; Run must run for it to act
+// on live sessions.
+func NewLifecycle(src StateSource, o LifecycleOptions) *Lifecycle {
+	if o.Interval <= 0 {
+		o.Interval = 50 * time.Millisecond
+	}
+	if o.Grace <= 0 {
+		o.Grace = 2 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Lifecycle{src: src, interval: o.Interval, grace: o.Grace, now: o.Now, log: o.Logger,
+		live: map[*ClientConn]*liveConn{}, kick: make(chan struct{}, 1)}
+}
+
+// liveConn is one client connection with a verified identity.
+type liveConn struct {
+	cc       *ClientConn
+	activity *activityConn
+	// Derived from the identity's roles at admission.
+	disconnectExpired bool
+	idleTimeout       time.Duration
+	// seq is the state sequence locks were last checked at; 0 until the
+	// first check, so a connection admitted between a lock and the next
+	// tick is still checked against it.
+	seq uint64
+
+	mu    sync.Mutex
+	sess  *Session
+	term  TerminateFunc
+	ended bool
+}
+
+// Run checks live sessions until ctx ends.
+func (l *Lifecycle) Run(ctx context.Context) {
+	t := time.NewTicker(l.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-l.kick:
+		}
+		l.check()
+	}
+}
+
+// Notify asks for a check now (a STATE event arrived: state.OnApply can
+// call it), instead of at the next tick.
+func (l *Lifecycle) Notify() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Live returns the session ids of live sessions (those whose engine opened
+// one), for tests and diagnostics.
+func (l *Lifecycle) Live() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, lc := range l.live {
+		lc.mu.Lock()
+		if lc.sess != nil && !lc.ended {
+			out = append(out, lc.sess.ID)
+		}
+		lc.mu.Unlock()
+	}
+	return out
+}
+
+// check ends every live session something now ends: locks only when the
+// state changed since the connection was last checked; grants,
+// certificate ends and idleness every time.
+func (l *Lifecycle) check() {
+	seq := l.src.Seq()
+	l.mu.Lock()
+	conns := make([]*liveConn, 0, len(l.live))
+	for _, lc := range l.live {
+		conns = append(conns, lc)
+	}
+	l.mu.Unlock()
+	now := l.now()
+	for _, lc := range conns {
+		if why := l.ending(lc, now, seq); why != nil {
+			l.end(lc, why)
+		}
+	}
+}
+
+// ending is why lc must end now, or nil.
+func (l *Lifecycle) ending(lc *liveConn, now time.Time, seq uint64) *endReason {
+	id := lc.cc.Identity
+	lc.mu.Lock()
+	sid := ""
+	if lc.sess != nil {
+		sid = lc.sess.ID
+	}
+	ended := lc.ended
+	stateChanged := lc.seq != seq
+	lc.seq = seq
+	lc.mu.Unlock()
+	if ended {
+		return nil
+	}
+	if stateChanged {
+		if lk, ok := l.src.LockedOut(now, id.User, id.Roles, sid); ok {
+			return lockReason(lk, id)
+		}
+	}
+	if why := l.grantOver(id, now); why != nil {
+		return why
+	}
+	if lc.disconnectExpired && !id.Expires.IsZero() && !now.Before(id.Expires) {
+		return &endReason{reason: events.EndCertExpired,
+			message: fmt.Sprintf("session ended: the certificate of %s expired at %s; log in again with tg login", id.User, id.Expires.UTC().Format(time.RFC3339))}
+	}
+	if lc.idleTimeout > 0 {
+		if idle := now.Sub(lc.activity.last()); idle >= lc.idleTimeout {
+			return &endReason{reason: events.EndIdleTimeout, idle: idle,
+				message: fmt.Sprintf("session ended: the client sent nothing for %s (client_idle_timeout %s)", idle.Round(time.Second), lc.idleTimeout)}
+		}
+	}
+	return nil
+}
+
+// grantOver says why the access requests an identity carries no longer
+// grant anything: one is not approved any more, or its time is up.
+func (l *Lifecycle) grantOver(id identity.Identity, now time.Time) *endReason {
+	for _, rid := range id.AccessRequests {
+		r, ok := l.src.AccessRequest(rid)
+		switch {
+		case !ok:
+			return &endReason{reason: events.EndAccessExpired, requestID: rid,
+				message: fmt.Sprintf("session ended: access request %s is unknown to this agent", rid)}
+		case r.State == state.RequestApproved && now.Before(r.Expires):
+			continue
+		case r.State == state.RequestApproved || r.State == state.RequestExpired:
+			return &endReason{reason: events.EndAccessExpired, requestID: rid,
+				message: fmt.Sprintf("session ended: the access granted by request %s (roles %s) ended at %s; ask again with tg request create",
+					rid, strings.Join(r.Roles, ","), r.Expires.UTC().Format(time.RFC3339))}
+		default:
+			return &endReason{reason: events.EndAccessExpired, requestID: rid,
+				message: fmt.Sprintf("session ended: access request %s is %s", rid, r.State)}
+		}
+	}
+	return nil
+}
+
+type endReason struct {
+	reason, message string
+	lockID          string
+	requestID       string
+	idle            time.Duration
+}
+
+func lockReason(lk state.Lock, id identity.Identity) *endReason {
+	what := ""
+	switch {
+	case lk.TargetUser != "":
+		what = "user " + lk.TargetUser + " is locked"
+	case lk.TargetRole != "":
+		what = "role " + lk.TargetRole + " (held by " + id.User + ") is locked"
+	default:
+		what = "this session is locked"
+	}
+	msg := "session ended: " + what
+	if lk.Message != "" {
+		msg += ": " + lk.Message
+	}
+	return &endReason{reason: events.EndLocked, message: msg, lockID: lk.ID}
+}
+
+// end terminates lc once: the terminate event goes into the session, the
+// engine tells the client, and the connection is closed after the grace
+// period whatever the engine did.
+func (l *Lifecycle) end(lc *liveConn, why *endReason) {
+	lc.mu.Lock()
+	if lc.ended {
+		lc.mu.Unlock()
+		return
+	}
+	lc.ended = true
+	sess, term := lc.sess, lc.term
+	lc.mu.Unlock()
+	if sess != nil {
+		ev := &events.SessionTerminate{Reason: why.reason, Message: why.message, LockID: why.lockID,
+			RequestID: why.requestID, IdleNs: why.idle.Nanoseconds()}
+		if err := sess.Emit(ev); err != nil && !errors.Is(err, ErrSessionClosed) {
+			l.log.Error("agent: cannot record session termination", "sid", sess.ID, "err", err)
+		}
+	}
+	l.log.Info("agent: ending session", "user", lc.cc.Identity.User, "reason", why.reason, "message", why.message)
+	if term == nil {
+		lc.cc.Close()
+		return
+	}
+	go term(why.reason, why.message)
+	time.AfterFunc(l.grace, func() { lc.cc.Close() })
+}
+
+// Authorizer wraps next with the lifecycle's refusals: a lock on the user
+// or one of their roles, and access requests that no longer grant
+// anything. The engine records and reports the refusal as it does any
+// denial.
+func (l *Lifecycle) Authorizer(next Authorizer) Authorizer {
+	return func(id identity.Identity, db DatabaseInfo, dbUser, dbName string) Decision {
+		now := l.now()
+		if lk, ok := l.src.LockedOut(now, id.User, id.Roles, ""); ok {
+			why := lockReason(lk, id)
+			return Decision{Refused: "lock", Rule: "lock " + lk.ID,
+				Reason: strings.TrimPrefix(why.message, "session ended: ")}
+		}
+		if why := l.grantOver(id, now); why != nil {
+			return Decision{Refused: "access request", Rule: "access request " + why.requestID,
+				Reason: strings.TrimPrefix(why.message, "session ended: ")}
+		}
+		return next(id, db, dbUser, dbName)
+	}
+}
+
+// admit starts following a connection whose identity was verified; the
+// returned func stops following it.
+func (l *Lifecycle) admit(cc *ClientConn, act *activityConn) func() {
+	roles, _ := l.src.ResolveRoles(cc.Identity.Roles)
+	lc := &liveConn{cc: cc, activity: act, disconnectExpired: disconnectExpiredCert(roles),
+		idleTimeout: access.Options(roles).ClientIdleTimeout}
+	l.mu.Lock()
+	l.live[cc] = lc
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.live, cc)
+		l.mu.Unlock()
+	}
+}
+
+// disconnectExpiredCert is on by default: only roles that turn it off
+// explicitly, with none turning it on, keep a session past its
+// certificate.
+func disconnectExpiredCert(roles []access.Role) bool {
+	on, off := false, false
+	for i := range roles {
+		if v := roles[i].Spec.Options.DisconnectExpiredCert; v != nil {
+			if *v {
+				on = true
+			} else {
+				off = true
+			}
+		}
+	}
+	return on || !off
+}
+
+// OnTerminate is how an engine takes part in the lifecycle: once it opened
+// the session s for this connection, it hands over the function that ends
+// it in the protocol's own form. Until then (or when an engine never calls
+// it) an ending closes the connection.
+func (c *ClientConn) OnTerminate(s *Session, fn TerminateFunc) {
+	if c.Env == nil || c.Env.life == nil {
+		return
+	}
+	l := c.Env.life
+	l.mu.Lock()
+	lc := l.live[c]
+	l.mu.Unlock()
+	if lc == nil {
+		return
+	}
+	lc.mu.Lock()
+	lc.sess, lc.term = s, fn
+	lc.mu.Unlock()
+	// A session lock may already name it in a race with a fresh id only
+	// in theory; a check now costs nothing and keeps the rule simple.
+	l.Notify()
+}
+
+// activityConn records when the client last sent anything, for
+// client_idle_timeout.
+type activityConn struct {
+	net.Conn
+	at atomic.Int64
+}
+
+func newActivityConn(c net.Conn) *activityConn {
+	a := &activityConn{Conn: c}
+	a.at.Store(time.Now().UnixNano())
+	return a
+}
+
+func (a *activityConn) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if n > 0 {
+		a.at.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (a *activityConn) last() time.Time { return time.Unix(0, a.at.Load()) }
