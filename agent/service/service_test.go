@@ -336,4 +336,3 @@ func auditOfType(t *testing.T, js jetstream.JetStream, typ string) []map[string]
 	}
 	return out
 }
-
