@@ -171,17 +171,24 @@ func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 	issue := agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 		return cas.IssueDBClient(pub, u, ttl)
 	}, time.Hour)
-	for _, mode := range []string{"strict", "async"} {
+	for _, mode := range []string{"strict", "async", "discard"} {
+		var rec agent.Recorder = pub
+		auditMode := mode
+		if mode == "discard" {
+			// A diagnostic: the agent with a recorder that stores
+			// nothing separates the engine's own cost from storing.
+			rec, auditMode = discardRecorder{}, "strict"
+		}
 		eng := agentmysql.New(agentmysql.Options{Logger: quietLog()})
 		srv, err := agent.NewServer(agent.ServerConfig{
 			Cluster: "bench",
-			Databases: []config.Database{{Name: "my-" + mode, Protocol: "mysql", URI: db.Addr(), AuditMode: mode,
+			Databases: []config.Database{{Name: "my-" + mode, Protocol: "mysql", URI: db.Addr(), AuditMode: auditMode,
 				TLS: config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}},
 			TLS:        &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
 			UserCAs:    userPool,
 			Identify:   identity.FromCertificate,
 			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-			Recorder:   pub,
+			Recorder:   rec,
 			ClientCert: issue,
 			Engines:    map[string]agent.Engine{"mysql": eng},
 			Logger:     quietLog(),
@@ -197,7 +204,7 @@ func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = srv.Serve(ctx, eng.Listener(ln, agentmysql.ListenerOptions{Cluster: "bench", Recorder: pub, Database: dbInfo}))
+			_ = srv.Serve(ctx, eng.Listener(ln, agentmysql.ListenerOptions{Cluster: "bench", Recorder: rec, Database: dbInfo}))
 		}()
 		tb.Cleanup(func() { cancel(); <-done })
 		d := mkdir("tollgate-" + mode)
@@ -206,7 +213,11 @@ func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 		if err := os.WriteFile(filepath.Join(d, "cacert.pem"), hostCAPEM, 0o600); err != nil {
 			tb.Fatal(err)
 		}
-		m.targets = append(m.targets, mysqlTarget{name: "tollgate " + mode, addr: ln.Addr().String(), dir: d})
+		name := "tollgate " + mode
+		if mode == "discard" {
+			name = "agent, events discarded"
+		}
+		m.targets = append(m.targets, mysqlTarget{name: name, addr: ln.Addr().String(), dir: d})
 	}
 
 	if out, err := m.sysbench(m.targets[0], "oltp_read_only", 4, 0, tableSize, "prepare"); err != nil {
@@ -230,10 +241,24 @@ func (m *mysqlBench) sysbench(t mysqlTarget, workload string, threads, seconds, 
 
 var qpsRE = regexp.MustCompile(`queries:\s+\d+\s+\(([\d.]+) per sec`)
 
-// run returns the queries per second of one sysbench run.
-func (m *mysqlBench) run(tb testing.TB, t mysqlTarget, workload string, threads, seconds, tableSize int) float64 {
+// mysqlResult is one sysbench run: queries per second, and the CPU time
+// this process (the relay or the agent, with its JetStream) spent per
+// query, which depends far less than throughput on what else the machine
+// runs.
+type mysqlResult struct {
+	qps     float64
+	cpuPerQ time.Duration
+	queries float64
+}
+
+var queriesRE = regexp.MustCompile(`queries:\s+(\d+)\s+\(`)
+
+// run runs sysbench once through t.
+func (m *mysqlBench) run(tb testing.TB, t mysqlTarget, workload string, threads, seconds, tableSize int) mysqlResult {
 	tb.Helper()
+	cpu0 := SelfCPUTime()
 	out, err := m.sysbench(t, workload, threads, seconds, tableSize, "run")
+	cpu := SelfCPUTime() - cpu0
 	if err != nil {
 		tb.Fatalf("sysbench %s through %s: %v\n%s", workload, t.name, err, out)
 	}
@@ -244,9 +269,22 @@ func (m *mysqlBench) run(tb testing.TB, t mysqlTarget, workload string, threads,
 	if mm == nil {
 		tb.Fatalf("sysbench %s through %s: no queries per second in\n%s", workload, t.name, out)
 	}
-	qps, _ := strconv.ParseFloat(string(mm[1]), 64)
-	return qps
+	var r mysqlResult
+	r.qps, _ = strconv.ParseFloat(string(mm[1]), 64)
+	if q := queriesRE.FindSubmatch(out); q != nil {
+		r.queries, _ = strconv.ParseFloat(string(q[1]), 64)
+	}
+	if r.queries > 0 {
+		r.cpuPerQ = time.Duration(float64(cpu) / r.queries)
+	}
+	return r
 }
+
+// discardRecorder stores nothing.
+type discardRecorder struct{}
+
+func (discardRecorder) Publish(context.Context, events.Event) error        { return nil }
+func (discardRecorder) PublishBatch(context.Context, []events.Event) error { return nil }
 
 func errorsIn(out []byte) int {
 	mm := regexp.MustCompile(`ignored errors:\s+(\d+)`).FindSubmatch(out)
@@ -258,26 +296,43 @@ func errorsIn(out []byte) int {
 }
 
 // table runs every workload through every target once and formats the
-// queries per second with their ratio to direct.
-func (m *mysqlBench) table(tb testing.TB, workloads []string, threads, seconds, tableSize int) (string, map[string]map[string]float64) {
-	res := map[string]map[string]float64{}
-	var b strings.Builder
-	fmt.Fprintf(&b, "MySQL: sysbench, %d threads, %ds per run, TLS on both legs, MariaDB %s (queries/s, ratio to direct)\n\n", threads, seconds, "10.11")
-	fmt.Fprintf(&b, "| workload | %s | strict/relay |\n|---|", strings.Join(names(m.targets), " | "))
-	for range m.targets {
-		b.WriteString("---|")
-	}
-	b.WriteString("---|\n")
+// queries per second with their ratio to direct, and this process's CPU
+// time per query.
+func (m *mysqlBench) table(tb testing.TB, workloads []string, threads, seconds, tableSize int) (string, map[string]map[string]mysqlResult) {
+	res := map[string]map[string]mysqlResult{}
 	for _, w := range workloads {
-		res[w] = map[string]float64{}
-		fmt.Fprintf(&b, "| %s |", w)
+		res[w] = map[string]mysqlResult{}
 		for _, t := range m.targets {
 			res[w][t.name] = m.run(tb, t, w, threads, seconds, tableSize)
 		}
-		for _, t := range m.targets {
-			fmt.Fprintf(&b, " %.0f (%.2f) |", res[w][t.name], res[w][t.name]/res[w]["direct"])
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "## MySQL: sysbench, %d threads, %ds per run, TLS on both legs, MariaDB 10.11\n\n", threads, seconds)
+	fmt.Fprintf(&b, "Load average before: %s.\n\nQueries per second (ratio to direct):\n\n", LoadAverage())
+	header := func() {
+		fmt.Fprintf(&b, "| workload | %s |", strings.Join(names(m.targets), " | "))
+		b.WriteString(" strict/relay |\n|---|")
+		for range m.targets {
+			b.WriteString("---|")
 		}
-		fmt.Fprintf(&b, " %.2f |\n", res[w]["tollgate strict"]/res[w]["relay"])
+		b.WriteString("---|\n")
+	}
+	header()
+	for _, w := range workloads {
+		fmt.Fprintf(&b, "| %s |", w)
+		for _, t := range m.targets {
+			fmt.Fprintf(&b, " %.0f (%.2f) |", res[w][t.name].qps, res[w][t.name].qps/res[w]["direct"].qps)
+		}
+		fmt.Fprintf(&b, " %.2f |\n", res[w]["tollgate strict"].qps/res[w]["relay"].qps)
+	}
+	b.WriteString("\nCPU time of the proxy process per query in µs (relay, or agent with its embedded JetStream; direct: the idle test process):\n\n")
+	header()
+	for _, w := range workloads {
+		fmt.Fprintf(&b, "| %s |", w)
+		for _, t := range m.targets {
+			fmt.Fprintf(&b, " %.1f |", float64(res[w][t.name].cpuPerQ.Nanoseconds())/1000)
+		}
+		fmt.Fprintf(&b, " %.2f |\n", float64(res[w]["tollgate strict"].cpuPerQ)/float64(res[w]["relay"].cpuPerQ))
 	}
 	return b.String(), res
 }
@@ -296,7 +351,7 @@ func names(ts []mysqlTarget) []string {
 func TestMySQLBenchSmoke(t *testing.T) {
 	m := setupMySQLBench(t, 100)
 	for _, tg := range m.targets {
-		if qps := m.run(t, tg, "oltp_point_select", 2, 1, 100); qps <= 0 {
+		if r := m.run(t, tg, "oltp_point_select", 2, 1, 100); r.qps <= 0 {
 			t.Fatalf("%s: no queries", tg.name)
 		}
 	}
@@ -317,6 +372,6 @@ func BenchmarkMySQLSysbench(b *testing.B) {
 	table, res := m.table(b, []string{"oltp_read_only", "oltp_point_select"}, 8, seconds, 10000)
 	fmt.Println(table)
 	for w, r := range res {
-		b.ReportMetric(r["tollgate strict"]/r["relay"], w+"_strict/relay")
+		b.ReportMetric(r["tollgate strict"].qps/r["relay"].qps, w+"_strict/relay")
 	}
 }
