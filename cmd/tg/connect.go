@@ -38,7 +38,7 @@ the client exits.`,
 			return runConnect(cmd, args[0], cf, args[1:])
 		},
 	}
-	cf.add(connect)
+	cf.add(connect, false)
 
 	var lf dbFlags
 	login := &cobra.Command{
@@ -57,7 +57,7 @@ keeps it working.`,
 			return runDBLogin(cmd, args[0], lf)
 		},
 	}
-	lf.add(login)
+	lf.add(login, false)
 
 	logout := &cobra.Command{
 		Use:   "logout [NAME]",
@@ -111,19 +111,19 @@ func runConnect(cmd *cobra.Command, name string, f dbFlags, extra []string) erro
 	switch db.Protocol {
 	case "mysql":
 		args = []string{"--host=" + host, "--port=" + port, "--skip-ssl"}
-		if t.dbUser != "" {
-			args = append(args, "--user="+t.dbUser)
+		if t.user != "" {
+			args = append(args, "--user="+t.user)
 		}
-		if t.dbName != "" {
-			args = append(args, "--database="+t.dbName)
+		if t.name != "" {
+			args = append(args, "--database="+t.name)
 		}
 	default:
 		conn := fmt.Sprintf("host=%s port=%s sslmode=disable gssencmode=disable application_name=tg", host, port)
-		if t.dbUser != "" {
-			conn += " user=" + t.dbUser
+		if t.user != "" {
+			conn += " user=" + t.user
 		}
-		if t.dbName != "" {
-			conn += " dbname=" + t.dbName
+		if t.name != "" {
+			conn += " dbname=" + t.name
 		}
 		args = []string{conn}
 	}

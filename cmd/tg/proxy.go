@@ -28,8 +28,15 @@ type dbFlags struct {
 	dbUser, dbName string
 }
 
-func (f *dbFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&f.dbUser, "db-user", "", "database user to log in as (default: your only db_users trait)")
+// add defines --db-user and --db-name; for a tunnel they replace what
+// clients send, elsewhere they say what to connect as.
+func (f *dbFlags) add(c *cobra.Command, tunnel bool) {
+	if tunnel {
+		c.Flags().StringVar(&f.dbUser, "db-user", "", "database user every connection logs in as, whatever the client sends")
+		c.Flags().StringVar(&f.dbName, "db-name", "", "database name every connection uses, whatever the client sends")
+		return
+	}
+	c.Flags().StringVar(&f.dbUser, "db-user", "", "database user to log in as (default: your only db_users trait, else the client's default)")
 	c.Flags().StringVar(&f.dbName, "db-name", "", "database name (default: your only db_names trait, else the client's default)")
 }
 
@@ -70,13 +77,13 @@ client's own parameters are used. The tunnel runs until interrupted.`,
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Tunnel to %s (%s) through agent %s listening on %s\n", db.Name, db.Protocol, db.AgentAddr, t.Addr())
-			fmt.Fprintf(out, "Connect with:\n  %s\n", connectHint(db.Protocol, t.Addr(), t.dbUser, t.dbName))
+			fmt.Fprintf(out, "Connect with:\n  %s\n", connectHint(db.Protocol, t.Addr(), t.user, t.name))
 			return t.Serve(ctx)
 		},
 	}
 	dbc.Flags().BoolVar(&tunnel, "tunnel", false, "plaintext local listener, each connection carried in TLS to the agent (required)")
 	dbc.Flags().IntVar(&port, "port", 0, "local port (0: any free port, printed)")
-	f.add(dbc)
+	f.add(dbc, true)
 	proxyCmd.AddCommand(dbc)
 	root.AddCommand(proxyCmd)
 }
@@ -128,8 +135,11 @@ type tunnel struct {
 	protocol string
 	tls      *tls.Config
 	// dbUser and dbName replace those of PostgreSQL startup messages when
-	// set.
+	// set (--db-user, --db-name).
 	dbUser, dbName string
+	// user and name are what clients should connect as: the flags, else
+	// the identity's only db_users and db_names traits.
+	user, name string
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -158,11 +168,12 @@ func openTunnel(ctx context.Context, name string, f dbFlags, listen string) (*tu
 	}
 	t := newTunnel(ln, db.AgentAddr, db.Protocol, db.Name, id)
 	t.dbUser, t.dbName = f.dbUser, f.dbName
-	if t.dbUser == "" {
-		t.dbUser = defaultTrait(id.Identity, identity.TraitDBUsers)
+	t.user, t.name = f.dbUser, f.dbName
+	if t.user == "" {
+		t.user = defaultTrait(id.Identity, identity.TraitDBUsers)
 	}
-	if t.dbName == "" {
-		t.dbName = defaultTrait(id.Identity, identity.TraitDBNames)
+	if t.name == "" {
+		t.name = defaultTrait(id.Identity, identity.TraitDBNames)
 	}
 	return t, db, nil
 }

@@ -389,6 +389,16 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatalf("psql through the tunnel: %q", out)
 	}
 
+	// Without --db-user and --db-name the client's own are used; the
+	// hint names the identity's only db_users trait.
+	plain := d.tunnel()
+	if want := `psql "host=127.0.0.1 port=` + plain + ` user=demo sslmode=disable"`; d.tunnelHint != want {
+		t.Fatalf("tunnel printed %q, want %q", d.tunnelHint, want)
+	}
+	out = d.mustRun("psql", "host=127.0.0.1 port="+plain+" user=demo dbname=postgres sslmode=disable", "-X", "-At", "-c", "select current_database()")
+	if strings.TrimSpace(out) != "postgres" {
+		t.Fatalf("tunnel without --db-name: connected to %q", out)
+	}
 	phase("psql")
 	// Ctrl-C in psql: it sends a cancel request to the tunnel port, the
 	// tunnel carries it to the agent, the agent to the backend.
