@@ -60,7 +60,6 @@ func fillState(b *testing.B, js jetstream.JetStream, n int) {
 		// i+1.
 		msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, h.ID)
-		msg.Header.Set(jetstream.ExpectedStreamHeader, events.StateStream)
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(last[subj], 10))
 		last[subj] = uint64(i) + 1
 		if _, err := js.PublishMsgAsync(msg); err != nil {

@@ -143,9 +143,10 @@ func (s *Store) publish(ctx context.Context, subj string, data []byte, id string
 	var err error
 	for try := 0; try < 3; try++ {
 		var ack *jetstream.PubAck
+		// No Nats-Expected-Stream: state.> can only belong to STATE, and
+		// every header is stored and parsed again on each replay.
 		ack, err = s.js.Publish(ctx, subj, data,
 			jetstream.WithMsgID(id),
-			jetstream.WithExpectStream(events.StateStream),
 			jetstream.WithExpectLastSequencePerSubject(expected))
 		if err == nil || isConflict(err) || ctx.Err() != nil {
 			return ack, err
