@@ -1,0 +1,138 @@
+package tds
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// errShort reports that a value runs past the end of the data; need, when
+// known, is how many bytes the value requires from the reader's start.
+type errShort struct{ need int }
+
+func (e *errShort) Error() string { return "truncated" }
+
+// rd reads little-endian fields with bounds checks. The first failure
+// sticks: later reads return zero values, and err says what was being read.
+type rd struct {
+	b   []byte
+	off int
+	err error
+	// what names the structure being read, for error messages.
+	what string
+}
+
+func (r *rd) fail(format string, a ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf(format, a...)
+	}
+}
+
+func (r *rd) short(field string, n int) {
+	if r.err == nil {
+		r.err = &shortError{field: field, what: r.what, need: r.off + n, have: len(r.b)}
+	}
+}
+
+// shortError is a field that runs past the end of its message.
+type shortError struct {
+	field, what string
+	need, have  int
+}
+
+func (e *shortError) Error() string {
+	return fmt.Sprintf("%s: %s runs past the end of the data (needs %d bytes, %d present)", e.what, e.field, e.need, e.have)
+}
+
+func (r *rd) left() int { return len(r.b) - r.off }
+
+func (r *rd) bytes(field string, n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || r.left() < n {
+		r.short(field, n)
+		return nil
+	}
+	v := r.b[r.off : r.off+n]
+	r.off += n
+	return v
+}
+
+func (r *rd) u8(field string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.left() < 1 {
+		r.short(field, 1)
+		return 0
+	}
+	v := r.b[r.off]
+	r.off++
+	return v
+}
+
+func (r *rd) u16(field string) uint16 {
+	if r.err != nil {
+		return 0
+	}
+	if r.left() < 2 {
+		r.short(field, 2)
+		return 0
+	}
+	v := binary.LittleEndian.Uint16(r.b[r.off:])
+	r.off += 2
+	return v
+}
+
+func (r *rd) u32(field string) uint32 {
+	if r.err != nil {
+		return 0
+	}
+	if r.left() < 4 {
+		r.short(field, 4)
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(r.b[r.off:])
+	r.off += 4
+	return v
+}
+
+func (r *rd) u64(field string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if r.left() < 8 {
+		r.short(field, 8)
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b[r.off:])
+	r.off += 8
+	return v
+}
+
+// bvarchar reads a B_VARCHAR (byte count of UCS-2 characters).
+func (r *rd) bvarchar(field string) string {
+	n := int(r.u8(field + " length"))
+	b := r.bytes(field, 2*n)
+	if r.err != nil {
+		return ""
+	}
+	return DecodeUCS2(b)
+}
+
+// usvarchar reads a US_VARCHAR (16-bit count of UCS-2 characters).
+func (r *rd) usvarchar(field string) string {
+	n := int(r.u16(field + " length"))
+	b := r.bytes(field, 2*n)
+	if r.err != nil {
+		return ""
+	}
+	return DecodeUCS2(b)
+}
+
+func le16(b []byte, v uint16) { binary.LittleEndian.PutUint16(b, v) }
+func le32(b []byte, v uint32) { binary.LittleEndian.PutUint32(b, v) }
+
+func appendU16(dst []byte, v uint16) []byte { return binary.LittleEndian.AppendUint16(dst, v) }
+func appendU32(dst []byte, v uint32) []byte { return binary.LittleEndian.AppendUint32(dst, v) }
+func appendU64(dst []byte, v uint64) []byte { return binary.LittleEndian.AppendUint64(dst, v) }
