@@ -57,10 +57,15 @@ func Build(ctx context.Context, i int, c config.Exporter, d Deps) (*Exporter, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := Params{Name: c.Name, Log: log.With("exporter", c.Name, "sink", c.Type), settings: sn, where: where + ".settings"}
+	decoded := false
+	p := Params{Name: c.Name, Log: log.With("exporter", c.Name, "sink", c.Type), settings: sn, where: where + ".settings", decoded: &decoded}
 	sink, err := f(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if !decoded && sn != nil && len(sn.Content) > 0 {
+		_ = sink.Close()
+		return nil, fmt.Errorf("line %d: unknown key %q: sink %s takes no settings of its own", sn.Content[0].Line, where+".settings."+sn.Content[0].Value, c.Type)
 	}
 	x, err := New(Options{
 		Name: c.Name, SinkType: c.Type, Sink: sink, Format: fm,

@@ -394,35 +394,51 @@ type poison struct {
 
 func (w *work) done() { w.once.Do(func() { close(w.stop) }) }
 
-// fetchLoop fetches batches from one stream until ctx ends.
+// fetchLoop reads one stream until ctx ends: a Consume keeps pull
+// requests outstanding so the server streams events while earlier batches
+// are delivered; batchLoop cuts them into batches.
 func (x *Exporter) fetchLoop(ctx context.Context, stream string) {
-	attempt := 0
-	for ctx.Err() == nil {
+	for attempt := 0; ctx.Err() == nil; {
 		cons, err := x.consumer(ctx, stream, false)
-		var msgs []jetstream.Msg
-		if err == nil {
-			var b jetstream.MessageBatch
-			b, err = cons.Fetch(x.d.BatchSize, jetstream.FetchMaxBytes(x.batchBytes), jetstream.FetchMaxWait(x.d.Linger.Std()))
-			if err == nil {
-				for m := range b.Messages() {
-					msgs = append(msgs, m)
-				}
-				err = b.Error()
-			}
-		}
-		if err != nil && len(msgs) == 0 {
-			if ctx.Err() != nil {
+		if err != nil {
+			x.log.Warn("consumer unavailable", "stream", stream, "err", err)
+			if !sleep(ctx, x.backoff(attempt)) {
 				return
 			}
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// Someone deleted the consumer: make it again. It starts
-				// over per Start, which may deliver events twice, never
-				// lose them.
-				x.consumersMu.Lock()
-				delete(x.consumers, stream)
-				x.consumersMu.Unlock()
+			attempt++
+			continue
+		}
+		in := make(chan jetstream.Msg, x.d.BatchSize)
+		stop := make(chan struct{})
+		lost := make(chan error, 1)
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			select {
+			case <-stop:
+				_ = m.Nak()
+				return
+			default:
 			}
-			x.log.Warn("fetch failed", "stream", stream, "err", err)
+			select {
+			case in <- m:
+			case <-stop:
+				_ = m.Nak()
+			}
+		},
+			// Two batches in the client's buffer at most, by count and by
+			// bytes (never less than one message of the largest size).
+			jetstream.PullMaxMessagesWithBytesLimit(2*x.d.BatchSize, 2*x.batchBytes),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					select {
+					case lost <- err:
+					default:
+					}
+					return
+				}
+				x.log.Debug("consume", "stream", stream, "err", err)
+			}))
+		if err != nil {
+			x.log.Warn("consume failed", "stream", stream, "err", err)
 			if !sleep(ctx, x.backoff(attempt)) {
 				return
 			}
@@ -430,9 +446,70 @@ func (x *Exporter) fetchLoop(ctx context.Context, stream string) {
 			continue
 		}
 		attempt = 0
-		if len(msgs) == 0 {
-			continue
+		lostErr := x.batchLoop(ctx, stream, in, lost)
+		close(stop)
+		cc.Stop()
+		for {
+			select {
+			case m := <-in:
+				_ = m.Nak()
+				continue
+			default:
+			}
+			break
 		}
+		if lostErr != nil {
+			// Someone deleted the consumer: make it again. It starts over
+			// per Start, which may deliver events twice, never lose them.
+			x.log.Warn("consumer lost; making it again", "stream", stream, "err", lostErr)
+			x.consumersMu.Lock()
+			delete(x.consumers, stream)
+			x.consumersMu.Unlock()
+			if !sleep(ctx, x.backoff(0)) {
+				return
+			}
+		}
+	}
+}
+
+// batchLoop cuts the stream of messages into batches: a batch is sent on
+// when it is full (BatchSize, BatchBytes), when Linger passed since its
+// first message, or at once when the stream has nothing more for now. It
+// returns when ctx ends (nil) or the consumer is lost.
+func (x *Exporter) batchLoop(ctx context.Context, stream string, in <-chan jetstream.Msg, lost <-chan error) error {
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for {
+		var msgs []jetstream.Msg
+		select {
+		case m := <-in:
+			msgs = append(make([]jetstream.Msg, 0, x.d.BatchSize), m)
+		case err := <-lost:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+		size := len(msgs[0].Data())
+		linger.Reset(x.d.Linger.Std())
+	fill:
+		for len(msgs) < x.d.BatchSize && size < x.d.BatchBytes {
+			if len(in) == 0 && caughtUp(msgs[len(msgs)-1]) {
+				break
+			}
+			select {
+			case m := <-in:
+				msgs = append(msgs, m)
+				size += len(m.Data())
+			case <-linger.C:
+				break fill
+			case <-ctx.Done():
+				for _, m := range msgs {
+					_ = m.Nak()
+				}
+				return nil
+			}
+		}
+		linger.Stop()
 		w := x.prepare(stream, msgs)
 		if w == nil {
 			continue
@@ -441,9 +518,16 @@ func (x *Exporter) fetchLoop(ctx context.Context, stream string) {
 		case x.work <- w:
 		case <-ctx.Done():
 			x.handBack(w)
-			return
+			return nil
 		}
 	}
+}
+
+// caughtUp says whether the stream held nothing more for the consumer when
+// m was delivered, so waiting for a fuller batch would only add latency.
+func caughtUp(m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && md.NumPending == 0
 }
 
 // prepare reads and formats a fetched batch. Filtered events are

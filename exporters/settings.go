@@ -280,7 +280,7 @@ func rewordYAML(err error, root *yaml.Node, where string) error {
 			if j := strings.Index(val, " into "); j >= 0 {
 				want, val = val[j+len(" into "):], val[:j]
 			}
-			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not a %s", line, keys[line], val, typeWord(want))
+			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not %s", line, keys[line], val, typeWord(want))
 		} else if line > 0 && keys[line] != "" {
 			m = fmt.Sprintf("%s (key %q)", m, keys[line])
 		}
@@ -292,13 +292,13 @@ func rewordYAML(err error, root *yaml.Node, where string) error {
 func typeWord(t string) string {
 	switch {
 	case strings.HasPrefix(t, "[]"):
-		return "list"
+		return "a list"
 	case strings.HasPrefix(t, "map["), strings.Contains(t, "."):
-		return "mapping"
+		return "a mapping"
 	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
-		return "integer"
+		return "an integer"
 	case t == "bool", t == "*bool":
-		return "boolean (true or false)"
+		return "a boolean (true or false)"
 	}
-	return t
+	return "a " + t
 }

@@ -106,12 +106,19 @@ type Params struct {
 	// delivery keys taken out); where says where they are in the file.
 	settings *yaml.Node
 	where    string
+	decoded  *bool
 }
 
 // Decode decodes the sink's settings into v strictly: a key v has no field
 // for, or a value of the wrong type, is an error naming the key and its
-// line.
-func (p Params) Decode(v any) error { return decodeStrict(p.settings, v, p.where) }
+// line. A sink that never calls Decode takes no settings: any key it is
+// given is an error.
+func (p Params) Decode(v any) error {
+	if p.decoded != nil {
+		*p.decoded = true
+	}
+	return decodeStrict(p.settings, v, p.where)
+}
 
 // NewParams is Params for settings given as a YAML node (tests and callers
 // that build sinks without a configuration file).

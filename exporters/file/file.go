@@ -99,8 +99,7 @@ func (s *Sink) Deliver(_ context.Context, recs []exporters.Record) error {
 	}
 	s.buf = s.buf[:0]
 	for _, r := range recs {
-		line := int64(len(r.Data) + 1)
-		if s.dueBy(line + int64(len(s.buf))) {
+		if s.dueBy(int64(len(s.buf)), int64(len(r.Data)+1)) {
 			if err := s.flush(); err != nil {
 				return err
 			}
@@ -124,12 +123,14 @@ func (s *Sink) Deliver(_ context.Context, recs []exporters.Record) error {
 	return nil
 }
 
-// dueBy says whether the file must be rotated before adding n bytes.
-func (s *Sink) dueBy(n int64) bool {
-	if s.size == 0 {
+// dueBy says whether the file, holding pending bytes not yet written,
+// must be rotated before a line of n bytes is added. An empty file takes
+// any line, however long.
+func (s *Sink) dueBy(pending, n int64) bool {
+	if s.size+pending == 0 {
 		return false
 	}
-	if s.c.MaxSize > 0 && s.size+n > s.c.MaxSize {
+	if s.c.MaxSize > 0 && s.size+pending+n > s.c.MaxSize {
 		return true
 	}
 	return s.c.MaxAge > 0 && s.now().Sub(s.opened) >= s.c.MaxAge.Std()

@@ -167,8 +167,10 @@ func New(c Config) (*Sink, error) {
 		MaxAttempts:     3,
 		WriteBackoffMin: 20 * time.Millisecond,
 		WriteBackoffMax: 500 * time.Millisecond,
-		BatchSize:       100000,
-		BatchBytes:      int64(c.MaxMessageBytes),
+		// kafka-go allocates room for BatchSize messages per partition
+		// batch up front: keep it near what one delivery holds.
+		BatchSize:  1000,
+		BatchBytes: int64(c.MaxMessageBytes),
 		// Deliver hands over a whole batch at once; the tail of each
 		// partition's batch must not wait for more.
 		BatchTimeout: time.Millisecond,

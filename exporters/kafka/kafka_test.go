@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +198,34 @@ settings:
 	}
 	if st := x.Stats(); st.DeadLetters != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestMain(m *testing.M) {
+	exportertest.MaybeChild()
+	os.Exit(m.Run())
+}
+
+// BenchmarkDrain drains a stream of TOLLGATE_BENCH_EVENTS events (100,000
+// by default; the figures in the notes use 1,000,000) through the Kafka
+// sink, run in a child process against an in-process kfake broker.
+func BenchmarkDrain(b *testing.B) {
+	n := exportertest.BenchEvents(100000)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	e := exportertest.Start(b, exportertest.Options{})
+	e.Fill(b, n, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("bench%d", i)
+		took, rss := e.Drain(b, name, fmt.Sprintf(`name: %s
+type: kafka
+settings:
+  brokers: [%q]
+  topic: %s`, name, c.ListenAddrs()[0], topic))
+		exportertest.Report(b, n, took, rss)
 	}
 }

@@ -206,16 +206,7 @@ func (e *Env) AuditEvents(t testing.TB, typ string) [][]byte {
 // exporters:, without the leading "- ") and builds it against e.
 func (e *Env) Build(t testing.TB, exporterYAML string) (*exporters.Exporter, error) {
 	t.Helper()
-	var b strings.Builder
-	b.WriteString("exporters:\n")
-	for i, line := range strings.Split(strings.TrimRight(exporterYAML, "\n"), "\n") {
-		if i == 0 {
-			b.WriteString("  - " + line + "\n")
-		} else {
-			b.WriteString("    " + line + "\n")
-		}
-	}
-	c, err := config.Parse([]byte(b.String()))
+	c, err := config.Parse([]byte(exportersDoc(exporterYAML)))
 	if err != nil {
 		return nil, err
 	}
