@@ -402,7 +402,7 @@ func TestSettingsAreStrict(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"name: a\ntype: discard\nsettings:\n  batch_size: 10\n  bacth_bytes: 5", `line 6: unknown key "exporters[0] (a).settings.bacth_bytes"`},
 		{"name: a\ntype: discard\nsettings:\n  linger: soon", `line 5: "soon" is not a duration`},
-		{"name: a\ntype: discard\nsettings:\n  batch_size: many", `line 5: key "exporters[0] (a).settings.batch_size" has the wrong type: !!str `+"`many`"+` is not an integer`},
+		{"name: a\ntype: discard\nsettings:\n  batch_size: many", `line 5: key "exporters[0] (a).settings.batch_size" has the wrong type: !!str ` + "`many`" + ` is not an integer`},
 		{"name: a\ntype: nosuch", `"nosuch" is not a sink type`},
 		{"name: a.b\ntype: discard", `name "a.b"`},
 		{"name: a\ntype: discard\nformat: xml", `format "xml"`},
