@@ -17,7 +17,8 @@ import (
 // validation pass over its output) and copies the result once more; that
 // was an eighth of the CPU an async event costs, server included. An event
 // type whose fields are all of the plain kinds events use (strings,
-// booleans, integers, time.Time, []string, embedded structs of those) is
+// booleans, integers, time.Time, slices of strings or integers, embedded
+// structs of those) is
 // instead encoded by a field plan compiled once per type, byte for byte
 // what encoding/json writes with HTML escaping off: the tests compare the
 // two on every registered type with random values, and FuzzEventJSON on
@@ -32,13 +33,15 @@ const (
 	kUint
 	kTime
 	kStrings
+	kInts
+	kUints
 )
 
 type planField struct {
 	key       string // `"name":`
 	offset    uintptr
 	kind      fieldKind
-	size      uintptr // of integer kinds
+	size      uintptr // of integer kinds, or of the elements of integer slices
 	omitEmpty bool
 }
 
@@ -151,6 +154,11 @@ func (p *jsonPlan) add(t reflect.Type, base uintptr, seen map[string]bool) bool 
 			pf.kind = kUint
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String && !marshals(ft.Elem()):
 			pf.kind = kStrings
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() >= reflect.Int && ft.Elem().Kind() <= reflect.Int64 && !marshals(ft.Elem()):
+			pf.kind, pf.size = kInts, ft.Elem().Size()
+		// []byte is base64 in encoding/json, hence Uint16 upwards only.
+		case ft.Kind() == reflect.Slice && (ft.Elem().Kind() == reflect.Uint || ft.Elem().Kind() >= reflect.Uint16 && ft.Elem().Kind() <= reflect.Uint64) && !marshals(ft.Elem()):
+			pf.kind, pf.size = kUints, ft.Elem().Size()
 		default:
 			return false
 		}
@@ -241,10 +249,39 @@ func (p *jsonPlan) append(dst []byte, base unsafe.Pointer) (out []byte, ok bool)
 				dst = appendJSONString(dst, s)
 			}
 			dst = append(dst, ']')
+		case kInts, kUints:
+			h := (*sliceHeader)(ptr)
+			if f.omitEmpty && h.len == 0 {
+				dst = dst[:mark]
+				continue
+			}
+			if h.data == nil {
+				dst = append(dst, "null"...)
+				break
+			}
+			dst = append(dst, '[')
+			for j := range h.len {
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				e := unsafe.Add(h.data, uintptr(j)*f.size)
+				if f.kind == kInts {
+					dst = strconv.AppendInt(dst, loadInt(e, f.size), 10)
+				} else {
+					dst = strconv.AppendUint(dst, loadUint(e, f.size), 10)
+				}
+			}
+			dst = append(dst, ']')
 		}
 		first = false
 	}
 	return append(dst, '}'), true
+}
+
+// sliceHeader is the layout of every Go slice.
+type sliceHeader struct {
+	data     unsafe.Pointer
+	len, cap int
 }
 
 func loadInt(p unsafe.Pointer, size uintptr) int64 {

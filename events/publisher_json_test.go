@@ -153,6 +153,38 @@ func must(b []byte, err error) []byte {
 	return b
 }
 
+type withInts struct {
+	Envelope
+	A []int8   `json:"a"`
+	B []int64  `json:"b,omitempty"`
+	C []uint16 `json:"c"`
+	D []uint   `json:"d,omitempty"`
+	E int16    `json:"e,omitempty"`
+	F uint8    `json:"f"`
+	G bool     `json:"g,omitempty"`
+	H string   // no tag: named by the field
+}
+
+// Kinds no registered type uses yet are right too.
+func TestEventJSONOtherKinds(t *testing.T) {
+	if planFor(reflect.TypeFor[withInts]()) == nil {
+		t.Fatal("withInts has no plan")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		ev := &withInts{}
+		fill(r, reflect.ValueOf(ev).Elem())
+		if got, want := must(appendEvent(nil, ev)), stdJSON(t, ev); !bytes.Equal(got, want) {
+			t.Fatalf("\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+type withBytes struct {
+	Envelope
+	B []byte `json:"b"`
+}
+
 type withMap struct {
 	Envelope
 	Labels map[string]string `json:"labels"`
@@ -197,6 +229,7 @@ func TestEventJSONFallsBack(t *testing.T) {
 		&withPtr{},
 		&withFloat{F: 1.5},
 		&withCustom{C: "x"},
+		&withBytes{B: []byte("raw")},
 	} {
 		if planFor(reflect.TypeOf(ev).Elem()) != nil {
 			t.Errorf("%T got a plan", ev)
