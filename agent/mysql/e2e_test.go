@@ -145,23 +145,29 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	dbConf := config.Database{Name: "my1", Protocol: "mysql", URI: db.Addr(), AuditMode: o.mode,
 		StaticLabels: map[string]string{"env": "test"},
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}
-	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster:   "test",
-		Databases: []config.Database{dbConf},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:   userPool,
-		Identify:  identity.FromCertificate,
-		Authorize: namesEnforced(roles),
-		Recorder:  pub,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return cas.IssueDBClient(pub, u, ttl)
-		}, time.Hour),
-		Engines: map[string]agent.Engine{"mysql": eng},
-		Logger:  quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
+	// One agent.Server serves one listener, so the raw TLS port and the
+	// direct MySQL port get a server each, sharing the engine.
+	newServer := func() *agent.Server {
+		srv, err := agent.NewServer(agent.ServerConfig{
+			Cluster:   "test",
+			Databases: []config.Database{dbConf},
+			TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+			UserCAs:   userPool,
+			Identify:  identity.FromCertificate,
+			Authorize: namesEnforced(roles),
+			Recorder:  pub,
+			ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+				return cas.IssueDBClient(pub, u, ttl)
+			}, time.Hour),
+			Engines: map[string]agent.Engine{"mysql": eng},
+			Logger:  quiet(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
 	}
+	srv, directSrv := newServer(), newServer()
 	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +183,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	go func() { defer wg.Done(); _ = srv.Serve(ctx, tlsLn) }()
 	go func() {
 		defer wg.Done()
-		_ = srv.Serve(ctx, eng.Listener(directLn, mysql.ListenerOptions{Cluster: "test", Recorder: pub, Database: dbInfo}))
+		_ = directSrv.Serve(ctx, eng.Listener(directLn, mysql.ListenerOptions{Cluster: "test", Recorder: pub, Database: dbInfo}))
 	}()
 	t.Cleanup(func() {
 		cancel()
