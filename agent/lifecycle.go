@@ -17,6 +17,11 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
+// startupGrace is how long a connection may go without a session (its
+// protocol's startup and the access decision) before the lifecycle ends
+// it like a session.
+const startupGrace = 2 * time.Second
+
 // StateSource is what the lifecycle reads of the control plane: locks,
 // access requests and roles. *state.Projection and *state.Store are one.
 type StateSource interface {
@@ -97,6 +102,7 @@ type liveConn struct {
 	// Derived from the identity's roles at admission.
 	disconnectExpired bool
 	idleTimeout       time.Duration
+	admitted          time.Time
 	// seq is the state sequence locks were last checked at; 0 until the
 	// first check, so a connection admitted between a lock and the next
 	// tick is still checked against it.
@@ -180,6 +186,13 @@ func (l *Lifecycle) ending(lc *liveConn, now time.Time, seq uint64) *endReason {
 	lc.seq = seq
 	lc.mu.Unlock()
 	if ended {
+		return nil
+	}
+	if sid == "" && now.Sub(lc.admitted) < startupGrace {
+		// Still starting: the access decision (Authorizer) refuses it
+		// with the reason in the protocol's form; closing it now would
+		// only swallow that message. Engines that never hand over a
+		// session are closed once the grace is over.
 		return nil
 	}
 	if stateChanged {
@@ -302,7 +315,7 @@ func (l *Lifecycle) Authorizer(next Authorizer) Authorizer {
 // returned func stops following it.
 func (l *Lifecycle) admit(cc *ClientConn, act *activityConn) func() {
 	roles, _ := l.src.ResolveRoles(cc.Identity.Roles)
-	lc := &liveConn{cc: cc, activity: act, disconnectExpired: disconnectExpiredCert(roles),
+	lc := &liveConn{cc: cc, activity: act, admitted: l.now(), disconnectExpired: disconnectExpiredCert(roles),
 		idleTimeout: access.Options(roles).ClientIdleTimeout}
 	l.mu.Lock()
 	l.live[cc] = lc

@@ -431,8 +431,11 @@ func (s *Service) Create(ctx context.Context, caller identity.Identity, cr Creat
 		return Request{}, fmt.Errorf("%w: access request: duration %s is longer than the %s %s's roles allow (max_duration)", state.ErrInvalid, d, p.MaxDuration, u.Name)
 	}
 	rid := events.NewID()
+	// Whole seconds, as certificates count time: a certificate issued for
+	// the grant then ends exactly with it, not a fraction of a second
+	// before.
 	ev := &events.AccessRequestCreate{RequestID: rid, Requester: u.Name, RequestRoles: roles, Reason: reason,
-		Expires: s.now().Add(d).UTC()}
+		Expires: s.now().Add(d).UTC().Truncate(time.Second)}
 	if err := s.append(ctx, state.Actor{User: caller.User, Roles: caller.Roles}, rid, func(*Request) (events.Event, error) {
 		return ev, nil
 	}); err != nil {
