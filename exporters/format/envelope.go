@@ -240,9 +240,13 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 		case c < utf8.RuneSelf:
 			s.i++
 		default:
-			// encoding/json accepts invalid UTF-8 (replacing it), so
-			// multi-byte sequences are only skipped here.
-			s.i++
+			// encoding/json accepts invalid UTF-8 and replaces it with
+			// U+FFFD: such a string is decoded the slow way, like escapes.
+			r, n := utf8.DecodeRune(s.b[s.i:])
+			if r == utf8.RuneError && n == 1 {
+				escaped = true
+			}
+			s.i += n
 		}
 	}
 	return 0, 0, false, s.fail("unterminated string")
