@@ -86,7 +86,7 @@ func FuzzScan(f *testing.F) {
 		env, err := format.Scan(b)
 		var m map[string]any
 		jerr := json.Unmarshal(b, &m)
-		deep := bytes.Count(b, []byte("[")) + bytes.Count(b, []byte("{")) > 60
+		deep := bytes.Count(b, []byte("["))+bytes.Count(b, []byte("{")) > 60
 		if jerr != nil && err == nil {
 			t.Fatalf("Scan accepted what encoding/json refuses (%v): %q", jerr, b)
 		}
