@@ -49,8 +49,6 @@ var startRoles []startRole
 
 // addStartRole registers a role; call it from an init function in the
 // role's own file.
-//
-//lint:ignore U1000 the roles (broker, agent, exporters) call it from their own files
 func addStartRole(r startRole) { startRoles = append(startRoles, r) }
 
 // shutdownTimeout bounds the clean shutdown: roles returning, the

@@ -33,7 +33,8 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	cfgFile := filepath.Join(dir, "tollgate.yaml")
-	err := os.WriteFile(cfgFile, []byte("cluster_name: ci\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"), 0o600)
+	err := os.WriteFile(cfgFile, []byte("cluster_name: ci\nnats:\n  embedded:\n    listen: 127.0.0.1:0\n"+
+		"proxy:\n  listen: 127.0.0.1:0\ndb_service:\n  listen: 127.0.0.1:0\n"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
