@@ -179,13 +179,13 @@ func newWorld(t *testing.T) *world {
 			roles, _ := w.proj.ResolveRoles(names)
 			return roles
 		}),
-		Recorder:   w.pub,
+		Recorder: w.pub,
 		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 			return w.broker.CAs.IssueDBClient(pub, u, ttl)
 		}, time.Hour),
-		Engines:    map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLog()})},
-		Logger:     quietLog(),
-		Lifecycle:  w.life,
+		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLog()})},
+		Logger:    quietLog(),
+		Lifecycle: w.life,
 	})
 	if err != nil {
 		t.Fatal(err)
