@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +57,7 @@ func addStartRole(r startRole) { startRoles = append(startRoles, r) }
 const shutdownTimeout = 15 * time.Second
 
 func init() {
-	root.AddCommand(&cobra.Command{
+	start := &cobra.Command{
 		Use:   "start",
 		Short: "Run every role the configuration enables, with an embedded NATS server unless nats.urls is set",
 		Args:  cobra.NoArgs,
@@ -69,11 +70,19 @@ func init() {
 			if err != nil {
 				return err
 			}
+			if err := checkRoles(flagRoles); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runStart(ctx, cfg, log)
 		},
-	})
+	}
+	start.Flags().StringSliceVar(&flagRoles, "roles", nil,
+		"run only these roles (e.g. --roles=exporter), even one the configuration does not enable")
+	start.Flags().StringVar(&flagMetricsListen, "metrics-listen", "",
+		"serve the exporters' Prometheus metrics at http://ADDR/metrics")
+	root.AddCommand(start)
 }
 
 // startConfig loads the file (or the defaults) and applies --data-dir.
@@ -223,7 +232,7 @@ func runRoles(ctx context.Context, d *startDeps) error {
 		names []string
 	)
 	for _, r := range startRoles {
-		if r.Enabled != nil && !r.Enabled(d.Config) {
+		if !roleSelected(r, d.Config) {
 			continue
 		}
 		names = append(names, r.Name)
@@ -261,4 +270,34 @@ func (h discardAbove) WithAttrs(a []slog.Attr) slog.Handler {
 
 func (h discardAbove) WithGroup(n string) slog.Handler {
 	return discardAbove{h.Handler.WithGroup(n), h.min}
+}
+
+var (
+	// flagRoles, when set, names the only roles `tollgate start` runs.
+	flagRoles []string
+	// flagMetricsListen is where the exporters serve Prometheus metrics.
+	flagMetricsListen string
+)
+
+// checkRoles says which names given to --roles are not roles.
+func checkRoles(names []string) error {
+	known := make([]string, 0, len(startRoles))
+	for _, r := range startRoles {
+		known = append(known, r.Name)
+	}
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			return fmt.Errorf("--roles: %q is not a role (want some of %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// roleSelected says whether r runs: the roles of --roles when it is given,
+// else those the configuration enables.
+func roleSelected(r startRole, c *config.Config) bool {
+	if len(flagRoles) > 0 {
+		return slices.Contains(flagRoles, r.Name)
+	}
+	return r.Enabled == nil || r.Enabled(c)
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/tollgate-db/tollgate/exporters/file"
 	"github.com/tollgate-db/tollgate/exporters/format"
 	"github.com/tollgate-db/tollgate/exporters/internal/exportertest"
-	"github.com/tollgate-db/tollgate/exporters/internal/ocsfcheck"
+	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/schemas"
 )
 

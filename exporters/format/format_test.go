@@ -11,7 +11,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters/format"
-	"github.com/tollgate-db/tollgate/exporters/internal/ocsfcheck"
+	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/schemas"
 )
 
