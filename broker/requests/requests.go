@@ -687,6 +687,16 @@ func (s *Service) append(ctx context.Context, by state.Actor, id string, build f
 		return fmt.Errorf("%w: access request id: %v", state.ErrInvalid, err)
 	}
 	subj := events.StateSubject(state.AggAccessRequest, id)
+	s.mu.RLock()
+	_, known := s.reqs[id]
+	s.mu.RUnlock()
+	if !known {
+		// Another broker may have created it a moment ago: catch up with
+		// the subject before saying it does not exist.
+		if err := s.catchUp(ctx, subj); err != nil {
+			return err
+		}
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		s.mu.RLock()
 		var cur *Request
@@ -712,15 +722,7 @@ func (s *Service) append(ctx context.Context, by state.Actor, id string, build f
 		ack, err := s.js.Publish(ctx, subj, data, jetstream.WithMsgID(h.ID),
 			jetstream.WithExpectStream(events.StateStream), jetstream.WithExpectLastSequencePerSubject(expected))
 		if isConflict(err) {
-			stream, serr := s.js.Stream(ctx, events.StateStream)
-			if serr != nil {
-				return serr
-			}
-			m, gerr := stream.GetLastMsgForSubject(ctx, subj)
-			if gerr != nil {
-				return gerr
-			}
-			if err := s.waitFor(ctx, m.Sequence); err != nil {
+			if err := s.catchUp(ctx, subj); err != nil {
 				return err
 			}
 			jitter := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
@@ -737,6 +739,23 @@ func (s *Service) append(ctx context.Context, by state.Actor, id string, build f
 		return s.waitFor(ctx, ack.Sequence)
 	}
 	return fmt.Errorf("%w (%s, %d attempts)", state.ErrConflict, subj, maxAttempts)
+}
+
+// catchUp waits until the projection applied the last message of subj,
+// if there is one.
+func (s *Service) catchUp(ctx context.Context, subj string) error {
+	stream, err := s.js.Stream(ctx, events.StateStream)
+	if err != nil {
+		return err
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("requests: read the last message of %s: %w", subj, err)
+	}
+	return s.waitFor(ctx, m.Sequence)
 }
 
 func isConflict(err error) bool {
