@@ -19,6 +19,8 @@ import (
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/exporters"
+	"github.com/tollgate-db/tollgate/exporters/format"
 )
 
 type auditTailFlags struct {
@@ -32,12 +34,13 @@ func init() {
 	audit := &cobra.Command{Use: "audit", Short: "Read the audit stream"}
 	var f auditTailFlags
 	tail := &cobra.Command{
-		Use:   "tail [--follow] [--type=T] [--session=SID] [--format=json]",
+		Use:   "tail [--follow] [--type=T] [--session=SID] [--format=json|ocsf|cloudevents]",
 		Short: "Print stored audit events, oldest first, one JSON object per line",
 		Long: `Print the audit events stored in the AUDIT stream that match, oldest first,
 one JSON object per line, and exit; with --follow, keep printing new events
 until interrupted. --type takes a dotted event type (db.session.query) and
---session a session id.
+--session a session id. --format=ocsf and --format=cloudevents print each event
+as the exporters deliver it in that format (schemas/ocsf.md).
 
 The command reads the NATS server of the configuration: nats.urls, else the
 embedded server of a running daemon at nats.embedded.listen, else (no daemon
@@ -57,7 +60,7 @@ running on the data dir) the data dir's store opened in this process.`,
 	fl.BoolVarP(&f.follow, "follow", "f", false, "keep printing events as they are stored")
 	fl.StringVar(&f.typ, "type", "", "only events of this type, e.g. db.session.query")
 	fl.StringVar(&f.session, "session", "", "only events of this session id")
-	fl.StringVar(&f.format, "format", "json", "output format: json (ocsf and cloudevents come with the exporters)")
+	fl.StringVar(&f.format, "format", "json", "output format: json (as stored), ocsf or cloudevents")
 	audit.AddCommand(tail)
 	root.AddCommand(audit)
 }
@@ -87,7 +90,6 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 	switch f.format {
 	case "", "json":
 	case "ocsf", "cloudevents":
-		return fmt.Errorf("--format=%s is not available yet: use --format=json", f.format)
 	default:
 		return fmt.Errorf("--format: %q is not json, ocsf or cloudevents", f.format)
 	}
@@ -104,6 +106,14 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 	if err != nil {
 		return err
 	}
+	var fm format.Format
+	if f.format == "ocsf" || f.format == "cloudevents" {
+		// The exporters' transforms, so what is printed is what they send.
+		if fm, err = format.New(f.format, format.Options{Requests: exporters.NewRequestResolver(js)}); err != nil {
+			return err
+		}
+	}
+	var buf []byte
 	cons, err := js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -140,8 +150,23 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 		if err != nil {
 			return fmt.Errorf("audit stream: %w", err)
 		}
-		if _, err := out.Write(append(msg.Data(), '\n')); err != nil {
-			return err
+		data := msg.Data()
+		if fm != nil {
+			env, err := format.Scan(data)
+			if err == nil {
+				buf, err = fm.Append(buf[:0], &env, data)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "tollgate: skipping an event of %s that cannot be printed as %s: %v\n", msg.Subject(), f.format, err)
+				data = nil
+			} else {
+				data = buf
+			}
+		}
+		if data != nil {
+			if _, err := out.Write(append(data, '\n')); err != nil {
+				return err
+			}
 		}
 		md, err := msg.Metadata()
 		if err != nil {
