@@ -162,6 +162,15 @@ func cutValue(raw json.RawMessage, keep int) (json.RawMessage, bool) {
 			elems[i], _ = json.Marshal(prefix(s, keep))
 			changed = true
 		}
+		// Many small elements: keep the first ones, up to a few cut
+		// strings' worth.
+		size := 2
+		for i, e := range elems {
+			if size += len(e) + 1; size > 4*keep && i > 0 {
+				elems, changed = elems[:i], true
+				break
+			}
+		}
 		if !changed {
 			return nil, false
 		}
