@@ -13,6 +13,9 @@ import (
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	// The access-request webhook is an exporter sink (type
+	// access_request_webhook).
+	_ "github.com/tollgate-db/tollgate/broker/notify"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/events"
 )
