@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -21,6 +22,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -602,6 +604,50 @@ func TestLockEndsLiveSessions(t *testing.T) {
 		}
 		w.caughtUp(ctx)
 	}
+	// psql too: the lock ends its session, and psql shows the message at
+	// its next command.
+	psql, err := lookPath("psql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := writeCert(t, w.dir, "carol", carol)
+	caFile := filepath.Join(w.dir, "host-ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.hostCA.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(w.addr)
+	cmd := exec.CommandContext(ctx, psql, "-X", "-A", "-t", fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
+		host, port, caFile, crt, key))
+	stdin, _ := cmd.StdinPipe()
+	var stdout, stderr safeBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(stdin, "select 'before the lock';\n")
+	for !strings.Contains(stdout.String(), "before the lock") {
+		if ctx.Err() != nil {
+			t.Fatalf("psql: %s %s", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := len(w.life.Live())
+	lk, err := w.broker.Store.CreateLock(ctx, by, state.NewLock{TargetUser: "carol", Message: "psql stopped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(w.life.Live()) >= before && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, _ = io.WriteString(stdin, "select 'after the lock';\n")
+	stdin.Close()
+	_ = cmd.Wait()
+	if !strings.Contains(stderr.String(), "FATAL:  tollgate: session ended: user carol is locked: psql stopped") || strings.Contains(stdout.String(), "after the lock") {
+		t.Fatalf("psql after the lock: stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	t.Logf("psql said: %s", strings.TrimSpace(stderr.String()))
+	_ = w.broker.Store.DeleteLock(ctx, by, lk.ID)
+
 	sorted := slices.Clone(lat)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	t.Logf("lock-to-disconnect over %d trials: median %s, max %s, min %s", trials,
@@ -613,13 +659,13 @@ func TestLockEndsLiveSessions(t *testing.T) {
 	for {
 		audit := w.stored(ctx, events.AuditStream)
 		ends, terms := ofType(audit, "db.session.end"), ofType(audit, "db.session.terminate")
-		if len(ends) == trials {
+		if len(ends) == trials+1 {
 			for _, e := range ends {
 				if e["reason"] != events.EndLocked {
 					t.Fatalf("end reason %v", e["reason"])
 				}
 			}
-			if len(terms) != trials {
+			if len(terms) != trials+1 {
 				t.Fatalf("%d terminate events for %d trials", len(terms), trials)
 			}
 			denied := 0
@@ -634,7 +680,7 @@ func TestLockEndsLiveSessions(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d session ends for %d trials", len(ends), trials)
+			t.Fatalf("%d session ends for %d trials and psql", len(ends), trials)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -749,6 +795,25 @@ func TestReplayExecutePgbench(t *testing.T) {
 		_ = rep2.WriteText(&b)
 		t.Fatalf("replay on a database without the tables: %d differences, %d naming 42P01 (undefined table):\n%s", rep2.Differences, missing, b.String())
 	}
+}
+
+// safeBuffer is a bytes.Buffer safe for a process writing while the test
+// reads.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func lookPath(name string) (string, error) {
