@@ -2,8 +2,10 @@ package events
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -70,7 +72,9 @@ func FuzzTruncateEvent(f *testing.F) {
 		if limit < 1024 || limit > 1<<20 || !json.Valid([]byte(data)) {
 			return
 		}
+		stuck := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("truncateEvent(%q, %d) takes over 5s", data, limit)) })
 		out, full, err := truncateEvent([]byte(data), limit)
+		stuck.Stop()
 		if err != nil {
 			return
 		}
