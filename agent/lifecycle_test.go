@@ -686,21 +686,85 @@ func TestLockEndsLiveSessions(t *testing.T) {
 	}
 }
 
-// TestIdleTimeout: a role's client_idle_timeout ends a silent session with
-// PostgreSQL's own idle-session SQLSTATE.
-func TestIdleTimeout(t *testing.T) {
+// TestSessionLife: a role's client_idle_timeout ends a silent session with
+// PostgreSQL's own idle-session SQLSTATE; a session outliving its
+// certificate ends (disconnect_expired_cert is on by default); a lock on
+// one session ends that session and no other of the same user.
+func TestSessionLife(t *testing.T) {
 	w := newWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := w.connect(ctx, w.cert("dave", time.Hour))
+	idle, err := w.connect(ctx, w.cert("dave", time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	execSQL(ctx, t, conn, "select 1")
-	pe := waitEnded(ctx, t, conn)
+	defer idle.Close(ctx)
+	short, err := w.connect(ctx, w.cert("carol", 2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close(ctx)
+	carol := w.cert("carol", time.Hour)
+	a, err := w.connect(ctx, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	b, err := w.connect(ctx, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	for _, c := range []*pgconn.PgConn{idle, short, a, b} {
+		execSQL(ctx, t, c, "select 1")
+	}
+
+	pe := waitEnded(ctx, t, idle)
 	if pe.Code != "57P05" || !strings.Contains(pe.Message, "client_idle_timeout 1s") {
 		t.Fatalf("idle: %s %q", pe.Code, pe.Message)
+	}
+	pe = waitEnded(ctx, t, short)
+	if pe.Code != "57P01" || !strings.Contains(pe.Message, "the certificate of carol expired") {
+		t.Fatalf("expired certificate: %s %q", pe.Code, pe.Message)
+	}
+
+	// Find a's session by its client address, as sessions ls shows it.
+	ss, err := sessions.List(ctx, w.js, sessions.Filter{LiveOnly: true, User: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sidA string
+	for _, s := range ss {
+		if s.ClientAddr == a.Conn().LocalAddr().String() {
+			sidA = s.SID
+		}
+	}
+	if sidA == "" {
+		t.Fatalf("no live session from %s among %+v", a.Conn().LocalAddr(), ss)
+	}
+	if _, err := w.broker.Store.CreateLock(ctx, daemon.LocalActor(), state.NewLock{TargetSession: sidA, Message: "this one only"}); err != nil {
+		t.Fatal(err)
+	}
+	pe = waitEnded(ctx, t, a)
+	if !strings.Contains(pe.Message, "this session is locked: this one only") {
+		t.Fatalf("session lock: %q", pe.Message)
+	}
+	execSQL(ctx, t, b, "select 'still here'")
+
+	// The endings are in the audit trail with their reasons.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reasons := map[string]int{}
+		for _, e := range ofType(w.stored(ctx, events.AuditStream), "db.session.end") {
+			reasons[e["reason"].(string)]++
+		}
+		if reasons[events.EndIdleTimeout] == 1 && reasons[events.EndCertExpired] == 1 && reasons[events.EndLocked] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("end reasons %v", reasons)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
