@@ -299,17 +299,21 @@ func (s *stack) audit(t testing.TB) []map[string]any {
 // waitAudit polls the stream until cond holds on it.
 func (s *stack) waitAudit(t testing.TB, what string, cond func([]map[string]any) bool) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		evs := s.audit(t)
 		if cond(evs) {
 			return evs
 		}
 		if time.Now().After(deadline) {
+			types := map[string]int{}
 			for _, ev := range evs {
-				t.Logf("%v", ev)
+				types[ev["type"].(string)]++
 			}
-			t.Fatalf("timed out waiting for %s", what)
+			for _, ev := range evs[max(0, len(evs)-10):] {
+				t.Logf("%.400v", ev)
+			}
+			t.Fatalf("timed out waiting for %s; events by type: %v", what, types)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -342,7 +346,7 @@ func checkGapless(t testing.TB, evs []map[string]any) {
 		sort.Ints(eis)
 		for i, ei := range eis {
 			if ei != i {
-				t.Fatalf("session %s: ei %v not gapless", sid, eis)
+				t.Fatalf("session %s: %d events, ei %d at position %d (around: %v)", sid, len(eis), ei, i, eis[max(0, i-3):min(len(eis), i+3)])
 			}
 		}
 	}
