@@ -29,7 +29,9 @@ func (f *fakeState) LockedOut(now time.Time, user string, roles []string, sid st
 	return state.Lock{}, false
 }
 
-func (f *fakeState) AccessRequest(string) (state.AccessRequest, bool) { return state.AccessRequest{}, false }
+func (f *fakeState) AccessRequest(string) (state.AccessRequest, bool) {
+	return state.AccessRequest{}, false
+}
 
 func (f *fakeState) ResolveRoles(names []string) ([]access.Role, []string) { return nil, names }
 

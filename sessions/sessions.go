@@ -108,7 +108,6 @@ type record struct {
 	CopyBytes  uint64    `json:"db_copy_bytes"`
 	LockID     string    `json:"lock_id"`
 	RequestID  string    `json:"request_id"`
-	raw        []byte
 }
 
 // Apply adds one stored event (its JSON) to the projection. Events of
