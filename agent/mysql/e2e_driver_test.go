@@ -35,7 +35,8 @@ func (s *stack) driver(t *testing.T, dbName string) *sql.DB {
 }
 
 func TestGoDriverTextAndPrepared(t *testing.T) {
-	s := newStack(t, stackOptions{})
+	s := newStack(t, stackOptions{dbNames: []string{"test", "other"}})
+	s.db.MustExec(t, "CREATE DATABASE other; GRANT ALL ON other.* TO 'app'@'%'")
 	db := s.driver(t, "test")
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
@@ -74,7 +75,10 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 		}
 	}
 	// An allowed USE goes through and the session follows it.
-	if _, err := conn.ExecContext(ctx, "USE `test`"); err != nil {
+	if _, err := conn.ExecContext(ctx, "USE `other`"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT 'in other'"); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
@@ -116,6 +120,18 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 	}
 	if denied != 5 {
 		t.Fatalf("%d denied USE events, want 5", denied)
+	}
+	followed := false
+	for _, e := range ofType(evs, "db.session.query") {
+		if e["db_query"] == "SELECT 'in other'" {
+			if e["db_name"] != "other" {
+				t.Fatalf("the session did not follow USE: %v", e)
+			}
+			followed = true
+		}
+	}
+	if !followed {
+		t.Fatal("no event for the statement after USE")
 	}
 	results := ofType(evs, "db.session.result")
 	var failed []string
