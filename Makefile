@@ -34,7 +34,7 @@ BENCH_TIME    ?= 10s
 BENCH_CLIENTS ?= 1,8,32
 BENCH_SCALE   ?= 10
 BENCH_COPY_MB ?= 320
-BENCH_ROUNDS  ?= 1
+BENCH_ROUNDS  ?= 3
 BENCH_REPORT  ?= report.md
 
 # Go benchmarks of the hot paths, then the end-to-end benchmarks: pgbench -S
