@@ -215,3 +215,23 @@ func TestOCSFLines(t *testing.T) {
 		}
 	}
 }
+
+func TestMain(m *testing.M) {
+	exportertest.MaybeChild()
+	os.Exit(m.Run())
+}
+
+// BenchmarkDrain drains TOLLGATE_BENCH_EVENTS events (100,000 by default)
+// into a file, fsync'd after every batch, in a child process.
+func BenchmarkDrain(b *testing.B) {
+	n := exportertest.BenchEvents(100000)
+	e := exportertest.Start(b, exportertest.Options{})
+	e.Fill(b, n, nil)
+	dir := b.TempDir()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("bench%d", i)
+		took, rss := e.Drain(b, name, fmt.Sprintf("name: %s\ntype: file\nsettings:\n  path: %s", name, filepath.Join(dir, name+".jsonl")))
+		exportertest.Report(b, n, took, rss)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -380,6 +379,3 @@ func appendString(dst []byte, v string) []byte {
 	dst = append(dst, v...)
 	return append(dst, '"')
 }
-
-// appendInt appends n in decimal.
-func appendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }

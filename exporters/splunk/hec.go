@@ -92,6 +92,8 @@ type Sink struct {
 	client  *http.Client
 	head    []byte // "host", "source", … common to every event
 	channel string
+	body    []byte // request body, reused
+	spare   []byte
 }
 
 // New checks the settings and prepares the HTTP client.
@@ -183,8 +185,8 @@ func newGUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// appendEvent appends one HEC event object for r.
-func (s *Sink) appendEvent(dst []byte, r *exporters.Record) []byte {
+// AppendEvent appends one HEC event object for r, with a newline.
+func (s *Sink) AppendEvent(dst []byte, r *exporters.Record) []byte {
 	dst = append(dst, `{"time":`...)
 	us := r.Time.UnixMicro()
 	dst = strconv.AppendInt(dst, us/1e6, 10)
@@ -223,19 +225,27 @@ type outcome struct {
 // Ack, waits until the indexers acknowledged every request.
 func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 	out := make([]outcome, len(recs))
-	var body []byte
-	var group []int
+	body := s.body[:0]
+	group := make([]int, 0, len(recs))
 	for i := range recs {
-		ev := s.appendEvent(nil, &recs[i])
-		if len(body) > 0 && len(body)+len(ev) > s.c.MaxRequestBytes {
-			s.post(ctx, recs, group, body, out)
-			body, group = body[:0], nil
+		n := len(body)
+		body = s.AppendEvent(body, &recs[i])
+		if n > 0 && len(body) > s.c.MaxRequestBytes {
+			// The event does not fit: send what came before it, and
+			// start the next request with it.
+			ev := append(s.spare[:0], body[n:]...)
+			s.post(ctx, recs, group, body[:n], out)
+			body = append(body[:0], ev...)
+			s.spare = ev[:0]
+			group = group[:0]
 		}
-		body = append(body, ev...)
 		group = append(group, i)
 	}
 	if len(group) > 0 {
 		s.post(ctx, recs, group, body, out)
+	}
+	if cap(body) <= 4*s.c.MaxRequestBytes {
+		s.body = body[:0]
 	}
 	if s.c.Ack {
 		s.waitAcks(ctx, out)
@@ -327,7 +337,7 @@ func (s *Sink) post(ctx context.Context, recs []exporters.Record, group []int, b
 			}
 			var b []byte
 			for _, i := range p {
-				b = s.appendEvent(b, &recs[i])
+				b = s.AppendEvent(b, &recs[i])
 			}
 			s.post(ctx, recs, p, b, out)
 		}

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/exporters"
+	"github.com/tollgate-db/tollgate/exporters/format"
 	"github.com/tollgate-db/tollgate/exporters/internal/exportertest"
 	"github.com/tollgate-db/tollgate/exporters/internal/fakehec"
 	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/exporters/internal/testpki"
-	_ "github.com/tollgate-db/tollgate/exporters/splunk"
+	"github.com/tollgate-db/tollgate/exporters/splunk"
 )
 
 const token = "11111111-2222-3333-4444-555555555555"
@@ -178,4 +181,93 @@ settings:
 	if !strings.Contains(st.LastError, "403") || strings.Contains(st.LastError, "not-the-token") {
 		t.Fatalf("last error %q: want the 403, never the token", st.LastError)
 	}
+}
+
+func TestMain(m *testing.M) {
+	exportertest.MaybeChild()
+	os.Exit(m.Run())
+}
+
+// BenchmarkDrain drains TOLLGATE_BENCH_EVENTS events (100,000 by default;
+// the notes' figures use 1,000,000) through the HEC sink in a child
+// process, to the fake collector counting events without decoding them.
+func BenchmarkDrain(b *testing.B) {
+	n := exportertest.BenchEvents(100000)
+	hec := fakehec.New(b, fakehec.Options{Token: token, CountOnly: true})
+	e := exportertest.Start(b, exportertest.Options{})
+	e.Fill(b, n, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("bench%d", i)
+		took, rss := e.Drain(b, name, fmt.Sprintf("name: %s\ntype: splunk_hec\nsettings:\n  url: %s\n  token: %s", name, hec.URL, token))
+		exportertest.Report(b, n, took, rss)
+	}
+}
+
+// BenchmarkAppendEvent is the sink's cost per event: one HEC event object.
+func BenchmarkAppendEvent(b *testing.B) {
+	s, err := splunk.New(splunk.Config{URL: "http://127.0.0.1:1", Token: token, Index: "audit", Source: "tollgate", Sourcetype: "tollgate:event"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := record(b)
+	var dst []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = s.AppendEvent(dst[:0], &r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+func record(b testing.TB) exporters.Record {
+	q := exportertest.Query(1)
+	if err := events.Stamp(q, "c"); err != nil {
+		b.Fatal(err)
+	}
+	ev, _ := json.Marshal(q)
+	env, err := format.Scan(ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return exporters.Record{Envelope: env, Event: ev, Data: ev}
+}
+
+// FuzzAppendEvent: whatever the envelope holds, the event object is one
+// JSON object the strict collector accepts, carrying the event verbatim.
+func FuzzAppendEvent(f *testing.F) {
+	f.Add("01J0ABC", "db.session.query", "TGDB002I", "prod", int64(1700000000123456789))
+	f.Add("a\"b\\c\n", "x.y", "", "é\x00", int64(-5))
+	s, err := splunk.New(splunk.Config{URL: "http://127.0.0.1:1", Token: token, Host: "h\"1", Index: "i"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	data := []byte(`{"id":"x","n":[1,2]}`)
+	f.Fuzz(func(t *testing.T, id, typ, code, cluster string, ns int64) {
+		r := exporters.Record{Envelope: format.Envelope{ID: id, Type: typ, Code: code, Cluster: cluster, Time: time.Unix(0, ns)}, Data: data}
+		out := s.AppendEvent(nil, &r)
+		var o struct {
+			Time   json.Number
+			Host   string
+			Event  json.RawMessage
+			Fields map[string]string
+		}
+		dec := json.NewDecoder(bytes.NewReader(out))
+		dec.UseNumber()
+		if err := dec.Decode(&o); err != nil {
+			t.Fatalf("not JSON: %v: %q", err, out)
+		}
+		if dec.More() {
+			t.Fatalf("more than one object: %q", out)
+		}
+		var wantType string
+		jt, _ := json.Marshal(typ)
+		_ = json.Unmarshal(jt, &wantType)
+		if string(o.Event) != string(data) || o.Host != "h\"1" || o.Fields["event_type"] != wantType {
+			t.Fatalf("round trip: %q", out)
+		}
+		sec, err := o.Time.Float64()
+		if err != nil || int64(sec) != r.Time.Unix() && int64(sec)+1 != r.Time.Unix() && int64(sec)-1 != r.Time.Unix() {
+			t.Fatalf("time %s for %d", o.Time, ns)
+		}
+	})
 }

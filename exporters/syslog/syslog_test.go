@@ -1,17 +1,23 @@
 package syslog_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/exporters"
+	"github.com/tollgate-db/tollgate/exporters/format"
 	"github.com/tollgate-db/tollgate/exporters/internal/exportertest"
 	"github.com/tollgate-db/tollgate/exporters/internal/rsyslogtest"
 	"github.com/tollgate-db/tollgate/exporters/internal/testpki"
-	_ "github.com/tollgate-db/tollgate/exporters/syslog"
+	"github.com/tollgate-db/tollgate/exporters/syslog"
 	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
@@ -152,4 +158,94 @@ settings:
 	if st := x.Stats(); st.DeadLetters != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+func TestMain(m *testing.M) {
+	exportertest.MaybeChild()
+	os.Exit(m.Run())
+}
+
+// BenchmarkDrain drains TOLLGATE_BENCH_EVENTS events (100,000 by default;
+// the notes' figures use 1,000,000) through the syslog sink in a child
+// process to a real rsyslogd writing them to a file.
+func BenchmarkDrain(b *testing.B) {
+	n := exportertest.BenchEvents(100000)
+	r := rsyslogtest.Start(b, rsyslogtest.Options{})
+	e := exportertest.Start(b, exportertest.Options{})
+	e.Fill(b, n, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("bench%d", i)
+		took, rss := e.Drain(b, name, fmt.Sprintf("name: %s\ntype: syslog\nsettings:\n  address: %s", name, r.Addr))
+		exportertest.Report(b, n, took, rss)
+	}
+}
+
+func record(t testing.TB, id, typ, code string) exporters.Record {
+	q := exportertest.Query(1)
+	if err := events.Stamp(q, "c"); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := json.Marshal(q)
+	env, err := format.Scan(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != "" {
+		env.ID, env.Type, env.Code = id, typ, code
+	}
+	return exporters.Record{Envelope: env, Event: ev, Data: ev}
+}
+
+// BenchmarkAppendMessage is the sink's cost per event: one RFC 5424 message.
+func BenchmarkAppendMessage(b *testing.B) {
+	s, err := syslog.New(syslog.Config{Address: "127.0.0.1:1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := record(b, "", "", "")
+	var dst []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = s.AppendMessage(dst[:0], &r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+var msgRE = regexp.MustCompile(`^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) ([!-~]{1,255}) ([!-~]{1,48}) - ([!-~]{1,32}) \[([^ =\]"]{1,32})((?: [a-z]+="(?:[^"\\\]]|\\["\\\]])*")+)\] `)
+
+// FuzzAppendMessage: whatever the event's id, type and code hold, the
+// message is well-formed RFC 5424 and its structured data gives them back.
+func FuzzAppendMessage(f *testing.F) {
+	f.Add("01J0ABC", "db.session.query", "TGDB002W")
+	f.Add(`a"b]c\d`, "x y", "bad code with spaces")
+	s, err := syslog.New(syslog.Config{Address: "127.0.0.1:1", Hostname: "gw1", Facility: "auth"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	paramRE := regexp.MustCompile(`([a-z]+)="((?:[^"\\\]]|\\["\\\]])*)"`)
+	f.Fuzz(func(t *testing.T, id, typ, code string) {
+		r := record(t, id, typ, code)
+		r.ID, r.Type, r.Code = id, typ, code
+		out := s.AppendMessage(nil, &r)
+		m := msgRE.FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("not RFC 5424: %q", out)
+		}
+		if !bytes.HasSuffix(out, r.Data) || len(out) != len(m[0])+len(r.Data) {
+			t.Fatalf("MSG is not the event: %q", out)
+		}
+		params := map[string]string{}
+		for _, p := range paramRE.FindAllSubmatch(m[7], -1) {
+			v := strings.NewReplacer(`\"`, `"`, `\\`, `\`, `\]`, `]`).Replace(string(p[2]))
+			params[string(p[1])] = v
+		}
+		if params["id"] != id || params["type"] != typ {
+			t.Fatalf("structured data %q gives id %q type %q", m[7], params["id"], params["type"])
+		}
+		pri, _ := strconv.Atoi(string(m[1]))
+		if pri/8 != 4 {
+			t.Fatalf("facility %d, want auth (4)", pri/8)
+		}
+	})
 }
