@@ -14,8 +14,8 @@ import (
 	"github.com/tollgate-db/tollgate/exporters/format"
 	"github.com/tollgate-db/tollgate/exporters/internal/exportertest"
 	"github.com/tollgate-db/tollgate/exporters/internal/fakehec"
-	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/exporters/internal/testpki"
+	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/exporters/splunk"
 )
 
