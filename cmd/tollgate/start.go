@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -72,6 +73,13 @@ func init() {
 			}
 			if err := checkRoles(flagRoles); err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				// The live heap is small and every audit event allocates a
+				// little in the client and the embedded server: collecting
+				// less often cut the CPU per event by a tenth
+				// (BenchmarkPublishAsync with GOGC=400).
+				debug.SetGCPercent(400)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
