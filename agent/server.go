@@ -55,10 +55,24 @@ type ServerConfig struct {
 	// grant ends and idleness, and refuses new ones under a lock; its Run
 	// must be running.
 	Lifecycle *Lifecycle
+	// MaxConnections and MaxConnectionsPerUser bound the client
+	// connections served at once, by the whole agent and by one user
+	// (db_service.max_connections, max_connections_per_user); 0 means no
+	// limit. A connection past a limit is refused after its TLS handshake,
+	// through ClientConn.Reject wrapping ErrTooManyConnections, so the
+	// client sees its protocol's own error.
+	MaxConnections        int
+	MaxConnectionsPerUser int
 }
+
+// ErrTooManyConnections is wrapped by ClientConn.Reject when a connection
+// is past db_service.max_connections or max_connections_per_user; engines
+// report it with their protocol's code for too many connections.
+var ErrTooManyConnections = errors.New("too many connections")
 
 // Server accepts client connections over TLS and hands them to engines.
 type Server struct {
+	limits    connLimits
 	cfg       ServerConfig
 	tls       *tls.Config
 	databases map[string]*Database
@@ -257,6 +271,16 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	cc.Identity, cc.Reject = s.verify(st.PeerCertificates)
 	if cc.Reject == nil {
 		cc.Database, cc.Reject = s.route(st.ServerName)
+	}
+	// Connection limits: counted once the user is known, held until the
+	// connection ends, refused in the engine's protocol.
+	if cc.Reject == nil {
+		release, err := s.limits.acquire(s.cfg.MaxConnections, s.cfg.MaxConnectionsPerUser, cc.Identity.User)
+		if err != nil {
+			cc.Reject = err
+		} else {
+			defer release()
+		}
 	}
 	if cc.Reject == nil && s.cfg.Lifecycle != nil {
 		defer s.cfg.Lifecycle.admit(cc, act)()

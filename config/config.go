@@ -63,7 +63,32 @@ type NATS struct {
 	// AuditMaxAge and AuditMaxBytes bound the AUDIT stream (limits retention).
 	AuditMaxAge   Duration `yaml:"audit_max_age"`
 	AuditMaxBytes int64    `yaml:"audit_max_bytes"`
+	// Leaf makes the embedded server a leaf node of a hub NATS cluster
+	// with a JetStream domain of its own: events are stored locally first,
+	// so auditing goes on through a cut from the hub, and the hub's AUDIT
+	// stream sources them (DESIGN.md §3). Only with the embedded server.
+	Leaf *Leaf `yaml:"leaf"`
 }
+
+// Leaf configures the embedded server as a leaf node of a hub.
+type Leaf struct {
+	// HubURLs are the hub's leaf node listeners (nats-leaf://host:port or
+	// host:port).
+	HubURLs []string `yaml:"hub_urls"`
+	// Domain is the JetStream domain of this leaf's own store; unique per
+	// leaf, a NATS subject token.
+	Domain string `yaml:"domain"`
+	// HubDomain is the JetStream domain of the hub, whose AUDIT stream is
+	// told to source this leaf's; "hub" when empty.
+	HubDomain string `yaml:"hub_domain"`
+	// CredsFile authenticates the leaf connection to the hub, if it asks.
+	CredsFile string `yaml:"creds_file"`
+	// TLS of the leaf connection to the hub.
+	TLS TLS `yaml:"tls"`
+}
+
+// DefaultHubDomain is the JetStream domain a leaf expects of its hub.
+const DefaultHubDomain = "hub"
 
 // EmbeddedNATS configures the server started in-process.
 type EmbeddedNATS struct {
@@ -105,6 +130,13 @@ type DBService struct {
 	JoinToken  string     `yaml:"join_token"`
 	AuditMode  string     `yaml:"audit_mode"`
 	Databases  []Database `yaml:"databases"`
+	// MaxConnections bounds the client connections the agent serves at
+	// once; past it a new connection is refused in its protocol's form
+	// (PostgreSQL 53300 too_many_connections). 0: no limit.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerUser bounds the connections of one Tollgate user
+	// (the identity of the certificate) at once. 0: no limit.
+	MaxConnectionsPerUser int `yaml:"max_connections_per_user"`
 }
 
 // Database is one database the agent proxies.
@@ -263,6 +295,9 @@ func (c *Config) fillDefaults() {
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
+	if l := c.NATS.Leaf; l != nil && l.HubDomain == "" {
+		l.HubDomain = DefaultHubDomain
+	}
 	if c.Proxy.Listen == "" {
 		c.Proxy.Listen = DefaultProxyAddr
 	}
@@ -313,6 +348,28 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5 {
 		bad("nats.replicas: %d (want 1, 3 or 5)", c.NATS.Replicas)
+	}
+	if l := c.NATS.Leaf; l != nil {
+		if len(c.NATS.URLs) > 0 {
+			bad("nats.leaf: a leaf node is the embedded server; it cannot go with nats.urls")
+		}
+		if len(l.HubURLs) == 0 {
+			bad("nats.leaf.hub_urls: required (the hub's leaf node listeners)")
+		}
+		if err := events.ValidToken(l.Domain); err != nil {
+			bad("nats.leaf.domain: %v", err)
+		}
+		if err := events.ValidToken(l.HubDomain); err != nil {
+			bad("nats.leaf.hub_domain: %v", err)
+		} else if l.HubDomain == l.Domain {
+			bad("nats.leaf.domain: %q is the hub's domain too; each leaf needs its own", l.Domain)
+		}
+	}
+	if c.DBService.MaxConnections < 0 {
+		bad("db_service.max_connections: %d is negative (0 means no limit)", c.DBService.MaxConnections)
+	}
+	if c.DBService.MaxConnectionsPerUser < 0 {
+		bad("db_service.max_connections_per_user: %d is negative (0 means no limit)", c.DBService.MaxConnectionsPerUser)
 	}
 	seen := map[string]bool{}
 	for i, d := range c.DBService.Databases {

@@ -134,6 +134,11 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		return fmt.Errorf("events: stream options: %w", err)
 	}
 	for _, cfg := range []jetstream.StreamConfig{AuditStreamConfig(o), StateStreamConfig(o)} {
+		// A hub's AUDIT stream sources its leaves' (EnsureLeafSourced);
+		// updating it must not drop them.
+		if s, err := js.Stream(ctx, cfg.Name); err == nil {
+			cfg.Sources = s.CachedInfo().Config.Sources
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("events: create or update stream %s (subjects %v, replicas %d): %w", cfg.Name, cfg.Subjects, cfg.Replicas, err)
 		}

@@ -159,7 +159,11 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		return err
 	}
 	if c.Reject != nil {
-		e.fatal(c, stateInvalidAuthorization, c.Reject.Error())
+		code := stateInvalidAuthorization
+		if errors.Is(c.Reject, agent.ErrTooManyConnections) {
+			code = stateTooManyConnections // as PostgreSQL refuses past max_connections
+		}
+		e.fatal(c, code, c.Reject.Error())
 		return c.Reject
 	}
 	params, err := parseStartupParams(body)

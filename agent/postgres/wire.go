@@ -22,6 +22,7 @@ const (
 // SQLSTATE codes the agent answers with.
 const (
 	stateInvalidAuthorization = "28000"
+	stateTooManyConnections   = "53300"
 	stateProtocolViolation    = "08P01"
 	stateConnectionFailure    = "08006"
 	// stateAuditUnavailable: class 58 is for errors outside the database,

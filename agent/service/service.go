@@ -192,6 +192,9 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg},
 		Logger:    o.Log,
 		Lifecycle: life,
+		// db_service connection limits, refused in the protocol's form.
+		MaxConnections:        cfg.DBService.MaxConnections,
+		MaxConnectionsPerUser: cfg.DBService.MaxConnectionsPerUser,
 	})
 	if err != nil {
 		return nil, err

@@ -51,6 +51,9 @@ type Options struct {
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections; 10s when zero.
 	ReadyTimeout time.Duration
+	// Leaf makes the server a leaf node of a hub with its own JetStream
+	// domain (leaf.go); nil for a standalone server or cluster node.
+	Leaf *Leaf
 }
 
 // Cluster configures the routes between the nodes of a cluster.
@@ -142,6 +145,11 @@ func (o Options) serverOptions() (*server.Options, error) {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 		so.Host, so.Port = host, port
+	}
+	if o.Leaf != nil {
+		if err := o.Leaf.apply(so); err != nil {
+			return nil, err
+		}
 	}
 	if c := o.Cluster; c != nil {
 		if c.Name == "" {
@@ -377,6 +385,7 @@ func FromConfig(c *config.Config) Options {
 		StoreDir:   c.NATS.Embedded.StoreDir,
 		Listen:     c.NATS.Embedded.Listen,
 		MaxPayload: c.NATS.Embedded.MaxPayload,
+		Leaf:       LeafFromConfig(c),
 	}
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(c.DataDir, "nats")
