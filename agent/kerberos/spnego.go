@@ -16,7 +16,7 @@ type SecContext struct {
 	Token []byte
 	// Principal is the client principal (user@REALM); SPN the service.
 	Principal, SPN string
-	done       bool
+	done           bool
 }
 
 func newSecContext(cl *client.Client, spn, principal string) (*SecContext, error) {
