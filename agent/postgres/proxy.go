@@ -99,7 +99,11 @@ func (p *proxy) writeClient(b []byte) error {
 
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context, up *upstream) error {
-	p.server = up.conn
+	if p.server == nil {
+		// session() sets it before handing terminate to the lifecycle,
+		// which may read it from then on.
+		p.server = up.conn
+	}
 	if p.q == nil {
 		p.q = newStmtQueue()
 	}
