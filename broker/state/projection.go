@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +27,6 @@ var ErrClosed = errors.New("state: projection closed")
 type Projection struct {
 	mu      sync.RWMutex
 	seq     uint64            // last stream sequence applied
-	subjSeq map[string]uint64 // last sequence of every subject ever seen
 	target  uint64            // last sequence of the initial replay
 	skipped uint64            // messages of unknown types or that did not decode
 	lastErr error             // the last decode or consumer error, for diagnostics
@@ -67,7 +68,6 @@ func OnApply(fn func(ev events.Event, live bool)) FollowOption {
 
 func newProjection() *Projection {
 	return &Projection{
-		subjSeq:  map[string]uint64{},
 		users:    map[string]User{},
 		roles:    map[string]access.Role{},
 		tokens:   map[string]Token{},
@@ -226,19 +226,21 @@ func (p *Projection) followHeartbeats(w jetstream.KeyWatcher, ready chan struct{
 // handle applies one message; the ordered consumer calls it in stream
 // order from one goroutine.
 func (p *Projection) handle(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		p.mu.Lock()
-		p.skipped++
-		p.lastErr = err
-		p.mu.Unlock()
-		return
+	seq, ok := streamSeq(msg.Reply())
+	if !ok {
+		meta, err := msg.Metadata()
+		if err != nil {
+			p.mu.Lock()
+			p.skipped++
+			p.lastErr = err
+			p.mu.Unlock()
+			return
+		}
+		seq = meta.Sequence.Stream
 	}
 	ev, derr := decode(msg.Data(), p.intern)
 	p.mu.Lock()
-	seq := meta.Sequence.Stream
 	p.seq = seq
-	p.subjSeq[msg.Subject()] = seq
 	switch {
 	case derr != nil:
 		p.skipped++
@@ -256,6 +258,38 @@ func (p *Projection) handle(msg jetstream.Msg) {
 	if p.onApply != nil && ev != nil {
 		p.onApply(ev, live)
 	}
+}
+
+// streamSeq reads the stream sequence from a JetStream ack subject without
+// allocating: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.… (9 tokens)
+// or, from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
+// <delivered>.<sseq>.… (11 or more). Anything else is left to
+// Msg.Metadata.
+func streamSeq(reply string) (uint64, bool) {
+	const prefix = "$JS.ACK."
+	if !strings.HasPrefix(reply, prefix) {
+		return 0, false
+	}
+	tokens := strings.Count(reply, ".") + 1
+	var idx int
+	switch {
+	case tokens == 9:
+		idx = 5
+	case tokens >= 11:
+		idx = 7
+	default:
+		return 0, false
+	}
+	rest := reply
+	for range idx {
+		i := strings.IndexByte(rest, '.')
+		rest = rest[i+1:]
+	}
+	if i := strings.IndexByte(rest, '.'); i >= 0 {
+		rest = rest[:i]
+	}
+	v, err := strconv.ParseUint(rest, 10, 64)
+	return v, err == nil && v > 0
 }
 
 func (p *Projection) wake() {
@@ -416,10 +450,6 @@ func (p *Projection) waitBeat(ctx context.Context, key, id string) error {
 		}
 	}
 }
-
-// lastSeq is the last sequence stored under subj, as far as the projection
-// has seen; 0 when none.
-func (p *Projection) lastSeq(subj string) uint64 { return p.subjSeq[subj] }
 
 // Users returns every user, sorted by name.
 func (p *Projection) Users() []User {

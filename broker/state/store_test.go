@@ -744,3 +744,51 @@ func TestEventsMatchSchemas(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestStreamSeq(t *testing.T) {
+	for reply, want := range map[string]uint64{
+		"$JS.ACK.STATE.cons.1.42.7.1700000000000000000.0":                      42,
+		"$JS.ACK.hub.ACCHASH.STATE.cons.1.4242.7.1700000000000000000.0.rand":   4242,
+		"$JS.ACK.hub.ACCHASH.STATE.cons.1.99.7.1700000000000000000.0":          99,
+		"$JS.ACK.STATE.cons.1.x.7.1700000000000000000.0":                       0,
+		"$JS.ACK.STATE.cons.1.5.7":                                             0,
+		"_INBOX.abc":                                                           0,
+		"$JS.ACK.hub.ACCHASH.STATE.cons.1.0.7.1700000000000000000.0.rand.more": 0,
+	} {
+		got, ok := streamSeq(reply)
+		if got != want || ok != (want != 0) {
+			t.Errorf("%s: %d %v, want %d", reply, got, ok, want)
+		}
+	}
+}
+
+// The server's ack subjects are in a form streamSeq reads, so replay takes
+// the allocation-free path.
+func TestStreamSeqOfServer(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	st := srv.open(t)
+	c := ctxT(t)
+	populate(t, st)
+	cons, err := st.stream.OrderedConsumer(c, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := streamSeq(m.Reply()); !ok || got != meta.Sequence.Stream {
+			t.Errorf("%s: %d %v, want %d", m.Reply(), got, ok, meta.Sequence.Stream)
+		}
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("%d messages", n)
+	}
+}
