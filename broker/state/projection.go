@@ -26,10 +26,10 @@ var ErrClosed = errors.New("state: projection closed")
 // for concurrent use; every read returns a copy.
 type Projection struct {
 	mu      sync.RWMutex
-	seq     uint64            // last stream sequence applied
-	target  uint64            // last sequence of the initial replay
-	skipped uint64            // messages of unknown types or that did not decode
-	lastErr error             // the last decode or consumer error, for diagnostics
+	seq     uint64 // last stream sequence applied
+	target  uint64 // last sequence of the initial replay
+	skipped uint64 // messages of unknown types or that did not decode
+	lastErr error  // the last decode or consumer error, for diagnostics
 	waiters []waiter
 	closed  bool
 
