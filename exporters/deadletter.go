@@ -36,6 +36,11 @@ func (x *Exporter) deadLetter(soft, hard context.Context, r Record, it *item, ca
 	if it.settled {
 		return nil
 	}
+	if r.Seq == 0 {
+		if md, err := it.msg.Metadata(); err == nil {
+			r.Seq = md.Sequence.Stream
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		err := x.deadLetterOnce(hard, r, cause)
 		if err == nil {

@@ -539,10 +539,10 @@ func (x *Exporter) prepare(stream string, msgs []jetstream.Msg) *work {
 	for i, m := range msgs {
 		it := &items[i]
 		it.msg = m
+		// Seq is read from the message's metadata only when needed (a
+		// dead letter): parsing it for every event costs more than the
+		// rest of this loop.
 		r := Record{Stream: stream, Subject: m.Subject(), Event: m.Data()}
-		if md, err := m.Metadata(); err == nil {
-			r.Seq = md.Sequence.Stream
-		}
 		env, err := format.Scan(r.Event)
 		r.Envelope = env
 		if err != nil {

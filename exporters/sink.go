@@ -19,7 +19,8 @@ import (
 type Record struct {
 	// Envelope is what Scan read from the event: id, type, code, time…
 	format.Envelope
-	// Stream, Subject and Seq say where the event is stored.
+	// Stream and Subject say where the event is stored; Seq, its
+	// sequence in the stream, is set on dead-lettered records only.
 	Stream  string
 	Subject string
 	Seq     uint64

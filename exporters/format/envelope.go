@@ -207,6 +207,10 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 	start = s.i
 	for s.i < len(s.b) {
 		c := s.b[s.i]
+		if plain[c] {
+			s.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			end = s.i
@@ -250,6 +254,15 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 	}
 	return 0, 0, false, s.fail("unterminated string")
 }
+
+// plain marks the bytes a string holds as they are: printable ASCII
+// other than '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'

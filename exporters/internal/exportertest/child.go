@@ -211,8 +211,16 @@ func BenchEvents(def int) int {
 // Drain runs exporterYAML (its name must be name) in a child process
 // until it has confirmed every stored event, and reports the time it took
 // and the child's peak resident memory.
+//
+// TOLLGATE_BENCH_SETTINGS adds settings (e.g. "batch_size: 5000",
+// several separated by ';'); exporterYAML must end with its settings.
 func (e *Env) Drain(b *testing.B, name, exporterYAML string) (took time.Duration, peakRSS int64) {
 	b.Helper()
+	if extra := os.Getenv("TOLLGATE_BENCH_SETTINGS"); extra != "" {
+		for _, kv := range strings.Split(extra, ";") {
+			exporterYAML += "\n  " + strings.TrimSpace(kv)
+		}
+	}
 	c := StartChild(b, e.NATS.URL(), exporterYAML)
 	start := time.Now()
 	for {
