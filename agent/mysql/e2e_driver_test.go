@@ -208,7 +208,7 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	}
 	conn.Close()
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.waitAudit(t, "session end with its events stored", settled(1))
 	checkGapless(t, evs)
 	refused := 0
 	for _, r := range ofType(evs, "db.session.result") {

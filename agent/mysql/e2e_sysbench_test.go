@@ -66,15 +66,15 @@ func TestSysbenchGroundTruth(t *testing.T) {
 
 	// The store stops mid-run: statements are refused with a clear error
 	// and none reaches the database; the run goes on once it is back.
-	cmd := s.sysbench(t, "oltp_read_write", "--threads=4", "--time=6", "--mysql-ignore-errors=all", "run")
+	cmd := s.sysbench(t, "oltp_read_write", "--threads=4", "--time=5", "--mysql-ignore-errors=all", "run")
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	s.nats.Stop()
-	time.Sleep(2 * time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	if err := s.nats.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestSysbenchGroundTruth(t *testing.T) {
 	if sysbenchCount(buf.Bytes(), "transactions") == 0 {
 		t.Fatalf("the run did not go on:\n%s", buf.String())
 	}
-	evs = s.waitAudit(t, "sessions end", count("db.session.end", 9))
+	evs = s.waitAudit(t, "sessions end with their events stored", settled(9))
 	checkGapless(t, evs)
 	refused := 0
 	for _, r := range ofType(evs, "db.session.result") {
