@@ -59,10 +59,14 @@ type Report struct {
 // several results), extended-protocol ones with their recorded parameters
 // in text form and the parameter types their Parse declared.
 func Execute(ctx context.Context, t *Timeline, o ExecOptions) (*Report, error) {
+	var newRunner func(ctx context.Context, target string) (runner, error)
 	switch t.Session.Protocol {
 	case "postgres", "cockroachdb", "":
+		newRunner = newPGRunner
+	case "mysql":
+		newRunner = newMySQLRunner
 	default:
-		return nil, fmt.Errorf("re-executing %s sessions is not supported yet (PostgreSQL and CockroachDB sessions are)", t.Session.Protocol)
+		return nil, fmt.Errorf("re-executing %s sessions is not supported yet (PostgreSQL, CockroachDB and MySQL sessions are)", t.Session.Protocol)
 	}
 	switch o.Pace {
 	case "":
@@ -74,13 +78,13 @@ func Execute(ctx context.Context, t *Timeline, o ExecOptions) (*Report, error) {
 	if o.Target == "" {
 		return nil, errors.New("no target database: give its DSN (--target)")
 	}
-	conn, err := pgconn.Connect(ctx, o.Target)
+	r, err := newRunner(ctx, o.Target)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the target: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer r.close()
 	stmts := t.Statements()
-	rep := &Report{SID: t.Session.SID, Target: redactDSN(o.Target), Statements: len(stmts)}
+	rep := &Report{SID: t.Session.SID, Target: r.name(), Statements: len(stmts)}
 	bar := newProgress(o.Progress, len(stmts))
 	began := time.Now()
 	for i, s := range stmts {
@@ -94,7 +98,7 @@ func Execute(ctx context.Context, t *Timeline, o ExecOptions) (*Report, error) {
 				}
 			}
 		}
-		got, err := run(ctx, conn, s)
+		got, err := r.run(ctx, s)
 		if err != nil {
 			return rep, fmt.Errorf("statement ei %d: %w", s.EI, err)
 		}
@@ -111,9 +115,35 @@ func Execute(ctx context.Context, t *Timeline, o ExecOptions) (*Report, error) {
 	return rep, nil
 }
 
+// runner runs statements on a target database and summarises their
+// results as the agent records them.
+type runner interface {
+	run(ctx context.Context, s Statement) ([]Result, error)
+	name() string
+	close()
+}
+
+type pgRunner struct {
+	conn   *pgconn.PgConn
+	target string
+}
+
+func newPGRunner(ctx context.Context, target string) (runner, error) {
+	conn, err := pgconn.Connect(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &pgRunner{conn: conn, target: target}, nil
+}
+
+func (r *pgRunner) name() string { return redactDSN(r.target) }
+
+func (r *pgRunner) close() { _ = r.conn.Close(context.Background()) }
+
 // run executes one statement and summarises its results as the agent
 // would have recorded them.
-func run(ctx context.Context, conn *pgconn.PgConn, s Statement) ([]Result, error) {
+func (r *pgRunner) run(ctx context.Context, s Statement) ([]Result, error) {
+	conn := r.conn
 	if !s.Extended {
 		start := time.Now()
 		rs, err := conn.Exec(ctx, s.Query).ReadAll()
@@ -143,14 +173,14 @@ func run(ctx context.Context, conn *pgconn.PgConn, s Statement) ([]Result, error
 		oids = s.ParamOIDs
 	}
 	start := time.Now()
-	r := conn.ExecParams(ctx, s.Query, params, oids, nil, nil).Read()
-	if r.Err != nil {
+	res := conn.ExecParams(ctx, s.Query, params, oids, nil, nil).Read()
+	if res.Err != nil {
 		var pe *pgconn.PgError
-		if !errors.As(r.Err, &pe) {
-			return nil, r.Err
+		if !errors.As(res.Err, &pe) {
+			return nil, res.Err
 		}
 	}
-	return []Result{summarize(r.CommandTag, len(r.Rows), r.Err, time.Since(start))}, nil
+	return []Result{summarize(res.CommandTag, len(res.Rows), res.Err, time.Since(start))}, nil
 }
 
 func summarize(tag pgconn.CommandTag, rows int, err error, d time.Duration) Result {

@@ -193,16 +193,20 @@ type Statement struct {
 }
 
 // Statements pairs each statement with the results that follow it until
-// the next statement. Clients that pipeline statements without waiting
-// for answers would have their results attributed to the last one sent;
-// psql, pgbench and most drivers wait.
+// the client's next command (a prepare, a bind, another statement, a
+// MySQL COM_PING…, whose own results are not the statement's). Clients
+// that pipeline statements without waiting for answers would have their
+// results attributed to the last one sent; psql, pgbench and most drivers
+// wait.
 func (t *Timeline) Statements() []Statement {
 	var out []Statement
 	oids := map[string][]uint32{}
+	current := -1 // index in out of the statement results belong to
 	for _, e := range t.Entries {
 		switch e.Kind {
 		case KindPrepare:
 			oids[e.StatementName] = e.ParamOIDs
+			current = -1
 		case KindStatement:
 			s := Statement{EI: e.EI, Offset: e.Offset, Query: e.Statement, Params: e.Params,
 				Extended: e.Type != "db.session.query"}
@@ -210,10 +214,16 @@ func (t *Timeline) Statements() []Statement {
 				s.ParamOIDs = oids[e.StatementName]
 			}
 			out = append(out, s)
+			current = len(out) - 1
 		case KindResult:
-			if len(out) > 0 {
-				last := &out[len(out)-1]
-				last.Results = append(last.Results, *e.Result)
+			if current >= 0 {
+				out[current].Results = append(out[current].Results, *e.Result)
+			}
+		case KindBind, KindOther:
+			// COPY data belongs to the statement that started the COPY;
+			// any other client command has results of its own.
+			if e.Type != "db.session.postgres.copy" && e.Type != "db.session.malformed_packet" {
+				current = -1
 			}
 		}
 	}
