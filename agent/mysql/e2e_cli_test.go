@@ -77,6 +77,11 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 	if err == nil || !strings.Contains(out, "1044") || !strings.Contains(out, `db_name "secret"`) {
 		t.Fatalf("connect to secret: %v\n%s", err, out)
 	}
+	// TLS without a user certificate: refused in the protocol's words.
+	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "-uapp", "test", "-e", "SELECT 1")
+	if err == nil || !strings.Contains(out, "1045") || !strings.Contains(out, "no client certificate") {
+		t.Fatalf("no certificate: %v\n%s", err, out)
+	}
 	// Without TLS the agent refuses before anything else.
 	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--skip-ssl", "-uapp", "test", "-e", "SELECT 1")
 	if err == nil || !strings.Contains(out, "3159") || !strings.Contains(out, "without TLS are refused") {
