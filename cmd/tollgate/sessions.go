@@ -87,7 +87,7 @@ events are read.
 
 With --execute the session's statements run again, in order, on the database
 of --target (a PostgreSQL DSN, or for MySQL sessions a go-sql-driver DSN
-such as user@tcp(host:3306)/db?tls=custom), as fast as possible or at the recorded pace,
+such as user@tcp(host:3306)/db?tls=true), as fast as possible or at the recorded pace,
 and every statement whose results differ (count, success, command tag, rows,
 error code) is reported. A progress bar is drawn on a terminal.`,
 		Args: exactArgs("SID"),
