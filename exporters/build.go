@@ -93,10 +93,18 @@ func RunAll(ctx context.Context, cs []config.Exporter, d Deps) error {
 		}
 		xs = append(xs, x)
 	}
+	// An exporter that cannot start (its consumers, after retries) stops
+	// the others: the process fails rather than run half its exporters.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(xs))
 	for i, x := range xs {
-		wg.Go(func() { errs[i] = x.Run(ctx) })
+		wg.Go(func() {
+			if errs[i] = x.Run(ctx); errs[i] != nil {
+				cancel()
+			}
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

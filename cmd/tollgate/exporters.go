@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters"
 
 	// The sinks register themselves with the exporters.
@@ -63,8 +64,21 @@ func runExporters(ctx context.Context, d *startDeps) error {
 		defer srv.Close()
 		log.Info("exporter metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
 	}
+	// Dead-letter reports are stored before the event they report on is
+	// acknowledged, whatever audit.mode says: a strict publisher of their
+	// own.
+	pub, err := events.NewPublisher(d.JS, d.Config.ClusterName, events.WithAckTimeout(d.Config.Audit.AckTimeout.Std()),
+		events.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = pub.Close(cctx)
+	}()
 	return exporters.RunAll(ctx, d.Config.Exporters, exporters.Deps{
-		JS: d.JS, Publisher: d.Publisher, Log: log, Metrics: m, Replicas: d.Config.NATS.Replicas,
+		JS: d.JS, Publisher: pub, Log: log, Metrics: m, Replicas: d.Config.NATS.Replicas,
 	})
 }
 

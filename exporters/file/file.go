@@ -31,7 +31,9 @@ func init() {
 
 // Config is the sink's settings.
 type Config struct {
-	// Path of the file written; rotated files are Path.<UTC time>.
+	// Path of the file written; rotated files are Path.<UTC time>. Each
+	// replica of an exporter needs a path of its own: two processes
+	// rotating one file would rename each other's work.
 	Path string `yaml:"path"`
 	// MaxSize rotates the file before it would grow past this many bytes
 	// (0: never by size).
