@@ -94,3 +94,50 @@ func TestResponseDecoderSynthetic(t *testing.T) {
 		t.Errorf("ping answered by 0x01: %v", err)
 	}
 }
+
+func TestResponseDecoderFeedHeadAndSchema(t *testing.T) {
+	caps := ClientProtocol41 | ClientDeprecateEOF | ClientSessionTrack
+	d := NewResponseDecoder(caps)
+	// A row of 3 MiB given by its first MiB only.
+	d.Begin(ComQuery)
+	col := (&ColumnDefinition41{Catalog: "def", Name: "b", Type: TypeLongBlob}).Encode(nil, caps)
+	for _, p := range [][]byte{{1}, col} {
+		if done, err := d.Feed(p); done || err != nil {
+			t.Fatal(done, err)
+		}
+	}
+	head := make([]byte, 1<<20)
+	head[0] = 0xfe // a length prefix of 8 bytes: not a terminator at this size
+	if done, err := d.FeedHead(head, 3<<20); done || err != nil {
+		t.Fatalf("large row: %v %v", done, err)
+	}
+	if _, err := d.FeedHead(head[:10], 3<<20); err == nil {
+		t.Fatal("a head too short for its payload was accepted")
+	}
+	end := (&OKPacket{Header: EOFHeader, Status: ServerStatusAutocommit}).Encode(nil, caps)
+	if done, err := d.Feed(end); !done || err != nil {
+		t.Fatal(done, err)
+	}
+	if r := d.Response(); r.Rows != 1 || r.Bytes != uint64(1+len(col)+3<<20+len(end)) {
+		t.Fatalf("response %+v", r)
+	}
+	// Outside rows a partial packet is malformed.
+	d.Begin(ComPing)
+	if _, err := d.FeedHead(head, 2<<20); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("partial OK: %v", err)
+	}
+
+	// USE answered with the new schema in the session state.
+	state := AppendLenEncBytes([]byte{0x01}, AppendLenEncString(nil, "other"))
+	state = append(state, 0x00) // SESSION_TRACK_SYSTEM_VARIABLES follows
+	state = AppendLenEncBytes(state, append(AppendLenEncString(nil, "autocommit"), AppendLenEncString(nil, "ON")...))
+	ok := (&OKPacket{Status: ServerStatusAutocommit | ServerSessionStateChanged, SessionState: state}).Encode(nil, caps)
+	r := feedAll(t, d, ComQuery, ok)
+	if !r.SchemaChanged || r.Schema != "other" {
+		t.Fatalf("schema not tracked: %+v", r)
+	}
+	r = feedAll(t, d, ComQuery, (&OKPacket{Status: ServerStatusAutocommit}).Encode(nil, caps))
+	if r.SchemaChanged {
+		t.Fatalf("schema changed without session state: %+v", r)
+	}
+}
