@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -197,5 +198,62 @@ func TestDecoderRefusesBadPackets(t *testing.T) {
 		if len(server.bytes()) != 0 {
 			t.Fatalf("%s: forwarded", name)
 		}
+	}
+}
+
+// TestServerScannerSplits follows a response cut at every size, with a row
+// larger than one packet (16 MiB and more): one result, every row counted.
+func TestServerScannerSplits(t *testing.T) {
+	rec := &recorder{}
+	d, _, _ := testDecoder(t, rec)
+	p := d.p
+	caps := p.caps
+	var resp []byte
+	seq := uint8(1)
+	resp, seq = wire.AppendPacket(resp, seq, wire.AppendLenEncInt(nil, 1))
+	resp, seq = wire.AppendPacket(resp, seq, (&wire.ColumnDefinition41{Catalog: "def", Name: "b", Type: wire.TypeLongBlob}).Encode(nil, caps))
+	big := wire.AppendLenEncBytes(nil, bytes.Repeat([]byte{'z'}, wire.MaxChunk+1000))
+	resp, seq = wire.AppendPacket(resp, seq, wire.AppendLenEncString(nil, "small"))
+	resp, seq = wire.AppendPacket(resp, seq, big)
+	resp, _ = wire.AppendPacket(resp, seq, (&wire.OKPacket{Header: wire.EOFHeader, Status: wire.ServerStatusAutocommit}).Encode(nil, caps))
+	for _, step := range []int{len(resp), 1 << 16, 4093, 7} {
+		if step == 7 && testing.Short() {
+			continue
+		}
+		q := newCmdQueue()
+		p.q = q
+		sc := &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
+		q.push([]pending{{cmd: wire.ComQuery, at: time.Now()}})
+		for off := 0; off < len(resp); off += step {
+			if err := sc.scan(resp[off:min(off+step, len(resp))]); err != nil {
+				t.Fatalf("step %d at %d: %v", step, off, err)
+			}
+		}
+		if sc.active || sc.completed != 1 {
+			t.Fatalf("step %d: active %v, completed %d", step, sc.active, sc.completed)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var rows []uint64
+		rec.mu.Lock()
+		for _, ev := range rec.evs {
+			if r, ok := ev.(*events.Result); ok {
+				rows = append(rows, r.Rows)
+			}
+		}
+		rec.mu.Unlock()
+		if len(rows) == 4 {
+			for _, n := range rows {
+				if n != 2 {
+					t.Fatalf("rows %v", rows)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results %v", rows)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
