@@ -271,3 +271,27 @@ func FuzzAppendEvent(f *testing.F) {
 		}
 	})
 }
+
+// An event larger than the collector takes (413) is dead-lettered alone;
+// the events around it are indexed.
+func TestOversizedEvent(t *testing.T) {
+	hec := fakehec.New(t, fakehec.Options{Token: token, MaxBody: 1 << 20})
+	e := exportertest.Start(t, exportertest.Options{MaxPayload: 4 << 20})
+	ids := e.Fill(t, 300, func(i int) events.Event {
+		q := exportertest.Query(i)
+		if i == 150 {
+			q.Query = "SELECT '" + strings.Repeat("q", 3<<19) + "'"
+		}
+		return q
+	})
+	_, _ = e.Run(t, fmt.Sprintf("name: hecbig\ntype: splunk_hec\nsettings:\n  url: %s\n  token: %s\n  linger: 20ms", hec.URL, token))
+	e.Settled(t, "hecbig", 60*time.Second)
+	got := checkAll(t, hec, append(append([]string(nil), ids[:150]...), ids[151:]...))
+	if _, ok := got[ids[150]]; ok {
+		t.Fatal("the oversized event was indexed")
+	}
+	dl := e.DeadLetters(t, "hecbig")
+	if len(dl) != 1 || dl[0].Header.Get("Tollgate-Event-Id") != ids[150] || !strings.Contains(dl[0].Header.Get("Tollgate-Reason"), "413") {
+		t.Fatalf("dead letters: %d", len(dl))
+	}
+}
