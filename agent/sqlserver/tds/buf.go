@@ -5,12 +5,6 @@ import (
 	"fmt"
 )
 
-// errShort reports that a value runs past the end of the data; need, when
-// known, is how many bytes the value requires from the reader's start.
-type errShort struct{ need int }
-
-func (e *errShort) Error() string { return "truncated" }
-
 // rd reads little-endian fields with bounds checks. The first failure
 // sticks: later reads return zero values, and err says what was being read.
 type rd struct {
