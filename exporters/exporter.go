@@ -317,9 +317,9 @@ func (x *Exporter) consumerConfig(stream string) jetstream.ConsumerConfig {
 		// Never give up on an event: a sink that is down for a day gets
 		// every event when it is back.
 		MaxDeliver: -1,
-		// Fetch-ahead, the batch being delivered and one queued, for each
-		// replica of a few.
-		MaxAckPending: 8 * x.d.BatchSize,
+		// Each replica holds a few batches unacknowledged (buffered,
+		// queued, being delivered); room for several replicas.
+		MaxAckPending: 20 * x.d.BatchSize,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if x.d.Start == "new" {

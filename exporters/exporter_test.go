@@ -415,3 +415,27 @@ func TestSettingsAreStrict(t *testing.T) {
 		}
 	}
 }
+
+// The NATS server restarts under the exporter: it reconnects, resumes its
+// consumers and loses nothing.
+func TestNATSRestart(t *testing.T) {
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.Fill(t, 3000, nil)
+	sink := newMemSink()
+	slow := func([]exporters.Record) error { time.Sleep(5 * time.Millisecond); return nil }
+	sink.fail = slow
+	d := fast()
+	d.BatchSize = 100
+	_, _ = run(t, e, exporters.Options{Name: "restart", Sink: sink, Delivery: d})
+	waitFor(t, "some events", 20*time.Second, func() bool { return sink.count() > 500 })
+	if err := e.NATS.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, e.Fill(t, 500, nil)...)
+	e.Settled(t, "restart", 60*time.Second)
+	for _, id := range ids {
+		if !sink.has(id) {
+			t.Fatalf("event %s lost across the restart", id)
+		}
+	}
+}
