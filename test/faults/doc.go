@@ -1,0 +1,15 @@
+// Package faults proves Tollgate's promise under faults: with PostgreSQL
+// logging every statement, load runs through an agent (a `tollgate start`
+// child process) while one fault at a time hits the system: the NATS
+// server SIGKILLed and restarted, the agent SIGKILLed and restarted, the
+// broker and the file exporter SIGKILLed, the JetStream store filled to
+// its limit, the agent cut from NATS. After each, the database's own log
+// is compared with the AUDIT stream (no statement without its event) and
+// the exporter's file with the stream (every stored event delivered).
+// The same checks run on a three-node JetStream cluster (R3) with a node
+// killed, and on an agent whose embedded NATS is a leaf node of a hub,
+// cut from it.
+//
+// `make faults` runs the whole campaign (TOLLGATE_FAULTS=1) and writes
+// test/bench/faults.md; `go test` alone runs a short smoke version.
+package faults
