@@ -318,7 +318,9 @@ func UserFiles(t testing.TB, cas *ca.Authorities, dir, user string) (hostCA, cer
 // ClientEnv is the libpq environment of a client of the agent at addr:
 // verify-full against the host CA under the database's name (the SNI
 // that routes), the user's certificate.
-func (s *Stack) ClientEnv() []string { return ClientEnv(s.AgentAddr, s.HostCAFile, s.UserCertFile, s.UserKeyFile) }
+func (s *Stack) ClientEnv() []string {
+	return ClientEnv(s.AgentAddr, s.HostCAFile, s.UserCertFile, s.UserKeyFile)
+}
 
 // ClientEnv is the libpq environment of a client of an agent.
 func ClientEnv(agentAddr, hostCA, cert, key string) []string {
