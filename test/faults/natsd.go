@@ -113,7 +113,9 @@ func prepareNATS(bin string, o NATSOptions) (*NATSD, error) {
 		if n.LeafPort, err = freePort(); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "leafnodes {\n  listen: \"127.0.0.1:%d\"\n}\n", n.LeafPort)
+		// Not advertised: a leaf would learn the address and go around a
+		// cut Link.
+		fmt.Fprintf(&b, "leafnodes {\n  listen: \"127.0.0.1:%d\"\n  no_advertise: true\n}\n", n.LeafPort)
 	}
 	if o.Cluster != "" {
 		fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: \"127.0.0.1:%d\"\n  routes: [\n", o.Cluster, o.ClusterPort)
