@@ -73,10 +73,16 @@ type Entry struct {
 type Timeline struct {
 	Session Session `json:"session"`
 	Entries []Entry `json:"entries"`
-	// Missing lists the ei values absent between 0 and the last one: an
-	// audit trail with no gap has none.
-	Missing []uint64 `json:"missing_ei,omitempty"`
+	// Missing lists the ei values absent between 0 and the last one (the
+	// first maxMissing of them), MissingTotal counts them all: an audit
+	// trail with no gap has none.
+	Missing      []uint64 `json:"missing_ei,omitempty"`
+	MissingTotal uint64   `json:"missing_total,omitempty"`
 }
+
+// maxMissing bounds the missing ei values listed: a corrupt ei must not
+// make the list huge.
+const maxMissing = 1000
 
 // Load reads one session from AUDIT, with the session's own subject filter
 // (events.SessionFilter): no other session's events are read.
@@ -131,8 +137,12 @@ func build(recs []*record) *Timeline {
 	start := t.Session.Start
 	next := uint64(0)
 	for _, r := range recs {
-		for ; next < r.EI; next++ {
-			t.Missing = append(t.Missing, next)
+		if r.EI > next {
+			t.MissingTotal += r.EI - next
+			for ; next < r.EI && len(t.Missing) < maxMissing; next++ {
+				t.Missing = append(t.Missing, next)
+			}
+			next = r.EI
 		}
 		if r.EI == next {
 			next++
@@ -237,8 +247,8 @@ func (t *Timeline) WriteText(w io.Writer) error {
 	s := t.Session
 	fmt.Fprintf(w, "session %s: user %s on %s as db_user %s db_name %s, started %s\n",
 		s.SID, s.User, s.Database, s.DBUser, s.DBName, s.Start.UTC().Format(time.RFC3339Nano))
-	if len(t.Missing) > 0 {
-		fmt.Fprintf(w, "warning: events missing from the audit trail: ei %s\n", joinUints(t.Missing))
+	if t.MissingTotal > 0 {
+		fmt.Fprintf(w, "warning: %d events missing from the audit trail: ei %s\n", t.MissingTotal, joinUints(t.Missing))
 	}
 	for _, e := range t.Entries {
 		off := fmt.Sprintf("+%9.3fs", e.Offset.Seconds())
@@ -282,7 +292,7 @@ func joinUints(v []uint64) string {
 	parts := make([]string, 0, len(v))
 	for i, n := range v {
 		if i == 20 {
-			parts = append(parts, fmt.Sprintf("… (%d in all)", len(v)))
+			parts = append(parts, "…")
 			break
 		}
 		parts = append(parts, strconv.FormatUint(n, 10))
