@@ -103,6 +103,12 @@ func New(cfg Config) *Server {
 	if len(cfg.Databases) == 0 {
 		cfg.Databases = []string{"master", "app"}
 	}
+	if cfg.TLS != nil && cfg.TLS.MaxVersion == 0 {
+		// SQL Server negotiates at most TLS 1.2 inside TDS 7.x (TLS 1.3
+		// needs TDS 8's TLS-first connections); clients count on it.
+		cfg.TLS = cfg.TLS.Clone()
+		cfg.TLS.MaxVersion = tls.VersionTLS12
+	}
 	return &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}, nextHandle: 1}
 }
 

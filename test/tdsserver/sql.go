@@ -91,9 +91,13 @@ func (c *conn) statement(o *out, st string, params map[string]value, more bool, 
 		status |= tds.DoneMore
 	}
 	lower := strings.ToLower(st)
-	word, rest, _ := strings.Cut(lower, " ")
-	_, restOrig, _ := strings.Cut(st, " ")
-	rest = strings.TrimSpace(rest)
+	// The keyword ends at the first character that is not a letter
+	// (raiserror('x', 16, 1) has no space).
+	end := strings.IndexFunc(lower, func(r rune) bool { return r < 'a' || r > 'z' })
+	if end < 0 {
+		end = len(lower)
+	}
+	word, rest, restOrig := lower[:end], strings.TrimSpace(lower[end:]), st[end:]
 	switch word {
 	case "select":
 		row, cols, err := c.selectList(strings.TrimSpace(restOrig), params)

@@ -1,0 +1,333 @@
+package sqlserver_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/kerberos"
+	"github.com/tollgate-db/tollgate/agent/kerberos/kdctest"
+	"github.com/tollgate-db/tollgate/agent/sqlserver"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/schemas"
+	"github.com/tollgate-db/tollgate/test/harness"
+	"github.com/tollgate-db/tollgate/test/tdsserver"
+)
+
+const (
+	spn   = "MSSQLSvc/sql.tollgate.test:1433"
+	realm = "TOLLGATE.TEST"
+)
+
+// stack is a real MIT KDC, the strict TDS server verifying Kerberos with
+// the SPN's keytab, an embedded JetStream with the publisher, an agent with
+// the SQL Server engine logging in with PKINIT, and a local plaintext
+// tunnel to the agent like tg proxy db --tunnel.
+type stack struct {
+	kdc    *kdctest.KDC
+	tds    *tdsserver.Server
+	js     jetstream.JetStream
+	cas    *ca.Authorities
+	agent  string
+	tunnel string
+	user   tls.Certificate
+	roots  *tls.Config
+	dir    string
+}
+
+type stackOptions struct {
+	mode string
+	// ad edits the database's ad: block.
+	ad func(*config.AD)
+	// tls edits the database's tls: block.
+	tls func(*config.DatabaseTLS)
+}
+
+func newStack(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	cas, err := ca.Open(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, err := cas.CertPEM(ca.DBClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kdc := kdctest.Start(t, kdctest.Options{Realm: realm, ClientCAPEM: clientCA})
+	kdc.AddPKINITUser(t, "alice")
+	kdc.AddPKINITUser(t, "bob")
+	kt, err := keytab.Load(kdc.AddService(t, spn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SQL Server's certificate comes from the db CA, which the agent
+	// trusts through tls.ca_cert_file.
+	certPEM, keyPEM, casPEM, err := cas.IssueDBServer([]string{"localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbCA, err := cas.CertPEM(ca.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = casPEM
+	ts, err := tdsserver.Listen(tdsserver.Config{
+		TLS: &tls.Config{Certificates: []tls.Certificate{srvCert}}, Keytab: kt, KerberosReply: true,
+		ForceEncryption: true, Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.Close() })
+
+	ns := harness.NATS(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, "test", events.WithAckTimeout(time.Second), events.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "ms1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice@example.com", Roles: []string{"dev"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{kdc: kdc, tds: ts, js: js, cas: cas, dir: dir,
+		user: tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey, Leaf: userCert}}
+	hostPool, _ := cas.Pool(ca.Host)
+	s.roots = &tls.Config{RootCAs: hostPool, ServerName: "ms1", Certificates: []tls.Certificate{s.user}}
+
+	roles, err := access.Parse([]byte(`
+kind: role
+metadata: {name: dev}
+spec:
+  allow:
+    db_labels: {env: test}
+    db_users: [alice]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := config.AD{Domain: "tollgate.test", SPN: spn, KDCHostName: kdc.KDCHostName(), LDAPCert: kdc.DomainCAFile}
+	if o.ad != nil {
+		o.ad(&ad)
+	}
+	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: writeFile(t, dir, "db-ca.crt", dbCA)}
+	if o.tls != nil {
+		o.tls(&dbTLS)
+	}
+	_, port, _ := net.SplitHostPort(ts.Addr())
+	krb := kerberos.NewRegistry(kerberos.Options{Issue: cas.IssueDBClient, DBClientCA: clientCA, Dir: filepath.Join(dir, "krb5"), Logger: quiet()})
+	t.Cleanup(func() { krb.Close() })
+	eng, err := sqlserver.New(sqlserver.Options{Auth: &sqlserver.ConfigAuth{Kerberos: krb}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPool, _ := cas.Pool(ca.User)
+	srv, err := agent.NewServer(agent.ServerConfig{
+		Cluster: "test",
+		Databases: []config.Database{{Name: "ms1", Protocol: "sqlserver", URI: "localhost:" + port, AuditMode: o.mode,
+			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad}},
+		TLS:        &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+		UserCAs:    userPool,
+		Identify:   identity.FromCertificate,
+		Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
+		Recorder:   pub,
+		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) { return nil, errors.New("unused") },
+		Engines:    map[string]agent.Engine{"sqlserver": eng},
+		Logger:     quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.agent = ln.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	s.tunnel = startTunnel(t, s.agent, s.roots)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = pub.Close(context.Background())
+	})
+	return s
+}
+
+// startTunnel does what tg proxy db --tunnel does for protocols other than
+// PostgreSQL: each local plaintext connection is carried to the agent in
+// TLS with the user's certificate and the database's name as SNI.
+func startTunnel(t *testing.T, agentAddr string, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := tls.Dial("tcp", agentAddr, cfg)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				errc := make(chan error, 2)
+				go func() { _, err := io.Copy(up, c); _ = up.CloseWrite(); errc <- err }()
+				go func() { _, err := io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); errc <- err }()
+				<-errc
+				timer := time.AfterFunc(5*time.Second, func() { c.Close(); up.Close() })
+				<-errc
+				timer.Stop()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func quiet() *slog.Logger {
+	if testing.Verbose() && os.Getenv("TG_TEST_LOG") != "" {
+		return slog.Default()
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func writeFile(t *testing.T, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// audit reads every stored event, checking each against its schema.
+func (s *stack) audit(t *testing.T) []map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if err := schemas.Validate(m.Data); err != nil {
+			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func (s *stack) waitAudit(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := s.audit(t)
+		if cond(evs) {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			for _, ev := range evs {
+				t.Logf("%v", ev)
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func ofType(evs []map[string]any, typ string) []map[string]any {
+	var out []map[string]any
+	for _, ev := range evs {
+		if ev["type"] == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func count(typ string, n int) func([]map[string]any) bool {
+	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
+}
+
+// checkGapless asserts that every session's ei run 0..n-1.
+func checkGapless(t *testing.T, evs []map[string]any) {
+	t.Helper()
+	bySession := map[string][]int{}
+	for _, ev := range evs {
+		sid, _ := ev["sid"].(string)
+		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
+	}
+	for sid, eis := range bySession {
+		sort.Ints(eis)
+		for i, ei := range eis {
+			if ei != i {
+				t.Fatalf("session %s: ei %v not gapless", sid, eis)
+			}
+		}
+	}
+}

@@ -1,0 +1,409 @@
+package sqlserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// request is a client request the server has yet to answer.
+type request struct {
+	kind string
+	at   time.Time
+	// prepare is the statement of an sp_prepare or sp_prepexec, whose
+	// handle comes back in the first RETURNVALUE.
+	prepare string
+}
+
+// response accumulates the server's answer to the oldest request.
+type response struct {
+	rows, rowTokens uint64
+	counted         bool
+	bytes           uint64
+	warnings        uint64
+	errNumber       int32
+	errMsg          string
+	errors          int
+	attn            bool
+	cmd             uint16
+	handle          string
+}
+
+// proxy is one established session.
+type proxy struct {
+	e       *Engine
+	sess    *agent.Session
+	client  net.Conn
+	server  net.Conn
+	started time.Time
+	version uint32
+	dbUser  string
+	dbName  string
+
+	packetSize atomic.Int32
+	clientMu   sync.Mutex
+
+	qmu      sync.Mutex
+	queue    []*request
+	prepared map[string]string // handle → statement
+
+	resp     response
+	midReply atomic.Bool
+
+	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
+
+	reasonMu sync.Mutex
+	reason   string
+	termMsg  []byte
+}
+
+func (p *proxy) setReason(r string) {
+	p.reasonMu.Lock()
+	if p.reason == "" {
+		p.reason = r
+	}
+	p.reasonMu.Unlock()
+}
+
+// end is the session's last event.
+func (p *proxy) end(reason string) *events.SessionEnd {
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	r := p.reason
+	p.reasonMu.Unlock()
+	return &events.SessionEnd{
+		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
+		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
+	}
+}
+
+// terminate ends the session for the lifecycle (lock, expiry, idleness):
+// the client gets a fatal error once the server's answer in flight, if
+// any, is through.
+func (p *proxy) terminate(reason, message string) {
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	p.termMsg = errorTokens(errTollgate, classFatal, "tollgate: "+message)
+	p.reasonMu.Unlock()
+	p.server.Close()
+}
+
+func (p *proxy) writeClient(b []byte) error {
+	p.clientMu.Lock()
+	defer p.clientMu.Unlock()
+	_, err := p.client.Write(b)
+	return err
+}
+
+// tokensToClient frames tokens as a reply message for the client.
+func (p *proxy) tokensToClient(b []byte) error {
+	return p.writeClient(tds.AppendPackets(nil, tds.PacketReply, b, int(p.packetSize.Load()), 0))
+}
+
+// run proxies until either side ends, then closes the session.
+func (p *proxy) run(ctx context.Context, server net.Conn) error {
+	p.server = server
+	p.prepared = map[string]string{}
+	serverDone := make(chan error, 1)
+	go func() {
+		err := p.serverLoop()
+		p.reasonMu.Lock()
+		msg := p.termMsg
+		p.reasonMu.Unlock()
+		if msg != nil && !p.midReply.Load() {
+			_ = p.tokensToClient(msg)
+		}
+		p.client.Close()
+		serverDone <- err
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		p.setReason("agent shutting down")
+		p.server.Close()
+		p.client.Close()
+	})
+	defer stop()
+	cerr := p.clientLoop(ctx)
+	p.server.Close()
+	serr := <-serverDone
+	p.sess.Close(p.end("client closed the connection"))
+	if cerr != nil {
+		return cerr
+	}
+	return serr
+}
+
+// clientLoop reads client messages: each is reassembled from its packets,
+// decoded, its events gated, and only then its packets forwarded as they
+// came.
+func (p *proxy) clientLoop(ctx context.Context) error {
+	r := tds.NewReader(p.client)
+	r.MaxMessage = p.e.opt.MaxMessage
+	dec := &decoder{p: p}
+	for {
+		r.MaxPacket = int(p.packetSize.Load())
+		m, err := r.ReadMessage()
+		if err != nil {
+			var pe *tds.ProtocolError
+			if errors.As(err, &pe) {
+				return p.malformed(ctx, pe.Reason, pe.Prefix, pe.Length)
+			}
+			p.setReason("client closed the connection")
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		p.bytesIn.Add(uint64(len(m.Raw)))
+		if m.Ignored() {
+			// The client withdrew the message (IGNORE): SQL Server
+			// discards it, and so nothing of it goes anywhere.
+			continue
+		}
+		evs, req, err := dec.decode(&m)
+		if err != nil {
+			return p.malformed(ctx, err.Error(), m.Raw, len(m.Raw))
+		}
+		if req != nil && p.pending() > 0 {
+			return p.malformed(ctx, fmt.Sprintf("%s sent while the previous request is still being answered (TDS allows one request at a time)", tds.PacketTypeName(m.Type)), m.Raw, len(m.Raw))
+		}
+		if err := p.sess.Gate(ctx, evs...); err != nil {
+			var ae *agent.AuditError
+			if !errors.As(err, &ae) {
+				return err
+			}
+			if req == nil {
+				// A cancel that cannot be recorded is not forwarded;
+				// the client waits for its acknowledgement, so the
+				// session ends.
+				p.setReason("audit store unavailable for a cancel")
+				_ = p.tokensToClient(errorTokens(errTollgate, classFatal, "tollgate: "+ae.Error()+"; the cancel was not sent and the session is closed"))
+				return ae
+			}
+			p.refuse(ae)
+			continue
+		}
+		if req != nil {
+			req.at = time.Now()
+			p.qmu.Lock()
+			p.queue = append(p.queue, req)
+			p.qmu.Unlock()
+			p.statements.Add(uint64(dec.statements))
+		}
+		if _, err := p.server.Write(m.Raw); err != nil {
+			p.setReason("database connection lost")
+			return nil
+		}
+	}
+}
+
+func (p *proxy) pending() int {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return len(p.queue)
+}
+
+// refuse answers a request whose events could not be stored: nothing of
+// it reaches the database, the client gets an error in place of the
+// answer, and the refusal is recorded when the store is back.
+func (p *proxy) refuse(ae *agent.AuditError) {
+	msg := "tollgate: " + ae.Error() + "; the request was not sent to the database"
+	p.sess.Refused(&events.Result{
+		Status:       events.Status{Success: false, Error: msg},
+		ErrorCode:    strconv.Itoa(int(errTollgate)),
+		ErrorMessage: msg,
+	})
+	p.errs.Add(1)
+	_ = p.tokensToClient(errorTokens(errTollgate, classRefused, msg))
+}
+
+// malformed records bad client input and closes: nothing of the message
+// is forwarded.
+func (p *proxy) malformed(ctx context.Context, reason string, prefix []byte, length int) error {
+	ev := malformedEvent("client", reason, prefix)
+	ev.Length = int64(length)
+	_ = p.sess.Gate(ctx, ev)
+	p.setReason("malformed client message: " + reason)
+	if !p.midReply.Load() {
+		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the client: "+reason+"; the connection is closed and nothing of it was forwarded"))
+	}
+	return errors.New("malformed client message: " + reason)
+}
+
+// serverLoop forwards the database's packets as they arrive, scanning the
+// token stream on the way for one result event per answered request.
+func (p *proxy) serverLoop() error {
+	sc := &tds.Scanner{Version: p.version}
+	var hdr [tds.HeaderLen]byte
+	buf := make([]byte, tds.MaxPacketSize)
+	for {
+		if _, err := io.ReadFull(p.server, hdr[:]); err != nil {
+			p.setReason("database closed the connection")
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		h, err := tds.ParseHeader(hdr[:], tds.MaxPacketSize)
+		if err == nil && h.Type != tds.PacketReply {
+			err = fmt.Errorf("%s packet from the database", tds.PacketTypeName(h.Type))
+		}
+		if err != nil {
+			return p.serverMalformed(err.Error(), hdr[:])
+		}
+		pkt := buf[:h.Length]
+		copy(pkt, hdr[:])
+		if _, err := io.ReadFull(p.server, pkt[tds.HeaderLen:]); err != nil {
+			p.setReason("database closed the connection")
+			return nil
+		}
+		payload := pkt[tds.HeaderLen:]
+		p.resp.bytes += uint64(len(payload))
+		if err := sc.Feed(payload, p.onToken); err != nil {
+			return p.serverMalformed(err.Error(), pkt)
+		}
+		eom := h.Status&tds.StatusEOM != 0
+		if eom {
+			if sc.Pending() {
+				return p.serverMalformed("the answer ended inside a token", pkt)
+			}
+			p.answered(time.Now())
+		}
+		p.midReply.Store(!eom)
+		if err := p.writeClient(pkt); err != nil {
+			p.setReason("client connection lost")
+			return nil
+		}
+		p.bytesOut.Add(uint64(len(pkt)))
+	}
+}
+
+func (p *proxy) serverMalformed(reason string, prefix []byte) error {
+	_ = p.sess.Emit(malformedEvent("server", reason, prefix))
+	p.setReason("malformed message from the database: " + reason)
+	if !p.midReply.Load() {
+		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the database: "+reason))
+	}
+	return errors.New("malformed server message: " + reason)
+}
+
+// onToken accumulates the answer of the oldest request.
+func (p *proxy) onToken(t *tds.Token) error {
+	r := &p.resp
+	r.rowTokens += t.Rows
+	switch t.Kind {
+	case tds.TokenDone, tds.TokenDoneInProc, tds.TokenDoneProc:
+		if t.Status&tds.DoneAttn != 0 {
+			r.attn = true
+		}
+		if t.Status&tds.DoneCount != 0 && t.Kind != tds.TokenDoneProc {
+			r.rows += t.RowCount
+			r.counted = true
+			r.cmd = t.CurCmd
+		}
+	case tds.TokenError:
+		if r.errors == 0 {
+			r.errNumber, r.errMsg = t.Number, t.Message
+		}
+		r.errors++
+	case tds.TokenInfo:
+		if t.Class > 0 {
+			r.warnings++
+		}
+	case tds.TokenEnvChange:
+		switch t.EnvType {
+		case tds.EnvDatabase:
+			from := p.dbName
+			p.dbName = t.EnvNew
+			p.sess.SetDB(p.dbUser, t.EnvNew)
+			_ = p.sess.Emit(&events.SQLServerDatabaseChange{From: from, To: t.EnvNew})
+		case tds.EnvPacketSize:
+			if n, err := strconv.Atoi(t.EnvNew); err == nil && n >= tds.MinPacketSize && n <= tds.MaxPacketSize {
+				p.packetSize.Store(int32(n))
+			}
+		}
+	case tds.TokenReturnValue:
+		if r.handle == "" && !t.Value.Null {
+			r.handle = t.Value.Text
+		}
+	}
+	return nil
+}
+
+// curCmds names the DONE token's current command for the command tag.
+var curCmds = map[uint16]string{0xC1: "SELECT", 0xC3: "INSERT", 0xC4: "DELETE", 0xC5: "UPDATE", 0xE0: "EXECUTE"}
+
+// answered ends the server's answer message: the oldest request gets its
+// result event. An answer that only acknowledges an Attention after its
+// request was already answered has no request of its own.
+func (p *proxy) answered(now time.Time) {
+	r := p.resp
+	p.resp = response{}
+	p.qmu.Lock()
+	var req *request
+	if len(p.queue) > 0 {
+		req = p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+	}
+	if req != nil && req.prepare != "" && r.handle != "" {
+		p.prepared[r.handle] = req.prepare
+	}
+	p.qmu.Unlock()
+	if req == nil {
+		if !r.attn {
+			p.e.log.Info("sqlserver: the database answered no request", "sid", p.sess.ID)
+		}
+		return
+	}
+	ev := &events.Result{Bytes: r.bytes, Warnings: r.warnings, DurationNs: now.Sub(req.at).Nanoseconds()}
+	ev.Rows = r.rowTokens
+	if r.counted {
+		ev.Rows = r.rows
+	}
+	p.rows.Add(ev.Rows)
+	if name, ok := curCmds[r.cmd]; ok {
+		ev.CommandTag = name + " " + strconv.FormatUint(ev.Rows, 10)
+	} else {
+		ev.CommandTag = req.kind
+	}
+	ev.Success = true
+	switch {
+	case r.errors > 0:
+		ev.Success = false
+		ev.ErrorCode = strconv.Itoa(int(r.errNumber))
+		ev.ErrorMessage = r.errMsg
+		ev.Error = fmt.Sprintf("error %d: %s", r.errNumber, r.errMsg)
+		p.errs.Add(1)
+	case r.attn:
+		ev.Success = false
+		ev.Error = "cancelled by the client (Attention)"
+	}
+	_ = p.sess.Emit(ev)
+}
+
+// preparedQuery is the statement a handle was prepared with.
+func (p *proxy) preparedQuery(handle string) string {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return p.prepared[handle]
+}
+
+// pendingKind is what the oldest unanswered request is.
+func (p *proxy) pendingKind() (int, string) {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	if len(p.queue) == 0 {
+		return 0, ""
+	}
+	return len(p.queue), p.queue[0].kind
+}
