@@ -170,14 +170,16 @@ spec:
 		Cluster: "test",
 		Databases: []config.Database{{Name: "ms1", Protocol: "sqlserver", URI: "localhost:" + port, AuditMode: o.mode,
 			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad}},
-		TLS:        &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:    userPool,
-		Identify:   identity.FromCertificate,
-		Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-		Recorder:   pub,
-		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) { return nil, errors.New("unused") },
-		Engines:    map[string]agent.Engine{"sqlserver": eng},
-		Logger:     quiet(),
+		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+		UserCAs:   userPool,
+		Identify:  identity.FromCertificate,
+		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
+		Recorder:  pub,
+		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) {
+			return nil, errors.New("unused")
+		},
+		Engines: map[string]agent.Engine{"sqlserver": eng},
+		Logger:  quiet(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -333,7 +333,7 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 		AuthMethod: creds.Method, KerberosPrincipal: creds.Principal, SPN: creds.SPN,
 		TDSVersion: tds.VersionName(up.version), ServerProgram: strings.TrimSpace(up.progName),
 		ServerVersion: fmt.Sprintf("%d.%d.%d", up.progVersion>>24, up.progVersion>>16&0xFF, up.progVersion&0xFFFF),
-		PacketSize: uint32(up.packetSize), ClientProgram: l.AppName, ClientHost: l.HostName, ClientLibrary: l.CltIntName,
+		PacketSize:    uint32(up.packetSize), ClientProgram: l.AppName, ClientHost: l.HostName, ClientLibrary: l.CltIntName,
 		ClientEncryption: cs.encryption,
 	})
 	cs.tokens(up.loginResp)
