@@ -323,7 +323,7 @@ func (m *mysqlBench) table(tb testing.TB, workloads []string, threads, seconds, 
 		for _, t := range m.targets {
 			fmt.Fprintf(&b, " %.0f (%.2f) |", res[w][t.name].qps, res[w][t.name].qps/res[w]["direct"].qps)
 		}
-		fmt.Fprintf(&b, " %.2f |\n", res[w]["tollgate strict"].qps/res[w]["relay"].qps)
+		fmt.Fprintf(&b, " %.2f |\n", ratio(res[w]["tollgate strict"].qps, res[w]["relay"].qps))
 	}
 	b.WriteString("\nCPU time of the proxy process per query in µs (relay, or agent with its embedded JetStream; direct: the idle test process):\n\n")
 	header()
@@ -332,7 +332,7 @@ func (m *mysqlBench) table(tb testing.TB, workloads []string, threads, seconds, 
 		for _, t := range m.targets {
 			fmt.Fprintf(&b, " %.1f |", float64(res[w][t.name].cpuPerQ.Nanoseconds())/1000)
 		}
-		fmt.Fprintf(&b, " %.2f |\n", float64(res[w]["tollgate strict"].cpuPerQ)/float64(res[w]["relay"].cpuPerQ))
+		fmt.Fprintf(&b, " %.2f |\n", ratio(float64(res[w]["tollgate strict"].cpuPerQ), float64(res[w]["relay"].cpuPerQ)))
 	}
 	return b.String(), res
 }
@@ -369,9 +369,25 @@ func BenchmarkMySQLSysbench(b *testing.B) {
 		seconds, _ = strconv.Atoi(s)
 	}
 	m := setupMySQLBench(b, 10000)
-	table, res := m.table(b, []string{"oltp_read_only", "oltp_point_select"}, 8, seconds, 10000)
+	workloads := []string{"oltp_read_only", "oltp_point_select"}
+	// TOLLGATE_BENCH_ONLY narrows a run to some targets (comma separated,
+	// direct and relay always included) and TOLLGATE_BENCH_WORKLOADS to
+	// some workloads, for profiling.
+	if only := os.Getenv("TOLLGATE_BENCH_ONLY"); only != "" {
+		var keep []mysqlTarget
+		for _, t := range m.targets {
+			if t.name == "direct" || t.name == "relay" || strings.Contains(","+only+",", ","+t.name+",") {
+				keep = append(keep, t)
+			}
+		}
+		m.targets = keep
+	}
+	if w := os.Getenv("TOLLGATE_BENCH_WORKLOADS"); w != "" {
+		workloads = strings.Split(w, ",")
+	}
+	table, res := m.table(b, workloads, 8, seconds, 10000)
 	fmt.Println(table)
 	for w, r := range res {
-		b.ReportMetric(r["tollgate strict"].qps/r["relay"].qps, w+"_strict/relay")
+		b.ReportMetric(ratio(r["tollgate strict"].qps, r["relay"].qps), w+"_strict/relay")
 	}
 }
