@@ -17,7 +17,11 @@ import (
 
 func benchPublisher(b *testing.B, opts ...PublisherOption) (*testStore, *Publisher) {
 	b.Helper()
-	s := startStore(b, b.TempDir())
+	return benchPublisherOn(b, startStore(b, b.TempDir()), opts...)
+}
+
+func benchPublisherOn(b *testing.B, s *testStore, opts ...PublisherOption) (*testStore, *Publisher) {
+	b.Helper()
 	p, err := NewPublisher(s.js, "bench", opts...)
 	if err != nil {
 		b.Fatal(err)
@@ -69,6 +73,17 @@ func reportP50(b *testing.B, lat []time.Duration) {
 
 func BenchmarkPublishStrict(b *testing.B) {
 	_, p := benchPublisher(b)
+	benchStrict(b, p)
+}
+
+// BenchmarkPublishStrictTCP is BenchmarkPublishStrict over loopback TCP, as
+// a process that does not embed the server would publish.
+func BenchmarkPublishStrictTCP(b *testing.B) {
+	_, p := benchPublisherOn(b, startTCPStore(b, b.TempDir()))
+	benchStrict(b, p)
+}
+
+func benchStrict(b *testing.B, p *Publisher) {
 	ctx := context.Background()
 	ev := queryEvent("01JBENCHSESSION00000000000", 0)
 	lat := make([]time.Duration, 0, b.N)
