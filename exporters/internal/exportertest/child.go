@@ -182,6 +182,28 @@ func (c *Child) wait() error {
 	}
 }
 
+// CPUTime is the processor time (user and system) the child used so far.
+func (c *Child) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", c.cmd.Process.Pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %v %v", c.cmd.Process.Pid, err1, err2)
+	}
+	// Linux reports clock ticks of 1/100 s (USER_HZ).
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
 // PeakRSS is the child's peak resident memory so far, in bytes (VmHWM).
 func (c *Child) PeakRSS() (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
@@ -215,6 +237,12 @@ func BenchEvents(def int) int {
 // TOLLGATE_BENCH_SETTINGS adds settings (e.g. "batch_size: 5000",
 // several separated by ';'); exporterYAML must end with its settings.
 func (e *Env) Drain(b *testing.B, name, exporterYAML string) (took time.Duration, peakRSS int64) {
+	took, peakRSS, _ = e.DrainCPU(b, name, exporterYAML)
+	return took, peakRSS
+}
+
+// DrainCPU is Drain that also reports the processor time the child used.
+func (e *Env) DrainCPU(b *testing.B, name, exporterYAML string) (took time.Duration, peakRSS int64, cpu time.Duration) {
 	b.Helper()
 	if extra := os.Getenv("TOLLGATE_BENCH_SETTINGS"); extra != "" {
 		for _, kv := range strings.Split(extra, ";") {
@@ -251,8 +279,40 @@ func (e *Env) Drain(b *testing.B, name, exporterYAML string) (took time.Duration
 	if err != nil {
 		b.Fatal(err)
 	}
+	if cpu, err = c.CPUTime(); err != nil {
+		b.Fatal(err)
+	}
 	c.Stop(b)
-	return took, peakRSS
+	b.ReportMetric(float64(cpu.Microseconds())/float64(max(1, countStored(e))), "child-CPU-µs/event")
+	b.ReportMetric(loadAverage(), "load-avg")
+	return took, peakRSS, cpu
+}
+
+// countStored is the number of events in the AUDIT stream.
+func countStored(e *Env) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := e.JS.Stream(ctx, events.AuditStream)
+	if err != nil {
+		return 0
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// loadAverage is the one-minute load average of the machine: the drain
+// figures mean little without it on a shared machine.
+func loadAverage() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // Report puts a drain's figures into the benchmark's output.
