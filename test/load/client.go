@@ -42,7 +42,7 @@ type Report struct {
 	OK     int            `json:"ok"`
 	Errors map[string]int `json:"errors,omitempty"`
 	// Busy phase: statements per busy session, sorted.
-	PerSession []int `json:"per_session,omitempty"`
+	PerSession []int   `json:"per_session,omitempty"`
 	Seconds    float64 `json:"seconds,omitempty"`
 	// Storm: refusals by SQLSTATE and message.
 	Refused map[string]int `json:"refused,omitempty"`
