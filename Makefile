@@ -7,7 +7,7 @@ BIN      := bin
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all deps build run test bench fuzz lint generate clean
+.PHONY: all deps build run test bench faults fuzz lint generate clean
 
 all: build
 
@@ -45,6 +45,26 @@ bench: deps
 	$(GO) test -count=1 -v -timeout 90m -run '^TestPgbenchReport$$' ./test/bench -args -bench-report \
 		-bench-time=$(BENCH_TIME) -bench-clients=$(BENCH_CLIENTS) -bench-scale=$(BENCH_SCALE) \
 		-bench-copy-mb=$(BENCH_COPY_MB) -bench-rounds=$(BENCH_ROUNDS) -bench-out=$(BENCH_REPORT)
+
+# Fault campaign and load: load through the agent while NATS, the agent, the
+# broker and the exporter are SIGKILLed, the store fills up and the agent is
+# cut from NATS; R3 cluster against R1 with a node killed; a leaf agent cut
+# from its hub; 1,000 idle + 200 busy sessions and a connection storm. Fails
+# on any statement without its event or event not delivered; writes
+# test/bench/faults.md and test/bench/load.md. FAULTS_DURATION is the load
+# per fault, FAULTS_RATE the pgbench transactions/s asked (0: as fast as it
+# goes), FAULTS_OUTAGE how long NATS stays down and the agent cut,
+# FAULTS_LEAF_CUT how long the leaf is cut from its hub.
+FAULTS_DURATION ?= 60s
+FAULTS_RATE     ?= 300
+FAULTS_OUTAGE   ?= 10s
+FAULTS_LEAF_CUT ?= 30s
+
+faults: deps
+	TOLLGATE_FAULTS=1 TOLLGATE_FAULTS_DURATION=$(FAULTS_DURATION) TOLLGATE_FAULTS_RATE=$(FAULTS_RATE) \
+		TOLLGATE_FAULTS_OUTAGE=$(FAULTS_OUTAGE) TOLLGATE_FAULTS_LEAF_CUT=$(FAULTS_LEAF_CUT) \
+		TOLLGATE_FAULTS_REPORT=$(CURDIR)/test/bench/faults.md $(GO) test -count=1 -v -timeout 90m ./test/faults
+	TOLLGATE_FAULTS=1 TOLLGATE_LOAD_REPORT=$(CURDIR)/test/bench/load.md $(GO) test -count=1 -v -timeout 30m ./test/load
 
 # Every fuzz target for FUZZTIME each.
 fuzz:
