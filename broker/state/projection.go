@@ -44,10 +44,14 @@ type Projection struct {
 	locks    map[string]Lock
 
 	onApply func(ev events.Event, live bool)
-	intern  *interner // used by the delivery goroutine only
-	cancel  context.CancelFunc
-	cc      jetstream.ConsumeContext
-	done    chan struct{}
+
+	noSnapshot    bool      // FromScratch
+	snapSeq       uint64    // snapshot started from or last written
+	streamCreated time.Time // identifies the STATE stream the projection follows
+	intern        *interner // used by the delivery goroutine only
+	cancel        context.CancelFunc
+	cc            jetstream.ConsumeContext
+	done          chan struct{}
 }
 
 type waiter struct {
@@ -84,8 +88,10 @@ func newProjection() *Projection {
 
 // Follow replays the STATE stream into a new projection and returns once it
 // has caught up with the stream as it was when Follow was called; it then
-// keeps following until ctx is done or Close is called. It reads the
-// DB_HEARTBEATS bucket too, creating it if no broker has yet.
+// keeps following until ctx is done or Close is called. It starts from the
+// latest usable snapshot in STATE_SNAPSHOTS when there is one (see
+// FromScratch). It reads the DB_HEARTBEATS bucket too, creating it if no
+// broker has yet.
 func Follow(ctx context.Context, js jetstream.JetStream, opts ...FollowOption) (*Projection, error) {
 	p := newProjection()
 	for _, o := range opts {
@@ -112,6 +118,20 @@ func (p *Projection) start(ctx context.Context, js jetstream.JetStream) error {
 		target = 0
 	}
 	p.target = target
+	p.streamCreated = info.Created
+
+	deliver := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !p.noSnapshot && target > 0 {
+		seq, err := p.loadSnapshot(ctx, js, info)
+		if err != nil {
+			p.mu.Lock()
+			p.lastErr = fmt.Errorf("state: replaying from the start: %w", err)
+			p.mu.Unlock()
+		}
+		if seq > 0 {
+			deliver = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1}
+		}
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -136,9 +156,7 @@ func (p *Projection) start(ctx context.Context, js jetstream.JetStream) error {
 
 	// No subject filter: STATE holds only state.> and an unfiltered
 	// consumer spares the server a subject match per message.
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := stream.OrderedConsumer(ctx, deliver)
 	if err != nil {
 		return fmt.Errorf("state: consumer on %s: %w", events.StateStream, err)
 	}

@@ -31,17 +31,30 @@ func replayEvents(b *testing.B) int {
 	return n
 }
 
-// fillState appends n small, valid STATE events: users created then
-// updated, locks created and deleted, join tokens created and used; the
-// mix a long-lived cluster accumulates. It publishes asynchronously, many
-// in flight, so the fill is not the slow part.
+// filler appends small, valid STATE events: users created then updated,
+// locks created and deleted, join tokens created and used; the mix a
+// long-lived cluster accumulates. It publishes asynchronously, many in
+// flight, so the fill is not the slow part, and it can stop and go on.
+type filler struct {
+	openLocks []string
+	tokens    []string
+	last      map[string]uint64 // subject -> its last sequence, as the server tracks it
+}
+
 func fillState(b *testing.B, js jetstream.JetStream, n int) {
+	(&filler{}).fill(b, js, 0, n)
+}
+
+// fill appends events from to to-1; event i is stored at sequence i+1.
+func (f *filler) fill(b *testing.B, js jetstream.JetStream, from, to int) {
 	b.Helper()
 	const users = 10_000
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	var openLocks []string
-	var tokens []string
-	last := map[string]uint64{} // subject -> its last sequence, as the Store tracks it
+	if f.last == nil {
+		f.last = map[string]uint64{}
+	}
+	openLocks, tokens, last := f.openLocks, f.tokens, f.last
+	defer func() { f.openLocks, f.tokens = openLocks, tokens }()
 	pending := 0
 	publish := func(ev events.Event, subj string, i int) {
 		h := ev.Header()
@@ -75,7 +88,7 @@ func fillState(b *testing.B, js jetstream.JetStream, n int) {
 			pending = 0
 		}
 	}
-	for i := 0; i < n; i++ {
+	for i := from; i < to; i++ {
 		switch {
 		case i < users:
 			name := fmt.Sprintf("user%05d", i)
@@ -113,8 +126,9 @@ func fillState(b *testing.B, js jetstream.JetStream, n int) {
 	}
 }
 
-// BenchmarkReplay measures how long a restarted broker or agent takes to
-// replay STATE into its projection, and the heap it needs.
+// BenchmarkReplay measures how long a broker or agent takes to replay the
+// whole of STATE into its projection, and the heap it needs. (With a
+// snapshot, a restart replays much less: BenchmarkRestartFromSnapshot.)
 //
 //	go test -run '^$' -bench Replay -benchtime 1x ./broker/state/
 //	TOLLGATE_REPLAY_EVENTS=100000 go test -run '^$' -bench Replay -benchtime 1x ./broker/state/
@@ -189,7 +203,7 @@ func BenchmarkReplay(b *testing.B) {
 		b.StartTimer()
 
 		start, cpu0 := time.Now(), cpuTime()
-		p, err := Follow(ctx, rjs)
+		p, err := Follow(ctx, rjs, FromScratch())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -233,3 +247,77 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// BenchmarkRestartFromSnapshot measures a restart of a broker or agent
+// whose STATE holds a million events: it loads the snapshot the broker
+// wrote at the last multiple of DefaultSnapshotEvery and replays the rest
+// (the worst case, a tail of DefaultSnapshotEvery-1 events, is at most
+// twice this tail).
+//
+//	go test -run '^$' -bench RestartFromSnapshot -benchtime 1x ./broker/state/
+func BenchmarkRestartFromSnapshot(b *testing.B) {
+	n := replayEvents(b)
+	at := n - n%DefaultSnapshotEvery
+	if at == n {
+		at = n - DefaultSnapshotEvery/2
+	}
+	if at <= 0 {
+		at = n / 2
+	}
+	srv := startServer(b, b.TempDir())
+	js := srv.connect(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cfg := events.StateStreamConfig(events.StreamOptions{})
+	cfg.Duplicates = time.Second
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		b.Fatal(err)
+	}
+	f := &filler{}
+	f.fill(b, js, 0, at)
+	p, err := Follow(ctx, srv.connect(b), FromScratch())
+	if err != nil {
+		b.Fatal(err)
+	}
+	obs, err := js.CreateOrUpdateObjectStore(ctx, snapshotsConfig(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if seq, err := p.writeSnapshot(ctx, obs); err != nil || seq != uint64(at) {
+		b.Fatalf("snapshot at %d: %v", seq, err)
+	}
+	p.Close()
+	f.fill(b, js, at, n)
+	time.Sleep(2 * time.Second)
+	b.Logf("%d events, snapshot at %d, tail of %d", n, at, n-at)
+
+	var totalSecs, totalCPU float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		runtime.GC()
+		rjs := srv.connect(b)
+		b.StartTimer()
+		start, cpu0 := time.Now(), cpuTime()
+		p, err := Follow(ctx, rjs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		elapsed, cpu := time.Since(start), cpuTime()-cpu0
+		b.StopTimer()
+		totalSecs += elapsed.Seconds()
+		totalCPU += cpu.Seconds()
+		if p.Seq() != uint64(n) || p.SnapshotSeq() != uint64(at) {
+			b.Fatalf("at %d from snapshot %d, want %d from %d", p.Seq(), p.SnapshotSeq(), n, at)
+		}
+		if _, lastErr := p.Stats(); lastErr != nil {
+			b.Fatal(lastErr)
+		}
+		b.Logf("restart %d: %s (CPU %s)", i, elapsed.Round(time.Millisecond), cpu.Round(time.Millisecond))
+		p.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(totalSecs/float64(b.N), "s/restart")
+	b.ReportMetric(totalCPU/float64(b.N), "cpu-s/restart")
+}

@@ -33,11 +33,12 @@ const maxAttempts = 10
 // commands that change it, and the private CREDENTIALS bucket.
 type Store struct {
 	*Projection
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	cluster string
-	credsKV jetstream.KeyValue
-	beatsKV jetstream.KeyValue
+	js        jetstream.JetStream
+	stream    jetstream.Stream
+	cluster   string
+	credsKV   jetstream.KeyValue
+	beatsKV   jetstream.KeyValue
+	snapshots jetstream.ObjectStore
 
 	// beforeAppend, when set, runs between validation and append; tests
 	// use it to make another writer win the race deterministically.
@@ -45,12 +46,26 @@ type Store struct {
 	conflicts    atomic.Uint64
 }
 
-// Open replays STATE into a projection that then follows the stream until
-// ctx is done or Close is called, and opens (creating if needed) the
-// CREDENTIALS and DB_HEARTBEATS buckets with the replicas of STATE. The
-// STATE stream must exist (events.EnsureStreams). cluster names the
-// cluster in the events the commands write.
-func Open(ctx context.Context, js jetstream.JetStream, cluster string) (*Store, error) {
+// OpenOption configures Open.
+type OpenOption func(*openConfig)
+
+type openConfig struct{ snapshotEvery uint64 }
+
+// SnapshotEvery sets how many new events make the store write a snapshot
+// (DefaultSnapshotEvery); 0 turns automatic snapshots off.
+func SnapshotEvery(n uint64) OpenOption { return func(c *openConfig) { c.snapshotEvery = n } }
+
+// Open replays STATE into a projection (from the latest snapshot, if any)
+// that then follows the stream until ctx is done or Close is called, and
+// opens (creating if needed) the CREDENTIALS and DB_HEARTBEATS buckets and
+// the STATE_SNAPSHOTS object store with the replicas of STATE. The STATE
+// stream must exist (events.EnsureStreams). cluster names the cluster in
+// the events the commands write.
+func Open(ctx context.Context, js jetstream.JetStream, cluster string, opts ...OpenOption) (*Store, error) {
+	cfg := openConfig{snapshotEvery: DefaultSnapshotEvery}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if err := events.ValidToken(cluster); err != nil {
 		return nil, fmt.Errorf("state: cluster name: %w", err)
 	}
@@ -73,11 +88,19 @@ func Open(ctx context.Context, js jetstream.JetStream, cluster string) (*Store, 
 	if err != nil {
 		return nil, err
 	}
+	snaps, err := js.CreateOrUpdateObjectStore(ctx, snapshotsConfig(replicas))
+	if err != nil {
+		return nil, fmt.Errorf("state: object store %s: %w", SnapshotsBucket, err)
+	}
 	p, err := Follow(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{Projection: p, js: js, stream: stream, cluster: cluster, credsKV: creds, beatsKV: beats}, nil
+	s := &Store{Projection: p, js: js, stream: stream, cluster: cluster, credsKV: creds, beatsKV: beats, snapshots: snaps}
+	if cfg.snapshotEvery > 0 {
+		go s.snapshotLoop(cfg.snapshotEvery)
+	}
+	return s, nil
 }
 
 // Conflicts counts appends that lost a race and were retried.
