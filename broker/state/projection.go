@@ -64,8 +64,10 @@ type FollowOption func(*Projection)
 
 // OnApply calls fn after each event is applied, with live false during the
 // initial replay and true afterwards (e.g. an agent ending the sessions a
-// new lock matches). fn runs on the projection's delivery goroutine with no
-// lock held; it must not block for long.
+// new lock matches). Events covered by the snapshot the projection started
+// from are not replayed, so fn sees only the events after it: read the
+// projection itself for the state. fn runs on the projection's delivery
+// goroutine with no lock held; it must not block for long.
 func OnApply(fn func(ev events.Event, live bool)) FollowOption {
 	return func(p *Projection) { p.onApply = fn }
 }
