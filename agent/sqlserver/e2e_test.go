@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ type stack struct {
 	kdc    *kdctest.KDC
 	tds    *tdsserver.Server
 	js     jetstream.JetStream
+	nats   *harness.NATSServer
 	cas    *ca.Authorities
 	agent  string
 	tunnel string
@@ -64,13 +66,40 @@ type stackOptions struct {
 	tls func(*config.DatabaseTLS)
 }
 
+// sharedCAs are the authorities of every stack: making their keys is the
+// slowest part of a stack, and nothing here depends on them being fresh.
+var (
+	casOnce   sync.Once
+	sharedCAs *ca.Authorities
+	casErr    error
+	casDir    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if casDir != "" {
+		os.RemoveAll(casDir)
+	}
+	os.Exit(code)
+}
+
+func authorities(t *testing.T) *ca.Authorities {
+	t.Helper()
+	casOnce.Do(func() {
+		if casDir, casErr = os.MkdirTemp("", "sqlserver-ca-"); casErr == nil {
+			sharedCAs, casErr = ca.Open(casDir)
+		}
+	})
+	if casErr != nil {
+		t.Fatal(casErr)
+	}
+	return sharedCAs
+}
+
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()
-	cas, err := ca.Open(filepath.Join(dir, "ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cas := authorities(t)
 	clientCA, err := cas.CertPEM(ca.DBClient)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +163,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{kdc: kdc, tds: ts, js: js, cas: cas, dir: dir,
+	s := &stack{kdc: kdc, tds: ts, js: js, nats: ns, cas: cas, dir: dir,
 		user: tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey, Leaf: userCert}}
 	hostPool, _ := cas.Pool(ca.Host)
 	s.roots = &tls.Config{RootCAs: hostPool, ServerName: "ms1", Certificates: []tls.Certificate{s.user}}
