@@ -140,6 +140,7 @@ func newWorld(t *testing.T) *world {
 		{Name: "bob", Roles: []string{"dba-reviewer"}},
 		{Name: "carol", Roles: []string{"dba"}},
 		{Name: "dave", Roles: []string{"idle"}},
+		{Name: "erin", Roles: []string{"editor"}},
 	} {
 		if _, err := w.broker.Store.CreateUser(ctx, daemon.LocalActor(), u); err != nil {
 			t.Fatal(err)
@@ -524,6 +525,32 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 		t.Fatalf("timeline text lacks the termination:\n%s", text.String())
 	}
 	t.Logf("replay:\n%s", text.String())
+
+	// An editor reads the same over the API (tollgate sessions --identity).
+	ec := w.client(w.cert("erin", time.Hour))
+	var remote []sessions.Session
+	if err := ec.Sessions(ctx, false, "alice", "", &remote); err != nil {
+		t.Fatal(err)
+	}
+	local, err := sessions.List(ctx, w.js, sessions.Filter{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rj, _ := json.Marshal(remote)
+	lj, _ := json.Marshal(local)
+	if string(rj) != string(lj) || len(remote) != 2 { // the refused session and the granted one
+		t.Fatalf("sessions over the API:\n%s\nlocally:\n%s", rj, lj)
+	}
+	var rtl sessions.Timeline
+	if err := ec.SessionTimeline(ctx, sid, &rtl); err != nil {
+		t.Fatal(err)
+	}
+	if len(rtl.Statements()) != len(stmts) {
+		t.Fatalf("timeline over the API: %d statements", len(rtl.Statements()))
+	}
+	if err := ac.SessionTimeline(ctx, sid, &rtl); err == nil || !strings.Contains(err.Error(), "editor") {
+		t.Fatalf("a non-editor read a timeline: %v", err)
+	}
 
 	// A restarted broker answers exactly as before.
 	before := w.answers(ctx, bc)

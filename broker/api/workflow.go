@@ -17,10 +17,13 @@ import (
 //	GET    /v1/admin/locks            editor → every lock
 //	POST   /v1/admin/locks            editor → place a lock
 //	DELETE /v1/admin/locks/{id}       editor → remove a lock
+//	GET    /v1/admin/sessions         editor → sessions (live=true, user, db)
+//	GET    /v1/admin/sessions/{sid}   editor → one session's timeline
 const (
 	PathRequests      = "/v1/requests"
 	PathReissueAccess = "/v1/reissue/access"
 	PathAdminLocks    = "/v1/admin/locks"
+	PathAdminSessions = "/v1/admin/sessions"
 )
 
 // AccessRequest is an access request with its reviews.
@@ -140,4 +143,31 @@ func (c *Client) AddLock(ctx context.Context, req AddLockRequest) (*Lock, error)
 // RemoveLock removes a lock.
 func (c *Client) RemoveLock(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, PathAdminLocks+"/"+url.PathEscape(id), nil, nil)
+}
+
+// Sessions decodes the session list (sessions.Session values) into out.
+// The types live in package sessions, which clients that only log in need
+// not carry.
+func (c *Client) Sessions(ctx context.Context, live bool, user, db string, out any) error {
+	q := url.Values{}
+	if live {
+		q.Set("live", "true")
+	}
+	if user != "" {
+		q.Set("user", user)
+	}
+	if db != "" {
+		q.Set("db", db)
+	}
+	path := PathAdminSessions
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// SessionTimeline decodes one session's timeline (a sessions.Timeline)
+// into out.
+func (c *Client) SessionTimeline(ctx context.Context, sid string, out any) error {
+	return c.do(ctx, http.MethodGet, PathAdminSessions+"/"+url.PathEscape(sid), nil, out)
 }

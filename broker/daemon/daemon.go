@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/sessions"
 )
 
 // Actor is who the broker itself is in the events it writes.
@@ -131,6 +132,7 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	}
 	requests.Mount(b.API, b.Requests, b.Login, b.Admin.Certificate)
 	locks.Mount(b.API, b.Store)
+	sessions.Mount(b.API, o.JS)
 	go b.Requests.Run(ctx)
 	go func() {
 		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))

@@ -23,14 +23,32 @@ func init() {
 	root.AddCommand(c)
 }
 
-// withAudit runs fn with the local data dir's streams: sessions are read
-// from AUDIT, which only the broker's machine reaches.
-func withAudit(cmd *cobra.Command, fn func(ctx context.Context, l *daemon.Local) error) error {
+// sessionSource reads sessions from the local data dir's AUDIT stream or
+// from a remote broker's API (--identity).
+type sessionSource struct {
+	local  *daemon.Local
+	remote *api.Client
+}
+
+func (s sessionSource) list(ctx context.Context, f sessions.Filter) ([]sessions.Session, error) {
+	if s.remote != nil {
+		var out []sessions.Session
+		return out, s.remote.Sessions(ctx, f.LiveOnly, f.User, f.Database, &out)
+	}
+	return sessions.List(ctx, s.local.JS, f)
+}
+
+func (s sessionSource) load(ctx context.Context, sid string) (*sessions.Timeline, error) {
+	if s.remote != nil {
+		var out sessions.Timeline
+		return &out, s.remote.SessionTimeline(ctx, sid, &out)
+	}
+	return sessions.Load(ctx, s.local.JS, sid)
+}
+
+func withAudit(cmd *cobra.Command, fn func(ctx context.Context, src sessionSource) error) error {
 	return withBroker(cmd, func(ctx context.Context, l *daemon.Local, remote *api.Client) error {
-		if remote != nil {
-			return errors.New("tollgate sessions reads the audit stream of the local data dir; run it on the broker's machine (without --identity)")
-		}
-		return fn(ctx, l)
+		return fn(ctx, sessionSource{local: l, remote: remote})
 	})
 }
 
@@ -42,8 +60,8 @@ func sessionsLsCmd() *cobra.Command {
 		Short: "List sessions, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAudit(cmd, func(ctx context.Context, l *daemon.Local) error {
-				ss, err := sessions.List(ctx, l.JS, f)
+			return withAudit(cmd, func(ctx context.Context, src sessionSource) error {
+				ss, err := src.list(ctx, f)
 				if err != nil {
 					return err
 				}
@@ -101,8 +119,8 @@ error code) is reported. A progress bar is drawn on a terminal.`,
 			if execute && target == "" {
 				return errors.New("--execute needs --target=DSN: the database to run the statements on")
 			}
-			return withAudit(cmd, func(ctx context.Context, l *daemon.Local) error {
-				t, err := sessions.Load(ctx, l.JS, args[0])
+			return withAudit(cmd, func(ctx context.Context, src sessionSource) error {
+				t, err := src.load(ctx, args[0])
 				if err != nil {
 					return err
 				}
