@@ -304,7 +304,7 @@ func TestSinkOutage(t *testing.T) {
 	}
 	d := fast()
 	d.BackoffMax = config.Duration(time.Second)
-	d.AckWait = config.Duration(time.Second) // shorter than the outage: the exporter must keep its events
+	d.AckWait = config.Duration(3 * time.Second) // shorter than the outage: the exporter must keep its events
 	x, _ := run(t, e, exporters.Options{Name: "outage", Sink: sink, Delivery: d})
 	// Events stored during the outage are delivered too.
 	time.Sleep(outage / 2)
@@ -379,12 +379,21 @@ func TestFilter(t *testing.T) {
 func TestReplicasShareTheWork(t *testing.T) {
 	e := exportertest.Start(t, exportertest.Options{})
 	a, b := newMemSink(), newMemSink()
-	slow := func([]exporters.Record) error { time.Sleep(2 * time.Millisecond); return nil }
+	slow := func([]exporters.Record) error { time.Sleep(10 * time.Millisecond); return nil }
 	a.fail, b.fail = slow, slow
 	d := fast()
 	d.BatchSize = 50
 	_, _ = run(t, e, exporters.Options{Name: "shared", Sink: a, Delivery: d})
 	_, _ = run(t, e, exporters.Options{Name: "shared", Sink: b, Delivery: d})
+	// Both replicas are pulling before the events come.
+	waitFor(t, "both replicas pulling", 30*time.Second, func() bool {
+		c, err := e.JS.Consumer(context.Background(), events.AuditStream, exporters.ConsumerName("shared"))
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(context.Background())
+		return err == nil && ci.NumWaiting >= 2
+	})
 	ids := e.Fill(t, 5000, nil)
 	e.Settled(t, "shared", 30*time.Second)
 	for _, id := range ids {
