@@ -130,7 +130,6 @@ type Exporter struct {
 	batchBytes int
 	c          counters
 	work       chan *work
-	dlStream   jetstream.Stream
 	kv         jetstream.KeyValue
 
 	consumersMu sync.Mutex
@@ -201,6 +200,7 @@ func DeadLetterSubject(name, stream string) string { return "deadletter." + name
 // Run delivers until ctx ends, then stops fetching, lets the delivery
 // under way finish (ShutdownGrace), hands back what it holds unconfirmed
 // and closes the sink. It returns an error only if it could not start.
+// An Exporter runs once.
 func (x *Exporter) Run(ctx context.Context) error {
 	defer func() {
 		if err := x.o.Sink.Close(); err != nil {
@@ -208,6 +208,9 @@ func (x *Exporter) Run(ctx context.Context) error {
 		}
 	}()
 	if err := x.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	x.log.Info("exporter started", "streams", x.d.Streams, "format", x.o.Format.Name(), "batch_size", x.d.BatchSize)
@@ -280,7 +283,7 @@ func (x *Exporter) setupOnce(ctx context.Context) error {
 		replicas = 1
 	}
 	var err error
-	x.dlStream, err = x.o.JS.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
+	_, err = x.o.JS.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
 		Name:        DeadLetterStream,
 		Description: "Events an exporter's sink rejected for good: deadletter.<exporter>.<stream>",
 		Subjects:    []string{"deadletter.>"},
