@@ -62,6 +62,8 @@ type stackOptions struct {
 	dbNames []string
 	// maxPacket is the engine's limit on a client command (default).
 	maxPacket int
+	// state, when set, gives the agent a Lifecycle reading it.
+	state agent.StateSource
 }
 
 const roleYAML = `
@@ -146,6 +148,11 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	dbConf := config.Database{Name: "my1", Protocol: "mysql", URI: db.Addr(), AuditMode: o.mode,
 		StaticLabels: map[string]string{"env": "test"},
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}
+	var life *agent.Lifecycle
+	if o.state != nil {
+		life = agent.NewLifecycle(o.state, agent.LifecycleOptions{Interval: 20 * time.Millisecond, Logger: quiet()})
+		go life.Run(ctx)
+	}
 	// One agent.Server serves one listener, so the raw TLS port and the
 	// direct MySQL port get a server each, sharing the engine.
 	newServer := func() *agent.Server {
@@ -160,8 +167,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 			ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 				return cas.IssueDBClient(pub, u, ttl)
 			}, time.Hour),
-			Engines: map[string]agent.Engine{"mysql": eng},
-			Logger:  quiet(),
+			Engines:   map[string]agent.Engine{"mysql": eng},
+			Logger:    quiet(),
+			Lifecycle: life,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -224,7 +224,11 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	// nothing (the certificate does) and is dropped unread.
 	resp.AuthResponse = nil
 	if c.Reject != nil {
-		e.errOnly(cc, codeAccessDenied, stateAccessDenied, "tollgate: "+c.Reject.Error())
+		if errors.Is(c.Reject, agent.ErrTooManyConnections) {
+			e.errOnly(cc, codeTooMany, stateTooMany, "tollgate: "+c.Reject.Error())
+		} else {
+			e.errOnly(cc, codeAccessDenied, stateAccessDenied, "tollgate: "+c.Reject.Error())
+		}
 		return c.Reject
 	}
 	caps := resp.Capabilities & g.caps
@@ -347,6 +351,8 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		}
 	}
 	_ = sess.Emit(connected)
+	p.server = up.conn
+	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, up.conn)
 }
 
@@ -395,6 +401,10 @@ const (
 	stateNotAllowed       = "42000"
 	codeInsecure          = 3159 // ER_SECURE_TRANSPORT_REQUIRED
 	stateInsecure         = "HY000"
+	codeTooMany           = 1040 // ER_CON_COUNT_ERROR
+	stateTooMany          = "08004"
+	codeConnectionKilled  = 1927 // ER_CONNECTION_KILLED
+	stateConnectionKilled = "70100"
 )
 
 // quoteIdent quotes a database name for an error message.

@@ -42,11 +42,18 @@ type proxy struct {
 
 	reasonMu sync.Mutex
 	reason   string
+	// termMsg is the message terminate wants the client to read last; the
+	// server goroutine sends it once the server stream stopped.
+	termMsg string
+
+	sc *serverScanner // the server loop's; read by sendTermination after it
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
-	return &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, started: time.Now(),
+	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, started: time.Now(),
 		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
+	p.sc = &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
+	return p
 }
 
 func (p *proxy) setReason(r string) {
@@ -76,6 +83,36 @@ func (p *proxy) writeClient(b []byte) error {
 	return err
 }
 
+// terminate is the engine's agent.TerminateFunc (a lock, the end of a
+// certificate or grant, idleness): closing the database side stops the
+// server stream first, then the client gets an ERR saying why, unless it
+// would land inside a packet the database was sending.
+func (p *proxy) terminate(reason, message string) {
+	p.setReason(reason)
+	p.reasonMu.Lock()
+	p.termMsg = "tollgate: " + message
+	p.reasonMu.Unlock()
+	p.server.Close()
+}
+
+// sendTermination writes terminate's ERR, after the server loop returned:
+// as the next packet of a response in progress, or as the answer to the
+// client's next command (sequence id 1) when none is.
+func (p *proxy) sendTermination() {
+	p.reasonMu.Lock()
+	msg := p.termMsg
+	p.reasonMu.Unlock()
+	sc := p.sc
+	if msg == "" || sc == nil || sc.inBody || sc.hdrN != 0 {
+		return
+	}
+	seq := uint8(1)
+	if sc.active {
+		seq = sc.lastSeq + 1
+	}
+	_ = p.writeClient(errPacket(seq, codeConnectionKilled, stateConnectionKilled, msg))
+}
+
 // errPacket frames an ERR packet with sequence id seq.
 func errPacket(seq uint8, code uint16, state, msg string) []byte {
 	payload := (&wire.ErrPacket{Code: code, SQLState: state, Message: msg}).Encode(nil, wire.ClientProtocol41)
@@ -90,6 +127,7 @@ func (p *proxy) run(ctx context.Context, server net.Conn) error {
 	go func() {
 		err := p.serverLoop()
 		p.q.close()
+		p.sendTermination()
 		p.client.Close()
 		serverDone <- err
 	}()
@@ -191,7 +229,7 @@ func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 // result event per command.
 func (p *proxy) serverLoop() error {
 	buf := make([]byte, 64<<10)
-	sc := &serverScanner{p: p, dec: wire.NewResponseDecoder(p.caps)}
+	sc := p.sc
 	for {
 		n, err := p.server.Read(buf)
 		if n > 0 {

@@ -1,0 +1,88 @@
+package mysql_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/state"
+)
+
+// lockSource is a control plane with one lock that a test turns on.
+type lockSource struct {
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	locked *state.Lock
+}
+
+func (l *lockSource) Seq() uint64 { return l.seq.Load() }
+
+func (l *lockSource) LockedOut(_ time.Time, user string, _ []string, _ string) (state.Lock, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.locked != nil && l.locked.TargetUser == user {
+		return *l.locked, true
+	}
+	return state.Lock{}, false
+}
+
+func (l *lockSource) AccessRequest(string) (state.AccessRequest, bool) {
+	return state.AccessRequest{}, false
+}
+
+func (l *lockSource) ResolveRoles([]string) ([]access.Role, []string) { return nil, nil }
+
+func (l *lockSource) lock(user, msg string) {
+	l.mu.Lock()
+	l.locked = &state.Lock{ID: "lk1", TargetUser: user, Message: msg, Created: time.Now()}
+	l.mu.Unlock()
+	l.seq.Add(1)
+}
+
+func TestLockEndsTheSession(t *testing.T) {
+	src := &lockSource{}
+	s := newStack(t, stackOptions{state: src})
+	db := s.driver(t, "test")
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	src.lock("alice", "incident 42")
+	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	end := ofType(evs, "db.session.end")[0]
+	if end["reason"] != "locked" {
+		t.Fatalf("end %v", end)
+	}
+	if len(ofType(evs, "db.session.terminate")) != 1 {
+		t.Fatalf("no terminate event")
+	}
+	// The client reads why with its next command.
+	_, err = conn.ExecContext(ctx, "SELECT 'after the lock'")
+	var pe *gomysql.MySQLError
+	if !errors.As(err, &pe) || pe.Number != 1927 || !strings.Contains(pe.Message, "incident 42") {
+		t.Fatalf("after the lock: %v", err)
+	}
+	// And a new session is refused while the lock holds.
+	if _, err := db.ExecContext(ctx, "SELECT 2"); err == nil || !strings.Contains(err.Error(), "incident 42") {
+		t.Fatalf("new session under the lock: %v", err)
+	}
+	checkGapless(t, s.audit(t))
+	logged, _ := s.db.GeneralLogEntries()
+	for _, e := range logged {
+		if strings.Contains(e.Argument, "after the lock") || strings.Contains(e.Argument, "SELECT 2") {
+			t.Fatalf("a statement reached the database after the lock: %q", e.Argument)
+		}
+	}
+}
