@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
@@ -69,6 +70,8 @@ type Options struct {
 	HeartbeatTTL time.Duration
 	// Engine options of the PostgreSQL engine (postgres and cockroachdb).
 	Postgres postgres.Options
+	// Engine options of the MySQL/MariaDB engine.
+	MySQL mysql.Options
 }
 
 // Service is a running agent.
@@ -189,7 +192,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
-		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg},
+		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": mysql.New(o.MySQL)},
 		Logger:    o.Log,
 		Lifecycle: life,
 		// db_service connection limits, refused in the protocol's form.
