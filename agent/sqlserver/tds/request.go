@@ -227,7 +227,7 @@ func ParseRPC(b []byte, tdsVersion uint32, limit int) (AllHeaders, []RPCCall, er
 	if tdsVersion != 0 && tdsVersion < Version72 {
 		batch = rpcBatchFlag71
 	}
-	var calls []RPCCall
+	calls := make([]RPCCall, 0, 1)
 	noExec := false
 	for {
 		if r.left() == 0 {
@@ -276,6 +276,7 @@ func parseCall(r *rd, batch byte, limit int) (RPCCall, error) {
 		}
 		c.ProcName = DecodeUCS2(r.bytes("procedure name", 2*int(n)))
 	}
+	c.Params = make([]Param, 0, 4)
 	c.Options = r.u16("option flags")
 	if r.err != nil {
 		return c, r.err

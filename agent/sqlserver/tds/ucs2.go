@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // DecodeUCS2 converts little-endian UTF-16 (what TDS calls UCS-2) to a
@@ -19,11 +20,16 @@ func DecodeUCS2(b []byte) string {
 		}
 	}
 	if ascii {
+		if len(b) < 2 {
+			return ""
+		}
 		out := make([]byte, len(b)/2)
 		for i := range out {
 			out[i] = b[2*i]
 		}
-		return string(out)
+		// out is never written again: the string may share it (one
+		// allocation per statement instead of two).
+		return unsafe.String(&out[0], len(out))
 	}
 	buf := make([]byte, 0, len(b)/2*3)
 	for i := 0; i+1 < len(b); i += 2 {
@@ -41,7 +47,10 @@ func DecodeUCS2(b []byte) string {
 		}
 		buf = utf8.AppendRune(buf, r)
 	}
-	return string(buf)
+	if len(buf) == 0 {
+		return ""
+	}
+	return unsafe.String(&buf[0], len(buf))
 }
 
 // AppendUCS2 appends s as little-endian UTF-16.
