@@ -33,6 +33,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -176,6 +177,10 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
 	pg := postgres.New(o.Postgres)
+	ms, err := sqlserver.NewStandard(ctx, cas, filepath.Join(cfg.DataDir, "agent", "krb5"), hostCert, o.Log)
+	if err != nil {
+		return nil, err
+	}
 	s.Server, err = agent.NewServer(agent.ServerConfig{
 		Cluster:   cfg.ClusterName,
 		Databases: dbs,
@@ -192,7 +197,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
-		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": mysql.New(o.MySQL)},
+		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": mysql.New(o.MySQL), "sqlserver": ms},
 		Logger:    o.Log,
 		Lifecycle: life,
 		// db_service connection limits, refused in the protocol's form.
