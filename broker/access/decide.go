@@ -21,8 +21,9 @@ type Database struct {
 	Labels map[string]string
 	// IgnoreDBName leaves db_names out of the decision, for protocols where
 	// the database name given at connect time proves nothing because the
-	// session can switch databases at will (MySQL and SQL Server USE); see
-	// IgnoresDBName. Otherwise the name is always checked, and an empty
+	// session can switch databases at will and the engine does not check
+	// each switch (SQL Server USE); see IgnoresDBName. The MySQL engine
+	// checks every USE and COM_INIT_DB itself, so MySQL names are enforced. Otherwise the name is always checked, and an empty
 	// name only matches '*': an engine must pass the effective name (for
 	// PostgreSQL, the user name when the client gave none).
 	IgnoreDBName bool
@@ -32,7 +33,7 @@ type Database struct {
 // a protocol (Database.IgnoreDBName).
 func IgnoresDBName(protocol string) bool {
 	switch protocol {
-	case "mysql", "sqlserver":
+	case "sqlserver":
 		return true
 	}
 	return false

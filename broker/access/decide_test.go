@@ -108,6 +108,7 @@ deny:
 	dbUS := Database{Name: "an-us", Labels: map[string]string{"region": "us-east-1"}}
 	dbPay := Database{Name: "pay", Labels: map[string]string{"team": "payments"}}
 	dbNoLabels := Database{Name: "bare"}
+	dbSQLServer := Database{Name: "ms", Labels: map[string]string{"env": "dev"}, IgnoreDBName: IgnoresDBName("sqlserver")}
 	dbMySQL := Database{Name: "my", Labels: map[string]string{"env": "dev"}, IgnoreDBName: IgnoresDBName("mysql")}
 
 	cases := []struct {
@@ -126,7 +127,8 @@ deny:
 		{"label key missing", alice, []Role{dev}, dbNoLabels, "app", "app", false, RefusedLabels, "", "no labels"},
 		{"db_user not listed", alice, []Role{dev}, dbDev, "root", "app", false, RefusedDBUser, "no allow rule matches db_users", `db_user "root"`},
 		{"db_name not listed", alice, []Role{dev}, dbDev, "app", "other", false, RefusedDBName, "no allow rule matches db_names", `db_name "other"`},
-		{"db_name ignored for mysql", alice, []Role{dev}, dbMySQL, "app", "other", true, "", "role dev: allow", ""},
+		{"db_name ignored for sqlserver", alice, []Role{dev}, dbSQLServer, "app", "other", true, "", "role dev: allow", ""},
+		{"db_name enforced for mysql", alice, []Role{dev}, dbMySQL, "app", "other", false, RefusedDBName, "no allow rule matches db_names", `db_name "other"`},
 		{"empty db_name only matches wildcard", alice, []Role{dev}, dbDev, "app", "", false, RefusedDBName, "", ""},
 		{"glob label", alice, []Role{prodGlob}, dbProdEU, "x", "y", true, "", "role prodglob: allow", ""},
 		{"glob label no match", alice, []Role{prodGlob}, dbProd, "x", "y", false, RefusedLabels, "", ""},
@@ -140,7 +142,8 @@ deny:
 		{"deny by user everywhere", alice, []Role{all, denyRoot}, dbNoLabels, "postgres", "app", false, RefusedDBUser, "role noroot: deny db_users", `db_user "postgres" on database "bare" is denied by role "noroot"`},
 		{"deny by user other user allowed", alice, []Role{all, denyRoot}, dbNoLabels, "app", "app", true, "", "role all: allow", ""},
 		{"deny by name glob", alice, []Role{all, denyName}, dbDev, "app", "secret_hr", false, RefusedDBName, "role nosecret: deny db_names", `db_name "secret_hr"`},
-		{"deny by name ignored for mysql", alice, []Role{all, denyName}, dbMySQL, "app", "secret_hr", true, "", "", ""},
+		{"deny by name ignored for sqlserver", alice, []Role{all, denyName}, dbSQLServer, "app", "secret_hr", true, "", "", ""},
+		{"deny by name for mysql", alice, []Role{all, denyName}, dbMySQL, "app", "secret_hr", false, RefusedDBName, "role nosecret: deny db_names", `db_name "secret_hr"`},
 		{"deny user scoped by labels hits", alice, []Role{all, denyUserOnEU}, dbProdEU, "admin", "x", false, RefusedDBUser, "role eusafe: deny db_users", ""},
 		{"deny user scoped by labels misses", alice, []Role{all, denyUserOnEU}, dbUS, "admin", "x", true, "", "role all: allow", ""},
 		{"deny wins regardless of order", alice, []Role{denyRoot, all}, dbDev, "root", "x", false, RefusedDBUser, "role noroot: deny db_users", ""},
