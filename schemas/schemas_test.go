@@ -154,21 +154,33 @@ func fill(t *testing.T, s events.Spec) []byte {
 	if !ok {
 		t.Fatalf("%s has no checked-in schema: run make generate", s.Type)
 	}
-	var doc struct {
-		Props map[string]struct {
-			Enum []any `json:"enum"`
-		} `json:"properties"`
-	}
+	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	for name, p := range doc.Props {
-		if _, present := obj[name]; present && len(p.Enum) > 0 && !slices.Contains(p.Enum, obj[name]) {
-			obj[name] = p.Enum[0]
-		}
-	}
+	fillEnums(obj, doc)
 	out, _ := json.Marshal(obj)
 	return out
+}
+
+// fillEnums replaces, at every depth of obj, a value its schema does not
+// allow by the schema's first enum value: a zero value carries "" where an
+// enum (such as a role's kind) wants a word.
+func fillEnums(obj map[string]any, schema map[string]any) {
+	props, _ := schema["properties"].(map[string]any)
+	for name, ps := range props {
+		p, _ := ps.(map[string]any)
+		v, present := obj[name]
+		if !present || p == nil {
+			continue
+		}
+		if enum, _ := p["enum"].([]any); len(enum) > 0 && !slices.Contains(enum, v) {
+			obj[name] = enum[0]
+		}
+		if child, ok := v.(map[string]any); ok {
+			fillEnums(child, p)
+		}
+	}
 }
 
 func TestEveryRegisteredTypeValidates(t *testing.T) {
