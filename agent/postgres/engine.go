@@ -47,7 +47,14 @@ type Options struct {
 	// RefusePlaintextCancel refuses cancel requests sent without TLS (as
 	// libpq before version 17 sends them).
 	RefusePlaintextCancel bool
-	Logger                *slog.Logger
+	// Password, when set, answers a database behind RDS Proxy (aws:
+	// {rds_proxy: true}) that asks for a cleartext password, as RDS
+	// Proxy does with IAM authentication: it returns the password of a
+	// new upstream connection (awsiam.Registry.Token signs an IAM token).
+	// It is sent only inside the verified TLS connection and never
+	// recorded; other databases asking for a password are refused.
+	Password func(ctx context.Context, db *agent.Database, dbUser string) (string, error)
+	Logger   *slog.Logger
 }
 
 // Engine is the PostgreSQL engine. One Engine serves every PostgreSQL (and
@@ -356,7 +363,18 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 			if len(body) < 4 {
 				return nil, errors.New("short authentication message from the database")
 			}
-			if m := binary.BigEndian.Uint32(body); m != 0 {
+			m := binary.BigEndian.Uint32(body)
+			if m == authCleartextPassword && e.opt.Password != nil && db.Config.AWS.RDSProxy {
+				pw, err := e.opt.Password(ctx, db, user)
+				if err != nil {
+					return nil, fmt.Errorf("password for db_user %q: %w", user, err)
+				}
+				if _, err := tc.Write(appendMessage(nil, 'p', append([]byte(pw), 0))); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if m != 0 {
 				return nil, fmt.Errorf("the database asked for %s authentication; the agent authenticates with a client certificate: configure pg_hba.conf with hostssl ... cert for db_user %q", authName(m), user)
 			}
 			out = appendMessage(out, typ, body)
@@ -393,6 +411,9 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 		}
 	}
 }
+
+// authCleartextPassword is AuthenticationCleartextPassword's code.
+const authCleartextPassword = 3
 
 func authName(m uint32) string {
 	switch m {
