@@ -32,6 +32,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql"
+	"github.com/tollgate-db/tollgate/agent/awsiam"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -176,6 +177,10 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	store := s.Store
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
+	// Databases behind RDS Proxy get an IAM token as their password.
+	if o.Postgres.Password == nil {
+		o.Postgres.Password = awsiam.NewRegistry(awsiam.Options{}).Token
+	}
 	pg := postgres.New(o.Postgres)
 	ms, err := sqlserver.NewStandard(ctx, cas, filepath.Join(cfg.DataDir, "agent", "krb5"), hostCert, o.Log)
 	if err != nil {
