@@ -31,8 +31,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
-	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/agent/awsiam"
+	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/broker/access"
