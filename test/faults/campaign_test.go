@@ -196,6 +196,7 @@ func TestFaultCampaign(t *testing.T) {
 			}
 		}
 		stopLoad()
+		checkStart := time.Now()
 		catchUp, derr := ledger.WaitDelivered(ctx, 3*time.Minute)
 		if f.exportRecovery {
 			// The exporter is caught up when WaitDelivered returns.
@@ -206,6 +207,7 @@ func TestFaultCampaign(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s: exporter caught up in %s, checked in %s", f.name, catchUp.Round(time.Millisecond), time.Since(checkStart).Round(time.Millisecond))
 		clientErrs := pb.Errors()
 		for k, v := range probe.Errors() {
 			clientErrs["(probe) "+k] += v
@@ -254,7 +256,7 @@ func TestFaultCampaign(t *testing.T) {
 		"through the agent in strict mode, %s per fault, the fault injected a third of the way in. "+
 		"Statements are those of the load's database user in PostgreSQL's own log; an event of a statement counts only if the statement was not refused. "+
 		"\"ei gaps\" are event indexes missing inside sessions (result events of statements answered just before the agent died: results are published after the answer, statements before it). "+
-		"Time to recover: from the repair to the first statement audited and answered through the agent (broker: to its API listening again; exporter: to every stored event written).\n\n%s\n"+
+		"Time to recover: from the repair to the first statement audited and answered through the agent (agent: from the SIGKILL, the restart being immediate; broker: from its restart to its API listening; exporter: from its restart to every stored event written, which includes the backlog of the load).\n\n%s\n"+
 		"What clients saw, by fault (most frequent first; N stands for numbers):\n\n%s\n",
 		cfg.clients, cfg.rate, cfg.duration, table, strings.Join(errorsSeen, "\n")))
 }

@@ -40,7 +40,6 @@ type Ledger struct {
 	exportOff  int64
 	exportPart []byte
 	delivered  map[string]int
-	pgSeen     int
 
 	prev Totals
 }

@@ -85,13 +85,24 @@ func (p *Pgbench) record(stdout, stderr string) {
 	if p.errs == nil {
 		p.errs = map[string]int{}
 	}
+	// A message starts with "pgbench:"; libpq's own messages go on over
+	// the following lines.
+	var msgs []string
 	for _, l := range strings.Split(stderr, "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "pgbench: warning") || strings.Contains(l, "Run was aborted") ||
-			strings.HasPrefix(l, "DETAIL") || strings.HasPrefix(l, "pgbench: fatal: Run was aborted") {
+		switch {
+		case l == "":
+		case strings.HasPrefix(l, "pgbench:"):
+			msgs = append(msgs, l)
+		case len(msgs) > 0:
+			msgs[len(msgs)-1] += " " + l
+		}
+	}
+	for _, m := range msgs {
+		if strings.HasPrefix(m, "pgbench: warning") || strings.Contains(m, "Run was aborted") {
 			continue
 		}
-		p.errs[NormalizeError(clientPrefix.ReplaceAllString(l, ""))]++
+		p.errs[NormalizeError(clientPrefix.ReplaceAllString(m, ""))]++
 	}
 }
 

@@ -29,7 +29,7 @@ type settings struct {
 
 func loadSettings() (settings, error) {
 	s := settings{full: os.Getenv("TOLLGATE_FAULTS") == "1", clients: 16}
-	s.duration, s.rate, s.outage, s.leafCut = 10*time.Second, 300, 3*time.Second, 5*time.Second
+	s.duration, s.rate, s.outage, s.leafCut = 8*time.Second, 150, 2*time.Second, 5*time.Second
 	if s.full {
 		s.duration, s.rate, s.outage, s.leafCut = 60*time.Second, 300, 10*time.Second, 30*time.Second
 	}

@@ -235,7 +235,6 @@ func WriteConfig(t testing.TB, path string, p ConfigParams) string {
     settings:
       path: %s
       ack_wait: 5s
-      linger: 100ms
       backoff_max: 2s
       streams: [AUDIT]
 `, q(p.ExportFile))
