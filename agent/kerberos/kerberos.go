@@ -54,6 +54,12 @@ type Options struct {
 	// client checks its own certificate's chain before sending it, so the
 	// CA must be among its anchors; required for PKINIT.
 	DBClientCA []byte
+	// CRLDistributionPoints are written into PKINIT certificates: Active
+	// Directory checks their revocation and refuses a certificate whose
+	// CRL it cannot fetch. Empty means the LDAP location in the domain's
+	// configuration partition where deploy/ad.md publishes the db-client
+	// CRL (see DefaultCRLDistributionPoint).
+	CRLDistributionPoints []string
 	// CertTTL is the life of PKINIT certificates (5 minutes): they are
 	// only used to obtain a ticket.
 	CertTTL time.Duration
@@ -119,6 +125,9 @@ func New(ad config.AD, o Options) (*Provider, error) {
 		ad: ad, o: o, realm: strings.ToUpper(ad.Domain), spn: ad.SPN, users: map[string]*userCreds{},
 		method: MethodPKINIT,
 	}
+	if len(p.o.CRLDistributionPoints) == 0 {
+		p.o.CRLDistributionPoints = []string{DefaultCRLDistributionPoint(ad.Domain)}
+	}
 	if i := strings.LastIndexByte(p.spn, '@'); i > 0 {
 		p.realm, p.spn = p.spn[i+1:], p.spn[:i]
 	}
@@ -165,6 +174,21 @@ func New(ad config.AD, o Options) (*Provider, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// DefaultCRLDistributionPoint is where the db-client CRL is published in
+// domain's Active Directory: the object certutil -dspublish -f CRL
+// Tollgate tollgate creates under the configuration partition's CDP
+// container, which every domain controller reads over LDAP.
+func DefaultCRLDistributionPoint(domain string) string {
+	var dcs []string
+	for _, part := range strings.Split(strings.ToLower(domain), ".") {
+		if part != "" {
+			dcs = append(dcs, "DC="+part)
+		}
+	}
+	return "ldap:///CN=tollgate,CN=Tollgate,CN=CDP,CN=Public Key Services,CN=Services,CN=Configuration," +
+		strings.Join(dcs, ",") + "?certificateRevocationList?base?objectClass=cRLDistributionPoint"
 }
 
 // Method is MethodPKINIT or MethodKeytab.

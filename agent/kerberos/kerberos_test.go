@@ -2,12 +2,15 @@ package kerberos_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/service"
@@ -64,6 +67,17 @@ func (e *env) options(t *testing.T) kerberos.Options {
 	return kerberos.Options{Issue: e.cas.IssueDBClient, DBClientCA: e.caPEM, Dir: t.TempDir(), Logger: quiet()}
 }
 
+// recordingIssue wraps IssueDBClient to keep the certificates it signs.
+func (e *env) recordingIssue(certs *[]*x509.Certificate) kerberos.IssueFunc {
+	return func(pub crypto.PublicKey, dbUser string, ttl time.Duration, opts ...ca.DBClientOption) (*x509.Certificate, []byte, error) {
+		c, p, err := e.cas.IssueDBClient(pub, dbUser, ttl, opts...)
+		if err == nil {
+			*certs = append(*certs, c)
+		}
+		return c, p, err
+	}
+}
+
 // verify checks a client token the way SQL Server does: SPNEGO around a
 // Kerberos AP-REQ that decrypts with the service's keytab. It returns the
 // client principal.
@@ -94,7 +108,10 @@ func verify(t *testing.T, kt *keytab.Keytab, tok []byte) string {
 func TestPKINITAndKeytab(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	p, err := kerberos.New(e.ad(), e.options(t))
+	var certs []*x509.Certificate
+	o := e.options(t)
+	o.Issue = e.recordingIssue(&certs)
+	p, err := kerberos.New(e.ad(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +133,19 @@ func TestPKINITAndKeytab(t *testing.T) {
 	}
 	if string(sc2.Token) == string(sc.Token) {
 		t.Fatal("the same AP-REQ was sent twice")
+	}
+	// One short-lived certificate, carrying what Active Directory maps
+	// and checks: UPN, Kerberos principal, smart-card logon usage, CRL.
+	if len(certs) != 1 {
+		t.Fatalf("%d certificates signed for two connections", len(certs))
+	}
+	c := certs[0]
+	upns, _ := ca.UPNs(c)
+	princs, _ := ca.PKINITPrincipals(c)
+	if c.Subject.CommonName != "alice" || len(upns) != 1 || upns[0] != "alice@tollgate.test" || len(princs) != 1 || princs[0].String() != "alice@TOLLGATE.TEST" ||
+		c.NotAfter.Sub(c.NotBefore) > 10*time.Minute || len(c.CRLDistributionPoints) != 1 ||
+		c.CRLDistributionPoints[0] != "ldap:///CN=tollgate,CN=Tollgate,CN=CDP,CN=Public Key Services,CN=Services,CN=Configuration,DC=tollgate,DC=test?certificateRevocationList?base?objectClass=cRLDistributionPoint" {
+		t.Fatalf("PKINIT certificate: CN %s, UPNs %v, principals %v, %s to %s, CRL %v", c.Subject.CommonName, upns, princs, c.NotBefore, c.NotAfter, c.CRLDistributionPoints)
 	}
 	verify(t, e.svcKT, sc2.Token)
 	logs, _ := os.ReadFile(e.kdc.LogFile)

@@ -109,7 +109,8 @@ func (u *userCreds) kinit(ctx context.Context, p *Provider) error {
 		return err
 	}
 	upn := u.principal + "@" + strings.ToLower(p.ad.Domain)
-	cert, certPEM, err := p.o.Issue(key.Public(), u.principal, p.o.CertTTL, ca.WithUPN(upn), ca.WithPKINIT(u.principal, p.realm))
+	cert, certPEM, err := p.o.Issue(key.Public(), u.principal, p.o.CertTTL,
+		ca.WithUPN(upn), ca.WithPKINIT(u.principal, p.realm), ca.WithCRLDistributionPoints(p.o.CRLDistributionPoints...))
 	if err != nil {
 		return fmt.Errorf("kerberos: signing the PKINIT certificate of %s: %w", u.principal, err)
 	}
