@@ -40,3 +40,18 @@ func TestConnLimits(t *testing.T) {
 		t.Fatalf("counts: total %d, by user %v", l.total, l.byUser)
 	}
 }
+
+// BenchmarkConnLimits is the cost the limits add to every connection.
+func BenchmarkConnLimits(b *testing.B) {
+	var l connLimits
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			release, err := l.acquire(1<<30, 1<<30, "alice")
+			if err != nil {
+				b.Fatal(err)
+			}
+			release()
+		}
+	})
+}
