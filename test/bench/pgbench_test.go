@@ -104,7 +104,7 @@ func TestReportRatios(t *testing.T) {
 	for _, want := range []string{
 		"| prepared | 8 | 20000 | 10000 (0.50×) | 8000 (0.40×) | 9000 (0.45×) | 9500 (0.47×) | 0.90× | 1.12× |",
 		"| prepared | 8 | 20.0 | 12.5 | 33.3 (3.00 ev) | 31.6 (3.00 ev) |",
-		"| tollgate strict | 75.0 (0.75×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 |",
+		"| tollgate strict | 75.0 (0.75×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 | 0 / 0 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

@@ -71,6 +71,9 @@ type CopyResult struct {
 	In       time.Duration
 	// OutCPU and InCPU are the proxy's CPU time during each transfer.
 	OutCPU, InCPU time.Duration
+	// OutEvents and InEvents are the audit events each transfer stored
+	// (agents only).
+	OutEvents, InEvents uint64
 }
 
 // OutMBps and InMBps are throughputs in MB (10^6 bytes) per second.
@@ -189,7 +192,7 @@ func (r *Report) Markdown() string {
 
 	if len(r.Copy) > 0 {
 		b.WriteString("\n## COPY through each target: MB/s (ratio to direct)\n\n")
-		b.WriteString("| target | COPY TO STDOUT | COPY FROM STDIN | MB each way | proxy CPU out / in (s) |\n|---|---:|---:|---:|---:|\n")
+		b.WriteString("| target | COPY TO STDOUT | COPY FROM STDIN | MB each way | proxy CPU out / in (s) | audit events out / in |\n|---|---:|---:|---:|---:|---:|\n")
 		var direct CopyResult
 		for _, c := range r.Copy {
 			if c.Target == TargetDirect {
@@ -197,13 +200,16 @@ func (r *Report) Markdown() string {
 			}
 		}
 		for _, c := range r.Copy {
-			cpu := "–"
+			cpu, evs := "–", "–"
 			if c.Target != TargetDirect {
 				cpu = fmt.Sprintf("%.2f / %.2f", c.OutCPU.Seconds(), c.InCPU.Seconds())
 			}
-			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s |\n", c.Target,
+			if c.Target == TargetStrict || c.Target == TargetAsync {
+				evs = fmt.Sprintf("%d / %d", c.OutEvents, c.InEvents)
+			}
+			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s | %s |\n", c.Target,
 				c.OutMBps(), ratio(c.OutMBps(), direct.OutMBps()),
-				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.OutBytes)/1e6, cpu)
+				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.OutBytes)/1e6, cpu, evs)
 		}
 	}
 	if len(r.Notes) > 0 {

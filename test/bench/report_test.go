@@ -226,7 +226,7 @@ func medianCopy(rs []CopyResult) CopyResult {
 	m := out[len(out)/2]
 	sort.Slice(out, func(i, j int) bool { return out[i].In < out[j].In })
 	in := out[len(out)/2]
-	m.InBytes, m.In, m.InCPU = in.InBytes, in.In, in.InCPU
+	m.InBytes, m.In, m.InCPU, m.InEvents = in.InBytes, in.In, in.InCPU, in.InEvents
 	return m
 }
 
@@ -393,7 +393,7 @@ func (s *stack) copyBench(t *testing.T, cfg benchConfig, name string) CopyResult
 		}
 		return nil
 	})
-	res.OutCPU = m.ProxyCPU
+	res.OutCPU, res.OutEvents = m.ProxyCPU, m.Events
 
 	s.adminSQL(t, "truncate copy_dst")
 	m = s.measure(t, cfg, "copyin-"+name, name, func() error {
@@ -405,7 +405,7 @@ func (s *stack) copyBench(t *testing.T, cfg benchConfig, name string) CopyResult
 		}
 		return nil
 	})
-	res.InCPU = m.ProxyCPU
+	res.InCPU, res.InEvents = m.ProxyCPU, m.Events
 	src := s.adminQuery(t, "select count(*) from copy_src")
 	dst := s.adminQuery(t, "select count(*) from copy_dst")
 	if src != dst {
