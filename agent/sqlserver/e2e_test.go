@@ -18,11 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/awsiam"
 	"github.com/tollgate-db/tollgate/agent/kerberos"
 	"github.com/tollgate-db/tollgate/agent/kerberos/kdctest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
@@ -37,8 +39,9 @@ import (
 )
 
 const (
-	spn   = "MSSQLSvc/sql.tollgate.test:1433"
-	realm = "TOLLGATE.TEST"
+	iamKey = "AKIAEXAMPLEIAMTEST01"
+	spn    = "MSSQLSvc/sql.tollgate.test:1433"
+	realm  = "TOLLGATE.TEST"
 )
 
 // stack is a real MIT KDC, the strict TDS server verifying Kerberos with
@@ -60,6 +63,12 @@ type stack struct {
 
 type stackOptions struct {
 	mode string
+	// keytab logs carol in with a keytab instead of PKINIT.
+	keytab bool
+	// iam puts the database behind "RDS Proxy": the TDS server takes SQL
+	// logins whose password is checked by iamPassword, and the agent signs
+	// IAM tokens with static credentials.
+	iam func(user, password string) error
 	// ad edits the database's ad: block.
 	ad func(*config.AD)
 	// tls edits the database's tls: block.
@@ -107,6 +116,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	kdc := kdctest.Start(t, kdctest.Options{Realm: realm, ClientCAPEM: clientCA})
 	kdc.AddPKINITUser(t, "alice")
 	kdc.AddPKINITUser(t, "bob")
+	carolKeytab := kdc.AddUser(t, "carol")
 	kt, err := keytab.Load(kdc.AddService(t, spn))
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +138,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	_ = casPEM
 	ts, err := tdsserver.Listen(tdsserver.Config{
 		TLS: &tls.Config{Certificates: []tls.Certificate{srvCert}}, Keytab: kt, KerberosReply: true,
-		ForceEncryption: true, Logger: quiet(),
+		ForceEncryption: true, Logger: quiet(), Password: o.iam, MaxPassword: 4096,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +184,7 @@ metadata: {name: dev}
 spec:
   allow:
     db_labels: {env: test}
-    db_users: [alice]
+    db_users: [alice, carol]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +193,14 @@ spec:
 	if o.ad != nil {
 		o.ad(&ad)
 	}
+	if o.keytab {
+		ad.KeytabFile = carolKeytab
+	}
+	var aws config.AWS
+	if o.iam != nil {
+		ad = config.AD{}
+		aws = config.AWS{Region: "eu-west-1", RDSProxy: true}
+	}
 	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: writeFile(t, dir, "db-ca.crt", dbCA)}
 	if o.tls != nil {
 		o.tls(&dbTLS)
@@ -190,7 +208,8 @@ spec:
 	_, port, _ := net.SplitHostPort(ts.Addr())
 	krb := kerberos.NewRegistry(kerberos.Options{Issue: cas.IssueDBClient, DBClientCA: clientCA, Dir: filepath.Join(dir, "krb5"), Logger: quiet()})
 	t.Cleanup(func() { krb.Close() })
-	eng, err := sqlserver.New(sqlserver.Options{Auth: &sqlserver.ConfigAuth{Kerberos: krb}, Logger: quiet()})
+	iam := awsiam.NewRegistry(awsiam.Options{Credentials: credentials.NewStaticCredentialsProvider(iamKey, "iam-test-secret", "")})
+	eng, err := sqlserver.New(sqlserver.Options{Auth: &sqlserver.ConfigAuth{Kerberos: krb, IAM: iam}, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +217,7 @@ spec:
 	srv, err := agent.NewServer(agent.ServerConfig{
 		Cluster: "test",
 		Databases: []config.Database{{Name: "ms1", Protocol: "sqlserver", URI: "localhost:" + port, AuditMode: o.mode,
-			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad}},
+			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad, AWS: aws}},
 		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
 		UserCAs:   userPool,
 		Identify:  identity.FromCertificate,

@@ -1,0 +1,109 @@
+package sqlserver_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestRDSProxyIAM puts the database "behind RDS Proxy": the agent logs in
+// with an IAM token as the LOGIN7 password (scrambled as TDS wants it, over
+// TLS), a new one per connection, and the token never reaches an event.
+func TestRDSProxyIAM(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		tokens []string
+		addr   string
+	)
+	check := func(user, pw string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		tokens = append(tokens, pw)
+		u, err := url.Parse("https://" + pw)
+		if err != nil {
+			return err
+		}
+		q := u.Query()
+		switch {
+		case u.Host != addr:
+			return fmt.Errorf("token for %s, want %s", u.Host, addr)
+		case q.Get("DBUser") != user || user != "alice":
+			return fmt.Errorf("token for user %q, login as %q", q.Get("DBUser"), user)
+		case q.Get("Action") != "connect" || !strings.HasPrefix(q.Get("X-Amz-Credential"), iamKey+"/") ||
+			!strings.Contains(q.Get("X-Amz-Credential"), "/eu-west-1/rds-db/aws4_request") || len(q.Get("X-Amz-Signature")) != 64:
+			return fmt.Errorf("not an RDS IAM token: %q", pw)
+		}
+		return nil
+	}
+	s := newStack(t, stackOptions{iam: check})
+	mu.Lock()
+	addr = "localhost:" + s.tds.Addr()[strings.LastIndexByte(s.tds.Addr(), ':')+1:]
+	mu.Unlock()
+	ctx := context.Background()
+	for range 2 {
+		db, err := sql.Open("sqlserver", mssqlDSN(s.tunnel, "alice", "app", "disable"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var who string
+		if err := db.QueryRowContext(ctx, "select suser_sname()").Scan(&who); err != nil || who != "alice" {
+			t.Fatalf("login with an IAM token: %v %q\n%q", err, who, s.tds.Violations())
+		}
+		db.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tokens) != 2 {
+		t.Fatalf("%d tokens", len(tokens))
+	}
+	for _, l := range s.tds.Logins() {
+		if l.Method != "sql" || l.User != "alice" {
+			t.Fatalf("login %+v", l)
+		}
+	}
+	evs := s.waitAudit(t, "both sessions ended", count("db.session.end", 2))
+	for _, l := range ofType(evs, "db.session.sqlserver.login") {
+		if l["db_auth_method"] != "rds-iam" {
+			t.Fatalf("login event %v", l)
+		}
+	}
+	for _, ev := range evs {
+		for _, tok := range tokens {
+			sig := tok[strings.LastIndex(tok, "X-Amz-Signature=")+len("X-Amz-Signature="):]
+			if strings.Contains(fmt.Sprint(ev), sig) {
+				t.Fatalf("a token reached an event: %v", ev)
+			}
+		}
+	}
+}
+
+// TestKeytabLogin logs carol in with ad.keytab_file (gokrb5 against the
+// real KDC) instead of PKINIT.
+func TestKeytabLogin(t *testing.T) {
+	s := newStack(t, stackOptions{keytab: true})
+	db, err := sql.Open("sqlserver", mssqlDSN(s.tunnel, "carol", "app", "disable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var who string
+	if err := db.QueryRow("select suser_sname()").Scan(&who); err != nil || who != "carol@"+realm {
+		t.Fatalf("keytab login: %v %q\n%q", err, who, s.tds.Violations())
+	}
+	db.Close()
+	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
+	l := ofType(evs, "db.session.sqlserver.login")
+	if len(l) != 1 || l[0]["db_auth_method"] != "kerberos-keytab" || l[0]["db_kerberos_principal"] != "carol@"+realm {
+		t.Fatalf("login events %v", l)
+	}
+	// alice has no key in carol's keytab.
+	db2, _ := sql.Open("sqlserver", mssqlDSN(s.tunnel, "alice", "app", "disable"))
+	defer db2.Close()
+	if err := db2.Ping(); err == nil || !strings.Contains(err.Error(), "keytab") {
+		t.Fatalf("alice with carol's keytab: %v", err)
+	}
+}
