@@ -60,7 +60,7 @@ func (a *ConfigAuth) Credentials(ctx context.Context, db *agent.Database, dbUser
 		return &Credentials{Method: awsiam.MethodRDSIAM, User: dbUser, Password: tok}, nil
 	case c.AD.Domain != "" || c.AD.SPN != "":
 		if a.Kerberos == nil {
-			return nil, errors.New("Kerberos authentication is not available in this agent")
+			return nil, errors.New("this agent has no Kerberos authentication configured")
 		}
 		p, err := a.Kerberos.For(c.Name, c.AD)
 		if err != nil {

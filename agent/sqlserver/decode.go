@@ -60,7 +60,7 @@ func (d *decoder) decode(m *tds.Message) ([]events.Event, *request, error) {
 		return append(d.evs, ev), &request{kind: "transaction manager request"}, nil
 	case tds.PacketAttention:
 		if len(m.Payload) != 0 {
-			return nil, nil, fmt.Errorf("Attention with a %d-byte payload", len(m.Payload))
+			return nil, nil, fmt.Errorf("an Attention message with a %d-byte payload", len(m.Payload))
 		}
 		n, kind := p.pendingKind()
 		return append(d.evs, &events.SQLServerAttention{Pending: n, Request: kind}), nil, nil

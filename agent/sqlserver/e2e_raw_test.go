@@ -194,7 +194,7 @@ func TestMalformed(t *testing.T) {
 			p.Set(tds.PreloginVersion, tds.VersionBytes(1, 0, 0, 0))
 			rc.send(tds.PacketPrelogin, p.Append(nil))
 		}, "PRELOGIN message after login"},
-		{"attention with a payload", loggedIn, func(rc *rawClient) { rc.send(tds.PacketAttention, []byte{1}) }, "Attention with a 1-byte payload"},
+		{"attention with a payload", loggedIn, func(rc *rawClient) { rc.send(tds.PacketAttention, []byte{1}) }, "an Attention message with a 1-byte payload"},
 	}...)
 	before := len(s.tds.Logins())
 	logins := 0
