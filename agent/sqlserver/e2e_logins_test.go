@@ -8,6 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/state"
 )
 
 // TestRDSProxyIAM puts the database "behind RDS Proxy": the agent logs in
@@ -105,5 +110,65 @@ func TestKeytabLogin(t *testing.T) {
 	defer db2.Close()
 	if err := db2.Ping(); err == nil || !strings.Contains(err.Error(), "keytab") {
 		t.Fatalf("alice with carol's keytab: %v", err)
+	}
+}
+
+// lockState is control-plane state with at most one lock, on a user.
+type lockState struct {
+	mu   sync.Mutex
+	seq  uint64
+	lock *state.Lock
+}
+
+func (l *lockState) Seq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
+func (l *lockState) LockedOut(now time.Time, user string, _ []string, _ string) (state.Lock, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lock != nil && l.lock.TargetUser == user {
+		return *l.lock, true
+	}
+	return state.Lock{}, false
+}
+
+func (l *lockState) AccessRequest(string) (state.AccessRequest, bool) {
+	return state.AccessRequest{}, false
+}
+
+func (l *lockState) ResolveRoles(names []string) ([]access.Role, []string) { return nil, nil }
+
+// TestLockEndsSession locks the user of a live session: the client gets a
+// fatal TDS error that says so and the session ends as locked.
+func TestLockEndsSession(t *testing.T) {
+	ls := &lockState{}
+	s := newStack(t, stackOptions{life: ls})
+	rc := s.raw(t)
+	rc.login("alice", "app")
+	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "select 1"))
+	if a, err := rc.read(); err != nil || a.rows != 1 {
+		t.Fatalf("select 1: %v %+v", err, a)
+	}
+	ls.mu.Lock()
+	ls.lock = &state.Lock{ID: "L1", TargetUser: "alice@example.com", Message: "incident 42", Created: time.Now()}
+	ls.seq++
+	ls.mu.Unlock()
+	a, err := rc.read()
+	if err != nil || len(a.errors) != 1 || a.errors[0].Class != 20 || !strings.Contains(a.errors[0].Text, "incident 42") {
+		t.Fatalf("answer to the lock: %v %+v", err, a)
+	}
+	if _, err := rc.r.ReadMessage(); err == nil {
+		t.Fatal("the connection stayed open")
+	}
+	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
+	checkGapless(t, evs)
+	if e := ofType(evs, "db.session.end"); e[0]["reason"] != "locked" {
+		t.Fatalf("end %v", e[0])
+	}
+	if n := len(ofType(evs, "db.session.terminate")); n != 1 {
+		t.Fatalf("%d terminate events", n)
 	}
 }

@@ -69,6 +69,9 @@ type stackOptions struct {
 	// logins whose password is checked by iamPassword, and the agent signs
 	// IAM tokens with static credentials.
 	iam func(user, password string) error
+	// life, when set, is the control-plane state a lifecycle reads to end
+	// sessions.
+	life agent.StateSource
 	// ad edits the database's ad: block.
 	ad func(*config.AD)
 	// tls edits the database's tls: block.
@@ -214,8 +217,13 @@ spec:
 		t.Fatal(err)
 	}
 	userPool, _ := cas.Pool(ca.User)
+	var life *agent.Lifecycle
+	if o.life != nil {
+		life = agent.NewLifecycle(o.life, agent.LifecycleOptions{Interval: 20 * time.Millisecond, Logger: quiet()})
+	}
 	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster: "test",
+		Lifecycle: life,
+		Cluster:   "test",
 		Databases: []config.Database{{Name: "ms1", Protocol: "sqlserver", URI: "localhost:" + port, AuditMode: o.mode,
 			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad, AWS: aws}},
 		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
@@ -239,6 +247,9 @@ spec:
 	s.agent = ln.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
+	if life != nil {
+		go life.Run(ctx)
+	}
 	s.tunnel = startTunnel(t, s.agent, s.roots)
 	t.Cleanup(func() {
 		cancel()

@@ -305,7 +305,8 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+start.Error))
 		return errors.New(start.Error)
 	}
-	p := &proxy{e: e, sess: sess, client: cs.rw, started: time.Now(), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName}
+	p := &proxy{e: e, sess: sess, client: cs.rw, started: time.Now(), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
+		prepared: map[string]string{}}
 	creds, err := e.opt.Auth.Credentials(ctx, db, dbUser)
 	if err != nil {
 		msg := fmt.Sprintf("cannot log in to database %q as %q: %v", info.Name, dbUser, err)
@@ -339,8 +340,11 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 	cs.tokens(up.loginResp)
 	_ = c.SetDeadline(time.Time{})
 	p.packetSize.Store(int32(up.packetSize))
+	// The lifecycle may end the session as soon as it knows how: the
+	// upstream connection must be in place first.
+	p.server = up.conn
 	c.OnTerminate(sess, p.terminate)
-	return p.run(ctx, up.conn)
+	return p.run(ctx)
 }
 
 // denial is the message a denied user sees, naming what was refused.

@@ -111,9 +111,7 @@ func (p *proxy) tokensToClient(b []byte) error {
 }
 
 // run proxies until either side ends, then closes the session.
-func (p *proxy) run(ctx context.Context, server net.Conn) error {
-	p.server = server
-	p.prepared = map[string]string{}
+func (p *proxy) run(ctx context.Context) error {
 	serverDone := make(chan error, 1)
 	go func() {
 		err := p.serverLoop()
