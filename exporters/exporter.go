@@ -160,16 +160,23 @@ func New(o Options) (*Exporter, error) {
 		return nil, fmt.Errorf("exporters: %s: %w", o.Name, err)
 	}
 	d := o.Delivery
+	cs, concurrent := o.Sink.(ConcurrentSink)
+	if d.Concurrency == 0 && concurrent {
+		d.Concurrency = cs.Concurrency()
+	}
 	d.fillDefaults()
 	if err := d.validate(); err != nil {
 		return nil, fmt.Errorf("exporters: %s: %w", o.Name, err)
+	}
+	if d.Concurrency > 1 && !concurrent {
+		return nil, fmt.Errorf("exporters: %s: concurrency %d: sink %s delivers one batch at a time", o.Name, d.Concurrency, o.SinkType)
 	}
 	x := &Exporter{
 		o:         o,
 		d:         d,
 		log:       o.Log.With("exporter", o.Name, "sink", o.SinkType),
 		native:    o.Format.Name() == format.Native,
-		work:      make(chan *work, 1),
+		work:      make(chan *work, d.Concurrency),
 		consumers: map[string]jetstream.Consumer{},
 	}
 	x.batchBytes = d.BatchBytes
@@ -233,20 +240,21 @@ func (x *Exporter) Run(ctx context.Context) error {
 	for _, s := range x.d.Streams {
 		fetchers.Go(func() { x.fetchLoop(ctx, s) })
 	}
-	delivered := make(chan struct{})
-	go func() {
-		defer close(delivered)
-		for w := range x.work {
-			x.process(ctx, hard, w)
-		}
-	}()
+	var deliverers sync.WaitGroup
+	for range x.d.Concurrency {
+		deliverers.Go(func() {
+			for w := range x.work {
+				x.process(ctx, hard, w)
+			}
+		})
+	}
 	var aux sync.WaitGroup
 	aux.Go(func() { x.statsLoop(ctx) })
 
 	<-ctx.Done()
 	fetchers.Wait()
 	close(x.work)
-	<-delivered
+	deliverers.Wait()
 	aux.Wait()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

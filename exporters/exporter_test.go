@@ -417,6 +417,7 @@ func TestSettingsAreStrict(t *testing.T) {
 		{"name: a\ntype: discard\nformat: xml", `format "xml"`},
 		{"name: a\ntype: discard\nfilter:\n  types: [db..x]", `filter.types: "db..x"`},
 		{"name: a\ntype: discard\nsettings:\n  start: middle", `start "middle"`},
+		{"name: a\ntype: discard\nsettings:\n  concurrency: 2", `concurrency 2: sink discard delivers one batch at a time`},
 	} {
 		_, err := e.Build(t, strings.ReplaceAll(c.yaml, `\n`, "\n"))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

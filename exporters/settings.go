@@ -34,6 +34,10 @@ type Delivery struct {
 	// ShutdownGrace is how long a delivery under way may finish at
 	// shutdown; what is not confirmed by then is delivered again later.
 	ShutdownGrace config.Duration `yaml:"shutdown_grace"`
+	// Concurrency is how many batches are delivered at once: 1, or more
+	// for sinks that take it (Kafka, Splunk HEC), whose own default
+	// applies when it is 0.
+	Concurrency int `yaml:"concurrency"`
 	// Start is where a new exporter begins: all (every stored event, the
 	// default) or new (events stored from now on).
 	Start string `yaml:"start"`
@@ -74,6 +78,9 @@ func (d *Delivery) fillDefaults() {
 	if d.ShutdownGrace == 0 {
 		d.ShutdownGrace = config.Duration(DefaultShutdownGrace)
 	}
+	if d.Concurrency == 0 {
+		d.Concurrency = 1
+	}
 	if d.Start == "" {
 		d.Start = "all"
 	}
@@ -101,6 +108,9 @@ func (d *Delivery) validate() error {
 	}
 	if d.ShutdownGrace.Std() < 0 {
 		errs = append(errs, fmt.Sprintf("shutdown_grace %s is negative", d.ShutdownGrace.Std()))
+	}
+	if d.Concurrency < 1 || d.Concurrency > 64 {
+		errs = append(errs, fmt.Sprintf("concurrency %d: want 1 to 64", d.Concurrency))
 	}
 	if d.Start != "all" && d.Start != "new" {
 		errs = append(errs, fmt.Sprintf("start %q: want all or new", d.Start))

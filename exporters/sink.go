@@ -45,12 +45,22 @@ type Record struct {
 //   - any other error: nothing is known to be delivered; the whole batch
 //     is retried after a backoff.
 //
-// The exporter calls Deliver from one goroutine at a time, never with an
-// empty batch, and does not reuse recs or the bytes they hold while
-// Deliver runs.
+// The exporter calls Deliver from one goroutine at a time (unless the sink
+// is a ConcurrentSink), never with an empty batch, and does not reuse recs
+// or the bytes they hold while Deliver runs.
 type Sink interface {
 	Deliver(ctx context.Context, recs []Record) error
 	Close() error
+}
+
+// ConcurrentSink is a Sink whose Deliver may run for several batches at
+// once, hiding the destination's latency (an HTTP or produce round trip).
+// Concurrency is how many by default (the concurrency setting overrides
+// it). Batches then complete out of order, as they may anyway after a
+// retry.
+type ConcurrentSink interface {
+	Sink
+	Concurrency() int
 }
 
 // permanent marks an error that retrying cannot fix.

@@ -104,10 +104,17 @@ func (s SASL) mechanism() (sasl.Mechanism, error) {
 
 // Sink writes events to a topic.
 type Sink struct {
-	c    Config
-	w    *kafkago.Writer
-	msgs []kafkago.Message
+	c Config
+	w *kafkago.Writer
 }
+
+// DefaultConcurrency is how many batches are written at once by default:
+// kafka-go's writer takes messages from several callers into the same
+// produce requests.
+const DefaultConcurrency = 2
+
+// Concurrency makes the sink a ConcurrentSink.
+func (s *Sink) Concurrency() int { return DefaultConcurrency }
 
 // New checks the settings and prepares the writer; it connects on the
 // first delivery.
@@ -196,7 +203,7 @@ const messageOverhead = 64
 // in-sync replicas have it (acks=all).
 func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 	re := exporters.RecordErrors{}
-	s.msgs = s.msgs[:0]
+	msgs := make([]kafkago.Message, 0, len(recs))
 	idx := make([]int, 0, len(recs))
 	for i := range recs {
 		r := &recs[i]
@@ -213,11 +220,11 @@ func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 			re[i] = exporters.Permanent(fmt.Errorf("kafka: event of %d bytes is over max_message_bytes %d", size, s.c.MaxMessageBytes))
 			continue
 		}
-		s.msgs = append(s.msgs, m)
+		msgs = append(msgs, m)
 		idx = append(idx, i)
 	}
-	if len(s.msgs) > 0 {
-		werrs, err := s.write(ctx, s.msgs)
+	if len(msgs) > 0 {
+		werrs, err := s.write(ctx, msgs)
 		switch {
 		case err != nil && len(re) == 0:
 			return err
@@ -239,11 +246,11 @@ func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 				}
 			}
 			for _, j := range again {
-				if len(again) == 1 && len(s.msgs) == 1 {
+				if len(again) == 1 && len(msgs) == 1 {
 					re[idx[j]] = exporters.Permanent(werrs[j])
 					continue
 				}
-				if err := s.w.WriteMessages(ctx, s.msgs[j]); err != nil {
+				if err := s.w.WriteMessages(ctx, msgs[j]); err != nil {
 					if permanent(err) {
 						err = exporters.Permanent(err)
 					}
@@ -252,7 +259,6 @@ func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 			}
 		}
 	}
-	clear(s.msgs)
 	if len(re) == 0 {
 		return nil
 	}

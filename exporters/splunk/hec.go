@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tollgate-db/tollgate/config"
@@ -92,9 +93,19 @@ type Sink struct {
 	client  *http.Client
 	head    []byte // "host", "source", … common to every event
 	channel string
-	body    []byte // request body, reused
-	spare   []byte
+	bufs    sync.Pool // *buffers, one per delivery under way
 }
+
+// buffers are a delivery's request bodies, reused.
+type buffers struct{ body, spare []byte }
+
+// DefaultConcurrency is how many batches are posted at once by default:
+// while one waits for the collector, the next is on its way.
+const DefaultConcurrency = 4
+
+// Concurrency makes the sink a ConcurrentSink: Deliver keeps no state
+// between calls but the HTTP client.
+func (s *Sink) Concurrency() int { return DefaultConcurrency }
 
 // New checks the settings and prepares the HTTP client.
 func New(c Config) (*Sink, error) {
@@ -149,7 +160,8 @@ func New(c Config) (*Sink, error) {
 		base = strings.TrimSuffix(base, EventPath)
 	}
 	s := &Sink{
-		c: c, token: token, auth: "Splunk " + token,
+		bufs: sync.Pool{New: func() any { return new(buffers) }},
+		c:    c, token: token, auth: "Splunk " + token,
 		events: base + EventPath, acks: base + AckPath,
 		client: &http.Client{Transport: tr, Timeout: c.Timeout.Std()},
 	}
@@ -225,7 +237,9 @@ type outcome struct {
 // Ack, waits until the indexers acknowledged every request.
 func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 	out := make([]outcome, len(recs))
-	body := s.body[:0]
+	bufs := s.bufs.Get().(*buffers)
+	defer s.bufs.Put(bufs)
+	body := bufs.body[:0]
 	group := make([]int, 0, len(recs))
 	for i := range recs {
 		n := len(body)
@@ -233,10 +247,10 @@ func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 		if n > 0 && len(body) > s.c.MaxRequestBytes {
 			// The event does not fit: send what came before it, and
 			// start the next request with it.
-			ev := append(s.spare[:0], body[n:]...)
+			ev := append(bufs.spare[:0], body[n:]...)
 			s.post(ctx, recs, group, body[:n], out)
 			body = append(body[:0], ev...)
-			s.spare = ev[:0]
+			bufs.spare = ev[:0]
 			group = group[:0]
 		}
 		group = append(group, i)
@@ -244,8 +258,9 @@ func (s *Sink) Deliver(ctx context.Context, recs []exporters.Record) error {
 	if len(group) > 0 {
 		s.post(ctx, recs, group, body, out)
 	}
-	if cap(body) <= 4*s.c.MaxRequestBytes {
-		s.body = body[:0]
+	bufs.body = body[:0]
+	if cap(body) > 4*s.c.MaxRequestBytes {
+		bufs.body = nil
 	}
 	if s.c.Ack {
 		s.waitAcks(ctx, out)
