@@ -9,15 +9,15 @@ func init() {
 	Register[PostgresParse]("db.session.postgres.parse", "TGPG001I",
 		"A PostgreSQL client prepared a statement (extended protocol Parse).")
 	Register[PostgresBind]("db.session.postgres.bind", "TGPG002I",
-		"A PostgreSQL client bound parameters to a prepared statement (extended protocol Bind).")
+		"A PostgreSQL client bound parameters to a prepared statement (extended protocol Bind) without executing the portal in the same message batch; a Bind followed by its Execute is recorded by the execute event alone.")
 	Register[PostgresExecute]("db.session.postgres.execute", "TGPG003I",
-		"A PostgreSQL client executed a portal (extended protocol Execute); carries the statement text and its parameters.")
+		"A PostgreSQL client executed a portal (extended protocol Execute); carries the statement text, the statement and portal names and the bound parameters.")
 	Register[PostgresClose]("db.session.postgres.close", "TGPG004I",
 		"A PostgreSQL client closed a prepared statement or a portal.")
 	Register[PostgresFunctionCall]("db.session.postgres.function_call", "TGPG005I",
 		"A PostgreSQL client called a function by OID (FunctionCall message).")
 	Register[PostgresCopy]("db.session.postgres.copy", "TGPG006I",
-		"A PostgreSQL client sent COPY data, finished or aborted a COPY; counts bytes and never records the rows.")
+		"Summary of the COPY data a PostgreSQL client sent (at least every 8 MiB or second, and when it finished or aborted the COPY); counts bytes and never records the rows. Stored without holding back the data: the COPY statement itself was recorded before it ran.")
 	RegisterOutcome[PostgresCancel]("db.session.postgres.cancel", "TGPG007I", "TGPG007W",
 		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded.")
 }
@@ -32,9 +32,12 @@ type PostgresParse struct {
 	ParameterOIDs []uint32 `json:"db_parameter_oids,omitempty" jsonschema:"description=Parameter type OIDs declared by the client (0 lets the server infer)"`
 }
 
-// PostgresBind records a Bind message. Parameters are rendered as text: text
-// values as sent, binary values decoded by type OID where known, otherwise
-// base64; NULL is the unquoted word NULL.
+// PostgresBind records a Bind message whose portal is not executed in the
+// same client batch (an Execute that follows at once is one
+// PostgresExecute carrying the parameters, so a prepared statement costs
+// one event per execution). Parameters are rendered as text: text values
+// as sent, binary values decoded by type OID where known, otherwise base64;
+// NULL is the unquoted word NULL.
 type PostgresBind struct {
 	Envelope
 	Session
@@ -45,8 +48,9 @@ type PostgresBind struct {
 	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
 }
 
-// PostgresExecute records an Execute message with the statement it runs, so
-// one event says what ran without joining it to Parse and Bind.
+// PostgresExecute records an Execute message with the statement it runs and
+// the parameters bound to its portal, so one event says what ran without
+// joining it to Parse and Bind.
 type PostgresExecute struct {
 	Envelope
 	Session
@@ -77,15 +81,18 @@ type PostgresFunctionCall struct {
 	Arguments   []string `json:"db_function_args,omitempty" jsonschema:"description=Arguments: text as sent and binary as base64"`
 }
 
-// PostgresCopy records COPY traffic from the client: one event per batch of
-// CopyData messages, and one when the client ends or aborts the COPY.
+// PostgresCopy summarises COPY data from the client: phase data at least
+// every 8 MiB or second of a long COPY, done or fail when the client ends
+// or aborts it. CopyData carries rows, never a statement, and the COPY
+// statement was stored before it reached the database, so these summaries
+// are stored asynchronously (like results) and never hold back the data.
 type PostgresCopy struct {
 	Envelope
 	Session
 	Database
 	Phase      string `json:"db_copy_phase" jsonschema:"enum=data,enum=done,enum=fail,description=data while rows flow; done or fail when the client ends the COPY"`
-	Messages   uint64 `json:"db_copy_messages" jsonschema:"description=CopyData messages in this batch"`
-	Bytes      uint64 `json:"db_copy_bytes" jsonschema:"description=Bytes of COPY data in this batch"`
+	Messages   uint64 `json:"db_copy_messages" jsonschema:"description=CopyData messages since the previous summary"`
+	Bytes      uint64 `json:"db_copy_bytes" jsonschema:"description=Bytes of COPY data since the previous summary"`
 	TotalBytes uint64 `json:"db_copy_total_bytes" jsonschema:"description=Bytes of COPY data since the COPY began"`
 	Reason     string `json:"db_copy_fail_reason,omitempty" jsonschema:"description=Reason the client gave when it aborted the COPY"`
 }

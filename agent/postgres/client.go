@@ -49,6 +49,11 @@ type clientDecoder struct {
 	// messages are dropped.
 	discardCopy bool
 	copyTotal   uint64
+	// CopyData counted since the last copy summary, and when the first of
+	// them arrived: summaries span batches (see flushCopy).
+	copyMsgs  uint64
+	copyBytes uint64
+	copySince time.Time
 
 	// Output of one batch.
 	evs        []events.Event
@@ -58,8 +63,12 @@ type clientDecoder struct {
 	replies    []byte // answers the agent gives itself (after a refusal)
 	terminate  bool
 	statements uint64
-	copyMsgs   uint64
-	copyBytes  uint64
+	// copyEvs counts the copy summaries in evs: a batch whose only events
+	// are copy summaries is not gated (see forward).
+	copyEvs int
+	// binds are the Bind events of this batch still in evs, by portal: an
+	// Execute of the portal in the same batch replaces its Bind event.
+	binds []pendingBind
 	// lastKept says whether the message just decoded is forwarded.
 	lastKept bool
 	// status is the transaction status of the last ReadyForQuery, for the
@@ -74,6 +83,12 @@ type clientDecoder struct {
 	close    pgproto3.Close
 	fcall    pgproto3.FunctionCall
 	copyFail pgproto3.CopyFail
+}
+
+// pendingBind is a Bind event at index at of the batch's events.
+type pendingBind struct {
+	portal string
+	at     int
 }
 
 type portal struct {
@@ -96,8 +111,26 @@ func (d *clientDecoder) reset() {
 	d.types = d.types[:0]
 	d.replies = d.replies[:0]
 	d.statements = 0
-	d.copyMsgs, d.copyBytes = 0, 0
+	d.copyEvs = 0
+	d.binds = d.binds[:0]
 	d.terminate = false
+}
+
+// dropFoldedBinds removes the Bind events an Execute of the same batch
+// made redundant (their slots were set to nil).
+func (d *clientDecoder) dropFoldedBinds(folded bool) {
+	if !folded {
+		return
+	}
+	k := 0
+	for _, ev := range d.evs {
+		if ev != nil {
+			d.evs[k] = ev
+			k++
+		}
+	}
+	clear(d.evs[k:])
+	d.evs = d.evs[:k]
 }
 
 // decode processes the complete messages at the start of b. It returns how
@@ -107,6 +140,8 @@ func (d *clientDecoder) reset() {
 func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad *malformed) {
 	d.reset()
 	off := 0
+	folded := false
+	defer func() { d.dropFoldedBinds(folded) }()
 	for {
 		rest := b[off:]
 		if len(rest) < headerLength {
@@ -136,6 +171,9 @@ func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad
 			need = total
 			break
 		}
+		if typ == 'E' && len(d.binds) > 0 {
+			folded = d.foldBind(rest[headerLength:total]) || folded
+		}
 		if m := d.message(typ, rest[headerLength:total], now); m != nil {
 			m.length, m.typ = n, typ
 			m.prefix = secretless(typ, rest[:total])
@@ -154,8 +192,29 @@ func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad
 			break
 		}
 	}
-	d.flushCopy("data", "")
+	if d.copyMsgs > 0 && (d.copyBytes >= copySummaryBytes || now.Sub(d.copySince) >= copySummaryEvery) {
+		d.flushCopy("data", "")
+	}
 	return off, need, nil
+}
+
+// foldBind drops the pending Bind event of the portal an Execute (body)
+// runs: the Execute event carries the same statement, portal and
+// parameters, so one event per execution says what ran. It reports
+// whether it dropped one.
+func (d *clientDecoder) foldBind(body []byte) bool {
+	name, _, ok := cutZero(body)
+	if !ok {
+		return false // message() reports it
+	}
+	for i, b := range d.binds {
+		if b.portal == name {
+			d.evs[b.at] = nil
+			d.binds = append(d.binds[:i], d.binds[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 func (d *clientDecoder) unknownType(rest []byte) *malformed {
@@ -237,6 +296,8 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			trunc = trunc || t
 		}
 		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc}
+		d.forgetBind(d.bind.DestinationPortal)
+		d.binds = append(d.binds, pendingBind{portal: d.bind.DestinationPortal, at: len(d.evs)})
 		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc})
 	case 'D':
 		if err := d.describe.Decode(body); err != nil {
@@ -271,6 +332,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		} else {
 			ev.Kind = "portal"
 			delete(d.portals, d.close.Name)
+			d.forgetBind(d.close.Name)
 		}
 		d.evs = append(d.evs, ev)
 	case 'S', 'H', 'c', 'X':
@@ -321,6 +383,9 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		d.entries = append(d.entries, entry{kind: kFunc, at: now})
 		d.statements++
 	case 'd':
+		if d.copyMsgs == 0 {
+			d.copySince = now
+		}
 		d.copyMsgs++
 		d.copyBytes += uint64(len(body))
 		d.copyTotal += uint64(len(body))
@@ -337,15 +402,45 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 	return nil
 }
 
-// flushCopy turns the CopyData counted so far into one event; done and
-// fail always make one.
+// A long COPY FROM STDIN is summarised at least every copySummaryBytes of
+// data or copySummaryEvery, whichever comes first.
+const (
+	copySummaryBytes = 8 << 20
+	copySummaryEvery = time.Second
+)
+
+// flushCopy turns the CopyData counted since the last summary into one
+// db.session.postgres.copy event; done and fail always make one.
+//
+// CopyData carries rows, never a statement: the COPY statement itself was
+// a Query or Parse/Execute, gated like every statement before it reached
+// the database. So copy summaries do not hold back the client's data: a
+// batch whose only events are copy summaries is forwarded at once and its
+// events are stored on the session's asynchronous path, like results.
+// Gating every client read of a COPY cost one store round trip per 32 KiB.
 func (d *clientDecoder) flushCopy(phase, reason string) {
 	if phase == "data" && d.copyMsgs == 0 {
 		return
 	}
 	d.evs = append(d.evs, &events.PostgresCopy{Phase: phase, Messages: d.copyMsgs, Bytes: d.copyBytes, TotalBytes: d.copyTotal, Reason: reason})
+	d.copyEvs++
 	d.copyMsgs, d.copyBytes = 0, 0
 }
+
+// forgetBind drops the pending Bind of a portal that is rebound or closed:
+// its event stays, since no Execute of this binding follows.
+func (d *clientDecoder) forgetBind(portal string) {
+	for i, b := range d.binds {
+		if b.portal == portal {
+			d.binds = append(d.binds[:i], d.binds[i+1:]...)
+			return
+		}
+	}
+}
+
+// gated reports whether the batch has events that must be stored before
+// it is forwarded: any but copy summaries.
+func (d *clientDecoder) gated() bool { return len(d.evs) > d.copyEvs }
 
 // malformedEvent is the event for m.
 func malformedEvent(m *malformed) *events.MalformedPacket {

@@ -110,8 +110,10 @@ func TestExtendedProtocolBinaryParameters(t *testing.T) {
 	if p := ofType[events.PostgresParse](ps.rec); len(p) != 1 || p[0].StatementName != "s1" || len(p[0].ParameterOIDs) != 5 {
 		t.Fatalf("parse %+v", p)
 	}
-	if b := ofType[events.PostgresBind](ps.rec); len(b) != 1 || b[0].Parameters[0] != "42" {
-		t.Fatalf("bind %+v", b)
+	// The Execute in the same batch carries the Bind's parameters: one
+	// event per execution.
+	if b := ofType[events.PostgresBind](ps.rec); len(b) != 0 {
+		t.Fatalf("bind events %+v, want none (folded into the execute event)", b)
 	}
 	ps.reply(t, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.NoData{},
 		&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -185,7 +187,7 @@ func TestStrictRefusalForwardsNothing(t *testing.T) {
 		}
 		kinds = append(kinds, ev.Header().Type)
 	}
-	want := "db.session.query db.session.result db.session.postgres.parse db.session.postgres.bind db.session.postgres.execute db.session.result db.session.query"
+	want := "db.session.query db.session.result db.session.postgres.parse db.session.postgres.execute db.session.result db.session.query"
 	if strings.Join(kinds, " ") != want {
 		t.Fatalf("stored %s", strings.Join(kinds, " "))
 	}
@@ -251,6 +253,8 @@ func TestCopyInCountsBytes(t *testing.T) {
 	for range 3 {
 		ps.serverReceive(t)
 	}
+	// Copy summaries are stored without holding back the data.
+	waitFor(t, "copy summary", func() bool { return len(ofType[events.PostgresCopy](ps.rec)) > 0 })
 	cs := ofType[events.PostgresCopy](ps.rec)
 	if len(cs) != 1 || cs[0].Phase != "done" || cs[0].Messages != 2 || cs[0].Bytes != 21 || cs[0].TotalBytes != 21 {
 		t.Fatalf("copy events %+v", cs)
@@ -269,7 +273,11 @@ func TestCopyInCountsBytes(t *testing.T) {
 	}
 }
 
-func TestCopyRefusedAbortsCopy(t *testing.T) {
+// TestCopyDataIsNotGated: the COPY statement is stored before it runs, but
+// its rows carry no statement, so an outage of the store during the COPY
+// does not hold them back; the summary is stored once the store is back.
+// A statement after the COPY is refused as usual.
+func TestCopyDataIsNotGated(t *testing.T) {
 	ps := newPipeSession(t, true)
 	ps.send(t, &pgproto3.Query{String: "copy t from stdin"})
 	ps.serverReceive(t)
@@ -277,13 +285,63 @@ func TestCopyRefusedAbortsCopy(t *testing.T) {
 	ps.clientReceive(t)
 	ps.rec.setDown(true)
 	ps.send(t, &pgproto3.CopyData{Data: []byte("1\n")})
-	// The database gets the agent's CopyFail, never the data.
-	f, ok := ps.serverReceive(t).(*pgproto3.CopyFail)
-	if !ok || !strings.Contains(f.Message, "audit store unavailable") {
-		t.Fatalf("database got %+v", f)
+	if d, ok := ps.serverReceive(t).(*pgproto3.CopyData); !ok || string(d.Data) != "1\n" {
+		t.Fatalf("database got %+v, want the CopyData", d)
 	}
-	ps.send(t, &pgproto3.CopyData{Data: []byte("2\n")}, &pgproto3.CopyDone{})
+	ps.send(t, &pgproto3.CopyData{Data: []byte("22\n")}, &pgproto3.CopyDone{})
+	if _, ok := ps.serverReceive(t).(*pgproto3.CopyData); !ok {
+		t.Fatal("want CopyData")
+	}
+	if _, ok := ps.serverReceive(t).(*pgproto3.CopyDone); !ok {
+		t.Fatal("want CopyDone")
+	}
+	ps.reply(t, &pgproto3.CommandComplete{CommandTag: []byte("COPY 2")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	ps.clientReceive(t)
+	ps.clientReceive(t)
+	ps.send(t, &pgproto3.Query{String: "delete from t"})
+	if er, ok := ps.clientReceive(t).(*pgproto3.ErrorResponse); !ok || er.Code != stateAuditUnavailable {
+		t.Fatalf("client got %+v, want the refusal", er)
+	}
+	ps.clientReceive(t)
 	ps.serverGetsNothing(t)
+	ps.rec.setDown(false)
+	waitFor(t, "copy summary stored by the retrying async path", func() bool {
+		cs := ofType[events.PostgresCopy](ps.rec)
+		return len(cs) == 1 && cs[0].Phase == "done" && cs[0].Messages == 2 && cs[0].TotalBytes == 5
+	})
+}
+
+// TestBindWithoutExecuteKeepsItsEvent: a Bind whose Execute comes in a later
+// batch, or never, keeps its own event; an Execute in the same batch as its
+// Bind carries the parameters alone.
+func TestBindWithoutExecuteKeepsItsEvent(t *testing.T) {
+	ps := newPipeSession(t, true)
+	ps.send(t, &pgproto3.Parse{Name: "s1", Query: "select $1::int4, $2::int4"},
+		&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "s1", Parameters: [][]byte{[]byte("7"), []byte("8")}},
+		&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "s1", Parameters: [][]byte{[]byte("9"), []byte("10")}},
+		&pgproto3.Execute{Portal: "p2"}, &pgproto3.Flush{})
+	for range 5 {
+		ps.serverReceive(t)
+	}
+	ps.send(t, &pgproto3.Execute{Portal: "p1"}, &pgproto3.Sync{})
+	ps.serverReceive(t)
+	ps.serverReceive(t)
+	var kinds []string
+	for _, ev := range ps.rec.events() {
+		kinds = append(kinds, strings.TrimPrefix(ev.Header().Type, "db.session.postgres."))
+	}
+	if got := strings.Join(kinds, " "); got != "parse bind execute execute" {
+		t.Fatalf("stored %s", got)
+	}
+	b := ofType[events.PostgresBind](ps.rec)
+	ex := ofType[events.PostgresExecute](ps.rec)
+	if b[0].PortalName != "p1" || strings.Join(b[0].Parameters, ",") != "7,8" {
+		t.Fatalf("bind %+v", b[0])
+	}
+	if ex[0].PortalName != "p2" || strings.Join(ex[0].Parameters, ",") != "9,10" || ex[0].Query != "select $1::int4, $2::int4" ||
+		ex[1].PortalName != "p1" || strings.Join(ex[1].Parameters, ",") != "7,8" || ex[1].StatementName != "s1" {
+		t.Fatalf("executes %+v", ex)
+	}
 }
 
 func TestAsyncModeDoesNotWait(t *testing.T) {

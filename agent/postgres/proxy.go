@@ -197,10 +197,20 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 			return err
 		}
 	}
-	if len(dec.segs) == 0 {
+	if !dec.gated() {
+		// Only copy summaries (or nothing): no statement waits on them,
+		// see flushCopy.
+		if len(dec.evs) > 0 {
+			if err := p.sess.Emit(dec.evs...); err != nil {
+				return err
+			}
+		}
+		if len(dec.segs) == 0 {
+			return nil
+		}
+	} else if len(dec.segs) == 0 {
 		return nil
-	}
-	if err := p.sess.Gate(ctx, dec.evs...); err != nil {
+	} else if err := p.sess.Gate(ctx, dec.evs...); err != nil {
 		var ae *agent.AuditError
 		if !errors.As(err, &ae) {
 			return err
