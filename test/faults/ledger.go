@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,8 @@ type Ledger struct {
 	exportOff  int64
 	exportPart []byte
 	delivered  map[string]int
+	// undelivered counts stored ids the exporter has not written yet.
+	undelivered int
 
 	prev Totals
 }
@@ -115,12 +118,7 @@ func (l *Ledger) WaitDelivered(ctx context.Context, timeout time.Duration) (time
 		if err := l.readExport(); err != nil {
 			return 0, err
 		}
-		missing := 0
-		for id := range l.ids {
-			if l.delivered[id] == 0 {
-				missing++
-			}
-		}
+		missing := l.undelivered
 		if missing == 0 {
 			return time.Since(start), nil
 		}
@@ -193,6 +191,9 @@ func (l *Ledger) readStream(ctx context.Context) error {
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
 			return fmt.Errorf("%s seq %d: %w", name, l.lastSeq, err)
 		}
+		if l.ids[ev.ID] == 0 && l.delivered[ev.ID] == 0 {
+			l.undelivered++
+		}
 		l.ids[ev.ID]++
 		if ev.SID == "" || ev.EI == nil {
 			continue
@@ -252,7 +253,7 @@ func (l *Ledger) readExport() error {
 	l.exportOff += int64(len(b))
 	b = append(l.exportPart, b...)
 	for {
-		i := strings.IndexByte(string(b), '\n')
+		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			break
 		}
@@ -261,6 +262,9 @@ func (l *Ledger) readExport() error {
 		}
 		if err := json.Unmarshal(b[:i], &ev); err != nil {
 			return fmt.Errorf("exporter file %s: %w", l.ExportFile, err)
+		}
+		if l.delivered[ev.ID] == 0 && l.ids[ev.ID] > 0 {
+			l.undelivered--
 		}
 		l.delivered[ev.ID]++
 		b = b[i+1:]
