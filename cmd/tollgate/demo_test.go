@@ -548,7 +548,8 @@ public class TollgateJDBC {
 		t.Fatalf("cancel events %v", cancels)
 	}
 	binds := map[string]bool{}
-	for _, b := range ofType(evs, "db.session.postgres.bind") {
+	// A Bind executed in the same batch is recorded by its execute event.
+	for _, b := range append(ofType(evs, "db.session.postgres.bind"), ofType(evs, "db.session.postgres.execute")...) {
 		if ps, ok := b["db_query_parameters"].([]any); ok {
 			binds[pgParams(ps)] = true
 		}
