@@ -57,6 +57,42 @@ func BenchmarkClientBatch(b *testing.B) {
 	}
 }
 
+// BenchmarkCopyIn measures decoding the client reads of a COPY FROM STDIN
+// (32 KiB of CopyData messages of 64 rows each, as psql sends them) and
+// forwarding decisions: no event is built or stored per read, only a
+// summary every 8 MiB.
+func BenchmarkCopyIn(b *testing.B) {
+	row := []byte("73412\t1\t-2345\t                                                                                    \n")
+	var data []byte
+	for range 64 {
+		data = append(data, row...)
+	}
+	var batch []byte
+	for len(batch)+len(data)+5 <= clientBuffer {
+		batch, _ = (&pgproto3.CopyData{Data: data}).Encode(batch)
+	}
+	sess := benchSession(b)
+	dec := newClientDecoder(DefaultMaxMessage, DefaultMaxCopyData, DefaultMaxParam, newStmtQueue())
+	b.SetBytes(int64(len(batch)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	evs := 0
+	for range b.N {
+		_, _, mal := dec.decode(batch, time.Now())
+		if mal != nil {
+			b.Fatal(mal)
+		}
+		evs += len(dec.evs)
+		if dec.gated() {
+			b.Fatal("copy data gated")
+		}
+		if err := sess.Emit(dec.evs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(evs)/float64(b.N), "events/read")
+}
+
 // BenchmarkServerScan measures scanning the server stream: a SELECT of
 // rows DataRows of about 100 bytes, its CommandComplete and ReadyForQuery,
 // read in 16 KiB chunks as TLS delivers them.
