@@ -18,11 +18,12 @@ import (
 // was an eighth of the CPU an async event costs, server included. An event
 // type whose fields are all of the plain kinds events use (strings,
 // booleans, integers, time.Time, slices of strings or integers, embedded
-// structs of those) is
-// instead encoded by a field plan compiled once per type, byte for byte
-// what encoding/json writes with HTML escaping off: the tests compare the
-// two on every registered type with random values, and FuzzEventJSON on
-// arbitrary strings. Any other type keeps encoding/json.
+// structs of those) is instead encoded by a field plan compiled once per
+// type (420 ns instead of 960 ns for a 400-byte query, no allocation;
+// BenchmarkEncode), byte for byte what encoding/json writes with HTML
+// escaping off: the tests compare the two on every registered type with
+// random values, and FuzzEventJSON on arbitrary strings. Any other type
+// keeps encoding/json.
 
 type fieldKind uint8
 
