@@ -131,11 +131,9 @@ func storeFull(outage time.Duration) fault {
 			return s.NATS.Start()
 		},
 		inject: func(ctx context.Context, s *Stack) (time.Time, time.Duration, error) {
-			st, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "FILL", Subjects: []string{"fill.>"}, Storage: jetstream.FileStorage})
-			if err != nil {
+			if _, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "FILL", Subjects: []string{"fill.>"}, Storage: jetstream.FileStorage}); err != nil {
 				return time.Time{}, 0, err
 			}
-			_ = st
 			chunk := make([]byte, 256<<10)
 			for i := 0; ; i++ {
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
