@@ -148,7 +148,7 @@ func storeFull(outage time.Duration) fault {
 				}
 			}
 			time.Sleep(outage)
-			err = s.JS.DeleteStream(ctx, "FILL")
+			err := s.JS.DeleteStream(ctx, "FILL")
 			return time.Now(), 0, err
 		},
 	}
