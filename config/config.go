@@ -7,10 +7,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tollgate-db/tollgate/config/strictyaml"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -252,12 +251,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes YAML strictly, fills defaults and validates.
 func Parse(b []byte) (*Config, error) {
 	c := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		var root yaml.Node
-		_ = yaml.Unmarshal(b, &root)
-		return nil, cleanYAMLError(err, keysByLine(&root))
+	if err := strictyaml.Decode(b, c); err != nil {
+		return nil, err
 	}
 	c.fillDefaults()
 	if err := c.Validate(); err != nil {
@@ -419,91 +414,4 @@ func oneOf(v string, allowed ...string) bool {
 		}
 	}
 	return false
-}
-
-// cleanYAMLError rewords yaml.v3's messages, which name Go types, into ones
-// that name the key path: "line 4: field listn not found in type
-// config.Proxy" becomes `line 4: unknown key "proxy.listn"`, and a wrong type
-// names the key whose value it is.
-func cleanYAMLError(err error, keys map[int]string) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		var line int
-		_, _ = fmt.Sscanf(m, "line %d:", &line)
-		key := keys[line]
-		switch {
-		case strings.Contains(m, " not found in type "):
-			m = fmt.Sprintf("line %d: unknown key %q", line, key)
-		case strings.Contains(m, "cannot unmarshal"):
-			val := m
-			if i := strings.Index(m, "cannot unmarshal "); i >= 0 {
-				val = m[i+len("cannot unmarshal "):]
-			}
-			want := ""
-			if i := strings.Index(val, " into "); i >= 0 {
-				want = val[i+len(" into "):]
-				val = val[:i]
-			}
-			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not a %s", line, key, val, goTypeWord(want))
-		}
-		msgs = append(msgs, m)
-	}
-	return errors.New(strings.Join(msgs, "; "))
-}
-
-// goTypeWord says a Go type the way a YAML author thinks of it.
-func goTypeWord(t string) string {
-	switch {
-	case strings.HasPrefix(t, "[]"):
-		return "list"
-	case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "config."):
-		return "mapping"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
-		return "integer"
-	case t == "bool", t == "*bool":
-		return "boolean (true or false)"
-	}
-	return t
-}
-
-// keysByLine maps each line that holds a key (and the line of its value) to
-// the dotted path of that key, so errors that only know a line can name it.
-func keysByLine(root *yaml.Node) map[int]string {
-	out := map[int]string{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
-				}
-				out[k.Line] = p
-				if _, taken := out[v.Line]; !taken {
-					out[v.Line] = p
-				}
-				walk(v, p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if _, taken := out[c.Line]; !taken {
-					out[c.Line] = p
-				}
-				walk(c, p)
-			}
-		}
-	}
-	walk(root, "")
-	return out
 }

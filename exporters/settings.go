@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/config/strictyaml"
 )
 
 // Delivery holds the settings every exporter has, whatever its sink. They
@@ -141,7 +142,7 @@ func splitSettings(n *yaml.Node) (delivery, sink *yaml.Node, err error) {
 		}
 		return nil, nil, fmt.Errorf("line %d: settings must be a mapping", n.Line)
 	}
-	known := yamlKeys(reflect.TypeOf(Delivery{}))
+	known := strictyaml.Fields(reflect.TypeOf(Delivery{}))
 	delivery = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	sink = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -155,160 +156,9 @@ func splitSettings(n *yaml.Node) (delivery, sink *yaml.Node, err error) {
 	return delivery, sink, nil
 }
 
-// decodeStrict decodes n into v (a pointer to a struct), refusing keys v
-// has no field for; errors name the key path (under where) and the line.
+// decodeStrict decodes settings strictly: a key v has no field for, or a
+// value of the wrong type, is an error naming the key path (under where) and
+// its line, since a misspelt delivery or TLS setting must not be ignored.
 func decodeStrict(n *yaml.Node, v any, where string) error {
-	if n == nil || n.Kind == 0 {
-		return nil
-	}
-	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
-		n = n.Content[0]
-	}
-	if n.Tag == "!!null" {
-		return nil
-	}
-	t := reflect.TypeOf(v)
-	if t.Kind() != reflect.Pointer {
-		return fmt.Errorf("exporters: decode into non-pointer %T", v)
-	}
-	var errs []string
-	checkKeys(n, t.Elem(), where, &errs)
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	if err := n.Decode(v); err != nil {
-		return rewordYAML(err, n, where)
-	}
-	return nil
-}
-
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-
-// checkKeys reports the keys of mapping n that type t does not have.
-func checkKeys(n *yaml.Node, t reflect.Type, path string, errs *[]string) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		return
-	}
-	switch {
-	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := yamlKeys(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := path + "." + k.Value
-			ft, ok := fields[k.Value]
-			if !ok {
-				*errs = append(*errs, fmt.Sprintf("line %d: unknown key %q", k.Line, p))
-				continue
-			}
-			checkKeys(v, ft, p, errs)
-		}
-	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && n.Kind == yaml.SequenceNode:
-		for i, c := range n.Content {
-			checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
-		}
-	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			checkKeys(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value, errs)
-		}
-	}
-}
-
-// yamlKeys maps the YAML keys of a struct to their field types, following
-// inline fields.
-func yamlKeys(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
-			ft := f.Type
-			for ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			for k, v := range yamlKeys(ft) {
-				out[k] = v
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = f.Type
-	}
-	return out
-}
-
-// rewordYAML turns yaml.v3's messages, which name Go types, into ones that
-// name the key whose value is wrong.
-func rewordYAML(err error, root *yaml.Node, where string) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("%s: %w", where, err)
-	}
-	keys := map[int]string{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := path + "." + k.Value
-				keys[k.Line] = p
-				if _, taken := keys[v.Line]; !taken {
-					keys[v.Line] = p
-				}
-				walk(v, p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if _, taken := keys[c.Line]; !taken {
-					keys[c.Line] = p
-				}
-				walk(c, p)
-			}
-		}
-	}
-	walk(root, where)
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		var line int
-		_, _ = fmt.Sscanf(m, "line %d:", &line)
-		if i := strings.Index(m, "cannot unmarshal "); i >= 0 {
-			val := m[i+len("cannot unmarshal "):]
-			want := ""
-			if j := strings.Index(val, " into "); j >= 0 {
-				want, val = val[j+len(" into "):], val[:j]
-			}
-			m = fmt.Sprintf("line %d: key %q has the wrong type: %s is not %s", line, keys[line], val, typeWord(want))
-		} else if line > 0 && keys[line] != "" {
-			m = fmt.Sprintf("%s (key %q)", m, keys[line])
-		}
-		msgs = append(msgs, m)
-	}
-	return errors.New(strings.Join(msgs, "; "))
-}
-
-func typeWord(t string) string {
-	switch {
-	case strings.HasPrefix(t, "[]"):
-		return "a list"
-	case strings.HasPrefix(t, "map["), strings.Contains(t, "."):
-		return "a mapping"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
-		return "an integer"
-	case t == "bool", t == "*bool":
-		return "a boolean (true or false)"
-	}
-	return "a " + t
+	return strictyaml.DecodeNode(n, v, where)
 }
