@@ -2,11 +2,9 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,38 +19,6 @@ var ErrAuditUnavailable = errors.New("audit store unavailable")
 
 // ErrPublisherClosed is returned by a Publisher after Close.
 var ErrPublisherClosed = errors.New("events: publisher closed")
-
-// Mode says when Publish returns.
-type Mode int
-
-const (
-	// ModeStrict returns only after JetStream acknowledged the event.
-	ModeStrict Mode = iota
-	// ModeAsync returns once the event is queued; a background goroutine
-	// stores it, retrying until it is stored. A full queue blocks.
-	ModeAsync
-)
-
-func (m Mode) String() string {
-	switch m {
-	case ModeStrict:
-		return "strict"
-	case ModeAsync:
-		return "async"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
-
-// ParseMode reads "strict" or "async", as written in the configuration.
-func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "strict", "":
-		return ModeStrict, nil
-	case "async":
-		return ModeAsync, nil
-	}
-	return 0, fmt.Errorf("events: audit mode %q is not strict or async", s)
-}
 
 // Defaults of the publisher options.
 const (
@@ -74,88 +40,6 @@ const (
 	// id itself: "NATS/1.0\r\n" "Nats-Msg-Id: " id "\r\n" "\r\n".
 	msgIDHeaderLen = len("NATS/1.0\r\n") + len(jetstream.MsgIDHeader+": ") + len("\r\n\r\n")
 )
-
-// PublisherOption configures a Publisher.
-type PublisherOption func(*Publisher) error
-
-// WithMode sets strict (default) or async publishing.
-func WithMode(m Mode) PublisherOption {
-	return func(p *Publisher) error {
-		if m != ModeStrict && m != ModeAsync {
-			return fmt.Errorf("mode %d is not ModeStrict or ModeAsync", int(m))
-		}
-		p.mode = m
-		return nil
-	}
-}
-
-// WithAckTimeout bounds how long a publish waits for JetStream's
-// acknowledgement (DefaultAckTimeout).
-func WithAckTimeout(d time.Duration) PublisherOption {
-	return func(p *Publisher) error {
-		if d <= 0 {
-			return fmt.Errorf("ack timeout %s: must be positive", d)
-		}
-		p.ackTimeout = d
-		return nil
-	}
-}
-
-// WithQueueSize bounds the async queue (DefaultQueueSize events).
-func WithQueueSize(n int) PublisherOption {
-	return func(p *Publisher) error {
-		if n < 1 {
-			return fmt.Errorf("queue size %d: must be at least 1", n)
-		}
-		p.queueSize = n
-		return nil
-	}
-}
-
-// WithMaxMessageSize sets the largest message (headers and event) the
-// publisher sends; larger events have their large fields cut. Without it,
-// the smaller of the server's max payload and the AUDIT stream's max
-// message size is used, else DefaultMaxMessageSize.
-func WithMaxMessageSize(n int) PublisherOption {
-	return func(p *Publisher) error {
-		if n < minMessageSize {
-			return fmt.Errorf("max message size %d: must be at least %d bytes", n, minMessageSize)
-		}
-		p.maxMsg = n
-		return nil
-	}
-}
-
-// WithLogger sets where the publisher reports retries and losses.
-func WithLogger(l *slog.Logger) PublisherOption {
-	return func(p *Publisher) error {
-		if l == nil {
-			return errors.New("logger is nil")
-		}
-		p.log = l
-		return nil
-	}
-}
-
-// Stats counts what a Publisher did.
-type Stats struct {
-	// Published counts messages sent to JetStream, retries included.
-	Published uint64
-	// Acked counts events JetStream acknowledged as stored.
-	Acked uint64
-	// Duplicates counts acknowledgements of an id already stored.
-	Duplicates uint64
-	// Retried counts events sent again after a failure (async mode).
-	Retried uint64
-	// Truncated counts events whose large fields were cut.
-	Truncated uint64
-	// Blocked is the total time Publish waited for room in a full queue.
-	Blocked time.Duration
-	// QueueLen is the number of events queued and not yet sent.
-	QueueLen int
-	// Pending is the number of events accepted and not yet stored.
-	Pending int64
-}
 
 // Publisher stores events in the AUDIT stream. It is safe for concurrent
 // use. In strict mode Publish returns after JetStream acknowledged the
@@ -335,23 +219,6 @@ func (p *Publisher) Mode() Mode { return p.mode }
 // MaxMessageSize is the largest message the publisher sends.
 func (p *Publisher) MaxMessageSize() int { return p.maxMsg }
 
-// Stats returns the publisher's counters.
-func (p *Publisher) Stats() Stats {
-	s := Stats{
-		Published:  p.published.Load(),
-		Acked:      p.acked.Load(),
-		Duplicates: p.duplicates.Load(),
-		Retried:    p.retried.Load(),
-		Truncated:  p.truncated.Load(),
-		Blocked:    time.Duration(p.blocked.Load()),
-		Pending:    p.pending.Load(),
-	}
-	if p.queue != nil {
-		s.QueueLen = len(p.queue)
-	}
-	return s
-}
-
 // Publish stamps ev (id, type, code, time, cluster where empty) and stores
 // it. In strict mode it returns once JetStream acknowledged it, or an error
 // wrapping ErrAuditUnavailable within the ack timeout. Publishing the same
@@ -445,70 +312,6 @@ func (p *Publisher) isClosing() bool {
 	default:
 		return false
 	}
-}
-
-// encode stamps ev and encodes it into a pooled message, cutting large
-// fields (kept in the object store) when it would not fit.
-func (p *Publisher) encode(ctx context.Context, ev Event) (*outMsg, error) {
-	if v := reflect.ValueOf(ev); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
-		return nil, errors.New("events: publish: nil event")
-	}
-	if err := Stamp(ev, p.cluster); err != nil {
-		return nil, err
-	}
-	h := ev.Header()
-	m := p.msgs.Get().(*outMsg)
-	data, err := appendEvent(m.msg.Data[:0], ev)
-	if err != nil {
-		p.msgs.Put(m)
-		return nil, fmt.Errorf("events: encode %s %s: %w", h.Type, h.ID, err)
-	}
-	m.id = h.ID
-	m.hdrID[0] = h.ID
-	m.msg.Subject = AuditSubject(ev)
-	m.msg.Data = data
-	if limit := p.maxMsg - msgIDHeaderLen - len(h.ID) - len(m.msg.Subject); len(data) > limit {
-		// The subject is counted too: it is small, and leaving it out
-		// could put a message a few bytes over the server's limit.
-		if err := p.cutLarge(ctx, m, limit); err != nil {
-			p.recycle(m)
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-func (p *Publisher) cutLarge(ctx context.Context, m *outMsg, limit int) error {
-	event, full, err := truncateEvent(m.msg.Data, limit)
-	if err != nil {
-		return fmt.Errorf("events: event %s: %w", m.id, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.ackTimeout)
-	defer cancel()
-	obs, err := p.largeStore(ctx)
-	if err == nil {
-		_, err = obs.PutBytes(ctx, m.id, full)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: storing large fields of event %s in %s: %v", ErrAuditUnavailable, m.id, LargeFieldsBucket, err)
-	}
-	m.msg.Data = event
-	p.truncated.Add(1)
-	return nil
-}
-
-func (p *Publisher) largeStore(ctx context.Context) (jetstream.ObjectStore, error) {
-	p.largeMu.Lock()
-	defer p.largeMu.Unlock()
-	if p.large != nil {
-		return p.large, nil
-	}
-	obs, err := p.js.ObjectStore(ctx, LargeFieldsBucket)
-	if err != nil {
-		return nil, err
-	}
-	p.large = obs
-	return obs, nil
 }
 
 // publishStrict encodes and sends evs pipelined, each as soon as it is
@@ -616,36 +419,6 @@ func (p *Publisher) onResolved(m *outMsg, dup bool, err error) {
 	p.done()
 }
 
-// sendAsync sends an async event once a slot in flight is free; false when
-// the publisher stopped first.
-func (p *Publisher) sendAsync(m *outMsg) (sent, stopped bool) {
-	select {
-	case p.slots <- struct{}{}:
-	case <-p.stop:
-		return false, true
-	}
-	p.published.Add(1)
-	if err := p.pipe.send(m); err != nil {
-		<-p.slots
-		p.warn("audit event not sent, retrying", "id", m.id, "error", err)
-		return false, false
-	}
-	return true, false
-}
-
-// done marks one accepted async event as stored.
-func (p *Publisher) done() {
-	if p.pending.Add(-1) != 0 {
-		return
-	}
-	p.idleMu.Lock()
-	if p.pending.Load() == 0 && p.idle != nil {
-		close(p.idle)
-		p.idle = nil
-	}
-	p.idleMu.Unlock()
-}
-
 func (p *Publisher) recycle(m *outMsg) {
 	if cap(m.msg.Data) > recycleLimit {
 		m.msg.Data = nil
@@ -666,174 +439,3 @@ func (p *Publisher) warn(msg string, args ...any) {
 	}
 	p.log.Warn(msg, args...)
 }
-
-// enqueue hands an encoded event to the async goroutine, blocking while the
-// queue is full: events are never dropped.
-func (p *Publisher) enqueue(ctx context.Context, m *outMsg) error {
-	// Counting the event before looking at closing pairs with Close, which
-	// closes closing before it waits for pending to reach zero: either Close
-	// waits for this event or this event sees closing.
-	p.pending.Add(1)
-	if p.isClosing() {
-		p.recycle(m)
-		p.done()
-		return ErrPublisherClosed
-	}
-	select {
-	case p.queue <- m:
-		return nil
-	default:
-	}
-	start := time.Now()
-	defer func() { p.blocked.Add(int64(time.Since(start))) }()
-	select {
-	case p.queue <- m:
-		return nil
-	case <-ctx.Done():
-		p.recycle(m)
-		p.done()
-		return fmt.Errorf("events: audit queue full (%d events) until the context ended: %w", p.queueSize, ctx.Err())
-	case <-p.closing:
-		p.recycle(m)
-		p.done()
-		return ErrPublisherClosed
-	}
-}
-
-func (p *Publisher) addRetry(m *outMsg) {
-	p.retryMu.Lock()
-	p.retries = append(p.retries, m)
-	p.retryMu.Unlock()
-	select {
-	case p.retryWake <- struct{}{}:
-	default:
-	}
-}
-
-func (p *Publisher) takeRetries(buf []*outMsg) []*outMsg {
-	p.retryMu.Lock()
-	buf = append(buf[:0], p.retries...)
-	clear(p.retries)
-	p.retries = p.retries[:0]
-	p.retryMu.Unlock()
-	return buf
-}
-
-// Retry backoff of the async goroutine.
-const (
-	retryMin = 5 * time.Millisecond
-	retryMax = time.Second
-)
-
-// drain is the async goroutine: it sends queued events pipelined and
-// resends failed ones with backoff. While any event waits for a resend it
-// takes nothing new from the queue, so a store that is down fills the queue
-// and blocks producers instead of growing memory.
-func (p *Publisher) drain() {
-	defer close(p.drained)
-	var (
-		backoff time.Duration
-		retries []*outMsg
-	)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		retries = p.takeRetries(retries)
-		if len(retries) > 0 {
-			if p.progress.Swap(false) {
-				backoff = 0
-			}
-			backoff = min(max(backoff*2, retryMin), retryMax)
-			timer.Reset(backoff)
-			select {
-			case <-timer.C:
-			case <-p.stop:
-				p.abandon(retries)
-				return
-			}
-			for i, m := range retries {
-				p.retried.Add(1)
-				sent, stopped := p.sendAsync(m)
-				if stopped {
-					p.abandon(retries[i:])
-					return
-				}
-				if !sent {
-					for _, r := range retries[i:] {
-						p.addRetry(r)
-					}
-					break
-				}
-			}
-			clear(retries)
-			continue
-		}
-		select {
-		case m := <-p.queue:
-			sent, stopped := p.sendAsync(m)
-			if stopped {
-				p.abandon([]*outMsg{m})
-				return
-			}
-			if !sent {
-				p.addRetry(m)
-			}
-		case <-p.retryWake:
-		case <-p.stop:
-			p.abandon(p.takeRetries(retries))
-			return
-		}
-	}
-}
-
-// abandon logs the ids of events that Close gave up on, queued or waiting
-// for a resend, so they can be found in the log when nowhere else.
-func (p *Publisher) abandon(ms []*outMsg) {
-	for {
-		select {
-		case m := <-p.queue:
-			ms = append(ms, m)
-			continue
-		default:
-		}
-		break
-	}
-	for _, m := range ms {
-		p.log.Error("audit event not stored before close", "id", m.id, "subject", m.msg.Subject)
-	}
-}
-
-// appendJSON encodes ev after dst with a pooled encoder. HTML escaping is
-// off: statements are full of < > & and SIEMs show the JSON as is.
-func appendJSON(dst []byte, ev Event) ([]byte, error) {
-	e := encPool.Get().(*jsonEncoder)
-	e.w.b = dst
-	err := e.enc.Encode(ev)
-	out := e.w.b
-	e.w.b = nil
-	encPool.Put(e)
-	if err != nil {
-		return dst, err
-	}
-	// Encode ends the value with a newline that the message does not need.
-	return out[:len(out)-1], nil
-}
-
-type sliceWriter struct{ b []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
-}
-
-type jsonEncoder struct {
-	w   sliceWriter
-	enc *json.Encoder
-}
-
-var encPool = sync.Pool{New: func() any {
-	e := &jsonEncoder{}
-	e.enc = json.NewEncoder(&e.w)
-	e.enc.SetEscapeHTML(false)
-	return e
-}}
