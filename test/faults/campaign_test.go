@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,8 +165,21 @@ func TestFaultCampaign(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(list))*(cfg.duration+3*time.Minute)+5*time.Minute)
 	defer cancel()
-	s := NewStack(t, bin, StackOptions{Exporter: true, PGMaxConnections: 100})
-	ledger := &Ledger{JS: s.JS, PG: s.PG, ExportFile: s.ExportFile}
+	s := NewStack(t, bin, StackOptions{Exporter: true, PGMaxConnections: 100, MariaDB: true})
+	ledger := &Ledger{JS: s.JS, PG: s.PG, MariaDB: s.MariaDB, ExportFile: s.ExportFile}
+	if _, err := exec.LookPath("sysbench"); err != nil {
+		t.Fatal("sysbench is not installed (Debian: sysbench)")
+	}
+	tun, err := NewTunnel(s.AgentAddr, MyName, s.HostCAFile, s.UserCertFile, s.UserKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	// The table is made through the agent too: every statement of the
+	// load's MariaDB user is audited.
+	if err := SysbenchPrepare(ctx, tun.Addr()); err != nil {
+		t.Fatalf("%v\nagent:\n%s", err, s.Agent.LogTail())
+	}
 	if _, _, err := ledger.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +188,8 @@ func TestFaultCampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	header := []string{"fault", "statements in DB log", "audit events stored", "statements without event",
-		"delivered by exporter / stored", "refused statements", "ei gaps", "transactions (pgbench)", "time to recover", "exporter done after the load", "what clients saw"}
+		"MariaDB statements in general log", "MariaDB statements without event",
+		"delivered by exporter / stored", "refused statements", "ei gaps", "transactions (pgbench)", "transactions (sysbench)", "time to recover", "exporter done after the load", "what clients saw"}
 	var rows [][]string
 	var errorsSeen []string
 	failed := false
@@ -191,8 +207,16 @@ func TestFaultCampaign(t *testing.T) {
 		lctx, stopLoad := context.WithCancel(ctx)
 		pb := &Pgbench{Env: s.ClientEnv(), Clients: cfg.clients, Rate: cfg.rate}
 		probe := &Probe{Config: pcfg, Interval: 100 * time.Millisecond}
+		sb := &Sysbench{Addr: tun.Addr(), Threads: cfg.sbThreads, Rate: cfg.sbRate, Slice: pb.Slice}
 		loadDone := make(chan struct{})
-		go func() { pb.Run(lctx, until); close(loadDone) }()
+		go func() {
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); pb.Run(lctx, until) }()
+			go func() { defer wg.Done(); sb.Run(lctx, until) }()
+			wg.Wait()
+			close(loadDone)
+		}()
 		go probe.Run(lctx)
 
 		time.Sleep(cfg.duration / 3)
@@ -230,6 +254,9 @@ func TestFaultCampaign(t *testing.T) {
 		for k, v := range probe.Errors() {
 			clientErrs["(probe) "+k] += v
 		}
+		for k, v := range sb.Errors() {
+			clientErrs["(sysbench) "+k] += v
+		}
 		top := TopErrors(clientErrs, 3)
 		seen := "none"
 		if len(top) > 0 {
@@ -242,8 +269,9 @@ func TestFaultCampaign(t *testing.T) {
 			errorsSeen = append(errorsSeen, fmt.Sprintf("- %s: JetStream answered the filling publish: %s", f.name, storeFullError))
 		}
 		row := []string{f.name, fmt.Sprint(d.Statements), fmt.Sprint(d.Events), fmt.Sprint(d.Missing),
+			fmt.Sprint(d.MyStatements), fmt.Sprint(d.MyMissing),
 			fmt.Sprintf("%d / %d", d.Delivered, d.Events-d.DuplicateIDs), fmt.Sprint(d.Refused), fmt.Sprint(d.Gaps),
-			fmt.Sprint(pb.Transactions()), recovery.Round(10 * time.Millisecond).String(), catchUp.Round(100 * time.Millisecond).String(), seen}
+			fmt.Sprint(pb.Transactions()), fmt.Sprint(sb.Transactions()), recovery.Round(10 * time.Millisecond).String(), catchUp.Round(100 * time.Millisecond).String(), seen}
 		rows = append(rows, row)
 		t.Logf("%s (injected %s after start): %v", f.name, injected.Sub(start).Round(time.Second), row)
 		// The promise: no statement without its event, every event
@@ -255,6 +283,12 @@ func TestFaultCampaign(t *testing.T) {
 		case d.Missing != 0:
 			t.Errorf("%s: %d statements in the database log have no audit event", f.name, d.Missing)
 			failed = true
+		case d.MyStatements == 0:
+			t.Errorf("%s: no statement reached MariaDB: sysbench did not run", f.name)
+			failed = true
+		case d.MyMissing != 0:
+			t.Errorf("%s: %d statements in MariaDB's general log have no audit event", f.name, d.MyMissing)
+			failed = true
 		case derr != nil:
 			t.Errorf("%s: %v", f.name, derr)
 			failed = true
@@ -264,19 +298,22 @@ func TestFaultCampaign(t *testing.T) {
 		}
 	}
 	table := Table(header, rows)
-	t.Logf("fault campaign (%d pgbench clients at %d tps asked, %s per fault):\n%s", cfg.clients, cfg.rate, cfg.duration, table)
+	t.Logf("fault campaign (%d pgbench clients at %d tps asked, %d sysbench threads at %d tps asked, %s per fault):\n%s",
+		cfg.clients, cfg.rate, cfg.sbThreads, cfg.sbRate, cfg.duration, table)
 	if failed {
 		return
 	}
 	report.Add(fmt.Sprintf("## Fault campaign\n\n"+
 		"`TOLLGATE_FAULTS=1 go test ./test/faults -run TestFaultCampaign` (part of `make faults`): pgbench (%d clients, simple protocol, %d transactions/s asked, "+
-		"restarted in 5 s slices because pgbench ends a client at its first error) and a probe (one numbered statement every 100 ms, reconnecting) "+
+		"restarted in 5 s slices because pgbench ends a client at its first error), "+
+		"`sysbench oltp_read_write` on MariaDB (%d threads, %d transactions/s asked, text statements, `--mysql-ignore-errors=all`, restarted in 5 s slices likewise) "+
+		"through a plaintext tunnel carried in TLS to the agent (what `tg proxy db my --tunnel` does) and a probe (one numbered statement every 100 ms, reconnecting) "+
 		"through the agent in strict mode, %s per fault, the fault injected a third of the way in. "+
-		"Statements are those of the load's database user in PostgreSQL's own log; an event of a statement counts only if the statement was not refused. "+
+		"Statements are those of the load's database users in PostgreSQL's own log and in MariaDB's general_log (Query and Execute commands); an event of a statement counts only if the statement was not refused. "+
 		"\"ei gaps\" are event indexes missing inside sessions (result events of statements answered just before the agent died: results are published after the answer, statements before it). "+
 		"Time to recover: from the repair to the first statement audited and answered through the agent (agent: from the SIGKILL, the restart being immediate; broker: from its restart to its API listening; exporter: from its restart to its consumer's acknowledgement floor reaching the last event stored at the restart, the load still running).\n\n%s\n"+
 		"What clients saw, by fault (most frequent first; N stands for numbers):\n\n%s\n",
-		cfg.clients, cfg.rate, cfg.duration, table, strings.Join(errorsSeen, "\n")))
+		cfg.clients, cfg.rate, cfg.sbThreads, cfg.sbRate, cfg.duration, table, strings.Join(errorsSeen, "\n")))
 }
 
 // waitAgent waits until a statement goes through the agent.

@@ -32,6 +32,9 @@ type Ledger struct {
 	// Stream is read (AUDIT).
 	Stream string
 	PG     *harness.PostgresServer
+	// MariaDB, when set, is compared too: MyUser's statements in its
+	// general log.
+	MariaDB *harness.MariaDBServer
 	// ExportFile is the file exporter's output; empty when none runs.
 	ExportFile string
 
@@ -58,6 +61,9 @@ type sessEv struct {
 type Totals struct {
 	// Statements of DBUser in the database's log.
 	Statements int
+	// MyStatements are MyUser's statements in MariaDB's general log (Query
+	// and Execute commands), MyMissing those without an event.
+	MyStatements, MyMissing int
 	// Events stored in the stream, and the ids stored more than once.
 	Events, DuplicateIDs int
 	// Missing are statements in the database log without an event.
@@ -75,7 +81,7 @@ type Totals struct {
 func (t Totals) Sub(u Totals) Totals {
 	return Totals{Statements: t.Statements - u.Statements, Events: t.Events - u.Events,
 		DuplicateIDs: t.DuplicateIDs - u.DuplicateIDs, Missing: t.Missing - u.Missing, Refused: t.Refused - u.Refused,
-		Gaps: t.Gaps - u.Gaps, Delivered: t.Delivered - u.Delivered, ExportDuplicates: t.ExportDuplicates - u.ExportDuplicates}
+		Gaps: t.Gaps - u.Gaps, MyStatements: t.MyStatements - u.MyStatements, MyMissing: t.MyMissing - u.MyMissing, Delivered: t.Delivered - u.Delivered, ExportDuplicates: t.ExportDuplicates - u.ExportDuplicates}
 }
 
 // event is what the ledger reads of a stored event.
@@ -201,8 +207,11 @@ func (l *Ledger) readStream(ctx context.Context) error {
 		se := sessEv{ei: *ev.EI, kind: 'o'}
 		switch ev.Type {
 		case "db.session.query":
-			if ev.DBUser == DBUser {
+			switch ev.DBUser {
+			case DBUser:
 				se.kind, se.query = 'q', ev.Query
+			case MyUser:
+				se.kind, se.query = 'q', myKey(ev.Query)
 			}
 		case "db.session.result":
 			se.kind, se.refused = 'r', strings.Contains(ev.Error, refusalMark)
@@ -211,6 +220,10 @@ func (l *Ledger) readStream(ctx context.Context) error {
 	}
 	return nil
 }
+
+// myKey is how a MariaDB statement is counted: apart from PostgreSQL's,
+// whatever the whitespace around it.
+func myKey(q string) string { return "mysql\x00" + strings.TrimSpace(q) }
 
 // nextMsg is it.Next bounded by ctx.
 func nextMsg(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
@@ -331,6 +344,34 @@ func (l *Ledger) totals() (Totals, error) {
 			forwarded[e.Text]--
 		} else {
 			t.Missing++
+		}
+	}
+	if l.MariaDB != nil {
+		logged, err := l.MariaDB.GeneralLogEntries()
+		if err != nil {
+			return Totals{}, err
+		}
+		for _, e := range logged {
+			if !strings.HasPrefix(e.User, MyUser+"@") {
+				continue
+			}
+			var key string
+			switch e.Command {
+			case "Query":
+				key = myKey(e.Argument)
+			case "Execute":
+				// The load sends text statements; an execution would
+				// show up here unmatched.
+				key = myKey("EXECUTE " + e.Argument)
+			default:
+				continue
+			}
+			t.MyStatements++
+			if forwarded[key] > 0 {
+				forwarded[key]--
+			} else {
+				t.MyMissing++
+			}
 		}
 	}
 	for id, n := range l.delivered {

@@ -16,22 +16,27 @@ import (
 // pgbench rate (transactions/s, 0 = as fast as it goes),
 // TOLLGATE_FAULTS_OUTAGE how long NATS stays down and the agent cut,
 // TOLLGATE_FAULTS_LEAF_CUT how long the leaf is cut from its hub, and
+// TOLLGATE_FAULTS_SYSBENCH_THREADS and TOLLGATE_FAULTS_SYSBENCH_RATE the
+// MariaDB load (threads, transactions/s asked, 0 = as fast as it goes),
 // TOLLGATE_FAULTS_REPORT the markdown file written at the end.
 type settings struct {
 	full     bool
 	duration time.Duration
 	rate     int
 	clients  int
-	outage   time.Duration
-	leafCut  time.Duration
-	report   string
+	// sbThreads and sbRate shape sysbench's load on MariaDB.
+	sbThreads, sbRate int
+	outage            time.Duration
+	leafCut           time.Duration
+	report            string
 }
 
 func loadSettings() (settings, error) {
-	s := settings{full: os.Getenv("TOLLGATE_FAULTS") == "1", clients: 16}
+	s := settings{full: os.Getenv("TOLLGATE_FAULTS") == "1", clients: 16, sbThreads: 4, sbRate: 10}
 	s.duration, s.rate, s.outage, s.leafCut = 8*time.Second, 150, 2*time.Second, 5*time.Second
 	if s.full {
 		s.duration, s.rate, s.outage, s.leafCut = 60*time.Second, 300, 10*time.Second, 30*time.Second
+		s.sbThreads, s.sbRate = 16, 30
 	}
 	var err error
 	dur := func(name string, d *time.Duration) {
@@ -47,6 +52,13 @@ func loadSettings() (settings, error) {
 	if v := os.Getenv("TOLLGATE_FAULTS_RATE"); v != "" && err == nil {
 		if s.rate, err = strconv.Atoi(v); err != nil {
 			err = fmt.Errorf("TOLLGATE_FAULTS_RATE=%q: %w", v, err)
+		}
+	}
+	for name, p := range map[string]*int{"TOLLGATE_FAULTS_SYSBENCH_THREADS": &s.sbThreads, "TOLLGATE_FAULTS_SYSBENCH_RATE": &s.sbRate} {
+		if v := os.Getenv(name); v != "" && err == nil {
+			if *p, err = strconv.Atoi(v); err != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
 		}
 	}
 	s.report = os.Getenv("TOLLGATE_FAULTS_REPORT")

@@ -37,6 +37,12 @@ const (
 	TollgateUser = "loader"
 	// Cluster is the cluster_name of every configuration.
 	Cluster = "faults"
+	// MyName is the MariaDB database's name in Tollgate; MyUser the
+	// MariaDB account of the sysbench load (REQUIRE SUBJECT its
+	// certificate's CN) and MyDatabase its schema.
+	MyName     = "my"
+	MyUser     = "sbtest"
+	MyDatabase = "test"
 )
 
 // StackOptions shape a Stack.
@@ -56,6 +62,8 @@ type StackOptions struct {
 	PGMaxConnections int
 	// PgbenchScale initialises pgbench's tables at this scale (1 when 0).
 	PgbenchScale int
+	// MariaDB adds a MariaDB database (TLS, general_log on) to the agent.
+	MariaDB bool
 }
 
 // Stack is PostgreSQL, NATS and Tollgate's broker, agent and exporter as
@@ -64,8 +72,10 @@ type Stack struct {
 	Dir, DataDir string
 	Bin          Binaries
 	PG           *harness.PostgresServer
-	NATS         *NATSD
-	NATSURLs     []string
+	// MariaDB is set with StackOptions.MariaDB.
+	MariaDB  *harness.MariaDBServer
+	NATS     *NATSD
+	NATSURLs []string
 	// AgentLink carries the agent's connections to NATS.
 	AgentLink *Link
 	Broker    *Node
@@ -96,6 +106,15 @@ func NewStack(t testing.TB, bin Binaries, o StackOptions) *Stack {
 	}
 	s.PG = StartPostgres(t, s.CAs, o.PGMaxConnections, o.PgbenchScale)
 	s.HostCAFile, s.UserCertFile, s.UserKeyFile = UserFiles(t, s.CAs, s.Dir, TollgateUser)
+	if o.MariaDB {
+		dbClient, err := s.CAs.CertPEM(ca.DBClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// general_log is on: the server's own record of every statement.
+		s.MariaDB = harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: dbClient},
+			Users: []string{MyUser}, Args: []string{"--max-connections=100"}})
+	}
 
 	s.NATSURLs = o.NATSURLs
 	if len(s.NATSURLs) == 0 {
@@ -129,6 +148,9 @@ func NewStack(t testing.TB, bin Binaries, o StackOptions) *Stack {
 	p := ConfigParams{DataDir: s.DataDir, NATSURLs: s.NATSURLs, ProxyListen: s.ProxyAddr, AgentListen: s.AgentAddr,
 		PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile, Replicas: o.Replicas,
 		MaxConnections: o.MaxConnections, MaxConnectionsPerUser: o.MaxConnectionsPerUser}
+	if s.MariaDB != nil {
+		p.MyAddr, p.MyCAFile = s.MariaDB.Addr(), s.MariaDB.ServerCAFile
+	}
 	if o.Exporter {
 		p.ExportFile = s.ExportFile
 	}
@@ -186,8 +208,10 @@ type ConfigParams struct {
 	AgentListen string
 	PGAddr      string
 	PGCAFile    string
-	ExportFile  string
-	Replicas    int
+	// MyAddr and MyCAFile, when set, add the MariaDB database MyName.
+	MyAddr, MyCAFile string
+	ExportFile       string
+	Replicas         int
 	// Embedded, when set, replaces nats.urls: the embedded server's YAML
 	// (listen, leaf) indented under nats.
 	Embedded                              string
@@ -227,6 +251,14 @@ func WriteConfig(t testing.TB, path string, p ConfigParams) string {
       static_labels: {env: faults}
       tls: {mode: verify-full, ca_cert_file: %s}
 `, PGName, q(p.PGAddr), q(p.PGCAFile))
+	if p.MyAddr != "" {
+		fmt.Fprintf(&b, `    - name: %s
+      protocol: mysql
+      uri: %s
+      static_labels: {env: faults}
+      tls: {mode: verify-full, ca_cert_file: %s}
+`, MyName, q(p.MyAddr), q(p.MyCAFile))
+	}
 	if p.ExportFile != "" {
 		fmt.Fprintf(&b, `exporters:
   - name: file
@@ -282,7 +314,7 @@ func AdminEnv(pg *harness.PostgresServer) []string {
 }
 
 // UserFiles writes the host CA and a user certificate with the built-in
-// access role for DBUser on database postgres; it returns their paths.
+// access role for DBUser on database postgres and MyUser on MyDatabase; it returns their paths.
 func UserFiles(t testing.TB, cas *ca.Authorities, dir, user string) (hostCA, cert, key string) {
 	t.Helper()
 	hostPEM, err := cas.CertPEM(ca.Host)
@@ -294,7 +326,7 @@ func UserFiles(t testing.TB, cas *ca.Authorities, dir, user string) (hostCA, cer
 		t.Fatal(err)
 	}
 	_, certPEM, err := cas.IssueUser(k.Public(), identity.Identity{User: user, Roles: []string{access.RoleAccess},
-		Traits: map[string][]string{identity.TraitDBUsers: {DBUser}, identity.TraitDBNames: {"postgres"}}}, 24*time.Hour)
+		Traits: map[string][]string{identity.TraitDBUsers: {DBUser, MyUser}, identity.TraitDBNames: {"postgres", MyDatabase}}}, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
