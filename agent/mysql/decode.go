@@ -423,7 +423,7 @@ func (d *clientDecoder) changeDB(ctx context.Context, b []byte, off int, seq uin
 		}
 		return true, nil
 	}
-	ev.Error = denial(c.Identity.User, c.Database.Config.Name, p.dbUser, schema, dec)
+	ev.Error = agent.Denial(c.Identity.User, c.Database.Config.Name, p.dbUser, schema, dec)
 	msg := fmt.Sprintf("tollgate: access denied for user %q to database %s: %s; it was not sent to the database", c.Identity.User, quoteIdent(schema), ev.Error)
 	return false, d.answer(ctx, b, seq, ev, codeDBAccessDenied, stateDBAccessDenied, msg)
 }

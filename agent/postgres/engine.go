@@ -222,7 +222,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		Status: events.Status{Success: dec.Allowed},
 	}
 	if !dec.Allowed {
-		start.Error = denial(c.Identity.User, info.Name, user, dbName, dec)
+		start.Error = agent.Denial(c.Identity.User, info.Name, user, dbName, dec)
 	}
 	if err := sess.Gate(ctx, start); err != nil {
 		e.fatal(c, stateAuditUnavailable, err.Error())
@@ -253,31 +253,6 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 	p.server = up.conn
 	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, up)
-}
-
-// denial is the message a denied user sees, naming what was refused.
-func denial(tgUser, db, dbUser, dbName string, d agent.Decision) string {
-	what := ""
-	switch d.Refused {
-	case "db_user":
-		what = fmt.Sprintf("db_user %q is not allowed", dbUser)
-	case "db_name":
-		what = fmt.Sprintf("db_name %q is not allowed", dbName)
-	case "labels":
-		what = "the database's labels match none of the user's roles"
-	case "":
-		what = "no role allows it"
-	default:
-		what = d.Refused + " refused"
-	}
-	msg := fmt.Sprintf("access denied: user %q may not connect to %q as db_user %q on db_name %q: %s", tgUser, db, dbUser, dbName, what)
-	if d.Reason != "" {
-		msg += " (" + d.Reason + ")"
-	}
-	if d.Rule != "" {
-		msg += " [rule: " + d.Rule + "]"
-	}
-	return msg
 }
 
 // relayedError is a database error the client has already been sent.

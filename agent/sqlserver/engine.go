@@ -349,25 +349,5 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 
 // denial is the message a denied user sees, naming what was refused.
 func denial(tgUser, db, dbUser, dbName string, d agent.Decision) string {
-	what := ""
-	switch d.Refused {
-	case "db_user":
-		what = fmt.Sprintf("db_user %q is not allowed", dbUser)
-	case "db_name":
-		what = fmt.Sprintf("db_name %q is not allowed", dbName)
-	case "labels":
-		what = "the database's labels match none of the user's roles"
-	case "":
-		what = "no role allows it"
-	default:
-		what = d.Refused + " refused"
-	}
-	msg := fmt.Sprintf("access denied: user %q may not connect to %q as db_user %q: %s", tgUser, db, dbUser, what)
-	if d.Reason != "" {
-		msg += " (" + d.Reason + ")"
-	}
-	if d.Rule != "" {
-		msg += " [rule: " + d.Rule + "]"
-	}
-	return msg
+	return fmt.Sprintf("access denied: user %q may not connect to %q as db_user %q: %s", tgUser, db, dbUser, d.Refusal(dbUser, dbName))
 }
