@@ -1,10 +1,12 @@
 // Package faults proves Tollgate's promise under faults: with PostgreSQL
-// logging every statement, load runs through an agent (a `tollgate start`
-// child process) while one fault at a time hits the system: the NATS
-// server SIGKILLed and restarted, the agent SIGKILLed and restarted, the
-// broker and the file exporter SIGKILLed, the JetStream store filled to
-// its limit, the agent cut from NATS. After each, the database's own log
-// is compared with the AUDIT stream (no statement without its event) and
+// and MariaDB (general_log) logging every statement, load runs through an
+// agent (a `tollgate start` child process): pgbench, and sysbench through
+// a plaintext tunnel carried in TLS to the agent, while one fault at a
+// time hits the system: the NATS server SIGKILLed and restarted, the
+// agent SIGKILLed and restarted, the broker and the file exporter
+// SIGKILLed, the JetStream store filled to its limit, the agent cut from
+// NATS. After each, the databases' own logs
+// are compared with the AUDIT stream (no statement without its event) and
 // the exporter's file with the stream (every stored event delivered).
 // The same checks run on a three-node JetStream cluster (R3) with a node
 // killed, and on an agent whose embedded NATS is a leaf node of a hub,
