@@ -1,6 +1,11 @@
 package agent
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+
+	"github.com/tollgate-db/tollgate/events"
+)
 
 // Denial is the message a user denied a session sees: who may not connect
 // to which database as which db_user on which db_name, and why. The
@@ -35,4 +40,46 @@ func (d Decision) Refusal(dbUser, dbName string) string {
 		what += " [rule: " + d.Rule + "]"
 	}
 	return what
+}
+
+// DeniedError is StartSession's error when the access decision refused the
+// session; Message is the denial the engine reports in its protocol's form.
+type DeniedError struct {
+	Decision Decision
+	Message  string
+}
+
+func (e *DeniedError) Error() string { return e.Message }
+
+// StartSession decides whether c may open a session as dbUser on dbName,
+// opens the audit session and gates its start event, which records the
+// decision either way. deny words a refusal (Denial, or an engine's own
+// wording). On success the session is open and the engine proxies. Else
+// the session is closed and the error is either a *DeniedError or the
+// gate's error (the store cannot take the start event); the engine tells
+// the client in its protocol's form.
+func (c *ClientConn) StartSession(ctx context.Context, dbUser, dbName string, deny func(tgUser, db, dbUser, dbName string, d Decision) string) (*Session, error) {
+	info := c.Database.Info()
+	dec := c.Env.Authorize(c.Identity, info, dbUser, dbName)
+	sess := c.Env.NewSession(c.Identity, c.Database, dbUser, dbName)
+	mode := "strict"
+	if !sess.Strict() {
+		mode = "async"
+	}
+	start := &events.SessionStart{
+		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
+		Status: events.Status{Success: dec.Allowed},
+	}
+	if !dec.Allowed {
+		start.Error = deny(c.Identity.User, info.Name, dbUser, dbName, dec)
+	}
+	if err := sess.Gate(ctx, start); err != nil {
+		sess.Close(nil)
+		return nil, err
+	}
+	if !dec.Allowed {
+		sess.Close(nil)
+		return nil, &DeniedError{Decision: dec, Message: start.Error}
+	}
+	return sess, nil
 }

@@ -289,32 +289,18 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 	c := cc.ClientConn
 	db := c.Database
 	info := db.Info()
-	dec := c.Env.Authorize(c.Identity, info, dbUser, dbName)
-	sess := c.Env.NewSession(c.Identity, db, dbUser, dbName)
-	mode := "strict"
-	if !sess.Strict() {
-		mode = "async"
-	}
-	start := &events.SessionStart{
-		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
-		Status: events.Status{Success: dec.Allowed},
-	}
-	if !dec.Allowed {
-		start.Error = agent.Denial(c.Identity.User, info.Name, dbUser, dbName, dec)
-	}
-	if err := sess.Gate(ctx, start); err != nil {
-		cc.errPacket(codeAuditUnavailable, stateAuditUnavailable, "tollgate: "+err.Error())
-		sess.Close(nil)
-		return err
-	}
-	if !dec.Allowed {
-		sess.Close(nil)
-		if dec.Refused == "db_name" {
-			cc.errPacket(codeDBAccessDenied, stateDBAccessDenied, "tollgate: "+start.Error)
-		} else {
-			cc.errPacket(codeAccessDenied, stateAccessDenied, "tollgate: "+start.Error)
+	sess, err := c.StartSession(ctx, dbUser, dbName, agent.Denial)
+	if err != nil {
+		var denied *agent.DeniedError
+		switch {
+		case !errors.As(err, &denied):
+			cc.errPacket(codeAuditUnavailable, stateAuditUnavailable, "tollgate: "+err.Error())
+		case denied.Decision.Refused == "db_name":
+			cc.errPacket(codeDBAccessDenied, stateDBAccessDenied, "tollgate: "+denied.Message)
+		default:
+			cc.errPacket(codeAccessDenied, stateAccessDenied, "tollgate: "+denied.Message)
 		}
-		return errors.New(start.Error)
+		return err
 	}
 	p := newProxy(e, sess, c, caps, dbUser, dbName)
 	up, err := e.connect(ctx, c, db, resp, caps, dbUser, dbName)

@@ -211,28 +211,15 @@ func (e *Engine) fatal(w io.Writer, code, msg string) {
 func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint32, params map[string]string, user, dbName string) error {
 	db := c.Database
 	info := db.Info()
-	dec := c.Env.Authorize(c.Identity, info, user, dbName)
-	sess := c.Env.NewSession(c.Identity, db, user, dbName)
-	mode := "strict"
-	if !sess.Strict() {
-		mode = "async"
-	}
-	start := &events.SessionStart{
-		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
-		Status: events.Status{Success: dec.Allowed},
-	}
-	if !dec.Allowed {
-		start.Error = agent.Denial(c.Identity.User, info.Name, user, dbName, dec)
-	}
-	if err := sess.Gate(ctx, start); err != nil {
-		e.fatal(c, stateAuditUnavailable, err.Error())
-		sess.Close(nil)
+	sess, err := c.StartSession(ctx, user, dbName, agent.Denial)
+	if err != nil {
+		var denied *agent.DeniedError
+		if errors.As(err, &denied) {
+			e.fatal(c, stateInvalidAuthorization, denied.Message)
+		} else {
+			e.fatal(c, stateAuditUnavailable, err.Error())
+		}
 		return err
-	}
-	if !dec.Allowed {
-		sess.Close(nil)
-		e.fatal(c, stateInvalidAuthorization, start.Error)
-		return errors.New(start.Error)
 	}
 	p := &proxy{e: e, sess: sess, client: c, started: time.Now()}
 	up, err := e.connect(ctx, c, db, version, params, user, p)

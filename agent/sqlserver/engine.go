@@ -282,28 +282,11 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 	c := cs.ClientConn
 	db := c.Database
 	info := db.Info()
-	dec := c.Env.Authorize(c.Identity, info, dbUser, dbName)
-	sess := c.Env.NewSession(c.Identity, db, dbUser, dbName)
-	mode := "strict"
-	if !sess.Strict() {
-		mode = "async"
-	}
-	start := &events.SessionStart{
-		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
-		Status: events.Status{Success: dec.Allowed},
-	}
-	if !dec.Allowed {
-		start.Error = denial(c.Identity.User, info.Name, dbUser, dbName, dec)
-	}
-	if err := sess.Gate(ctx, start); err != nil {
+	sess, err := c.StartSession(ctx, dbUser, dbName, denial)
+	if err != nil {
+		// A refusal's error is its message, so both read the same way.
 		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+err.Error()))
-		sess.Close(nil)
 		return err
-	}
-	if !dec.Allowed {
-		sess.Close(nil)
-		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+start.Error))
-		return errors.New(start.Error)
 	}
 	p := &proxy{e: e, sess: sess, client: cs.rw, started: time.Now(), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
 		prepared: map[string]string{}}
