@@ -450,7 +450,7 @@ func (d *clientDecoder) answer(ctx context.Context, b []byte, seq uint8, ev even
 		code, state, msg = codeAuditUnavailable, stateAuditUnavailable, "tollgate: "+ae.Error()+"; the command was not sent to the database"
 		p.sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: strconv.Itoa(codeAuditUnavailable), ErrorMessage: msg})
 	}
-	p.errs.Add(1)
+	p.Errors.Add(1)
 	p.q.waitIdle()
 	return p.writeClient(errPacket(seq+1, code, state, msg))
 }
@@ -474,10 +474,10 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 		d.entries[i].at = now
 	}
 	p.q.push(d.entries)
-	p.statements.Add(d.statements)
+	p.Statements.Add(d.statements)
 	if d.to > d.from {
 		if _, err := p.server.Write(b[d.from:d.to]); err != nil {
-			p.setReason("database connection lost")
+			p.SetReason("database connection lost")
 			return err
 		}
 	}
@@ -510,7 +510,7 @@ func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 		ErrorCode:    strconv.Itoa(codeAuditUnavailable),
 		ErrorMessage: msg,
 	})
-	p.errs.Add(1)
+	p.Errors.Add(1)
 	p.q.waitIdle()
 	var out []byte
 	for _, seq := range d.replySeqs {
@@ -527,7 +527,7 @@ func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 		// The server keeps what earlier pieces sent; a later execute would
 		// run with part of the value. Ending the session is the safe
 		// answer.
-		p.setReason("long data could not be audited")
+		p.SetReason("long data could not be audited")
 		_ = p.writeClient(errPacket(1, codeAuditUnavailable, stateAuditUnavailable, msg+"; the session is closed because a statement's long data is incomplete"))
 		return errors.New("long data refused: " + ae.Error())
 	}

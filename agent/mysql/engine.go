@@ -313,7 +313,7 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		} else {
 			cc.errPacket(codeConnectFailed, stateConnectFailed, fmt.Sprintf("tollgate: cannot connect to database %q: %v", info.Name, err))
 		}
-		sess.Close(p.end("database connection failed: " + err.Error()))
+		sess.Close(p.End("database connection failed: " + err.Error()))
 		return err
 	}
 	e.learnVersion(db, up.greeting.ServerVersion)
@@ -322,7 +322,7 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 	cc.w.SetSeq(cc.r.Seq())
 	if err := cc.w.WritePacket(up.ok); err != nil {
 		up.conn.Close()
-		sess.Close(p.end("client connection lost"))
+		sess.Close(p.End("client connection lost"))
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent"
@@ -19,13 +18,13 @@ import (
 // proxy is one established session: the client loop decodes and gates
 // commands, the server loop follows the responses.
 type proxy struct {
-	e       *Engine
-	sess    *agent.Session
-	client  *agent.ClientConn
-	server  net.Conn
-	caps    wire.Capabilities
-	dbUser  string
-	started time.Time
+	agent.Tally
+	e      *Engine
+	sess   *agent.Session
+	client *agent.ClientConn
+	server net.Conn
+	caps   wire.Capabilities
+	dbUser string
 
 	// mu guards what both loops touch: the prepared statements (the client
 	// loop decodes executes with them, the server loop adds what prepares
@@ -38,10 +37,7 @@ type proxy struct {
 	q        *cmdQueue
 	clientMu sync.Mutex // serialises writes to the client
 
-	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
-
-	reasonMu sync.Mutex
-	reason   string
+	termMu sync.Mutex
 	// termMsg is the message terminate wants the client to read last; the
 	// server goroutine sends it once the server stream stopped.
 	termMsg string
@@ -50,30 +46,10 @@ type proxy struct {
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
-	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, started: time.Now(),
+	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, Tally: agent.Tally{Started: time.Now()},
 		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
 	p.sc = &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
 	return p
-}
-
-func (p *proxy) setReason(r string) {
-	p.reasonMu.Lock()
-	if p.reason == "" {
-		p.reason = r
-	}
-	p.reasonMu.Unlock()
-}
-
-// end is the session's last event.
-func (p *proxy) end(reason string) *events.SessionEnd {
-	p.setReason(reason)
-	p.reasonMu.Lock()
-	r := p.reason
-	p.reasonMu.Unlock()
-	return &events.SessionEnd{
-		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
-		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
-	}
 }
 
 func (p *proxy) writeClient(b []byte) error {
@@ -88,10 +64,10 @@ func (p *proxy) writeClient(b []byte) error {
 // server stream first, then the client gets an ERR saying why, unless it
 // would land inside a packet the database was sending.
 func (p *proxy) terminate(reason, message string) {
-	p.setReason(reason)
-	p.reasonMu.Lock()
+	p.SetReason(reason)
+	p.termMu.Lock()
 	p.termMsg = "tollgate: " + message
-	p.reasonMu.Unlock()
+	p.termMu.Unlock()
 	p.server.Close()
 }
 
@@ -99,9 +75,9 @@ func (p *proxy) terminate(reason, message string) {
 // as the next packet of a response in progress, or as the answer to the
 // client's next command (sequence id 1) when none is.
 func (p *proxy) sendTermination() {
-	p.reasonMu.Lock()
+	p.termMu.Lock()
 	msg := p.termMsg
-	p.reasonMu.Unlock()
+	p.termMu.Unlock()
 	sc := p.sc
 	if msg == "" || sc == nil || sc.inBody || sc.hdrN != 0 {
 		return
@@ -132,7 +108,7 @@ func (p *proxy) run(ctx context.Context, server net.Conn) error {
 		serverDone <- err
 	}()
 	stop := context.AfterFunc(ctx, func() {
-		p.setReason("agent shutting down")
+		p.SetReason("agent shutting down")
 		p.server.Close()
 		p.client.Close()
 	})
@@ -140,7 +116,7 @@ func (p *proxy) run(ctx context.Context, server net.Conn) error {
 	cerr := p.clientLoop(ctx)
 	p.server.Close()
 	serr := <-serverDone
-	p.sess.Close(p.end("client closed the connection"))
+	p.sess.Close(p.End("client closed the connection"))
 	if cerr != nil {
 		return cerr
 	}
@@ -158,7 +134,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 	for {
 		n, rerr := p.client.Read(buf[w:])
 		w += n
-		p.bytesIn.Add(uint64(n))
+		p.BytesIn.Add(uint64(n))
 		if n > 0 {
 			consumed, need, err := d.process(ctx, buf[:w])
 			if err != nil {
@@ -167,7 +143,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 					return p.malformed(ctx, m)
 				}
 				if errors.Is(err, errQuit) {
-					p.setReason("client quit (COM_QUIT)")
+					p.SetReason("client quit (COM_QUIT)")
 					return nil
 				}
 				return err
@@ -189,7 +165,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a packet", w),
 					length: int64(w), prefix: buf[:min(w, 64)], seq: 0})
 			}
-			p.setReason("client closed the connection")
+			p.SetReason("client closed the connection")
 			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
 				return nil
 			}
@@ -206,7 +182,7 @@ func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 		ev.Prefix = fmt.Sprintf("%x", m.prefix)
 	}
 	_ = p.sess.Gate(ctx, ev)
-	p.setReason("malformed client packet: " + m.reason)
+	p.SetReason("malformed client packet: " + m.reason)
 	code := m.code
 	if code == 0 {
 		code = codeMalformed
@@ -236,22 +212,22 @@ func (p *proxy) serverLoop() error {
 			if serr := sc.scan(buf[:n]); serr != nil {
 				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
 				_ = p.sess.Emit(ev)
-				p.setReason("malformed packet from the database: " + serr.Error())
+				p.SetReason("malformed packet from the database: " + serr.Error())
 				_ = p.writeClient(errPacket(sc.lastSeq+1, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error()))
 				return serr
 			}
 			if werr := p.writeClient(buf[:n]); werr != nil {
-				p.setReason("client connection lost")
+				p.SetReason("client connection lost")
 				return nil
 			}
-			p.bytesOut.Add(uint64(n))
+			p.BytesOut.Add(uint64(n))
 			if sc.completed > 0 {
 				p.q.addAnswered(sc.completed)
 				sc.completed = 0
 			}
 		}
 		if err != nil {
-			p.setReason("database closed the connection")
+			p.SetReason("database closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
@@ -414,12 +390,12 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 		DurationNs: now.Sub(c.at).Nanoseconds(),
 	}
 	if r.Failed {
-		p.errs.Add(1)
+		p.Errors.Add(1)
 		ev.ErrorCode = strconv.Itoa(int(r.ErrorCode))
 		ev.ErrorMessage = (&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error()
 		ev.Error = ev.ErrorMessage
 	}
-	p.rows.Add(r.Rows + r.AffectedRows)
+	p.Rows.Add(r.Rows + r.AffectedRows)
 	_ = p.sess.Emit(ev)
 }
 

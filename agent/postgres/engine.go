@@ -221,14 +221,14 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, started: time.Now()}
+	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}}
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
 		var relayed *relayedError
 		if !errors.As(err, &relayed) {
 			e.fatal(c, stateConnectionFailure, fmt.Sprintf("cannot connect to database %q: %v", info.Name, err))
 		}
-		sess.Close(p.end("database connection failed: " + err.Error()))
+		sess.Close(p.End("database connection failed: " + err.Error()))
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})

@@ -132,7 +132,7 @@ func scanIn(tb testing.TB, chunks ...[]byte) scanOutcome {
 			return scanOutcome{err: true}
 		}
 	}
-	return scanOutcome{ready: p.sc.ready, rows: p.rows.Load(), errs: p.errs.Load(), pendingRows: p.sc.rows, ptypes: p.sc.bytes}
+	return scanOutcome{ready: p.sc.ready, rows: p.Rows.Load(), errs: p.Errors.Load(), pendingRows: p.sc.rows, ptypes: p.sc.bytes}
 }
 
 func FuzzServerMessages(f *testing.F) {

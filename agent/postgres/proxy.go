@@ -17,11 +17,11 @@ import (
 // proxy is one established session: the client loop decodes and gates
 // client batches, the server loop scans the database's answers.
 type proxy struct {
+	agent.Tally
 	e          *Engine
 	sess       *agent.Session
 	client     net.Conn
 	server     net.Conn
-	started    time.Time
 	key        *cancelKey
 	backendPID uint32
 
@@ -32,10 +32,7 @@ type proxy struct {
 	txStatus atomic.Uint32
 	copyIn   atomic.Bool
 
-	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
-
-	reasonMu sync.Mutex
-	reason   string
+	termMu sync.Mutex
 	// termMsg is the ErrorResponse terminate wants the client to read
 	// last; the server goroutine sends it once the server stream stopped.
 	termMsg []byte
@@ -51,10 +48,10 @@ func (p *proxy) terminate(reason, message string) {
 	if reason == events.EndIdleTimeout {
 		code = stateIdleSessionTimeout
 	}
-	p.setReason(reason)
-	p.reasonMu.Lock()
+	p.SetReason(reason)
+	p.termMu.Lock()
 	p.termMsg = errorResponse("FATAL", code, "tollgate: "+message)
-	p.reasonMu.Unlock()
+	p.termMu.Unlock()
 	p.server.Close()
 }
 
@@ -62,31 +59,11 @@ func (p *proxy) terminate(reason, message string) {
 // client's stream stands between two messages. Only after serverLoop
 // returned.
 func (p *proxy) sendTermination() {
-	p.reasonMu.Lock()
+	p.termMu.Lock()
 	msg := p.termMsg
-	p.reasonMu.Unlock()
+	p.termMu.Unlock()
 	if msg != nil && !p.sc.inMsg && p.sc.hdrN == 0 {
 		_ = p.writeClient(msg)
-	}
-}
-
-func (p *proxy) setReason(r string) {
-	p.reasonMu.Lock()
-	if p.reason == "" {
-		p.reason = r
-	}
-	p.reasonMu.Unlock()
-}
-
-// end is the session's last event.
-func (p *proxy) end(reason string) *events.SessionEnd {
-	p.setReason(reason)
-	p.reasonMu.Lock()
-	r := p.reason
-	p.reasonMu.Unlock()
-	return &events.SessionEnd{
-		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
-		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
 	}
 }
 
@@ -120,7 +97,7 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 		serverDone <- err
 	}()
 	stop := context.AfterFunc(ctx, func() {
-		p.setReason("agent shutting down")
+		p.SetReason("agent shutting down")
 		p.server.Close()
 		p.client.Close()
 	})
@@ -130,7 +107,7 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	serr := <-serverDone
 	// The session's last events are stored in the background; the
 	// server waits for them at shutdown.
-	p.sess.Close(p.end("client closed the connection"))
+	p.sess.Close(p.End("client closed the connection"))
 	if cerr != nil {
 		return cerr
 	}
@@ -149,7 +126,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 	for {
 		n, rerr := p.client.Read(buf[w:])
 		w += n
-		p.bytesIn.Add(uint64(n))
+		p.BytesIn.Add(uint64(n))
 		if n > 0 {
 			dec.status = byte(p.txStatus.Load())
 			consumed, need, mal := dec.decode(buf[:w], time.Now())
@@ -160,7 +137,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 				return err
 			}
 			if dec.terminate {
-				p.setReason("client terminated the session")
+				p.SetReason("client terminated the session")
 				return nil
 			}
 			w = copy(buf, buf[consumed:w])
@@ -180,7 +157,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 				typ := buf[0]
 				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a message", w), typ: typ, length: int64(w), prefix: secretless(typ, buf[:w])})
 			}
-			p.setReason("client closed the connection")
+			p.SetReason("client closed the connection")
 			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
 				return nil
 			}
@@ -218,10 +195,10 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 		return p.refuse(dec, ae)
 	}
 	p.q.push(dec.entries)
-	p.statements.Add(dec.statements)
+	p.Statements.Add(dec.statements)
 	for _, s := range dec.segs {
 		if _, err := p.server.Write(buf[s.from:s.to]); err != nil {
-			p.setReason("database connection lost")
+			p.SetReason("database connection lost")
 			return nil
 		}
 	}
@@ -239,7 +216,7 @@ func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 		ErrorCode:    stateAuditUnavailable,
 		ErrorMessage: msg,
 	})
-	p.errs.Add(1)
+	p.Errors.Add(1)
 	const (
 		replyError = 'E'
 		replyReady = 'Z'
@@ -305,7 +282,7 @@ func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 // forwarded.
 func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 	_ = p.sess.Gate(ctx, malformedEvent(m))
-	p.setReason("malformed client message: " + m.reason)
+	p.SetReason("malformed client message: " + m.reason)
 	_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation,
 		"tollgate: malformed message from the client: "+m.reason+"; the connection is closed and nothing of it was forwarded"))
 	return m
@@ -323,22 +300,22 @@ func (p *proxy) serverLoop(r io.Reader) error {
 			if serr := p.scan(buf[:n]); serr != nil {
 				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
 				_ = p.sess.Emit(ev)
-				p.setReason("malformed message from the database: " + serr.Error())
+				p.SetReason("malformed message from the database: " + serr.Error())
 				_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation, "tollgate: malformed message from the database: "+serr.Error()))
 				return serr
 			}
 			if werr := p.writeClient(buf[:n]); werr != nil {
-				p.setReason("client connection lost")
+				p.SetReason("client connection lost")
 				return nil
 			}
-			p.bytesOut.Add(uint64(n))
+			p.BytesOut.Add(uint64(n))
 			if p.sc.ready != answered {
 				answered = p.sc.ready
 				p.q.setAnswered(answered)
 			}
 		}
 		if err != nil {
-			p.setReason("database closed the connection")
+			p.SetReason("database closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}

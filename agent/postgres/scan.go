@@ -159,9 +159,9 @@ func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 	if !ok {
 		code, sev, msg := errorFields(errBody)
 		ev.ErrorCode, ev.ErrorMessage, ev.Error = code, msg, msg
-		p.errs.Add(1)
+		p.Errors.Add(1)
 		if sev == "FATAL" || sev == "PANIC" {
-			p.setReason("the database ended the session: " + msg)
+			p.SetReason("the database ended the session: " + msg)
 		}
 	}
 	if len(tag) > 0 {
@@ -171,7 +171,7 @@ func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 		}
 	}
 	ev.DurationNs = now.Sub(start).Nanoseconds()
-	p.rows.Add(ev.Rows)
+	p.Rows.Add(ev.Rows)
 	s.rows, s.bytes, s.warnings = 0, 0, 0
 	_ = p.sess.Emit(ev)
 }

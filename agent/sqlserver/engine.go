@@ -288,13 +288,13 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+err.Error()))
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: cs.rw, started: time.Now(), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
+	p := &proxy{e: e, sess: sess, client: cs.rw, Tally: agent.Tally{Started: time.Now()}, version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
 		prepared: map[string]string{}}
 	creds, err := e.opt.Auth.Credentials(ctx, db, dbUser)
 	if err != nil {
 		msg := fmt.Sprintf("cannot log in to database %q as %q: %v", info.Name, dbUser, err)
 		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+msg))
-		sess.Close(p.end("upstream credentials: " + err.Error()))
+		sess.Close(p.End("upstream credentials: " + err.Error()))
 		return err
 	}
 	up, err := e.dial(ctx, db, l, creds)
@@ -306,7 +306,7 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 		} else {
 			cs.tokens(errorTokens(errLogin, classLogin, fmt.Sprintf("tollgate: cannot connect to database %q: %v", info.Name, err)))
 		}
-		sess.Close(p.end("database login failed: " + err.Error()))
+		sess.Close(p.End("database login failed: " + err.Error()))
 		return err
 	}
 	if up.database != "" && up.database != dbName {

@@ -41,11 +41,11 @@ type response struct {
 
 // proxy is one established session.
 type proxy struct {
+	agent.Tally
 	e       *Engine
 	sess    *agent.Session
 	client  net.Conn
 	server  net.Conn
-	started time.Time
 	version uint32
 	dbUser  string
 	dbName  string
@@ -60,41 +60,18 @@ type proxy struct {
 	resp     response
 	midReply atomic.Bool
 
-	statements, rows, errs, bytesIn, bytesOut atomic.Uint64
-
-	reasonMu sync.Mutex
-	reason   string
-	termMsg  []byte
-}
-
-func (p *proxy) setReason(r string) {
-	p.reasonMu.Lock()
-	if p.reason == "" {
-		p.reason = r
-	}
-	p.reasonMu.Unlock()
-}
-
-// end is the session's last event.
-func (p *proxy) end(reason string) *events.SessionEnd {
-	p.setReason(reason)
-	p.reasonMu.Lock()
-	r := p.reason
-	p.reasonMu.Unlock()
-	return &events.SessionEnd{
-		Reason: r, Statements: p.statements.Load(), Rows: p.rows.Load(), Errors: p.errs.Load(),
-		BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), DurationNs: time.Since(p.started).Nanoseconds(),
-	}
+	termMu  sync.Mutex
+	termMsg []byte
 }
 
 // terminate ends the session for the lifecycle (lock, expiry, idleness):
 // the client gets a fatal error once the server's answer in flight, if
 // any, is through.
 func (p *proxy) terminate(reason, message string) {
-	p.setReason(reason)
-	p.reasonMu.Lock()
+	p.SetReason(reason)
+	p.termMu.Lock()
 	p.termMsg = errorTokens(errTollgate, classFatal, "tollgate: "+message)
-	p.reasonMu.Unlock()
+	p.termMu.Unlock()
 	p.server.Close()
 }
 
@@ -115,9 +92,9 @@ func (p *proxy) run(ctx context.Context) error {
 	serverDone := make(chan error, 1)
 	go func() {
 		err := p.serverLoop()
-		p.reasonMu.Lock()
+		p.termMu.Lock()
 		msg := p.termMsg
-		p.reasonMu.Unlock()
+		p.termMu.Unlock()
 		if msg != nil && !p.midReply.Load() {
 			_ = p.tokensToClient(msg)
 		}
@@ -125,7 +102,7 @@ func (p *proxy) run(ctx context.Context) error {
 		serverDone <- err
 	}()
 	stop := context.AfterFunc(ctx, func() {
-		p.setReason("agent shutting down")
+		p.SetReason("agent shutting down")
 		p.server.Close()
 		p.client.Close()
 	})
@@ -133,7 +110,7 @@ func (p *proxy) run(ctx context.Context) error {
 	cerr := p.clientLoop(ctx)
 	p.server.Close()
 	serr := <-serverDone
-	p.sess.Close(p.end("client closed the connection"))
+	p.sess.Close(p.End("client closed the connection"))
 	if cerr != nil {
 		return cerr
 	}
@@ -155,13 +132,13 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			if errors.As(err, &pe) {
 				return p.malformed(ctx, pe.Reason, pe.Prefix, pe.Length)
 			}
-			p.setReason("client closed the connection")
+			p.SetReason("client closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		p.bytesIn.Add(uint64(len(m.Raw)))
+		p.BytesIn.Add(uint64(len(m.Raw)))
 		if m.Ignored() {
 			// The client withdrew the message (IGNORE): SQL Server
 			// discards it, and so nothing of it goes anywhere.
@@ -183,7 +160,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 				// A cancel that cannot be recorded is not forwarded;
 				// the client waits for its acknowledgement, so the
 				// session ends.
-				p.setReason("audit store unavailable for a cancel")
+				p.SetReason("audit store unavailable for a cancel")
 				_ = p.tokensToClient(errorTokens(errTollgate, classFatal, "tollgate: "+ae.Error()+"; the cancel was not sent and the session is closed"))
 				return ae
 			}
@@ -195,10 +172,10 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			p.qmu.Lock()
 			p.queue = append(p.queue, req)
 			p.qmu.Unlock()
-			p.statements.Add(uint64(dec.statements))
+			p.Statements.Add(uint64(dec.statements))
 		}
 		if _, err := p.server.Write(m.Raw); err != nil {
-			p.setReason("database connection lost")
+			p.SetReason("database connection lost")
 			return nil
 		}
 	}
@@ -220,7 +197,7 @@ func (p *proxy) refuse(ae *agent.AuditError) {
 		ErrorCode:    strconv.Itoa(int(errTollgate)),
 		ErrorMessage: msg,
 	})
-	p.errs.Add(1)
+	p.Errors.Add(1)
 	_ = p.tokensToClient(errorTokens(errTollgate, classRefused, msg))
 }
 
@@ -230,7 +207,7 @@ func (p *proxy) malformed(ctx context.Context, reason string, prefix []byte, len
 	ev := malformedEvent("client", reason, prefix)
 	ev.Length = int64(length)
 	_ = p.sess.Gate(ctx, ev)
-	p.setReason("malformed client message: " + reason)
+	p.SetReason("malformed client message: " + reason)
 	if !p.midReply.Load() {
 		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the client: "+reason+"; the connection is closed and nothing of it was forwarded"))
 	}
@@ -245,7 +222,7 @@ func (p *proxy) serverLoop() error {
 	buf := make([]byte, tds.MaxPacketSize)
 	for {
 		if _, err := io.ReadFull(p.server, hdr[:]); err != nil {
-			p.setReason("database closed the connection")
+			p.SetReason("database closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
@@ -261,7 +238,7 @@ func (p *proxy) serverLoop() error {
 		pkt := buf[:h.Length]
 		copy(pkt, hdr[:])
 		if _, err := io.ReadFull(p.server, pkt[tds.HeaderLen:]); err != nil {
-			p.setReason("database closed the connection")
+			p.SetReason("database closed the connection")
 			return nil
 		}
 		payload := pkt[tds.HeaderLen:]
@@ -278,16 +255,16 @@ func (p *proxy) serverLoop() error {
 		}
 		p.midReply.Store(!eom)
 		if err := p.writeClient(pkt); err != nil {
-			p.setReason("client connection lost")
+			p.SetReason("client connection lost")
 			return nil
 		}
-		p.bytesOut.Add(uint64(len(pkt)))
+		p.BytesOut.Add(uint64(len(pkt)))
 	}
 }
 
 func (p *proxy) serverMalformed(reason string, prefix []byte) error {
 	_ = p.sess.Emit(malformedEvent("server", reason, prefix))
-	p.setReason("malformed message from the database: " + reason)
+	p.SetReason("malformed message from the database: " + reason)
 	if !p.midReply.Load() {
 		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the database: "+reason))
 	}
@@ -368,7 +345,7 @@ func (p *proxy) answered(now time.Time) {
 	if r.counted {
 		ev.Rows = r.rows
 	}
-	p.rows.Add(ev.Rows)
+	p.Rows.Add(ev.Rows)
 	if name, ok := curCmds[r.cmd]; ok {
 		ev.CommandTag = name + " " + strconv.FormatUint(ev.Rows, 10)
 	} else {
@@ -381,7 +358,7 @@ func (p *proxy) answered(now time.Time) {
 		ev.ErrorCode = strconv.Itoa(int(r.errNumber))
 		ev.ErrorMessage = r.errMsg
 		ev.Error = fmt.Sprintf("error %d: %s", r.errNumber, r.errMsg)
-		p.errs.Add(1)
+		p.Errors.Add(1)
 	case r.attn:
 		ev.Success = false
 		ev.Error = "cancelled by the client (Attention)"
