@@ -99,28 +99,12 @@ func errPacket(seq uint8, code uint16, state, msg string) []byte {
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context, server net.Conn) error {
 	p.server = server
-	serverDone := make(chan error, 1)
-	go func() {
+	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
 		err := p.serverLoop()
 		p.q.close()
 		p.sendTermination()
-		p.client.Close()
-		serverDone <- err
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		p.SetReason("agent shutting down")
-		p.server.Close()
-		p.client.Close()
+		return err
 	})
-	defer stop()
-	cerr := p.clientLoop(ctx)
-	p.server.Close()
-	serr := <-serverDone
-	p.sess.Close(p.End("client closed the connection"))
-	if cerr != nil {
-		return cerr
-	}
-	return serr
 }
 
 const clientBuffer = 32 << 10

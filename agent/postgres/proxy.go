@@ -87,31 +87,12 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	if p.txStatus.Load() == 0 {
 		p.txStatus.Store('I')
 	}
-	serverDone := make(chan error, 1)
-	go func() {
+	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
 		err := p.serverLoop(up.r)
 		p.q.close()
 		p.sendTermination()
-		// Unblock the client loop.
-		p.client.Close()
-		serverDone <- err
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		p.SetReason("agent shutting down")
-		p.server.Close()
-		p.client.Close()
+		return err
 	})
-	defer stop()
-	cerr := p.clientLoop(ctx)
-	p.server.Close()
-	serr := <-serverDone
-	// The session's last events are stored in the background; the
-	// server waits for them at shutdown.
-	p.sess.Close(p.End("client closed the connection"))
-	if cerr != nil {
-		return cerr
-	}
-	return serr
 }
 
 const clientBuffer = 32 << 10

@@ -89,8 +89,7 @@ func (p *proxy) tokensToClient(b []byte) error {
 
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context) error {
-	serverDone := make(chan error, 1)
-	go func() {
+	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
 		err := p.serverLoop()
 		p.termMu.Lock()
 		msg := p.termMsg
@@ -98,23 +97,8 @@ func (p *proxy) run(ctx context.Context) error {
 		if msg != nil && !p.midReply.Load() {
 			_ = p.tokensToClient(msg)
 		}
-		p.client.Close()
-		serverDone <- err
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		p.SetReason("agent shutting down")
-		p.server.Close()
-		p.client.Close()
+		return err
 	})
-	defer stop()
-	cerr := p.clientLoop(ctx)
-	p.server.Close()
-	serr := <-serverDone
-	p.sess.Close(p.End("client closed the connection"))
-	if cerr != nil {
-		return cerr
-	}
-	return serr
 }
 
 // clientLoop reads client messages: each is reassembled from its packets,
