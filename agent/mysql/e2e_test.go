@@ -8,16 +8,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -27,13 +23,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -219,15 +215,6 @@ func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func writeFile(t testing.TB, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // agentTLS is the client side of TLS to the agent with alice's certificate.
 func (s *stack) agentTLS(t testing.TB) *tls.Config {
 	pool, err := s.cas.Pool(ca.Host)
@@ -272,100 +259,6 @@ func (s *stack) tunnel(t testing.TB) string {
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln.Addr().String()
-}
-
-// audit reads every event stored so far, as JSON objects, in stream order;
-// each must validate against its checked-in schema.
-func (s *stack) audit(t testing.TB) []map[string]any {
-	t.Helper()
-	ctx := context.Background()
-	st, err := s.js.Stream(ctx, events.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		if err := schemas.Validate(m.Data); err != nil {
-			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatalf("event %d: %v", seq, err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
-
-// waitAudit polls the stream until cond holds on it.
-func (s *stack) waitAudit(t testing.TB, what string, cond func([]map[string]any) bool) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		evs := s.audit(t)
-		if cond(evs) {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			types := map[string]int{}
-			for _, ev := range evs {
-				types[ev["type"].(string)]++
-			}
-			for _, ev := range evs[max(0, len(evs)-10):] {
-				t.Logf("%.400v", ev)
-			}
-			t.Fatalf("timed out waiting for %s; events by type: %v", what, types)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func ofType(evs []map[string]any, typ string) []map[string]any {
-	var out []map[string]any
-	for _, ev := range evs {
-		if ev["type"] == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
-func count(typ string, n int) func([]map[string]any) bool {
-	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
-}
-
-// checkGapless asserts that every session's ei run 0..n-1 with no gap or
-// duplicate.
-func checkGapless(t testing.TB, evs []map[string]any) {
-	t.Helper()
-	if err := gapless(evs); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func gapless(evs []map[string]any) error {
-	bySession := map[string][]int{}
-	for _, ev := range evs {
-		sid, _ := ev["sid"].(string)
-		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
-	}
-	for sid, eis := range bySession {
-		sort.Ints(eis)
-		for i, ei := range eis {
-			if ei != i {
-				return fmt.Errorf("session %s: %d events, ei %d at position %d (around: %v)", sid, len(eis), ei, i, eis[max(0, i-3):min(len(eis), i+3)])
-			}
-		}
-	}
-	return nil
 }
 
 // settled waits for n session ends with every session's events gapless: a
@@ -471,3 +364,24 @@ func groundTruth(t testing.TB, s *stack, evs []map[string]any, user string) int 
 	}
 	return n
 }
+
+// audit reads every event stored so far, checking each against its schema.
+func (s *stack) audit(t testing.TB) []map[string]any {
+	t.Helper()
+	return agenttest.Audit(t, s.js)
+}
+
+// waitAudit polls the stream until cond holds on it.
+func (s *stack) waitAudit(t testing.TB, what string, cond func([]map[string]any) bool) []map[string]any {
+	t.Helper()
+	return agenttest.WaitAudit(t, s.js, what, cond)
+}
+
+// The helpers every engine's end-to-end tests share.
+var (
+	ofType       = agenttest.OfType
+	count        = agenttest.Count
+	checkGapless = agenttest.CheckGapless
+	writeFile    = agenttest.WriteFile
+	gapless      = agenttest.Gapless
+)

@@ -8,15 +8,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -24,13 +21,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -157,15 +154,6 @@ func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func writeFile(t *testing.T, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // psqlArgs connects psql to the agent directly (SSLRequest, then TLS).
 func (s *stack) psqlConn(dbUser string) string {
 	host, port, _ := net.SplitHostPort(s.addr)
@@ -173,89 +161,20 @@ func (s *stack) psqlConn(dbUser string) string {
 		host, port, dbUser, s.hostCA, s.userCrt, s.userKey)
 }
 
-// audit reads every event stored so far, as JSON objects, in stream order.
-func (s *stack) audit(t *testing.T) []map[string]any {
-	t.Helper()
-	ctx := context.Background()
-	st, err := s.js.Stream(ctx, events.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		// Every stored event must validate against its checked-in schema.
-		if err := schemas.Validate(m.Data); err != nil {
-			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatalf("event %d: %v", seq, err)
-		}
-		out = append(out, ev)
-	}
-	return out
+func tlsConfig(roots *x509.CertPool, sni string, cert tls.Certificate) *tls.Config {
+	return &tls.Config{RootCAs: roots, ServerName: sni, Certificates: []tls.Certificate{cert}}
 }
 
 // waitAudit polls the stream until cond holds on it.
 func (s *stack) waitAudit(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		evs := s.audit(t)
-		if cond(evs) {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			for _, ev := range evs {
-				t.Logf("%v", ev)
-			}
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return agenttest.WaitAudit(t, s.js, what, cond)
 }
 
-func ofType(evs []map[string]any, typ string) []map[string]any {
-	var out []map[string]any
-	for _, ev := range evs {
-		if ev["type"] == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
-func count(typ string, n int) func([]map[string]any) bool {
-	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
-}
-
-// checkGapless asserts that every session's ei run 0..n-1 with no gap or
-// duplicate.
-func checkGapless(t *testing.T, evs []map[string]any) {
-	t.Helper()
-	bySession := map[string][]int{}
-	for _, ev := range evs {
-		sid, _ := ev["sid"].(string)
-		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
-	}
-	for sid, eis := range bySession {
-		sort.Ints(eis)
-		for i, ei := range eis {
-			if ei != i {
-				t.Fatalf("session %s: ei %v not gapless", sid, eis)
-			}
-		}
-	}
-}
-
-func tlsConfig(roots *x509.CertPool, sni string, cert tls.Certificate) *tls.Config {
-	return &tls.Config{RootCAs: roots, ServerName: sni, Certificates: []tls.Certificate{cert}}
-}
+// The helpers every engine's end-to-end tests share.
+var (
+	ofType       = agenttest.OfType
+	count        = agenttest.Count
+	checkGapless = agenttest.CheckGapless
+	writeFile    = agenttest.WriteFile
+)

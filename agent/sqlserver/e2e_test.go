@@ -6,14 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/awsiam"
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/kerberos"
 	"github.com/tollgate-db/tollgate/agent/kerberos/kdctest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
@@ -33,7 +32,6 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 	"github.com/tollgate-db/tollgate/test/tdsserver"
 )
@@ -304,91 +302,16 @@ func quiet() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func writeFile(t *testing.T, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// audit reads every stored event, checking each against its schema.
-func (s *stack) audit(t *testing.T) []map[string]any {
-	t.Helper()
-	ctx := context.Background()
-	st, err := s.js.Stream(ctx, events.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		if err := schemas.Validate(m.Data); err != nil {
-			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
-
+// waitAudit polls the stream until cond holds on it.
 func (s *stack) waitAudit(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		evs := s.audit(t)
-		if cond(evs) {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			for _, ev := range evs {
-				t.Logf("%v", ev)
-			}
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return agenttest.WaitAudit(t, s.js, what, cond)
 }
 
-func ofType(evs []map[string]any, typ string) []map[string]any {
-	var out []map[string]any
-	for _, ev := range evs {
-		if ev["type"] == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
-func count(typ string, n int) func([]map[string]any) bool {
-	return func(evs []map[string]any) bool { return len(ofType(evs, typ)) >= n }
-}
-
-// checkGapless asserts that every session's ei run 0..n-1.
-func checkGapless(t *testing.T, evs []map[string]any) {
-	t.Helper()
-	bySession := map[string][]int{}
-	for _, ev := range evs {
-		sid, _ := ev["sid"].(string)
-		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
-	}
-	for sid, eis := range bySession {
-		sort.Ints(eis)
-		for i, ei := range eis {
-			if ei != i {
-				t.Fatalf("session %s: ei %v not gapless", sid, eis)
-			}
-		}
-	}
-}
+// The helpers every engine's end-to-end tests share.
+var (
+	ofType       = agenttest.OfType
+	count        = agenttest.Count
+	checkGapless = agenttest.CheckGapless
+	writeFile    = agenttest.WriteFile
+)
