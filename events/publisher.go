@@ -372,7 +372,9 @@ func (p *Publisher) unavailable(ctx context.Context, err error) error {
 	case errors.Is(err, errNoAck):
 		return fmt.Errorf("%w: no acknowledgement from JetStream within %s", ErrAuditUnavailable, p.ackTimeout)
 	case errors.Is(err, errNoStream):
-		return fmt.Errorf("%w: no stream answered for %s (does the %s stream exist?)", ErrAuditUnavailable, AuditSubjects, AuditStream)
+		// NATS answers "no responders" both when the stream is missing and
+		// while a cluster elects the stream's new leader, so name both.
+		return fmt.Errorf("%w: no stream answered for %s (the %s stream is missing, or its cluster is electing a leader)", ErrAuditUnavailable, AuditSubjects, AuditStream)
 	}
 	return fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
 }
