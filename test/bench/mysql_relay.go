@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 )
 
 // MySQLRelay is the floor for any MySQL proxy on this machine: TLS on both
@@ -25,25 +24,7 @@ type MySQLRelay struct {
 
 // Serve accepts connections until ctx is done.
 func (r *MySQLRelay) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			_ = r.relay(ctx, c)
-		}()
-	}
+	return serveConns(ctx, ln, r.relay)
 }
 
 // mysqlPacket reads one packet (header and payload) as it is.
@@ -96,14 +77,6 @@ func (r *MySQLRelay) relay(ctx context.Context, c net.Conn) error {
 	if err := server.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("mysql relay: database TLS: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(server, client)
-		_ = server.CloseWrite()
-		close(done)
-	}()
-	_, _ = io.Copy(client, server)
-	client.Close()
-	<-done
+	pipe(client, server)
 	return nil
 }

@@ -27,6 +27,12 @@ type Relay struct {
 
 // Serve accepts connections until ctx is done.
 func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
+	return serveConns(ctx, ln, r.relay)
+}
+
+// serveConns accepts connections until ctx is done, handling each on its
+// own goroutine, and returns once every handler has finished.
+func serveConns(ctx context.Context, ln net.Listener, handle func(context.Context, net.Conn) error) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -43,9 +49,23 @@ func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			_ = r.relay(ctx, c)
+			_ = handle(ctx, c)
 		}()
 	}
+}
+
+// pipe copies bytes both ways between the client's and the database's TLS
+// connections until both directions are done.
+func pipe(client, server *tls.Conn) {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(server, client)
+		_ = server.CloseWrite()
+		close(done)
+	}()
+	_, _ = io.Copy(client, server)
+	client.Close()
+	<-done
 }
 
 const sslRequest = 80877103
@@ -82,14 +102,6 @@ func (r *Relay) relay(ctx context.Context, c net.Conn) error {
 	if err := server.HandshakeContext(ctx); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(server, client)
-		server.CloseWrite()
-		close(done)
-	}()
-	_, _ = io.Copy(client, server)
-	client.Close()
-	<-done
+	pipe(client, server)
 	return nil
 }
