@@ -19,6 +19,20 @@ import (
 // path; an emitter blocks beyond it rather than drop anything.
 const DefaultQueueLimit = 4096
 
+// DefaultLinger is how long an emitted event waits for company before the
+// background publisher takes it. Every separate publish costs a pass through
+// the whole store path (our writer, the server's reader, the stream, the
+// acknowledgement back), several goroutine wake-ups that cost far more CPU
+// than the event itself, so events travel together where they can: a
+// statement's result rides with the session's next gated batch, which in a
+// busy session comes well within the linger. The wait only delays storing
+// what the database already answered; nothing waits for it.
+const DefaultLinger = time.Millisecond
+
+// lingerBatch is the queue length at which the background publisher takes
+// the queue without waiting out the linger.
+const lingerBatch = 256
+
 // ErrSessionClosed is returned by Gate after Close.
 var ErrSessionClosed = errors.New("session closed")
 
@@ -46,7 +60,9 @@ func (e *AuditError) Unwrap() error { return e.Err }
 // a refused batch keep their id and ei and are published again, first, with
 // the next batch (the store deduplicates by id), so ei stays gapless.
 // Server-to-client events go through Emit, a per-session queue published in
-// ei order in the background, retried until stored and never dropped.
+// ei order in the background, retried until stored and never dropped; the
+// next gate carries whatever is queued, so a busy session stores a
+// statement's result together with its next statement.
 type Session struct {
 	ID       string
 	Identity identity.Identity
@@ -75,6 +91,13 @@ type Session struct {
 	closed  bool
 	done    chan struct{}
 	dbh     events.Database
+
+	// linger is how long queued events may wait for the next gate; the
+	// timer then marks them due for the background publisher.
+	linger time.Duration
+	timer  *time.Timer
+	armed  bool // timer runs for the queue's oldest event
+	due    bool // the background publisher should take the queue now
 }
 
 // SessionOptions configures NewSession.
@@ -91,6 +114,9 @@ type SessionOptions struct {
 	Logger     *slog.Logger
 	// QueueLimit defaults to DefaultQueueLimit.
 	QueueLimit int
+	// Linger defaults to DefaultLinger; a negative value publishes every
+	// emitted event at once.
+	Linger time.Duration
 	// ID defaults to a new event id.
 	ID string
 }
@@ -114,14 +140,64 @@ func NewSession(o SessionOptions) *Session {
 	if s.limit <= 0 {
 		s.limit = DefaultQueueLimit
 	}
+	switch {
+	case o.Linger == 0:
+		s.linger = DefaultLinger
+	case o.Linger > 0:
+		s.linger = o.Linger
+	}
 	if o.Database != nil {
 		s.strict = o.Database.Strict
 		s.dbh = events.Database{Service: o.Database.Config.Name, Protocol: o.Database.Config.Protocol, URI: o.Database.Config.URI}
 	}
 	s.dbh.User, s.dbh.Name = o.DBUser, o.DBName
 	s.cond = sync.NewCond(&s.mu)
+	if s.linger > 0 {
+		s.timer = time.AfterFunc(time.Hour, s.lingered)
+		s.timer.Stop()
+	}
 	go s.drain()
 	return s
+}
+
+// lingered marks the queue due once its oldest event has waited long
+// enough for a gate to carry it.
+func (s *Session) lingered() {
+	s.mu.Lock()
+	s.armed = false
+	if len(s.queue) > 0 {
+		s.due = true
+		s.cond.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// queued appends ev, already stamped, to the background queue and decides
+// when the background publisher takes it. s.mu held.
+func (s *Session) queued(ev events.Event) {
+	s.queue = append(s.queue, ev)
+	switch {
+	case s.timer == nil || s.closing || len(s.queue) >= min(lingerBatch, s.limit):
+		s.due = true
+		s.cond.Broadcast()
+	case !s.armed:
+		s.armed = true
+		s.timer.Reset(s.linger)
+	}
+}
+
+// takeQueue hands the queued events to the caller, which publishes them.
+// s.mu held.
+func (s *Session) takeQueue() []events.Event {
+	q := s.queue
+	s.queue, s.due = nil, false
+	if s.armed {
+		s.timer.Stop()
+		s.armed = false
+	}
+	// Emitters blocked on a full queue may go on.
+	s.cond.Broadcast()
+	return q
 }
 
 // Strict reports whether client messages wait for their events to be stored.
@@ -154,22 +230,41 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 		s.mu.Unlock()
 		return ErrSessionClosed
 	}
+	// Events emitted since the last gate (the previous statement's result)
+	// are older than evs and go with them: one pass through the store for
+	// both, in ei order.
+	carried := s.takeQueue()
 	for _, ev := range evs {
 		if err := s.stamp(ev); err != nil {
+			s.queue = append(carried, s.queue...)
+			s.due = len(s.queue) > 0
+			s.cond.Broadcast()
 			s.mu.Unlock()
 			return err
 		}
 	}
 	s.mu.Unlock()
 	batch := evs
-	if len(s.pending) > 0 {
-		batch = append(s.pending, evs...)
+	if len(s.pending) > 0 || len(carried) > 0 {
+		batch = make([]events.Event, 0, len(s.pending)+len(carried)+len(evs))
+		batch = append(append(append(batch, s.pending...), carried...), evs...)
+		if len(s.pending) > 0 && len(carried) > 0 {
+			slices.SortStableFunc(batch, compareEI)
+		}
 	}
 	if err := s.rec.PublishBatch(ctx, batch); err != nil {
-		if len(s.pending) == 0 {
-			batch = slices.Clone(evs)
+		// The refused events are published first with the next batch, or
+		// when the session closes. The carried ones describe what already
+		// happened, so they go back to the background path, which retries
+		// them on its own.
+		s.pending = append(s.pending, evs...)
+		if len(carried) > 0 {
+			s.mu.Lock()
+			s.queue = append(carried, s.queue...)
+			s.due = true
+			s.cond.Broadcast()
+			s.mu.Unlock()
 		}
-		s.pending = batch
 		return &AuditError{Err: err}
 	}
 	// The recorder may keep the slice (an async publisher queues it), so
@@ -210,9 +305,8 @@ func (s *Session) Emit(evs ...events.Event) error {
 		if err := s.stamp(ev); err != nil {
 			return err
 		}
-		s.queue = append(s.queue, ev)
+		s.queued(ev)
 	}
-	s.cond.Broadcast()
 	return nil
 }
 
@@ -242,6 +336,7 @@ func (s *Session) Close(end events.Event) <-chan struct{} {
 		}
 	}
 	s.closing = true
+	s.due = true
 	s.cond.Broadcast()
 	return s.done
 }
@@ -276,18 +371,19 @@ func (s *Session) drain() {
 	backoff := 20 * time.Millisecond
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && !s.closing {
+		for (len(s.queue) == 0 || !s.due) && !s.closing {
 			s.cond.Wait()
 		}
 		if len(s.queue) == 0 {
 			s.closed = true
+			if s.timer != nil {
+				s.timer.Stop()
+			}
 			s.cond.Broadcast()
 			s.mu.Unlock()
 			return
 		}
-		batch := s.queue
-		s.queue = nil
-		s.cond.Broadcast()
+		batch := s.takeQueue()
 		s.mu.Unlock()
 		for {
 			err := s.rec.PublishBatch(s.bg, batch)

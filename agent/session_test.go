@@ -182,3 +182,89 @@ func TestSplitURI(t *testing.T) {
 		t.Error("uri without host accepted")
 	}
 }
+
+// A result emitted after a statement rides with the next gated batch: one
+// store call for both, in ei order.
+func TestGateCarriesQueuedEvents(t *testing.T) {
+	rec := &fakeRecorder{}
+	s := testSession(t, rec, "strict")
+	s.linger = time.Hour // only the gate may take the queue
+	q1 := &events.Query{Query: "select 1"}
+	if err := s.Gate(context.Background(), q1); err != nil {
+		t.Fatal(err)
+	}
+	r1 := &events.Result{CommandTag: "SELECT 1"}
+	if err := s.Emit(r1); err != nil {
+		t.Fatal(err)
+	}
+	q2 := &events.Query{Query: "select 2"}
+	if err := s.Gate(context.Background(), q2); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	batches := append([][]string(nil), rec.batches...)
+	rec.mu.Unlock()
+	want := [][]string{{q1.ID}, {r1.ID, q2.ID}}
+	if len(batches) != 2 || len(batches[1]) != 2 || batches[1][0] != want[1][0] || batches[1][1] != want[1][1] {
+		t.Fatalf("store calls %v, want %v", batches, want)
+	}
+	if r1.EI != 1 || q2.EI != 2 {
+		t.Fatalf("ei of result %d, of next query %d", r1.EI, q2.EI)
+	}
+}
+
+// Without a next statement, an emitted event is stored after the linger.
+func TestEmitStoredAfterLinger(t *testing.T) {
+	rec := &fakeRecorder{}
+	s := testSession(t, rec, "strict")
+	if err := s.Emit(&events.Result{CommandTag: "SELECT 1"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.all()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("emitted event not stored without a gate")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A refused gate hands the events it carried back to the background path,
+// which stores them once the store is back, without waiting for another
+// statement; the refused events go with the next batch.
+func TestRefusedGateReturnsCarriedEvents(t *testing.T) {
+	rec := &fakeRecorder{}
+	s := testSession(t, rec, "strict")
+	s.linger = time.Hour
+	r0 := &events.Result{CommandTag: "SELECT 1"}
+	if err := s.Emit(r0); err != nil {
+		t.Fatal(err)
+	}
+	rec.set(true)
+	if err := s.Gate(context.Background(), &events.Query{Query: "x"}); err == nil {
+		t.Fatal("gate succeeded with the store down")
+	}
+	rec.set(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.all()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("carried event not stored after the store came back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := rec.all(); len(got) != 1 || got[0].Header().ID != r0.ID {
+		t.Fatalf("stored %v, want only the carried result", got)
+	}
+	if err := s.Gate(context.Background(), &events.Query{Query: "y"}); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.all()
+	if len(got) != 3 {
+		t.Fatalf("stored %d events, want 3", len(got))
+	}
+	for i, ev := range got {
+		if ei := ev.(events.SessionEvent).SessionHeader().EI; ei != uint64(i) {
+			t.Fatalf("event %d has ei %d", i, ei)
+		}
+	}
+}
