@@ -163,10 +163,15 @@ func (s *Server) Database(name string) (*Database, bool) {
 	return d, ok
 }
 
-// Serve accepts connections on ln until ctx is done, then closes ln and
-// every client connection and waits (up to ShutdownGrace) for sessions to
-// store their last events.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve accepts connections on every listener in lns until ctx is done,
+// then closes them and every client connection and waits (up to
+// ShutdownGrace) for sessions to store their last events. The listeners
+// share the sessions, the limits and the shutdown: a MySQL port of its own
+// (mysql.Engine.Listener) is served beside the agent's main one.
+func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
+	if len(lns) == 0 {
+		return errors.New("agent: serve: no listener")
+	}
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	s.env = &Env{
@@ -181,7 +186,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg    sync.WaitGroup
 	)
 	stop := context.AfterFunc(ctx, func() {
-		ln.Close()
+		for _, ln := range lns {
+			ln.Close()
+		}
 		mu.Lock()
 		for c := range conns {
 			c.Close()
@@ -189,38 +196,51 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		mu.Unlock()
 	})
 	defer stop()
-	var err error
-	for {
-		var c net.Conn
-		c, err = ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = nil
-			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+	accept := func(ln net.Listener) error {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				return err
 			}
-			break
-		}
-		mu.Lock()
-		if ctx.Err() != nil {
-			mu.Unlock()
-			c.Close()
-			continue
-		}
-		conns[c] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(conns, c)
+			mu.Lock()
+			if ctx.Err() != nil {
 				mu.Unlock()
 				c.Close()
+				continue
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				s.handle(connCtx, c)
 			}()
-			s.handle(connCtx, c)
-		}()
+		}
+	}
+	// The first listener to fail ends them all: an agent serving only part
+	// of its ports would look up and refuse half its users.
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- accept(ln) }()
+	}
+	err := <-errs
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for range len(lns) - 1 {
+		<-errs
 	}
 	cancelConns()
 	wg.Wait()
@@ -237,6 +257,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	log := s.log.With("remote", raw.RemoteAddr().String())
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	var proto string
+	if pc, ok := raw.(ProtocolConn); ok {
+		proto = pc.Protocol()
+	}
 	var act *activityConn
 	if s.cfg.Lifecycle != nil {
 		act = newActivityConn(raw)
@@ -270,7 +294,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	cc := &ClientConn{Conn: tc, ServerName: st.ServerName, Env: s.env}
 	cc.Identity, cc.Reject = s.verify(st.PeerCertificates)
 	if cc.Reject == nil {
-		cc.Database, cc.Reject = s.route(st.ServerName)
+		cc.Database, cc.Reject = s.route(st.ServerName, proto)
 	}
 	// Connection limits: counted once the user is known, held until the
 	// connection ends, refused in the engine's protocol.
@@ -285,9 +309,13 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	if cc.Reject == nil && s.cfg.Lifecycle != nil {
 		defer s.cfg.Lifecycle.admit(cc, act)()
 	}
+	// A refusal is told in the protocol the client speaks: its database's,
+	// its port's, or the main port's (PostgreSQL's, which opens with TLS).
 	eng := s.fallback
 	if cc.Database != nil {
 		eng = s.cfg.Engines[cc.Database.Config.Protocol]
+	} else if e, ok := s.cfg.Engines[proto]; ok {
+		eng = e
 	}
 	if eng == nil {
 		log.Info("agent: connection refused", "err", cc.Reject)
@@ -328,29 +356,51 @@ func (s *Server) verify(chain []*x509.Certificate) (identity.Identity, error) {
 	return id, nil
 }
 
+// ProtocolConn is a connection from a listener that serves one protocol
+// only (a MySQL port of its own, mysql.Engine.Listener): routing then
+// considers only the databases of that protocol.
+type ProtocolConn interface {
+	net.Conn
+	Protocol() string
+}
+
 // route finds the database the SNI names: its full name, or the first label
 // of a longer host name. Without SNI (a client connecting by IP address)
-// the only database is chosen when there is exactly one.
-func (s *Server) route(sni string) (*Database, error) {
+// the only database is chosen when there is exactly one (of proto, when the
+// connection's port serves one protocol only).
+func (s *Server) route(sni, proto string) (*Database, error) {
+	names := s.names
+	if proto != "" {
+		names = slices.DeleteFunc(slices.Clone(names), func(n string) bool {
+			return s.databases[n].Config.Protocol != proto
+		})
+	}
 	if sni == "" {
-		if len(s.names) == 1 {
-			return s.databases[s.names[0]], nil
+		if len(names) == 1 {
+			return s.databases[names[0]], nil
 		}
-		return nil, fmt.Errorf("the connection names no database: its TLS server name (SNI) must be one of %s", strings.Join(s.names, ", "))
+		return nil, fmt.Errorf("the connection names no database: its TLS server name (SNI) must be one of %s", listNames(names))
 	}
-	if d, ok := s.databases[sni]; ok {
-		return d, nil
-	}
-	if i := strings.IndexByte(sni, '.'); i > 0 {
-		if d, ok := s.databases[sni[:i]]; ok {
-			return d, nil
+	d, ok := s.databases[sni]
+	if !ok {
+		if i := strings.IndexByte(sni, '.'); i > 0 {
+			d, ok = s.databases[sni[:i]]
 		}
 	}
-	names := slices.Clone(s.names)
+	if !ok {
+		return nil, fmt.Errorf("unknown database %q: this agent serves %s", sni, listNames(names))
+	}
+	if proto != "" && d.Config.Protocol != proto {
+		return nil, fmt.Errorf("database %q speaks %s, and this port serves %s only: connect to the agent's main port", d.Config.Name, d.Config.Protocol, proto)
+	}
+	return d, nil
+}
+
+func listNames(names []string) string {
 	if len(names) == 0 {
-		names = []string{"(none configured)"}
+		return "(none configured)"
 	}
-	return nil, fmt.Errorf("unknown database %q: this agent serves %s", sni, strings.Join(names, ", "))
+	return strings.Join(names, ", ")
 }
 
 // tlsHandshakeRecord is the first byte of a TLS ClientHello record.

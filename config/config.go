@@ -9,6 +9,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,12 @@ type DBService struct {
 	Listen  string `yaml:"listen"`
 	// PublicAddr is how clients reach the agent (SNI routes to a database).
 	PublicAddr string `yaml:"public_addr"`
+	// MySQLListen, when set, is host:port of a second port for MySQL and
+	// MariaDB clients that connect without tg (mariadb --ssl-cert ...,
+	// drivers with TLS): a MySQL client waits for the server to speak
+	// first, so it cannot share the main port, where clients open with
+	// TLS. The agent greets there offering only TLS.
+	MySQLListen string `yaml:"mysql_listen"`
 	// BrokerAddr and JoinToken are for an agent that joins a remote broker.
 	BrokerAddr string     `yaml:"broker_addr"`
 	JoinToken  string     `yaml:"join_token"`
@@ -358,6 +365,21 @@ func (c *Config) Validate() error {
 			bad("nats.leaf.hub_domain: %v", err)
 		} else if l.HubDomain == l.Domain {
 			bad("nats.leaf.domain: %q is the hub's domain too; each leaf needs its own", l.Domain)
+		}
+	}
+	if a := c.DBService.MySQLListen; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			bad("db_service.mysql_listen: %q is not host:port", a)
+		} else if a == c.DBService.Listen && port != "0" {
+			bad("db_service.mysql_listen: %q is db_service.listen too; MySQL clients need a port of their own", a)
+		} else {
+			mysql := false
+			for _, d := range c.DBService.Databases {
+				mysql = mysql || d.Protocol == "mysql"
+			}
+			if !mysql {
+				bad("db_service.mysql_listen: set, but no database in db_service.databases has protocol mysql")
+			}
 		}
 	}
 	if c.DBService.MaxConnections < 0 {

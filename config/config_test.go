@@ -63,6 +63,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"db_service:\n  databases:\n    - name: a\n      protocol: oracle\n      uri: x\n", `db_service.databases[0].protocol: "oracle"`},
 		{"cluster_name: a.b\n", `cluster_name:`},
 		{"audit:\n  mode: sometimes\n", `audit.mode: "sometimes"`},
+		{"db_service:\n  mysql_listen: 3037\n  databases:\n    - name: a\n      protocol: mysql\n      uri: x\n", `db_service.mysql_listen: "3037" is not host:port`},
+		{"db_service:\n  listen: :3036\n  mysql_listen: :3036\n  databases:\n    - name: a\n      protocol: mysql\n      uri: x\n", `db_service.mysql_listen: ":3036" is db_service.listen too`},
+		{"db_service:\n  mysql_listen: :3037\n  databases:\n    - name: a\n      protocol: postgres\n      uri: x\n", `no database in db_service.databases has protocol mysql`},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))

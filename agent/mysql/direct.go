@@ -55,6 +55,10 @@ func (l *directListener) Accept() (net.Conn, error) {
 
 func connKey(local, remote string) string { return local + "|" + remote }
 
+// Protocol tells the agent's server that this port serves MySQL only
+// (agent.ProtocolConn).
+func (c *directConn) Protocol() string { return "mysql" }
+
 // directConn runs the plaintext part of the connection phase on its first
 // Read, which the agent's server makes (under its handshake deadline) to
 // see how the connection starts.

@@ -149,8 +149,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		life = agent.NewLifecycle(o.state, agent.LifecycleOptions{Interval: 20 * time.Millisecond, Logger: quiet()})
 		go life.Run(ctx)
 	}
-	// One agent.Server serves one listener, so the raw TLS port and the
-	// direct MySQL port get a server each, sharing the engine.
+	// One agent.Server serves the raw TLS port and the direct MySQL port.
 	newServer := func() *agent.Server {
 		srv, err := agent.NewServer(agent.ServerConfig{
 			Cluster:   "test",
@@ -172,7 +171,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		}
 		return srv
 	}
-	srv, directSrv := newServer(), newServer()
+	srv := newServer()
 	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -184,12 +183,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	s.tlsAddr, s.direct = tlsLn.Addr().String(), directLn.Addr().String()
 	dbInfo, _ := srv.Database("my1")
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.Serve(ctx, tlsLn) }()
-	go func() {
-		defer wg.Done()
-		_ = directSrv.Serve(ctx, eng.Listener(directLn, mysql.ListenerOptions{Cluster: "test", Recorder: pub, Database: dbInfo}))
-	}()
+	wg.Go(func() {
+		_ = srv.Serve(ctx, tlsLn, eng.Listener(directLn, mysql.ListenerOptions{Cluster: "test", Recorder: pub, Database: dbInfo}))
+	})
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

@@ -81,6 +81,9 @@ type Service struct {
 	// Addr is where the agent listens; PublicAddr is where clients reach
 	// it, as registered with every database.
 	Addr, PublicAddr string
+	// MySQLAddr is where MySQL clients connect without tg
+	// (db_service.mysql_listen); empty when not configured.
+	MySQLAddr string
 	// HostID names the agent in STATE (the CN of its host certificate).
 	HostID string
 	// HostCA verifies the agent's certificate (what clients trust).
@@ -182,6 +185,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		o.Postgres.Password = awsiam.NewRegistry(awsiam.Options{}).Token
 	}
 	pg := postgres.New(o.Postgres)
+	my := mysql.New(o.MySQL)
 	ms, err := sqlserver.NewStandard(ctx, cas, filepath.Join(cfg.DataDir, "agent", "krb5"), hostCert, o.Log)
 	if err != nil {
 		return nil, err
@@ -202,7 +206,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
-		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": mysql.New(o.MySQL), "sqlserver": ms},
+		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": my, "sqlserver": ms},
 		Logger:    o.Log,
 		Lifecycle: life,
 		// db_service connection limits, refused in the protocol's form.
@@ -211,6 +215,31 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	lns := []net.Listener{ln}
+	if a := cfg.DBService.MySQLListen; a != "" {
+		mln, lerr := net.Listen("tcp", a)
+		if lerr != nil {
+			return nil, fmt.Errorf("db_service.mysql_listen: %w", lerr)
+		}
+		defer func() {
+			if err != nil {
+				mln.Close()
+			}
+		}()
+		s.MySQLAddr = mln.Addr().String()
+		lo := mysql.ListenerOptions{Cluster: cfg.ClusterName, Recorder: o.Recorder}
+		var only []*agent.Database
+		for _, d := range dbs {
+			if d.Protocol == "mysql" {
+				db, _ := s.Server.Database(d.Name)
+				only = append(only, db)
+			}
+		}
+		if len(only) == 1 {
+			lo.Database = only[0]
+		}
+		lns = append(lns, my.Listener(mln, lo))
 	}
 	reg := &registrar{store: store, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
 	for _, d := range dbs {
@@ -227,12 +256,12 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	wg.Go(func() { reg.beat(ctx) })
 	wg.Go(func() { life.Run(ctx) })
 	go func() {
-		err := s.Server.Serve(ctx, ln)
+		err := s.Server.Serve(ctx, lns...)
 		wg.Wait()
 		store.Close()
 		s.done <- err
 	}()
-	o.Log.Info("agent listening", "addr", s.Addr, "public_addr", s.PublicAddr, "host_id", hostID,
+	o.Log.Info("agent listening", "addr", s.Addr, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
 		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
 	return s, nil
 }
