@@ -208,7 +208,7 @@ spec:
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s.conns[m.target] = s.serve(tb, srv.Serve,
+		s.conns[m.target] = s.serve(tb, func(ctx context.Context, ln net.Listener) error { return srv.Serve(ctx, ln) },
 			Conn{SSLMode: "verify-full", SSLRootCert: hostCAFile, SSLCert: userCertFile, SSLKey: userKeyFile})
 	}
 	return s
