@@ -117,7 +117,12 @@ var storeFullError string
 // Strict mode must refuse statements with a clear error while the store
 // cannot take their events.
 func storeFull(outage time.Duration) fault {
-	const headroom = 96 << 20
+	// The headroom is what FILL takes, less what the load stores before
+	// the fault, and so what the load has once FILL is deleted: it must
+	// hold the rest of the run's events (~2.5 MB/s of them at the full
+	// campaign's rates), or AUDIT itself fills the store after the repair
+	// and nothing recovers.
+	const headroom = 512 << 20
 	return fault{name: fmt.Sprintf("JetStream store full (max_file_store) for %s", outage), probeRecovery: true,
 		prepare: func(ctx context.Context, s *Stack) error {
 			ai, err := s.JS.AccountInfo(ctx)
@@ -136,7 +141,7 @@ func storeFull(outage time.Duration) fault {
 			if _, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "FILL", Subjects: []string{"fill.>"}, Storage: jetstream.FileStorage}); err != nil {
 				return time.Time{}, 0, err
 			}
-			chunk := make([]byte, 256<<10)
+			chunk := make([]byte, 512<<10)
 			for i := 0; ; i++ {
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				_, err := s.JS.Publish(pctx, "fill.x", chunk)
