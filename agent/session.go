@@ -114,9 +114,6 @@ type SessionOptions struct {
 	Logger     *slog.Logger
 	// QueueLimit defaults to DefaultQueueLimit.
 	QueueLimit int
-	// Linger defaults to DefaultLinger; a negative value publishes every
-	// emitted event at once.
-	Linger time.Duration
 	// ID defaults to a new event id.
 	ID string
 }
@@ -126,7 +123,7 @@ func NewSession(o SessionOptions) *Session {
 	s := &Session{
 		ID: o.ID, Identity: o.Identity, Database: o.Database, DBUser: o.DBUser, DBName: o.DBName,
 		Started: time.Now(), cluster: o.Cluster, rec: o.Recorder, log: o.Logger, bg: o.Background,
-		limit: o.QueueLimit, done: make(chan struct{}), strict: true,
+		limit: o.QueueLimit, done: make(chan struct{}), strict: true, linger: DefaultLinger,
 	}
 	if s.ID == "" {
 		s.ID = events.NewID()
@@ -140,22 +137,14 @@ func NewSession(o SessionOptions) *Session {
 	if s.limit <= 0 {
 		s.limit = DefaultQueueLimit
 	}
-	switch {
-	case o.Linger == 0:
-		s.linger = DefaultLinger
-	case o.Linger > 0:
-		s.linger = o.Linger
-	}
 	if o.Database != nil {
 		s.strict = o.Database.Strict
 		s.dbh = events.Database{Service: o.Database.Config.Name, Protocol: o.Database.Config.Protocol, URI: o.Database.Config.URI}
 	}
 	s.dbh.User, s.dbh.Name = o.DBUser, o.DBName
 	s.cond = sync.NewCond(&s.mu)
-	if s.linger > 0 {
-		s.timer = time.AfterFunc(time.Hour, s.lingered)
-		s.timer.Stop()
-	}
+	s.timer = time.AfterFunc(time.Hour, s.lingered)
+	s.timer.Stop()
 	go s.drain()
 	return s
 }
@@ -177,7 +166,7 @@ func (s *Session) lingered() {
 func (s *Session) queued(ev events.Event) {
 	s.queue = append(s.queue, ev)
 	switch {
-	case s.timer == nil || s.closing || len(s.queue) >= min(lingerBatch, s.limit):
+	case len(s.queue) >= min(lingerBatch, s.limit):
 		s.due = true
 		s.cond.Broadcast()
 	case !s.armed:
@@ -376,9 +365,7 @@ func (s *Session) drain() {
 		}
 		if len(s.queue) == 0 {
 			s.closed = true
-			if s.timer != nil {
-				s.timer.Stop()
-			}
+			s.timer.Stop()
 			s.cond.Broadcast()
 			s.mu.Unlock()
 			return
