@@ -221,8 +221,12 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 	}
 	// Events emitted since the last gate (the previous statement's result)
 	// are older than evs and go with them: one pass through the store for
-	// both, in ei order.
-	carried := s.takeQueue()
+	// both, in ei order. A longer queue is the background path's: a gate
+	// stays the size of a statement.
+	var carried []events.Event
+	if len(s.queue) < lingerBatch {
+		carried = s.takeQueue()
+	}
 	for _, ev := range evs {
 		if err := s.stamp(ev); err != nil {
 			s.queue = append(carried, s.queue...)
@@ -246,7 +250,7 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 		// when the session closes. The carried ones describe what already
 		// happened, so they go back to the background path, which retries
 		// them on its own.
-		s.pending = append(s.pending, evs...)
+		s.keepPending(evs...)
 		if len(carried) > 0 {
 			s.mu.Lock()
 			s.queue = append(carried, s.queue...)
@@ -275,7 +279,26 @@ func (s *Session) Refused(ev events.Event) {
 		s.log.Error("audit: cannot record refusal", "sid", s.ID, "err", err)
 		return
 	}
-	s.pending = append(s.pending, ev)
+	s.keepPending(ev)
+}
+
+// keepPending keeps refused events for the next gate. s.gateMu held.
+func (s *Session) keepPending(evs ...events.Event) {
+	s.pending = append(s.pending, evs...)
+	if len(s.pending) < lingerBatch {
+		return
+	}
+	// A client that keeps retrying through a long outage would otherwise
+	// make every later gate resend all its refusals, until a gate is too
+	// big to be stored within the ack timeout. Past a batch they go to the
+	// background path, which stores them once the store is back.
+	s.mu.Lock()
+	s.queue = append(s.queue, s.pending...)
+	slices.SortStableFunc(s.queue, compareEI)
+	s.due = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.pending = nil
 }
 
 // Emit queues events for the async path: they get their ei now and are

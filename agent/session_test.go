@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -265,6 +266,51 @@ func TestRefusedGateReturnsCarriedEvents(t *testing.T) {
 	for i, ev := range got {
 		if ei := ev.(events.SessionEvent).SessionHeader().EI; ei != uint64(i) {
 			t.Fatalf("event %d has ei %d", i, ei)
+		}
+	}
+}
+
+// A client retrying through a long outage does not make each later gate
+// resend every refusal: past a batch they go to the background path, and
+// once the store is back everything is stored, gapless.
+func TestLongOutageKeepsGatesSmall(t *testing.T) {
+	rec := &fakeRecorder{down: true}
+	s := testSession(t, rec, "strict")
+	const refused = 3 * lingerBatch
+	for i := range refused {
+		if err := s.Gate(context.Background(), &events.Query{Query: fmt.Sprint("retry ", i)}); err == nil {
+			t.Fatal("gate succeeded with the store down")
+		}
+		s.Refused(&events.Result{ErrorMessage: "audit store unavailable"})
+	}
+	s.gateMu.Lock()
+	kept := len(s.pending)
+	s.gateMu.Unlock()
+	if kept >= lingerBatch {
+		t.Fatalf("%d refused events wait for the next gate", kept)
+	}
+	rec.set(false)
+	if err := s.Gate(context.Background(), &events.Query{Query: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	last := len(rec.batches[len(rec.batches)-1])
+	rec.mu.Unlock()
+	if last > lingerBatch+1 {
+		t.Fatalf("the gate after the outage stored %d events at once", last)
+	}
+	<-s.Close(nil)
+	got := rec.all()
+	if len(got) != 2*refused+1 {
+		t.Fatalf("stored %d events, want %d", len(got), 2*refused+1)
+	}
+	seen := map[uint64]bool{}
+	for _, ev := range got {
+		seen[ev.(events.SessionEvent).SessionHeader().EI] = true
+	}
+	for i := range uint64(2*refused + 1) {
+		if !seen[i] {
+			t.Fatalf("ei %d missing", i)
 		}
 	}
 }
