@@ -56,7 +56,13 @@ type Options struct {
 	// ServerVersion is the greeting's version until a database answered
 	// (DefaultServerVersion).
 	ServerVersion string
-	Logger        *slog.Logger
+	// Password, when set, gives the IAM token of a database behind RDS
+	// Proxy (aws: {rds_proxy: true}), which authenticates MySQL clients
+	// with mysql_clear_password: a new token for each upstream connection
+	// (awsiam.Registry.Token). It is sent only inside the verified TLS
+	// connection and never recorded.
+	Password func(ctx context.Context, db *agent.Database, dbUser string) (string, error)
+	Logger   *slog.Logger
 }
 
 // Engine is the MySQL/MariaDB engine. One Engine serves every MySQL

@@ -25,17 +25,28 @@ type upstream struct {
 // connect opens TLS to the database with a db-client certificate for
 // dbUser and authenticates. The certificate is the credential: the user is
 // created REQUIRE X509 or REQUIRE SUBJECT without a password, so every
-// plugin the server asks for gets the empty password's answer. A refusal
-// by the database is returned as *wire.ErrPacket.
+// plugin the server asks for gets the empty password's answer. Behind RDS
+// Proxy the credential is an IAM token instead, sent with
+// mysql_clear_password. A refusal by the database is returned as
+// *wire.ErrPacket.
 func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Database, resp *wire.HandshakeResponse41, caps wire.Capabilities, dbUser, dbName string) (*upstream, error) {
 	cert, err := c.Env.ClientCert(ctx, db.Info(), dbUser)
 	if err != nil {
 		return nil, fmt.Errorf("no client certificate for db_user %q: %w", dbUser, err)
 	}
-	return dialUpstream(ctx, db.Addr, db.UpstreamTLS(cert), e.opt.DialTimeout, e.opt.StartupTimeout, resp, caps, dbUser, dbName)
+	var token string
+	if db.Config.AWS.RDSProxy && e.opt.Password != nil {
+		if token, err = e.opt.Password(ctx, db, dbUser); err != nil {
+			return nil, fmt.Errorf("IAM token for db_user %q: %w", dbUser, err)
+		}
+	}
+	return dialUpstream(ctx, db.Addr, db.UpstreamTLS(cert), e.opt.DialTimeout, e.opt.StartupTimeout, resp, caps, dbUser, dbName, token)
 }
 
-func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout, timeout time.Duration, resp *wire.HandshakeResponse41, caps wire.Capabilities, dbUser, dbName string) (*upstream, error) {
+// dialUpstream connects and authenticates as dbUser; token, when set, is
+// the password of mysql_clear_password (RDS Proxy's IAM authentication),
+// offered at once and given to a switch to that plugin.
+func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout, timeout time.Duration, resp *wire.HandshakeResponse41, caps wire.Capabilities, dbUser, dbName, token string) (*upstream, error) {
 	d := net.Dialer{Timeout: dialTimeout}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -98,7 +109,10 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	if plugin == "" {
 		plugin = wire.PluginNativePassword
 	}
-	auth, err := authResponse(plugin, g.AuthPluginData)
+	if token != "" {
+		plugin = wire.PluginClearPassword
+	}
+	auth, err := authResponse(plugin, g.AuthPluginData, token)
 	if err != nil {
 		// A plugin the agent cannot answer: offer the native one and let
 		// the server switch.
@@ -144,7 +158,7 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 				return nil, fmt.Errorf("the database's auth switch: %w", err)
 			}
 			plugin = sw.PluginName
-			auth, err = authResponse(plugin, sw.PluginData)
+			auth, err = authResponse(plugin, sw.PluginData, token)
 			if err != nil {
 				return nil, err
 			}
@@ -176,8 +190,9 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	}
 }
 
-// authResponse answers a plugin's challenge for the empty password.
-func authResponse(plugin string, data []byte) ([]byte, error) {
+// authResponse answers a plugin's challenge for the empty password, or
+// mysql_clear_password's with token.
+func authResponse(plugin string, data []byte, token string) ([]byte, error) {
 	switch plugin {
 	case wire.PluginNativePassword:
 		return wire.ScrambleNativePassword(scramble20(data), ""), nil
@@ -186,7 +201,7 @@ func authResponse(plugin string, data []byte) ([]byte, error) {
 	case wire.PluginEd25519:
 		return wire.ScrambleEd25519(data, ""), nil
 	case wire.PluginClearPassword:
-		return wire.CleartextPassword(""), nil
+		return wire.CleartextPassword(token), nil
 	}
 	return nil, fmt.Errorf("the database asked for authentication plugin %q; the agent authenticates with a client certificate: create the user REQUIRE X509 (or REQUIRE SUBJECT) with no password", plugin)
 }

@@ -181,8 +181,12 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
 	// Databases behind RDS Proxy get an IAM token as their password.
+	iam := awsiam.NewRegistry(awsiam.Options{})
 	if o.Postgres.Password == nil {
-		o.Postgres.Password = awsiam.NewRegistry(awsiam.Options{}).Token
+		o.Postgres.Password = iam.Token
+	}
+	if o.MySQL.Password == nil {
+		o.MySQL.Password = iam.Token
 	}
 	pg := postgres.New(o.Postgres)
 	my := mysql.New(o.MySQL)
