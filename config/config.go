@@ -131,11 +131,16 @@ type DBService struct {
 	// first, so it cannot share the main port, where clients open with
 	// TLS. The agent greets there offering only TLS.
 	MySQLListen string `yaml:"mysql_listen"`
-	// BrokerAddr and JoinToken are for an agent that joins a remote broker.
-	BrokerAddr string     `yaml:"broker_addr"`
-	JoinToken  string     `yaml:"join_token"`
-	AuditMode  string     `yaml:"audit_mode"`
-	Databases  []Database `yaml:"databases"`
+	// BrokerAddr and JoinToken are for an agent that joins a remote broker
+	// (broker.enabled: false): the token is used once, for the host
+	// certificate the agent then keeps in its data dir. BrokerCAPin is the
+	// broker's host CA fingerprint (sha256:…, as `tollgate tokens add`
+	// prints it), checked on that first connection.
+	BrokerAddr  string     `yaml:"broker_addr"`
+	JoinToken   string     `yaml:"join_token"`
+	BrokerCAPin string     `yaml:"broker_ca_pin"`
+	AuditMode   string     `yaml:"audit_mode"`
+	Databases   []Database `yaml:"databases"`
 	// MaxConnections bounds the client connections the agent serves at
 	// once; past it a new connection is refused in its protocol's form
 	// (PostgreSQL 53300 too_many_connections). 0: no limit.

@@ -68,6 +68,9 @@ const (
 	IssueReissue = "reissue"
 	IssueJoin    = "join"
 	IssueSign    = "sign"
+	// IssueAgent is a db-client certificate an agent on another machine
+	// asked for with its host certificate, to log in to a database.
+	IssueAgent = "agent"
 )
 
 // CertIssue records a certificate signed by one of the authorities. The
@@ -75,8 +78,8 @@ const (
 type CertIssue struct {
 	Envelope
 	CAType     string              `json:"ca_type" jsonschema:"enum=user,enum=host,enum=db,enum=db-client,description=Authority that signed"`
-	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,description=Why it was issued"`
-	Subject    string              `json:"subject" jsonschema:"description=Common name: the user, host id or database host"`
+	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,enum=agent,description=Why it was issued"`
+	Subject    string              `json:"subject" jsonschema:"description=Common name: the user, host id, database host or database user"`
 	Serial     string              `json:"serial" jsonschema:"description=Serial number in hexadecimal"`
 	NotAfter   time.Time           `json:"not_after" jsonschema:"description=When the certificate expires"`
 	CertRoles  []string            `json:"cert_roles,omitempty" jsonschema:"description=Roles the certificate carries (user certificates)"`

@@ -11,7 +11,6 @@ package service
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -128,12 +127,13 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if len(cfg.DBService.Databases) == 0 {
 		return nil, errors.New("db_service: no databases configured (db_service.databases)")
 	}
-	if !brokerInProcess(cfg) {
-		return nil, errRemoteJoin(cfg)
-	}
-	cas, err := ca.Open(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("agent service: %w", err)
+	local := brokerInProcess(cfg)
+	if !local {
+		for i, d := range cfg.DBService.Databases {
+			if d.Protocol == "sqlserver" {
+				return nil, fmt.Errorf("db_service.databases[%d] (%s): SQL Server needs the broker in the agent's process for now: its Kerberos PKINIT certificates are signed with the CAs of the data dir", i, d.Name)
+			}
+		}
 	}
 	hostID, err := loadHostID(cfg.DataDir)
 	if err != nil {
@@ -154,18 +154,18 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
 		return nil, err
 	}
-	dbs, err := withDBCA(cfg.DBService.Databases, cas, filepath.Join(cfg.DataDir, "agent"))
+	names := hostNames(cfg.DBService.Databases, s.PublicAddr, s.Addr)
+	var auth *authorities
+	if local {
+		auth, err = localAuthorities(cfg.DataDir, hostID, names)
+	} else {
+		auth, err = joinedAuthorities(ctx, cfg, hostID, names)
+	}
 	if err != nil {
 		return nil, err
 	}
-	hostCert, err := hostCertificate(cas, hostID, hostNames(dbs, s.PublicAddr, s.Addr))
-	if err != nil {
-		return nil, err
-	}
-	if s.HostCA, err = cas.Cert(ca.Host); err != nil {
-		return nil, err
-	}
-	userCAs, err := cas.Pool(ca.User)
+	s.HostCA = auth.hostCA
+	dbs, err := withDBCA(cfg.DBService.Databases, auth.dbCAPEM, filepath.Join(cfg.DataDir, "agent"))
 	if err != nil {
 		return nil, err
 	}
@@ -190,27 +190,29 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	}
 	pg := postgres.New(o.Postgres)
 	my := mysql.New(o.MySQL)
-	ms, err := sqlserver.NewStandard(ctx, cas, filepath.Join(cfg.DataDir, "agent", "krb5"), hostCert, o.Log)
-	if err != nil {
-		return nil, err
+	engines := map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": my}
+	if auth.local != nil {
+		ms, err := sqlserver.NewStandard(ctx, auth.local, filepath.Join(cfg.DataDir, "agent", "krb5"), auth.host, o.Log)
+		if err != nil {
+			return nil, err
+		}
+		engines["sqlserver"] = ms
 	}
 	s.Server, err = agent.NewServer(agent.ServerConfig{
 		Cluster:   cfg.ClusterName,
 		Databases: dbs,
-		TLS:       &tls.Config{Certificates: []tls.Certificate{hostCert}},
-		UserCAs:   userCAs,
+		TLS:       &tls.Config{Certificates: []tls.Certificate{auth.host}},
+		UserCAs:   auth.userCAs,
 		Identify:  identity.FromCertificate,
 		Authorize: agent.RoleAuthorizer(func(names []string) []access.Role {
 			roles, _ := store.ResolveRoles(names)
 			return roles
 		}),
-		Recorder: o.Recorder,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return cas.IssueDBClient(pub, dbUser, ttl)
-		}, ca.DefaultDBClientTTL),
+		Recorder:   o.Recorder,
+		ClientCert: agent.CachedClientCerts(auth.issue, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
-		Engines:   map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": my, "sqlserver": ms},
+		Engines:   engines,
 		Logger:    o.Log,
 		Lifecycle: life,
 		// db_service connection limits, refused in the protocol's form.
@@ -280,18 +282,9 @@ func brokerInProcess(c *config.Config) bool {
 	return c.Broker.Enabled == nil || *c.Broker.Enabled
 }
 
-// errRemoteJoin says what an agent without a broker in its process lacks.
-// The broker's API does exchange a join token for a host certificate
-// (POST /v1/join), but an agent also needs a db-client certificate for
-// every database user it logs in as, signed by a CA whose key stays with
-// the broker, and the API has no operation for that yet. Failing before
-// the join keeps a single-use token unspent.
+// errRemoteJoin says what an agent without a broker in its process needs.
 func errRemoteJoin(c *config.Config) error {
-	what := "db_service.broker_addr and db_service.join_token are not set"
-	if c.DBService.BrokerAddr != "" && c.DBService.JoinToken != "" {
-		what = "db_service.broker_addr " + c.DBService.BrokerAddr + " is set"
-	}
-	return fmt.Errorf("db_service: broker.enabled is false (%s): joining a remote broker needs the broker API to sign db-client certificates for agents, which it does not offer yet; run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs", what)
+	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address), db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
 }
 
 // registrar registers the agent's databases and keeps them alive.
@@ -404,7 +397,7 @@ func publicAddr(public, listen string) (string, error) {
 // `--format=cockroachdb` write), stored in dir for agent.NewDatabase to
 // read. A database that sets its own CA file, trusts the system pool, or
 // is not verified keeps its setting.
-func withDBCA(in []config.Database, cas *ca.Authorities, dir string) ([]config.Database, error) {
+func withDBCA(in []config.Database, dbCAPEM []byte, dir string) ([]config.Database, error) {
 	out := make([]config.Database, len(in))
 	copy(out, in)
 	var caFile string
@@ -414,15 +407,11 @@ func withDBCA(in []config.Database, cas *ca.Authorities, dir string) ([]config.D
 			continue
 		}
 		if caFile == "" {
-			pem, err := cas.CertPEM(ca.DB)
-			if err != nil {
-				return nil, err
-			}
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("agent service: %w", err)
 			}
 			caFile = filepath.Join(dir, "db-ca.crt")
-			if err := os.WriteFile(caFile, pem, 0o644); err != nil {
+			if err := os.WriteFile(caFile, dbCAPEM, 0o644); err != nil {
 				return nil, fmt.Errorf("agent service: %w", err)
 			}
 		}

@@ -264,10 +264,14 @@ func TestServiceRefusesRemoteJoinAndEmptyConfig(t *testing.T) {
 	cfg := *f.cfg
 	off := false
 	cfg.Broker.Enabled = &off
-	cfg.DBService.BrokerAddr, cfg.DBService.JoinToken = "broker.example:3080", "secret-token"
 	_, err := service.Start(context.Background(), service.Options{Config: &cfg, JS: f.js, Recorder: f.pub})
-	if err == nil || !strings.Contains(err.Error(), "joining a remote broker needs") || strings.Contains(err.Error(), "secret-token") {
-		t.Fatalf("remote join: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "set db_service.broker_addr") {
+		t.Fatalf("remote broker without an address: %v", err)
+	}
+	cfg.DBService.BrokerAddr, cfg.DBService.JoinToken = "broker.example:3080", "secret-token"
+	_, err = service.Start(context.Background(), service.Options{Config: &cfg, JS: f.js, Recorder: f.pub})
+	if err == nil || !strings.Contains(err.Error(), "db_service.broker_ca_pin") || strings.Contains(err.Error(), "secret-token") {
+		t.Fatalf("remote join without a pin: %v", err)
 	}
 	cfg = *f.cfg
 	cfg.DBService.Databases = nil

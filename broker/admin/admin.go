@@ -225,7 +225,11 @@ func (b *bound) AddToken(ctx context.Context, req api.AddTokenRequest) (*api.Add
 	if err != nil {
 		return nil, err
 	}
-	return &api.AddTokenResponse{Token: apiToken(t), Value: value}, nil
+	hostCA, err := b.s.cas.Cert(ca.Host)
+	if err != nil {
+		return nil, err
+	}
+	return &api.AddTokenResponse{Token: apiToken(t), Value: value, HostCAPin: api.Fingerprint(hostCA)}, nil
 }
 
 func apiToken(t state.Token) api.Token {
@@ -308,7 +312,11 @@ func (s *Service) Certificate(is *login.Issued) (*api.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &api.Certificate{CertPEM: string(is.CertPEM), UserCAPEM: string(userCA), HostCAPEM: string(hostCA), Identity: is.Identity}, nil
+	dbCA, err := s.cas.CertPEM(ca.DB)
+	if err != nil {
+		return nil, err
+	}
+	return &api.Certificate{CertPEM: string(is.CertPEM), UserCAPEM: string(userCA), HostCAPEM: string(hostCA), DBCAPEM: string(dbCA), Identity: is.Identity}, nil
 }
 
 func (b *bound) SignDB(ctx context.Context, req api.SignDBRequest) (*api.SignDBResponse, error) {

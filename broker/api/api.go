@@ -7,6 +7,7 @@
 //
 //	POST   /v1/login                 user, password, invite?, public key → user certificate
 //	POST   /v1/join                  join token, host id, public key → host certificate (agents)
+//	POST   /v1/agent/db-client       mTLS host certificate, db user, public key → db-client certificate
 //	POST   /v1/reissue               mTLS user certificate, public key → fresh certificate
 //	GET    /v1/whoami                mTLS → the identity the broker sees
 //	GET    /v1/databases             mTLS → databases the caller's roles can reach
@@ -39,6 +40,7 @@ import (
 const (
 	PathLogin          = "/v1/login"
 	PathJoin           = "/v1/join"
+	PathAgentDBClient  = "/v1/agent/db-client"
 	PathReissue        = "/v1/reissue"
 	PathWhoami         = "/v1/whoami"
 	PathDatabases      = "/v1/databases"
@@ -78,10 +80,13 @@ type LoginRequest struct {
 // needs: the user CA (what the certificate chains to) and the host CA (what
 // the proxy and agents present).
 type Certificate struct {
-	CertPEM   string            `json:"cert_pem"`
-	UserCAPEM string            `json:"user_ca_pem"`
-	HostCAPEM string            `json:"host_ca_pem"`
-	Identity  identity.Identity `json:"identity"`
+	CertPEM   string `json:"cert_pem"`
+	UserCAPEM string `json:"user_ca_pem"`
+	HostCAPEM string `json:"host_ca_pem"`
+	// DBCAPEM is the db CA, which signs database server certificates: what
+	// a joining agent verifies databases with by default.
+	DBCAPEM  string            `json:"db_ca_pem,omitempty"`
+	Identity identity.Identity `json:"identity"`
 }
 
 // JoinRequest exchanges a join token for a host certificate.
@@ -90,6 +95,20 @@ type JoinRequest struct {
 	HostID    string   `json:"host_id"`
 	Hosts     []string `json:"hosts,omitempty"`
 	PublicKey string   `json:"public_key"`
+}
+
+// DBClientRequest is an agent on another machine asking, with its host
+// certificate (mTLS), for the certificate it presents to a database as
+// DBUser. The CA key stays with the broker.
+type DBClientRequest struct {
+	DBUser    string   `json:"db_user"`
+	PublicKey string   `json:"public_key"`
+	TTL       Duration `json:"ttl,omitempty"`
+}
+
+// DBClientCertificate is an issued db-client certificate.
+type DBClientCertificate struct {
+	CertPEM string `json:"cert_pem"`
 }
 
 // ReissueRequest asks for a fresh certificate for the caller's own user,
@@ -196,6 +215,9 @@ type Token struct {
 type AddTokenResponse struct {
 	Token Token  `json:"token"`
 	Value string `json:"value"`
+	// HostCAPin is the fingerprint of the host CA the broker's API
+	// presents: the joining agent's db_service.broker_ca_pin.
+	HostCAPin string `json:"host_ca_pin"`
 }
 
 // SignIdentityRequest asks for a user certificate for an identity file. With

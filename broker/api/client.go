@@ -243,6 +243,13 @@ func (c *Client) Join(ctx context.Context, req JoinRequest) (*Certificate, error
 	return &out, c.do(ctx, http.MethodPost, PathJoin, req, &out)
 }
 
+// AgentDBClient asks for a db-client certificate; the client must present
+// its host certificate (mTLS).
+func (c *Client) AgentDBClient(ctx context.Context, req DBClientRequest) (*DBClientCertificate, error) {
+	var out DBClientCertificate
+	return &out, c.do(ctx, http.MethodPost, PathAgentDBClient, req, &out)
+}
+
 // Reissue asks for a fresh certificate; the client must present its
 // current one (mTLS).
 func (c *Client) Reissue(ctx context.Context, req ReissueRequest) (*Certificate, error) {

@@ -47,6 +47,7 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	s := &Server{store: store, login: ls, admin: as, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	s.mux.HandleFunc("POST "+api.PathJoin, s.handleJoin)
+	s.mux.HandleFunc("POST "+api.PathAgentDBClient, s.handleAgentDBClient)
 	s.mux.HandleFunc("POST "+api.PathReissue, s.user(s.handleReissue))
 	s.mux.HandleFunc("GET "+api.PathWhoami, s.user(s.handleWhoami))
 	s.mux.HandleFunc("GET "+api.PathDatabases, s.user(s.handleDatabases))
@@ -196,6 +197,26 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	respond(s.admin.Certificate(is))(w)
+}
+
+// handleAgentDBClient signs a db-client certificate for an agent that
+// presents its host certificate.
+func (s *Server) handleAgentDBClient(w http.ResponseWriter, r *http.Request) {
+	var req api.DBClientRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	pub, err := api.DecodePublicKey(req.PublicKey)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "db-client certificate: "+err.Error(), 0)
+		return
+	}
+	is, err := s.login.IssueDBClient(r.Context(), r.TLS.PeerCertificates, req.DBUser, pub, req.TTL.Std(), meta(r))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.DBClientCertificate{CertPEM: string(is.CertPEM)})
 }
 
 type userHandler func(w http.ResponseWriter, r *http.Request, id identity.Identity)

@@ -472,6 +472,40 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 	return &Issued{Cert: cert, CertPEM: certPEM}, nil
 }
 
+// IssueDBClient signs the certificate an agent on another machine presents
+// to a database as dbUser. The agent proves who it is with the host
+// certificate it got by joining (certs, from mTLS): the db-client CA's key
+// stays here, and every certificate it signs for an agent is audited.
+func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, dbUser string, pub crypto.PublicKey, ttl time.Duration, m Meta) (*Issued, error) {
+	if len(certs) == 0 {
+		return nil, &Refusal{Status: http.StatusUnauthorized, Message: "db-client certificate: present the agent's host certificate (joining with a token issues it)"}
+	}
+	hostID, err := s.cas.VerifyHost(certs, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return nil, &Refusal{Status: http.StatusUnauthorized, Message: "db-client certificate: the host certificate is not valid: " + err.Error()}
+	}
+	if dbUser == "" {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: db_user is required"}
+	}
+	if err := CheckPublicKey(pub); err != nil {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: " + err.Error()}
+	}
+	if ttl <= 0 || ttl > ca.DefaultDBClientTTL {
+		ttl = ca.DefaultDBClientTTL
+	}
+	cert, certPEM, err := s.cas.IssueDBClient(pub, dbUser, ttl)
+	if err != nil {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: " + err.Error()}
+	}
+	ci := &events.CertIssue{CAType: string(ca.DBClient), Purpose: events.IssueAgent, Subject: dbUser,
+		Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter.UTC(), SourceAddr: m.Source}
+	ci.User = "host:" + hostID
+	if err := s.audit.Publish(ctx, ci); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAudit, err)
+	}
+	return &Issued{Cert: cert, CertPEM: certPEM}, nil
+}
+
 // CheckPublicKey accepts the keys Tollgate certifies: ECDSA P-256 or
 // P-384, Ed25519, RSA of 2048 bits or more.
 func CheckPublicKey(pub crypto.PublicKey) error {

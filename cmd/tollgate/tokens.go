@@ -37,8 +37,8 @@ func tokensAddCmd() *cobra.Command {
 				}
 				w := cmd.OutOrStdout()
 				fmt.Fprintf(w, "%s\n", res.Value)
-				fmt.Fprintf(cmd.ErrOrStderr(), "join token of type %s (%s, valid until %s, id %.12s…); in the agent's configuration:\n  db_service:\n    broker_addr: %s\n    join_token: %s\n",
-					res.Token.Type, use, res.Token.Expires.UTC().Format(time.RFC3339), res.Token.ID, proxy, res.Value)
+				fmt.Fprintf(cmd.ErrOrStderr(), "join token of type %s (%s, valid until %s, id %.12s…); in the agent's configuration:\n  broker:\n    enabled: false\n  db_service:\n    broker_addr: %s\n    join_token: %s\n    broker_ca_pin: %s\n",
+					res.Token.Type, use, res.Token.Expires.UTC().Format(time.RFC3339), res.Token.ID, proxy, res.Value, res.HostCAPin)
 				return nil
 			})
 		},

@@ -1,0 +1,243 @@
+package service
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// authorities is what the agent needs from Tollgate's certificate
+// authorities: its host certificate (what clients verify, and its identity
+// towards the broker), the user CAs (what it verifies clients with), the db
+// CA (what it verifies databases with by default) and db-client
+// certificates (what it logs in to databases with).
+//
+// Beside the broker, with its data dir, these come from the CAs themselves.
+// An agent on another machine joins once with a token: the broker signs its
+// host certificate and sends the CA certificates, all kept in
+// <data_dir>/agent/joined; db-client certificates are then signed by the
+// broker's API for the host certificate, since the CA key stays there.
+type authorities struct {
+	host    tls.Certificate
+	hostCA  *x509.Certificate
+	userCAs *x509.CertPool
+	dbCAPEM []byte
+	issue   agent.IssueFunc
+	// local is the data dir's CAs, nil for an agent that joined: SQL
+	// Server's Kerberos PKINIT certificates are signed with them.
+	local *ca.Authorities
+}
+
+// localAuthorities are the CAs of the data dir, shared with the broker.
+func localAuthorities(dataDir, hostID string, names []string) (*authorities, error) {
+	cas, err := ca.Open(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	a := &authorities{local: cas, issue: func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+		return cas.IssueDBClient(pub, dbUser, ttl)
+	}}
+	if a.host, err = hostCertificate(cas, hostID, names); err != nil {
+		return nil, err
+	}
+	if a.hostCA, err = cas.Cert(ca.Host); err != nil {
+		return nil, err
+	}
+	if a.userCAs, err = cas.Pool(ca.User); err != nil {
+		return nil, err
+	}
+	if a.dbCAPEM, err = cas.CertPEM(ca.DB); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Files of a joined agent in <data_dir>/agent/joined.
+const (
+	joinedKey    = "host.key"
+	joinedCert   = "host.crt"
+	joinedHostCA = "host-ca.crt"
+	joinedUserCA = "user-ca.crt"
+	joinedDBCA   = "db-ca.crt"
+)
+
+// joinedAuthorities joins the broker at db_service.broker_addr with
+// db_service.join_token the first time, and afterwards uses what it got.
+func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, names []string) (*authorities, error) {
+	d := cfg.DBService
+	if d.BrokerAddr == "" {
+		return nil, errRemoteJoin(cfg)
+	}
+	serverName, err := api.ServerName(d.BrokerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("db_service.broker_addr: %w", err)
+	}
+	dir := filepath.Join(cfg.DataDir, "agent", "joined")
+	a, err := loadJoined(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		a, err = join(ctx, cfg, dir, serverName, hostID, names)
+	}
+	if err != nil {
+		return nil, err
+	}
+	leaf := a.host.Leaf
+	if time.Now().After(leaf.NotAfter) {
+		return nil, fmt.Errorf("agent service: the host certificate from joining expired at %s: remove %s and join again with a new db_service.join_token", leaf.NotAfter.UTC().Format(time.RFC3339), dir)
+	}
+	var missing []string
+	for _, n := range names {
+		if leaf.VerifyHostname(n) != nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("agent service: the host certificate from joining does not name %v (databases or addresses added since): remove %s and join again with a new db_service.join_token", missing, dir)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(a.hostCA)
+	client, err := api.NewClient(d.BrokerAddr, api.TLSConfig(serverName, pool, &a.host), "tollgate-agent")
+	if err != nil {
+		return nil, err
+	}
+	a.issue = func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+		pubPEM, err := api.EncodePublicKey(pub)
+		if err != nil {
+			return nil, nil, err
+		}
+		ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		res, err := client.AgentDBClient(ictx, api.DBClientRequest{DBUser: dbUser, PublicKey: pubPEM, TTL: api.Duration(ttl)})
+		if err != nil {
+			return nil, nil, fmt.Errorf("the broker at %s: %w", d.BrokerAddr, err)
+		}
+		cert, err := parseCertPEM([]byte(res.CertPEM))
+		if err != nil {
+			return nil, nil, fmt.Errorf("the broker's db-client certificate: %w", err)
+		}
+		return cert, []byte(res.CertPEM), nil
+	}
+	return a, nil
+}
+
+// join exchanges the token for a host certificate, trusting the broker by
+// the pinned fingerprint of its host CA, and keeps what it got in dir.
+func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID string, names []string) (*authorities, error) {
+	d := cfg.DBService
+	if d.JoinToken == "" || d.BrokerCAPin == "" {
+		return nil, fmt.Errorf("agent service: joining the broker at %s needs db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints both)", d.BrokerAddr)
+	}
+	pin, err := api.ParsePin(d.BrokerCAPin)
+	if err != nil {
+		return nil, fmt.Errorf("db_service.broker_ca_pin: %w", err)
+	}
+	tc := api.FirstUseTLSConfig(serverName, func(hostCA *x509.Certificate) error {
+		if got := api.Fingerprint(hostCA); got != pin {
+			return fmt.Errorf("the broker's host CA is %s, not db_service.broker_ca_pin %s", got, pin)
+		}
+		return nil
+	}, nil)
+	client, err := api.NewClient(d.BrokerAddr, tc, "tollgate-agent")
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	pubPEM, err := api.EncodePublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := client.Join(jctx, api.JoinRequest{Token: d.JoinToken, HostID: hostID, Hosts: names, PublicKey: pubPEM})
+	if err != nil {
+		return nil, fmt.Errorf("agent service: joining the broker at %s: %w", d.BrokerAddr, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	files := map[string][]byte{
+		joinedCert: []byte(res.CertPEM), joinedHostCA: []byte(res.HostCAPEM),
+		joinedUserCA: []byte(res.UserCAPEM), joinedDBCA: []byte(res.DBCAPEM),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return nil, fmt.Errorf("agent service: %w", err)
+		}
+	}
+	// The key last: its presence says the join completed.
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	if err := os.WriteFile(filepath.Join(dir, joinedKey), keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	return loadJoined(dir)
+}
+
+// loadJoined reads what a join kept; os.ErrNotExist when the agent has not
+// joined yet.
+func loadJoined(dir string) (*authorities, error) {
+	if _, err := os.Stat(filepath.Join(dir, joinedKey)); err != nil {
+		return nil, err
+	}
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("agent service: what joining kept: %w", err)
+		}
+		return b, nil
+	}
+	var files [5][]byte
+	for i, name := range []string{joinedKey, joinedCert, joinedHostCA, joinedUserCA, joinedDBCA} {
+		var err error
+		if files[i], err = read(name); err != nil {
+			return nil, err
+		}
+	}
+	host, err := tls.X509KeyPair(files[1], files[0])
+	if err != nil {
+		return nil, fmt.Errorf("agent service: the host certificate from joining: %w", err)
+	}
+	a := &authorities{host: host, dbCAPEM: files[4], userCAs: x509.NewCertPool()}
+	if a.hostCA, err = parseCertPEM(files[2]); err != nil {
+		return nil, fmt.Errorf("agent service: the host CA from joining: %w", err)
+	}
+	if !a.userCAs.AppendCertsFromPEM(files[3]) {
+		return nil, errors.New("agent service: the user CA from joining holds no certificate")
+	}
+	// Clients get the CA after the agent's own certificate, as from an
+	// agent beside the broker.
+	if !slices.ContainsFunc(host.Certificate[1:], func(der []byte) bool { return string(der) == string(a.hostCA.Raw) }) {
+		a.host.Certificate = append(a.host.Certificate, a.hostCA.Raw)
+	}
+	return a, nil
+}
+
+func parseCertPEM(b []byte) (*x509.Certificate, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}

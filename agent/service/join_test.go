@@ -1,0 +1,121 @@
+package service_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
+)
+
+// An agent on another machine (its own data dir, no CAs, broker.enabled
+// false) joins the broker with a token and the pinned host CA, then logs in
+// to PostgreSQL with db-client certificates the broker's API signs for its
+// host certificate, each audited; restarted, it uses what it kept and
+// needs no token. A wrong pin spends nothing, and the signing operation
+// refuses a user certificate.
+func TestServiceJoinsRemoteBroker(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bcfg := config.Default()
+	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
+	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	off := false
+	acfg := *f.cfg
+	acfg.DataDir = t.TempDir()
+	acfg.Broker.Enabled = &off
+	acfg.DBService.Databases = acfg.DBService.Databases[:1] // pg1
+	acfg.DBService.BrokerAddr, acfg.DBService.JoinToken = b.Addr, tok.Value
+
+	// A pin that is not the broker's: refused before the token is sent.
+	acfg.DBService.BrokerCAPin = "sha256:" + strings.Repeat("ab", 32)
+	if _, err := service.Start(ctx, service.Options{Config: &acfg, JS: f.js, Recorder: f.pub, Log: quiet()}); err == nil ||
+		!strings.Contains(err.Error(), "not db_service.broker_ca_pin") || strings.Contains(err.Error(), tok.Value) {
+		t.Fatalf("wrong pin: %v", err)
+	}
+
+	acfg.DBService.BrokerCAPin = tok.HostCAPin
+	id := identity.Identity{User: "alice", Roles: []string{"access"},
+		Traits: map[string][]string{identity.TraitDBUsers: {"app"}, identity.TraitDBNames: {"postgres"}}}
+	session := func(s *service.Service) {
+		t.Helper()
+		conn, err := connect(ctx, t, s.Addr, f.userTLS(t, "pg1", id), "app")
+		if err != nil {
+			t.Fatalf("through the joined agent: %v", err)
+		}
+		defer conn.Close(ctx)
+		var who string
+		if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != "app" {
+			t.Fatalf("current_user %q: %v", who, err)
+		}
+	}
+	for round := range 2 {
+		actx, stop := context.WithCancel(ctx)
+		s, err := service.Start(actx, service.Options{Config: &acfg, JS: f.js, Recorder: f.pub, Log: quiet()})
+		if err != nil {
+			stop()
+			t.Fatalf("start %d: %v", round, err)
+		}
+		session(s)
+		stop()
+		if err := s.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		// The token was single use: the second start must not need it.
+		acfg.DBService.JoinToken = ""
+	}
+
+	var joins, signed int
+	for _, ev := range auditOfType(t, f.js, "cert.issue") {
+		switch ev["purpose"] {
+		case "join":
+			joins++
+		case "agent":
+			if ev["ca_type"] != string(ca.DBClient) || ev["subject"] != "app" || !strings.HasPrefix(ev["user"].(string), "host:") {
+				t.Fatalf("db-client certificate for the agent recorded as %v", ev)
+			}
+			signed++
+		}
+	}
+	if joins != 1 || signed != 2 {
+		t.Fatalf("%d joins and %d db-client certificates for the agent recorded, want 1 and 2", joins, signed)
+	}
+
+	// A user certificate does not get db-client certificates.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	userCert, _, err := f.cas.IssueUser(key.Public(), id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCA, _ := f.cas.Cert(ca.Host)
+	roots := x509.NewCertPool()
+	roots.AddCert(hostCA)
+	c, err := api.NewClient(b.Addr, api.TLSConfig("127.0.0.1", roots, &tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: key}), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := api.EncodePublicKey(key.Public())
+	if _, err := c.AgentDBClient(ctx, api.DBClientRequest{DBUser: "app", PublicKey: pub}); err == nil || !strings.Contains(err.Error(), "host certificate is not valid") {
+		t.Fatalf("db-client certificate for a user certificate: %v", err)
+	}
+}
