@@ -71,6 +71,9 @@ const (
 	// IssueAgent is a db-client certificate an agent on another machine
 	// asked for with its host certificate, to log in to a database.
 	IssueAgent = "agent"
+	// IssueRenew is a host certificate an agent renewed with its current
+	// one (for new names, or before it expires).
+	IssueRenew = "renew"
 )
 
 // CertIssue records a certificate signed by one of the authorities. The
@@ -78,7 +81,7 @@ const (
 type CertIssue struct {
 	Envelope
 	CAType     string              `json:"ca_type" jsonschema:"enum=user,enum=host,enum=db,enum=db-client,description=Authority that signed"`
-	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,enum=agent,description=Why it was issued"`
+	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,enum=agent,enum=renew,description=Why it was issued"`
 	Subject    string              `json:"subject" jsonschema:"description=Common name: the user, host id, database host or database user"`
 	Serial     string              `json:"serial" jsonschema:"description=Serial number in hexadecimal"`
 	NotAfter   time.Time           `json:"not_after" jsonschema:"description=When the certificate expires"`

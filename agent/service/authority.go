@@ -100,20 +100,25 @@ func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, n
 	if time.Now().After(leaf.NotAfter) {
 		return nil, fmt.Errorf("agent service: the host certificate from joining expired at %s: remove %s and join again with a new db_service.join_token", leaf.NotAfter.UTC().Format(time.RFC3339), dir)
 	}
-	var missing []string
-	for _, n := range names {
-		if leaf.VerifyHostname(n) != nil {
-			missing = append(missing, n)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("agent service: the host certificate from joining does not name %v (databases or addresses added since): remove %s and join again with a new db_service.join_token", missing, dir)
-	}
 	pool := x509.NewCertPool()
 	pool.AddCert(a.hostCA)
 	client, err := api.NewClient(d.BrokerAddr, api.TLSConfig(serverName, pool, &a.host), "tollgate-agent")
 	if err != nil {
 		return nil, err
+	}
+	// A database or address added since, or a certificate in the last
+	// fifth of its life: the current certificate asks for a fresh one.
+	stale := time.Until(leaf.NotAfter) < leaf.NotAfter.Sub(leaf.NotBefore)/5
+	for _, n := range names {
+		stale = stale || leaf.VerifyHostname(n) != nil
+	}
+	if stale {
+		if a, err = renew(ctx, client, dir, names); err != nil {
+			return nil, fmt.Errorf("agent service: renewing the host certificate at the broker %s: %w", d.BrokerAddr, err)
+		}
+		if client, err = api.NewClient(d.BrokerAddr, api.TLSConfig(serverName, pool, &a.host), "tollgate-agent"); err != nil {
+			return nil, err
+		}
 	}
 	a.issue = func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 		pubPEM, err := api.EncodePublicKey(pub)
@@ -171,6 +176,32 @@ func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID strin
 	if err != nil {
 		return nil, fmt.Errorf("agent service: joining the broker at %s: %w", d.BrokerAddr, err)
 	}
+	return keep(dir, key, res)
+}
+
+// renew asks for a fresh host certificate for names with the current one
+// (client presents it) and keeps it in dir.
+func renew(ctx context.Context, client *api.Client, dir string, names []string) (*authorities, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	pubPEM, err := api.EncodePublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := client.AgentRenew(rctx, api.RenewHostRequest{Hosts: names, PublicKey: pubPEM})
+	if err != nil {
+		return nil, err
+	}
+	return keep(dir, key, res)
+}
+
+// keep writes the host key and what the broker sent with its certificate
+// into dir, and reads it back.
+func keep(dir string, key *ecdsa.PrivateKey, res *api.Certificate) (*authorities, error) {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, err
@@ -187,9 +218,15 @@ func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID strin
 			return nil, fmt.Errorf("agent service: %w", err)
 		}
 	}
-	// The key last: its presence says the join completed.
+	// The key last, replaced whole: its presence says the join completed,
+	// and a renewal cut short leaves a key that does not match the new
+	// certificate, which loadJoined reports.
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := os.WriteFile(filepath.Join(dir, joinedKey), keyPEM, 0o600); err != nil {
+	tmp := filepath.Join(dir, joinedKey+".new")
+	if err := os.WriteFile(tmp, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("agent service: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, joinedKey)); err != nil {
 		return nil, fmt.Errorf("agent service: %w", err)
 	}
 	return loadJoined(dir)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,8 +24,9 @@ import (
 // false) joins the broker with a token and the pinned host CA, then logs in
 // to PostgreSQL with db-client certificates the broker's API signs for its
 // host certificate, each audited; restarted, it uses what it kept and
-// needs no token. A wrong pin spends nothing, and the signing operation
-// refuses a user certificate.
+// needs no token, and renews its host certificate when it serves a new
+// database. A wrong pin spends nothing, and the signing operation refuses a
+// user certificate.
 func TestServiceJoinsRemoteBroker(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -57,9 +59,9 @@ func TestServiceJoinsRemoteBroker(t *testing.T) {
 	acfg.DBService.BrokerCAPin = tok.HostCAPin
 	id := identity.Identity{User: "alice", Roles: []string{"access"},
 		Traits: map[string][]string{identity.TraitDBUsers: {"app"}, identity.TraitDBNames: {"postgres"}}}
-	session := func(s *service.Service) {
+	session := func(s *service.Service, db string) {
 		t.Helper()
-		conn, err := connect(ctx, t, s.Addr, f.userTLS(t, "pg1", id), "app")
+		conn, err := connect(ctx, t, s.Addr, f.userTLS(t, db, id), "app")
 		if err != nil {
 			t.Fatalf("through the joined agent: %v", err)
 		}
@@ -69,27 +71,37 @@ func TestServiceJoinsRemoteBroker(t *testing.T) {
 			t.Fatalf("current_user %q: %v", who, err)
 		}
 	}
-	for round := range 2 {
+	// Joined; restarted without the token (it was single use); restarted
+	// with a second database, which the host certificate does not name yet:
+	// the agent renews it with the current one.
+	for round, db := range []string{"pg1", "pg1", "crdb"} {
+		if round == 2 {
+			acfg.DBService.Databases = f.cfg.DBService.Databases
+		}
 		actx, stop := context.WithCancel(ctx)
 		s, err := service.Start(actx, service.Options{Config: &acfg, JS: f.js, Recorder: f.pub, Log: quiet()})
 		if err != nil {
 			stop()
 			t.Fatalf("start %d: %v", round, err)
 		}
-		session(s)
+		session(s, db)
 		stop()
 		if err := s.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		// The token was single use: the second start must not need it.
 		acfg.DBService.JoinToken = ""
 	}
 
-	var joins, signed int
+	var joins, renewals, signed int
 	for _, ev := range auditOfType(t, f.js, "cert.issue") {
 		switch ev["purpose"] {
 		case "join":
 			joins++
+		case "renew":
+			if ev["ca_type"] != string(ca.Host) || !slices.Contains(ev["hosts"].([]any), any("crdb")) {
+				t.Fatalf("renewal recorded as %v", ev)
+			}
+			renewals++
 		case "agent":
 			if ev["ca_type"] != string(ca.DBClient) || ev["subject"] != "app" || !strings.HasPrefix(ev["user"].(string), "host:") {
 				t.Fatalf("db-client certificate for the agent recorded as %v", ev)
@@ -97,8 +109,8 @@ func TestServiceJoinsRemoteBroker(t *testing.T) {
 			signed++
 		}
 	}
-	if joins != 1 || signed != 2 {
-		t.Fatalf("%d joins and %d db-client certificates for the agent recorded, want 1 and 2", joins, signed)
+	if joins != 1 || renewals != 1 || signed != 3 {
+		t.Fatalf("%d joins, %d renewals and %d db-client certificates for the agent recorded, want 1, 1 and 3", joins, renewals, signed)
 	}
 
 	// A user certificate does not get db-client certificates.

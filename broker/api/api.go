@@ -8,6 +8,7 @@
 //	POST   /v1/login                 user, password, invite?, public key → user certificate
 //	POST   /v1/join                  join token, host id, public key → host certificate (agents)
 //	POST   /v1/agent/db-client       mTLS host certificate, db user, public key → db-client certificate
+//	POST   /v1/agent/renew           mTLS host certificate, hosts, public key → fresh host certificate
 //	POST   /v1/reissue               mTLS user certificate, public key → fresh certificate
 //	GET    /v1/whoami                mTLS → the identity the broker sees
 //	GET    /v1/databases             mTLS → databases the caller's roles can reach
@@ -41,6 +42,7 @@ const (
 	PathLogin          = "/v1/login"
 	PathJoin           = "/v1/join"
 	PathAgentDBClient  = "/v1/agent/db-client"
+	PathAgentRenew     = "/v1/agent/renew"
 	PathReissue        = "/v1/reissue"
 	PathWhoami         = "/v1/whoami"
 	PathDatabases      = "/v1/databases"
@@ -104,6 +106,13 @@ type DBClientRequest struct {
 	DBUser    string   `json:"db_user"`
 	PublicKey string   `json:"public_key"`
 	TTL       Duration `json:"ttl,omitempty"`
+}
+
+// RenewHostRequest is an agent asking, with its current host certificate
+// (mTLS), for a fresh one valid for Hosts.
+type RenewHostRequest struct {
+	Hosts     []string `json:"hosts,omitempty"`
+	PublicKey string   `json:"public_key"`
 }
 
 // DBClientCertificate is an issued db-client certificate.

@@ -250,6 +250,13 @@ func (c *Client) AgentDBClient(ctx context.Context, req DBClientRequest) (*DBCli
 	return &out, c.do(ctx, http.MethodPost, PathAgentDBClient, req, &out)
 }
 
+// AgentRenew asks for a fresh host certificate; the client must present its
+// current one (mTLS).
+func (c *Client) AgentRenew(ctx context.Context, req RenewHostRequest) (*Certificate, error) {
+	var out Certificate
+	return &out, c.do(ctx, http.MethodPost, PathAgentRenew, req, &out)
+}
+
 // Reissue asks for a fresh certificate; the client must present its
 // current one (mTLS).
 func (c *Client) Reissue(ctx context.Context, req ReissueRequest) (*Certificate, error) {

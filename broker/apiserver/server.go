@@ -48,6 +48,7 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	s.mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	s.mux.HandleFunc("POST "+api.PathJoin, s.handleJoin)
 	s.mux.HandleFunc("POST "+api.PathAgentDBClient, s.handleAgentDBClient)
+	s.mux.HandleFunc("POST "+api.PathAgentRenew, s.handleAgentRenew)
 	s.mux.HandleFunc("POST "+api.PathReissue, s.user(s.handleReissue))
 	s.mux.HandleFunc("GET "+api.PathWhoami, s.user(s.handleWhoami))
 	s.mux.HandleFunc("GET "+api.PathDatabases, s.user(s.handleDatabases))
@@ -217,6 +218,26 @@ func (s *Server) handleAgentDBClient(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.DBClientCertificate{CertPEM: string(is.CertPEM)})
+}
+
+// handleAgentRenew signs a fresh host certificate for an agent that
+// presents its current one.
+func (s *Server) handleAgentRenew(w http.ResponseWriter, r *http.Request) {
+	var req api.RenewHostRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	pub, err := api.DecodePublicKey(req.PublicKey)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "renewal: "+err.Error(), 0)
+		return
+	}
+	is, err := s.login.RenewHost(r.Context(), r.TLS.PeerCertificates, req.Hosts, pub, meta(r))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	respond(s.admin.Certificate(is))(w)
 }
 
 type userHandler func(w http.ResponseWriter, r *http.Request, id identity.Identity)

@@ -477,12 +477,9 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 // certificate it got by joining (certs, from mTLS): the db-client CA's key
 // stays here, and every certificate it signs for an agent is audited.
 func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, dbUser string, pub crypto.PublicKey, ttl time.Duration, m Meta) (*Issued, error) {
-	if len(certs) == 0 {
-		return nil, &Refusal{Status: http.StatusUnauthorized, Message: "db-client certificate: present the agent's host certificate (joining with a token issues it)"}
-	}
-	hostID, err := s.cas.VerifyHost(certs, x509.ExtKeyUsageClientAuth)
+	hostID, err := s.verifyHost(certs, "db-client certificate")
 	if err != nil {
-		return nil, &Refusal{Status: http.StatusUnauthorized, Message: "db-client certificate: the host certificate is not valid: " + err.Error()}
+		return nil, err
 	}
 	if dbUser == "" {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: db_user is required"}
@@ -504,6 +501,42 @@ func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, 
 		return nil, fmt.Errorf("%w: %v", ErrAudit, err)
 	}
 	return &Issued{Cert: cert, CertPEM: certPEM}, nil
+}
+
+// RenewHost signs a fresh host certificate for the agent that presents its
+// current one (certs, from mTLS), valid for hosts: an agent that serves new
+// databases, or whose certificate nears its end, renews without a token.
+func (s *Service) RenewHost(ctx context.Context, certs []*x509.Certificate, hosts []string, pub crypto.PublicKey, m Meta) (*Issued, error) {
+	hostID, err := s.verifyHost(certs, "renewal")
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckPublicKey(pub); err != nil {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "renewal: " + err.Error()}
+	}
+	cert, certPEM, err := s.cas.IssueHost(pub, hostID, hosts, 0)
+	if err != nil {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "renewal: " + err.Error()}
+	}
+	ci := &events.CertIssue{CAType: string(ca.Host), Purpose: events.IssueRenew, Subject: hostID,
+		Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter.UTC(), Hosts: hosts, SourceAddr: m.Source}
+	ci.User = "host:" + hostID
+	if err := s.audit.Publish(ctx, ci); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAudit, err)
+	}
+	return &Issued{Cert: cert, CertPEM: certPEM}, nil
+}
+
+// verifyHost checks the host certificate an agent presents for what.
+func (s *Service) verifyHost(certs []*x509.Certificate, what string) (string, error) {
+	if len(certs) == 0 {
+		return "", &Refusal{Status: http.StatusUnauthorized, Message: what + ": present the agent's host certificate (joining with a token issues it)"}
+	}
+	hostID, err := s.cas.VerifyHost(certs, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return "", &Refusal{Status: http.StatusUnauthorized, Message: what + ": the host certificate is not valid: " + err.Error()}
+	}
+	return hostID, nil
 }
 
 // CheckPublicKey accepts the keys Tollgate certifies: ECDSA P-256 or
