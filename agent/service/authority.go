@@ -131,7 +131,7 @@ func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, n
 		if err != nil {
 			return nil, nil, fmt.Errorf("the broker at %s: %w", d.BrokerAddr, err)
 		}
-		cert, err := parseCertPEM([]byte(res.CertPEM))
+		cert, err := api.ParseCertificatePEM([]byte(res.CertPEM))
 		if err != nil {
 			return nil, nil, fmt.Errorf("the broker's db-client certificate: %w", err)
 		}
@@ -257,7 +257,7 @@ func loadJoined(dir string) (*authorities, error) {
 		return nil, fmt.Errorf("agent service: the host certificate from joining: %w", err)
 	}
 	a := &authorities{host: host, dbCAPEM: files[4], userCAs: x509.NewCertPool()}
-	if a.hostCA, err = parseCertPEM(files[2]); err != nil {
+	if a.hostCA, err = api.ParseCertificatePEM(files[2]); err != nil {
 		return nil, fmt.Errorf("agent service: the host CA from joining: %w", err)
 	}
 	if !a.userCAs.AppendCertsFromPEM(files[3]) {
@@ -269,12 +269,4 @@ func loadJoined(dir string) (*authorities, error) {
 		a.host.Certificate = append(a.host.Certificate, a.hostCA.Raw)
 	}
 	return a, nil
-}
-
-func parseCertPEM(b []byte) (*x509.Certificate, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, errors.New("no PEM certificate")
-	}
-	return x509.ParseCertificate(blk.Bytes)
 }

@@ -338,7 +338,7 @@ func (s *Service) auditor() login.Auditor { return s.login.Auditor() }
 // AuditIssued publishes the cert.issue event of a certificate (PEM) that
 // caType signed on by's behalf, for purpose (events.Issue*).
 func AuditIssued(ctx context.Context, a login.Auditor, by state.Actor, caType ca.Type, certPEM []byte, purpose, source string) error {
-	c, err := parseCertPEM(certPEM)
+	c, err := api.ParseCertificatePEM(certPEM)
 	if err != nil {
 		return err
 	}

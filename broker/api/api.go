@@ -274,6 +274,16 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Std returns the value as a time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
+// ParseCertificatePEM reads the first PEM "CERTIFICATE" of b, the form the
+// responses carry certificates in.
+func ParseCertificatePEM(b []byte) (*x509.Certificate, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
 // EncodePublicKey is the PEM "PUBLIC KEY" form the requests carry.
 func EncodePublicKey(pub crypto.PublicKey) (string, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
