@@ -162,11 +162,7 @@ func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID strin
 		return nil, err
 	}
 	defer client.Close()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	pubPEM, err := api.EncodePublicKey(key.Public())
+	key, pubPEM, err := newHostKey()
 	if err != nil {
 		return nil, err
 	}
@@ -182,11 +178,7 @@ func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID strin
 // renew asks for a fresh host certificate for names with the current one
 // (client presents it) and keeps it in dir.
 func renew(ctx context.Context, client *api.Client, dir string, names []string) (*authorities, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	pubPEM, err := api.EncodePublicKey(key.Public())
+	key, pubPEM, err := newHostKey()
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +189,17 @@ func renew(ctx context.Context, client *api.Client, dir string, names []string) 
 		return nil, err
 	}
 	return keep(dir, key, res)
+}
+
+// newHostKey is a fresh key for a host certificate and its public half as
+// the API's requests carry it.
+func newHostKey() (*ecdsa.PrivateKey, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	pubPEM, err := api.EncodePublicKey(key.Public())
+	return key, pubPEM, err
 }
 
 // keep writes the host key and what the broker sent with its certificate
