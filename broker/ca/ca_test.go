@@ -275,7 +275,7 @@ func TestIssueUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id.Expires = c.NotAfter
+	id.Expires, id.Issued = c.NotAfter, c.NotBefore
 	if !reflect.DeepEqual(got, id) {
 		t.Fatalf("identity through the certificate:\n got %+v\nwant %+v", got, id)
 	}

@@ -57,8 +57,8 @@ func Extension(id Identity) (pkix.Extension, error) {
 
 // FromCertificate reads the Identity out of a user certificate. It does not
 // verify the certificate: callers verify the chain first (ca.VerifyUser does
-// both). Expires is the certificate's NotAfter, and the identity's user must
-// be the certificate's common name.
+// both). Expires is the certificate's NotAfter, Issued its NotBefore, and
+// the identity's user must be the certificate's common name.
 func FromCertificate(cert *x509.Certificate) (Identity, error) {
 	if cert == nil {
 		return Identity{}, errors.New("identity: no certificate")
@@ -82,7 +82,7 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 	if id.User != cert.Subject.CommonName {
 		return Identity{}, fmt.Errorf("identity: extension names user %q but the certificate's common name is %q", id.User, cert.Subject.CommonName)
 	}
-	id.Expires = cert.NotAfter
+	id.Expires, id.Issued = cert.NotAfter, cert.NotBefore
 	return id, nil
 }
 

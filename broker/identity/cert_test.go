@@ -67,7 +67,7 @@ func TestExtensionRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id.Expires = c.NotAfter
+	id.Expires, id.Issued = c.NotAfter, c.NotBefore
 	if !reflect.DeepEqual(got, id) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, id)
 	}

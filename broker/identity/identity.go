@@ -27,4 +27,8 @@ type Identity struct {
 	AccessRequests []string `json:"access_requests,omitempty"`
 	// Expires is the certificate's NotAfter.
 	Expires time.Time `json:"expires"`
+	// Issued is the certificate's NotBefore, read from the certificate
+	// and never written into it: a certificate signed before its user was
+	// removed is refused even if the name is taken again.
+	Issued time.Time `json:"-"`
 }
