@@ -87,6 +87,10 @@ func AuditStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		// Direct gets let exporters and replay read single events from any
 		// replica without going through the leader.
 		AllowDirect: true,
+		// No one erases an event: JetStream refuses message deletes and
+		// purges, and refuses to turn these flags off again.
+		DenyDelete: true,
+		DenyPurge:  true,
 	}
 }
 
@@ -107,6 +111,8 @@ func StateStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Duplicates:  o.Duplicates,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
 	}
 }
 
@@ -127,7 +133,9 @@ func LargeFieldsConfig(o StreamOptions) jetstream.ObjectStoreConfig {
 
 // EnsureStreams creates the AUDIT and STATE streams and the large-field
 // object store, or updates them to o. It is idempotent: every process that
-// publishes may call it at start.
+// publishes may call it at start. Streams made by an earlier version get
+// the deny-delete and deny-purge flags by this update, keeping every
+// message.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	o = o.withDefaults()
 	if err := o.validate(); err != nil {
