@@ -30,6 +30,7 @@ type Projection struct {
 	closed  bool
 
 	users    map[string]User
+	removed  map[string]time.Time // user name → when it was last removed
 	roles    map[string]access.Role
 	tokens   map[string]Token
 	dbs      map[string]Database
@@ -71,6 +72,7 @@ func OnApply(fn func(ev events.Event, live bool)) FollowOption {
 func newProjection() *Projection {
 	return &Projection{
 		users:    map[string]User{},
+		removed:  map[string]time.Time{},
 		roles:    map[string]access.Role{},
 		tokens:   map[string]Token{},
 		dbs:      map[string]Database{},
@@ -277,6 +279,9 @@ func (p *Projection) apply(ev events.Event) {
 			p.users[e.Name] = u
 		}
 	case *events.UserDelete:
+		if _, ok := p.users[e.Name]; ok {
+			p.removed[e.Name] = h.Time
+		}
 		delete(p.users, e.Name)
 	case *events.UserPasswordSet:
 		if u, ok := p.users[e.Name]; ok {

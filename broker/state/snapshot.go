@@ -33,7 +33,7 @@ const (
 	snapshotObject = "projection"
 	// snapshotVersion changes whenever apply changes what an event means or
 	// the projection's types change shape, so old snapshots are not loaded.
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 type snapshotFile struct {
@@ -43,6 +43,7 @@ type snapshotFile struct {
 	StreamCreated  time.Time
 	Seq            uint64
 	Users          map[string]User
+	RemovedUsers   map[string]time.Time
 	Roles          map[string]access.Role
 	Tokens         map[string]Token
 	Databases      map[string]Database // registrations; heartbeats come from their bucket
@@ -104,6 +105,7 @@ func (p *Projection) loadSnapshot(ctx context.Context, js jetstream.JetStream, i
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.users = orEmpty(f.Users)
+	p.removed = orEmpty(f.RemovedUsers)
 	p.roles = orEmpty(f.Roles)
 	p.tokens = orEmpty(f.Tokens)
 	p.dbs = orEmpty(f.Databases)
@@ -131,6 +133,7 @@ func (p *Projection) writeSnapshot(ctx context.Context, obs jetstream.ObjectStor
 		StreamCreated:  p.streamCreated,
 		Seq:            p.seq,
 		Users:          maps.Clone(p.users),
+		RemovedUsers:   maps.Clone(p.removed),
 		Roles:          maps.Clone(p.roles),
 		Tokens:         maps.Clone(p.tokens),
 		Databases:      maps.Clone(p.dbs),

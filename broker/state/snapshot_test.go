@@ -83,9 +83,10 @@ func TestSnapshotIgnoredWhenItDoesNotFit(t *testing.T) {
 		why  string
 	}{
 		{map[string]string{"version": "99"}, `{}`, "snapshot version"},
-		{map[string]string{"version": "1"}, `{"Version":1,"Seq":3,"StreamCreated":"2001-01-01T00:00:00Z"}`, "stream created"},
-		{map[string]string{"version": "1"}, `{"Version":1,"Seq":999999}`, "stream created"},
-		{map[string]string{"version": "1"}, `not json`, "snapshot"},
+		{map[string]string{"version": "1"}, `{"Version":1,"Seq":3}`, "snapshot version"},
+		{map[string]string{"version": "2"}, `{"Version":2,"Seq":3,"StreamCreated":"2001-01-01T00:00:00Z"}`, "stream created"},
+		{map[string]string{"version": "2"}, `{"Version":2,"Seq":999999}`, "stream created"},
+		{map[string]string{"version": "2"}, `not json`, "snapshot"},
 	} {
 		if _, err := obs.Put(c, jetstream.ObjectMeta{Name: snapshotObject, Metadata: tc.meta}, bytes.NewReader([]byte(tc.body))); err != nil {
 			t.Fatal(err)
