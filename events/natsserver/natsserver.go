@@ -5,6 +5,7 @@ package natsserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,11 @@ type Options struct {
 	// Leaf makes the server a leaf node of a hub with its own JetStream
 	// domain (leaf.go); nil for a standalone server or cluster node.
 	Leaf *Leaf
+	// Auth, when set, gives every part its own nkey identity and
+	// permissions (auth.go) and refuses anonymous connections.
+	Auth *Credentials
+	// TLS, when set, is required of every network client (ServerTLS).
+	TLS *tls.Config
 }
 
 // Cluster configures the routes between the nodes of a cluster.
@@ -146,6 +152,17 @@ func (o Options) serverOptions() (*server.Options, error) {
 		}
 		so.Host, so.Port = host, port
 	}
+	if o.Auth != nil {
+		so.Nkeys = o.Auth.users()
+		if len(so.Nkeys) == 0 {
+			return nil, errors.New("auth: no credentials")
+		}
+	}
+	if o.TLS != nil {
+		so.TLSConfig = o.TLS
+		so.TLS = true
+		so.TLSTimeout = 2
+	}
 	if o.Leaf != nil {
 		if err := o.Leaf.apply(so); err != nil {
 			return nil, err
@@ -220,6 +237,19 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// ConnectAs opens an in-process connection with part p's identity. On a
+// server without Auth it is Connect.
+func (s *Server) ConnectAs(p Part, opts ...nats.Option) (*nats.Conn, error) {
+	if s.opts.Auth == nil {
+		return s.Connect(opts...)
+	}
+	as, err := s.opts.Auth.Options(p)
+	if err != nil {
+		return nil, err
+	}
+	return s.Connect(append(as, opts...)...)
+}
+
 // ClientURL is where clients connect over the network; empty for a server
 // that listens in-process only.
 func (s *Server) ClientURL() string {
@@ -253,7 +283,15 @@ func (s *Server) NATSServer() *server.Server { return s.srv }
 // WaitJetStream waits until JetStream answers on this node: at once for a
 // single server, after the cluster elected its meta leader otherwise.
 func (s *Server) WaitJetStream(ctx context.Context) error {
-	nc, err := nats.Connect("", nats.InProcessServer(s.srv))
+	opts := []nats.Option{nats.InProcessServer(s.srv)}
+	if s.opts.Auth != nil {
+		as, err := s.opts.Auth.Options(Auditor)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, as...)
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return fmt.Errorf("natsserver: %w", err)
 	}

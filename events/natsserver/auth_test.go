@@ -1,0 +1,178 @@
+package natsserver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// authServer starts a server with every part's identity and TLS on a
+// loopback listener, and the streams made by the broker.
+func authServer(t *testing.T) (*Server, *Credentials) {
+	t.Helper()
+	dir := t.TempDir()
+	creds, err := LoadOrCreateCredentials(filepath.Join(dir, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := ServerTLS(creds.Dir, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{StoreDir: filepath.Join(dir, "js"), Listen: "127.0.0.1:0", Auth: creds, TLS: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := s.ConnectAs(Broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if err := events.EnsureStreams(ctxT(t, 10*time.Second), js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, creds
+}
+
+// dial connects over TCP and TLS as part p, recording the server's
+// asynchronous errors (permission violations).
+func dial(t *testing.T, s *Server, creds *Credentials, p Part) (*nats.Conn, jetstream.JetStream, chan error) {
+	t.Helper()
+	errs := make(chan error, 16)
+	opts, err := creds.Options(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, nats.RootCAs(filepath.Join(creds.Dir, TLSCertFile)), nats.Timeout(2*time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", p, err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	return nc, js, errs
+}
+
+// refused asserts that a JetStream request or publish failed, and that the
+// server named a permissions violation.
+func refused(t *testing.T, what string, err error, errs chan error) {
+	t.Helper()
+	if err == nil && !strings.Contains(what, "subscribe") {
+		t.Fatalf("%s: allowed", what)
+	}
+	select {
+	case e := <-errs:
+		if !errors.Is(e, nats.ErrPermissionViolation) && !strings.Contains(e.Error(), "Permissions Violation") {
+			t.Fatalf("%s: failed with %v, server said %v (want a permissions violation)", what, err, e)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("%s: failed with %v but the server reported no permissions violation", what, err)
+	}
+}
+
+func TestAnonymousConnectionRefused(t *testing.T) {
+	s, creds := authServer(t)
+	_, err := nats.Connect(s.ClientURL(), nats.RootCAs(filepath.Join(creds.Dir, TLSCertFile)), nats.Timeout(2*time.Second))
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("anonymous connection: %v, want an authorization violation", err)
+	}
+	// Plaintext is refused too: the listener requires TLS.
+	_, err = nats.Connect(strings.Replace(s.ClientURL(), "tls://", "nats://", 1), nats.Timeout(2*time.Second))
+	if err == nil {
+		t.Fatal("plaintext connection accepted")
+	}
+}
+
+func TestCredentialsFilesArePrivate(t *testing.T) {
+	_, creds := authServer(t)
+	for _, p := range Parts {
+		fi, err := os.Stat(creds.SeedFile(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", creds.SeedFile(p), fi.Mode().Perm())
+		}
+	}
+	// Loading again keeps the same identities.
+	again, err := LoadOrCreateCredentials(creds.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range Parts {
+		if again.PublicKey(p) != creds.PublicKey(p) {
+			t.Errorf("%s: identity changed on reload", p)
+		}
+	}
+}
+
+func TestPartsDoOnlyTheirOwnJob(t *testing.T) {
+	s, creds := authServer(t)
+	ctx := func() context.Context { return ctxT(t, time.Second) }
+
+	t.Run("agent publishes audit", func(t *testing.T) {
+		_, js, _ := dial(t, s, creds, Agent)
+		if _, err := js.Publish(ctx(), "audit.c.s1.db.session.query", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("agent cannot append STATE", func(t *testing.T) {
+		_, js, errs := dial(t, s, creds, Agent)
+		_, err := js.Publish(ctx(), "state.user.mallory", []byte(`{"type":"user.create"}`))
+		refused(t, "agent publish state.>", err, errs)
+	})
+	t.Run("agent cannot read the credentials bucket", func(t *testing.T) {
+		_, js, errs := dial(t, s, creds, Agent)
+		_, err := js.KeyValue(ctx(), "CREDENTIALS")
+		refused(t, "agent bind KV_CREDENTIALS", err, errs)
+	})
+	t.Run("exporter cannot publish audit events", func(t *testing.T) {
+		_, js, errs := dial(t, s, creds, Exporter)
+		_, err := js.Publish(ctx(), "audit.c.s1.db.session.query", []byte(`{"db_query":"DROP TABLE t"}`))
+		refused(t, "exporter publish audit", err, errs)
+	})
+	t.Run("auditor cannot subscribe to live audit", func(t *testing.T) {
+		nc, _, errs := dial(t, s, creds, Auditor)
+		if _, err := nc.SubscribeSync("audit.>"); err != nil {
+			t.Fatal(err)
+		}
+		// A subscription is refused asynchronously: the server reports it.
+		refused(t, "auditor subscribe audit.>", nc.Flush(), errs)
+	})
+	for _, p := range []Part{Agent, Exporter, Auditor} {
+		for _, op := range []string{"UPDATE", "DELETE", "PURGE"} {
+			t.Run(string(p)+" cannot "+strings.ToLower(op)+" AUDIT", func(t *testing.T) {
+				nc, _, errs := dial(t, s, creds, p)
+				_, err := nc.Request("$JS.API.STREAM."+op+".AUDIT", []byte(`{"name":"AUDIT","storage":"memory","max_msgs":1}`), 500*time.Millisecond)
+				refused(t, string(p)+" stream "+op, err, errs)
+			})
+		}
+	}
+	t.Run("broker cannot delete or purge AUDIT or STATE", func(t *testing.T) {
+		nc, js, errs := dial(t, s, creds, Broker)
+		for _, subj := range []string{"$JS.API.STREAM.DELETE.AUDIT", "$JS.API.STREAM.PURGE.AUDIT", "$JS.API.STREAM.MSG.DELETE.AUDIT",
+			"$JS.API.STREAM.DELETE.STATE", "$JS.API.STREAM.PURGE.STATE", "$JS.API.STREAM.MSG.DELETE.STATE"} {
+			_, err := nc.Request(subj, []byte(`{"seq":1}`), 500*time.Millisecond)
+			refused(t, "broker "+subj, err, errs)
+		}
+		if _, err := js.Stream(ctx(), "AUDIT"); err != nil {
+			t.Fatalf("AUDIT gone: %v", err)
+		}
+	})
+}
