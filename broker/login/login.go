@@ -301,9 +301,13 @@ func (s *Service) failed(ctx context.Context, req Request, known bool, now time.
 }
 
 // Authenticate verifies the user certificate chain a client presented
-// (mTLS) and returns its identity. A refusal is audited as a failed
-// certificate login; a user or role under a lock is refused too.
+// (mTLS) and returns its identity as it stands now: a removed user is
+// refused, and the roles are cut to those the user still holds (plus
+// those of approved requests the certificate carries). A refusal is
+// audited as a failed certificate login; a user or role under a lock is
+// refused too.
 func (s *Service) Authenticate(ctx context.Context, certs []*x509.Certificate, m Meta) (identity.Identity, error) {
+	now := s.now()
 	id, err := s.cas.VerifyUser(certs)
 	var r *Refusal
 	if err != nil {
@@ -311,7 +315,9 @@ func (s *Service) Authenticate(ctx context.Context, certs []*x509.Certificate, m
 		if len(certs) == 0 {
 			r.Message = "this operation needs a user certificate: log in with `tg login` or pass an identity file"
 		}
-	} else if l, locked := s.store.LockedOut(s.now(), id.User, id.Roles, ""); locked {
+	} else if id, err = s.store.CurrentIdentity(now, id); err != nil {
+		r = &Refusal{Status: http.StatusUnauthorized, Message: err.Error(), Reason: events.LoginUnknownUser, Detail: err.Error()}
+	} else if l, locked := s.store.LockedOut(now, id.User, id.Roles, ""); locked {
 		msg := "locked"
 		if l.Message != "" {
 			msg += ": " + l.Message
