@@ -16,6 +16,10 @@ func Denial(tgUser, db, dbUser, dbName string, d Decision) string {
 	return fmt.Sprintf("access denied: user %q may not connect to %q as db_user %q on db_name %q: %s", tgUser, db, dbUser, dbName, d.Refusal(dbUser, dbName))
 }
 
+// RefusedIdentity is Decision.Refused when the certificate's identity no
+// longer holds: its user was removed. Reason says so.
+const RefusedIdentity = "identity"
+
 // Refusal says what a denying decision refused, followed by its reason
 // and rule when it has them: the part of a denial message after the
 // colon, for engines that word the first part their own way.
@@ -30,6 +34,8 @@ func (d Decision) Refusal(dbUser, dbName string) string {
 		what = "the database's labels match none of the user's roles"
 	case "":
 		what = "no role allows it"
+	case RefusedIdentity:
+		return d.Reason
 	default:
 		what = d.Refused + " refused"
 	}

@@ -22,11 +22,15 @@ import (
 // it like a session.
 const startupGrace = 2 * time.Second
 
-// StateSource is what the lifecycle reads of the control plane: locks,
-// access requests and roles. *state.Projection and *state.Store are one.
+// StateSource is what the lifecycle reads of the control plane: users,
+// locks, access requests and roles. *state.Projection and *state.Store are
+// one.
 type StateSource interface {
 	// Seq changes whenever the state does.
 	Seq() uint64
+	// CurrentIdentity is a certificate's identity as the state has it
+	// now: an error for a removed user, roles cut to those still held.
+	CurrentIdentity(now time.Time, id identity.Identity) (identity.Identity, error)
 	LockedOut(now time.Time, user string, roles []string, sid string) (state.Lock, bool)
 	AccessRequest(id string) (state.AccessRequest, bool)
 	ResolveRoles(names []string) ([]access.Role, []string)
@@ -52,7 +56,8 @@ type LifecycleOptions struct {
 	Logger *slog.Logger
 }
 
-// Lifecycle ends live sessions when the control plane says so: a lock that
+// Lifecycle ends live sessions when the control plane says so: their user
+// removed, or a role they needed taken from them; a lock that
 // matches their user, one of their roles or their session id; the end of
 // their certificate (disconnect_expired_cert, on unless every role that
 // sets it turns it off) or of the access request that granted their roles;
@@ -74,6 +79,9 @@ type Lifecycle struct {
 	mu   sync.Mutex
 	live map[*ClientConn]*liveConn
 	kick chan struct{}
+	// decide is the access decision Authorizer wraps: a session whose
+	// user lost roles is decided again with the roles left.
+	decide Authorizer
 }
 
 // NewLifecycle returns a lifecycle reading src; Run must run for it to act
@@ -177,9 +185,9 @@ func (l *Lifecycle) check() {
 func (l *Lifecycle) ending(lc *liveConn, now time.Time, seq uint64) *endReason {
 	id := lc.cc.Identity
 	lc.mu.Lock()
-	sid := ""
-	if lc.sess != nil {
-		sid = lc.sess.ID
+	sid, sess := "", lc.sess
+	if sess != nil {
+		sid = sess.ID
 	}
 	ended := lc.ended
 	stateChanged := lc.seq != seq
@@ -196,8 +204,15 @@ func (l *Lifecycle) ending(lc *liveConn, now time.Time, seq uint64) *endReason {
 		return nil
 	}
 	if stateChanged {
+		cur, err := l.src.CurrentIdentity(now, id)
+		if err != nil {
+			return &endReason{reason: events.EndLocked, message: "session ended: " + err.Error()}
+		}
 		if lk, ok := l.src.LockedOut(now, id.User, id.Roles, sid); ok {
 			return lockReason(lk, id)
+		}
+		if why := l.rolesTaken(id, cur, sess); why != nil {
+			return why
 		}
 	}
 	if why := l.grantOver(id, now); why != nil {
@@ -237,6 +252,29 @@ func (l *Lifecycle) grantOver(id identity.Identity, now time.Time) *endReason {
 		}
 	}
 	return nil
+}
+
+// rolesTaken says why a session must end because its user no longer
+// holds roles of the certificate that the session needed: the access
+// decision, made again with the roles left, refuses it.
+func (l *Lifecycle) rolesTaken(cert, cur identity.Identity, sess *Session) *endReason {
+	dropped := state.DroppedRoles(cert, cur)
+	if len(dropped) == 0 || sess == nil || sess.Database == nil {
+		return nil
+	}
+	l.mu.Lock()
+	decide := l.decide
+	l.mu.Unlock()
+	if decide == nil {
+		return nil
+	}
+	d := decide(cur, sess.Database.Info(), sess.DBUser, sess.DBName)
+	if d.Allowed {
+		return nil
+	}
+	return &endReason{reason: events.EndLocked,
+		message: fmt.Sprintf("session ended: user %s no longer holds role %s, and the roles left do not allow this session: %s",
+			cert.User, strings.Join(dropped, ", "), d.Refusal(sess.DBUser, sess.DBName))}
 }
 
 type endReason struct {
@@ -291,13 +329,20 @@ func (l *Lifecycle) end(lc *liveConn, why *endReason) {
 	time.AfterFunc(l.grace, func() { lc.cc.Close() })
 }
 
-// Authorizer wraps next with the lifecycle's refusals: a lock on the user
-// or one of their roles, and access requests that no longer grant
-// anything. The engine records and reports the refusal as it does any
-// denial.
+// Authorizer wraps next with the lifecycle's refusals: a removed user, a
+// lock on the user or one of their roles, and access requests that no
+// longer grant anything; next decides with the roles the user holds now.
+// The engine records and reports the refusal as it does any denial.
 func (l *Lifecycle) Authorizer(next Authorizer) Authorizer {
+	l.mu.Lock()
+	l.decide = next
+	l.mu.Unlock()
 	return func(id identity.Identity, db DatabaseInfo, dbUser, dbName string) Decision {
 		now := l.now()
+		cur, err := l.src.CurrentIdentity(now, id)
+		if err != nil {
+			return Decision{Refused: RefusedIdentity, Reason: err.Error()}
+		}
 		if lk, ok := l.src.LockedOut(now, id.User, id.Roles, ""); ok {
 			why := lockReason(lk, id)
 			return Decision{Refused: "lock", Rule: "lock " + lk.ID,
@@ -307,7 +352,7 @@ func (l *Lifecycle) Authorizer(next Authorizer) Authorizer {
 			return Decision{Refused: "access request", Rule: "access request " + why.requestID,
 				Reason: strings.TrimPrefix(why.message, "session ended: ")}
 		}
-		return next(id, db, dbUser, dbName)
+		return next(cur, db, dbUser, dbName)
 	}
 }
 

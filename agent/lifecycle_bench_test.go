@@ -29,6 +29,10 @@ func (f *fakeState) LockedOut(now time.Time, user string, roles []string, sid st
 	return state.Lock{}, false
 }
 
+func (f *fakeState) CurrentIdentity(_ time.Time, id identity.Identity) (identity.Identity, error) {
+	return id, nil
+}
+
 func (f *fakeState) AccessRequest(string) (state.AccessRequest, bool) {
 	return state.AccessRequest{}, false
 }
