@@ -80,7 +80,15 @@ type Publisher struct {
 	large   jetstream.ObjectStore
 
 	lastWarn atomic.Int64
+
+	// fault is set while the AUDIT stream is missing or weakened
+	// (SetStreamFault); faultWake tells the async goroutine of a change.
+	fault     atomic.Pointer[streamFault]
+	faultWake chan struct{}
 }
+
+// streamFault is the error strict publishes return while it is set.
+type streamFault struct{ err error }
 
 // outMsg is one encoded event on its way to JetStream; pooled so the hot
 // path reuses its buffer, header and message.
@@ -159,6 +167,7 @@ func NewPublisher(js jetstream.JetStream, cluster string, opts ...PublisherOptio
 		queueSize:  DefaultQueueSize,
 		log:        slog.Default(),
 		retryWake:  make(chan struct{}, 1),
+		faultWake:  make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		stop:       make(chan struct{}),
 		drained:    make(chan struct{}),
@@ -228,6 +237,9 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		return ErrPublisherClosed
 	}
 	if p.mode == ModeStrict {
+		if f := p.fault.Load(); f != nil {
+			return f.err
+		}
 		return p.publishStrict(ctx, ev)
 	}
 	m, err := p.encode(ctx, ev)
@@ -260,7 +272,49 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 		}
 		return nil
 	}
+	if f := p.fault.Load(); f != nil {
+		return f.err
+	}
 	return p.publishStrict(ctx, evs...)
+}
+
+// SetStreamFault suspends the publisher while the AUDIT stream is missing
+// or weakened (fault, e.g. a *StreamFault from a Guard) and resumes it when
+// fault is nil. While suspended, a strict Publish or PublishBatch returns at
+// once an error wrapping ErrAuditUnavailable and fault, so the action is
+// refused rather than recorded where it could be lost or erased. An async
+// publisher keeps accepting events but holds them, unsent, until resumed:
+// its queue then fills and blocks producers, so nothing is dropped and
+// nothing goes to the weakened stream. Events already sent are not recalled.
+func (p *Publisher) SetStreamFault(fault error) {
+	if fault == nil {
+		p.fault.Store(nil)
+	} else {
+		p.fault.Store(&streamFault{err: fmt.Errorf("%w: %w", ErrAuditUnavailable, fault)})
+	}
+	select {
+	case p.faultWake <- struct{}{}:
+	default:
+	}
+}
+
+// StreamFault is the error publishes are refused with while the publisher
+// is suspended (SetStreamFault), nil otherwise.
+func (p *Publisher) StreamFault() error {
+	if f := p.fault.Load(); f != nil {
+		return f.err
+	}
+	return nil
+}
+
+// PublishAlert stores ev and waits for its acknowledgement even while the
+// publisher is suspended, in either mode: it is for the event that reports
+// the stream fault itself, stored if the stream still takes it.
+func (p *Publisher) PublishAlert(ctx context.Context, ev Event) error {
+	if p.isClosing() {
+		return ErrPublisherClosed
+	}
+	return p.publishStrict(ctx, ev)
 }
 
 // Flush waits until every accepted event is stored (async mode); in strict

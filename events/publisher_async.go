@@ -107,6 +107,16 @@ func (p *Publisher) drain() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
+		if p.fault.Load() != nil {
+			// Suspended: hold everything until the stream is sound again.
+			select {
+			case <-p.faultWake:
+			case <-p.stop:
+				p.abandon(p.takeRetries(retries))
+				return
+			}
+			continue
+		}
 		retries = p.takeRetries(retries)
 		if len(retries) > 0 {
 			if p.progress.Swap(false) {
@@ -121,6 +131,12 @@ func (p *Publisher) drain() {
 				return
 			}
 			for i, m := range retries {
+				if p.fault.Load() != nil {
+					for _, r := range retries[i:] {
+						p.addRetry(r)
+					}
+					break
+				}
 				p.retried.Add(1)
 				sent, stopped := p.sendAsync(m)
 				if stopped {
@@ -139,6 +155,10 @@ func (p *Publisher) drain() {
 		}
 		select {
 		case m := <-p.queue:
+			if p.fault.Load() != nil {
+				p.addRetry(m)
+				continue
+			}
 			sent, stopped := p.sendAsync(m)
 			if stopped {
 				p.abandon([]*outMsg{m})
@@ -148,6 +168,7 @@ func (p *Publisher) drain() {
 				p.addRetry(m)
 			}
 		case <-p.retryWake:
+		case <-p.faultWake:
 		case <-p.stop:
 			p.abandon(p.takeRetries(retries))
 			return
