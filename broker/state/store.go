@@ -73,24 +73,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cluster string, opts ...O
 	if err != nil {
 		return nil, fmt.Errorf("state: stream %s: %w (create it with events.EnsureStreams)", events.StateStream, err)
 	}
-	replicas := stream.CachedInfo().Config.Replicas
-	creds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      CredentialsBucket,
-		Description: "Password and invite hashes by user; private to the broker, never exported",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("state: key-value bucket %s: %w", CredentialsBucket, err)
-	}
-	beats, err := heartbeatsBucket(ctx, js, replicas)
+	creds, beats, snaps, err := EnsureBuckets(ctx, js)
 	if err != nil {
 		return nil, err
-	}
-	snaps, err := js.CreateOrUpdateObjectStore(ctx, snapshotsConfig(replicas))
-	if err != nil {
-		return nil, fmt.Errorf("state: object store %s: %w", SnapshotsBucket, err)
 	}
 	p, err := Follow(ctx, js)
 	if err != nil {
