@@ -55,7 +55,11 @@ type NATS struct {
 	User         string `yaml:"user"`
 	Password     string `yaml:"password"`
 	Token        string `yaml:"token"`
-	TLS          TLS    `yaml:"tls"`
+	// CredentialsDir holds one nkey seed per part (broker.nk, agent.nk,
+	// exporter.nk, auditor.nk): each role of the process connects with its
+	// own identity. Embedded: <data_dir>/nats-auth, made on first start.
+	CredentialsDir string `yaml:"credentials_dir"`
+	TLS            TLS    `yaml:"tls"`
 	// Embedded configures the in-process server.
 	Embedded EmbeddedNATS `yaml:"embedded"`
 	// Replicas of the AUDIT and STATE streams (1, or 3 on a cluster).

@@ -70,13 +70,15 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 	listen := cfg.NATS.Embedded.Listen
 	switch {
 	case len(cfg.NATS.URLs) > 0:
-		if nc, err = natsserver.Connect(cfg.NATS); err != nil {
+		if nc, err = natsserver.Connect(cfg.NATS, natsserver.Broker); err != nil {
 			return nil, err
 		}
 		l.Via = "NATS " + nc.ConnectedUrlRedacted()
 	default:
 		if listen != "" && listen != natsserver.InProcessOnly {
-			nc, err = nats.Connect("nats://"+listen, nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("tollgate-admin"))
+			// Admin commands act as the broker: whoever can read the data
+			// dir holds its seed and the CA keys anyway.
+			nc, err = natsserver.DialEmbedded(cfg, natsserver.Broker, nats.Name("tollgate-admin"))
 			if err == nil {
 				if sameBroker(ctx, nc, cfg.DataDir) {
 					l.Via = "the running daemon's NATS at " + listen
@@ -96,14 +98,17 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 			return nil, lerr
 		}
 		l.closers = append(l.closers, unlock)
-		o := natsserver.FromConfig(cfg)
+		o, err := natsserver.FromConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
 		o.Listen = natsserver.InProcessOnly
 		srv, err := natsserver.Start(o)
 		if err != nil {
 			return nil, err
 		}
 		l.closers = append(l.closers, srv.Shutdown)
-		if nc, err = srv.Connect(); err != nil {
+		if nc, err = srv.ConnectAs(natsserver.Broker); err != nil {
 			return nil, err
 		}
 		startedHere = true

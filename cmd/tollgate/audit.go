@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -191,7 +190,7 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 // broker's lock so a daemon starting meanwhile waits.
 func adminNATS(ctx context.Context, cfg *config.Config) (*nats.Conn, func(), error) {
 	if len(cfg.NATS.URLs) > 0 {
-		nc, err := natsserver.Connect(cfg.NATS)
+		nc, err := natsserver.Connect(cfg.NATS, natsserver.Auditor)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -199,7 +198,7 @@ func adminNATS(ctx context.Context, cfg *config.Config) (*nats.Conn, func(), err
 	}
 	listen := cfg.NATS.Embedded.Listen
 	if listen != "" && listen != natsserver.InProcessOnly {
-		nc, err := nats.Connect("nats://"+listen, nats.Timeout(time.Second), nats.Name("tollgate-admin"))
+		nc, err := natsserver.DialEmbedded(cfg, natsserver.Auditor, nats.Name("tollgate-audit"))
 		if err == nil {
 			return nc, nc.Close, nil
 		}
@@ -211,14 +210,18 @@ func adminNATS(ctx context.Context, cfg *config.Config) (*nats.Conn, func(), err
 	if err != nil {
 		return nil, nil, fmt.Errorf("a tollgate daemon holds data dir %s but its NATS server is not reachable at nats.embedded.listen %q: %w", cfg.DataDir, listen, err)
 	}
-	o := natsserver.FromConfig(cfg)
+	o, err := natsserver.FromConfig(cfg)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
 	o.Listen = natsserver.InProcessOnly
 	srv, err := natsserver.Start(o)
 	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
-	nc, err := srv.Connect()
+	nc, err := srv.ConnectAs(natsserver.Auditor)
 	if err != nil {
 		srv.Shutdown()
 		unlock()

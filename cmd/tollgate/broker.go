@@ -5,6 +5,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // The broker role of `tollgate start`: state, CAs, authentication and the
@@ -16,7 +17,11 @@ func init() {
 			return c.Broker.Enabled == nil || *c.Broker.Enabled
 		},
 		Run: func(ctx context.Context, d *startDeps) error {
-			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: d.JS, Audit: d.Publisher, Log: d.Log})
+			_, js, err := d.As(natsserver.Broker)
+			if err != nil {
+				return err
+			}
+			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: js, Audit: d.Publisher, Log: d.Log})
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil // shut down while still starting

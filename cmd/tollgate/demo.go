@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // Names the demo creates.
@@ -174,7 +175,11 @@ db_service:
 // run is the demo role: once broker and agent are up, the demo user and
 // its identity file, then the two commands.
 func (r *demoRun) run(ctx context.Context, d *startDeps) error {
-	store, err := state.Open(ctx, d.JS, r.cfg.ClusterName)
+	_, js, err := d.As(natsserver.Broker)
+	if err != nil {
+		return err
+	}
+	store, err := state.Open(ctx, js, r.cfg.ClusterName)
 	if err != nil {
 		return err
 	}

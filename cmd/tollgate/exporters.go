@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/exporters"
 
 	// The sinks register themselves with the exporters.
@@ -67,7 +68,11 @@ func runExporters(ctx context.Context, d *startDeps) error {
 	// Dead-letter reports are stored before the event they report on is
 	// acknowledged, whatever audit.mode says: a strict publisher of their
 	// own.
-	pub, err := events.NewPublisher(d.JS, d.Config.ClusterName, events.WithAckTimeout(d.Config.Audit.AckTimeout.Std()),
+	_, js, err := d.As(natsserver.Exporter)
+	if err != nil {
+		return err
+	}
+	pub, err := events.NewPublisher(js, d.Config.ClusterName, events.WithAckTimeout(d.Config.Audit.AckTimeout.Std()),
 		events.WithLogger(log))
 	if err != nil {
 		return err
@@ -78,7 +83,7 @@ func runExporters(ctx context.Context, d *startDeps) error {
 		_ = pub.Close(cctx)
 	}()
 	return exporters.RunAll(ctx, d.Config.Exporters, exporters.Deps{
-		JS: d.JS, Publisher: pub, Log: log, Metrics: m, Replicas: d.Config.NATS.Replicas,
+		JS: js, Publisher: pub, Log: log, Metrics: m, Replicas: d.Config.NATS.Replicas,
 	})
 }
 

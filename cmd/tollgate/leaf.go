@@ -8,6 +8,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // The leaf role of `tollgate start`, on when nats.leaf is set: the
@@ -24,7 +25,11 @@ func init() {
 				<-ctx.Done()
 				return nil
 			}
-			hub, err := jetstream.NewWithDomain(d.Conn, l.HubDomain)
+			nc, _, err := d.As(natsserver.Broker)
+			if err != nil {
+				return err
+			}
+			hub, err := jetstream.NewWithDomain(nc, l.HubDomain)
 			if err != nil {
 				return err
 			}

@@ -20,22 +20,76 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // startDeps is what `tollgate start` hands every role: the configuration,
-// the logger, the NATS connection with JetStream and the audit publisher.
+// the logger, a NATS connection per event-plane identity (As) and the
+// audit publisher.
 type startDeps struct {
 	Config *config.Config
 	Log    *slog.Logger
 	// NATS is the embedded server, nil when nats.urls names external ones.
 	NATS      *natsserver.Server
-	Conn      *nats.Conn
-	JS        jetstream.JetStream
 	Publisher *events.Publisher
+
+	mu sync.Mutex
+	// shared is the one connection of an external cluster reached with a
+	// single credential (no nats.credentials_dir): every part uses it.
+	shared *nats.Conn
+	conns  map[natsserver.Part]*nats.Conn
 }
+
+// As is the connection and JetStream of part p. Each part connects with its
+// own identity, so the NATS server holds it to its own job; only an
+// external cluster configured with one credential is shared by all.
+func (d *startDeps) As(p natsserver.Part) (*nats.Conn, jetstream.JetStream, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	nc := d.shared
+	if nc == nil {
+		nc = d.conns[p]
+	}
+	if nc == nil {
+		var err error
+		if d.NATS != nil {
+			nc, err = d.NATS.ConnectAs(p)
+		} else {
+			nc, err = natsserver.Connect(d.Config.NATS, p)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if d.conns == nil {
+			d.conns = map[natsserver.Part]*nats.Conn{}
+		}
+		d.conns[p] = nc
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// closeConns closes the connections As made (the embedded server drains
+// its own when it shuts down).
+func (d *startDeps) closeConns() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, nc := range d.conns {
+		nc.Close()
+	}
+	if d.shared != nil {
+		d.shared.Close()
+	}
+}
+
+// perPart says whether each part has an identity of its own.
+func (d *startDeps) perPart() bool { return d.NATS != nil || d.Config.NATS.CredentialsDir != "" }
 
 // startRole is one part of the daemon (broker, agent, exporters, …). Run
 // blocks until ctx ends and then returns nil, or returns an error that
@@ -150,7 +204,10 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	d := &startDeps{Config: cfg, Log: log}
 
 	if len(cfg.NATS.URLs) == 0 {
-		o := natsserver.FromConfig(cfg)
+		o, err := natsserver.FromConfig(cfg)
+		if err != nil {
+			return err
+		}
 		o.Logger = log
 		if !log.Enabled(ctx, slog.LevelDebug) {
 			// The server's notices are many and rarely useful at info.
@@ -163,23 +220,20 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 			d.NATS.Shutdown()
 			log.Info("nats stopped")
 		}()
-		if d.Conn, err = d.NATS.Connect(); err != nil {
-			return err
-		}
 		where := d.NATS.ClientURL()
 		if where == "" {
 			where = "in-process only"
 		}
-		log.Info("nats listening", "client_url", where, "store_dir", o.StoreDir, "max_payload", d.Conn.MaxPayload())
+		log.Info("nats listening", "client_url", where, "store_dir", o.StoreDir, "credentials_dir", o.Auth.Dir, "tls", o.TLS != nil)
 	} else {
-		if d.Conn, err = natsserver.Connect(cfg.NATS); err != nil {
-			return err
+		defer d.closeConns()
+		if cfg.NATS.CredentialsDir == "" {
+			if d.shared, err = natsserver.Connect(cfg.NATS, natsserver.Broker); err != nil {
+				return err
+			}
+			log.Warn("nats: one credential for every part (set nats.credentials_dir to give each its own identity)", "server", d.shared.ConnectedUrlRedacted())
 		}
-		defer d.Conn.Close()
-		log.Info("nats connected", "server", d.Conn.ConnectedUrlRedacted(), "urls", len(cfg.NATS.URLs))
-	}
-	if d.JS, err = jetstream.New(d.Conn); err != nil {
-		return err
+		log.Info("nats connected", "urls", len(cfg.NATS.URLs), "credentials_dir", cfg.NATS.CredentialsDir)
 	}
 
 	so := events.StreamOptions{
@@ -187,20 +241,25 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 		AuditMaxAge:   cfg.NATS.AuditMaxAge.Std(),
 		AuditMaxBytes: cfg.NATS.AuditMaxBytes,
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, d.JS, so)
-	cancel()
+	if err := ensureStreams(ctx, d, so); err != nil {
+		return err
+	}
+
+	// The publisher stores audit events: the agent's job, or the broker's
+	// in a process without an agent.
+	pubPart := natsserver.Broker
+	if roleSelectedByName("agent", cfg) {
+		pubPart = natsserver.Agent
+	}
+	_, pubJS, err := d.As(pubPart)
 	if err != nil {
 		return err
 	}
-	log.Info("streams ready", "streams", []string{events.AuditStream, events.StateStream}, "object_store", events.LargeFieldsBucket,
-		"replicas", cfg.NATS.Replicas, "audit_max_age", so.AuditMaxAge, "audit_max_bytes", so.AuditMaxBytes)
-
 	mode, err := events.ParseMode(cfg.Audit.Mode)
 	if err != nil {
 		return err
 	}
-	d.Publisher, err = events.NewPublisher(d.JS, cfg.ClusterName,
+	d.Publisher, err = events.NewPublisher(pubJS, cfg.ClusterName,
 		events.WithMode(mode),
 		events.WithAckTimeout(cfg.Audit.AckTimeout.Std()),
 		events.WithQueueSize(cfg.Audit.QueueSize),
@@ -221,6 +280,46 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	err = runRoles(ctx, d)
 	log.Info("shutting down", "cause", context.Cause(ctx))
 	return err
+}
+
+// ensureStreams creates or updates the streams when this process may (it
+// runs the embedded server, or the broker, or holds one credential shared
+// by every part); otherwise it waits until a broker has made them.
+func ensureStreams(ctx context.Context, d *startDeps, so events.StreamOptions) error {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if d.NATS != nil || !d.perPart() || roleSelectedByName("broker", d.Config) {
+		_, js, err := d.As(natsserver.Broker)
+		if err != nil {
+			return err
+		}
+		if err := events.EnsureStreams(sctx, js, so); err != nil {
+			return err
+		}
+		// The buckets beside STATE too, before parts that only read them.
+		if _, _, _, err := state.EnsureBuckets(sctx, js); err != nil {
+			return err
+		}
+		d.Log.Info("streams ready", "streams", []string{events.AuditStream, events.StateStream}, "object_store", events.LargeFieldsBucket,
+			"replicas", so.Replicas, "audit_max_age", so.AuditMaxAge, "audit_max_bytes", so.AuditMaxBytes)
+		return nil
+	}
+	_, js, err := d.As(natsserver.Auditor)
+	if err != nil {
+		return err
+	}
+	for {
+		_, aerr := js.Stream(sctx, events.AuditStream)
+		_, serr := js.Stream(sctx, events.StateStream)
+		if aerr == nil && serr == nil {
+			return nil
+		}
+		select {
+		case <-sctx.Done():
+			return fmt.Errorf("streams %s and %s not made by a broker within 30s (%v; %v)", events.AuditStream, events.StateStream, aerr, serr)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // runRoles runs every enabled role in its own goroutine. The first to fail
@@ -294,6 +393,16 @@ func checkRoles(names []string) error {
 		}
 	}
 	return nil
+}
+
+// roleSelectedByName says whether the role called name runs.
+func roleSelectedByName(name string, c *config.Config) bool {
+	for _, r := range startRoles {
+		if r.Name == name {
+			return roleSelected(r, c)
+		}
+	}
+	return false
 }
 
 // roleSelected says whether r runs: the roles of --roles when it is given,

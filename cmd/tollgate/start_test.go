@@ -65,7 +65,7 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 	}()
 
 	var log strings.Builder
-	urlRE := regexp.MustCompile(`client_url=(nats://127\.0\.0\.1:\d+)`)
+	urlRE := regexp.MustCompile(`client_url=(tls://127\.0\.0\.1:\d+)`)
 	var url string
 	timeout := time.After(60 * time.Second)
 	for url == "" || !strings.Contains(log.String(), "tollgate started") {
@@ -86,7 +86,22 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 		t.Fatalf("streams not logged:\n%s", log.String())
 	}
 
-	nc, err := nats.Connect(url)
+	// Anonymous connections are refused; the auditor's identity made in
+	// the data dir reads, over TLS pinned to the listener's certificate.
+	authDir := filepath.Join(dataDir, "nats-auth")
+	if nc, err := nats.Connect(url, nats.RootCAs(filepath.Join(authDir, natsserver.TLSCertFile))); err == nil {
+		nc.Close()
+		t.Fatal("anonymous connection accepted")
+	}
+	creds, err := natsserver.LoadCredentials(authDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := creds.Options(natsserver.Auditor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, append(opts, nats.RootCAs(filepath.Join(authDir, natsserver.TLSCertFile)))...)
 	if err != nil {
 		t.Fatalf("connect to %s: %v", url, err)
 	}
@@ -98,8 +113,8 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stream %s: %v", name, err)
 		}
-		if s.CachedInfo().Config.Storage != jetstream.FileStorage {
-			t.Fatalf("stream %s is not on file storage", name)
+		if c := s.CachedInfo().Config; c.Storage != jetstream.FileStorage || !c.DenyDelete || !c.DenyPurge {
+			t.Fatalf("stream %s: storage %v, deny_delete %v, deny_purge %v", name, c.Storage, c.DenyDelete, c.DenyPurge)
 		}
 	}
 	if _, err := js.ObjectStore(ctx, events.LargeFieldsBucket); err != nil {
@@ -189,7 +204,7 @@ func TestRunStartExternalNATSAndRoles(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("role not started within 30s")
 	}
-	if d.NATS != nil || d.Publisher == nil || d.JS == nil {
+	if d.NATS != nil || d.Publisher == nil || d.shared == nil {
 		t.Fatalf("deps %+v", d)
 	}
 	if err := d.Publisher.Publish(ctx, &events.Query{Session: events.Session{SID: "s"}, Query: "select 1"}); err != nil {

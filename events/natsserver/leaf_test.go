@@ -63,15 +63,19 @@ func TestLeafAuditIsSourcedByTheHubOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := natsserver.FromConfig(cfg)
-	o.StoreDir = filepath.Join(t.TempDir(), "leaf")
+	cfg.DataDir = t.TempDir()
+	o, err := natsserver.FromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.StoreDir = filepath.Join(cfg.DataDir, "leaf")
 	o.Listen = natsserver.InProcessOnly
 	leaf, err := natsserver.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer leaf.Shutdown()
-	lnc, err := leaf.Connect()
+	lnc, err := leaf.ConnectAs(natsserver.Broker)
 	if err != nil {
 		t.Fatal(err)
 	}

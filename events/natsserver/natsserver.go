@@ -416,8 +416,10 @@ func freePorts(n int) ([]int, error) {
 }
 
 // FromConfig returns the options of the embedded server the configuration
-// describes.
-func FromConfig(c *config.Config) Options {
+// describes: every part with its own identity (the seeds made in the
+// credentials dir on first use, so an older data dir gets them on its next
+// start) and TLS on its network listener.
+func FromConfig(c *config.Config) (Options, error) {
 	o := Options{
 		Name:       DefaultName,
 		StoreDir:   c.NATS.Embedded.StoreDir,
@@ -428,13 +430,70 @@ func FromConfig(c *config.Config) Options {
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(c.DataDir, "nats")
 	}
-	return o
+	creds, err := LoadOrCreateCredentials(CredentialsDir(c))
+	if err != nil {
+		return Options{}, err
+	}
+	o.Auth = creds
+	if o.Listen != "" && o.Listen != InProcessOnly {
+		host, _, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return Options{}, fmt.Errorf("natsserver: nats.embedded.listen %q: %w", o.Listen, err)
+		}
+		if o.TLS, err = ServerTLS(creds.Dir, host); err != nil {
+			return Options{}, err
+		}
+	}
+	return o, nil
 }
 
-// Connect connects to the external NATS servers of the configuration, with
-// its credentials and TLS files. The connection reconnects forever: a
-// Tollgate process outlives a NATS restart.
-func Connect(cfg config.NATS, extra ...nats.Option) (*nats.Conn, error) {
+// CredentialsDir is where the configuration keeps the parts' seeds.
+func CredentialsDir(c *config.Config) string {
+	if c.NATS.CredentialsDir != "" {
+		return c.NATS.CredentialsDir
+	}
+	return filepath.Join(c.DataDir, "nats-auth")
+}
+
+// DialEmbedded connects as part p to the embedded server of a running
+// daemon at nats.embedded.listen, over TLS pinned to the certificate in
+// the credentials dir. It does not reconnect: admin commands are short.
+func DialEmbedded(c *config.Config, p Part, extra ...nats.Option) (*nats.Conn, error) {
+	listen := c.NATS.Embedded.Listen
+	if listen == "" || listen == InProcessOnly {
+		return nil, errors.New("natsserver: nats.embedded.listen is in-process only")
+	}
+	creds, err := LoadCredentials(CredentialsDir(c))
+	if err != nil {
+		return nil, err
+	}
+	opts, err := creds.Options(p)
+	if err != nil {
+		return nil, err
+	}
+	url := "nats://" + listen
+	if cert := filepath.Join(creds.Dir, TLSCertFile); fileExists(cert) {
+		url = "tls://" + listen
+		opts = append(opts, nats.RootCAs(cert))
+	}
+	opts = append(opts, nats.Timeout(time.Second), nats.NoReconnect())
+	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: connect as %s to %s: %w", p, url, err)
+	}
+	return nc, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// Connect connects to the external NATS servers of the configuration as
+// part p, with the part's seed from nats.credentials_dir or the one
+// credential the configuration names, and its TLS files. The connection
+// reconnects forever: a Tollgate process outlives a NATS restart.
+func Connect(cfg config.NATS, p Part, extra ...nats.Option) (*nats.Conn, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("natsserver: nats.urls is empty: nothing to connect to")
 	}
@@ -443,6 +502,18 @@ func Connect(cfg config.NATS, extra ...nats.Option) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 	}
 	var auth []string
+	if cfg.CredentialsDir != "" {
+		auth = append(auth, "credentials_dir")
+		creds, err := LoadCredentials(cfg.CredentialsDir)
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: nats.credentials_dir: %w", err)
+		}
+		o, err := creds.Options(p)
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: nats.credentials_dir: %w", err)
+		}
+		opts = append(opts, o...)
+	}
 	if cfg.CredsFile != "" {
 		auth = append(auth, "creds_file")
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
@@ -467,7 +538,7 @@ func Connect(cfg config.NATS, extra ...nats.Option) (*nats.Conn, error) {
 		opts = append(opts, nats.Token(cfg.Token))
 	}
 	if len(auth) > 1 {
-		return nil, fmt.Errorf("natsserver: nats credentials: set one of creds_file, nkey_seed_file, user/password, token (got %s)", strings.Join(auth, ", "))
+		return nil, fmt.Errorf("natsserver: nats credentials: set one of credentials_dir, creds_file, nkey_seed_file, user/password, token (got %s)", strings.Join(auth, ", "))
 	}
 	if t := cfg.TLS; t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
 		if (t.CertFile == "") != (t.KeyFile == "") {

@@ -281,7 +281,7 @@ func TestConnectExternal(t *testing.T) {
 		{"no urls", config.NATS{}, "nats.urls is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nc, err := Connect(tc.cfg, nats.MaxReconnects(0))
+			nc, err := Connect(tc.cfg, Auditor, nats.MaxReconnects(0))
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -310,10 +310,17 @@ func TestConnectExternal(t *testing.T) {
 
 func TestFromConfig(t *testing.T) {
 	c := config.Default()
-	c.DataDir = "/var/lib/tg"
+	c.DataDir = t.TempDir()
 	c.NATS.Embedded.StoreDir = ""
-	o := FromConfig(c)
-	if o.StoreDir != "/var/lib/tg/nats" || o.Listen != c.NATS.Embedded.Listen || o.Name != DefaultName {
+	o, err := FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.StoreDir != filepath.Join(c.DataDir, "nats") || o.Listen != c.NATS.Embedded.Listen || o.Name != DefaultName {
 		t.Fatalf("%+v", o)
+	}
+	// Every part has its identity and the listener its certificate.
+	if o.Auth == nil || o.TLS == nil || !o.Auth.Has(Agent) || o.Auth.Dir != filepath.Join(c.DataDir, "nats-auth") {
+		t.Fatalf("auth %+v, tls %v", o.Auth, o.TLS != nil)
 	}
 }

@@ -104,7 +104,7 @@ func TestConnectTLS(t *testing.T) {
 	}
 	url := srv.ClientURL()
 
-	nc, err := Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: caFile, CertFile: cliCrt, KeyFile: cliKey}}, nats.MaxReconnects(0))
+	nc, err := Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: caFile, CertFile: cliCrt, KeyFile: cliKey}}, Auditor, nats.MaxReconnects(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +114,12 @@ func TestConnectTLS(t *testing.T) {
 	nc.Close()
 
 	// Without the client certificate the server refuses.
-	if nc, err := Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: caFile}}, nats.MaxReconnects(0)); err == nil {
+	if nc, err := Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: caFile}}, Auditor, nats.MaxReconnects(0)); err == nil {
 		nc.Close()
 		t.Fatal("connected without a client certificate")
 	}
 	// A CA file that is not there is named.
-	_, err = Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: filepath.Join(dir, "none.pem")}}, nats.MaxReconnects(0))
+	_, err = Connect(config.NATS{URLs: []string{url}, TLS: config.TLS{CAFile: filepath.Join(dir, "none.pem")}}, Auditor, nats.MaxReconnects(0))
 	if err == nil || !strings.Contains(err.Error(), "none.pem") {
 		t.Fatalf("missing CA file: %v", err)
 	}
