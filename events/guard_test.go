@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -396,4 +397,75 @@ func TestPublisherStreamFaultAsyncHolds(t *testing.T) {
 	if n := s.streamMsgs(t); n != uint64(len(evs)) {
 		t.Fatalf("stored %d events after resume, want %d", n, len(evs))
 	}
+}
+
+// The broker's alerts: a weakened AUDIT that still takes events gets the
+// alert at once; a deleted one gets it once it is made again.
+func TestStreamAlertsStoreTheFault(t *testing.T) {
+	s := startStore(t, t.TempDir())
+	p := newTestPublisher(t, s.js, WithAckTimeout(200*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The publisher is suspended by its own guard, as in `tollgate start`;
+	// the alerts still go through.
+	pg, err := GuardPublisher(ctx, s.js, p, StreamOptions{}, WithGuardInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	g, err := StartGuard(ctx, s.js, StreamOptions{}, WithGuardInterval(time.Hour),
+		WithGuardNotify(StreamAlerts(ctx, p, nil, "tollgate:broker")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	const subj = "audit.test._.audit.stream_weakened"
+	alert := func() *StreamWeakened {
+		st, err := s.js.Stream(ctx, AuditStream)
+		if err != nil {
+			return nil
+		}
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil
+		}
+		var ev StreamWeakened
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		return &ev
+	}
+
+	st, err := s.js.Stream(ctx, AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgsPerSubject = 1
+	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 2*time.Second, "alert of max_msgs_per_subject stored", func() bool { return alert() != nil })
+	ev := alert()
+	if ev.Code != "TGST001W" || ev.User != "tollgate:broker" || ev.Stream != AuditStream || ev.Missing ||
+		len(ev.Defects) != 1 || ev.Defects[0] != "max_msgs_per_subject is 1, want unlimited" ||
+		ev.Fault != "AUDIT was weakened: max_msgs_per_subject is 1, want unlimited" {
+		t.Fatalf("alert %+v", ev)
+	}
+
+	if err := s.js.DeleteStream(ctx, AuditStream); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Second, "deletion seen", func() bool {
+		f := g.Fault()
+		return f != nil && f.Error() == "AUDIT is missing"
+	})
+	if err := EnsureStreams(ctx, s.js, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "alert of the deletion stored once AUDIT is back", func() bool {
+		ev := alert()
+		return ev != nil && ev.Missing && ev.Fault == "AUDIT is missing"
+	})
+	waitUntil(t, time.Second, "publisher resumed", func() bool { return p.StreamFault() == nil })
 }

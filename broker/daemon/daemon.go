@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/sessions"
 )
 
@@ -48,6 +49,9 @@ type Options struct {
 	// Listener, when set, is served instead of listening on
 	// Config.Proxy.Listen.
 	Listener net.Listener
+	// GuardInterval is how often the AUDIT stream is checked besides its
+	// advisories; zero means events.DefaultGuardInterval.
+	GuardInterval time.Duration
 }
 
 // Broker is a running broker.
@@ -60,6 +64,10 @@ type Broker struct {
 	// Requests is the access-request workflow; it expires requests on
 	// time while the broker runs.
 	Requests *requests.Service
+	// Guard watches the AUDIT stream; when it is missing or weakened the
+	// broker logs it at error level and stores an audit.stream_weakened
+	// event.
+	Guard *events.Guard
 	// Addr is where the API listens; ProxyAddr is the public address
 	// written into invites and identity files.
 	Addr, ProxyAddr string
@@ -96,6 +104,17 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	}
 	if b.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
 		return nil, err
+	}
+	want := events.StreamOptions{Replicas: cfg.NATS.Replicas, AuditMaxAge: cfg.NATS.AuditMaxAge.Std(), AuditMaxBytes: cfg.NATS.AuditMaxBytes}
+	gopts := []events.GuardOption{
+		events.WithGuardLogger(o.Log.With("component", "audit-guard")),
+		events.WithGuardNotify(events.StreamAlerts(ctx, o.Audit, o.Log.With("component", "audit-guard"), Actor.User)),
+	}
+	if o.GuardInterval > 0 {
+		gopts = append(gopts, events.WithGuardInterval(o.GuardInterval))
+	}
+	if b.Guard, err = events.StartGuard(ctx, o.JS, want, gopts...); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	// Agents and clients read the CA certificates from STATE.
 	for _, t := range ca.Types {
@@ -147,6 +166,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 func (b *Broker) Wait() error { return <-b.done }
 
 func (b *Broker) close() {
+	if b.Guard != nil {
+		b.Guard.Stop()
+	}
 	if b.Requests != nil {
 		b.Requests.Close()
 	}
