@@ -277,6 +277,17 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 		log.Info("audit publisher closed", "acked", st.Acked, "retried", st.Retried, "blocked", st.Blocked)
 	}()
 
+	// While AUDIT is missing or weaker than configured, strict statements
+	// are refused with what changed; the broker stores the alert.
+	guard, err := events.GuardPublisher(ctx, pubJS, d.Publisher, so)
+	if err != nil {
+		return err
+	}
+	defer guard.Stop()
+	if f := guard.Fault(); f != nil {
+		log.Error("the AUDIT stream is not what it must be: strict statements are refused until it is restored", "fault", f.Error())
+	}
+
 	err = runRoles(ctx, d)
 	log.Info("shutting down", "cause", context.Cause(ctx))
 	return err
