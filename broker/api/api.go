@@ -7,7 +7,8 @@
 //
 //	POST   /v1/login                 user, password, invite?, public key → user certificate
 //	POST   /v1/join                  join token, host id, public key → host certificate (agents)
-//	POST   /v1/agent/db-client       mTLS host certificate, db user, public key → db-client certificate
+//	POST   /v1/agent/db-client       mTLS host certificate, database, db user, public key → db-client certificate
+//	POST   /v1/agent/register        mTLS host certificate, databases → their registrations (agents)
 //	POST   /v1/agent/renew           mTLS host certificate, hosts, public key → fresh host certificate
 //	POST   /v1/reissue               mTLS user certificate, public key → fresh certificate
 //	GET    /v1/whoami                mTLS → the identity the broker sees
@@ -43,6 +44,7 @@ const (
 	PathJoin           = "/v1/join"
 	PathAgentDBClient  = "/v1/agent/db-client"
 	PathAgentRenew     = "/v1/agent/renew"
+	PathAgentRegister  = "/v1/agent/register"
 	PathReissue        = "/v1/reissue"
 	PathWhoami         = "/v1/whoami"
 	PathDatabases      = "/v1/databases"
@@ -100,9 +102,11 @@ type JoinRequest struct {
 }
 
 // DBClientRequest is an agent on another machine asking, with its host
-// certificate (mTLS), for the certificate it presents to a database as
-// DBUser. The CA key stays with the broker.
+// certificate (mTLS), for the certificate it presents to Database as
+// DBUser. The CA key stays with the broker, which signs only for databases
+// registered to the agent's host id.
 type DBClientRequest struct {
+	Database  string   `json:"database"`
 	DBUser    string   `json:"db_user"`
 	PublicKey string   `json:"public_key"`
 	TTL       Duration `json:"ttl,omitempty"`
@@ -113,6 +117,26 @@ type DBClientRequest struct {
 type RenewHostRequest struct {
 	Hosts     []string `json:"hosts,omitempty"`
 	PublicKey string   `json:"public_key"`
+}
+
+// RegisterRequest is an agent on another machine registering the
+// databases it serves, with its host certificate (mTLS): the host id is
+// the certificate's, never the body's.
+type RegisterRequest struct {
+	Databases []RegisterDatabase `json:"databases"`
+}
+
+// RegisterDatabase is one database an agent serves.
+type RegisterDatabase struct {
+	Name     string            `json:"name"`
+	Protocol string            `json:"protocol"`
+	URI      string            `json:"uri"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// AgentAddr is where clients reach the agent (host:port).
+	AgentAddr string `json:"agent_addr"`
+	// HeartbeatTTL is how long the database stays live without a
+	// heartbeat.
+	HeartbeatTTL Duration `json:"heartbeat_ttl,omitempty"`
 }
 
 // DBClientCertificate is an issued db-client certificate.

@@ -250,6 +250,13 @@ func (c *Client) AgentDBClient(ctx context.Context, req DBClientRequest) (*DBCli
 	return &out, c.do(ctx, http.MethodPost, PathAgentDBClient, req, &out)
 }
 
+// AgentRegister registers the databases an agent serves; the client must
+// present its host certificate (mTLS).
+func (c *Client) AgentRegister(ctx context.Context, req RegisterRequest) ([]Database, error) {
+	var out []Database
+	return out, c.do(ctx, http.MethodPost, PathAgentRegister, req, &out)
+}
+
 // AgentRenew asks for a fresh host certificate; the client must present its
 // current one (mTLS).
 func (c *Client) AgentRenew(ctx context.Context, req RenewHostRequest) (*Certificate, error) {

@@ -49,6 +49,7 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	s.mux.HandleFunc("POST "+api.PathJoin, s.handleJoin)
 	s.mux.HandleFunc("POST "+api.PathAgentDBClient, s.handleAgentDBClient)
 	s.mux.HandleFunc("POST "+api.PathAgentRenew, s.handleAgentRenew)
+	s.mux.HandleFunc("POST "+api.PathAgentRegister, s.handleAgentRegister)
 	s.mux.HandleFunc("POST "+api.PathReissue, s.user(s.handleReissue))
 	s.mux.HandleFunc("GET "+api.PathWhoami, s.user(s.handleWhoami))
 	s.mux.HandleFunc("GET "+api.PathDatabases, s.user(s.handleDatabases))
@@ -212,12 +213,37 @@ func (s *Server) handleAgentDBClient(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "db-client certificate: "+err.Error(), 0)
 		return
 	}
-	is, err := s.login.IssueDBClient(r.Context(), r.TLS.PeerCertificates, req.DBUser, pub, req.TTL.Std(), meta(r))
+	is, err := s.login.IssueDBClient(r.Context(), r.TLS.PeerCertificates, req.Database, req.DBUser, pub, req.TTL.Std(), meta(r))
 	if err != nil {
 		fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, api.DBClientCertificate{CertPEM: string(is.CertPEM)})
+}
+
+// handleAgentRegister registers the databases of an agent that presents
+// its host certificate.
+func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
+	var req api.RegisterRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	nds := make([]state.NewDatabase, 0, len(req.Databases))
+	for _, d := range req.Databases {
+		nds = append(nds, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI, Labels: d.Labels,
+			AgentAddr: d.AgentAddr, HeartbeatTTL: d.HeartbeatTTL.Std()})
+	}
+	dbs, err := s.login.RegisterDatabases(r.Context(), r.TLS.PeerCertificates, nds, meta(r))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	now := time.Now()
+	out := make([]api.Database, 0, len(dbs))
+	for _, d := range dbs {
+		out = append(out, admin.APIDatabase(d, now))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // handleAgentRenew signs a fresh host certificate for an agent that

@@ -162,11 +162,11 @@ func TestLoginInviteAndPassword(t *testing.T) {
 	if e := b.lastAudit(t, "cert.issue"); e.str("purpose") != events.IssueReissue {
 		t.Fatalf("audit: %s", e.raw)
 	}
-	// A removed user cannot renew.
+	// A removed user cannot renew: the certificate is refused outright.
 	if err := b.Admin.As(admin, "").RemoveUser(ctxT(t), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mc.Reissue(ctxT(t), api.ReissueRequest{PublicKey: pubPEM(t, k)}); statusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "not a Tollgate user") {
+	if _, err := mc.Reissue(ctxT(t), api.ReissueRequest{PublicKey: pubPEM(t, k)}); statusOf(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "user alice no longer exists") {
 		t.Fatalf("reissue of a removed user: %v", err)
 	}
 

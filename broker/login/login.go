@@ -479,16 +479,25 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 }
 
 // IssueDBClient signs the certificate an agent on another machine presents
-// to a database as dbUser. The agent proves who it is with the host
-// certificate it got by joining (certs, from mTLS): the db-client CA's key
-// stays here, and every certificate it signs for an agent is audited.
-func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, dbUser string, pub crypto.PublicKey, ttl time.Duration, m Meta) (*Issued, error) {
+// to database as dbUser. The agent proves who it is with the host
+// certificate it got by joining (certs, from mTLS), and gets certificates
+// only for the databases registered to its host id: a joined host cannot
+// log in to databases other agents serve. The db-client CA's key stays
+// here, and every certificate it signs for an agent is audited.
+func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, database, dbUser string, pub crypto.PublicKey, ttl time.Duration, m Meta) (*Issued, error) {
 	hostID, err := s.verifyHost(certs, "db-client certificate")
 	if err != nil {
 		return nil, err
 	}
-	if dbUser == "" {
-		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: db_user is required"}
+	if database == "" || dbUser == "" {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: database and db_user are required"}
+	}
+	if d, ok := s.store.Database(database); !ok {
+		return nil, &Refusal{Status: http.StatusForbidden,
+			Message: fmt.Sprintf("db-client certificate: database %s is not registered; host %s gets certificates only for the databases it registered", quote(database), hostID)}
+	} else if d.HostID != hostID {
+		return nil, &Refusal{Status: http.StatusForbidden,
+			Message: fmt.Sprintf("db-client certificate: database %s is registered to host %s, not to host %s", quote(database), d.HostID, hostID)}
 	}
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "db-client certificate: " + err.Error()}

@@ -28,6 +28,10 @@ type NewDatabase struct {
 	AgentAddr string
 	// HeartbeatTTL defaults to DefaultHeartbeatTTL.
 	HeartbeatTTL time.Duration
+	// Exclusive refuses (ErrInUse) a name registered to another host
+	// whose heartbeat is still live: an agent registering through the API
+	// must not take over a database another agent serves.
+	Exclusive bool
 }
 
 var protocols = map[string]bool{"postgres": true, "cockroachdb": true, "mysql": true, "sqlserver": true}
@@ -60,6 +64,12 @@ func (s *Store) RegisterDatabase(ctx context.Context, by Actor, nd NewDatabase) 
 		nd.HeartbeatTTL = DefaultHeartbeatTTL
 	}
 	_, err := s.change(ctx, by, subject(AggDatabase, nd.Name), func() (events.Event, error) {
+		if cur, ok := s.dbs[nd.Name]; ok && nd.Exclusive && cur.HostID != nd.HostID {
+			if d := s.withBeat(cur); !d.Expired(time.Now()) {
+				return nil, fmt.Errorf("host %s cannot register database %s: it is registered to host %s, whose heartbeat is live until %s (remove it with tollgate db rm, or stop that agent): %w",
+					nd.HostID, nd.Name, cur.HostID, d.Expires().UTC().Format(time.RFC3339), ErrInUse)
+			}
+		}
 		if cur, ok := s.dbs[nd.Name]; ok && cur.Protocol == nd.Protocol && cur.URI == nd.URI &&
 			cur.HostID == nd.HostID && cur.AgentAddr == nd.AgentAddr && cur.HeartbeatTTL == nd.HeartbeatTTL && maps.Equal(cur.Labels, nd.Labels) {
 			return nil, nil
