@@ -22,18 +22,24 @@ import (
 // it like a session.
 const startupGrace = 2 * time.Second
 
-// StateSource is what the lifecycle reads of the control plane: users,
-// locks, access requests and roles. *state.Projection and *state.Store are
-// one.
+// StateSource is what the lifecycle reads of the control plane: locks,
+// access requests and roles. *state.Projection and *state.Store are one,
+// and IdentitySource too.
 type StateSource interface {
 	// Seq changes whenever the state does.
 	Seq() uint64
-	// CurrentIdentity is a certificate's identity as the state has it
-	// now: an error for a removed user, roles cut to those still held.
-	CurrentIdentity(now time.Time, id identity.Identity) (identity.Identity, error)
 	LockedOut(now time.Time, user string, roles []string, sid string) (state.Lock, bool)
 	AccessRequest(id string) (state.AccessRequest, bool)
 	ResolveRoles(names []string) ([]access.Role, []string)
+}
+
+// IdentitySource is a StateSource that knows the users: the lifecycle
+// then refuses and ends the sessions of removed users, and of users who
+// lost a role their session needed.
+type IdentitySource interface {
+	// CurrentIdentity is a certificate's identity as the state has it
+	// now: an error for a removed user, roles cut to those still held.
+	CurrentIdentity(now time.Time, id identity.Identity) (identity.Identity, error)
 }
 
 // TerminateFunc ends a live session in the protocol's own way: it tells
@@ -204,7 +210,7 @@ func (l *Lifecycle) ending(lc *liveConn, now time.Time, seq uint64) *endReason {
 		return nil
 	}
 	if stateChanged {
-		cur, err := l.src.CurrentIdentity(now, id)
+		cur, err := l.current(now, id)
 		if err != nil {
 			return &endReason{reason: events.EndLocked, message: "session ended: " + err.Error()}
 		}
@@ -252,6 +258,14 @@ func (l *Lifecycle) grantOver(id identity.Identity, now time.Time) *endReason {
 		}
 	}
 	return nil
+}
+
+// current is id as the state has it now, when the source knows users.
+func (l *Lifecycle) current(now time.Time, id identity.Identity) (identity.Identity, error) {
+	if is, ok := l.src.(IdentitySource); ok {
+		return is.CurrentIdentity(now, id)
+	}
+	return id, nil
 }
 
 // rolesTaken says why a session must end because its user no longer
@@ -339,7 +353,7 @@ func (l *Lifecycle) Authorizer(next Authorizer) Authorizer {
 	l.mu.Unlock()
 	return func(id identity.Identity, db DatabaseInfo, dbUser, dbName string) Decision {
 		now := l.now()
-		cur, err := l.src.CurrentIdentity(now, id)
+		cur, err := l.current(now, id)
 		if err != nil {
 			return Decision{Refused: RefusedIdentity, Reason: err.Error()}
 		}

@@ -38,10 +38,13 @@ type authorities struct {
 	hostCA  *x509.Certificate
 	userCAs *x509.CertPool
 	dbCAPEM []byte
-	issue   agent.IssueFunc
+	issue   agent.IssueForFunc
 	// local is the data dir's CAs, nil for an agent that joined: SQL
 	// Server's Kerberos PKINIT certificates are signed with them.
 	local *ca.Authorities
+	// broker is the API client of an agent that joined (mTLS with its host
+	// certificate), nil beside the broker.
+	broker *api.Client
 }
 
 // localAuthorities are the CAs of the data dir, shared with the broker.
@@ -50,7 +53,7 @@ func localAuthorities(dataDir, hostID string, names []string) (*authorities, err
 	if err != nil {
 		return nil, fmt.Errorf("agent service: %w", err)
 	}
-	a := &authorities{local: cas, issue: func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+	a := &authorities{local: cas, issue: func(pub crypto.PublicKey, _, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 		return cas.IssueDBClient(pub, dbUser, ttl)
 	}}
 	if a.host, err = hostCertificate(cas, hostID, names); err != nil {
@@ -120,14 +123,15 @@ func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, n
 			return nil, err
 		}
 	}
-	a.issue = func(pub crypto.PublicKey, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
+	a.broker = client
+	a.issue = func(pub crypto.PublicKey, database, dbUser string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 		pubPEM, err := api.EncodePublicKey(pub)
 		if err != nil {
 			return nil, nil, err
 		}
 		ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		res, err := client.AgentDBClient(ictx, api.DBClientRequest{DBUser: dbUser, PublicKey: pubPEM, TTL: api.Duration(ttl)})
+		res, err := client.AgentDBClient(ictx, api.DBClientRequest{Database: database, DBUser: dbUser, PublicKey: pubPEM, TTL: api.Duration(ttl)})
 		if err != nil {
 			return nil, nil, fmt.Errorf("the broker at %s: %w", d.BrokerAddr, err)
 		}

@@ -1,6 +1,7 @@
 // Package service runs the agent as a long-lived service: it gets the
 // agent's credentials from the cluster's certificate authorities, registers
-// its databases in STATE with heartbeats, and serves agent.Server on
+// its databases in STATE (through the broker's API when it joined from
+// another machine) with heartbeats, and serves agent.Server on
 // db_service.listen. `tollgate start` runs it as the agent role.
 //
 // Clients reach a database by dialing the agent's public address (the
@@ -35,6 +36,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
@@ -73,6 +75,12 @@ type Options struct {
 	Postgres postgres.Options
 	// Engine options of the MySQL/MariaDB engine.
 	MySQL mysql.Options
+	// Register records a database the agent serves, beside the broker
+	// (broker.enabled): the broker's own registration, so that the
+	// agent's connection to NATS may stay read-only on STATE. nil means
+	// state.Store.RegisterDatabase on JS. An agent that joined a broker
+	// elsewhere always registers through the broker's API.
+	Register func(ctx context.Context, d state.NewDatabase) error
 }
 
 // Service is a running agent.
@@ -172,12 +180,13 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
 		return nil, fmt.Errorf("agent service: %w", err)
 	}
+	store := s.Store
+	// s is nil once an error is returned.
 	defer func() {
 		if err != nil {
-			s.Store.Close()
+			store.Close()
 		}
 	}()
-	store := s.Store
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
 	// Databases behind RDS Proxy get an IAM token as their password.
@@ -209,7 +218,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 			return roles
 		}),
 		Recorder:   o.Recorder,
-		ClientCert: agent.CachedClientCerts(auth.issue, ca.DefaultDBClientTTL),
+		ClientCert: agent.CachedDatabaseClientCerts(auth.issue, ca.DefaultDBClientTTL),
 		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
 		// cancel keys of both.
 		Engines:   engines,
@@ -247,7 +256,16 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}
 		lns = append(lns, my.Listener(mln, lo))
 	}
-	reg := &registrar{store: store, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
+	reg := &registrar{store: store, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log, register: o.Register}
+	switch {
+	case auth.broker != nil:
+		reg.register = apiRegister(auth.broker)
+	case reg.register == nil:
+		reg.register = func(ctx context.Context, d state.NewDatabase) error {
+			_, err := store.RegisterDatabase(ctx, state.Actor{User: "host:" + hostID}, d)
+			return err
+		}
+	}
 	for _, d := range dbs {
 		reg.dbs = append(reg.dbs, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI,
 			Labels: d.StaticLabels, HostID: hostID, AgentAddr: s.PublicAddr, HeartbeatTTL: o.HeartbeatTTL})
@@ -287,23 +305,35 @@ func errRemoteJoin(c *config.Config) error {
 	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address), db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
 }
 
-// registrar registers the agent's databases and keeps them alive.
+// registrar registers the agent's databases and keeps them alive:
+// registrations through register, heartbeats straight into DB_HEARTBEATS.
 type registrar struct {
-	store  *state.Store
-	hostID string
-	addr   string
-	ttl    time.Duration
-	dbs    []state.NewDatabase
-	log    *slog.Logger
+	store    *state.Store
+	register func(ctx context.Context, d state.NewDatabase) error
+	hostID   string
+	addr     string
+	ttl      time.Duration
+	dbs      []state.NewDatabase
+	log      *slog.Logger
 }
 
 func (r *registrar) registerAll(ctx context.Context) error {
 	for _, d := range r.dbs {
-		if _, err := r.store.RegisterDatabase(ctx, state.Actor{User: "host:" + r.hostID}, d); err != nil {
+		if err := r.register(ctx, d); err != nil {
 			return fmt.Errorf("agent service: register database %s: %w", d.Name, err)
 		}
 	}
 	return nil
+}
+
+// apiRegister registers a database through the broker's API, which takes
+// the host id from the host certificate the client presents.
+func apiRegister(c *api.Client) func(ctx context.Context, d state.NewDatabase) error {
+	return func(ctx context.Context, d state.NewDatabase) error {
+		_, err := c.AgentRegister(ctx, api.RegisterRequest{Databases: []api.RegisterDatabase{{Name: d.Name, Protocol: d.Protocol,
+			URI: d.URI, Labels: d.Labels, AgentAddr: d.AgentAddr, HeartbeatTTL: api.Duration(d.HeartbeatTTL)}}})
+		return err
+	}
 }
 
 // beat sends a heartbeat for every database each third of the TTL until
@@ -326,7 +356,7 @@ func (r *registrar) beat(ctx context.Context) {
 			cur, ok := r.store.Database(d.Name)
 			var err error
 			if !ok || cur.HostID != r.hostID || cur.AgentAddr != r.addr {
-				_, err = r.store.RegisterDatabase(bctx, by, d)
+				err = r.register(bctx, d)
 			} else {
 				err = r.store.Heartbeat(bctx, by, d.Name, r.hostID)
 			}
