@@ -160,6 +160,11 @@ type Guard struct {
 	fault error
 }
 
+// settleDelays space the checks after an advisory: JetStream sends the
+// one of a new stream before the stream answers stream info, so a check
+// right away could find it still missing.
+var settleDelays = []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 400 * time.Millisecond, time.Second}
+
 // GuardOption configures a Guard.
 type GuardOption func(*Guard) error
 
@@ -296,6 +301,10 @@ func (g *Guard) run(ctx context.Context) {
 	defer g.unsubscribe()
 	ticker := time.NewTicker(g.interval)
 	defer ticker.Stop()
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	settled := len(settleDelays)
 	failing := false
 	for {
 		select {
@@ -307,8 +316,15 @@ func (g *Guard) run(ctx context.Context) {
 			// Seen even when the stream is made again before the next
 			// check: what it held is gone.
 			g.set(&StreamFault{Stream: AuditStream, Missing: true})
+			settled = 0
 		case <-g.kick:
+			settled = 0
+		case <-settle.C:
 		case <-ticker.C:
+		}
+		if settled < len(settleDelays) {
+			settle.Reset(settleDelays[settled])
+			settled++
 		}
 		if err := g.check(ctx); err != nil && ctx.Err() == nil {
 			if !failing {

@@ -205,6 +205,10 @@ func TestGuardPublisherRefusesWhileWeakened(t *testing.T) {
 		t.Fatalf("publish after AUDIT made again: %v", err)
 	}
 
+	waitUntil(t, time.Second, "last verdict sound", func() bool {
+		got := v.list()
+		return got[len(got)-1] == "sound"
+	})
 	got := v.list()
 	wantSeq := []string{
 		"AUDIT was weakened: max_msgs is 1, want unlimited", "sound",
@@ -285,7 +289,8 @@ accounts {
 		t.Fatal("server not ready")
 	}
 	connect := func(user string) jetstream.JetStream {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user))
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user),
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 		if err != nil {
 			t.Fatal(err)
 		}
