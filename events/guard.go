@@ -219,7 +219,9 @@ func WithGuardLogger(l *slog.Logger) GuardOption {
 // ctx ends or Stop. The first check must get an answer (the stream's
 // configuration, or that it is missing): an error says the guard cannot
 // see AUDIT, e.g. for lack of permission. Later checks that get no answer
-// keep the last verdict and are logged.
+// keep the last verdict and are logged. The server refuses a subscription
+// the account may not make only in an asynchronous error (the connection's
+// error handler); the periodic check still runs then.
 func StartGuard(ctx context.Context, js jetstream.JetStream, want StreamOptions, opts ...GuardOption) (*Guard, error) {
 	if js == nil {
 		return nil, errors.New("events: start guard: JetStream is nil")
