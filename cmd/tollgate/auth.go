@@ -27,7 +27,7 @@ func init() {
 		Use:   "auth",
 		Short: "Certificate authorities: export CA certificates, sign database and identity certificates, CRLs",
 	}
-	auth.AddCommand(authExportCmd(), authSignCmd(), authCRLCmd(), authRevokeCmd())
+	auth.AddCommand(authExportCmd(), authSignCmd(), authCRLCmd(), authRevokeCmd(), authNATSCmd())
 	root.AddCommand(auth)
 }
 

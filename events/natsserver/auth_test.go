@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -175,4 +177,37 @@ func TestPartsDoOnlyTheirOwnJob(t *testing.T) {
 			t.Fatalf("AUDIT gone: %v", err)
 		}
 	})
+}
+
+// The block printed for an external cluster is what nats-server reads, and
+// gives each part the same permissions as the embedded server.
+func TestServerConfigIsReadByNATSServer(t *testing.T) {
+	creds, err := LoadOrCreateCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(conf, []byte("port: -1\n"+creds.ServerConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("nats-server cannot read the block: %v", err)
+	}
+	if len(o.Nkeys) != len(Parts) {
+		t.Fatalf("%d nkey users, want %d", len(o.Nkeys), len(Parts))
+	}
+	for _, u := range o.Nkeys {
+		var part Part
+		for _, p := range Parts {
+			if creds.PublicKey(p) == u.Nkey {
+				part = p
+			}
+		}
+		want := Permissions(part)
+		if part == "" || !slices.Equal(u.Permissions.Publish.Allow, want.Publish.Allow) || !slices.Equal(u.Permissions.Publish.Deny, want.Publish.Deny) ||
+			!slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe.Allow) {
+			t.Fatalf("user %s (%s): permissions %+v, want %+v", u.Nkey, part, u.Permissions, want)
+		}
+	}
 }
