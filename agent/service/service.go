@@ -96,7 +96,9 @@ type Service struct {
 	// HostCA verifies the agent's certificate (what clients trust).
 	HostCA *x509.Certificate
 	Server *agent.Server
-	Store  *state.Store
+	// Store is the broker's store on Options.JS, opened only beside the
+	// broker without Options.Register; nil otherwise.
+	Store *state.Store
 
 	log  *slog.Logger
 	done chan error
@@ -177,10 +179,37 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
-		return nil, fmt.Errorf("agent service: %w", err)
+	// The agent reads STATE and writes only heartbeats, unless it is to
+	// register beside the broker with the broker's store on JS.
+	var (
+		store    *state.Projection
+		beat     func(ctx context.Context, by state.Actor, name, hostID string) error
+		register = o.Register
+	)
+	if auth.broker == nil && register == nil {
+		if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
+			return nil, fmt.Errorf("agent service: %w", err)
+		}
+		st := s.Store
+		store, beat = st.Projection, st.Heartbeat
+		register = func(ctx context.Context, d state.NewDatabase) error {
+			_, err := st.RegisterDatabase(ctx, state.Actor{User: "host:" + hostID}, d)
+			return err
+		}
+	} else {
+		if store, err = state.Follow(ctx, o.JS); err != nil {
+			return nil, fmt.Errorf("agent service: %w", err)
+		}
+		b, berr := state.NewBeater(ctx, o.JS, store, cfg.ClusterName)
+		if berr != nil {
+			store.Close()
+			return nil, fmt.Errorf("agent service: %w", berr)
+		}
+		beat = b.Beat
+		if auth.broker != nil {
+			register = apiRegister(auth.broker)
+		}
 	}
-	store := s.Store
 	// s is nil once an error is returned.
 	defer func() {
 		if err != nil {
@@ -256,16 +285,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}
 		lns = append(lns, my.Listener(mln, lo))
 	}
-	reg := &registrar{store: store, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log, register: o.Register}
-	switch {
-	case auth.broker != nil:
-		reg.register = apiRegister(auth.broker)
-	case reg.register == nil:
-		reg.register = func(ctx context.Context, d state.NewDatabase) error {
-			_, err := store.RegisterDatabase(ctx, state.Actor{User: "host:" + hostID}, d)
-			return err
-		}
-	}
+	reg := &registrar{state: store, register: register, heartbeat: beat, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
 	for _, d := range dbs {
 		reg.dbs = append(reg.dbs, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI,
 			Labels: d.StaticLabels, HostID: hostID, AgentAddr: s.PublicAddr, HeartbeatTTL: o.HeartbeatTTL})
@@ -308,13 +328,14 @@ func errRemoteJoin(c *config.Config) error {
 // registrar registers the agent's databases and keeps them alive:
 // registrations through register, heartbeats straight into DB_HEARTBEATS.
 type registrar struct {
-	store    *state.Store
-	register func(ctx context.Context, d state.NewDatabase) error
-	hostID   string
-	addr     string
-	ttl      time.Duration
-	dbs      []state.NewDatabase
-	log      *slog.Logger
+	state     *state.Projection
+	register  func(ctx context.Context, d state.NewDatabase) error
+	heartbeat func(ctx context.Context, by state.Actor, name, hostID string) error
+	hostID    string
+	addr      string
+	ttl       time.Duration
+	dbs       []state.NewDatabase
+	log       *slog.Logger
 }
 
 func (r *registrar) registerAll(ctx context.Context) error {
@@ -353,12 +374,12 @@ func (r *registrar) beat(ctx context.Context) {
 		}
 		for _, d := range r.dbs {
 			bctx, cancel := context.WithTimeout(ctx, r.ttl/3)
-			cur, ok := r.store.Database(d.Name)
+			cur, ok := r.state.Database(d.Name)
 			var err error
 			if !ok || cur.HostID != r.hostID || cur.AgentAddr != r.addr {
 				err = r.register(bctx, d)
 			} else {
-				err = r.store.Heartbeat(bctx, by, d.Name, r.hostID)
+				err = r.heartbeat(bctx, by, d.Name, r.hostID)
 			}
 			cancel()
 			if err != nil && ctx.Err() == nil {
