@@ -104,3 +104,44 @@ func TestAgentRegisterAndDBClientScope(t *testing.T) {
 		t.Fatalf("registration with a user certificate: %v", err)
 	}
 }
+
+// A token created with --reusable lets several agents join until it
+// expires; one created without works once.
+func TestReusableJoinToken(t *testing.T) {
+	b := startBroker(t, login.Options{})
+	ctx := ctxT(t)
+	a := b.Admin.As(admin, "")
+	reusable, err := a.AddToken(ctx, api.AddTokenRequest{Type: "db", Reusable: true})
+	if err != nil || reusable.Token.SingleUse {
+		t.Fatalf("reusable token %+v: %v", reusable, err)
+	}
+	once, err := a.AddToken(ctx, api.AddTokenRequest{Type: "db"})
+	if err != nil || !once.Token.SingleUse {
+		t.Fatalf("single-use token %+v: %v", once, err)
+	}
+	c := b.client(t, nil)
+	join := func(tok, host string) error {
+		_, err := c.Join(ctx, api.JoinRequest{Token: tok, HostID: host, PublicKey: pubPEM(t, newKey(t))})
+		return err
+	}
+	for _, h := range []string{"r-1", "r-2", "r-3"} {
+		if err := join(reusable.Value, h); err != nil {
+			t.Fatalf("%s with the reusable token: %v", h, err)
+		}
+	}
+	if err := join(once.Value, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(once.Value, "s-2"); statusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "join token refused: single-use token already used by s-1") {
+		t.Fatalf("single-use token used twice: %v", err)
+	}
+	ts, err := a.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range ts {
+		if tk.ID == reusable.Token.ID && (tk.Uses != 3 || tk.LastUsedBy != "r-3") {
+			t.Fatalf("reusable token listed as %+v", tk)
+		}
+	}
+}
