@@ -21,16 +21,22 @@ type AlertRecorder interface {
 // StreamAlerts returns a guard notify function (WithGuardNotify) for the
 // broker: every fault is logged at error level and stored as an
 // audit.stream_weakened event by user with rec, if AUDIT still takes it.
-// An alert that could not be stored (AUDIT deleted, say) is stored once
-// AUDIT is sound again, so the trail shows the gap. rec may be nil: then
-// faults are only logged.
+// Once AUDIT is sound again, an alert that could not be stored (AUDIT
+// deleted, say) is stored, and one stored in the weakened stream, where it
+// may be lost, is stored again as a copy marked stored_again. rec may be
+// nil: then faults are only logged.
 func StreamAlerts(ctx context.Context, rec AlertRecorder, log *slog.Logger, user string) func(fault error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	type alert struct {
+		ev *StreamWeakened
+		// weak is set once ev was stored while the stream was weakened.
+		weak bool
+	}
 	var (
 		mu      sync.Mutex
-		pending []*StreamWeakened
+		pending []*alert
 	)
 	store := func(ev *StreamWeakened) error {
 		if rec == nil {
@@ -53,18 +59,33 @@ func StreamAlerts(ctx context.Context, rec AlertRecorder, log *slog.Logger, user
 			ev.User = user
 			log.Error("AUDIT stream missing or weakened: events could be lost or erased; strict agents refuse statements until it is restored",
 				"stream", ev.Stream, "fault", ev.Fault, "defects", ev.Defects)
-			pending = append(pending, ev)
+			pending = append(pending, &alert{ev: ev})
 		} else {
 			log.Warn("AUDIT stream sound again", "stream", AuditStream)
 		}
-		var kept []*StreamWeakened
-		for _, ev := range pending {
+		kept := pending[:0]
+		for _, a := range pending {
+			switch {
+			case fault != nil && a.weak:
+				kept = append(kept, a)
+				continue
+			case fault == nil && a.weak:
+				again := *a.ev
+				again.ID, again.StoredAgain = "", true
+				a.ev, a.weak = &again, false
+			}
 			// A retry keeps the event's id, so it is stored once.
-			if err := store(ev); err != nil {
-				log.Error("alert not stored in AUDIT; it will be once AUDIT is sound", "type", ev.Type, "id", ev.ID, "fault", ev.Fault, "error", err)
-				kept = append(kept, ev)
+			if err := store(a.ev); err != nil {
+				log.Error("alert not stored in AUDIT; it will be once AUDIT is sound", "type", a.ev.Type, "id", a.ev.ID, "fault", a.ev.Fault, "error", err)
+				kept = append(kept, a)
+				continue
+			}
+			if fault != nil {
+				a.weak = true
+				kept = append(kept, a)
 			}
 		}
+		clear(pending[len(kept):])
 		pending = kept
 	}
 }

@@ -458,6 +458,19 @@ func TestStreamAlertsStoreTheFault(t *testing.T) {
 		t.Fatalf("alert %+v", ev)
 	}
 
+	// Stored in a stream that keeps one message per subject, the alert is
+	// stored again once AUDIT is sound.
+	if err := EnsureStreams(ctx, s.js, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "alert stored again once AUDIT is sound", func() bool {
+		a := alert()
+		return a != nil && a.StoredAgain
+	})
+	if again := alert(); again.ID == ev.ID || again.Fault != ev.Fault || !again.Time.Equal(ev.Time) {
+		t.Fatalf("copy %+v of alert %+v", again, ev)
+	}
+
 	if err := s.js.DeleteStream(ctx, AuditStream); err != nil {
 		t.Fatal(err)
 	}

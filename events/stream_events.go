@@ -18,6 +18,9 @@ type StreamWeakened struct {
 	Missing bool     `json:"missing,omitempty" jsonschema:"description=Set when the stream did not exist (it was deleted)"`
 	Defects []string `json:"defects,omitempty" jsonschema:"description=Each way the stream is weaker than it must be, e.g. storage is memory, want file"`
 	Fault   string   `json:"fault" jsonschema:"description=The whole finding in one sentence, as logged"`
+	// StoredAgain marks the copy stored once the stream was sound again:
+	// the first was stored in the weakened stream, where it may be lost.
+	StoredAgain bool `json:"stored_again,omitempty" jsonschema:"description=Set on the copy stored once the stream was sound again; the first copy went to the weakened stream and may be lost"`
 }
 
 // NewStreamWeakened is the alert event of a fault found by CheckAudit or
