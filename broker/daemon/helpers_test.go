@@ -39,12 +39,22 @@ type testBroker struct {
 func startBroker(tb testing.TB, lo login.Options) *testBroker {
 	tb.Helper()
 	dir := tb.TempDir()
-	srv, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0"})
+	// The embedded server as tollgate start runs it: every part with its
+	// identity, TLS on the listener.
+	ncfg := config.Default()
+	ncfg.DataDir = dir
+	ncfg.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	ncfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	so, err := natsserver.FromConfig(ncfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := natsserver.Start(so)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
+	nc, err := srv.ConnectAs(natsserver.Broker)
 	if err != nil {
 		tb.Fatal(err)
 	}
