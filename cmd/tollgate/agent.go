@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
@@ -18,8 +19,20 @@ func init() {
 			if err != nil {
 				return err
 			}
-			s, err := service.Start(ctx, service.Options{Config: d.Config, JS: js, Recorder: d.Publisher,
-				Log: d.Log.With("component", "agent")})
+			o := service.Options{Config: d.Config, JS: js, Recorder: d.Publisher, Log: d.Log.With("component", "agent")}
+			// The agent's own identity only reads STATE: beside the broker,
+			// its databases are registered through the broker's store.
+			if brokerEnabled(d.Config) && d.perPart() {
+				store, err := d.BrokerStore(ctx)
+				if err != nil {
+					return err
+				}
+				o.Register = func(ctx context.Context, nd state.NewDatabase) error {
+					_, err := store.RegisterDatabase(ctx, state.Actor{User: "host:" + nd.HostID}, nd)
+					return err
+				}
+			}
+			s, err := service.Start(ctx, o)
 			if err != nil {
 				return err
 			}

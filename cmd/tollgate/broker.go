@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/config"
@@ -13,9 +14,7 @@ import (
 func init() {
 	addStartRole(startRole{
 		Name: "broker",
-		Enabled: func(c *config.Config) bool {
-			return c.Broker.Enabled == nil || *c.Broker.Enabled
-		},
+		Enabled: brokerEnabled,
 		Run: func(ctx context.Context, d *startDeps) error {
 			_, js, err := d.As(natsserver.Broker)
 			if err != nil {
@@ -23,14 +22,20 @@ func init() {
 			}
 			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: js, Audit: d.Publisher, Log: d.Log})
 			if err != nil {
+				d.setBrokerStore(nil, fmt.Errorf("the broker did not start: %w", err))
 				if ctx.Err() != nil {
 					return nil // shut down while still starting
 				}
 				return err
 			}
+			d.setBrokerStore(b.Store, nil)
 			pin, _ := b.Admin.HostCAPin()
 			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin)
 			return b.Wait()
 		},
 	})
 }
+
+// brokerEnabled says whether the configuration runs the broker (the
+// default): the agent beside it then registers through its store.
+func brokerEnabled(c *config.Config) bool { return c.Broker.Enabled == nil || *c.Broker.Enabled }

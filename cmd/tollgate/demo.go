@@ -27,7 +27,6 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
-	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // Names the demo creates.
@@ -175,15 +174,10 @@ db_service:
 // run is the demo role: once broker and agent are up, the demo user and
 // its identity file, then the two commands.
 func (r *demoRun) run(ctx context.Context, d *startDeps) error {
-	_, js, err := d.As(natsserver.Broker)
+	store, err := d.BrokerStore(ctx)
 	if err != nil {
 		return err
 	}
-	store, err := state.Open(ctx, js, r.cfg.ClusterName)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	cas, err := ca.Open(r.cfg.DataDir)
 	if err != nil {
 		return err

@@ -37,6 +37,13 @@ type startDeps struct {
 	Publisher *events.Publisher
 
 	mu sync.Mutex
+	// store is the broker's state store, shared by the roles that write
+	// STATE (broker, the agent's registrations beside it, demo); ready is
+	// closed once it is set or the broker role failed to open it.
+	store      *state.Store
+	storeErr   error
+	storeReady chan struct{}
+	storeOnce  sync.Once
 	// shared is the one connection of an external cluster reached with a
 	// single credential (no nats.credentials_dir): every part uses it.
 	shared *nats.Conn
@@ -73,6 +80,59 @@ func (d *startDeps) As(p natsserver.Part) (*nats.Conn, jetstream.JetStream, erro
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// setBrokerStore hands the broker role's store (or why it has none) to
+// the roles waiting in BrokerStore.
+func (d *startDeps) setBrokerStore(s *state.Store, err error) {
+	d.mu.Lock()
+	if d.storeReady == nil {
+		d.storeReady = make(chan struct{})
+	}
+	ready := d.storeReady
+	d.mu.Unlock()
+	d.storeOnce.Do(func() {
+		d.store, d.storeErr = s, err
+		close(ready)
+	})
+}
+
+// BrokerStore is the broker's state store: the broker role's when it runs
+// in this process, else one opened with the broker's identity (a process
+// beside the broker's data dir holds its seed).
+func (d *startDeps) BrokerStore(ctx context.Context) (*state.Store, error) {
+	if !roleSelectedByName("broker", d.Config) {
+		d.storeOnce.Do(func() {
+			d.mu.Lock()
+			if d.storeReady == nil {
+				d.storeReady = make(chan struct{})
+			}
+			ready := d.storeReady
+			d.mu.Unlock()
+			defer close(ready)
+			_, js, err := d.As(natsserver.Broker)
+			if err != nil {
+				d.storeErr = err
+				return
+			}
+			d.store, d.storeErr = state.Open(ctx, js, d.Config.ClusterName)
+			if d.storeErr == nil {
+				go func() { <-ctx.Done(); d.store.Close() }()
+			}
+		})
+	}
+	d.mu.Lock()
+	if d.storeReady == nil {
+		d.storeReady = make(chan struct{})
+	}
+	ready := d.storeReady
+	d.mu.Unlock()
+	select {
+	case <-ready:
+		return d.store, d.storeErr
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // closeConns closes the connections As made (the embedded server drains
