@@ -4,15 +4,12 @@ package security
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
@@ -201,7 +198,4 @@ func TestAuditWeakenedBehindTheBrokersBack(t *testing.T) {
 	if n := auditCount(t, auditor, "audit.*.*.audit.stream_weakened"); n == 0 {
 		t.Fatal("no audit.stream_weakened alert stored")
 	}
-	_ = json.Valid
-	_ = errors.New
-	_ = jetstream.ErrStreamNotFound
 }

@@ -206,3 +206,16 @@ func (w *world) tollgate(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// stdout runs an admin command and returns its standard output alone (its
+// standard error too when it fails).
+func (w *world) stdout(args ...string) (string, error) {
+	cmd := exec.Command(tollgateBin, append([]string{"--config", w.config}, args...)...)
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out) + errb.String(), err
+	}
+	return string(out), nil
+}
