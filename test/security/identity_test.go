@@ -196,4 +196,3 @@ func TestJoinTokenReuseAndForeignDBClientCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
