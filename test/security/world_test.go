@@ -57,9 +57,13 @@ type world struct {
 	hostCA, userCert, userKey string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldOn(t, t.TempDir()) }
+
+// newWorldOn is newWorld on the data dir dir/data, which may hold what an
+// earlier version wrote.
+func newWorldOn(t *testing.T, dir string) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir()}
+	w := &world{t: t, dir: dir}
 	w.dataDir = filepath.Join(w.dir, "data")
 	var err error
 	if w.cas, err = ca.Open(w.dataDir); err != nil {
