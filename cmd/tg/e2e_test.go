@@ -60,12 +60,22 @@ func startE2E(t *testing.T) *e2e {
 	}
 	e.tg, e.tgl = filepath.Join(bin, "tg"), filepath.Join(bin, "tollgate")
 
-	srv, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(e.dir, "nats"), Listen: "127.0.0.1:0"})
+	// The embedded server as tollgate start runs it, its identities in
+	// the data dir where the admin commands find them.
+	ncfg := config.Default()
+	ncfg.DataDir = e.dir
+	ncfg.NATS.Embedded.StoreDir = filepath.Join(e.dir, "nats")
+	ncfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	so, err := natsserver.FromConfig(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsserver.Start(so)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
+	nc, err := srv.ConnectAs(natsserver.Broker)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/exporters/ocsfcheck"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
@@ -106,7 +107,15 @@ exporters:
 	// Store events as an agent would: queries, and one login (not a
 	// session event: the OCSF exporter's filter, applied by the server to
 	// its consumer's subjects, leaves it out).
-	nc, err := nats.Connect("nats://" + natsAddr)
+	creds, err := natsserver.LoadCredentials(filepath.Join(dir, "data", "nats-auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := creds.Options(natsserver.Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("tls://"+natsAddr, append(as, nats.RootCAs(filepath.Join(creds.Dir, natsserver.TLSCertFile)))...)
 	if err != nil {
 		t.Fatal(err)
 	}

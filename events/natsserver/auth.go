@@ -60,6 +60,7 @@ const (
 	streamBeats      = "KV_DB_HEARTBEATS"
 	streamSnapshots  = "OBJ_STATE_SNAPSHOTS"
 	streamDeadLetter = "DEADLETTER"
+	streamExporters  = "KV_EXPORTERS"
 )
 
 // protectedStreams may never lose a message through the API: only their
@@ -120,16 +121,19 @@ func Permissions(p Part) *server.Permissions {
 		pub = append(pub, common...)
 		// exporter.dead_letter and the other events of the exporter
 		// itself, outside any session.
-		pub = append(pub, "audit.*._.exporter.>", "deadletter.>", "$O.AUDIT_LARGE.>")
+		pub = append(pub, "audit.*._.exporter.>", "deadletter.>", "$O.AUDIT_LARGE.>", "$KV.EXPORTERS.>")
 		pub = append(pub, durableOn(streamAudit)...)
 		pub = append(pub, durableOn(streamState)...)
 		pub = append(pub, readStream(streamLarge)...)
 		pub = append(pub, durableOn(streamDeadLetter)...)
-		pub = append(pub, "$JS.API.STREAM.CREATE."+streamDeadLetter, "$JS.API.STREAM.UPDATE."+streamDeadLetter)
+		pub = append(pub, readStream(streamExporters)...)
+		// The dead-letter stream and the exporters' counters are theirs.
+		pub = append(pub, "$JS.API.STREAM.CREATE."+streamDeadLetter, "$JS.API.STREAM.UPDATE."+streamDeadLetter,
+			"$JS.API.STREAM.CREATE."+streamExporters, "$JS.API.STREAM.UPDATE."+streamExporters)
 		sub = []string{inbox}
 	case Auditor:
 		pub = append(pub, common...)
-		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter} {
+		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters} {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")

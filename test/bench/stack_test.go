@@ -113,22 +113,36 @@ func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 	s.conns[TargetPgBouncer] = Conn{Host: "127.0.0.1", Port: strconv.Itoa(s.bouncer.Port), User: benchUser, DBName: "postgres",
 		SSLMode: "verify-full", SSLRootCert: benchCAFile, SSLCert: clientCert, SSLKey: clientKey}
 
-	// Embedded JetStream with file storage, reached in-process.
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dir, "nats"), Listen: natsserver.InProcessOnly})
+	// Embedded JetStream with file storage, reached in-process, with the
+	// identities tollgate start gives its parts: the broker makes the
+	// streams, the agents publish as the agent.
+	creds, err := natsserver.LoadOrCreateCredentials(filepath.Join(dir, "nats-auth"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dir, "nats"), Listen: natsserver.InProcessOnly, Auth: creds})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
+	bnc, err := ns.ConnectAs(natsserver.Broker)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if s.js, err = jetstream.New(nc); err != nil {
+	bjs, err := jetstream.New(bnc)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := waitCtx(30 * time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, s.js, events.StreamOptions{}); err != nil {
+	if err := events.EnsureStreams(ctx, bjs, events.StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	nc, err := ns.ConnectAs(natsserver.Agent)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if s.js, err = jetstream.New(nc); err != nil {
 		tb.Fatal(err)
 	}
 
