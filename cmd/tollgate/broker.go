@@ -13,7 +13,7 @@ import (
 // HTTPS API on proxy.listen.
 func init() {
 	addStartRole(startRole{
-		Name: "broker",
+		Name:    "broker",
 		Enabled: brokerEnabled,
 		Run: func(ctx context.Context, d *startDeps) error {
 			_, js, err := d.As(natsserver.Broker)
