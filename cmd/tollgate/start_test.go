@@ -236,3 +236,85 @@ func TestRunStartExternalNATSAndRoles(t *testing.T) {
 		t.Fatalf("want the broken role's error, got %v", err)
 	}
 }
+
+// An external server configured with the authorization `tollgate auth
+// nats` prints: with nats.credentials_dir each role connects with its own
+// seed and is held to its own job, and a process without the broker waits
+// for the broker's streams instead of making them.
+func TestRunStartExternalNATSWithCredentialsDir(t *testing.T) {
+	dir := t.TempDir()
+	creds, err := natsserver.LoadOrCreateCredentials(filepath.Join(dir, "nats-auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(dir, "ext"), Listen: "127.0.0.1:0", Auth: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Shutdown()
+	bnc, err := ext.ConnectAs(natsserver.Broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bjs, _ := jetstream.New(bnc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := events.EnsureStreams(ctx, bjs, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	saved := startRoles
+	defer func() { startRoles = saved }()
+	started := make(chan *startDeps, 1)
+	startRoles = []startRole{{Name: "agent", Run: func(ctx context.Context, d *startDeps) error {
+		started <- d
+		<-ctx.Done()
+		return nil
+	}}}
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.URLs = []string{ext.ClientURL()}
+	cfg.NATS.CredentialsDir = creds.Dir
+	done := make(chan error, 1)
+	go func() { done <- runStart(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	var d *startDeps
+	select {
+	case d = <-started:
+	case err := <-done:
+		t.Fatalf("start ended early: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("role not started within 30s")
+	}
+	if err := d.Publisher.Publish(ctx, &events.Query{Session: events.Session{SID: "s"}, Query: "select 1"}); err != nil {
+		t.Fatalf("the agent's publisher: %v", err)
+	}
+	// The agent's connection may not append STATE.
+	errs := make(chan error, 1)
+	nc, js, err := d.As(natsserver.Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	})
+	pctx, pcancel := context.WithTimeout(ctx, time.Second)
+	defer pcancel()
+	if _, err := js.Publish(pctx, "state.user.mallory", []byte("{}")); err == nil {
+		t.Fatal("the agent's identity appended STATE")
+	}
+	select {
+	case e := <-errs:
+		if !errors.Is(e, nats.ErrPermissionViolation) {
+			t.Fatalf("server said %v, want a permissions violation", e)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no permissions violation reported")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -211,3 +211,43 @@ func TestServerConfigIsReadByNATSServer(t *testing.T) {
 		}
 	}
 }
+
+// A loopback cluster runs with the same identities: the broker makes R3
+// streams on one node, the agent publishes on another, an anonymous
+// client is refused by every node.
+func TestClusterWithIdentities(t *testing.T) {
+	dir := t.TempDir()
+	creds, err := LoadOrCreateCredentials(filepath.Join(dir, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := StartCluster(ctxT(t, 60*time.Second), dir, 3, Options{Auth: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		t.Cleanup(n.Shutdown)
+	}
+	bnc, err := nodes[0].ConnectAs(Broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bjs, _ := jetstream.New(bnc)
+	if err := events.EnsureStreams(ctxT(t, 30*time.Second), bjs, events.StreamOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	anc, err := nodes[1].ConnectAs(Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ajs, _ := jetstream.New(anc)
+	if _, err := ajs.Publish(ctxT(t, 5*time.Second), "audit.c.s1.db.session.query", []byte(`{}`)); err != nil {
+		t.Fatalf("agent publish on another node: %v", err)
+	}
+	for _, n := range nodes {
+		if nc, err := nats.Connect(n.ClientURL(), nats.Timeout(2*time.Second)); err == nil {
+			nc.Close()
+			t.Fatalf("node %s accepted an anonymous connection", n.Name())
+		}
+	}
+}
