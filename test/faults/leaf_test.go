@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // TestLeafCut runs an agent whose embedded NATS server is a leaf node of a
@@ -72,7 +73,16 @@ func TestLeafCut(t *testing.T) {
 		t.Fatalf("%v\n%s", err, site.LogTail())
 	}
 	t.Cleanup(func() { _ = site.Stop() })
-	lnc, err := nats.Connect("nats://"+leafNATS, nats.MaxReconnects(-1))
+	// The site's own server authenticates every part: the auditor reads.
+	creds, err := natsserver.LoadCredentials(filepath.Join(data, "nats-auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := creds.Options(natsserver.Auditor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnc, err := nats.Connect("tls://"+leafNATS, append(as, nats.MaxReconnects(-1), nats.RootCAs(filepath.Join(creds.Dir, natsserver.TLSCertFile)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
