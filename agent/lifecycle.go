@@ -49,6 +49,25 @@ type IdentitySource interface {
 // It is called at most once, from its own goroutine.
 type TerminateFunc func(reason, message string)
 
+// Cancel is what a CancelFunc did.
+type Cancel struct {
+	// Method says how, in the protocol's terms ("cancel request to
+	// backend 4242", "KILL QUERY 17", "attention"); empty when nothing
+	// was running.
+	Method string
+	// Confirmed is set once the database answered that the statement
+	// stopped (the session's answer came, or the attention was
+	// acknowledged).
+	Confirmed bool
+}
+
+// CancelFunc stops the statement a session is running in the database
+// before the lifecycle ends the session: closing the connection alone
+// leaves it running (pg_sleep, a long UPDATE). It also keeps the client's
+// next messages from reaching the database. It returns by ctx's end at
+// the latest, with what it did so far.
+type CancelFunc func(ctx context.Context) (Cancel, error)
+
 // LifecycleOptions tune a Lifecycle.
 type LifecycleOptions struct {
 	// Interval is how often live sessions are checked against the state,
@@ -57,6 +76,9 @@ type LifecycleOptions struct {
 	// Grace is how long a TerminateFunc may take before the connection is
 	// closed under it (2s).
 	Grace time.Duration
+	// CancelWait bounds how long a running statement's cancel may take
+	// before the session is ended anyway (1.5s).
+	CancelWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -79,6 +101,7 @@ type Lifecycle struct {
 	src      StateSource
 	interval time.Duration
 	grace    time.Duration
+	wait     time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 
@@ -99,13 +122,16 @@ func NewLifecycle(src StateSource, o LifecycleOptions) *Lifecycle {
 	if o.Grace <= 0 {
 		o.Grace = 2 * time.Second
 	}
+	if o.CancelWait <= 0 {
+		o.CancelWait = 1500 * time.Millisecond
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Lifecycle{src: src, interval: o.Interval, grace: o.Grace, now: o.Now, log: o.Logger,
+	return &Lifecycle{src: src, interval: o.Interval, grace: o.Grace, wait: o.CancelWait, now: o.Now, log: o.Logger,
 		live: map[*ClientConn]*liveConn{}, kick: make(chan struct{}, 1)}
 }
 
@@ -122,10 +148,11 @@ type liveConn struct {
 	// tick is still checked against it.
 	seq uint64
 
-	mu    sync.Mutex
-	sess  *Session
-	term  TerminateFunc
-	ended bool
+	mu     sync.Mutex
+	sess   *Session
+	term   TerminateFunc
+	cancel CancelFunc
+	ended  bool
 }
 
 // Run checks live sessions until ctx ends.
@@ -315,9 +342,10 @@ func lockReason(lk state.Lock, id identity.Identity) *endReason {
 	return &endReason{reason: events.EndLocked, message: msg, lockID: lk.ID}
 }
 
-// end terminates lc once: the terminate event goes into the session, the
-// engine tells the client, and the connection is closed after the grace
-// period whatever the engine did.
+// end terminates lc once: what the session runs in the database is
+// cancelled (bounded by the cancel wait), the terminate event goes into
+// the session, the engine tells the client, and the connection is closed
+// after the grace period whatever the engine did.
 func (l *Lifecycle) end(lc *liveConn, why *endReason) {
 	lc.mu.Lock()
 	if lc.ended {
@@ -325,22 +353,62 @@ func (l *Lifecycle) end(lc *liveConn, why *endReason) {
 		return
 	}
 	lc.ended = true
-	sess, term := lc.sess, lc.term
+	sess, term, cancel := lc.sess, lc.term, lc.cancel
 	lc.mu.Unlock()
-	if sess != nil {
-		ev := &events.SessionTerminate{Reason: why.reason, Message: why.message, LockID: why.lockID,
-			RequestID: why.requestID, IdleNs: why.idle.Nanoseconds()}
-		if err := sess.Emit(ev); err != nil && !errors.Is(err, ErrSessionClosed) {
-			l.log.Error("agent: cannot record session termination", "sid", sess.ID, "err", err)
-		}
-	}
 	l.log.Info("agent: ending session", "user", lc.cc.Identity.User, "reason", why.reason, "message", why.message)
 	if term == nil {
+		l.record(sess, why, nil)
 		lc.cc.Close()
 		return
 	}
-	go term(why.reason, why.message)
-	time.AfterFunc(l.grace, func() { lc.cc.Close() })
+	go func() {
+		ev := &events.SessionTerminate{}
+		if cancel != nil {
+			l.cancel(sess, cancel, ev)
+		}
+		l.record(sess, why, ev)
+		go term(why.reason, why.message)
+		time.AfterFunc(l.grace, func() { lc.cc.Close() })
+	}()
+}
+
+// cancel runs a session's CancelFunc within the cancel wait and notes
+// what it did in ev.
+func (l *Lifecycle) cancel(sess *Session, cancel CancelFunc, ev *events.SessionTerminate) {
+	ctx, stop := context.WithTimeout(context.Background(), l.wait)
+	defer stop()
+	start := time.Now()
+	c, err := cancel(ctx)
+	ev.Cancel, ev.CancelConfirmed = c.Method, c.Confirmed
+	if c.Method != "" || err != nil {
+		ev.CancelNs = time.Since(start).Nanoseconds()
+	}
+	if err == nil && c.Method != "" && !c.Confirmed {
+		err = fmt.Errorf("the database did not confirm the cancel within %s", l.wait)
+	}
+	if err != nil {
+		ev.CancelError = err.Error()
+		sid := ""
+		if sess != nil {
+			sid = sess.ID
+		}
+		l.log.Warn("agent: cancelling the running statement", "sid", sid, "err", err)
+	}
+}
+
+// record puts the terminate event (ev, when the cancel filled it) into
+// the session.
+func (l *Lifecycle) record(sess *Session, why *endReason, ev *events.SessionTerminate) {
+	if sess == nil {
+		return
+	}
+	if ev == nil {
+		ev = &events.SessionTerminate{}
+	}
+	ev.Reason, ev.Message, ev.LockID, ev.RequestID, ev.IdleNs = why.reason, why.message, why.lockID, why.requestID, why.idle.Nanoseconds()
+	if err := sess.Emit(ev); err != nil && !errors.Is(err, ErrSessionClosed) {
+		l.log.Error("agent: cannot record session termination", "sid", sess.ID, "err", err)
+	}
 }
 
 // Authorizer wraps next with the lifecycle's refusals: a removed user, a
@@ -424,6 +492,25 @@ func (c *ClientConn) OnTerminate(s *Session, fn TerminateFunc) {
 	// A session lock may already name it in a race with a fresh id only
 	// in theory; a check now costs nothing and keeps the rule simple.
 	l.Notify()
+}
+
+// OnCancel hands the lifecycle the engine's CancelFunc for this
+// connection's session, which it runs before the TerminateFunc. Call it
+// before OnTerminate.
+func (c *ClientConn) OnCancel(fn CancelFunc) {
+	if c.Env == nil || c.Env.life == nil {
+		return
+	}
+	l := c.Env.life
+	l.mu.Lock()
+	lc := l.live[c]
+	l.mu.Unlock()
+	if lc == nil {
+		return
+	}
+	lc.mu.Lock()
+	lc.cancel = fn
+	lc.mu.Unlock()
 }
 
 // activityConn records when the client last sent anything, for

@@ -62,4 +62,10 @@ type SessionTerminate struct {
 	// IdleNs is how long the client had been silent, for reason idle
 	// timeout.
 	IdleNs int64 `json:"idle_ns,omitempty" jsonschema:"description=How long the client had sent nothing, in nanoseconds"`
+	// Cancel is how the statement running when the session ended was
+	// stopped first; closing the connection alone would leave it running.
+	Cancel          string `json:"cancel,omitempty" jsonschema:"description=How the agent cancelled the statement that was running before ending the session (a PostgreSQL cancel request, MySQL KILL QUERY on a second connection, a TDS attention); empty when none was running"`
+	CancelConfirmed bool   `json:"cancel_confirmed,omitempty" jsonschema:"description=Whether the database answered that the statement stopped before the session was ended"`
+	CancelError     string `json:"cancel_error,omitempty" jsonschema:"description=Why the cancel failed or was not confirmed in time; the session was ended anyway"`
+	CancelNs        int64  `json:"cancel_ns,omitempty" jsonschema:"description=How long the cancel took, in nanoseconds"`
 }

@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"sync"
@@ -85,4 +86,64 @@ func TestLockEndsTheSession(t *testing.T) {
 			t.Fatalf("a statement reached the database after the lock: %q", e.Argument)
 		}
 	}
+}
+
+// TestLockKillsRunningQuery: a lock placed while `select sleep(60)` runs
+// through the agent stops it in the database within a second (the
+// processlist shows it no more), and the terminate event says how.
+func TestLockKillsRunningQuery(t *testing.T) {
+	src := &lockSource{}
+	s := newStack(t, stackOptions{state: src})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := sql.Open("mysql", s.db.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	sleeping := func() int {
+		var n int
+		if err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%sleep(60)%' AND id <> CONNECTION_ID()").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	db := s.driver(t, "test")
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.ExecContext(ctx, "select sleep(60)")
+		done <- err
+	}()
+	for sleeping() != 1 {
+		if ctx.Err() != nil {
+			t.Fatal("select sleep(60) never showed in the processlist")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	src.lock("alice", "stop now")
+	for sleeping() != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("select sleep(60) still in the processlist")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("lock to no sleep(60) in the processlist: %s", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("select sleep(60) ran %s after the lock", took)
+	}
+	<-done
+	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	term := ofType(evs, "db.session.terminate")
+	if len(term) != 1 || !strings.HasPrefix(term[0]["cancel"].(string), "KILL QUERY ") || term[0]["cancel_confirmed"] != true {
+		t.Fatalf("terminate %v", term)
+	}
+	t.Logf("terminate: %q confirmed after %.1fms", term[0]["cancel"], term[0]["cancel_ns"].(float64)/1e6)
+	checkGapless(t, s.audit(t))
 }

@@ -43,11 +43,20 @@ type proxy struct {
 	termMsg string
 
 	sc *serverScanner // the server loop's; read by sendTermination after it
+
+	// kill, once the session is connected, opens a second connection as
+	// the same db user and runs KILL QUERY for this one.
+	kill   func(ctx context.Context) (string, error)
+	connID uint32
+	// stopping is closed when the lifecycle cancels the session: from
+	// then on nothing the client sends reaches the database.
+	stopOnce sync.Once
+	stopping chan struct{}
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
 	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, Tally: agent.Tally{Started: time.Now()},
-		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
+		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue(), stopping: make(chan struct{})}
 	p.sc = &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
 	return p
 }
@@ -69,6 +78,31 @@ func (p *proxy) terminate(reason, message string) {
 	p.termMsg = "tollgate: " + message
 	p.termMu.Unlock()
 	p.server.Close()
+}
+
+// cancel is the engine's agent.CancelFunc: the client's next commands are
+// held back, and a command in progress is stopped with KILL QUERY; it is
+// confirmed once the server answered every command forwarded.
+func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
+	p.stopOnce.Do(func() { close(p.stopping) })
+	if p.kill == nil || p.q.idle() {
+		return agent.Cancel{}, nil
+	}
+	c := agent.Cancel{Method: fmt.Sprintf("KILL QUERY %d on a second connection as %s", p.connID, p.dbUser)}
+	if _, err := p.kill(ctx); err != nil {
+		return c, err
+	}
+	c.Confirmed = p.q.waitIdleCtx(ctx)
+	return c, nil
+}
+
+func (p *proxy) stopped() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // sendTermination writes terminate's ERR, after the server loop returned:
@@ -119,7 +153,11 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 		n, rerr := p.client.Read(buf[w:])
 		w += n
 		p.BytesIn.Add(uint64(n))
-		if n > 0 {
+		if n > 0 && p.stopped() {
+			// The session is being ended: nothing more is recorded or
+			// sent, and the termination closes the connection.
+			w = 0
+		} else if n > 0 {
 			consumed, need, err := d.process(ctx, buf[:w])
 			if err != nil {
 				var m *malformed

@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -76,6 +77,23 @@ func (q *cmdQueue) waitIdle() {
 		q.cond.Wait()
 	}
 	q.mu.Unlock()
+}
+
+// waitIdleCtx is waitIdle until ctx ends; it reports whether every
+// forwarded command was answered.
+func (q *cmdQueue) waitIdleCtx(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
+		q.mu.Lock()
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	})
+	defer stop()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.answered < q.sent && !q.closed && ctx.Err() == nil {
+		q.cond.Wait()
+	}
+	return q.answered >= q.sent
 }
 
 func (q *cmdQueue) idle() bool {

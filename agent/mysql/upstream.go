@@ -222,3 +222,37 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// killQuery stops what connection id runs: KILL QUERY over a second
+// connection authenticated as the same db user with the same credential
+// (a user may kill its own threads without further privileges). It
+// returns the server's answer.
+func (e *Engine) killQuery(ctx context.Context, c *agent.ClientConn, db *agent.Database, resp *wire.HandshakeResponse41, dbUser string, id uint32) (string, error) {
+	// Only what the handshake needs: no attributes, no schema, plain
+	// COM_QUERY framing.
+	hr := &wire.HandshakeResponse41{MaxPacketSize: resp.MaxPacketSize, CharacterSet: resp.CharacterSet}
+	up, err := e.connect(ctx, c, db, hr, wire.ClientProtocol41|wire.ClientTransactions, dbUser, "")
+	if err != nil {
+		return "", fmt.Errorf("KILL QUERY %d: connecting: %w", id, err)
+	}
+	defer up.conn.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = up.conn.SetDeadline(d)
+	}
+	w := wire.NewWriter(up.conn)
+	r := wire.NewReader(up.conn, 1<<20)
+	if err := w.WritePacket(append([]byte{byte(wire.ComQuery)}, fmt.Sprintf("KILL QUERY %d", id)...)); err != nil {
+		return "", fmt.Errorf("KILL QUERY %d: %w", id, err)
+	}
+	r.SetSeq(1)
+	p, err := r.ReadPacket()
+	if err != nil {
+		return "", fmt.Errorf("KILL QUERY %d: %w", id, err)
+	}
+	if len(p) > 0 && p[0] == wire.ErrHeader {
+		var ep wire.ErrPacket
+		_ = ep.Decode(p)
+		return "", fmt.Errorf("KILL QUERY %d: %s", id, ep.Message)
+	}
+	return "OK", nil
+}

@@ -1,10 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"sync"
+	"time"
 
 	"github.com/tollgate-db/tollgate/agent"
 )
@@ -59,4 +63,31 @@ func (k *cancelKeys) remove(key cancelKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	delete(k.m, key)
+}
+
+// send forwards a cancel request with the backend's real key over a new
+// TLS connection to the database, and waits until the server read it.
+func (t *cancelTarget) send(ctx context.Context, timeout time.Duration) error {
+	up, err := dialTLS(ctx, t.addr, t.tls, timeout)
+	if err != nil {
+		return fmt.Errorf("forwarding cancel: %w", err)
+	}
+	defer up.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = up.SetDeadline(d)
+	} else {
+		_ = up.SetDeadline(time.Now().Add(timeout))
+	}
+	msg := make([]byte, 12, 12+len(t.secret))
+	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(t.secret)))
+	binary.BigEndian.PutUint32(msg[4:], codeCancel)
+	binary.BigEndian.PutUint32(msg[8:], t.pid)
+	msg = append(msg, t.secret...)
+	if _, err := up.Write(msg); err != nil {
+		return fmt.Errorf("forwarding cancel: %w", err)
+	}
+	// The server closes the connection once it has read the request;
+	// waiting for that keeps the cancel ahead of anything sent next.
+	_, _ = io.Copy(io.Discard, up)
+	return nil
 }

@@ -221,7 +221,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{})}
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
 		var relayed *relayedError
@@ -238,6 +238,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 	}()
 	p.server = up.conn
+	c.OnCancel(p.cancel)
 	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, up)
 }
@@ -348,6 +349,7 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 				pid: binary.BigEndian.Uint32(body), secret: append([]byte(nil), body[4:]...)}
 			key := e.keys.add(t)
 			p.key = &key
+			p.target = t
 			p.backendPID = t.pid
 			out = appendMessage(out, 'K', key[:])
 		case 'E':
@@ -478,23 +480,5 @@ func (e *Engine) cancel(ctx context.Context, body []byte, addr string, overTLS b
 	if !ev.Success {
 		return errors.New(ev.Error)
 	}
-	up, err := dialTLS(ctx, t.addr, t.tls, e.opt.DialTimeout)
-	if err != nil {
-		return fmt.Errorf("forwarding cancel: %w", err)
-	}
-	defer up.Close()
-	msg := make([]byte, 12, 12+len(t.secret))
-	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(t.secret)))
-	binary.BigEndian.PutUint32(msg[4:], codeCancel)
-	binary.BigEndian.PutUint32(msg[8:], t.pid)
-	msg = append(msg, t.secret...)
-	if _, err := up.Write(msg); err != nil {
-		return fmt.Errorf("forwarding cancel: %w", err)
-	}
-	// The server closes the connection once it has read the request;
-	// waiting for that keeps the cancel ahead of anything the client does
-	// next.
-	_ = up.SetReadDeadline(time.Now().Add(e.opt.DialTimeout))
-	_, _ = io.Copy(io.Discard, up)
-	return nil
+	return t.send(ctx, e.opt.DialTimeout)
 }

@@ -23,7 +23,13 @@ type proxy struct {
 	client     net.Conn
 	server     net.Conn
 	key        *cancelKey
+	target     *cancelTarget
 	backendPID uint32
+
+	// stopping is closed when the lifecycle cancels the session: from
+	// then on nothing the client sends reaches the database.
+	stopOnce sync.Once
+	stopping chan struct{}
 
 	clientMu sync.Mutex // serialises writes to the client
 	q        *stmtQueue
@@ -55,6 +61,22 @@ func (p *proxy) terminate(reason, message string) {
 	p.server.Close()
 }
 
+// cancel is the engine's agent.CancelFunc: the client's next messages are
+// held back, and a statement in progress gets a cancel request to its
+// backend; it is confirmed once the server answered everything forwarded.
+func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
+	p.stopOnce.Do(func() { close(p.stopping) })
+	if p.target == nil || !p.q.busy() {
+		return agent.Cancel{}, nil
+	}
+	c := agent.Cancel{Method: fmt.Sprintf("cancel request to backend %d", p.target.pid)}
+	if err := p.target.send(ctx, p.e.opt.DialTimeout); err != nil {
+		return c, err
+	}
+	c.Confirmed = p.q.waitIdleCtx(ctx)
+	return c, nil
+}
+
 // sendTermination writes terminate's error, when there is one and the
 // client's stream stands between two messages. Only after serverLoop
 // returned.
@@ -83,6 +105,9 @@ func (p *proxy) run(ctx context.Context, up *upstream) error {
 	}
 	if p.q == nil {
 		p.q = newStmtQueue()
+	}
+	if p.stopping == nil {
+		p.stopping = make(chan struct{})
 	}
 	if p.txStatus.Load() == 0 {
 		p.txStatus.Store('I')
@@ -150,6 +175,13 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 // forward gates the batch's events and forwards its messages, or refuses
 // the batch with the protocol's own errors when the store is unavailable.
 func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) error {
+	select {
+	case <-p.stopping:
+		// The session is being ended: this batch is neither recorded
+		// nor sent, and the termination closes the connection.
+		return nil
+	default:
+	}
 	if len(dec.replies) > 0 {
 		if err := p.writeClient(dec.replies); err != nil {
 			return err

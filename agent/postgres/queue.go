@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -128,6 +129,30 @@ func (q *stmtQueue) waitIdle() {
 		q.cond.Wait()
 	}
 	q.mu.Unlock()
+}
+
+// busy reports whether something forwarded still awaits its answer.
+func (q *stmtQueue) busy() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.answered < q.sent && !q.closed
+}
+
+// waitIdleCtx is waitIdle until ctx ends; it reports whether everything
+// forwarded was answered.
+func (q *stmtQueue) waitIdleCtx(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
+		q.mu.Lock()
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	})
+	defer stop()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.answered < q.sent && !q.closed && ctx.Err() == nil {
+		q.cond.Wait()
+	}
+	return q.answered >= q.sent
 }
 
 func (q *stmtQueue) close() {

@@ -172,3 +172,46 @@ func TestLockEndsSession(t *testing.T) {
 		t.Fatalf("%d terminate events", n)
 	}
 }
+
+// TestLockAttentionStopsRequest locks the user while `waitfor delay` runs
+// through the agent: the agent sends the database an Attention on the
+// session's own connection and waits for its acknowledgement before it
+// ends the session; the terminate event says so.
+func TestLockAttentionStopsRequest(t *testing.T) {
+	ls := &lockState{}
+	s := newStack(t, stackOptions{life: ls})
+	rc := s.raw(t)
+	rc.login("alice", "app")
+	before := s.tds.Attentions()
+	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "waitfor delay '00:01:00'"))
+	// The request has reached the database once the agent recorded it.
+	s.waitAudit(t, "the waitfor was sent", count("db.session.query", 1))
+	start := time.Now()
+	ls.mu.Lock()
+	ls.lock = &state.Lock{ID: "L1", TargetUser: "alice@example.com", Message: "incident 43", Created: time.Now()}
+	ls.seq++
+	ls.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.tds.Attentions() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the database got no Attention after the lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("lock to the Attention at the TDS server: %s", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("the Attention came %s after the lock", took)
+	}
+	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
+	checkGapless(t, evs)
+	term := ofType(evs, "db.session.terminate")
+	if len(term) != 1 || term[0]["cancel"] != "attention" || term[0]["cancel_confirmed"] != true {
+		t.Fatalf("terminate %v", term)
+	}
+	t.Logf("terminate: attention acknowledged after %.1fms", term[0]["cancel_ns"].(float64)/1e6)
+	res := ofType(evs, "db.session.result")
+	if len(res) != 1 || !strings.Contains(res[0]["error"].(string), "cancelled by the agent") {
+		t.Fatalf("result of the waitfor %v", res)
+	}
+}

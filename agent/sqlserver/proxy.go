@@ -62,6 +62,51 @@ type proxy struct {
 
 	termMu  sync.Mutex
 	termMsg []byte
+
+	// serverMu keeps the agent's own Attention from landing inside a
+	// message the client loop is forwarding.
+	serverMu sync.Mutex
+	// stopping is closed when the lifecycle cancels the session: from
+	// then on nothing the client sends reaches the database.
+	stopOnce sync.Once
+	stopping chan struct{}
+	// agentAttn is set while the agent's Attention awaits its
+	// acknowledgement, which attnAck then receives.
+	agentAttn atomic.Bool
+	attnAck   chan struct{}
+}
+
+// cancel is the engine's agent.CancelFunc: the client's next messages are
+// held back, and a request in progress gets an Attention on the session's
+// own connection; it is confirmed by the DONE that acknowledges it.
+func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
+	p.stopOnce.Do(func() { close(p.stopping) })
+	if p.pending() == 0 {
+		return agent.Cancel{}, nil
+	}
+	c := agent.Cancel{Method: "attention"}
+	p.agentAttn.Store(true)
+	p.serverMu.Lock()
+	_, err := p.server.Write(tds.AppendPackets(nil, tds.PacketAttention, nil, int(p.packetSize.Load()), 0))
+	p.serverMu.Unlock()
+	if err != nil {
+		return c, fmt.Errorf("sending attention: %w", err)
+	}
+	select {
+	case <-p.attnAck:
+		c.Confirmed = true
+	case <-ctx.Done():
+	}
+	return c, nil
+}
+
+func (p *proxy) stopped() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // terminate ends the session for the lifecycle (lock, expiry, idleness):
@@ -123,6 +168,11 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			return err
 		}
 		p.BytesIn.Add(uint64(len(m.Raw)))
+		if p.stopped() {
+			// The session is being ended: nothing more is recorded or
+			// sent, and the termination closes the connection.
+			continue
+		}
 		if m.Ignored() {
 			// The client withdrew the message (IGNORE): SQL Server
 			// discards it, and so nothing of it goes anywhere.
@@ -158,7 +208,10 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			p.qmu.Unlock()
 			p.Statements.Add(uint64(dec.statements))
 		}
-		if _, err := p.server.Write(m.Raw); err != nil {
+		p.serverMu.Lock()
+		_, err = p.server.Write(m.Raw)
+		p.serverMu.Unlock()
+		if err != nil {
 			p.SetReason("database connection lost")
 			return nil
 		}
@@ -318,6 +371,13 @@ func (p *proxy) answered(now time.Time) {
 		p.prepared[r.handle] = req.prepare
 	}
 	p.qmu.Unlock()
+	agentAttn := r.attn && p.agentAttn.Swap(false)
+	if agentAttn {
+		select {
+		case p.attnAck <- struct{}{}:
+		default:
+		}
+	}
 	if req == nil {
 		if !r.attn {
 			p.e.log.Info("sqlserver: the database answered no request", "sid", p.sess.ID)
@@ -343,6 +403,9 @@ func (p *proxy) answered(now time.Time) {
 		ev.ErrorMessage = r.errMsg
 		ev.Error = fmt.Sprintf("error %d: %s", r.errNumber, r.errMsg)
 		p.Errors.Add(1)
+	case agentAttn:
+		ev.Success = false
+		ev.Error = "cancelled by the agent (Attention) before it ended the session"
 	case r.attn:
 		ev.Success = false
 		ev.Error = "cancelled by the client (Attention)"
