@@ -29,8 +29,11 @@ type auditTailFlags struct {
 	format  string
 }
 
+// auditCmd is `tollgate audit`; its subcommands add themselves.
+var auditCmd = &cobra.Command{Use: "audit", Short: "Read and verify the audit stream"}
+
 func init() {
-	audit := &cobra.Command{Use: "audit", Short: "Read the audit stream"}
+	audit := auditCmd
 	var f auditTailFlags
 	tail := &cobra.Command{
 		Use:   "tail [--follow] [--type=T] [--session=SID] [--format=json|ocsf|cloudevents]",
