@@ -42,9 +42,8 @@ import (
 // broker of a cluster shares it.
 const Consumer = "broker-trail"
 
-// HeaderStateSeq names, on a copy, the STATE sequence of the original, so a
-// reader can join the two streams.
-const HeaderStateSeq = "Tollgate-State-Seq"
+// HeaderStateSeq names, on a copy, the STATE sequence of the original.
+const HeaderStateSeq = events.HeaderStateSeq
 
 // skipped are STATE-like events that are not changes made by anyone: none
 // are stored in STATE today (heartbeats live in DB_HEARTBEATS), but should
