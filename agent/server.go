@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // ServerConfig configures the agent's listener.
@@ -63,6 +64,13 @@ type ServerConfig struct {
 	// client sees its protocol's own error.
 	MaxConnections        int
 	MaxConnectionsPerUser int
+	// RejectWindow and RejectSources shape the db.session.rejected events
+	// of connections refused before a session starts: per source and
+	// reason, the first is reported at once and the rest of the window
+	// (DefaultRejectWindow) counted in one event; beyond RejectSources
+	// (DefaultRejectSources) sources, refusals are counted together.
+	RejectWindow  time.Duration
+	RejectSources int
 }
 
 // ErrTooManyConnections is wrapped by ClientConn.Reject when a connection
@@ -80,6 +88,7 @@ type Server struct {
 	log       *slog.Logger
 	fallback  Engine
 	env       *Env
+	rejects   *rejections
 }
 
 // NewServer checks cfg and prepares the databases.
@@ -119,6 +128,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Authorize = cfg.Lifecycle.Authorizer(cfg.Authorize)
 	}
 	s := &Server{cfg: cfg, databases: map[string]*Database{}, log: cfg.Logger}
+	s.rejects = newRejections(cfg.RejectWindow, cfg.RejectSources, s.recordRejected)
 	for _, c := range cfg.Databases {
 		if _, dup := s.databases[c.Name]; dup {
 			return nil, fmt.Errorf("agent: database %q is configured twice", c.Name)
@@ -244,6 +254,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	}
 	cancelConns()
 	wg.Wait()
+	s.rejects.close()
 	drained := make(chan struct{})
 	go func() { s.env.drains.Wait(); close(drained) }()
 	select {
@@ -266,19 +277,30 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 		act = newActivityConn(raw)
 		raw = act
 	}
+	remote := raw.RemoteAddr()
 	pc := &prefixConn{Conn: raw, r: bufio.NewReaderSize(raw, 512)}
 	first, err := pc.r.Peek(1)
 	if err != nil {
+		// Opened and closed without a byte (a port check): nothing was
+		// refused.
 		return
 	}
 	if first[0] != tlsHandshakeRecord {
 		if s.cfg.Plaintext == nil {
 			log.Info("agent: connection did not start with TLS")
+			s.rejects.add(s.rejectedEvent(remote, events.RejectNotTLS, errors.New("the connection did not start with TLS"), proto))
 			return
 		}
 		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc)
 		if err != nil {
 			log.Info("agent: refused plaintext connection", "err", err)
+			if !ok && ctx.Err() == nil {
+				reason := events.RejectBadStartup
+				if errors.Is(err, ErrPlaintextRefused) {
+					reason = events.RejectNotTLS
+				}
+				s.rejects.add(s.rejectedEvent(remote, reason, err, proto))
+			}
 		}
 		if !ok {
 			return
@@ -287,13 +309,24 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	tc := tls.Server(pc, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		log.Info("agent: TLS handshake failed", "err", err)
+		if ctx.Err() == nil {
+			ev := s.rejectedEvent(remote, events.RejectTLSHandshake, err, proto)
+			st := tc.ConnectionState()
+			ev.SNI = st.ServerName
+			if len(st.PeerCertificates) > 0 {
+				ev.Cert = peerCertificate(st.PeerCertificates[0])
+			}
+			s.rejects.add(ev)
+		}
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	cc := &ClientConn{Conn: tc, ServerName: st.ServerName, Env: s.env}
-	cc.Identity, cc.Reject = s.verify(st.PeerCertificates)
+	var reason string
+	cc.Identity, reason, cc.Reject = s.verify(st.PeerCertificates)
 	if cc.Reject == nil {
+		reason = events.RejectUnknownDB
 		cc.Database, cc.Reject = s.route(st.ServerName, proto)
 	}
 	// Connection limits: counted once the user is known, held until the
@@ -301,10 +334,25 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	if cc.Reject == nil {
 		release, err := s.limits.acquire(s.cfg.MaxConnections, s.cfg.MaxConnectionsPerUser, cc.Identity.User)
 		if err != nil {
-			cc.Reject = err
+			reason, cc.Reject = events.RejectTooMany, err
 		} else {
 			defer release()
 		}
+	}
+	if cc.Reject != nil {
+		ev := s.rejectedEvent(remote, reason, cc.Reject, proto)
+		ev.SNI = st.ServerName
+		if len(st.PeerCertificates) > 0 {
+			ev.Cert = peerCertificate(st.PeerCertificates[0])
+		}
+		if cc.Database != nil {
+			ev.Service = cc.Database.Config.Name
+		}
+		// The user is the certificate's only once it was verified.
+		if reason == events.RejectTooMany {
+			ev.User, ev.Roles = cc.Identity.User, cc.Identity.Roles
+		}
+		s.rejects.add(ev)
 	}
 	if cc.Reject == nil && s.cfg.Lifecycle != nil {
 		defer s.cfg.Lifecycle.admit(cc, act)()
@@ -328,9 +376,9 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 
 // verify checks the user certificate against the user CA and reads the
 // identity it carries.
-func (s *Server) verify(chain []*x509.Certificate) (identity.Identity, error) {
+func (s *Server) verify(chain []*x509.Certificate) (identity.Identity, string, error) {
 	if len(chain) == 0 {
-		return identity.Identity{}, errors.New("no client certificate: log in with tg login and connect through tg proxy db")
+		return identity.Identity{}, events.RejectNoCertificate, errors.New("no client certificate: log in with tg login and connect through tg proxy db")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -344,16 +392,40 @@ func (s *Server) verify(chain []*x509.Certificate) (identity.Identity, error) {
 	if err != nil {
 		var inv x509.CertificateInvalidError
 		if errors.As(err, &inv) && inv.Reason == x509.Expired {
-			return identity.Identity{}, fmt.Errorf("client certificate of %q expired at %s: log in again with tg login",
+			return identity.Identity{}, events.RejectCertExpired, fmt.Errorf("client certificate of %q expired at %s: log in again with tg login",
 				leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
-		return identity.Identity{}, fmt.Errorf("client certificate of %q is not trusted: %v", leaf.Subject.CommonName, err)
+		return identity.Identity{}, events.RejectCertUntrusted, fmt.Errorf("client certificate of %q is not trusted: %v", leaf.Subject.CommonName, err)
 	}
 	id, err := s.cfg.Identify(leaf)
 	if err != nil {
-		return identity.Identity{}, fmt.Errorf("client certificate of %q carries no usable identity: %v", leaf.Subject.CommonName, err)
+		return identity.Identity{}, events.RejectBadIdentity, fmt.Errorf("client certificate of %q carries no usable identity: %v", leaf.Subject.CommonName, err)
 	}
-	return id, nil
+	return id, "", nil
+}
+
+// ErrPlaintextRefused is wrapped by a PlaintextNegotiator's error when it
+// refused a well-formed request to go on without TLS (as opposed to bytes
+// it could not read).
+var ErrPlaintextRefused = errors.New("connection without TLS refused")
+
+// rejectedEvent starts the event of a connection refused before a session.
+func (s *Server) rejectedEvent(remote net.Addr, reason string, err error, proto string) *events.SessionRejected {
+	ev := rejected(remote, reason, err)
+	ev.Cluster = s.cfg.Cluster
+	ev.Protocol = proto
+	return ev
+}
+
+// recordRejected stores one db.session.rejected event. Refusals are rare
+// next to statements and already aggregated, so it waits for the store.
+func (s *Server) recordRejected(ev *events.SessionRejected) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Recorder.Publish(ctx, ev); err != nil {
+		s.log.Error("agent: refused connections not recorded", "reason", ev.Reason, "client", ev.ClientAddr,
+			"count", ev.Count, "err", err)
+	}
 }
 
 // ProtocolConn is a connection from a listener that serves one protocol

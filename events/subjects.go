@@ -17,6 +17,10 @@ const (
 	StateSubjects = "state.>"
 	// NoSession stands in the session token of events outside a session.
 	NoSession = "_"
+	// HeaderStateSeq marks a copy in AuditStream of a StateStream event
+	// (broker/trail) with the sequence of the original, so a reader of
+	// both streams can join them or skip the copy.
+	HeaderStateSeq = "Tollgate-State-Seq"
 )
 
 // AuditSubject is the subject an audit event is stored under:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,6 +48,7 @@ type Exporter struct {
 	d          Delivery
 	log        *slog.Logger
 	native     bool
+	readsState bool // STATE is exported: its AUDIT copies are skipped
 	batchBytes int
 	c          counters
 	work       chan *work
@@ -99,6 +101,7 @@ func New(o Options) (*Exporter, error) {
 		work:      make(chan *work, d.Concurrency),
 		consumers: map[string]jetstream.Consumer{},
 	}
+	x.readsState = slices.Contains(d.Streams, events.StateStream)
 	x.batchBytes = d.BatchBytes
 	if mp := int(o.JS.Conn().MaxPayload()) + 64<<10; x.batchBytes < mp {
 		// A fetch that cannot hold the next event would never get it.

@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -446,6 +450,46 @@ func TestNATSRestart(t *testing.T) {
 	for _, id := range ids {
 		if !sink.has(id) {
 			t.Fatalf("event %s lost across the restart", id)
+		}
+	}
+}
+
+// A STATE event and its AUDIT copy (broker/trail) reach a sink once: from
+// STATE when the exporter reads it, else from AUDIT.
+func TestStateCopiesDeliveredOnce(t *testing.T) {
+	e := exportertest.Start(t, exportertest.Options{})
+	ctx := context.Background()
+	ev := &events.UserCreate{Name: "bob", UserRoles: []string{"access"}}
+	ev.User = "alice"
+	if err := events.Stamp(ev, exportertest.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(ev)
+	ack, err := e.JS.Publish(ctx, events.StateSubject("user", "bob"), data, jetstream.WithMsgID(ev.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &nats.Msg{Subject: events.AuditSubject(ev), Data: data, Header: nats.Header{}}
+	m.Header.Set(events.HeaderStateSeq, strconv.FormatUint(ack.Sequence, 10))
+	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	if _, err := e.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	both := newMemSink()
+	_, _ = run(t, e, exporters.Options{Name: "both", Sink: both, Delivery: fast()})
+	e.Settled(t, "both", 20*time.Second)
+	auditOnly := newMemSink()
+	d := fast()
+	d.Streams = []string{events.AuditStream}
+	_, _ = run(t, e, exporters.Options{Name: "audit-only", Sink: auditOnly, Delivery: d})
+	waitFor(t, "the copy delivered from AUDIT", 20*time.Second, func() bool { return auditOnly.has(ev.ID) })
+	time.Sleep(200 * time.Millisecond)
+	for name, s := range map[string]*memSink{"AUDIT and STATE": both, "AUDIT only": auditOnly} {
+		s.mu.Lock()
+		n := s.got[ev.ID]
+		s.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%s: user.create delivered %d times, want once", name, n)
 		}
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters/format"
 )
 
@@ -175,6 +177,22 @@ func caughtUp(m jetstream.Msg) bool {
 	return err == nil && md.NumPending == 0
 }
 
+// stateCopy says whether m is the AUDIT copy of a STATE event while the
+// exporter reads STATE too: the original is delivered from STATE, once.
+func (x *Exporter) stateCopy(stream string, m jetstream.Msg) bool {
+	if stream != events.AuditStream || !x.readsState {
+		return false
+	}
+	// Only events outside a session (audit.<cluster>._.<type>) can be
+	// copies; the header is not parsed for the others.
+	_, rest, _ := strings.Cut(m.Subject(), ".")
+	_, rest, _ = strings.Cut(rest, ".")
+	if !strings.HasPrefix(rest, events.NoSession+".") {
+		return false
+	}
+	return m.Headers().Get(events.HeaderStateSeq) != ""
+}
+
 // prepare reads and formats a fetched batch. Filtered events are
 // acknowledged at once; events that cannot be read or formatted become
 // poison for the dead-letter stream.
@@ -194,7 +212,7 @@ func (x *Exporter) prepare(stream string, msgs []jetstream.Msg) *work {
 			w.poison = append(w.poison, poison{r, it, Permanent(fmt.Errorf("unreadable event: %w", err))})
 			continue
 		}
-		if !x.o.Filter.pass(&r.Envelope) {
+		if !x.o.Filter.pass(&r.Envelope) || x.stateCopy(stream, m) {
 			_ = m.Ack()
 			it.settled = true
 			x.c.filtered.Add(1)

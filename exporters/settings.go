@@ -42,7 +42,9 @@ type Delivery struct {
 	// Start is where a new exporter begins: all (every stored event, the
 	// default) or new (events stored from now on).
 	Start string `yaml:"start"`
-	// Streams to export: AUDIT and STATE by default.
+	// Streams to export: AUDIT and STATE by default. AUDIT holds a copy of
+	// every STATE event (broker/trail): with both, each is delivered from
+	// STATE only; with AUDIT alone, from its copy.
 	Streams []string `yaml:"streams"`
 }
 

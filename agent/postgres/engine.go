@@ -113,7 +113,7 @@ func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, e
 	case code == codeGSSENC:
 		_, _ = conn.Write(errorResponse("FATAL", stateFeatureNotSupported,
 			"tollgate: GSSAPI encryption is not supported: connect with TLS and a Tollgate certificate (gssencmode=disable sslmode=require, or through tg proxy db)"))
-		return false, errors.New("GSSENCRequest refused")
+		return false, fmt.Errorf("%w: GSSENCRequest", agent.ErrPlaintextRefused)
 	case code == codeCancel:
 		// libpq before 17 sends cancel requests without TLS, whatever the
 		// session used. The key it carries was only ever sent inside TLS
@@ -123,7 +123,7 @@ func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, e
 	case code>>16 == 3:
 		_, _ = conn.Write(errorResponse("FATAL", stateInvalidAuthorization,
 			"tollgate: connection without TLS refused: the agent requires TLS with a Tollgate client certificate (use sslmode=require with sslcert/sslkey, or tg proxy db)"))
-		return false, errors.New("plaintext startup refused")
+		return false, fmt.Errorf("%w: plaintext startup", agent.ErrPlaintextRefused)
 	}
 	_, _ = conn.Write(errorResponse("FATAL", stateProtocolViolation,
 		fmt.Sprintf("tollgate: unsupported startup request code %d", code)))

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/broker/trail"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
@@ -144,6 +145,21 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 	})
 	l.Login = login.New(l.Store, l.CAs, l.Publisher, login.Options{Log: slog.New(slog.DiscardHandler)})
 	l.Admin = admin.New(l.Store, l.CAs, l.Login, cfg.Proxy.PublicAddr)
+	if startedHere {
+		// No daemon runs to copy this command's changes into AUDIT: do it
+		// before the in-process server stops (and, should that fail, the
+		// next broker to start does).
+		tr, err := trail.Start(ctx, js)
+		if err != nil {
+			return nil, err
+		}
+		l.closers = append(l.closers, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = tr.Sync(cctx)
+			tr.Stop()
+		})
+	}
 	return l, nil
 }
 

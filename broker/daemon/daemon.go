@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/broker/trail"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/sessions"
@@ -68,6 +69,9 @@ type Broker struct {
 	// broker logs it at error level and stores an audit.stream_weakened
 	// event.
 	Guard *events.Guard
+	// Trail copies every STATE event into AUDIT, so admin actions are
+	// audit events with their actor.
+	Trail *trail.Trail
 	// Addr is where the API listens; ProxyAddr is the public address
 	// written into invites and identity files.
 	Addr, ProxyAddr string
@@ -104,6 +108,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	}
 	if b.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
 		return nil, err
+	}
+	if b.Trail, err = trail.Start(ctx, o.JS, trail.WithLogger(o.Log.With("component", "trail"))); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	want := events.StreamOptions{Replicas: cfg.NATS.Replicas, AuditMaxAge: cfg.NATS.AuditMaxAge.Std(), AuditMaxBytes: cfg.NATS.AuditMaxBytes}
 	gopts := []events.GuardOption{
@@ -166,6 +173,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 func (b *Broker) Wait() error { return <-b.done }
 
 func (b *Broker) close() {
+	if b.Trail != nil {
+		b.Trail.Stop()
+	}
 	if b.Guard != nil {
 		b.Guard.Stop()
 	}

@@ -181,6 +181,7 @@ func TestOCSFEveryType(t *testing.T) {
 		"db.session.query": 6005, "db.session.result": 6005, "db.session.postgres.execute": 6005,
 		"db.session.start": 3003, "db.session.end": 3002, "user.login": 3002,
 		"access_request.update": 3007, "user.create": 3007, "cert.issue": 0,
+		"db.session.rejected": 3002, "role.update": 0,
 	}
 	for _, s := range events.Specs() {
 		ev := sample(t, s)
@@ -226,6 +227,10 @@ func TestOCSFEveryType(t *testing.T) {
 			if o.Activity != 16 || o.User.Name != "carol" {
 				t.Errorf("approval: activity %d user %q, want 16 (Assign Roles) to carol", o.Activity, o.User.Name)
 			}
+		case "db.session.rejected":
+			if o.Activity != 1 || o.User.Name != "unknown" {
+				t.Errorf("refusal: activity %d user %q, want 1 (Logon) by unknown", o.Activity, o.User.Name)
+			}
 		case "db.session.query":
 			if o.Activity != 2 {
 				t.Errorf("UPDATE statement: activity %d, want 2 (Update)", o.Activity)
@@ -263,3 +268,33 @@ func benchFormat(b *testing.B, name string) {
 
 func BenchmarkCloudEvents(b *testing.B) { benchFormat(b, "cloudevents") }
 func BenchmarkOCSF(b *testing.B)        { benchFormat(b, "ocsf") }
+
+// A lock on a user is User Management: Lock, naming the locked user and
+// who placed it.
+func TestOCSFLockOnUser(t *testing.T) {
+	f, _ := format.New("ocsf", format.Options{})
+	ev := &events.LockCreate{LockID: "L1", TargetUser: "bob", Message: "incident"}
+	ev.User, ev.Roles = "alice", []string{"editor"}
+	if err := events.Stamp(ev, "prod"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(ev)
+	env, _ := format.Scan(b)
+	out, err := f.Append(nil, &env, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ocsfcheck.Check(out); err != nil {
+		t.Fatal(err)
+	}
+	var o struct {
+		Class    int `json:"class_uid"`
+		Activity int `json:"activity_id"`
+		User     struct{ Name string }
+		Actor    struct{ User struct{ Name string } }
+	}
+	_ = json.Unmarshal(out, &o)
+	if o.Class != 3007 || o.Activity != 6 || o.User.Name != "bob" || o.Actor.User.Name != "alice" {
+		t.Errorf("lock on a user: %s", out)
+	}
+}

@@ -104,6 +104,9 @@ func (f *ocsfFormat) transform(env *Envelope, ev obj) obj {
 	case t == "user.login":
 		class, activity = ClassAuthentication, 1
 		f.logon(o, env, ev)
+	case t == "db.session.rejected":
+		class, activity = ClassAuthentication, 1
+		f.rejected(o, env, ev)
 	case strings.HasPrefix(t, "db.session."):
 		class = ClassDatastoreActivity
 		activity = f.datastore(o, env, ev)
@@ -113,6 +116,9 @@ func (f *ocsfFormat) transform(env *Envelope, ev obj) obj {
 	case t == "access_request.update":
 		class = ClassUserManagement
 		activity = f.accessRequest(o, env, ev)
+	case t == "lock.create" && str(ev, "target_user") != "":
+		class, activity = ClassUserManagement, 6
+		o["user"] = user(str(ev, "target_user"))
 	default:
 		o["message"] = describe(env.Type)
 	}
@@ -404,6 +410,43 @@ func (f *ocsfFormat) logon(o obj, env *Envelope, ev obj) {
 	}
 	if r := str(ev, "reason"); r != "" {
 		o["status_detail"] = r
+	}
+}
+
+// rejected maps connections refused before a session: failed logons, the
+// user being whoever the certificate (trusted or not) names, counted as
+// OCSF aggregates events (count, start_time, end_time).
+func (f *ocsfFormat) rejected(o obj, env *Envelope, ev obj) {
+	name := ""
+	if c, ok := ev["client_cert"].(map[string]any); ok {
+		name, _ = c["subject"].(string)
+	}
+	o["user"] = user(name)
+	svc := str(ev, "db_service")
+	if svc == "" {
+		svc = "tollgate"
+	}
+	o["service"] = obj{"name": svc}
+	o["is_remote"] = true
+	if s := endpoint(str(ev, "client_addr")); s != nil {
+		o["src_endpoint"] = s
+	}
+	if sni := str(ev, "sni"); sni != "" {
+		o["dst_endpoint"] = obj{"svc_name": sni}
+	}
+	o["status_id"], o["status"] = 2, "Failure"
+	detail := str(ev, "reason")
+	if e := str(ev, "error"); e != "" {
+		detail += ": " + e
+	}
+	o["status_detail"] = detail
+	if n, ok := num(ev, "count"); ok {
+		o["count"] = n
+	}
+	for k, to := range map[string]string{"first": "start_time", "last": "end_time"} {
+		if t, err := time.Parse(time.RFC3339Nano, str(ev, k)); err == nil {
+			o[to] = t.UnixMilli()
+		}
 	}
 }
 

@@ -1,0 +1,270 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/test/harness"
+)
+
+// refusals is an agent in front of no database (every connection here is
+// refused before one would be reached) storing its events in JetStream.
+type refusals struct {
+	js     jetstream.JetStream
+	cas    *ca.Authorities
+	addr   string
+	hostCA *x509.CertPool
+}
+
+const rejectWindow = time.Second
+
+func newRefusals(t *testing.T) *refusals {
+	t.Helper()
+	cas, err := ca.Open(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := harness.NATS(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, "test", events.WithAckTimeout(5*time.Second), events.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "pg1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPool, _ := cas.Pool(ca.User)
+	hostPool, _ := cas.Pool(ca.Host)
+	srv, err := agent.NewServer(agent.ServerConfig{
+		Cluster:   "test",
+		Databases: []config.Database{{Name: "pg1", Protocol: "postgres", URI: "127.0.0.1:1", StaticLabels: map[string]string{"env": "test"}}},
+		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
+		UserCAs:   userPool,
+		Identify:  identity.FromCertificate,
+		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return nil }),
+		Recorder:  pub,
+		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) {
+			return nil, nil
+		},
+		Engines:          map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
+		Logger:           quiet(),
+		HandshakeTimeout: 5 * time.Second,
+		RejectWindow:     rejectWindow,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = pub.Close(context.Background())
+	})
+	return &refusals{js: js, cas: cas, addr: ln.Addr().String(), hostCA: hostPool}
+}
+
+// startupMsg is a PostgreSQL StartupMessage for user app.
+func startupMsg() []byte {
+	body := []byte{0, 3, 0, 0}
+	body = append(body, "user\x00app\x00database\x00postgres\x00\x00"...)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(4+len(body))), body...)
+}
+
+// tlsTry connects over TLS as a client would (sslmode=require with a
+// certificate or not), sends a startup and reads until the agent closes.
+func (r *refusals) tlsTry(t *testing.T, sni string, certs ...tls.Certificate) {
+	t.Helper()
+	c, err := tls.Dial("tcp", r.addr, &tls.Config{ServerName: sni, RootCAs: r.hostCA, InsecureSkipVerify: true, Certificates: certs})
+	if err != nil {
+		t.Fatalf("TLS to the agent (sni %q): %v", sni, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write(startupMsg())
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// rawTry sends b on a plain connection and reads until the agent closes.
+func (r *refusals) rawTry(t *testing.T, b []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write(b)
+	_, _ = io.Copy(io.Discard, c)
+}
+
+func (r *refusals) cert(t *testing.T, cas *ca.Authorities, user string, ttl time.Duration) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, _, err := cas.IssueUser(key.Public(), identity.Identity{User: user, Roles: []string{"dev"}}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key}, c
+}
+
+func rejectedBy(evs []map[string]any, reason string) []map[string]any {
+	var out []map[string]any
+	for _, ev := range ofType(evs, "db.session.rejected") {
+		if ev["reason"] == reason {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func counted(evs []map[string]any) int {
+	n := 0
+	for _, ev := range evs {
+		c, _ := ev["count"].(float64)
+		n += int(c)
+	}
+	return n
+}
+
+// Connections refused before a session starts are events with the reason,
+// the address and what is known of the certificate.
+func TestRefusedConnectionsRecorded(t *testing.T) {
+	r := newRefusals(t)
+	good, _ := r.cert(t, r.cas, "alice", time.Hour)
+	other, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, foreignLeaf := r.cert(t, other, "mallory", time.Hour)
+	expired, expiredLeaf := r.cert(t, r.cas, "bob", time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+
+	r.tlsTry(t, "pg1")
+	r.tlsTry(t, "pg1", foreign)
+	r.tlsTry(t, "pg1", expired)
+	r.tlsTry(t, "nosuch", good)
+	r.rawTry(t, []byte("GET / HTTP/1.1\r\nHost: pg1\r\n\r\n"))
+	r.rawTry(t, append([]byte{0x16, 3, 1, 0, 8}, "notahello"...))
+	r.rawTry(t, startupMsg()) // PostgreSQL without TLS
+
+	want := []string{events.RejectNoCertificate, events.RejectCertUntrusted, events.RejectCertExpired,
+		events.RejectUnknownDB, events.RejectBadStartup, events.RejectTLSHandshake, events.RejectNotTLS}
+	evs := r.wait(t, "one event per refusal", func(evs []map[string]any) bool {
+		for _, w := range want {
+			if len(rejectedBy(evs, w)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, w := range want {
+		ev := rejectedBy(evs, w)[0]
+		if ev["code"] != "TGDB006W" || ev["count"] != 1.0 || ev["client_ip"] != "127.0.0.1" ||
+			!strings.HasPrefix(ev["client_addr"].(string), "127.0.0.1:") || ev["sid"] != nil {
+			t.Errorf("%s: %v", w, ev)
+		}
+	}
+	certOf := func(reason string) map[string]any {
+		c, _ := rejectedBy(evs, reason)[0]["client_cert"].(map[string]any)
+		if c == nil {
+			t.Fatalf("%s: no client_cert", reason)
+		}
+		return c
+	}
+	if c := certOf(events.RejectCertUntrusted); !strings.Contains(c["subject"].(string), "mallory") ||
+		c["serial"] != foreignLeaf.SerialNumber.Text(16) || c["issuer"] != foreignLeaf.Issuer.String() || len(c["sha256_fingerprint"].(string)) != 64 {
+		t.Errorf("foreign certificate: %v", c)
+	}
+	if c := certOf(events.RejectCertExpired); c["not_after"] != expiredLeaf.NotAfter.UTC().Format(time.RFC3339Nano) &&
+		!strings.HasPrefix(c["not_after"].(string), expiredLeaf.NotAfter.UTC().Format("2006-01-02T15:04:05")) {
+		t.Errorf("expired certificate: %v (not after %s)", c, expiredLeaf.NotAfter)
+	}
+	if ev := rejectedBy(evs, events.RejectUnknownDB)[0]; ev["sni"] != "nosuch" || ev["client_cert"] == nil {
+		t.Errorf("unknown SNI: %v", ev)
+	}
+	if ev := rejectedBy(evs, events.RejectNoCertificate)[0]; ev["sni"] != "pg1" || ev["client_cert"] != nil {
+		t.Errorf("no certificate: %v", ev)
+	}
+	// No user is claimed from a certificate that was not trusted.
+	for _, ev := range ofType(evs, "db.session.rejected") {
+		if ev["user"] != nil {
+			t.Errorf("%s names user %v", ev["reason"], ev["user"])
+		}
+	}
+}
+
+// A flood from one source makes a handful of events that count it all.
+func TestRefusedFloodAggregated(t *testing.T) {
+	r := newRefusals(t)
+	const n = 1000
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r.rawTry(t, []byte("\x00\x00\x00\x08garbage!"))
+		})
+	}
+	wg.Wait()
+	evs := r.wait(t, "every refusal counted", func(evs []map[string]any) bool {
+		return counted(rejectedBy(evs, events.RejectBadStartup)) >= n
+	})
+	got := rejectedBy(evs, events.RejectBadStartup)
+	if c := counted(got); c != n {
+		t.Errorf("events count %d refusals, want %d", c, n)
+	}
+	if len(got) > 10 {
+		t.Errorf("%d events for %d refusals from one source", len(got), n)
+	}
+	t.Logf("%d refusals → %d events", n, len(got))
+}
+
+func (r *refusals) wait(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
+	t.Helper()
+	return agenttest.WaitAudit(t, r.js, what, cond)
+}
