@@ -104,6 +104,15 @@ func verifyStream(ctx context.Context, cfg *config.Config, f auditVerifyFlags) (
 	if err != nil {
 		return verify.Summary{}, err
 	}
+	so := verify.StreamOptions{Stream: events.AuditStream}
+	if f.session != "" {
+		so.Filter = filter
+	}
+	if f.since != "" {
+		if so.Since, err = time.Parse(time.RFC3339, f.since); err != nil {
+			return verify.Summary{}, fmt.Errorf("--since: %q is not an RFC 3339 time: %w", f.since, err)
+		}
+	}
 	nc, closeNATS, err := adminNATS(ctx, cfg)
 	if err != nil {
 		return verify.Summary{}, err
@@ -113,63 +122,5 @@ func verifyStream(ctx context.Context, cfg *config.Config, f auditVerifyFlags) (
 	if err != nil {
 		return verify.Summary{}, err
 	}
-	st, err := js.Stream(ctx, events.AuditStream)
-	if err != nil {
-		return verify.Summary{}, fmt.Errorf("audit stream: %w", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return verify.Summary{}, fmt.Errorf("audit stream: %w", err)
-	}
-	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	o := verify.Options{
-		Sequenced: f.session == "",
-		// Retention has removed the stream's oldest events: sessions begun
-		// before what is left are not cut.
-		AllowHead: info.State.FirstSeq > 1,
-	}
-	if f.since != "" {
-		t, err := time.Parse(time.RFC3339, f.since)
-		if err != nil {
-			return verify.Summary{}, fmt.Errorf("--since: %q is not an RFC 3339 time: %w", f.since, err)
-		}
-		oc.DeliverPolicy, oc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-		o.AllowHead = true
-	}
-	c := verify.New(o)
-	if info.State.Msgs == 0 {
-		return c.Finish(), nil
-	}
-	cons, err := st.OrderedConsumer(ctx, oc)
-	if err != nil {
-		return verify.Summary{}, fmt.Errorf("audit stream: %w", err)
-	}
-	if ci, err := cons.Info(ctx); err != nil {
-		return verify.Summary{}, err
-	} else if ci.NumPending == 0 {
-		return c.Finish(), nil
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
-	if err != nil {
-		return verify.Summary{}, fmt.Errorf("audit stream: %w", err)
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return verify.Summary{}, fmt.Errorf("audit stream: %w", err)
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return verify.Summary{}, err
-		}
-		seq := md.Sequence.Stream
-		if !o.Sequenced {
-			seq = 0 // a filtered read skips other sessions' sequences
-		}
-		c.Add(seq, msg.Data())
-		if md.NumPending == 0 {
-			return c.Finish(), nil
-		}
-	}
+	return verify.Stream(ctx, js, so)
 }
