@@ -10,7 +10,7 @@ import "strings"
 // and of any *_PASSWORD = '...' option (MASTER_PASSWORD, SOURCE_PASSWORD).
 // A ? placeholder in such a place records its position in Found.Params.
 func MySQL(q string) (string, Found) {
-	if !containsFold(q, "password") && !containsFold(q, "identified") {
+	if !containsFold(q, "password", 'w') && !containsFold(q, "identified", 'f') {
 		return q, Found{}
 	}
 	s := scanner{q: q, lex: lexMySQL}
@@ -84,9 +84,9 @@ func (s *scanner) introduced() token {
 }
 
 // lexMySQL returns the next MySQL token: #, "-- " and /* */ comments
-// (whose /*! and /*M! forms are code), '' and "" strings with backslash
-// escapes and doubled quotes, N'' X'' B'' and _charset'' prefixes, ``
-// identifiers and ? placeholders, numbered from 0.
+// (whose /*! and /*M! forms are code), single- and double-quoted strings
+// with backslash escapes and doubled quotes, the N X B and _charset string
+// prefixes, backquoted identifiers and ? placeholders, numbered from 0.
 func lexMySQL(s *scanner) token {
 	for {
 		if !s.skipSpace() {

@@ -6,7 +6,7 @@ package redact
 // \password sends, and OPTIONS (password '...') of user mappings and
 // servers). PASSWORD $n records n in Found.Params.
 func Postgres(q string) (string, Found) {
-	if !containsFold(q, "password") {
+	if !containsFold(q, "password", 'w') {
 		return q, Found{}
 	}
 	s := scanner{q: q, lex: lexPostgres}
@@ -22,9 +22,9 @@ func Postgres(q string) (string, Found) {
 }
 
 // lexPostgres returns the next PostgreSQL token: -- and nested /* */
-// comments, '' strings with doubled quotes, E'' strings with backslash
-// escapes, B'' X'' N'' U&'' prefixes, $tag$ dollar quoting, $n parameters
-// and "" identifiers.
+// comments, single-quoted strings with doubled quotes, E-strings with
+// backslash escapes, the B X N U& prefixes, $tag$ dollar quoting, $n
+// parameters and double-quoted identifiers.
 func lexPostgres(s *scanner) token {
 	for {
 		if !s.skipSpace() {

@@ -150,24 +150,38 @@ func (s *scanner) result() (string, Found) {
 }
 
 // containsFold reports whether q contains the lower-case ASCII word w in
-// any case. It is the hot path's only cost for statements without secrets.
-func containsFold(q, w string) bool {
-	c0 := w[0]
-	for i := 0; i+len(w) <= len(q); i++ {
-		if q[i]|0x20 != c0 {
-			continue
-		}
-		j := 1
-		for ; j < len(w); j++ {
-			if q[i+j]|0x20 != w[j] {
+// any case. It looks for w's byte anchor (lower and upper case) with
+// IndexByte and compares around each hit, so a statement without the word
+// costs two vectorised scans: the hot path of statements without secrets.
+func containsFold(q, w string, anchor byte) bool {
+	k := strings.IndexByte(w, anchor)
+	for _, c := range [2]byte{anchor, anchor - 'a' + 'A'} {
+		for from := k; from < len(q); {
+			i := strings.IndexByte(q[from:], c)
+			if i < 0 {
 				break
 			}
-		}
-		if j == len(w) {
-			return true
+			at := from + i - k
+			if at+len(w) > len(q) {
+				break
+			}
+			if equalFoldASCII(q[at:at+len(w)], w) {
+				return true
+			}
+			from += i + 1
 		}
 	}
 	return false
+}
+
+// equalFoldASCII compares s with the lower-case ASCII word w.
+func equalFoldASCII(s, w string) bool {
+	for j := 0; j < len(w); j++ {
+		if s[j]|0x20 != w[j] {
+			return false
+		}
+	}
+	return true
 }
 
 func isSpace(c byte) bool {

@@ -8,7 +8,7 @@ package redact
 // statement boundary, so the rule holds anywhere in it; @name in such a
 // place records the name in Found.Names.
 func SQLServer(q string) (string, Found) {
-	if !containsFold(q, "password") && !containsFold(q, "secret") {
+	if !containsFold(q, "password", 'w') && !containsFold(q, "secret", 'r') {
 		return q, Found{}
 	}
 	s := scanner{q: q, lex: lexSQLServer}
@@ -28,7 +28,8 @@ func SQLServer(q string) (string, Found) {
 }
 
 // lexSQLServer returns the next T-SQL token: -- and nested /* */ comments,
-// '' strings with doubled quotes and an N prefix, [] and "" identifiers,
+// single-quoted strings with doubled quotes and an N prefix, bracketed and
+// double-quoted identifiers,
 // @name parameters and variables.
 func lexSQLServer(s *scanner) token {
 	for {
