@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -222,13 +223,23 @@ func (d *clientDecoder) unknownType(rest []byte) *malformed {
 }
 
 // secretless returns up to 64 bytes of a message for the malformed_packet
-// event, except for password messages, which are never recorded.
+// event, except for password messages and statements that may carry a
+// password, which are never recorded.
 func secretless(typ byte, b []byte) []byte {
 	if typ == 'p' {
 		return nil
 	}
-	return b[:min(len(b), 64)]
+	b = b[:min(len(b), 64)]
+	if typ == 'Q' || typ == 'P' {
+		if _, found := redact.Postgres(string(b)); found.Any() {
+			return nil
+		}
+	}
+	return b
 }
+
+// redactedParam stands for a parameter value bound to a password.
+const redactedParam = "***"
 
 func bad(typ byte, err error) *malformed {
 	return &malformed{reason: fmt.Sprintf("message %q does not decode: %v", typ, err)}
@@ -256,16 +267,18 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			return bad(typ, err)
 		}
 		d.flushCopy("data", "")
-		d.evs = append(d.evs, &events.Query{Query: d.query.String})
+		text, found := redact.Postgres(d.query.String)
+		d.evs = append(d.evs, &events.Query{Query: text, Redacted: found.Any()})
 		d.entries = append(d.entries, entry{kind: kQuery, at: now})
 		d.statements++
 	case 'P':
 		if err := d.parse.Decode(body); err != nil {
 			return bad(typ, err)
 		}
-		st := &prepared{query: d.parse.Query, oids: d.parse.ParameterOIDs}
+		text, found := redact.Postgres(d.parse.Query)
+		st := &prepared{query: text, oids: d.parse.ParameterOIDs, secret: found}
 		d.stmts[d.parse.Name] = st
-		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: d.parse.Query, ParameterOIDs: d.parse.ParameterOIDs})
+		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: text, ParameterOIDs: d.parse.ParameterOIDs, Redacted: found.Any()})
 	case 'B':
 		if err := d.bind.Decode(body); err != nil {
 			return bad(typ, err)
@@ -292,13 +305,18 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 				oid = oids[i]
 			}
 			var t bool
+			if st != nil && st.secret.Param(i+1) {
+				params[i] = redactedParam
+				continue
+			}
 			params[i], t = renderParam(v, binaryFormat, oid, d.maxParam)
 			trunc = trunc || t
 		}
+		redacted := st != nil && st.secret.Any()
 		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc}
 		d.forgetBind(d.bind.DestinationPortal)
 		d.binds = append(d.binds, pendingBind{portal: d.bind.DestinationPortal, at: len(d.evs)})
-		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc})
+		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc, Redacted: redacted})
 	case 'D':
 		if err := d.describe.Decode(body); err != nil {
 			return bad(typ, err)
@@ -315,7 +333,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		if p := d.portals[d.execute.Portal]; p != nil {
 			ev.StatementName, ev.Parameters, ev.ParametersTruncated = p.stmtName, p.params, p.truncated
 			if p.stmt != nil {
-				ev.Query = p.stmt.query
+				ev.Query, ev.Redacted = p.stmt.query, p.stmt.secret.Any()
 			}
 		}
 		d.evs = append(d.evs, ev)

@@ -3,6 +3,8 @@ package postgres
 import (
 	"sync"
 	"time"
+
+	"github.com/tollgate-db/tollgate/agent/redact"
 )
 
 // entryKind is what a client message awaiting its answer is.
@@ -27,8 +29,11 @@ type entry struct {
 // prepared is a prepared statement as the client defined it; oids may be
 // completed by the server's ParameterDescription, under stmtQueue.mu.
 type prepared struct {
-	query string
+	query string // as recorded: secrets masked
 	oids  []uint32
+	// secret: a literal was masked or a $n binds a secret, whose bound
+	// values are masked too.
+	secret redact.Found
 }
 
 // stmtQueue pairs client messages with the server's answers, which come
