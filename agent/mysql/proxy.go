@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -163,7 +164,9 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 	ev := &events.MalformedPacket{Direction: "client", Reason: m.reason, Length: m.length}
 	if len(m.prefix) > 0 {
-		ev.Prefix = fmt.Sprintf("%x", m.prefix)
+		if _, found := redact.MySQL(string(m.prefix)); !found.Any() {
+			ev.Prefix = fmt.Sprintf("%x", m.prefix)
+		}
 	}
 	_ = p.sess.Gate(ctx, ev)
 	p.SetReason("malformed client packet: " + m.reason)
