@@ -72,6 +72,10 @@ type clientDecoder struct {
 	binds []pendingBind
 	// lastKept says whether the message just decoded is forwarded.
 	lastKept bool
+	// refuseList are the parameters a statement may not set; refusal is
+	// the first of them a statement of this batch sets.
+	refuseList []string
+	refusal    string
 	// status is the transaction status of the last ReadyForQuery, for the
 	// agent's own ReadyForQuery answers.
 	status byte
@@ -115,6 +119,7 @@ func (d *clientDecoder) reset() {
 	d.copyEvs = 0
 	d.binds = d.binds[:0]
 	d.terminate = false
+	d.refusal = ""
 }
 
 // dropFoldedBinds removes the Bind events an Execute of the same batch
@@ -267,6 +272,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			return bad(typ, err)
 		}
 		d.flushCopy("data", "")
+		d.checkSetting(d.query.String)
 		text, found := redact.Postgres(d.query.String)
 		d.evs = append(d.evs, &events.Query{Query: text, Redacted: found.Any()})
 		d.entries = append(d.entries, entry{kind: kQuery, at: now})
@@ -275,6 +281,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		if err := d.parse.Decode(body); err != nil {
 			return bad(typ, err)
 		}
+		d.checkSetting(d.parse.Query)
 		text, found := redact.Postgres(d.parse.Query)
 		st := &prepared{query: text, oids: d.parse.ParameterOIDs, secret: found}
 		d.stmts[d.parse.Name] = st
@@ -418,6 +425,13 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		return &malformed{reason: "unexpected password or authentication message after the session began (the agent authenticates to the database itself)"}
 	}
 	return nil
+}
+
+// checkSetting notes the first refused parameter a statement sets.
+func (d *clientDecoder) checkSetting(q string) {
+	if d.refusal == "" && len(d.refuseList) > 0 {
+		d.refusal = refusedSetting(q, d.refuseList)
+	}
 }
 
 // A long COPY FROM STDIN is summarised at least every copySummaryBytes of

@@ -96,3 +96,57 @@ func toStrings(v any) []string {
 	}
 	return out
 }
+
+// TestSetLoggingRefused: SET, RESET and set_config of a refused parameter
+// are answered with 42501 by the agent, simple and extended, and recorded;
+// the session goes on and the database never sees them.
+func TestSetLoggingRefused(t *testing.T) {
+	s := newStack(t, "strict")
+	out, err := psql(t, s.psqlConn("app"), "select 'before';\nSET log_statement = 'none';\nselect 'after';\n", "-v", "ON_ERROR_STOP=0")
+	if !strings.Contains(out, "before") || !strings.Contains(out, "after") || !strings.Contains(out, `parameter "log_statement" may not be set`) {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "select set_config('log_statement', $1, false)", "none"); err == nil || !strings.Contains(err.Error(), "42501") {
+		t.Fatalf("set_config: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "RESET pgaudit.log"); err == nil || !strings.Contains(err.Error(), "42501") {
+		t.Fatalf("reset: %v", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "select $1::int", 7).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("after the refusals: %v %d", err, n)
+	}
+	conn.Close(ctx)
+
+	evs := s.waitAudit(t, "sessions end", count("db.session.end", 2))
+	checkGapless(t, evs)
+	refusals := 0
+	for _, r := range ofType(evs, "db.session.result") {
+		if r["db_error_code"] == "42501" {
+			refusals++
+		}
+	}
+	if refusals != 3 {
+		t.Errorf("%d refusals recorded, want 3", refusals)
+	}
+	logged, err := s.pg.StatementLogEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := false
+	for _, e := range logged {
+		l := strings.ToLower(e.Text)
+		if strings.Contains(l, "log_statement") || strings.Contains(l, "pgaudit") {
+			t.Errorf("a refused statement reached the server: %q", e.Text)
+		}
+		after = after || strings.Contains(e.Text, "'after'")
+	}
+	if !after {
+		t.Error("the statement after the refusal is not in the server's log")
+	}
+}

@@ -213,7 +213,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 	info := db.Info()
 	sess, err := c.Start(ctx, agent.SessionRequest{DBUser: user, DBName: dbName, Deny: agent.Denial,
 		StartupParameters: recordedParameters(params),
-		Refuse:            startupRefusal(params, db.Config.RefuseStartupParameters)})
+		Refuse:            startupRefusal(params, refuseList(db))})
 	if err != nil {
 		var (
 			denied  *agent.DeniedError
@@ -229,7 +229,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, refuseList: refuseList(db)}
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
 		var relayed *relayedError

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/tollgate-db/tollgate/agent"
 )
 
 // DefaultRefusedParameters are the settings a client may not give at
@@ -141,13 +143,18 @@ func recordedParameters(params map[string]string) []string {
 	return out
 }
 
-// startupRefusal is why a startup message is refused, or "": an options
-// switch the agent does not pass, or a setting the database's list
-// (DefaultRefusedParameters when it has none) refuses.
-func startupRefusal(params map[string]string, list []string) string {
-	if list == nil {
-		list = DefaultRefusedParameters
+// refuseList is the database's refuse_startup_parameters, or
+// DefaultRefusedParameters when it has none.
+func refuseList(db *agent.Database) []string {
+	if l := db.Config.RefuseStartupParameters; l != nil {
+		return l
 	}
+	return DefaultRefusedParameters
+}
+
+// startupRefusal is why a startup message is refused, or "": an options
+// switch the agent does not pass, or a setting of list.
+func startupRefusal(params map[string]string, list []string) string {
 	settings, err := startupSettings(params)
 	if err != nil {
 		return err.Error()

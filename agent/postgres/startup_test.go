@@ -28,12 +28,44 @@ func TestStartupRefusal(t *testing.T) {
 		{map[string]string{"options": "-c work_mem=1GB"}, []string{"work_mem"}, `"work_mem"`},
 	}
 	for _, c := range cases {
-		got := startupRefusal(c.params, c.list)
+		list := c.list
+		if list == nil {
+			list = DefaultRefusedParameters
+		}
+		got := startupRefusal(c.params, list)
 		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
 			t.Errorf("%v %v: %q, want %q", c.params, c.list, got, c.want)
 		}
 	}
 	if got := splitOptions(`  -c a=b\ c  --x=y `); strings.Join(got, "|") != "-c|a=b c|--x=y" {
 		t.Errorf("split %q", got)
+	}
+}
+
+func TestRefusedSetting(t *testing.T) {
+	cases := map[string]string{
+		"select 1":                                          "",
+		"update t set log_statement = 1":                    "",
+		"SET log_statement = 'none'":                        "log_statement",
+		"set session log_statement to none":                 "log_statement",
+		"SET LOCAL log_min_duration_statement = -1":         "log_min_duration_statement",
+		`SET "log_statement" TO DEFAULT`:                    "log_statement",
+		"RESET log_statement":                               "log_statement",
+		"RESET ALL":                                         "",
+		"SET pgaudit.log = 'none'":                          "pgaudit.log",
+		"select set_config('log_statement', 'none', false)": "log_statement",
+		"SELECT 1; SET session_replication_role = replica":  "session_replication_role",
+		"ALTER ROLE app SET log_statement = 'none'":         "log_statement",
+		"ALTER DATABASE d SET log_min_messages = panic":     "log_min_messages",
+		"ALTER ROLE app IN DATABASE d RESET log_duration":   "log_duration",
+		"SET search_path = log_statement":                   "",
+		"select 'SET log_statement = none'":                 "",
+		"/* SET log_statement = none */ select 1":           "",
+		"SET statement_timeout = 0":                         "",
+	}
+	for q, want := range cases {
+		if got := refusedSetting(q, DefaultRefusedParameters); got != want {
+			t.Errorf("%q: %q, want %q", q, got, want)
+		}
 	}
 }

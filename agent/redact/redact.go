@@ -155,7 +155,14 @@ func (s *scanner) result() (string, Found) {
 // costs two vectorised scans: the hot path of statements without secrets.
 func containsFold(q, w string, anchor byte) bool {
 	k := strings.IndexByte(w, anchor)
-	for _, c := range [2]byte{anchor, anchor - 'a' + 'A'} {
+	other := anchor
+	if anchor >= 'a' && anchor <= 'z' {
+		other = anchor - 'a' + 'A'
+	}
+	for n, c := range [2]byte{anchor, other} {
+		if n == 1 && c == anchor {
+			break
+		}
 		for from := k; from < len(q); {
 			i := strings.IndexByte(q[from:], c)
 			if i < 0 {
@@ -177,7 +184,11 @@ func containsFold(q, w string, anchor byte) bool {
 // equalFoldASCII compares s with the lower-case ASCII word w.
 func equalFoldASCII(s, w string) bool {
 	for j := 0; j < len(w); j++ {
-		if s[j]|0x20 != w[j] {
+		c := s[j]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != w[j] {
 			return false
 		}
 	}
