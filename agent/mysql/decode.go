@@ -215,12 +215,13 @@ func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, se
 		// show it and mask the values bound to its secret placeholders.
 		text, found := redact.MySQL(c.Query)
 		d.forward(off, size, seq, true, &events.MySQLPrepare{Query: text, Redacted: found.Any()})
-		d.entry(wire.ComStmtPrepare).query = text
+		e := d.entry(wire.ComStmtPrepare)
+		e.query, e.secret = text, found
 		d.statements++
 	case *wire.StmtExecute:
-		ev := d.execute(c, unknownStmt)
+		ev, secret := d.execute(c, unknownStmt)
 		d.forward(off, size, seq, true, ev)
-		d.entry(wire.ComStmtExecute)
+		d.entry(wire.ComStmtExecute).secret = secret
 		d.statements++
 		if !unknownStmt {
 			d.apply = append(d.apply, c)
@@ -337,8 +338,10 @@ func (d *clientDecoder) queryOf(id uint32) string {
 	return p.queries[id]
 }
 
-// execute builds the event of a COM_STMT_EXECUTE.
-func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) *events.MySQLExecute {
+// execute builds the event of a COM_STMT_EXECUTE, and returns the values
+// it masked, for the result's error message.
+func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) (*events.MySQLExecute, redact.Found) {
+	var masked redact.Found
 	ev := &events.MySQLExecute{StatementID: c.StatementID, CursorType: c.Flags & 0x07, UnknownStatement: unknown}
 	var secret redact.Found
 	if !unknown {
@@ -354,6 +357,7 @@ func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) *events.MySQL
 			ev.ParameterTypes[i] = typeName(prm.ParamType)
 			if secret.Param(i) {
 				ev.Parameters[i] = redactedParam
+				masked.Secrets = append(masked.Secrets, prm.AuditText())
 				continue
 			}
 			text := prm.AuditText()
@@ -365,7 +369,7 @@ func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) *events.MySQL
 			ev.Parameters[i] = text
 		}
 	}
-	return ev
+	return ev, masked
 }
 
 var typeNames, unsignedNames = func() (n, u [256]string) {
@@ -424,6 +428,7 @@ func (d *clientDecoder) query(ctx context.Context, b []byte, off, size int, seq 
 	}
 	d.forward(off, size, seq, true, ev)
 	e := d.entry(wire.ComQuery)
+	e.secret = found
 	e.schema, e.hasSchema = schema, hasSchema
 	d.statements++
 	return nil

@@ -21,6 +21,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		set   = "S3tSecret"
 		text  = "Er1nSecret"
 		bound = "B0undSecretValue"
+		echo  = "Err0rSecret"
 	)
 	h, p := hostPort(s.tunnel(t))
 	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "-uapp", "test", "-e",
@@ -28,6 +29,11 @@ func TestPasswordsRedacted(t *testing.T) {
 			"CREATE USER carol IDENTIFIED VIA mysql_native_password USING PASSWORD('"+via+"'); "+
 			"CREATE USER dave; SET PASSWORD FOR dave = PASSWORD('"+set+"')")
 	if err != nil {
+		t.Fatalf("mariadb: %v\n%s", err, out)
+	}
+	// The server's syntax error quotes the statement from where it failed.
+	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "-uapp", "test", "-e", "CREATE USERR frank IDENTIFIED BY '"+echo+"'")
+	if err == nil || !strings.Contains(out, "1064") || !strings.Contains(out, echo) {
 		t.Fatalf("mariadb: %v\n%s", err, out)
 	}
 	// go-sql-driver: a text statement, and a server-side prepared one
@@ -71,7 +77,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		u.Close()
 	}
 
-	evs := s.waitAudit(t, "two sessions end", count("db.session.end", 2))
+	evs := s.waitAudit(t, "two sessions end", count("db.session.end", 3))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -81,7 +87,7 @@ func TestPasswordsRedacted(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(red, " "); got != "db.session.query db.session.query db.session.query db.session.query db.session.mysql.prepare db.session.mysql.execute db.session.mysql.statement" {
+	if got := strings.Join(red, " "); got != "db.session.query db.session.query db.session.query db.session.query db.session.query db.session.mysql.prepare db.session.mysql.execute db.session.mysql.statement" {
 		t.Errorf("events that say redacted: %s", got)
 	}
 	for _, ev := range ofType(evs, "db.session.mysql.execute") {
@@ -89,5 +95,5 @@ func TestPasswordsRedacted(t *testing.T) {
 			t.Errorf("execute parameters %v", ev["db_query_parameters"])
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, via, set, text, bound)
+	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, via, set, text, bound, echo)
 }

@@ -379,7 +379,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 	if r.Failed {
 		p.Errors.Add(1)
 		ev.ErrorCode = strconv.Itoa(int(r.ErrorCode))
-		ev.ErrorMessage = (&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error()
+		ev.ErrorMessage = c.secret.Mask((&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error())
 		ev.Error = ev.ErrorMessage
 	}
 	p.Rows.Add(r.Rows + r.AffectedRows)

@@ -23,6 +23,21 @@ type Found struct {
 	Params []int
 	// Names are the SQL Server @parameters that bind a secret, as written.
 	Names []string
+	// Secrets are the masked literals as written in the statement, and
+	// their contents without the quotes: what a database's error message
+	// may quote back (see Mask).
+	Secrets []string
+}
+
+// Mask replaces every secret of f that occurs in s (an error message that
+// quotes the statement) with ***.
+func (f Found) Mask(s string) string {
+	for _, sec := range f.Secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, "***")
+		}
+	}
+	return s
 }
 
 // Any reports whether the statement held a secret, as a literal or a
@@ -119,6 +134,11 @@ func (s *scanner) secret(t token) bool {
 		}
 		s.spans = append(s.spans, [2]int{t.s, end})
 		s.found.Literals++
+		lit := s.q[t.s:end]
+		s.found.Secrets = append(s.found.Secrets, lit)
+		if i, j := strings.IndexAny(lit, "'\"$"), strings.LastIndexAny(lit, "'\"$"); i >= 0 && j > i+1 {
+			s.found.Secrets = append(s.found.Secrets, lit[i+1:j])
+		}
 		return true
 	case tParam:
 		if s.q[t.s] == '@' {
