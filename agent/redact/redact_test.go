@@ -156,3 +156,14 @@ func BenchmarkRedact(b *testing.B) {
 		})
 	}
 }
+
+func TestMaskErrorMessage(t *testing.T) {
+	_, f := MySQL("CREATE USERR frank IDENTIFIED BY 'it''s S3cret'")
+	msg := "You have an error in your SQL syntax; check the manual near 'USERR frank IDENTIFIED BY 'it''s S3cret'' at line 1"
+	if got := f.Mask(msg); strings.Contains(got, "S3cret") {
+		t.Fatalf("masked %q", got)
+	}
+	if got := (Found{}).Mask(msg); got != msg {
+		t.Fatalf("nothing to mask changed %q", got)
+	}
+}

@@ -34,7 +34,7 @@ func (d *decoder) decode(m *tds.Message) ([]events.Event, *request, error) {
 		}
 		d.statements = 1
 		text, found := redact.SQLServer(text)
-		return append(d.evs, &events.Query{Query: text, Redacted: found.Any()}), &request{kind: "SQLBatch"}, nil
+		return append(d.evs, &events.Query{Query: text, Redacted: found.Any()}), &request{kind: "SQLBatch", secret: found}, nil
 	case tds.PacketRPC:
 		_, calls, err := tds.ParseRPC(m.Payload, p.version, p.e.opt.MaxParam)
 		if err != nil {
@@ -42,7 +42,8 @@ func (d *decoder) decode(m *tds.Message) ([]events.Event, *request, error) {
 		}
 		req := &request{kind: "RPC"}
 		for i := range calls {
-			ev := p.rpcEvent(&calls[i], i, len(calls))
+			ev, masked := p.rpcEvent(&calls[i], i, len(calls))
+			req.secret.Secrets = append(req.secret.Secrets, masked...)
 			if wk := calls[i].WellKnown(); (wk == tds.ProcPrepare || wk == tds.ProcPrepExec) && req.prepare == "" {
 				req.prepare = ev.Query
 			}
@@ -115,7 +116,9 @@ var layouts = map[uint16]procLayout{
 // run statements, the statement (for sp_execute, the one its handle was
 // prepared with), the declarations and the values; for any other
 // procedure, every parameter.
-func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
+//
+// It also returns what it masked, for the answer's error message.
+func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) (*events.SQLServerRPC, []string) {
 	ev := &events.SQLServerRPC{Procedure: c.Name(), ProcedureID: c.ProcID, CallIndex: i, Calls: n, NoExec: c.NoExec}
 	ps := c.Params
 	lay, ok := layouts[c.WellKnown()]
@@ -153,6 +156,7 @@ func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
 		for _, v := range ps[lay.values:] {
 			ev.ParameterNames = append(ev.ParameterNames, v.Name)
 			if secretParam(secret, passwordProc, v.Name) {
+				secret.Secrets = append(secret.Secrets, v.Value.Text)
 				ev.Parameters = append(ev.Parameters, redactedParam)
 				ev.Redacted = true
 				continue
@@ -164,7 +168,7 @@ func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
 			}
 		}
 	}
-	return ev
+	return ev, secret.Secrets
 }
 
 // redactedParam stands for a parameter value bound to a password.
