@@ -8,21 +8,10 @@ import (
 
 // refusedSetting returns the first parameter of list that statement q
 // sets or resets: SET [SESSION|LOCAL] name, RESET name, set_config('name',
-// ...) and ALTER ROLE|USER|DATABASE|SYSTEM|FUNCTION ... SET|RESET name; ""
-// when none. Statements that name no listed parameter cost two scans.
+// ...), ALTER ROLE|USER|DATABASE|SYSTEM|FUNCTION ... SET|RESET name and
+// CREATE FUNCTION ... SET name; "" when none.
 func refusedSetting(q string, list []string) string {
-	if !redact.ContainsFold(q, "set", 't') {
-		return ""
-	}
-	named := false
-	for _, e := range list {
-		e = strings.ToLower(strings.TrimSuffix(e, "*"))
-		if e != "" && redact.ContainsFold(q, e, e[len(e)-1]) {
-			named = true
-			break
-		}
-	}
-	if !named {
+	if !maySet(q) {
 		return ""
 	}
 	var stmt []redact.Token
@@ -47,7 +36,7 @@ func refusedSetting(q string, list []string) string {
 			if n := dottedName(stmt, j); parameterListed(n, list) {
 				return n
 			}
-		case stmt[0].Word("alter"):
+		case stmt[0].Word("alter") || stmt[0].Word("create"):
 			for j := 1; j < len(stmt); j++ {
 				if stmt[j].Word("set") || stmt[j].Word("reset") {
 					if n := dottedName(stmt, j+1); parameterListed(n, list) {
@@ -82,4 +71,44 @@ func dottedName(ts []redact.Token, j int) string {
 		j += 2
 	}
 	return strings.ToLower(n)
+}
+
+// maySet is the hot path's pre-check: whether q calls set_config or has a
+// statement that begins with SET, RESET, ALTER, CREATE or a comment (a
+// statement starts the text or follows a semicolon; one inside a literal
+// only costs the full check). Everything else costs two byte scans.
+func maySet(q string) bool {
+	if redact.ContainsFold(q, "set_config", '_') {
+		return true
+	}
+	for at := 0; ; {
+		if firstWordMaySet(q[at:]) {
+			return true
+		}
+		i := strings.IndexByte(q[at:], ';')
+		if i < 0 {
+			return false
+		}
+		at += i + 1
+	}
+}
+
+func firstWordMaySet(s string) bool {
+	i := 0
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '(') {
+		i++
+	}
+	if i == len(s) {
+		return false
+	}
+	if s[i] == '/' || s[i] == '-' {
+		return true
+	}
+	j := i
+	for j < len(s) && (s[j]|0x20 >= 'a' && s[j]|0x20 <= 'z') {
+		j++
+	}
+	w := s[i:j]
+	return strings.EqualFold(w, "set") || strings.EqualFold(w, "reset") ||
+		strings.EqualFold(w, "alter") || strings.EqualFold(w, "create")
 }

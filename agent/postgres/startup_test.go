@@ -3,6 +3,8 @@ package postgres
 import (
 	"strings"
 	"testing"
+
+	"github.com/tollgate-db/tollgate/agent/redact"
 )
 
 func TestStartupRefusal(t *testing.T) {
@@ -67,5 +69,26 @@ func TestRefusedSetting(t *testing.T) {
 		if got := refusedSetting(q, DefaultRefusedParameters); got != want {
 			t.Errorf("%q: %q, want %q", q, got, want)
 		}
+	}
+}
+
+// BenchmarkStatementChecks is what masking and the setting check add to
+// each statement of the hot path (no secret, no setting).
+func BenchmarkStatementChecks(b *testing.B) {
+	for _, q := range []string{
+		"UPDATE pgbench_accounts SET abalance = abalance + -2345 WHERE aid = 73412;",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+	} {
+		b.Run(strings.Fields(q)[0], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if refusedSetting(q, DefaultRefusedParameters) != "" {
+					b.Fatal("refused")
+				}
+				if _, f := redact.Postgres(q); f.Any() {
+					b.Fatal("secret")
+				}
+			}
+		})
 	}
 }
