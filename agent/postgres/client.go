@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -102,6 +103,8 @@ type portal struct {
 	stmt      *prepared
 	params    []string
 	truncated bool
+	// masked are the bound values masked as secrets, as sent.
+	masked []string
 }
 
 func newClientDecoder(maxMessage, maxCopy, maxParam int, q *stmtQueue) *clientDecoder {
@@ -275,7 +278,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		d.checkSetting(d.query.String)
 		text, found := redact.Postgres(d.query.String)
 		d.evs = append(d.evs, &events.Query{Query: text, Redacted: found.Any()})
-		d.entries = append(d.entries, entry{kind: kQuery, at: now})
+		d.entries = append(d.entries, entry{kind: kQuery, at: now, secrets: found.Secrets})
 		d.statements++
 	case 'P':
 		if err := d.parse.Decode(body); err != nil {
@@ -298,6 +301,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		}
 		params := make([]string, len(d.bind.Parameters))
 		trunc := false
+		var masked []string
 		for i, v := range d.bind.Parameters {
 			binaryFormat := false
 			switch len(pf) {
@@ -314,13 +318,16 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			var t bool
 			if st != nil && st.secret.Param(i+1) {
 				params[i] = redactedParam
+				if v != nil {
+					masked = append(masked, string(v))
+				}
 				continue
 			}
 			params[i], t = renderParam(v, binaryFormat, oid, d.maxParam)
 			trunc = trunc || t
 		}
 		redacted := st != nil && st.secret.Any()
-		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc}
+		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
 		d.forgetBind(d.bind.DestinationPortal)
 		d.binds = append(d.binds, pendingBind{portal: d.bind.DestinationPortal, at: len(d.evs)})
 		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc, Redacted: redacted})
@@ -337,14 +344,16 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			return bad(typ, err)
 		}
 		ev := &events.PostgresExecute{PortalName: d.execute.Portal, MaxRows: d.execute.MaxRows}
+		var secrets []string
 		if p := d.portals[d.execute.Portal]; p != nil {
 			ev.StatementName, ev.Parameters, ev.ParametersTruncated = p.stmtName, p.params, p.truncated
 			if p.stmt != nil {
 				ev.Query, ev.Redacted = p.stmt.query, p.stmt.secret.Any()
+				secrets = slices.Concat(p.stmt.secret.Secrets, p.masked)
 			}
 		}
 		d.evs = append(d.evs, ev)
-		d.entries = append(d.entries, entry{kind: kExec, at: now})
+		d.entries = append(d.entries, entry{kind: kExec, at: now, secrets: secrets})
 		d.statements++
 	case 'C':
 		if err := d.close.Decode(body); err != nil {

@@ -74,8 +74,11 @@ func TestPasswordsRedacted(t *testing.T) {
 	if err == nil || !strings.Contains(out, `role "dave" does not exist`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	out, err = psql(t, s.psqlConn("app"), "", "-c", "CREATE ROLE erin", "-c", "ALTER USER erin PASSWORD '"+hashed+"'")
-	if err != nil {
+	// The last statement's syntax error quotes the second literal.
+	const echo = "Ech0Secret"
+	out, err = psql(t, s.psqlConn("app"), "", "-c", "CREATE ROLE erin", "-c", "ALTER USER erin PASSWORD '"+hashed+"'",
+		"-c", "ALTER ROLE erin PASSWORD 'abc' '"+echo+"'")
+	if err == nil || !strings.Contains(out, `syntax error at or near "'`+echo+`'"`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	// pgx: the extended protocol, once with a literal and once with a
@@ -126,10 +129,10 @@ func TestPasswordsRedacted(t *testing.T) {
 			}
 		}
 	}
-	// 4 simple queries from psql; pgx sends the literal one as a simple
+	// 5 simple queries from psql; pgx sends the literal one as a simple
 	// query too (no arguments), and the parameter as Parse and Execute
 	// (the Bind folded in).
-	if got := strings.Join(red, " "); got != strings.Repeat("db.session.query ", 5)+"db.session.postgres.parse db.session.postgres.execute" {
+	if got := strings.Join(red, " "); got != strings.Repeat("db.session.query ", 6)+"db.session.postgres.parse db.session.postgres.execute" {
 		t.Errorf("events that say redacted: %s", got)
 	}
 	for _, ev := range ofType(evs, "db.session.postgres.execute") {
@@ -139,5 +142,5 @@ func TestPasswordsRedacted(t *testing.T) {
 			}
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
+	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, echo, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
 }

@@ -24,6 +24,9 @@ type entry struct {
 	kind entryKind
 	at   time.Time
 	stmt *prepared
+	// secrets the statement's events masked, to mask again in an error
+	// message that quotes them.
+	secrets []string
 }
 
 // prepared is a prepared statement as the client defined it; oids may be
@@ -64,24 +67,24 @@ func (q *stmtQueue) push(es []entry) {
 	q.mu.Unlock()
 }
 
-// attribute finds when the statement that just completed began. An
-// Execute is done at its completion; a simple Query may hold several
-// statements, the next of which begins now.
-func (q *stmtQueue) attribute(now time.Time) time.Time {
+// attribute finds when the statement that just completed began, and the
+// secrets it held. An Execute is done at its completion; a simple Query
+// may hold several statements, the next of which begins now.
+func (q *stmtQueue) attribute(now time.Time) (time.Time, []string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
-		return now
+		return now, nil
 	}
 	e := &q.items[0]
-	start := e.at
+	start, secrets := e.at, e.secrets
 	switch e.kind {
 	case kExec:
 		q.popFront()
 	case kQuery, kFunc:
 		e.at = now
 	}
-	return start
+	return start, secrets
 }
 
 // ready handles ReadyForQuery: everything up to the Sync, Query or

@@ -124,6 +124,7 @@ func (s *scanner) secret(t token) bool {
 			break
 		}
 		end := t.e
+		s.keep(t)
 		for {
 			u := s.next()
 			if u.k != tString {
@@ -131,14 +132,10 @@ func (s *scanner) secret(t token) bool {
 				break
 			}
 			end = u.e
+			s.keep(u)
 		}
 		s.spans = append(s.spans, [2]int{t.s, end})
 		s.found.Literals++
-		lit := s.q[t.s:end]
-		s.found.Secrets = append(s.found.Secrets, lit)
-		if i, j := strings.IndexAny(lit, "'\"$"), strings.LastIndexAny(lit, "'\"$"); i >= 0 && j > i+1 {
-			s.found.Secrets = append(s.found.Secrets, lit[i+1:j])
-		}
 		return true
 	case tParam:
 		if s.q[t.s] == '@' {
@@ -150,6 +147,16 @@ func (s *scanner) secret(t token) bool {
 	}
 	s.unread(t)
 	return false
+}
+
+// keep notes a masked literal as written and its content without the
+// quotes, for Found.Mask.
+func (s *scanner) keep(t token) {
+	lit := s.q[t.s:t.e]
+	s.found.Secrets = append(s.found.Secrets, lit)
+	if i, j := strings.IndexAny(lit, "'\"$"), strings.LastIndexAny(lit, "'\"$"); i >= 0 && j > i+1 {
+		s.found.Secrets = append(s.found.Secrets, lit[i+1:j])
+	}
 }
 
 // result is the statement with its secret spans masked.
