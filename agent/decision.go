@@ -65,27 +65,61 @@ func (e *DeniedError) Error() string { return e.Message }
 // gate's error (the store cannot take the start event); the engine tells
 // the client in its protocol's form.
 func (c *ClientConn) StartSession(ctx context.Context, dbUser, dbName string, deny func(tgUser, db, dbUser, dbName string, d Decision) string) (*Session, error) {
+	return c.Start(ctx, SessionRequest{DBUser: dbUser, DBName: dbName, Deny: deny})
+}
+
+// SessionRequest is what an engine read from a client's startup.
+type SessionRequest struct {
+	DBUser, DBName string
+	// Deny words an access refusal (see StartSession).
+	Deny func(tgUser, db, dbUser, dbName string, d Decision) string
+	// StartupParameters are the client's own settings, as name=value,
+	// recorded in the start event.
+	StartupParameters []string
+	// Refuse, when set, refuses a session access allows, for this reason
+	// (a startup parameter the agent does not let through): the start
+	// event records it and the error is a *RefusedError.
+	Refuse string
+}
+
+// RefusedError is Start's error when access allowed the session but the
+// engine refused what the client asked for at startup.
+type RefusedError struct{ Message string }
+
+func (e *RefusedError) Error() string { return e.Message }
+
+// Start is StartSession with the startup's parameters and the engine's
+// own refusal.
+func (c *ClientConn) Start(ctx context.Context, r SessionRequest) (*Session, error) {
 	info := c.Database.Info()
-	dec := c.Env.Authorize(c.Identity, info, dbUser, dbName)
-	sess := c.Env.NewSession(c.Identity, c.Database, dbUser, dbName)
+	dec := c.Env.Authorize(c.Identity, info, r.DBUser, r.DBName)
+	sess := c.Env.NewSession(c.Identity, c.Database, r.DBUser, r.DBName)
 	mode := "strict"
 	if !sess.Strict() {
 		mode = "async"
 	}
 	start := &events.SessionStart{
 		ClientAddr: c.RemoteAddr().String(), Rule: dec.Rule, AuditMode: mode,
-		Status: events.Status{Success: dec.Allowed},
+		Status:            events.Status{Success: dec.Allowed && r.Refuse == ""},
+		StartupParameters: r.StartupParameters,
 	}
-	if !dec.Allowed {
-		start.Error = deny(c.Identity.User, info.Name, dbUser, dbName, dec)
+	switch {
+	case !dec.Allowed:
+		start.Error = r.Deny(c.Identity.User, info.Name, r.DBUser, r.DBName, dec)
+	case r.Refuse != "":
+		start.Error = r.Refuse
 	}
 	if err := sess.Gate(ctx, start); err != nil {
 		sess.Close(nil)
 		return nil, err
 	}
-	if !dec.Allowed {
+	switch {
+	case !dec.Allowed:
 		sess.Close(nil)
 		return nil, &DeniedError{Decision: dec, Message: start.Error}
+	case r.Refuse != "":
+		sess.Close(nil)
+		return nil, &RefusedError{Message: r.Refuse}
 	}
 	return sess, nil
 }

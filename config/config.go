@@ -166,6 +166,11 @@ type Database struct {
 	AD           AD                `yaml:"ad"`
 	// AuditMode overrides db_service.audit_mode for this database.
 	AuditMode string `yaml:"audit_mode"`
+	// RefuseStartupParameters (PostgreSQL) names the settings a client may
+	// not give at startup because they would silence the database's own
+	// logging or auditing; "pgaudit.*" names a prefix. Unset means the
+	// agent's default list; an empty list refuses none.
+	RefuseStartupParameters []string `yaml:"refuse_startup_parameters"`
 }
 
 // DatabaseTLS says how the agent verifies the database's certificate.
@@ -417,6 +422,14 @@ func (c *Config) Validate() error {
 		}
 		if !oneOf(d.AuditMode, "strict", "async") {
 			bad("%s.audit_mode: %q is not strict or async", where, d.AuditMode)
+		}
+		if d.RefuseStartupParameters != nil && !oneOf(d.Protocol, "postgres", "cockroachdb") {
+			bad("%s.refuse_startup_parameters: only PostgreSQL and CockroachDB have startup parameters", where)
+		}
+		for j, n := range d.RefuseStartupParameters {
+			if n == "" || strings.ContainsAny(n, " =\t") || strings.Contains(strings.TrimSuffix(n, "*"), "*") {
+				bad("%s.refuse_startup_parameters[%d]: %q is not a parameter name or a prefix ending in *", where, j, n)
+			}
 		}
 	}
 	names := map[string]bool{}

@@ -74,3 +74,28 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		}
 	}
 }
+
+func TestRefuseStartupParameters(t *testing.T) {
+	base := "db_service:\n  databases:\n    - name: pg1\n      protocol: %s\n      uri: localhost:5432\n"
+	c, err := Parse([]byte(strings.ReplaceAll(base, "%s", "postgres") + "      refuse_startup_parameters: [log_statement, \"pgaudit.*\"]\n    - name: pg2\n      protocol: postgres\n      uri: localhost:5433\n    - name: pg3\n      protocol: postgres\n      uri: localhost:5434\n      refuse_startup_parameters: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs := c.DBService.Databases
+	if got := strings.Join(dbs[0].RefuseStartupParameters, ","); got != "log_statement,pgaudit.*" {
+		t.Fatalf("pg1 list %q", got)
+	}
+	if dbs[1].RefuseStartupParameters != nil || dbs[2].RefuseStartupParameters == nil || len(dbs[2].RefuseStartupParameters) != 0 {
+		t.Fatalf("unset %v, empty %v", dbs[1].RefuseStartupParameters, dbs[2].RefuseStartupParameters)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{strings.ReplaceAll(base, "%s", "mysql") + "      refuse_startup_parameters: [log_statement]\n", "only PostgreSQL"},
+		{strings.ReplaceAll(base, "%s", "postgres") + "      refuse_startup_parameters: [\"log_statement=none\"]\n", "is not a parameter name"},
+		{strings.ReplaceAll(base, "%s", "postgres") + "      refuse_startup_parameters: [\"*.x\"]\n", "is not a parameter name"},
+		{strings.ReplaceAll(base, "%s", "postgres") + "      refuse_startup_parameter: [x]\n", `unknown key "db_service.databases[0].refuse_startup_parameter"`},
+	} {
+		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}

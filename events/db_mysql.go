@@ -44,7 +44,8 @@ type MySQLPrepare struct {
 	Envelope
 	Session
 	Database
-	Query string `json:"db_query" jsonschema:"description=Statement text with ? placeholders"`
+	Query    string `json:"db_query" jsonschema:"description=Statement text with ? placeholders"`
+	Redacted bool   `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // MySQLExecute records COM_STMT_EXECUTE with the statement it runs, so one
@@ -60,6 +61,7 @@ type MySQLExecute struct {
 	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
 	CursorType          uint8    `json:"db_cursor_type,omitempty" jsonschema:"description=Cursor flags of the execute (1 read-only); rows then come with COM_STMT_FETCH"`
 	UnknownStatement    bool     `json:"db_unknown_statement,omitempty" jsonschema:"description=The statement id was never prepared on this session (the server refuses it); parameters could not be decoded"`
+	Redacted            bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // MySQLSendLongData records COM_STMT_SEND_LONG_DATA. The bytes are not
@@ -82,6 +84,7 @@ type MySQLStatement struct {
 	StatementID uint32 `json:"db_statement_id" jsonschema:"description=Prepared statement id"`
 	Query       string `json:"db_query,omitempty" jsonschema:"description=Statement text as prepared, when known"`
 	FetchRows   uint32 `json:"db_fetch_rows,omitempty" jsonschema:"description=Rows asked for by COM_STMT_FETCH"`
+	Redacted    bool   `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // MySQLChangeDB records a request to change the current database, allowed

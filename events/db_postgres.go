@@ -30,6 +30,7 @@ type PostgresParse struct {
 	StatementName string   `json:"db_statement_name" jsonschema:"description=Name of the prepared statement; empty for the unnamed statement"`
 	Query         string   `json:"db_query" jsonschema:"description=Statement text"`
 	ParameterOIDs []uint32 `json:"db_parameter_oids,omitempty" jsonschema:"description=Parameter type OIDs declared by the client (0 lets the server infer)"`
+	Redacted      bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // PostgresBind records a Bind message whose portal is not executed in the
@@ -46,6 +47,7 @@ type PostgresBind struct {
 	PortalName          string   `json:"db_portal_name" jsonschema:"description=Portal created; empty for the unnamed portal"`
 	Parameters          []string `json:"db_query_parameters,omitempty" jsonschema:"description=Bound parameter values as text"`
 	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
+	Redacted            bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // PostgresExecute records an Execute message with the statement it runs and
@@ -61,6 +63,7 @@ type PostgresExecute struct {
 	Parameters          []string `json:"db_query_parameters,omitempty" jsonschema:"description=Bound parameter values as text"`
 	ParametersTruncated bool     `json:"db_query_parameters_truncated,omitempty" jsonschema:"description=Whether a parameter value was cut to the size limit"`
 	MaxRows             uint32   `json:"db_max_rows,omitempty" jsonschema:"description=Row limit of this execution; 0 means all rows"`
+	Redacted            bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // PostgresClose records a Close message.

@@ -28,6 +28,9 @@ type SessionStart struct {
 	Rule string `json:"rule,omitempty" jsonschema:"description=The role rule that decided access"`
 	// AuditMode is strict or async.
 	AuditMode string `json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How this session is audited"`
+	// StartupParameters are the client's own settings for the session
+	// (PostgreSQL startup parameters: application_name, options...).
+	StartupParameters []string `json:"db_startup_parameters,omitempty" jsonschema:"description=Startup parameters the client sent, as name=value (PostgreSQL: application_name, client_encoding, options...)"`
 }
 
 // SessionEnd records the totals of a finished session.
@@ -51,6 +54,7 @@ type Query struct {
 	Database
 	Query      string   `json:"db_query" jsonschema:"description=Statement text"`
 	Parameters []string `json:"db_query_parameters,omitempty" jsonschema:"description=Bound parameter values, as text"`
+	Redacted   bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // Result records how the database answered one statement.

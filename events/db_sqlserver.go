@@ -60,6 +60,7 @@ type SQLServerRPC struct {
 	CallIndex            int      `json:"db_rpc_call_index" jsonschema:"description=Position of this call in its RPC request, from 0 (a request may batch several calls)"`
 	Calls                int      `json:"db_rpc_calls" jsonschema:"description=Number of calls in the RPC request"`
 	NoExec               bool     `json:"db_rpc_no_exec,omitempty" jsonschema:"description=The call was batched with NoExecFlag"`
+	Redacted             bool     `json:"db_query_redacted,omitempty" jsonschema:"description=Whether a secret (a password literal or the parameter bound to one) was masked in db_query or db_query_parameters; the database received the statement unchanged"`
 }
 
 // SQLServerAttention records a cancel.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -210,13 +211,17 @@ func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, se
 		e := d.entry(wire.ComInitDB)
 		e.schema, e.hasSchema = c.Schema, true
 	case *wire.StmtPrepare:
-		d.forward(off, size, seq, true, &events.MySQLPrepare{Query: c.Query})
-		d.entry(wire.ComStmtPrepare).query = c.Query
+		// The statement is kept as recorded, secrets masked: executes
+		// show it and mask the values bound to its secret placeholders.
+		text, found := redact.MySQL(c.Query)
+		d.forward(off, size, seq, true, &events.MySQLPrepare{Query: text, Redacted: found.Any()})
+		e := d.entry(wire.ComStmtPrepare)
+		e.query, e.secret = text, found
 		d.statements++
 	case *wire.StmtExecute:
-		ev := d.execute(c, unknownStmt)
+		ev, secret := d.execute(c, unknownStmt)
 		d.forward(off, size, seq, true, ev)
-		d.entry(wire.ComStmtExecute)
+		d.entry(wire.ComStmtExecute).secret = secret
 		d.statements++
 		if !unknownStmt {
 			d.apply = append(d.apply, c)
@@ -228,16 +233,16 @@ func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, se
 		d.longData = true
 		return d.endGroup(ctx, b)
 	case *wire.StmtClose:
-		d.forward(off, size, seq, false, &events.MySQLStatement{Command: "COM_STMT_CLOSE", StatementID: c.StatementID, Query: d.queryOf(c.StatementID)})
+		d.forward(off, size, seq, false, d.statementEvent("COM_STMT_CLOSE", c.StatementID, 0))
 		d.apply = append(d.apply, c)
 		return d.endGroup(ctx, b)
 	case *wire.StmtReset:
-		d.forward(off, size, seq, true, &events.MySQLStatement{Command: "COM_STMT_RESET", StatementID: c.StatementID, Query: d.queryOf(c.StatementID)})
+		d.forward(off, size, seq, true, d.statementEvent("COM_STMT_RESET", c.StatementID, 0))
 		d.entry(wire.ComStmtReset)
 		d.apply = append(d.apply, c)
 		return d.endGroup(ctx, b)
 	case *wire.StmtFetch:
-		d.forward(off, size, seq, true, &events.MySQLStatement{Command: "COM_STMT_FETCH", StatementID: c.StatementID, Query: d.queryOf(c.StatementID), FetchRows: c.NumRows})
+		d.forward(off, size, seq, true, d.statementEvent("COM_STMT_FETCH", c.StatementID, c.NumRows))
 		d.entry(wire.ComStmtFetch)
 	case *wire.FieldList:
 		d.forward(off, size, seq, true, &events.MySQLFieldList{Table: c.Table, Wildcard: c.Wildcard})
@@ -313,6 +318,16 @@ func (d *clientDecoder) endGroup(ctx context.Context, b []byte) error {
 	return nil
 }
 
+// statementEvent records a close, reset or fetch of a prepared statement.
+func (d *clientDecoder) statementEvent(cmd string, id, rows uint32) *events.MySQLStatement {
+	q := d.queryOf(id)
+	_, secret := redact.MySQL(q)
+	return &events.MySQLStatement{Command: cmd, StatementID: id, Query: q, FetchRows: rows, Redacted: secret.Any()}
+}
+
+// redactedParam stands for a parameter value bound to a password.
+const redactedParam = "***"
+
 func (d *clientDecoder) queryOf(id uint32) string {
 	p := d.p
 	p.mu.Lock()
@@ -323,17 +338,28 @@ func (d *clientDecoder) queryOf(id uint32) string {
 	return p.queries[id]
 }
 
-// execute builds the event of a COM_STMT_EXECUTE.
-func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) *events.MySQLExecute {
+// execute builds the event of a COM_STMT_EXECUTE, and returns the values
+// it masked, for the result's error message.
+func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) (*events.MySQLExecute, redact.Found) {
+	var masked redact.Found
 	ev := &events.MySQLExecute{StatementID: c.StatementID, CursorType: c.Flags & 0x07, UnknownStatement: unknown}
+	var secret redact.Found
 	if !unknown {
 		ev.Query = d.queryOf(c.StatementID)
+		_, secret = redact.MySQL(ev.Query)
+		ev.Redacted = secret.Any()
 	}
 	if len(c.Params) > 0 {
 		ev.Parameters = make([]string, len(c.Params))
 		ev.ParameterTypes = make([]string, len(c.Params))
 		for i := range c.Params {
 			prm := &c.Params[i]
+			ev.ParameterTypes[i] = typeName(prm.ParamType)
+			if secret.Param(i) {
+				ev.Parameters[i] = redactedParam
+				masked.Secrets = append(masked.Secrets, prm.AuditText())
+				continue
+			}
 			text := prm.AuditText()
 			if len(text) > d.maxParam {
 				text = truncateUTF8(text, d.maxParam)
@@ -341,10 +367,9 @@ func (d *clientDecoder) execute(c *wire.StmtExecute, unknown bool) *events.MySQL
 			}
 			ev.ParametersTruncated = ev.ParametersTruncated || prm.Truncated
 			ev.Parameters[i] = text
-			ev.ParameterTypes[i] = typeName(prm.ParamType)
 		}
 	}
-	return ev
+	return ev, masked
 }
 
 var typeNames, unsignedNames = func() (n, u [256]string) {
@@ -376,7 +401,8 @@ func truncateUTF8(s string, n int) string {
 // query handles COM_QUERY: a USE to a database the roles do not allow is
 // refused before it reaches the server.
 func (d *clientDecoder) query(ctx context.Context, b []byte, off, size int, seq uint8, c *wire.Query) error {
-	ev := &events.Query{Query: c.Query}
+	text, found := redact.MySQL(c.Query)
+	ev := &events.Query{Query: text, Redacted: found.Any()}
 	for _, a := range c.Attributes {
 		ev.Parameters = append(ev.Parameters, a.Name+"="+a.AuditText())
 	}
@@ -402,6 +428,7 @@ func (d *clientDecoder) query(ctx context.Context, b []byte, off, size int, seq 
 	}
 	d.forward(off, size, seq, true, ev)
 	e := d.entry(wire.ComQuery)
+	e.secret = found
 	e.schema, e.hasSchema = schema, hasSchema
 	d.statements++
 	return nil

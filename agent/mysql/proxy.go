@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -201,7 +202,9 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 	ev := &events.MalformedPacket{Direction: "client", Reason: m.reason, Length: m.length}
 	if len(m.prefix) > 0 {
-		ev.Prefix = fmt.Sprintf("%x", m.prefix)
+		if _, found := redact.MySQL(string(m.prefix)); !found.Any() {
+			ev.Prefix = fmt.Sprintf("%x", m.prefix)
+		}
 	}
 	_ = p.sess.Gate(ctx, ev)
 	p.SetReason("malformed client packet: " + m.reason)
@@ -414,7 +417,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 	if r.Failed {
 		p.Errors.Add(1)
 		ev.ErrorCode = strconv.Itoa(int(r.ErrorCode))
-		ev.ErrorMessage = (&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error()
+		ev.ErrorMessage = c.secret.Mask((&wire.ErrPacket{Code: r.ErrorCode, SQLState: r.SQLState, Message: r.ErrorMessage}).Error())
 		ev.Error = ev.ErrorMessage
 	}
 	p.Rows.Add(r.Rows + r.AffectedRows)

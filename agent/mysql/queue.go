@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
+	"github.com/tollgate-db/tollgate/agent/redact"
 )
 
 // pending is a forwarded command whose response the server has yet to
@@ -18,6 +19,9 @@ type pending struct {
 	// schema is the database a COM_INIT_DB or USE switches to on success.
 	schema    string
 	hasSchema bool
+	// secret: what the command's events masked, to mask again in the
+	// server's error message, which may quote the statement.
+	secret redact.Found
 }
 
 // cmdQueue pairs forwarded commands with the server's responses, which

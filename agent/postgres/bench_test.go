@@ -37,6 +37,7 @@ func BenchmarkClientBatch(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			sess := benchSession(b)
 			dec := newClientDecoder(DefaultMaxMessage, DefaultMaxCopyData, DefaultMaxParam, newStmtQueue())
+			dec.refuseList = DefaultRefusedParameters
 			dec.stmts["P0_5"] = &prepared{query: "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;", oids: []uint32{23, 23}}
 			ctx := context.Background()
 			b.ReportAllocs()

@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -71,6 +73,10 @@ type clientDecoder struct {
 	binds []pendingBind
 	// lastKept says whether the message just decoded is forwarded.
 	lastKept bool
+	// refuseList are the parameters a statement may not set; refusal is
+	// the first of them a statement of this batch sets.
+	refuseList []string
+	refusal    string
 	// status is the transaction status of the last ReadyForQuery, for the
 	// agent's own ReadyForQuery answers.
 	status byte
@@ -97,6 +103,8 @@ type portal struct {
 	stmt      *prepared
 	params    []string
 	truncated bool
+	// masked are the bound values masked as secrets, as sent.
+	masked []string
 }
 
 func newClientDecoder(maxMessage, maxCopy, maxParam int, q *stmtQueue) *clientDecoder {
@@ -114,6 +122,7 @@ func (d *clientDecoder) reset() {
 	d.copyEvs = 0
 	d.binds = d.binds[:0]
 	d.terminate = false
+	d.refusal = ""
 }
 
 // dropFoldedBinds removes the Bind events an Execute of the same batch
@@ -222,13 +231,23 @@ func (d *clientDecoder) unknownType(rest []byte) *malformed {
 }
 
 // secretless returns up to 64 bytes of a message for the malformed_packet
-// event, except for password messages, which are never recorded.
+// event, except for password messages and statements that may carry a
+// password, which are never recorded.
 func secretless(typ byte, b []byte) []byte {
 	if typ == 'p' {
 		return nil
 	}
-	return b[:min(len(b), 64)]
+	b = b[:min(len(b), 64)]
+	if typ == 'Q' || typ == 'P' {
+		if _, found := redact.Postgres(string(b)); found.Any() {
+			return nil
+		}
+	}
+	return b
 }
+
+// redactedParam stands for a parameter value bound to a password.
+const redactedParam = "***"
 
 func bad(typ byte, err error) *malformed {
 	return &malformed{reason: fmt.Sprintf("message %q does not decode: %v", typ, err)}
@@ -256,16 +275,20 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			return bad(typ, err)
 		}
 		d.flushCopy("data", "")
-		d.evs = append(d.evs, &events.Query{Query: d.query.String})
-		d.entries = append(d.entries, entry{kind: kQuery, at: now})
+		d.checkSetting(d.query.String)
+		text, found := redact.Postgres(d.query.String)
+		d.evs = append(d.evs, &events.Query{Query: text, Redacted: found.Any()})
+		d.entries = append(d.entries, entry{kind: kQuery, at: now, secrets: found.Secrets})
 		d.statements++
 	case 'P':
 		if err := d.parse.Decode(body); err != nil {
 			return bad(typ, err)
 		}
-		st := &prepared{query: d.parse.Query, oids: d.parse.ParameterOIDs}
+		d.checkSetting(d.parse.Query)
+		text, found := redact.Postgres(d.parse.Query)
+		st := &prepared{query: text, oids: d.parse.ParameterOIDs, secret: found}
 		d.stmts[d.parse.Name] = st
-		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: d.parse.Query, ParameterOIDs: d.parse.ParameterOIDs})
+		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: text, ParameterOIDs: d.parse.ParameterOIDs, Redacted: found.Any()})
 	case 'B':
 		if err := d.bind.Decode(body); err != nil {
 			return bad(typ, err)
@@ -278,6 +301,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		}
 		params := make([]string, len(d.bind.Parameters))
 		trunc := false
+		var masked []string
 		for i, v := range d.bind.Parameters {
 			binaryFormat := false
 			switch len(pf) {
@@ -292,13 +316,21 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 				oid = oids[i]
 			}
 			var t bool
+			if st != nil && st.secret.Param(i+1) {
+				params[i] = redactedParam
+				if v != nil {
+					masked = append(masked, string(v))
+				}
+				continue
+			}
 			params[i], t = renderParam(v, binaryFormat, oid, d.maxParam)
 			trunc = trunc || t
 		}
-		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc}
+		redacted := st != nil && st.secret.Any()
+		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
 		d.forgetBind(d.bind.DestinationPortal)
 		d.binds = append(d.binds, pendingBind{portal: d.bind.DestinationPortal, at: len(d.evs)})
-		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc})
+		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc, Redacted: redacted})
 	case 'D':
 		if err := d.describe.Decode(body); err != nil {
 			return bad(typ, err)
@@ -312,14 +344,16 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			return bad(typ, err)
 		}
 		ev := &events.PostgresExecute{PortalName: d.execute.Portal, MaxRows: d.execute.MaxRows}
+		var secrets []string
 		if p := d.portals[d.execute.Portal]; p != nil {
 			ev.StatementName, ev.Parameters, ev.ParametersTruncated = p.stmtName, p.params, p.truncated
 			if p.stmt != nil {
-				ev.Query = p.stmt.query
+				ev.Query, ev.Redacted = p.stmt.query, p.stmt.secret.Any()
+				secrets = slices.Concat(p.stmt.secret.Secrets, p.masked)
 			}
 		}
 		d.evs = append(d.evs, ev)
-		d.entries = append(d.entries, entry{kind: kExec, at: now})
+		d.entries = append(d.entries, entry{kind: kExec, at: now, secrets: secrets})
 		d.statements++
 	case 'C':
 		if err := d.close.Decode(body); err != nil {
@@ -400,6 +434,13 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		return &malformed{reason: "unexpected password or authentication message after the session began (the agent authenticates to the database itself)"}
 	}
 	return nil
+}
+
+// checkSetting notes the first refused parameter a statement sets.
+func (d *clientDecoder) checkSetting(q string) {
+	if d.refusal == "" && len(d.refuseList) > 0 {
+		d.refusal = refusedSetting(q, d.refuseList)
+	}
 }
 
 // A long COPY FROM STDIN is summarised at least every copySummaryBytes of

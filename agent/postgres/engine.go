@@ -211,17 +211,25 @@ func (e *Engine) fatal(w io.Writer, code, msg string) {
 func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint32, params map[string]string, user, dbName string) error {
 	db := c.Database
 	info := db.Info()
-	sess, err := c.StartSession(ctx, user, dbName, agent.Denial)
+	sess, err := c.Start(ctx, agent.SessionRequest{DBUser: user, DBName: dbName, Deny: agent.Denial,
+		StartupParameters: recordedParameters(params),
+		Refuse:            startupRefusal(params, refuseList(db))})
 	if err != nil {
-		var denied *agent.DeniedError
-		if errors.As(err, &denied) {
+		var (
+			denied  *agent.DeniedError
+			refused *agent.RefusedError
+		)
+		switch {
+		case errors.As(err, &denied):
 			e.fatal(c, stateInvalidAuthorization, denied.Message)
-		} else {
+		case errors.As(err, &refused):
+			e.fatal(c, stateInsufficientPrivilege, refused.Message)
+		default:
 			e.fatal(c, stateAuditUnavailable, err.Error())
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{})}
+	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{}), refuseList: refuseList(db)}
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
 		var relayed *relayedError

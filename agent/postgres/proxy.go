@@ -25,6 +25,8 @@ type proxy struct {
 	key        *cancelKey
 	target     *cancelTarget
 	backendPID uint32
+	// refuseList are the parameters statements may not set.
+	refuseList []string
 
 	// stopping is closed when the lifecycle cancels the session: from
 	// then on nothing the client sends reaches the database.
@@ -127,6 +129,7 @@ const clientBuffer = 32 << 10
 func (p *proxy) clientLoop(ctx context.Context) error {
 	o := p.e.opt
 	dec := newClientDecoder(o.MaxMessage, o.MaxCopyData, o.MaxParam, p.q)
+	dec.refuseList = p.refuseList
 	buf := make([]byte, clientBuffer)
 	w := 0
 	for {
@@ -200,6 +203,8 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 		}
 	} else if len(dec.segs) == 0 {
 		return nil
+	} else if dec.refusal != "" {
+		return p.refuseSetting(ctx, dec)
 	} else if err := p.sess.Gate(ctx, dec.evs...); err != nil {
 		var ae *agent.AuditError
 		if !errors.As(err, &ae) {
@@ -230,6 +235,36 @@ func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 		ErrorMessage: msg,
 	})
 	p.Errors.Add(1)
+	return p.answerRefused(dec, stateAuditUnavailable, msg)
+}
+
+// refuseSetting answers a batch with a statement that sets a parameter the
+// database's list refuses (see refusedSetting): the batch's events and the
+// refusal are stored, nothing of it reaches the database, and the client
+// gets an ErrorResponse per statement.
+func (p *proxy) refuseSetting(ctx context.Context, dec *clientDecoder) error {
+	msg := fmt.Sprintf("tollgate: parameter %q may not be set through the agent: it would change the database's own logging or auditing; the statement was not sent to the database", dec.refusal)
+	res := &events.Result{
+		Status:       events.Status{Success: false, Error: msg},
+		ErrorCode:    stateInsufficientPrivilege,
+		ErrorMessage: msg,
+	}
+	if err := p.sess.Gate(ctx, append(dec.evs, res)...); err != nil {
+		var ae *agent.AuditError
+		if !errors.As(err, &ae) {
+			return err
+		}
+		return p.refuse(dec, ae)
+	}
+	p.Errors.Add(1)
+	return p.answerRefused(dec, stateInsufficientPrivilege, msg)
+}
+
+// answerRefused answers each message of a refused batch as the server
+// would after an error: ErrorResponse and ReadyForQuery for a query,
+// ErrorResponse then silence until Sync for the extended protocol, a
+// CopyFail of its own for COPY data.
+func (p *proxy) answerRefused(dec *clientDecoder, code, msg string) error {
 	const (
 		replyError = 'E'
 		replyReady = 'Z'
@@ -279,7 +314,7 @@ func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 	// was forwarded before.
 	p.q.waitIdle()
 	status := byte(p.txStatus.Load())
-	errMsg := errorResponse("ERROR", stateAuditUnavailable, msg)
+	errMsg := errorResponse("ERROR", code, msg)
 	var out []byte
 	for _, r := range replies {
 		if r == replyError {

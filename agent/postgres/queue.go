@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/tollgate-db/tollgate/agent/redact"
 )
 
 // entryKind is what a client message awaiting its answer is.
@@ -23,13 +25,19 @@ type entry struct {
 	kind entryKind
 	at   time.Time
 	stmt *prepared
+	// secrets the statement's events masked, to mask again in an error
+	// message that quotes them.
+	secrets []string
 }
 
 // prepared is a prepared statement as the client defined it; oids may be
 // completed by the server's ParameterDescription, under stmtQueue.mu.
 type prepared struct {
-	query string
+	query string // as recorded: secrets masked
 	oids  []uint32
+	// secret: a literal was masked or a $n binds a secret, whose bound
+	// values are masked too.
+	secret redact.Found
 }
 
 // stmtQueue pairs client messages with the server's answers, which come
@@ -60,24 +68,24 @@ func (q *stmtQueue) push(es []entry) {
 	q.mu.Unlock()
 }
 
-// attribute finds when the statement that just completed began. An
-// Execute is done at its completion; a simple Query may hold several
-// statements, the next of which begins now.
-func (q *stmtQueue) attribute(now time.Time) time.Time {
+// attribute finds when the statement that just completed began, and the
+// secrets it held. An Execute is done at its completion; a simple Query
+// may hold several statements, the next of which begins now.
+func (q *stmtQueue) attribute(now time.Time) (time.Time, []string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
-		return now
+		return now, nil
 	}
 	e := &q.items[0]
-	start := e.at
+	start, secrets := e.at, e.secrets
 	switch e.kind {
 	case kExec:
 		q.popFront()
 	case kQuery, kFunc:
 		e.at = now
 	}
-	return start
+	return start, secrets
 }
 
 // ready handles ReadyForQuery: everything up to the Sync, Query or

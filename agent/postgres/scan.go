@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -149,7 +150,7 @@ func parseParamDesc(b []byte) []uint32 {
 func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 	s := &p.sc
 	now := time.Now()
-	start := p.q.attribute(now)
+	start, secrets := p.q.attribute(now)
 	ev := &events.Result{
 		Status:   events.Status{Success: ok},
 		Rows:     s.rows,
@@ -158,6 +159,9 @@ func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 	}
 	if !ok {
 		code, sev, msg := errorFields(errBody)
+		if len(secrets) > 0 {
+			msg = redact.Found{Secrets: secrets}.Mask(msg)
+		}
 		ev.ErrorCode, ev.ErrorMessage, ev.Error = code, msg, msg
 		p.Errors.Add(1)
 		if sev == "FATAL" || sev == "PANIC" {

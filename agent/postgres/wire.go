@@ -21,10 +21,11 @@ const (
 
 // SQLSTATE codes the agent answers with.
 const (
-	stateInvalidAuthorization = "28000"
-	stateTooManyConnections   = "53300"
-	stateProtocolViolation    = "08P01"
-	stateConnectionFailure    = "08006"
+	stateInvalidAuthorization  = "28000"
+	stateInsufficientPrivilege = "42501"
+	stateTooManyConnections    = "53300"
+	stateProtocolViolation     = "08P01"
+	stateConnectionFailure     = "08006"
 	// stateAuditUnavailable: class 58 is for errors outside the database,
 	// which an unavailable audit store is.
 	stateAuditUnavailable    = "58000"

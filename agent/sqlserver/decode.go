@@ -2,7 +2,9 @@ package sqlserver
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -31,7 +33,8 @@ func (d *decoder) decode(m *tds.Message) ([]events.Event, *request, error) {
 			return nil, nil, err
 		}
 		d.statements = 1
-		return append(d.evs, &events.Query{Query: text}), &request{kind: "SQLBatch"}, nil
+		text, found := redact.SQLServer(text)
+		return append(d.evs, &events.Query{Query: text, Redacted: found.Any()}), &request{kind: "SQLBatch", secret: found}, nil
 	case tds.PacketRPC:
 		_, calls, err := tds.ParseRPC(m.Payload, p.version, p.e.opt.MaxParam)
 		if err != nil {
@@ -39,7 +42,8 @@ func (d *decoder) decode(m *tds.Message) ([]events.Event, *request, error) {
 		}
 		req := &request{kind: "RPC"}
 		for i := range calls {
-			ev := p.rpcEvent(&calls[i], i, len(calls))
+			ev, masked := p.rpcEvent(&calls[i], i, len(calls))
+			req.secret.Secrets = append(req.secret.Secrets, masked...)
 			if wk := calls[i].WellKnown(); (wk == tds.ProcPrepare || wk == tds.ProcPrepExec) && req.prepare == "" {
 				req.prepare = ev.Query
 			}
@@ -112,7 +116,9 @@ var layouts = map[uint16]procLayout{
 // run statements, the statement (for sp_execute, the one its handle was
 // prepared with), the declarations and the values; for any other
 // procedure, every parameter.
-func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
+//
+// It also returns what it masked, for the answer's error message.
+func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) (*events.SQLServerRPC, []string) {
 	ev := &events.SQLServerRPC{Procedure: c.Name(), ProcedureID: c.ProcID, CallIndex: i, Calls: n, NoExec: c.NoExec}
 	ps := c.Params
 	lay, ok := layouts[c.WellKnown()]
@@ -134,8 +140,13 @@ func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
 		ev.Handle = text(lay.handle)
 	}
 	if ev.Query == "" && ev.Handle != "" {
-		ev.Query = p.preparedQuery(ev.Handle)
+		ev.Query = p.preparedQuery(ev.Handle) // stored as recorded, masked
 	}
+	var secret redact.Found
+	ev.Query, secret = redact.SQLServer(ev.Query)
+	proc := strings.ToLower(ev.Procedure)
+	passwordProc := passwordProcs[proc[strings.LastIndexByte(proc, '.')+1:]]
+	ev.Redacted = secret.Any()
 	for j := range ps {
 		if ps[j].Output() {
 			ev.OutputParameters = append(ev.OutputParameters, ps[j].Name)
@@ -144,6 +155,12 @@ func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
 	if lay.values >= 0 && lay.values < len(ps) {
 		for _, v := range ps[lay.values:] {
 			ev.ParameterNames = append(ev.ParameterNames, v.Name)
+			if secretParam(secret, passwordProc, v.Name) {
+				secret.Secrets = append(secret.Secrets, v.Value.Text)
+				ev.Parameters = append(ev.Parameters, redactedParam)
+				ev.Redacted = true
+				continue
+			}
 			ev.Parameters = append(ev.Parameters, v.Value.Text)
 			ev.ParameterTypes = append(ev.ParameterTypes, v.Type.String())
 			if v.Value.Truncated {
@@ -151,5 +168,31 @@ func (p *proxy) rpcEvent(c *tds.RPCCall, i, n int) *events.SQLServerRPC {
 			}
 		}
 	}
-	return ev
+	return ev, secret.Secrets
+}
+
+// redactedParam stands for a parameter value bound to a password.
+const redactedParam = "***"
+
+// passwordProcs are the system procedures whose parameters are passwords
+// but for the names in keepParams.
+var passwordProcs = map[string]bool{
+	"sp_addlogin": true, "sp_password": true, "sp_addapprole": true,
+	"sp_approlepassword": true, "sp_setapprole": true, "sp_control_dbmasterkey_password": true,
+}
+
+var keepParams = map[string]bool{"@loginame": true, "@rolename": true, "@defdb": true, "@deflanguage": true, "@sid": true, "@encrypt": true}
+
+// secretParam reports whether the value of parameter name is masked: it
+// binds a password of the statement, or is a password procedure's
+// argument. A positional (unnamed) value is masked whenever the statement
+// binds any secret, as its name cannot be matched.
+func secretParam(f redact.Found, passwordProc bool, name string) bool {
+	if passwordProc {
+		return !keepParams[strings.ToLower(name)]
+	}
+	if len(f.Names) == 0 {
+		return false
+	}
+	return name == "" || f.Name(name)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -23,6 +24,9 @@ type request struct {
 	// prepare is the statement of an sp_prepare or sp_prepexec, whose
 	// handle comes back in the first RETURNVALUE.
 	prepare string
+	// secret: what the request's events masked, to mask again in the
+	// server's error message, which may quote the statement.
+	secret redact.Found
 }
 
 // response accumulates the server's answer to the oldest request.
@@ -400,8 +404,8 @@ func (p *proxy) answered(now time.Time) {
 	case r.errors > 0:
 		ev.Success = false
 		ev.ErrorCode = strconv.Itoa(int(r.errNumber))
-		ev.ErrorMessage = r.errMsg
-		ev.Error = fmt.Sprintf("error %d: %s", r.errNumber, r.errMsg)
+		ev.ErrorMessage = req.secret.Mask(r.errMsg)
+		ev.Error = fmt.Sprintf("error %d: %s", r.errNumber, ev.ErrorMessage)
 		p.Errors.Add(1)
 	case agentAttn:
 		ev.Success = false
