@@ -276,7 +276,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 			log.Info("agent: connection did not start with TLS")
 			return
 		}
-		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc)
+		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc, s.env)
 		if err != nil {
 			log.Info("agent: refused plaintext connection", "err", err)
 		}

@@ -103,6 +103,9 @@ func Gapless(evs []map[string]any) error {
 	bySession := map[string][]int{}
 	for _, ev := range evs {
 		sid, _ := ev["sid"].(string)
+		if sid == "" {
+			continue // outside any session: no index to check
+		}
 		bySession[sid] = append(bySession[sid], int(ev["ei"].(float64)))
 	}
 	for sid, eis := range bySession {
