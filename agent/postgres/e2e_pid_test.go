@@ -145,3 +145,38 @@ func TestClientSeesBackendPID(t *testing.T) {
 	}
 	s.waitAudit(t, "session end", count("db.session.end", 1))
 }
+
+// A client asking for protocol 3.2 (longer cancel keys) gets what the
+// database negotiates, the backend's process id, and a working cancel.
+func TestProtocol32Negotiated(t *testing.T) {
+	s := newStack(t, "strict")
+	ctx := context.Background()
+	cfg := s.pgxConfig(t, "pg1")
+	cfg.MaxProtocolVersion = "3.2"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var backend uint32
+	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	if pid := conn.PgConn().PID(); pid != backend {
+		t.Fatalf("client told process id %d, pg_backend_pid() is %d", pid, backend)
+	}
+	cancelled := make(chan error, 1)
+	go func() {
+		waitSleeping(t, s)
+		cancelled <- conn.PgConn().CancelRequest(ctx)
+	}()
+	_, err = conn.Exec(ctx, "select pg_sleep(30)")
+	if cerr := <-cancelled; cerr != nil {
+		t.Fatal(cerr)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Fatalf("sleep: %v, want query_canceled", err)
+	}
+	t.Logf("secret key of %d bytes", len(conn.PgConn().SecretKey()))
+}
