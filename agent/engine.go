@@ -23,9 +23,10 @@ type Engine interface {
 // and ask for TLS inside their own protocol (PostgreSQL's SSLRequest). The
 // server calls it when a connection does not start with a TLS handshake:
 // it reads the client's request from conn and returns true once it answered
-// that TLS follows, or false after answering with a protocol error.
+// that TLS follows, or false after answering with a protocol error. env
+// records what the request was, when it is one to record.
 type PlaintextNegotiator interface {
-	NegotiatePlaintext(ctx context.Context, conn net.Conn) (tlsNext bool, err error)
+	NegotiatePlaintext(ctx context.Context, conn net.Conn, env *Env) (tlsNext bool, err error)
 }
 
 // ClientCertProvider returns the certificate the agent presents to a

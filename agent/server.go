@@ -291,7 +291,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 			s.rejects.add(s.rejectedEvent(remote, events.RejectNotTLS, errors.New("the connection did not start with TLS"), proto))
 			return
 		}
-		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc)
+		ok, err := s.cfg.Plaintext.NegotiatePlaintext(ctx, pc, s.env)
 		if err != nil {
 			log.Info("agent: refused plaintext connection", "err", err)
 			if !ok && ctx.Err() == nil {

@@ -19,7 +19,7 @@ func init() {
 	Register[PostgresCopy]("db.session.postgres.copy", "TGPG006I",
 		"Summary of the COPY data a PostgreSQL client sent (at least every 8 MiB or second, and when it finished or aborted the COPY); counts bytes and never records the rows. Stored without holding back the data: the COPY statement itself was recorded before it ran.")
 	RegisterOutcome[PostgresCancel]("db.session.postgres.cancel", "TGPG007I", "TGPG007W",
-		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded.")
+		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded. A request with a key no session holds is recorded outside any session (db_cancel_unknown_key) and forwarded nowhere.")
 }
 
 // PostgresParse records a Parse message.
@@ -100,13 +100,16 @@ type PostgresCopy struct {
 	Reason     string `json:"db_copy_fail_reason,omitempty" jsonschema:"description=Reason the client gave when it aborted the COPY"`
 }
 
-// PostgresCancel records a cancel request, in the session it targets.
+// PostgresCancel records a cancel request, in the session it targets; a
+// request whose key no session holds is recorded outside any session, with
+// the process id it named in db_backend_pid.
 type PostgresCancel struct {
 	Envelope
 	Session
 	Database
 	Status
 	ClientAddr string `json:"client_addr,omitempty" jsonschema:"description=Remote address of the connection that asked to cancel"`
-	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to"`
+	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to, or the one it named when its key was unknown"`
 	TLS        bool   `json:"tls" jsonschema:"description=Whether the request came over TLS with a user certificate (libpq before 17 sends cancel requests without TLS)"`
+	UnknownKey bool   `json:"db_cancel_unknown_key,omitempty" jsonschema:"description=Whether no session held the request's key; such a request is recorded outside any session and forwarded nowhere"`
 }

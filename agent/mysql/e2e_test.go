@@ -60,6 +60,8 @@ type stackOptions struct {
 	maxPacket int
 	// state, when set, gives the agent a Lifecycle reading it.
 	state agent.StateSource
+	// dbArgs are extra mariadbd options.
+	dbArgs []string
 }
 
 const roleYAML = `
@@ -92,7 +94,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: o.users})
+	db := harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: o.users, Args: o.dbArgs})
 	db.MustExec(t, "CREATE DATABASE secret; CREATE TABLE secret.codes (c INT); CREATE TABLE test.accounts (id INT PRIMARY KEY, owner VARCHAR(40), balance DECIMAL(12,2), opened DATETIME(6), score DOUBLE, big BIGINT UNSIGNED, blob_col VARBINARY(64))")
 	for _, u := range o.users {
 		db.MustExec(t, "GRANT ALL ON secret.* TO '"+u+"'@'%'")

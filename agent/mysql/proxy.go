@@ -238,7 +238,14 @@ func (p *proxy) serverLoop() error {
 				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
 				_ = p.sess.Emit(ev)
 				p.SetReason("malformed packet from the database: " + serr.Error())
-				_ = p.writeClient(errPacket(sc.lastSeq+1, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error()))
+				// The packets before the bad one were followed and go
+				// out; the ERR then takes the bad packet's place and
+				// sequence id. A bad packet the client already has the
+				// start of cannot be replaced: the connection just ends.
+				if sc.start >= 0 {
+					out := append(buf[:sc.start:sc.start], errPacket(sc.startSeq, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error())...)
+					_ = p.writeClient(out)
+				}
 				return serr
 			}
 			if werr := p.writeClient(buf[:n]); werr != nil {
@@ -281,6 +288,11 @@ type serverScanner struct {
 	total   int
 	head    []byte
 	lastSeq uint8
+	// start is where in the current read the payload being followed
+	// began, -1 when it began in an earlier read; startSeq is its first
+	// sequence id.
+	start    int
+	startSeq uint8
 
 	cur       pending
 	active    bool
@@ -288,8 +300,16 @@ type serverScanner struct {
 }
 
 func (s *serverScanner) scan(b []byte) error {
+	size := len(b)
+	s.start = -1
+	if !s.inBody && s.hdrN == 0 && s.total == 0 {
+		s.start = 0
+	}
 	for len(b) > 0 {
 		if !s.inBody {
+			if s.hdrN == 0 && s.total == 0 {
+				s.start = size - len(b)
+			}
 			k := copy(s.hdr[s.hdrN:], b)
 			s.hdrN += k
 			b = b[k:]
@@ -299,6 +319,9 @@ func (s *serverScanner) scan(b []byte) error {
 			s.hdrN = 0
 			n := int(s.hdr[0]) | int(s.hdr[1])<<8 | int(s.hdr[2])<<16
 			s.lastSeq = s.hdr[3]
+			if s.total == 0 {
+				s.startSeq = s.lastSeq
+			}
 			s.remain, s.more, s.inBody = n, n == wire.MaxChunk, true
 			s.total += n
 			if n == 0 {

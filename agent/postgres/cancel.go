@@ -13,9 +13,12 @@ import (
 	"github.com/tollgate-db/tollgate/agent"
 )
 
-// cancelKey is the process id and secret the agent gave a client in its
-// BackendKeyData.
-type cancelKey [8]byte
+// Secret key lengths: protocol 3.0 has 4 bytes; 3.2 lets the server choose
+// up to 256.
+const (
+	minSecretKey = 4
+	maxSecretKey = 256
+)
 
 // cancelTarget is where a cancel request with a key goes: the session it
 // belongs to and the database backend's real key.
@@ -28,41 +31,51 @@ type cancelTarget struct {
 	secret []byte
 }
 
-// cancelKeys maps the keys the agent issued to their targets. Clients never
-// see a database's real key, so a cancel request must come through the
-// agent, which audits it.
+// cancelKeys maps the secret keys the agent issued to their targets.
+// Clients are told their backend's real process id but never its secret,
+// so a cancel request must come through the agent, which audits it. The
+// agent's secret alone names a session: two backends on different
+// databases may share a process id.
 type cancelKeys struct {
 	mu sync.Mutex
-	m  map[cancelKey]*cancelTarget
+	m  map[string]*cancelTarget
 }
 
-func (k *cancelKeys) add(t *cancelTarget) cancelKey {
+// add issues a secret as long as the database's own, so the client gets
+// the length its protocol version allows.
+func (k *cancelKeys) add(t *cancelTarget) []byte {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
-		k.m = map[cancelKey]*cancelTarget{}
+		k.m = map[string]*cancelTarget{}
 	}
+	n := max(len(t.secret), minSecretKey)
 	for {
-		var key cancelKey
-		_, _ = rand.Read(key[:])
-		key[0] &= 0x7f // a positive process id, as clients expect
-		if _, taken := k.m[key]; !taken && binary.BigEndian.Uint32(key[:4]) != 0 {
-			k.m[key] = t
+		key := make([]byte, n)
+		_, _ = rand.Read(key)
+		if _, taken := k.m[string(key)]; !taken {
+			k.m[string(key)] = t
 			return key
 		}
 	}
 }
 
-func (k *cancelKeys) get(key cancelKey) *cancelTarget {
+// get returns the target of a cancel request, or nil when the secret is
+// unknown or was issued with another process id.
+func (k *cancelKeys) get(pid uint32, secret []byte) *cancelTarget {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.m[key]
+	t := k.m[string(secret)]
+	if t == nil || t.pid != pid {
+		return nil
+	}
+	return t
 }
 
-func (k *cancelKeys) remove(key cancelKey) {
+func (k *cancelKeys) remove(secret []byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	delete(k.m, key)
+	delete(k.m, string(secret))
 }
 
 // send forwards a cancel request with the backend's real key over a new

@@ -98,7 +98,7 @@ var (
 // SSLRequest (psql connecting directly) gets 'S' and TLS follows;
 // everything else gets a clear ErrorResponse, since the agent only talks
 // to clients that present a certificate over TLS.
-func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, error) {
+func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn, env *agent.Env) (bool, error) {
 	code, body, err := readStartup(conn)
 	if err != nil {
 		if code != 0 {
@@ -119,7 +119,7 @@ func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn) (bool, e
 		// session used. The key it carries was only ever sent inside TLS
 		// and a cancel reads or changes no data, so it is honoured (and
 		// recorded as sent without TLS) unless the engine refuses it.
-		return false, e.cancel(ctx, body, conn.RemoteAddr().String(), false, nil, "")
+		return false, e.cancel(ctx, env, nil, body, conn.RemoteAddr().String(), false)
 	case code>>16 == 3:
 		_, _ = conn.Write(errorResponse("FATAL", stateInvalidAuthorization,
 			"tollgate: connection without TLS refused: the agent requires TLS with a Tollgate client certificate (use sslmode=require with sslcert/sslkey, or tg proxy db)"))
@@ -159,7 +159,7 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	}
 	switch {
 	case code == codeCancel:
-		return e.cancel(ctx, body, c.RemoteAddr().String(), true, c.Reject, c.Identity.User)
+		return e.cancel(ctx, c.Env, c, body, c.RemoteAddr().String(), true)
 	case code>>16 != 3:
 		err := fmt.Errorf("unsupported protocol version %d.%d", code>>16, code&0xffff)
 		e.fatal(c, stateFeatureNotSupported, err.Error())
@@ -230,6 +230,11 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		return err
 	}
 	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{}), refuseList: refuseList(db)}
+	defer func() {
+		if p.key != nil {
+			e.keys.remove(p.key)
+		}
+	}()
 	up, err := e.connect(ctx, c, db, version, params, user, p)
 	if err != nil {
 		var relayed *relayedError
@@ -240,11 +245,6 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	defer func() {
-		if p.key != nil {
-			e.keys.remove(*p.key)
-		}
-	}()
 	p.server = up.conn
 	c.OnCancel(p.cancel)
 	c.OnTerminate(sess, p.terminate)
@@ -350,16 +350,21 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 			}
 			out = appendMessage(out, typ, body)
 		case 'K':
-			if len(body) < 8 {
-				return nil, errors.New("short BackendKeyData from the database")
+			if len(body) < 4+minSecretKey || len(body) > 4+maxSecretKey {
+				return nil, fmt.Errorf("BackendKeyData from the database has %d bytes", len(body))
+			}
+			if p.key != nil {
+				return nil, errors.New("a second BackendKeyData from the database")
 			}
 			t := &cancelTarget{sess: p.sess, user: c.Identity.User, addr: db.Addr, tls: cfg,
 				pid: binary.BigEndian.Uint32(body), secret: append([]byte(nil), body[4:]...)}
-			key := e.keys.add(t)
-			p.key = &key
+			// The client is told its backend's process id, so that
+			// pg_backend_pid, pg_terminate_backend and NOTIFY agree with
+			// it; only the secret is the agent's own.
+			p.key = e.keys.add(t)
 			p.target = t
 			p.backendPID = t.pid
-			out = appendMessage(out, 'K', key[:])
+			out = appendMessage(out, 'K', append(binary.BigEndian.AppendUint32(nil, t.pid), p.key...))
 		case 'E':
 			// The database refused the session (no such database, cert
 			// not accepted...): the client sees its own words.
@@ -459,17 +464,27 @@ func errorText(body []byte) string {
 
 // cancel handles a CancelRequest: find the session the key belongs to,
 // record the request there, and forward it with the database's real key.
-// Over TLS the requester must be the session's user.
-func (e *Engine) cancel(ctx context.Context, body []byte, addr string, overTLS bool, reject error, user string) error {
-	if len(body) < 8 {
-		return errors.New("short cancel request")
+// Over TLS the requester must be the session's user. A request with a key
+// no session holds is recorded on its own and goes nowhere.
+func (e *Engine) cancel(ctx context.Context, env *agent.Env, c *agent.ClientConn, body []byte, addr string, overTLS bool) error {
+	if len(body) < 4+minSecretKey || len(body) > 4+maxSecretKey {
+		return fmt.Errorf("cancel request of %d bytes", len(body)+8)
 	}
-	var key cancelKey
-	copy(key[:], body[:8])
-	t := e.keys.get(key)
+	pid := binary.BigEndian.Uint32(body)
+	var (
+		reject error
+		user   string
+	)
+	if c != nil {
+		reject, user = c.Reject, c.Identity.User
+	}
+	t := e.keys.get(pid, body[4:])
 	if t == nil {
-		// As PostgreSQL does, say nothing: an unknown key is no one's.
-		return errors.New("cancel request with an unknown key")
+		// As PostgreSQL does, the client is told nothing: an unknown key
+		// is no one's. The attempt is still part of the trail.
+		err := errors.New("cancel request with an unknown key")
+		e.unknownCancel(ctx, env, c, pid, addr, overTLS)
+		return err
 	}
 	ev := &events.PostgresCancel{ClientAddr: addr, BackendPID: t.pid, TLS: overTLS}
 	switch {
@@ -489,4 +504,24 @@ func (e *Engine) cancel(ctx context.Context, body []byte, addr string, overTLS b
 		return errors.New(ev.Error)
 	}
 	return t.send(ctx, e.opt.DialTimeout)
+}
+
+// unknownCancel records a cancel request whose key no session holds,
+// outside any session, with whatever is known of who sent it.
+func (e *Engine) unknownCancel(ctx context.Context, env *agent.Env, c *agent.ClientConn, pid uint32, addr string, overTLS bool) {
+	if env == nil || env.Recorder == nil {
+		return
+	}
+	ev := &events.PostgresCancel{ClientAddr: addr, BackendPID: pid, TLS: overTLS, UnknownKey: true}
+	ev.Error = "cancel refused: no session holds this cancel key"
+	if c != nil {
+		ev.Envelope.User, ev.Roles = c.Identity.User, c.Identity.Roles
+		if c.Database != nil {
+			i := c.Database.Info()
+			ev.Database = events.Database{Service: i.Name, Protocol: i.Protocol, URI: i.URI}
+		}
+	}
+	if err := env.Recorder.Publish(ctx, ev); err != nil {
+		e.log.Warn("postgres: cancel request with an unknown key not recorded", "client", addr, "err", err)
+	}
 }

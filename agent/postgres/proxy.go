@@ -22,7 +22,7 @@ type proxy struct {
 	sess       *agent.Session
 	client     net.Conn
 	server     net.Conn
-	key        *cancelKey
+	key        []byte // the secret key the client was given
 	target     *cancelTarget
 	backendPID uint32
 	// refuseList are the parameters statements may not set.

@@ -23,6 +23,10 @@ func FuzzReadPacket(f *testing.F) {
 		for {
 			seq := r.Seq()
 			p, err := r.ReadPacket()
+			var se *SequenceError
+			if errors.As(err, &se) && r.Seq() != se.Got+1 {
+				t.Fatalf("Seq %d after a stray packet numbered %d", r.Seq(), se.Got)
+			}
 			if err != nil {
 				if err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrSequence) && !errors.Is(err, ErrPacketTooLarge) {
 					t.Fatalf("unexpected error kind: %v", err)
@@ -130,6 +134,11 @@ func FuzzResponse(f *testing.F) {
 	}
 	f.Add(uint64(ComStmtExecute), caps, stream)
 	f.Add(uint64(ComQuery), caps, frame(1, []byte("\xfbfile")))
+	// The widest result set the protocol allows, and one column more.
+	wide, _ := AppendPacket(nil, 1, AppendLenEncInt(nil, MaxColumns))
+	wide, _ = AppendPacket(wide, 2, col)
+	f.Add(uint64(ComQuery), caps, wide)
+	f.Add(uint64(ComQuery), caps, frame(1, AppendLenEncInt(nil, MaxColumns+1)))
 	f.Fuzz(func(t *testing.T, cmd uint64, capBits uint64, stream []byte) {
 		c := Capabilities(capBits)
 		d := NewResponseDecoder(c)

@@ -62,8 +62,9 @@ func (r *Reader) MaxPayload() int { return r.maxPayload }
 // begins it returns io.EOF; a stream cut inside a packet gives an error
 // wrapping io.ErrUnexpectedEOF. A payload over the limit gives
 // *PacketTooLargeError before its body is read; a wrong sequence id gives
-// *SequenceError. After any error the stream is out of step (the payload
-// was not read): the connection must be closed.
+// *SequenceError, after which Seq is the id that follows the stray one (an
+// ERR answering it carries that). After any error the stream is out of step
+// (the payload was not read): the connection must be closed.
 func (r *Reader) ReadPacket() ([]byte, error) {
 	if cap(r.buf) > retainLimit {
 		r.buf = nil
@@ -81,7 +82,11 @@ func (r *Reader) ReadPacket() ([]byte, error) {
 		}
 		n := int(r.hdr[0]) | int(r.hdr[1])<<8 | int(r.hdr[2])<<16
 		if seq := r.hdr[3]; seq != r.seq {
-			return nil, &SequenceError{Expected: r.seq, Got: seq}
+			// An answer to the stray packet follows it, as the peer
+			// that numbered it expects.
+			err := &SequenceError{Expected: r.seq, Got: seq}
+			r.seq = seq + 1
+			return nil, err
 		}
 		r.seq++
 		if total+n > r.maxPayload {

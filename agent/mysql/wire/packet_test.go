@@ -144,3 +144,16 @@ func TestWriterAppendPacket(t *testing.T) {
 		t.Errorf("empty packet % x seq %d", out, seq)
 	}
 }
+
+// After a packet with the wrong sequence id, Seq is the id that answers it.
+func TestReaderSeqAfterSequenceError(t *testing.T) {
+	stream, _ := AppendPacket(nil, 5, []byte{1})
+	r := NewReader(bytes.NewReader(stream), 0)
+	r.SetSeq(1)
+	if _, err := r.ReadPacket(); !errors.Is(err, ErrSequence) {
+		t.Fatalf("err %v", err)
+	}
+	if r.Seq() != 6 {
+		t.Fatalf("Seq %d after a packet numbered 5, want 6", r.Seq())
+	}
+}

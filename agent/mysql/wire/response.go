@@ -38,6 +38,11 @@ type Response struct {
 	SchemaChanged bool
 }
 
+// MaxColumns is the most columns a result set can have: COM_STMT_PREPARE_OK
+// counts them in two bytes, and MariaDB returns that many to a query.
+// Columns are counted, not kept, so the limit costs no memory.
+const MaxColumns = 0xffff
+
 type respState uint8
 
 const (
@@ -289,8 +294,8 @@ func (d *ResponseDecoder) first(p []byte) (bool, error) {
 	if rest != 0 {
 		return false, malformed("column count packet has %d unexpected trailing bytes", rest)
 	}
-	if n == 0 || n > 4096 {
-		return false, malformed("result set of %d columns", n)
+	if n == 0 || n > MaxColumns {
+		return false, malformed("result set of %d columns (at most %d)", n, MaxColumns)
 	}
 	d.resp.Columns = int(n)
 	d.resp.Results++

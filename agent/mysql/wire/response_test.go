@@ -141,3 +141,34 @@ func TestResponseDecoderFeedHeadAndSchema(t *testing.T) {
 		t.Fatalf("schema changed without session state: %+v", r)
 	}
 }
+
+// Result sets as wide as the protocol allows are followed, with and without
+// EOF packets, and one column more is malformed.
+func TestResponseDecoderWideResult(t *testing.T) {
+	for _, caps := range []Capabilities{ClientProtocol41, ClientProtocol41 | ClientDeprecateEOF} {
+		d := NewResponseDecoder(caps)
+		col := (&ColumnDefinition41{Catalog: "def", Name: "c", Type: TypeLong}).Encode(nil, caps)
+		packets := [][]byte{AppendLenEncInt(nil, MaxColumns)}
+		for range MaxColumns {
+			packets = append(packets, col)
+		}
+		end := (&OKPacket{Header: EOFHeader}).Encode(nil, caps)
+		if !caps.Has(ClientDeprecateEOF) {
+			end = (&EOFPacket{}).Encode(nil, caps)
+			packets = append(packets, end)
+		}
+		row := make([]byte, 0, 2*MaxColumns)
+		for range MaxColumns {
+			row = append(row, 1, '7')
+		}
+		packets = append(packets, row, end)
+		r := feedAll(t, d, ComQuery, packets...)
+		if r.Columns != MaxColumns || r.Rows != 1 {
+			t.Errorf("caps %v: %+v", caps, r)
+		}
+		d.Begin(ComQuery)
+		if _, err := d.Feed(AppendLenEncInt(nil, MaxColumns+1)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("caps %v: %d columns: %v", caps, MaxColumns+1, err)
+		}
+	}
+}
