@@ -67,6 +67,8 @@ type Env struct {
 	drains     sync.WaitGroup
 	// life, when set, ends live sessions (ClientConn.OnTerminate).
 	life *Lifecycle
+	// rejects aggregates refusals made before any session (Reject).
+	rejects *rejections
 }
 
 // NewSession opens an audited session for id on db as dbUser/dbName.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -145,18 +146,41 @@ func (r *rejections) tracked() int {
 
 // rejected starts the event of a refused connection from raw.
 func rejected(remote net.Addr, reason string, err error) *events.SessionRejected {
-	ev := &events.SessionRejected{Reason: reason}
+	addr := ""
 	if remote != nil {
-		ev.ClientAddr = remote.String()
-		ev.ClientIP = ev.ClientAddr
-		if h, _, e := net.SplitHostPort(ev.ClientAddr); e == nil {
-			ev.ClientIP = h
-		}
+		addr = remote.String()
+	}
+	return RejectedFrom(addr, reason, err)
+}
+
+// RejectedFrom starts the event of a refusal by a client at addr
+// (host:port), for an engine that refuses before any session (Env.Reject).
+func RejectedFrom(addr, reason string, err error) *events.SessionRejected {
+	ev := &events.SessionRejected{Reason: reason, ClientAddr: addr, ClientIP: addr}
+	if h, _, e := net.SplitHostPort(addr); e == nil {
+		ev.ClientIP = h
 	}
 	if err != nil {
 		ev.Error = err.Error()
 	}
 	return ev
+}
+
+// Reject records a refusal an engine makes before any session, aggregated
+// per source and reason with the server's own (db.session.rejected), so a
+// flood of them makes a few events.
+func (e *Env) Reject(ev *events.SessionRejected) {
+	ev.Cluster = e.Cluster
+	if e.rejects != nil {
+		e.rejects.add(ev)
+		return
+	}
+	ev.Count, ev.First, ev.Last = 1, time.Now().UTC(), time.Now().UTC()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if e.Recorder != nil {
+		_ = e.Recorder.Publish(ctx, ev)
+	}
 }
 
 // peerCertificate is what a presented certificate says, trusted or not.

@@ -186,7 +186,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	defer cancelBG()
 	s.env = &Env{
 		Cluster: s.cfg.Cluster, Recorder: s.cfg.Recorder, Authorize: s.cfg.Authorize,
-		ClientCert: s.cfg.ClientCert, Logger: s.log, Background: bg, life: s.cfg.Lifecycle,
+		ClientCert: s.cfg.ClientCert, Logger: s.log, Background: bg, life: s.cfg.Lifecycle, rejects: s.rejects,
 	}
 	connCtx, cancelConns := context.WithCancel(ctx)
 	defer cancelConns()

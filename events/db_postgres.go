@@ -19,7 +19,7 @@ func init() {
 	Register[PostgresCopy]("db.session.postgres.copy", "TGPG006I",
 		"Summary of the COPY data a PostgreSQL client sent (at least every 8 MiB or second, and when it finished or aborted the COPY); counts bytes and never records the rows. Stored without holding back the data: the COPY statement itself was recorded before it ran.")
 	RegisterOutcome[PostgresCancel]("db.session.postgres.cancel", "TGPG007I", "TGPG007W",
-		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded. A request with a key no session holds is recorded outside any session (db_cancel_unknown_key) and forwarded nowhere.")
+		"A PostgreSQL client asked to cancel the running statement of a session; records whether it was forwarded. A request with a key no session holds is forwarded nowhere and recorded as db.session.rejected (reason unknown_cancel_key).")
 }
 
 // PostgresParse records a Parse message.
@@ -109,7 +109,6 @@ type PostgresCancel struct {
 	Database
 	Status
 	ClientAddr string `json:"client_addr,omitempty" jsonschema:"description=Remote address of the connection that asked to cancel"`
-	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to, or the one it named when its key was unknown"`
+	BackendPID uint32 `json:"db_backend_pid" jsonschema:"description=Process id of the database backend the request was forwarded to"`
 	TLS        bool   `json:"tls" jsonschema:"description=Whether the request came over TLS with a user certificate (libpq before 17 sends cancel requests without TLS)"`
-	UnknownKey bool   `json:"db_cancel_unknown_key,omitempty" jsonschema:"description=Whether no session held the request's key; such a request is recorded outside any session and forwarded nowhere"`
 }

@@ -18,6 +18,10 @@ const (
 	RejectBadIdentity   = "bad_identity"
 	RejectUnknownDB     = "unknown_database"
 	RejectTooMany       = "too_many_connections"
+	// RejectUnknownCancelKey is a PostgreSQL cancel request with a key no
+	// session holds: anyone who can reach the port can send one, so they
+	// are aggregated like the other refusals.
+	RejectUnknownCancelKey = "unknown_cancel_key"
 	// RejectOverflow counts refusals from sources beyond the number the
 	// agent tracks one by one.
 	RejectOverflow = "overflow"
@@ -34,7 +38,7 @@ type SessionRejected struct {
 	// reported; ClientIP the source they are counted by.
 	ClientAddr string `json:"client_addr" jsonschema:"description=Remote address of the (last) refused connection"`
 	ClientIP   string `json:"client_ip" jsonschema:"description=Source address the refusals are counted by"`
-	Reason     string `json:"reason" jsonschema:"enum=not_tls,enum=bad_startup,enum=tls_handshake,enum=no_certificate,enum=cert_expired,enum=cert_untrusted,enum=bad_identity,enum=unknown_database,enum=too_many_connections,enum=overflow,description=Why the connections were refused"`
+	Reason     string `json:"reason" jsonschema:"enum=not_tls,enum=bad_startup,enum=tls_handshake,enum=no_certificate,enum=cert_expired,enum=cert_untrusted,enum=bad_identity,enum=unknown_database,enum=too_many_connections,enum=unknown_cancel_key,enum=overflow,description=Why the connections were refused"`
 	// Error is the agent's message for the last refusal, as the client
 	// was told it where its protocol allows.
 	Error string `json:"error,omitempty" jsonschema:"description=The agent's message for the (last) refusal"`

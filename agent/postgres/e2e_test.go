@@ -126,6 +126,8 @@ spec:
 		}, time.Hour),
 		Engines: map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
 		Logger:  quiet(),
+		// Refusals counted in a window are stored when it ends: short here.
+		RejectWindow: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

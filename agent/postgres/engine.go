@@ -483,7 +483,7 @@ func (e *Engine) cancel(ctx context.Context, env *agent.Env, c *agent.ClientConn
 		// As PostgreSQL does, the client is told nothing: an unknown key
 		// is no one's. The attempt is still part of the trail.
 		err := errors.New("cancel request with an unknown key")
-		e.unknownCancel(ctx, env, c, pid, addr, overTLS)
+		e.unknownCancel(env, c, pid, addr, overTLS)
 		return err
 	}
 	ev := &events.PostgresCancel{ClientAddr: addr, BackendPID: t.pid, TLS: overTLS}
@@ -507,21 +507,26 @@ func (e *Engine) cancel(ctx context.Context, env *agent.Env, c *agent.ClientConn
 }
 
 // unknownCancel records a cancel request whose key no session holds,
-// outside any session, with whatever is known of who sent it.
-func (e *Engine) unknownCancel(ctx context.Context, env *agent.Env, c *agent.ClientConn, pid uint32, addr string, overTLS bool) {
-	if env == nil || env.Recorder == nil {
+// with whatever is known of who sent it, as a refusal before any session:
+// anyone who reaches the port can send these, so they are aggregated per
+// source rather than stored one by one.
+func (e *Engine) unknownCancel(env *agent.Env, c *agent.ClientConn, pid uint32, addr string, overTLS bool) {
+	if env == nil {
 		return
 	}
-	ev := &events.PostgresCancel{ClientAddr: addr, BackendPID: pid, TLS: overTLS, UnknownKey: true}
-	ev.Error = "cancel refused: no session holds this cancel key"
+	how := "without TLS"
+	if overTLS {
+		how = "over TLS"
+	}
+	ev := agent.RejectedFrom(addr, events.RejectUnknownCancelKey, fmt.Errorf("cancel request %s for backend %d with a key no session holds", how, pid))
+	ev.Protocol = "postgres"
 	if c != nil {
 		ev.Envelope.User, ev.Roles = c.Identity.User, c.Identity.Roles
+		ev.SNI = c.ServerName
 		if c.Database != nil {
 			i := c.Database.Info()
-			ev.Database = events.Database{Service: i.Name, Protocol: i.Protocol, URI: i.URI}
+			ev.Service, ev.Protocol = i.Name, i.Protocol
 		}
 	}
-	if err := env.Recorder.Publish(ctx, ev); err != nil {
-		e.log.Warn("postgres: cancel request with an unknown key not recorded", "client", addr, "err", err)
-	}
+	env.Reject(ev)
 }
