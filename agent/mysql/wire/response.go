@@ -273,8 +273,12 @@ func (d *ResponseDecoder) first(p []byte) (bool, error) {
 	case OKHeader:
 		return d.ok(p)
 	case LocalInfile:
+		var req LocalInfileRequest
+		if err := req.Decode(p); err != nil {
+			return false, err
+		}
 		d.resp.LocalInfileRequested = true
-		d.resp.LocalInfile = string(p[1:])
+		d.resp.LocalInfile = req.Filename
 		d.state = stLocalInfileEnd
 		return false, nil
 	}
