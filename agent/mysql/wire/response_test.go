@@ -191,6 +191,9 @@ func TestLocalInfileRequest(t *testing.T) {
 	if done, err := d.Feed([]byte("\xfbrows.csv")); done || err != nil {
 		t.Fatalf("request: done=%v err=%v", done, err)
 	}
+	if name, ok := d.LocalInfile(); !ok || name != "rows.csv" {
+		t.Fatalf("LocalInfile() = %q, %v", name, ok)
+	}
 	if done, err := d.Feed([]byte{0, 3, 0, 2, 0, 0, 0}); !done || err != nil {
 		t.Fatalf("OK: done=%v err=%v", done, err)
 	}
