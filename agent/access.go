@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 
+	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -34,6 +35,9 @@ type Decision struct {
 	Refused string
 	// Reason is a sentence a user can act on.
 	Reason string
+	// Options are the merged session options of the identity's roles,
+	// for what an engine lets through within an allowed session.
+	Options access.RoleOptions
 }
 
 // Authorizer decides whether an identity may open a session on a database

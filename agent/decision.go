@@ -121,5 +121,6 @@ func (c *ClientConn) Start(ctx context.Context, r SessionRequest) (*Session, err
 		sess.Close(nil)
 		return nil, &RefusedError{Message: r.Refuse}
 	}
+	sess.Options = dec.Options
 	return sess, nil
 }

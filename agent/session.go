@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -70,6 +71,8 @@ type Session struct {
 	DBUser   string
 	DBName   string
 	Started  time.Time
+	// Options are the session options of the roles that allowed it.
+	Options access.RoleOptions
 
 	cluster string
 	rec     Recorder

@@ -22,10 +22,11 @@ import (
 // grant nothing).
 func RoleAuthorizer(lookup func(names []string) []access.Role) Authorizer {
 	return func(id identity.Identity, db DatabaseInfo, dbUser, dbName string) Decision {
-		d := access.Decide(id, lookup(id.Roles),
+		roles := lookup(id.Roles)
+		d := access.Decide(id, roles,
 			access.Database{Name: db.Name, Labels: db.Labels, IgnoreDBName: access.IgnoresDBName(db.Protocol)},
 			dbUser, dbName)
-		return Decision{Allowed: d.Allowed, Rule: d.Rule, Refused: d.Refused, Reason: d.Reason}
+		return Decision{Allowed: d.Allowed, Rule: d.Rule, Refused: d.Refused, Reason: d.Reason, Options: access.Options(roles)}
 	}
 }
 

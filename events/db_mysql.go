@@ -22,6 +22,8 @@ func init() {
 		"A MySQL client listed the columns of a table (COM_FIELD_LIST).")
 	RegisterOutcome[MySQLCommand]("db.session.mysql.command", "TGMY008I", "TGMY008W",
 		"A MySQL client sent a command other than a statement: ping, quit, kill, set option, reset connection, create or drop database, statistics...; records whether it was forwarded.")
+	RegisterOutcome[MySQLLocalInfile]("db.session.mysql.local_infile", "TGMY009I", "TGMY009W",
+		"The database asked a MySQL client for a file (LOAD DATA LOCAL INFILE): the file name and a summary of the data the client sent (bytes, packets), never the data; or that a role refused it and the database was sent an empty file. The statement itself was recorded before it ran.")
 }
 
 // MySQLConnected records the upstream connection of a session once the
@@ -117,4 +119,18 @@ type MySQLCommand struct {
 	Status
 	Command  string `json:"db_command" jsonschema:"description=Protocol name of the command, e.g. COM_PING"`
 	Argument string `json:"db_command_argument,omitempty" jsonschema:"description=The command's argument: connection id for COM_PROCESS_KILL, option for COM_SET_OPTION, database for COM_CREATE_DB and COM_DROP_DB"`
+}
+
+// MySQLLocalInfile records the file a LOAD DATA LOCAL INFILE statement
+// made the database ask for, and how much the client sent of it. The
+// statement is its own query event; this one follows the data.
+type MySQLLocalInfile struct {
+	Envelope
+	Session
+	Database
+	Status
+	Filename string `json:"db_local_infile" jsonschema:"description=File name the database asked the client for, as the statement wrote it"`
+	Bytes    uint64 `json:"db_local_infile_bytes" jsonschema:"description=Bytes of file data the client sent (payload bytes, without packet headers)"`
+	Packets  uint64 `json:"db_local_infile_packets" jsonschema:"description=Data packets the client sent, without the empty one that ends the file"`
+	Refused  bool   `json:"db_local_infile_refused,omitempty" jsonschema:"description=A role refuses LOCAL INFILE: the client was not asked for the file, the database got an empty one and the client an error"`
 }

@@ -123,6 +123,21 @@ func (d *clientDecoder) process(ctx context.Context, b []byte) (consumed, need i
 	off := 0
 	d.reset(0)
 	for {
+		if d.p.infileActive() {
+			// A client sends the file only when asked, so no command
+			// of this read is pending in the group.
+			n, nd, done, err := d.infileData(b[off:])
+			off += n
+			if err != nil {
+				return off, 0, err
+			}
+			if !done {
+				need = nd
+				break
+			}
+			d.reset(off)
+			continue
+		}
 		payload, size, seq, nd, bad := nextPacket(b[off:], d.maxPacket)
 		if bad != nil {
 			return off, 0, bad

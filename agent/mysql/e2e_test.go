@@ -62,6 +62,8 @@ type stackOptions struct {
 	state agent.StateSource
 	// dbArgs are extra mariadbd options.
 	dbArgs []string
+	// roleOptions is the role's options block, e.g. "{mysql_local_infile: false}".
+	roleOptions string
 }
 
 const roleYAML = `
@@ -137,7 +139,11 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	kb, _ := x509.MarshalPKCS8PrivateKey(userKey)
 	s.userKey = writeFile(t, dir, "alice.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
 
-	roles, err := access.Parse([]byte(strings.Replace(roleYAML, "%s", strings.Join(o.dbNames, ", "), 1)))
+	spec := strings.Replace(roleYAML, "%s", strings.Join(o.dbNames, ", "), 1)
+	if o.roleOptions != "" {
+		spec += "  options: " + o.roleOptions + "\n"
+	}
+	roles, err := access.Parse([]byte(spec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +208,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 func namesEnforced(roles []access.Role) agent.Authorizer {
 	return func(id identity.Identity, db agent.DatabaseInfo, dbUser, dbName string) agent.Decision {
 		d := access.Decide(id, roles, access.Database{Name: db.Name, Labels: db.Labels}, dbUser, dbName)
-		return agent.Decision{Allowed: d.Allowed, Rule: d.Rule, Refused: d.Refused, Reason: d.Reason}
+		return agent.Decision{Allowed: d.Allowed, Rule: d.Rule, Refused: d.Refused, Reason: d.Reason, Options: access.Options(roles)}
 	}
 }
 

@@ -102,8 +102,7 @@ func New(o Options) *Engine {
 }
 
 // serverCaps are the capabilities the agent offers a client. They leave out
-// what the agent does not carry: compression, LOCAL INFILE (the file's
-// packets are not commands and could not be audited as such), query
+// what the agent does not carry: compression, query
 // attributes and optional metadata (not every server has them), and
 // MariaDB's extended capabilities (CLIENT_MYSQL is set, so clients speak
 // plain MySQL protocol). Every server the agent reaches must offer the
@@ -114,7 +113,7 @@ const serverCaps = wire.ClientLongPassword | wire.ClientFoundRows | wire.ClientL
 	wire.ClientSecureConnection | wire.ClientMultiStatements | wire.ClientMultiResults |
 	wire.ClientPSMultiResults | wire.ClientPluginAuth | wire.ClientConnectAttrs |
 	wire.ClientPluginAuthLenEncClientData | wire.ClientCanHandleExpiredPasswords |
-	wire.ClientSessionTrack | wire.ClientDeprecateEOF
+	wire.ClientSessionTrack | wire.ClientDeprecateEOF | wire.ClientLocalFiles
 
 // wireCaps are the negotiated flags that change what travels on the wire
 // after the handshake, so the client and the server must agree on them.

@@ -38,6 +38,11 @@ type proxy struct {
 	q        *cmdQueue
 	clientMu sync.Mutex // serialises writes to the client
 
+	// infile is the LOCAL INFILE transfer the server asked for, nil when
+	// the client's packets are commands.
+	infileMu sync.Mutex
+	infile   *infile
+
 	termMu sync.Mutex
 	// termMsg is the message terminate wants the client to read last; the
 	// server goroutine sends it once the server stream stopped.
@@ -248,7 +253,7 @@ func (p *proxy) serverLoop() error {
 				}
 				return serr
 			}
-			if werr := p.writeClient(buf[:n]); werr != nil {
+			if werr := p.writeClient(sc.output(buf[:n])); werr != nil {
 				p.SetReason("client connection lost")
 				return nil
 			}
@@ -297,10 +302,35 @@ type serverScanner struct {
 	cur       pending
 	active    bool
 	completed uint64
+
+	// end is where in the current read the packet being handled ended.
+	end int
+	// A refused LOCAL INFILE request and the rest of its response are
+	// kept from the client, which gets the agent's ERR in their place:
+	// swallow is set from the request to the response's end, refusal is
+	// that ERR, out is the read as the client gets it (with cut set) and
+	// keep where the next forwarded part of the read starts.
+	swallow bool
+	refusal []byte
+	out     []byte
+	cut     bool
+	keep    int
+}
+
+// output is the read b as the client is to get it.
+func (s *serverScanner) output(b []byte) []byte {
+	if !s.cut {
+		return b
+	}
+	if !s.swallow {
+		s.out = append(s.out, b[s.keep:]...)
+	}
+	return s.out
 }
 
 func (s *serverScanner) scan(b []byte) error {
-	size := len(b)
+	size, b0 := len(b), b
+	s.out, s.keep, s.cut = s.out[:0], 0, s.swallow
 	s.start = -1
 	if !s.inBody && s.hdrN == 0 && s.total == 0 {
 		s.start = 0
@@ -325,7 +355,8 @@ func (s *serverScanner) scan(b []byte) error {
 			s.remain, s.more, s.inBody = n, n == wire.MaxChunk, true
 			s.total += n
 			if n == 0 {
-				if err := s.chunkDone(); err != nil {
+				s.end = size - len(b)
+				if err := s.chunkDone(b0); err != nil {
 					return err
 				}
 			}
@@ -339,7 +370,8 @@ func (s *serverScanner) scan(b []byte) error {
 			// The whole payload is in this read: decode it in place.
 			s.inBody = false
 			s.total = 0
-			if err := s.packet(body, k); err != nil {
+			s.end = size - len(b)
+			if err := s.packet(body, k, b0); err != nil {
 				return err
 			}
 			continue
@@ -348,7 +380,8 @@ func (s *serverScanner) scan(b []byte) error {
 			s.head = append(s.head, body[:min(room, len(body))]...)
 		}
 		if s.remain == 0 {
-			if err := s.chunkDone(); err != nil {
+			s.end = size - len(b)
+			if err := s.chunkDone(b0); err != nil {
 				return err
 			}
 		}
@@ -356,14 +389,14 @@ func (s *serverScanner) scan(b []byte) error {
 	return nil
 }
 
-func (s *serverScanner) chunkDone() error {
+func (s *serverScanner) chunkDone(read []byte) error {
 	s.inBody = false
 	if s.more {
 		return nil
 	}
 	total := s.total
 	s.total = 0
-	err := s.packet(s.head, total)
+	err := s.packet(s.head, total, read)
 	if cap(s.head) > 64<<10 {
 		s.head = nil
 	} else {
@@ -373,8 +406,8 @@ func (s *serverScanner) chunkDone() error {
 }
 
 // packet follows one complete server payload (head holds up to maxHead
-// bytes of it).
-func (s *serverScanner) packet(head []byte, total int) error {
+// bytes of it); read is the current read, which it ends in.
+func (s *serverScanner) packet(head []byte, total int, read []byte) error {
 	if !s.active {
 		next, ok := s.p.q.pop()
 		if !ok {
@@ -392,11 +425,52 @@ func (s *serverScanner) packet(head []byte, total int) error {
 	if err != nil {
 		return err
 	}
+	if !done && wire.IsLocalInfileRequest(head) {
+		if name, ok := s.dec.LocalInfile(); ok {
+			if err := s.localInfile(name, read); err != nil {
+				return err
+			}
+		}
+	}
 	if done {
 		s.active = false
 		s.completed++
-		s.p.finish(&s.cur, s.dec.Response())
+		r := s.dec.Response()
+		if r.LocalInfileRequested {
+			s.p.endInfile()
+		}
+		if s.swallow {
+			s.swallow = false
+			s.out = append(s.out, s.refusal...)
+			s.keep = s.end
+		}
+		s.p.finish(&s.cur, r)
 	}
+	return nil
+}
+
+// localInfile follows the server's request for a file: the client is told
+// to send it, or, when a role refuses it, the server gets an empty file
+// and the client, in place of the whole response, an ERR.
+func (s *serverScanner) localInfile(name string, read []byte) error {
+	p := s.p
+	if !p.sess.Options.NoMySQLLocalInfile {
+		p.startInfile(name, s.lastSeq)
+		return nil
+	}
+	if s.start < 0 {
+		return fmt.Errorf("LOCAL INFILE request (refused by a role) split across reads, so part of it already reached the client")
+	}
+	msg := p.refuseInfile(name)
+	if _, err := p.server.Write([]byte{0, 0, 0, s.lastSeq + 1}); err != nil {
+		return fmt.Errorf("sending the database an empty file: %w", err)
+	}
+	if !s.cut {
+		s.cut, s.out = true, s.out[:0]
+	}
+	s.out = append(s.out, read[s.keep:s.start]...)
+	s.swallow = true
+	s.refusal = errPacket(s.startSeq, codeLocalInfileRefused, stateLocalInfileRefused, msg)
 	return nil
 }
 

@@ -1,8 +1,10 @@
 package mysql
 
 import (
+	"net"
 	"testing"
 
+	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
 )
 
@@ -69,5 +71,55 @@ func TestScannerLocatesBadPacket(t *testing.T) {
 	}
 	if sc.start != 0 || sc.startSeq != 3 {
 		t.Fatalf("start %d seq %d, want 0 and 3", sc.start, sc.startSeq)
+	}
+}
+
+// serverSink takes what the agent writes to the database.
+type serverSink struct {
+	net.Conn
+	got []byte
+}
+
+func (s *serverSink) Write(b []byte) (int, error) { s.got = append(s.got, b...); return len(b), nil }
+
+// A refused LOCAL INFILE request is cut out of the reads, however the rest
+// of its response arrives; the database gets an empty file and the client
+// the agent's ERR with the request's sequence id, between the responses to
+// the commands around it.
+func TestScannerRefusesLocalInfile(t *testing.T) {
+	caps := wire.ClientProtocol41
+	ok := func(seq uint8) []byte { b, _ := wire.AppendPacket(nil, seq, []byte{0, 0, 0, 2, 0, 0, 0}); return b }
+	req, _ := wire.AppendPacket(nil, 1, (&wire.LocalInfileRequest{Filename: "f.csv"}).Encode(nil))
+	for cut := 1; cut <= len(ok(3))+len(ok(1)); cut++ {
+		sess := agent.NewSession(agent.SessionOptions{Recorder: &recorder{}})
+		sess.Options.NoMySQLLocalInfile = true
+		up := &serverSink{}
+		p := &proxy{q: newCmdQueue(), sess: sess, server: up}
+		p.q.push([]pending{{cmd: wire.ComPing}, {cmd: wire.ComQuery}, {cmd: wire.ComPing}})
+		sc := &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
+		var out []byte
+		feed := func(b []byte) {
+			t.Helper()
+			if err := sc.scan(b); err != nil {
+				t.Fatalf("cut %d: %v", cut, err)
+			}
+			out = append(out, sc.output(b)...)
+		}
+		feed(append(ok(1), req...))
+		if want := []byte{0, 0, 0, 2}; string(up.got) != string(want) {
+			t.Fatalf("database got %x, want the empty packet %x", up.got, want)
+		}
+		rest := append(ok(3), ok(1)...)
+		feed(rest[:cut])
+		feed(rest[cut:])
+		want := append(ok(1), errPacket(1, codeLocalInfileRefused, stateLocalInfileRefused, p.refuseInfile("f.csv"))...)
+		want = append(want, ok(1)...)
+		if string(out) != string(want) {
+			t.Fatalf("cut %d: client got\n%x\nwant\n%x", cut, out, want)
+		}
+		if sc.completed != 3 {
+			t.Fatalf("completed %d", sc.completed)
+		}
+		sess.Close(nil)
 	}
 }

@@ -82,7 +82,7 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	}
 	// The agent's own request: what the client negotiated, with TLS, the
 	// plugin protocol and MariaDB's extended flags left off (CLIENT_MYSQL).
-	ours := caps&^(wire.ClientCompress|wire.ClientZstdCompressionAlgorithm|wire.ClientLocalFiles) |
+	ours := caps&^(wire.ClientCompress|wire.ClientZstdCompressionAlgorithm) |
 		wire.ClientSSL | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth |
 		wire.ClientPluginAuthLenEncClientData | wire.ClientLongPassword
 	ours &= g.Capabilities | wire.ClientLongPassword

@@ -235,6 +235,8 @@ func TestOptionsMostRestrictiveWins(t *testing.T) {
 	b := role(t, "b", "options:\n  max_session_ttl: 30m\n  disconnect_expired_cert: true\n")
 	c := role(t, "c", "options:\n  client_idle_timeout: 10m\n  audit_mode: strict\n  disconnect_expired_cert: false\n")
 	none := role(t, "none", "allow: {}\n")
+	infileOn := role(t, "on", "options:\n  mysql_local_infile: true\n")
+	infileOff := role(t, "off", "options:\n  mysql_local_infile: false\n")
 
 	cases := []struct {
 		roles []Role
@@ -246,6 +248,8 @@ func TestOptionsMostRestrictiveWins(t *testing.T) {
 		{[]Role{a, b}, RoleOptions{MaxSessionTTL: 30 * time.Minute, ClientIdleTimeout: time.Hour, DisconnectExpiredCert: true, AuditMode: AuditAsync}},
 		{[]Role{c, a}, RoleOptions{MaxSessionTTL: 8 * time.Hour, ClientIdleTimeout: 10 * time.Minute, AuditMode: AuditStrict}},
 		{[]Role{a, b, c, none}, RoleOptions{MaxSessionTTL: 30 * time.Minute, ClientIdleTimeout: 10 * time.Minute, DisconnectExpiredCert: true, AuditMode: AuditStrict}},
+		{[]Role{infileOn, none}, RoleOptions{}},
+		{[]Role{infileOn, infileOff}, RoleOptions{NoMySQLLocalInfile: true}},
 	}
 	for i, tc := range cases {
 		if got := Options(tc.roles); got != tc.want {

@@ -27,6 +27,9 @@ type RoleOptions struct {
 	// anything. The agent combines it with its configured mode the same
 	// way: strict from either side wins.
 	AuditMode string
+	// NoMySQLLocalInfile is true when any role sets mysql_local_infile:
+	// false: the MySQL engine then refuses LOAD DATA LOCAL INFILE.
+	NoMySQLLocalInfile bool
 }
 
 // Options merges the options of roles; the most restrictive value wins.
@@ -38,6 +41,9 @@ func Options(roles []Role) RoleOptions {
 		o.ClientIdleTimeout = smaller(o.ClientIdleTimeout, ro.ClientIdleTimeout)
 		if ro.DisconnectExpiredCert != nil && *ro.DisconnectExpiredCert {
 			o.DisconnectExpiredCert = true
+		}
+		if ro.MySQLLocalInfile != nil && !*ro.MySQLLocalInfile {
+			o.NoMySQLLocalInfile = true
 		}
 		switch ro.AuditMode {
 		case AuditStrict:

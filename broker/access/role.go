@@ -91,6 +91,7 @@ type OptionSpec struct {
 	ClientIdleTimeout     string `yaml:"client_idle_timeout,omitempty" json:"client_idle_timeout,omitempty" jsonschema:"description=Idle database sessions are closed after this long (e.g. 30m)"`
 	DisconnectExpiredCert *bool  `yaml:"disconnect_expired_cert,omitempty" json:"disconnect_expired_cert,omitempty" jsonschema:"description=End sessions when the user's certificate expires"`
 	AuditMode             string `yaml:"audit_mode,omitempty" json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How sessions are audited"`
+	MySQLLocalInfile      *bool  `yaml:"mysql_local_infile,omitempty" json:"mysql_local_infile,omitempty" jsonschema:"description=Whether MySQL and MariaDB clients may send files with LOAD DATA LOCAL INFILE (default true; false in any role refuses it)"`
 }
 
 // Labels maps a label key to the values it accepts.

@@ -283,5 +283,9 @@ func cloneRole(r access.Role) access.Role {
 		v := *c.Options.DisconnectExpiredCert
 		c.Options.DisconnectExpiredCert = &v
 	}
+	if c.Options.MySQLLocalInfile != nil {
+		v := *c.Options.MySQLLocalInfile
+		c.Options.MySQLLocalInfile = &v
+	}
 	return r
 }

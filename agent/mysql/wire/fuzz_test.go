@@ -94,6 +94,7 @@ func FuzzDecodeHandshake(f *testing.F) {
 		Capabilities: allCaps41 | ClientMySQL, AuthPluginName: PluginCachingSHA2}).Encode(nil))
 	f.Add((&SSLRequest{Capabilities: allCaps41 | ClientSSL}).Encode(nil))
 	f.Add((&AuthSwitchRequest{PluginName: PluginEd25519, PluginData: make([]byte, 32)}).Encode(nil))
+	f.Add((&LocalInfileRequest{Filename: "/tmp/rows.csv"}).Encode(nil))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		var h HandshakeV10
 		if err := h.Decode(payload); err == nil {
@@ -120,6 +121,14 @@ func FuzzDecodeHandshake(f *testing.F) {
 		}
 		var sw AuthSwitchRequest
 		_ = sw.Decode(payload)
+		var li LocalInfileRequest
+		if err := li.Decode(payload); err == nil {
+			if !IsLocalInfileRequest(payload) || string(li.Encode(nil)) != string(payload) {
+				t.Fatalf("LOCAL INFILE request not stable: %q", payload)
+			}
+		} else if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("LOCAL INFILE request error kind: %v", err)
+		}
 		var more AuthMoreData
 		_ = more.Decode(payload)
 	})
@@ -134,6 +143,10 @@ func FuzzResponse(f *testing.F) {
 	}
 	f.Add(uint64(ComStmtExecute), caps, stream)
 	f.Add(uint64(ComQuery), caps, frame(1, []byte("\xfbfile")))
+	// LOCAL INFILE request, then the server's OK once the file was sent.
+	infile, _ := AppendPacket(nil, 1, (&LocalInfileRequest{Filename: "rows.csv"}).Encode(nil))
+	infile, _ = AppendPacket(infile, 4, []byte{0, 3, 0, 2, 0, 0, 0})
+	f.Add(uint64(ComQuery), caps, infile)
 	// The widest result set the protocol allows, and one column more.
 	wide, _ := AppendPacket(nil, 1, AppendLenEncInt(nil, MaxColumns))
 	wide, _ = AppendPacket(wide, 2, col)

@@ -127,6 +127,15 @@ func (d *ResponseDecoder) Begin(cmd CommandType) bool {
 // Done reports whether the response is complete.
 func (d *ResponseDecoder) Done() bool { return d.state == stDone }
 
+// LocalInfile returns the file name when the packet just fed was a LOCAL
+// INFILE request: the server now waits for the client's file.
+func (d *ResponseDecoder) LocalInfile() (string, bool) {
+	if d.state != stLocalInfileEnd {
+		return "", false
+	}
+	return d.resp.LocalInfile, true
+}
+
 // Response returns the summary so far (complete once Done). It is a copy:
 // the next Begin does not change it.
 func (d *ResponseDecoder) Response() Response { return d.resp }
@@ -273,8 +282,12 @@ func (d *ResponseDecoder) first(p []byte) (bool, error) {
 	case OKHeader:
 		return d.ok(p)
 	case LocalInfile:
+		var req LocalInfileRequest
+		if err := req.Decode(p); err != nil {
+			return false, err
+		}
 		d.resp.LocalInfileRequested = true
-		d.resp.LocalInfile = string(p[1:])
+		d.resp.LocalInfile = req.Filename
 		d.state = stLocalInfileEnd
 		return false, nil
 	}

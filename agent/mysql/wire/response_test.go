@@ -172,3 +172,32 @@ func TestResponseDecoderWideResult(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalInfileRequest(t *testing.T) {
+	var r LocalInfileRequest
+	if err := r.Decode([]byte("\xfb/tmp/rows.csv")); err != nil || r.Filename != "/tmp/rows.csv" {
+		t.Fatalf("decode: %+v %v", r, err)
+	}
+	if got := string(r.Encode(nil)); got != "\xfb/tmp/rows.csv" {
+		t.Fatalf("encode: %q", got)
+	}
+	for _, bad := range []string{"", "\x00rows.csv"} {
+		if err := r.Decode([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("decode %q: %v", bad, err)
+		}
+	}
+	d := NewResponseDecoder(allCaps41)
+	d.Begin(ComQuery)
+	if done, err := d.Feed([]byte("\xfbrows.csv")); done || err != nil {
+		t.Fatalf("request: done=%v err=%v", done, err)
+	}
+	if name, ok := d.LocalInfile(); !ok || name != "rows.csv" {
+		t.Fatalf("LocalInfile() = %q, %v", name, ok)
+	}
+	if done, err := d.Feed([]byte{0, 3, 0, 2, 0, 0, 0}); !done || err != nil {
+		t.Fatalf("OK: done=%v err=%v", done, err)
+	}
+	if resp := d.Response(); !resp.LocalInfileRequested || resp.LocalInfile != "rows.csv" || resp.AffectedRows != 3 {
+		t.Fatalf("response %+v", resp)
+	}
+}
