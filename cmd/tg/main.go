@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/tollgate-db/tollgate/internal/cli"
 )
 
 var root = &cobra.Command{
@@ -20,6 +21,7 @@ var root = &cobra.Command{
 var flagIdentity string
 
 func init() {
+	cli.AddVersion(root)
 	root.PersistentFlags().StringVarP(&flagIdentity, "identity", "i", "", "identity file (instead of the login under ~/.tg)")
 }
 

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cliBinaries builds tg and tollgate with a version stamped as the Makefile does.
+func cliBinaries(t *testing.T) (tg, tollgate string) {
+	t.Helper()
+	dir := t.TempDir()
+	ld := "-X github.com/tollgate-db/tollgate/internal/buildinfo.Version=v9.8.7 " +
+		"-X github.com/tollgate-db/tollgate/internal/buildinfo.Commit=c0ffee " +
+		"-X github.com/tollgate-db/tollgate/internal/buildinfo.Date=2026-01-02T03:04:05Z"
+	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", dir+"/", ".", "../tollgate").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "tg"), filepath.Join(dir, "tollgate")
+}
+
+// runCLI runs bin and returns stdout, stderr and the exit code.
+func runCLI(t *testing.T, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestCLIVersionAndUnknownCommands(t *testing.T) {
+	tg, tollgate := cliBinaries(t)
+	for _, bin := range []string{tg, tollgate} {
+		name := filepath.Base(bin)
+		for _, args := range [][]string{{"version"}, {"--version"}} {
+			out, errOut, code := runCLI(t, bin, args...)
+			if code != 0 {
+				t.Fatalf("%s %v: exit %d: %s", name, args, code, errOut)
+			}
+			for _, want := range []string{name + " v9.8.7", "c0ffee", "2026-01-02T03:04:05Z", "go1."} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%s %v: %q lacks %q", name, args, out, want)
+				}
+			}
+		}
+		out, _, _ := runCLI(t, bin, "version", "--format=json")
+		var info map[string]string
+		if err := json.Unmarshal([]byte(out), &info); err != nil || info["version"] != "v9.8.7" || info["commit"] != "c0ffee" {
+			t.Errorf("%s version --format=json: %q (%v)", name, out, err)
+		}
+	}
+}
