@@ -59,3 +59,33 @@ func TestCLIVersionAndUnknownCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIUnknownSubcommands(t *testing.T) {
+	tg, tollgate := cliBinaries(t)
+	for _, c := range []struct {
+		bin     string
+		args    []string
+		suggest string
+	}{
+		{tg, []string{"db", "lss"}, "ls"},
+		{tg, []string{"requst"}, "request"},
+		{tg, []string{"request", "lss"}, "ls"},
+		{tg, []string{"proxy", "dbb"}, "db"},
+		{tollgate, []string{"lockz"}, "locks"},
+		{tollgate, []string{"audit", "tial"}, "tail"},
+		{tollgate, []string{"locks", "ad"}, "add"},
+	} {
+		out, errOut, code := runCLI(t, c.bin, c.args...)
+		what := filepath.Base(c.bin) + " " + strings.Join(c.args, " ")
+		if code == 0 {
+			t.Errorf("%s: exit 0, want an error (stdout %q)", what, out)
+		}
+		if !strings.Contains(errOut, "unknown command") || !strings.Contains(errOut, "Did you mean this?\n\t"+c.suggest+"\n") {
+			t.Errorf("%s: stderr %q lacks the suggestion %q", what, errOut, c.suggest)
+		}
+	}
+	// A group alone still prints its help and succeeds.
+	if out, errOut, code := runCLI(t, tg, "db"); code != 0 || !strings.Contains(out, "Available Commands") {
+		t.Errorf("tg db: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

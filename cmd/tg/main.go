@@ -26,6 +26,7 @@ func init() {
 }
 
 func main() {
+	cli.RejectUnknown(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tg:", err)
 		os.Exit(1)

@@ -32,6 +32,7 @@ func init() {
 }
 
 func main() {
+	cli.RejectUnknown(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tollgate:", err)
 		os.Exit(1)
