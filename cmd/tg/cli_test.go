@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-db/tollgate/broker/api"
 )
 
 // cliBinaries builds tg and tollgate with a version stamped as the Makefile does.
@@ -87,5 +89,18 @@ func TestCLIUnknownSubcommands(t *testing.T) {
 	// A group alone still prints its help and succeeds.
 	if out, errOut, code := runCLI(t, tg, "db"); code != 0 || !strings.Contains(out, "Available Commands") {
 		t.Errorf("tg db: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestEmptyDatabasesText(t *testing.T) {
+	for why, want := range map[string]string{
+		api.EmptyNoneRegistered: "No databases are registered",
+		api.EmptyNoneAllowed:    "none that your roles (dev, ops) allow",
+		api.EmptyNoneLive:       "offline",
+		"":                      "No databases your roles allow",
+	} {
+		if got := emptyDatabasesText(why, []string{"dev", "ops"}); !strings.Contains(got, want) {
+			t.Errorf("%q: %q lacks %q", why, got, want)
+		}
 	}
 }
