@@ -11,25 +11,26 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
-// TestAuditTailWindows stores two batches of events a moment apart on a
-// data dir, then reads them back through --since, --until, -n and --type.
-func TestAuditTailWindows(t *testing.T) {
+// auditTailServer starts an embedded server on a fresh data dir (listening
+// at listen, "-" for in-process only) with the streams, and returns the
+// configuration, a publisher of queries from..to-1 of session S1 followed by
+// one login of user u<from>, and the server's stop.
+func auditTailServer(t *testing.T, ctx context.Context, listen string) (*config.Config, func(from, to int), func()) {
+	t.Helper()
 	cfg, err := startConfig("", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-
+	cfg.NATS.Embedded.Listen = listen
 	o, err := natsserver.FromConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Listen = natsserver.InProcessOnly
 	srv, err := natsserver.Start(o)
 	if err != nil {
 		t.Fatal(err)
@@ -68,40 +69,58 @@ func TestAuditTailWindows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	stop := func() {
+		anc.Close()
+		bnc.Close()
+		srv.Shutdown()
+	}
+	return cfg, publish, stop
+}
+
+// tailLines is what a tail printed: the queries' statements and the
+// logins' users, in order.
+func tailLines(t *testing.T, out string) []string {
+	t.Helper()
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var ev struct {
+			Type, User string
+			Query      string `json:"db_query"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if ev.Type == "user.login" {
+			got = append(got, "login "+ev.User)
+		} else {
+			got = append(got, ev.Query)
+		}
+	}
+	return got
+}
+
+// TestAuditTailWindows stores two batches of events a moment apart on a
+// data dir, then reads them back through --since, --until, -n and --type.
+func TestAuditTailWindows(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg, publish, stop := auditTailServer(t, ctx, natsserver.InProcessOnly)
 	publish(0, 5)
 	time.Sleep(100 * time.Millisecond)
 	mid := time.Now()
 	time.Sleep(100 * time.Millisecond)
 	publish(5, 10)
-	anc.Close()
-	bnc.Close()
-	srv.Shutdown()
+	stop()
 
-	// tail returns the queries' statements and the logins' users, in order.
 	tail := func(f auditTailFlags) ([]string, error) {
 		var out bytes.Buffer
 		if err := auditTail(ctx, cfg, f, &out); err != nil {
 			return nil, err
 		}
-		var got []string
-		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-			if l == "" {
-				continue
-			}
-			var ev struct {
-				Type, User string
-				Query      string `json:"db_query"`
-			}
-			if err := json.Unmarshal([]byte(l), &ev); err != nil {
-				t.Fatalf("%v: %s", err, l)
-			}
-			if ev.Type == "user.login" {
-				got = append(got, "login "+ev.User)
-			} else {
-				got = append(got, ev.Query)
-			}
-		}
-		return got, nil
+		return tailLines(t, out.String()), nil
 	}
 	check := func(f auditTailFlags, want ...string) {
 		t.Helper()
@@ -137,5 +156,43 @@ func TestAuditTailWindows(t *testing.T) {
 		if _, err := tail(c.f); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want one with %q", c.f, err, c.want)
 		}
+	}
+}
+
+// TestAuditTailFollowLast prints the last events of the history, then the
+// new ones, from a running server.
+func TestAuditTailFollowLast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg, publish, stop := auditTailServer(t, ctx, freeAddr(t))
+	defer stop()
+	publish(0, 5)
+
+	var out lockedBuffer
+	tctx, tcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- auditTail(tctx, cfg, auditTailFlags{follow: true, last: 2, typ: "db.session.query"}, &out)
+	}()
+	waitLines := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got := tailLines(t, out.String())
+			if strings.Join(got, "|") == strings.Join(want, "|") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLines("SELECT 3", "SELECT 4")
+	publish(5, 7)
+	waitLines("SELECT 3", "SELECT 4", "SELECT 5", "SELECT 6")
+	tcancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
