@@ -76,6 +76,7 @@ func TestCLIUnknownSubcommands(t *testing.T) {
 		{tollgate, []string{"lockz"}, "locks"},
 		{tollgate, []string{"audit", "tial"}, "tail"},
 		{tollgate, []string{"locks", "ad"}, "add"},
+		{tollgate, []string{"completion", "bsh"}, "bash"},
 	} {
 		out, errOut, code := runCLI(t, c.bin, c.args...)
 		what := filepath.Base(c.bin) + " " + strings.Join(c.args, " ")

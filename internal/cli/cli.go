@@ -46,6 +46,9 @@ func AddVersion(root *cobra.Command) {
 // with cobra's suggestions, instead of printing its help and exiting 0.
 // Call it once the tree is complete.
 func RejectUnknown(root *cobra.Command) {
+	// cobra adds its completion group only at Execute; add it now so the
+	// walk reaches it.
+	root.InitDefaultCompletionCmd()
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if c.SuggestionsMinimumDistance <= 0 {
