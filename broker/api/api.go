@@ -56,6 +56,17 @@ const (
 	PathAdminSignDB    = "/v1/admin/sign/db"
 )
 
+// HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
+// user sees no database: one of the Empty values.
+const HeaderEmptyReason = "Tollgate-Empty-Reason"
+
+// Why a user's list of databases is empty.
+const (
+	EmptyNoneRegistered = "none-registered" // no agent has registered a database
+	EmptyNoneAllowed    = "none-allowed"    // databases exist but no role of the user allows one
+	EmptyNoneLive       = "none-live"       // the allowed databases' agents stopped sending heartbeats
+)
+
 // MaxBody bounds request and response bodies.
 const MaxBody = 1 << 20
 

@@ -172,17 +172,23 @@ func (e *StatusError) Error() string { return e.Message }
 // do sends in (nil for none) and decodes the answer into out (nil to
 // discard it).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.doHeader(ctx, method, path, in, out)
+	return err
+}
+
+// doHeader is do that also returns the answer's header.
+func (c *Client) doHeader(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -196,15 +202,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("%s %s: %w", method, strings.TrimPrefix(c.base, "https://"), err)
+		return nil, fmt.Errorf("%s %s: %w", method, strings.TrimPrefix(c.base, "https://"), err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if len(data) > MaxBody {
-		return fmt.Errorf("%s %s: answer larger than %d bytes", method, path, MaxBody)
+		return nil, fmt.Errorf("%s %s: answer larger than %d bytes", method, path, MaxBody)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e Error
@@ -219,15 +225,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 			se.RetryAfter = time.Duration(s) * time.Second
 		}
-		return se
+		return nil, se
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: answer is not the expected JSON: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: answer is not the expected JSON: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Login exchanges a password (and, the first time, an invite) for a user
@@ -279,8 +285,20 @@ func (c *Client) Whoami(ctx context.Context) (*Certificate, error) {
 
 // MyDatabases lists the databases the caller's roles can reach.
 func (c *Client) MyDatabases(ctx context.Context) ([]Database, error) {
+	dbs, _, err := c.MyDatabasesWhy(ctx)
+	return dbs, err
+}
+
+// MyDatabasesWhy is MyDatabases with, when the list is empty, the reason
+// the broker gives (EmptyNoneRegistered, EmptyNoneAllowed, EmptyNoneLive;
+// "" from a broker that gives none).
+func (c *Client) MyDatabasesWhy(ctx context.Context) ([]Database, string, error) {
 	var out []Database
-	return out, c.do(ctx, http.MethodGet, PathDatabases, nil, &out)
+	h, err := c.doHeader(ctx, http.MethodGet, PathDatabases, nil, &out)
+	if err != nil {
+		return nil, "", err
+	}
+	return out, h.Get(HeaderEmptyReason), nil
 }
 
 // AddUser creates a user and returns the invite.

@@ -324,10 +324,27 @@ func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id iden
 	roles, _ := s.store.ResolveRoles(id.Roles)
 	now := time.Now()
 	out := []api.Database{}
-	for _, d := range s.store.LiveDatabases(now) {
-		if access.CanSee(id, roles, d.AccessDatabase()) {
+	all := s.store.Databases()
+	seen := false
+	for _, d := range all {
+		if !access.CanSee(id, roles, d.AccessDatabase()) {
+			continue
+		}
+		seen = true
+		if !d.Expired(now) {
 			out = append(out, admin.APIDatabase(d, now))
 		}
+	}
+	// An empty list says why, so the client need not leave the user guessing.
+	if len(out) == 0 {
+		reason := api.EmptyNoneLive
+		switch {
+		case len(all) == 0:
+			reason = api.EmptyNoneRegistered
+		case !seen:
+			reason = api.EmptyNoneAllowed
+		}
+		w.Header().Set(api.HeaderEmptyReason, reason)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -535,3 +535,51 @@ func TestAttach(t *testing.T) {
 		l.Close()
 	}
 }
+
+func TestDatabasesEmptySaysWhy(t *testing.T) {
+	b := startBroker(t, login.Options{})
+	ctx := ctxT(t)
+	if _, err := b.Admin.As(admin, "").UpsertRoles(ctx, "kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {env: dev}\n    db_users: [app]\n    db_names: ['*']\n"); err != nil {
+		t.Fatal(err)
+	}
+	c := b.client(t, nil)
+	alice, _, err := b.login(t, c, "alice", goodPassword, b.addUser(t, "alice", "access"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := b.login(t, c, "bob", goodPassword, b.addUser(t, "bob", "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := func(cert *tls.Certificate) string {
+		dbs, why, err := b.client(t, cert).MyDatabasesWhy(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dbs) > 0 && why != "" {
+			t.Fatalf("%d databases and a reason %q", len(dbs), why)
+		}
+		return why
+	}
+	if got := why(alice); got != api.EmptyNoneRegistered {
+		t.Fatalf("nothing registered: %q", got)
+	}
+	reg := func(name, env string, ttl time.Duration) {
+		if _, err := b.Store.RegisterDatabase(ctx, admin, state.NewDatabase{Name: name, Protocol: "postgres", URI: "127.0.0.1:5432",
+			Labels: map[string]string{"env": env}, HostID: "agent-1", HeartbeatTTL: ttl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg("pg-prod", "prod", 0)
+	if got := why(bob); got != api.EmptyNoneAllowed {
+		t.Fatalf("only a database bob's roles deny: %q", got)
+	}
+	if got := why(alice); got != "" {
+		t.Fatalf("alice sees pg-prod, yet a reason %q", got)
+	}
+	reg("pg-dev", "dev", 50*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	if got := why(bob); got != api.EmptyNoneLive {
+		t.Fatalf("bob's database without heartbeats: %q", got)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tollgate-db/tollgate/broker/api"
 )
 
 // dbCmd is `tg db`; the database commands (ls here; login, connect, logout
@@ -35,7 +37,7 @@ func init() {
 			defer c.Close()
 			ctx, cancel := withTimeout(cmd.Context())
 			defer cancel()
-			dbs, err := c.MyDatabases(ctx)
+			dbs, why, err := c.MyDatabasesWhy(ctx)
 			if err != nil {
 				return err
 			}
@@ -48,6 +50,10 @@ func init() {
 			case "text", "":
 			default:
 				return fmt.Errorf("--format: want text or json, got %q", format)
+			}
+			if len(dbs) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), emptyDatabasesText(why, f.Identity.Roles))
+				return nil
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tPROTOCOL\tLABELS\tURI")
@@ -69,4 +75,18 @@ func init() {
 	ls.Flags().StringVar(&format, "format", "text", "text or json")
 	dbCmd.AddCommand(ls)
 	root.AddCommand(dbCmd)
+}
+
+// emptyDatabasesText says why `tg db ls` lists nothing, from the broker's
+// reason, and what to do about it.
+func emptyDatabasesText(why string, roles []string) string {
+	switch why {
+	case api.EmptyNoneRegistered:
+		return "No databases are registered yet: an agent registers its databases when it starts (tollgate start with the agent role)."
+	case api.EmptyNoneAllowed:
+		return fmt.Sprintf("Databases are registered, but none that your roles (%s) allow; ask for a role with: tg request create --roles=ROLE", strings.Join(roles, ", "))
+	case api.EmptyNoneLive:
+		return "The databases your roles allow are offline: their agents have stopped sending heartbeats."
+	}
+	return "No databases your roles allow are reachable."
 }

@@ -250,6 +250,13 @@ func TestEndToEnd(t *testing.T) {
 	mustContain(t, "tg -i status", out, "alice", "access", "db_names=*; db_users=*")
 	out, _ = e.run(false, "", e.tg, "-i", idPath, "db", "ls")
 	mustContain(t, "tg -i db ls", out, "pg-main")
+	devPath := filepath.Join(t.TempDir(), "dev.identity")
+	e.run(false, "", e.tgl, "auth", "sign", "--format=identity", "--user=dana", "--roles=dev", "--out="+devPath, "--ttl=1h")
+	out, errOut = e.run(false, "", e.tg, "-i", devPath, "db", "ls")
+	if out != "" {
+		t.Fatalf("tg db ls with nothing allowed printed %q", out)
+	}
+	mustContain(t, "tg db ls with nothing allowed", errOut, "none that your roles (dev) allow", "tg request create")
 
 	// A remote admin with an editor identity file, over the API.
 	opsPath := filepath.Join(t.TempDir(), "ops.identity")

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/tollgate-db/tollgate/internal/cli"
 )
 
 var root = &cobra.Command{
@@ -20,10 +21,12 @@ var root = &cobra.Command{
 var flagIdentity string
 
 func init() {
+	cli.AddVersion(root)
 	root.PersistentFlags().StringVarP(&flagIdentity, "identity", "i", "", "identity file (instead of the login under ~/.tg)")
 }
 
 func main() {
+	cli.RejectUnknown(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tg:", err)
 		os.Exit(1)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,9 @@ type auditTailFlags struct {
 	typ     string
 	session string
 	format  string
+	since   string
+	until   string
+	last    int
 }
 
 // auditCmd is `tollgate audit`; its subcommands add themselves.
@@ -36,13 +40,17 @@ func init() {
 	audit := auditCmd
 	var f auditTailFlags
 	tail := &cobra.Command{
-		Use:   "tail [--follow] [--type=T] [--session=SID] [--format=json|ocsf|cloudevents]",
+		Use:   "tail [--follow] [--since=T] [--until=T] [-n N] [--type=T] [--session=SID] [--format=json|ocsf|cloudevents]",
 		Short: "Print stored audit events, oldest first, one JSON object per line",
 		Long: `Print the audit events stored in the AUDIT stream that match, oldest first,
 one JSON object per line, and exit; with --follow, keep printing new events
-until interrupted. --type takes a dotted event type (db.session.query) and
---session a session id. --format=ocsf and --format=cloudevents print each event
-as the exporters deliver it in that format (schemas/ocsf.md).
+until interrupted. --type takes a dotted event type (db.session.query) or a
+prefix of types ending in .* (db.session.*), --session a session id.
+--since and --until take an RFC 3339 time or a duration meaning that long
+ago (15m, 2h); they bound the time the event was stored. -n N prints only
+the last N matching events (then, with --follow, the new ones).
+--format=ocsf and --format=cloudevents print each event as the exporters
+deliver it in that format (schemas/ocsf.md).
 
 The command reads the NATS server of the configuration: nats.urls, else the
 embedded server of a running daemon at nats.embedded.listen, else (no daemon
@@ -60,7 +68,10 @@ running on the data dir) the data dir's store opened in this process.`,
 	}
 	fl := tail.Flags()
 	fl.BoolVarP(&f.follow, "follow", "f", false, "keep printing events as they are stored")
-	fl.StringVar(&f.typ, "type", "", "only events of this type, e.g. db.session.query")
+	fl.StringVar(&f.typ, "type", "", "only events of this type (db.session.query) or prefix (db.session.*)")
+	fl.StringVar(&f.since, "since", "", "only events stored from this time: RFC 3339, or a duration ago (1h)")
+	fl.StringVar(&f.until, "until", "", "only events stored up to this time: RFC 3339, or a duration ago (10m)")
+	fl.IntVarP(&f.last, "lines", "n", 0, "only the last N matching events")
 	fl.StringVar(&f.session, "session", "", "only events of this session id")
 	fl.StringVar(&f.format, "format", "json", "output format: json (as stored), ocsf or cloudevents")
 	audit.AddCommand(tail)
@@ -76,16 +87,56 @@ func auditFilter(typ, sid string) (string, error) {
 	} else {
 		sid = "*"
 	}
-	if typ != "" {
-		for _, tok := range strings.Split(typ, ".") {
-			if err := events.ValidToken(tok); err != nil {
-				return "", fmt.Errorf("--type %q is not a dotted event type: %w", typ, err)
-			}
-		}
-	} else {
-		typ = ">"
+	typ, err := auditTypeFilter(typ)
+	if err != nil {
+		return "", err
 	}
 	return "audit.*." + sid + "." + typ, nil
+}
+
+// auditTypeFilter turns --type into the type part of a subject filter: a
+// registered type as is, a prefix ending in .* (or .>) as prefix.>. Any
+// other value would match nothing, so it is refused with the known types.
+func auditTypeFilter(typ string) (string, error) {
+	if typ == "" || typ == "*" || typ == ">" {
+		return ">", nil
+	}
+	prefix, wild := strings.CutSuffix(typ, ".*")
+	if !wild {
+		prefix, wild = strings.CutSuffix(typ, ".>")
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if err := events.ValidToken(tok); err != nil {
+			return "", fmt.Errorf("--type %q is not a dotted event type or a prefix ending in .*: %w", typ, err)
+		}
+	}
+	var known []string
+	for _, s := range events.Specs() {
+		if wild && strings.HasPrefix(s.Type, prefix+".") || !wild && s.Type == typ {
+			if wild {
+				return prefix + ".>", nil
+			}
+			return typ, nil
+		}
+		known = append(known, s.Type)
+	}
+	return "", fmt.Errorf("--type %q matches no event type; the types are:\n  %s", typ, strings.Join(known, "\n  "))
+}
+
+// parseWhen reads --since and --until: an RFC 3339 time, or a duration
+// before now.
+func parseWhen(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("--%s %q: want an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (90m)", flag, v)
+	}
+	return now.Add(-d), nil
 }
 
 func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w interface{ Write([]byte) (int, error) }) error {
@@ -98,6 +149,24 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 	filter, err := auditFilter(f.typ, f.session)
 	if err != nil {
 		return err
+	}
+	now := time.Now()
+	since, err := parseWhen("since", f.since, now)
+	if err != nil {
+		return err
+	}
+	until, err := parseWhen("until", f.until, now)
+	if err != nil {
+		return err
+	}
+	if !until.IsZero() && f.follow {
+		return errors.New("--until and --follow: the one stops where the other waits")
+	}
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
+		return fmt.Errorf("--until %s is before --since %s", until.Format(time.RFC3339), since.Format(time.RFC3339))
+	}
+	if f.last < 0 {
+		return fmt.Errorf("-n %d: want a count of events", f.last)
 	}
 	nc, closeNATS, err := adminNATS(ctx, cfg)
 	if err != nil {
@@ -116,10 +185,14 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 		}
 	}
 	var buf []byte
-	cons, err := js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{
+	cc := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	if !since.IsZero() {
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := js.OrderedConsumer(ctx, events.AuditStream, cc)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("no %s stream on %s: has tollgate start run with this configuration?", events.AuditStream, nc.ConnectedUrlRedacted())
@@ -128,14 +201,29 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 	}
 	out := bufio.NewWriterSize(w, 64<<10)
 	defer out.Flush()
-	if !f.follow {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
+	// -n holds the last N events until the history is read: the stream
+	// cannot be read backwards through a subject filter.
+	var ring [][]byte
+	next := 0 // where the next event goes once ring is full; the oldest
+	ringed := f.last > 0
+	flushRing := func() error {
+		for i := range ring {
+			if _, err := out.Write(ring[(next+i)%len(ring)]); err != nil {
+				return err
+			}
 		}
-		if info.NumPending == 0 {
+		ring, ringed = nil, false
+		return nil
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumPending == 0 {
+		if !f.follow {
 			return nil
 		}
+		ringed = false
 	}
 	// A pull iterator keeps batches in flight: one round trip per batch,
 	// not per event.
@@ -152,6 +240,14 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 		if err != nil {
 			return fmt.Errorf("audit stream: %w", err)
 		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if !until.IsZero() && md.Timestamp.After(until) {
+			// Stored in time order: nothing later can match.
+			return flushRing()
+		}
 		data := msg.Data()
 		if fm != nil {
 			env, err := format.Scan(data)
@@ -165,16 +261,23 @@ func auditTail(ctx context.Context, cfg *config.Config, f auditTailFlags, w inte
 				data = buf
 			}
 		}
-		if data != nil {
+		if data != nil && ringed {
+			line := append(append([]byte(nil), data...), '\n')
+			if len(ring) < f.last {
+				ring = append(ring, line)
+			} else {
+				ring[next] = line
+				next = (next + 1) % f.last
+			}
+		} else if data != nil {
 			if _, err := out.Write(append(data, '\n')); err != nil {
 				return err
 			}
 		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
 		if md.NumPending == 0 {
+			if err := flushRing(); err != nil {
+				return err
+			}
 			// Caught up: done, or flush before waiting for more so a
 			// reader of --follow sees events as they come.
 			if !f.follow {

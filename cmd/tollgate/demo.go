@@ -111,6 +111,18 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// Before the throwaway PostgreSQL starts: a port in use fails at once.
+	addrs := []listenAddr{
+		{addr: f.nats, flag: "--nats-listen"},
+		{addr: f.proxy, flag: "--proxy-listen"},
+		{addr: f.agent, flag: "--agent-listen"},
+	}
+	if f.pgPort != 0 {
+		addrs = append(addrs, listenAddr{addr: fmt.Sprintf("127.0.0.1:%d", f.pgPort), flag: "--pg-port"})
+	}
+	if err := checkListenAddrs(addrs, ""); err != nil {
+		return err
+	}
 	cas, err := ca.Open(dataDir)
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,13 +20,54 @@ func init() {
 	root.AddCommand(c)
 }
 
-func withLocks(cmd *cobra.Command, fn func(ctx context.Context, a locks.Admin) error) error {
+func withLocks(cmd *cobra.Command, fn func(ctx context.Context, a locks.Admin, dir api.Admin) error) error {
 	return withBroker(cmd, func(ctx context.Context, l *daemon.Local, remote *api.Client) error {
 		if remote != nil {
-			return fn(ctx, remote)
+			return fn(ctx, remote, remote)
 		}
-		return fn(ctx, locks.Local{Store: l.Store, By: daemon.LocalActor()})
+		return fn(ctx, locks.Local{Store: l.Store, By: daemon.LocalActor()}, l.Admin.As(daemon.LocalActor(), ""))
 	})
+}
+
+// unknownLockTarget says when the user or role a lock names does not exist
+// (yet): a lock ahead of a user's creation is legitimate, a misspelt name
+// locks nobody. It is silent when the lists cannot be read.
+func unknownLockTarget(ctx context.Context, dir api.Admin, req api.AddLockRequest) string {
+	switch {
+	case req.TargetUser != "":
+		us, err := dir.Users(ctx)
+		if err != nil {
+			return ""
+		}
+		for _, u := range us {
+			if u.Name == req.TargetUser {
+				return ""
+			}
+		}
+		return fmt.Sprintf("no user %s exists yet; the lock applies if one is created (tollgate users ls lists the users)", req.TargetUser)
+	case req.TargetRole != "":
+		rs, err := dir.Roles(ctx)
+		if err != nil {
+			return ""
+		}
+		names := make([]string, 0, len(rs))
+		for _, r := range rs {
+			if r.Name() == req.TargetRole {
+				return ""
+			}
+			names = append(names, r.Name())
+		}
+		return fmt.Sprintf("no role %s exists yet; the lock applies if one is created (roles: %s)", req.TargetRole, listOrNone(names))
+	}
+	return ""
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 func locksAddCmd() *cobra.Command {
@@ -37,14 +80,18 @@ func locksAddCmd() *cobra.Command {
 the matching live sessions at once, telling the client the message in its
 protocol's own error form, and refuse new sessions while the lock holds; the
 broker refuses the locked user's API calls. Without --ttl the lock lasts until
-it is removed with tollgate locks rm.`,
+it is removed with tollgate locks rm. A user or role that does not exist yet
+gets a warning, and the lock all the same: it holds from its creation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req.TTL = api.Duration(ttl)
-			return withLocks(cmd, func(ctx context.Context, a locks.Admin) error {
+			return withLocks(cmd, func(ctx context.Context, a locks.Admin, dir api.Admin) error {
 				k, err := a.AddLock(ctx, req)
 				if err != nil {
 					return err
+				}
+				if w := unknownLockTarget(ctx, dir, req); w != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "tollgate: warning:", w)
 				}
 				until := "until removed"
 				if !k.Expires.IsZero() {
@@ -81,7 +128,7 @@ func locksLsCmd() *cobra.Command {
 		Short: "List the locks in force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withLocks(cmd, func(ctx context.Context, a locks.Admin) error {
+			return withLocks(cmd, func(ctx context.Context, a locks.Admin, _ api.Admin) error {
 				ks, err := a.Locks(ctx)
 				if err != nil {
 					return err
@@ -106,7 +153,7 @@ func locksRmCmd() *cobra.Command {
 		Short: "Remove a lock",
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLocks(cmd, func(ctx context.Context, a locks.Admin) error {
+			return withLocks(cmd, func(ctx context.Context, a locks.Admin, _ api.Admin) error {
 				if err := a.RemoveLock(ctx, args[0]); err != nil {
 					return err
 				}

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/tollgate-db/tollgate/internal/cli"
 )
 
 // root is the `tollgate` command; --config is global so it may stand before
@@ -25,11 +26,13 @@ var (
 )
 
 func init() {
+	cli.AddVersion(root)
 	root.PersistentFlags().StringVar(&flagConfig, "config", os.Getenv("TOLLGATE_CONFIG"), "configuration file (or TOLLGATE_CONFIG)")
 	root.PersistentFlags().StringVar(&flagDataDir, "data-dir", "", "data directory (overrides data_dir in the configuration)")
 }
 
 func main() {
+	cli.RejectUnknown(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tollgate:", err)
 		os.Exit(1)

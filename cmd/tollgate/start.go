@@ -261,6 +261,9 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	if err := checkListenAddrs(startListenAddrs(cfg), cfg.Path()); err != nil {
+		return err
+	}
 	d := &startDeps{Config: cfg, Log: log}
 
 	if len(cfg.NATS.URLs) == 0 {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -32,6 +35,28 @@ func TestLocksRequestsSessionsCommands(t *testing.T) {
 	authRun(t, bin, false, dd, "locks", "rm", m[1])
 	if ls := string(authRun(t, bin, false, dd, "locks", "ls")); strings.Contains(ls, m[1]) {
 		t.Fatalf("lock still listed after rm:\n%s", ls)
+	}
+
+	// Unknown targets: placed, with a warning; a known one: no warning.
+	for _, c := range []struct{ flag, warn string }{
+		{"--user=nobody-here", "no user nobody-here exists yet"},
+		{"--role=nosuch", "no role nosuch exists yet; the lock applies if one is created (roles: access, "},
+		{"--user=alice", ""},
+		{"--role=requester", ""},
+	} {
+		cmd := exec.Command(bin, dd, "locks", "add", c.flag)
+		cmd.Env = append(os.Environ(), "TOLLGATE_CONFIG=")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("locks add %s: %v\n%s", c.flag, err, stderr.Bytes())
+		}
+		if !strings.HasPrefix(stdout.String(), "lock ") {
+			t.Fatalf("locks add %s printed %q", c.flag, stdout.String())
+		}
+		if c.warn == "" && stderr.Len() > 0 || c.warn != "" && !strings.Contains(stderr.String(), "warning: "+c.warn) {
+			t.Fatalf("locks add %s: stderr %q, want %q", c.flag, stderr.String(), c.warn)
+		}
 	}
 
 	reqs := string(authRun(t, bin, false, dd, "requests", "ls"))
