@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -91,27 +90,7 @@ func (s *Store) RegisterDatabase(ctx context.Context, by Actor, nd NewDatabase) 
 // latest-only in DB_HEARTBEATS, not in STATE (see the package comment), and
 // returns once the projection has seen it.
 func (s *Store) Heartbeat(ctx context.Context, by Actor, name, hostID string) error {
-	if _, ok := s.Database(name); !ok {
-		return fmt.Errorf("database %s: %w", name, ErrNotFound)
-	}
-	hb := &events.DBHeartbeat{Service: name, HostID: hostID}
-	hb.User, hb.Roles = by.User, by.Roles
-	if err := events.Stamp(hb, s.cluster); err != nil {
-		return err
-	}
-	b, err := json.Marshal(hb)
-	if err != nil {
-		return err
-	}
-	key := escapeKey(name)
-	if _, err := s.beatsKV.Put(ctx, key, b); err != nil {
-		return fmt.Errorf("state: heartbeat of %s: %w", name, err)
-	}
-	// Wait for the watcher so the caller reads its own heartbeat.
-	if err := s.waitBeat(ctx, key, hb.ID); err != nil {
-		return fmt.Errorf("state: heartbeat of %s stored but not yet seen: %w", name, err)
-	}
-	return nil
+	return heartbeat(ctx, s.Projection, s.beatsKV, s.cluster, by, name, hostID)
 }
 
 // DeleteDatabase removes a database and its heartbeat.
