@@ -38,8 +38,8 @@ type startDeps struct {
 
 	mu sync.Mutex
 	// store is the broker's state store, shared by the roles that write
-	// STATE (broker, the agent's registrations beside it, demo); ready is
-	// closed once it is set or the broker role failed to open it.
+	// STATE (broker, the agent's registrations beside it, demo); storeReady
+	// is closed once it is set or the broker role failed to open it.
 	store      *state.Store
 	storeErr   error
 	storeReady chan struct{}
@@ -85,15 +85,9 @@ func (d *startDeps) As(p natsserver.Part) (*nats.Conn, jetstream.JetStream, erro
 // setBrokerStore hands the broker role's store (or why it has none) to
 // the roles waiting in BrokerStore.
 func (d *startDeps) setBrokerStore(s *state.Store, err error) {
-	d.mu.Lock()
-	if d.storeReady == nil {
-		d.storeReady = make(chan struct{})
-	}
-	ready := d.storeReady
-	d.mu.Unlock()
 	d.storeOnce.Do(func() {
 		d.store, d.storeErr = s, err
-		close(ready)
+		close(d.storeReady)
 	})
 }
 
@@ -103,13 +97,7 @@ func (d *startDeps) setBrokerStore(s *state.Store, err error) {
 func (d *startDeps) BrokerStore(ctx context.Context) (*state.Store, error) {
 	if !roleSelectedByName("broker", d.Config) {
 		d.storeOnce.Do(func() {
-			d.mu.Lock()
-			if d.storeReady == nil {
-				d.storeReady = make(chan struct{})
-			}
-			ready := d.storeReady
-			d.mu.Unlock()
-			defer close(ready)
+			defer close(d.storeReady)
 			_, js, err := d.As(natsserver.Broker)
 			if err != nil {
 				d.storeErr = err
@@ -121,14 +109,8 @@ func (d *startDeps) BrokerStore(ctx context.Context) (*state.Store, error) {
 			}
 		})
 	}
-	d.mu.Lock()
-	if d.storeReady == nil {
-		d.storeReady = make(chan struct{})
-	}
-	ready := d.storeReady
-	d.mu.Unlock()
 	select {
-	case <-ready:
+	case <-d.storeReady:
 		return d.store, d.storeErr
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
@@ -264,7 +246,7 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	if err := checkListenAddrs(startListenAddrs(cfg), cfg.Path()); err != nil {
 		return err
 	}
-	d := &startDeps{Config: cfg, Log: log}
+	d := &startDeps{Config: cfg, Log: log, storeReady: make(chan struct{})}
 
 	if len(cfg.NATS.URLs) == 0 {
 		o, err := natsserver.FromConfig(cfg)
