@@ -43,6 +43,14 @@ func (e *Envelope) Header() *Envelope { return e }
 type Session struct {
 	SID string `json:"sid" jsonschema:"description=Session id"`
 	EI  uint64 `json:"ei" jsonschema:"description=Gapless index of the event within its session, from 0"`
+	// Prev chains the events of a session: the hash of the event stored
+	// before this one (ChainGenesis of the session for the first). The
+	// publisher sets it; schemas/integrity.md has the rules.
+	Prev string `json:"prev,omitempty" jsonschema:"description=SHA-256 (base64) of the previous event of the session as stored, or of the session id for the first"`
+	// Signer and Seal are on a session's last event only: the publisher
+	// appends them, the seal last, when it stores the event.
+	Signer string `json:"signer,omitempty" jsonschema:"description=Certificate (DER, base64) of the host that sealed the session, issued by the host CA"`
+	Seal   string `json:"seal,omitempty" jsonschema:"description=Signature (base64) by signer over the SHA-256 of this event without its seal member; with prev it seals the whole session"`
 }
 
 // SessionHeader returns the session part of a session event.

@@ -25,7 +25,7 @@ const truncateKeep = 1024
 // and consumers route, deduplicate and prove completeness with them.
 var protectedFields = map[string]bool{
 	"id": true, "type": true, "code": true, "time": true, "cluster": true,
-	"user": true, "roles": true, "sid": true, "ei": true,
+	"user": true, "roles": true, "sid": true, "ei": true, "prev": true,
 	"success": true, "error": true,
 	"db_service": true, "db_protocol": true, "db_uri": true, "db_user": true, "db_name": true,
 }
