@@ -249,6 +249,13 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 		}
 	}
 	if err := s.rec.PublishBatch(ctx, batch); err != nil {
+		if errors.Is(err, events.ErrHeld) {
+			// The recorder accepted them and stores them once it can:
+			// sent again, they would be stored twice. The statement
+			// still does not run.
+			s.pending = nil
+			return &AuditError{Err: err}
+		}
 		// The refused events are published first with the next batch, or
 		// when the session closes. The carried ones describe what already
 		// happened, so they go back to the background path, which retries
@@ -400,7 +407,9 @@ func (s *Session) drain() {
 		s.mu.Unlock()
 		for {
 			err := s.rec.PublishBatch(s.bg, batch)
-			if err == nil {
+			if err == nil || errors.Is(err, events.ErrHeld) {
+				// Held: the recorder stores them once it can, and its
+				// Close waits for them.
 				backoff = 20 * time.Millisecond
 				break
 			}

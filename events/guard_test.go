@@ -365,7 +365,7 @@ func TestPublisherStreamFaultStrict(t *testing.T) {
 	if err := p.Publish(context.Background(), queryEvent("s", 0)); err != nil {
 		t.Fatalf("resumed publish: %v", err)
 	}
-	if n := s.streamMsgs(t); n != 2 {
+	if n := len(s.storedEvents(t)); n != 2 {
 		t.Fatalf("stream holds %d events, want the alert and one", n)
 	}
 }
@@ -399,7 +399,7 @@ func TestPublisherStreamFaultAsyncHolds(t *testing.T) {
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.streamMsgs(t); n != uint64(len(evs)) {
+	if n := len(s.storedEvents(t)); n != len(evs) {
 		t.Fatalf("stored %d events after resume, want %d", n, len(evs))
 	}
 }
@@ -424,7 +424,8 @@ func TestStreamAlertsStoreTheFault(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
-	const subj = "audit.test._.audit.stream_weakened"
+	subj := "audit.test.frame." + p.Source()
+	// alert is the newest alert stored: each goes in a frame of its own.
 	alert := func() *StreamWeakened {
 		st, err := s.js.Stream(ctx, AuditStream)
 		if err != nil {
@@ -434,8 +435,12 @@ func TestStreamAlertsStoreTheFault(t *testing.T) {
 		if err != nil {
 			return nil
 		}
+		f, err := DecodeFrame(m.Data)
+		if err != nil || len(f.Events) != 1 {
+			t.Fatalf("alert frame %q: %v", m.Data, err)
+		}
 		var ev StreamWeakened
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
+		if err := json.Unmarshal(f.Events[0], &ev); err != nil {
 			t.Fatal(err)
 		}
 		return &ev

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,12 @@ import (
 // action it records must not happen; the error wraps the cause.
 var ErrAuditUnavailable = errors.New("audit store unavailable")
 
+// ErrHeld accompanies ErrAuditUnavailable when the events were accepted
+// but not stored in time: the publisher holds them and stores them when the
+// store is back, so the caller must not publish them again (they would be
+// stored twice). Without ErrHeld, nothing of the call was accepted.
+var ErrHeld = errors.New("events held by the publisher until the store is back")
+
 // ErrPublisherClosed is returned by a Publisher after Close.
 var ErrPublisherClosed = errors.New("events: publisher closed")
 
@@ -25,97 +33,130 @@ const (
 	DefaultAckTimeout     = 2 * time.Second
 	DefaultQueueSize      = 65536
 	DefaultMaxMessageSize = 1 << 20
-	// minMessageSize leaves room for the envelope of any event after its
-	// large fields are cut.
-	minMessageSize = 1024
-	// maxInFlight bounds the async events awaiting an acknowledgement:
-	// enough to keep the server busy (a few milliseconds of its work), few
-	// enough that the window drains well within the ack timeout even on a
-	// machine starved of CPU, where a larger window made acks time out.
-	maxInFlight = 2048
-	// recycleLimit keeps buffers that grew for a very large event out of
+	// minMessageSize leaves room for a frame of one event after its large
+	// fields are cut.
+	minMessageSize = 4096
+	// framesInFlight is how many frames wait for their acknowledgement at
+	// once. One is group commit in its plainest form: while a frame is
+	// being stored, every event that arrives waits for the next one, so
+	// the busier the store, the larger the frames.
+	framesInFlight = 1
+	// frameReserve is room kept in a frame for its header and trailer
+	// beside the certificate and the session ids, which are counted.
+	frameReserve = 512
+	// recycleLimit keeps buffers that grew for a very large frame out of
 	// the pool.
-	recycleLimit = 64 << 10
-	// msgIDHeaderLen is the header NATS sends for Nats-Msg-Id without the
-	// id itself: "NATS/1.0\r\n" "Nats-Msg-Id: " id "\r\n" "\r\n".
-	msgIDHeaderLen = len("NATS/1.0\r\n") + len(jetstream.MsgIDHeader+": ") + len("\r\n\r\n")
+	recycleLimit = 1 << 20
 )
 
-// Publisher stores events in the AUDIT stream. It is safe for concurrent
-// use. In strict mode Publish returns after JetStream acknowledged the
-// event; in async mode it queues the event and a goroutine stores it,
-// retrying with the same id until it is stored.
+// Publisher stores events in the AUDIT stream, many events per message: a
+// writer goroutine cuts every event accepted so far into a frame (see
+// frame.go) whenever the previous frame is acknowledged. It is safe for
+// concurrent use. In strict mode Publish returns once the frame holding the
+// event is acknowledged; in async mode once the event is accepted. Either
+// way an accepted event is resent in its frame until it is stored.
+//
+// Session events are chained here, in the order they are accepted: each
+// gets prev, the hash of the session's previous event, and the session's
+// end is sealed with the signer's key. Frames are chained and signed too.
 type Publisher struct {
 	js         jetstream.JetStream
 	pipe       *ackPipe
 	cluster    string
+	subject    string
+	src, run   string
 	mode       Mode
 	ackTimeout time.Duration
 	queueSize  int
 	maxMsg     int
 	log        *slog.Logger
+	signer     atomic.Pointer[Signer]
 
-	msgs    sync.Pool // *outMsg
-	waiters sync.Pool // *waiter
+	mu sync.Mutex
+	// open holds accepted events not yet in a frame, spare the slice
+	// the writer swaps in when it takes them.
+	open, spare []pending
+	// backlog counts accepted events not yet stored; room is closed and
+	// replaced when it shrinks.
+	backlog  int
+	room     chan struct{}
+	inflight int
+	idle     chan struct{}
+	// fseq and prev chain the run's frames; only the writer goroutine
+	// touches them.
+	fseq uint64
+	prev string
 
-	queue     chan *outMsg
-	slots     chan struct{} // bounds async events in flight
-	retryMu   sync.Mutex
-	retries   []*outMsg
-	retryWake chan struct{}
-	progress  atomic.Bool
+	chains sync.Map // sid → *chain
+
+	kick      chan struct{}
 	closing   chan struct{}
 	stop      chan struct{}
-	drained   chan struct{}
+	stopped   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 
-	idleMu sync.Mutex
-	idle   chan struct{}
+	msgs    sync.Pool // *outMsg
+	waiters sync.Pool // *waiter
+	bufs    sync.Pool // *[]byte, event encodings
 
-	published, acked, duplicates, retried, truncated atomic.Uint64
-	blocked, pending                                 atomic.Int64
+	published, acked, frames, duplicates, retried, truncated atomic.Uint64
+	blocked                                                  atomic.Int64
 
 	largeMu sync.Mutex
 	large   jetstream.ObjectStore
 
 	lastWarn atomic.Int64
+	// lastErr is why the frame in flight was last refused, nil once one
+	// is stored: the cause a strict caller is told when its own frame was
+	// not even sent in time.
+	lastErr atomic.Pointer[error]
 
 	// fault is set while the AUDIT stream is missing or weakened
-	// (SetStreamFault); faultWake tells the async goroutine of a change.
-	fault     atomic.Pointer[streamFault]
-	faultWake chan struct{}
+	// (SetStreamFault); frames are not cut meanwhile.
+	fault atomic.Pointer[streamFault]
+}
+
+// pending is one accepted event waiting for its frame.
+type pending struct {
+	data []byte
+	buf  *[]byte // pooled storage of data, returned once the frame is built
+	sid  string
+	time time.Time
+	w    *waiter
+}
+
+// chain is the hash of the last accepted event of a session.
+type chain struct {
+	mu   sync.Mutex
+	last string
 }
 
 // streamFault is the error strict publishes return while it is set.
 type streamFault struct{ err error }
 
-// outMsg is one encoded event on its way to JetStream; pooled so the hot
-// path reuses its buffer, header and message.
+// outMsg is one frame on its way to JetStream.
 type outMsg struct {
 	msg   nats.Msg
 	hdrID []string
 	id    string
-	// w is the strict caller waiting for this message; nil in async mode.
-	w *waiter
+	// n is the number of events, waiters the strict callers waiting for
+	// this frame (each counted once per frame it waits for).
+	n       int
+	waiters []*waiter
 	// sending is the pipe sequence number + 1 while the pipe sends it.
 	sending atomic.Uint64
-	// tries counts resends for a strict caller.
-	tries int
+	tries   int
 }
 
-// waiter completes when every message of one strict Publish or
-// PublishBatch is resolved. It is pooled, unless its caller gave up before
+// waiter completes when every frame holding events of one strict Publish
+// or PublishBatch is stored. It is pooled, unless its caller gave up before
 // it completed: late resolutions may still touch it then.
 type waiter struct {
-	left     atomic.Int32
-	done     chan struct{}
-	deadline time.Duration // on the pipe's clock
-	timer    *time.Timer
-	mu       sync.Mutex
-	err      error
-	// cause is the last error a message was resent after, reported when
-	// the deadline passes before the resend succeeded.
+	left  atomic.Int32
+	done  chan struct{}
+	timer *time.Timer
+	mu    sync.Mutex
 	cause error
 }
 
@@ -128,23 +169,13 @@ func (w *waiter) setCause(err error) {
 func (w *waiter) lastCause() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
 	if w.cause != nil {
 		return w.cause
 	}
 	return errNoAck
 }
 
-func (w *waiter) resolve(err error) {
-	if err != nil {
-		w.mu.Lock()
-		if w.err == nil {
-			w.err = err
-		}
-		w.mu.Unlock()
-	}
+func (w *waiter) resolve() {
 	if w.left.Add(-1) == 0 {
 		w.done <- struct{}{}
 	}
@@ -166,17 +197,23 @@ func NewPublisher(js jetstream.JetStream, cluster string, opts ...PublisherOptio
 		ackTimeout: DefaultAckTimeout,
 		queueSize:  DefaultQueueSize,
 		log:        slog.Default(),
-		retryWake:  make(chan struct{}, 1),
-		faultWake:  make(chan struct{}, 1),
+		run:        NewID(),
+		room:       make(chan struct{}),
+		kick:       make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		stop:       make(chan struct{}),
-		drained:    make(chan struct{}),
+		stopped:    make(chan struct{}),
 	}
 	for _, o := range opts {
 		if err := o(p); err != nil {
 			return nil, fmt.Errorf("events: new publisher: %w", err)
 		}
 	}
+	if p.src == "" {
+		p.src = defaultSource()
+	}
+	p.subject = "audit." + cluster + "." + FrameSubject + "." + p.src
+	p.prev = FrameGenesis(p.run)
 	if p.maxMsg == 0 {
 		p.maxMsg = p.discoverMaxMessage()
 	}
@@ -195,14 +232,25 @@ func NewPublisher(js jetstream.JetStream, cluster string, opts ...PublisherOptio
 		w.timer.Stop()
 		return w
 	}
-	if p.mode == ModeAsync {
-		p.queue = make(chan *outMsg, p.queueSize)
-		p.slots = make(chan struct{}, maxInFlight)
-		go p.drain()
-	} else {
-		close(p.drained)
-	}
+	p.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
+	go p.write()
 	return p, nil
+}
+
+// defaultSource names the writer after the host: the token a frame's
+// subject and header carry.
+func defaultSource() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "tollgate"
+	}
+	h = strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			return '-'
+		}
+		return r
+	}, h)
+	return h
 }
 
 // discoverMaxMessage is the smaller of the server's max payload and the
@@ -228,31 +276,25 @@ func (p *Publisher) Mode() Mode { return p.mode }
 // MaxMessageSize is the largest message the publisher sends.
 func (p *Publisher) MaxMessageSize() int { return p.maxMsg }
 
+// Source is the writer name frames carry (src) and their subject ends with.
+func (p *Publisher) Source() string { return p.src }
+
+// SetSigner makes the publisher sign every frame it cuts from now on, and
+// seal every session end, with s (nil: stop signing).
+func (p *Publisher) SetSigner(s *Signer) { p.signer.Store(s) }
+
 // Publish stamps ev (id, type, code, time, cluster where empty) and stores
-// it. In strict mode it returns once JetStream acknowledged it, or an error
-// wrapping ErrAuditUnavailable within the ack timeout. Publishing the same
-// event again (same id) after a failure stores it once.
+// it: in strict mode it returns once its frame is acknowledged, or an error
+// wrapping ErrAuditUnavailable within the ack timeout (and ErrHeld when the
+// event was accepted and will still be stored).
 func (p *Publisher) Publish(ctx context.Context, ev Event) error {
-	if p.isClosing() {
-		return ErrPublisherClosed
-	}
-	if p.mode == ModeStrict {
-		if f := p.fault.Load(); f != nil {
-			return f.err
-		}
-		return p.publishStrict(ctx, ev)
-	}
-	m, err := p.encode(ctx, ev)
-	if err != nil {
-		return err
-	}
-	return p.enqueue(ctx, m)
+	return p.PublishBatch(ctx, []Event{ev})
 }
 
-// PublishBatch stores evs together: in strict mode it sends them all and
-// waits for every acknowledgement at once, returning an error wrapping
-// ErrAuditUnavailable if any of them was not stored; the batch may then be
-// published again as a whole, and events already stored are deduplicated.
+// PublishBatch stores evs in order. In strict mode it waits for every
+// frame holding them. On an error without ErrHeld none of them was
+// accepted and the batch may be published again; with ErrHeld they were
+// accepted and must not be.
 func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 	if p.isClosing() {
 		return ErrPublisherClosed
@@ -260,22 +302,22 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	if p.mode == ModeAsync {
-		for _, ev := range evs {
-			m, err := p.encode(ctx, ev)
-			if err != nil {
-				return err
-			}
-			if err := p.enqueue(ctx, m); err != nil {
-				return err
-			}
+	if p.mode == ModeStrict {
+		if f := p.fault.Load(); f != nil {
+			return f.err
 		}
-		return nil
+		return p.publishStrict(ctx, evs)
 	}
-	if f := p.fault.Load(); f != nil {
-		return f.err
+	for _, ev := range evs {
+		if err := p.reserve(ctx, 1, true); err != nil {
+			return err
+		}
+		if err := p.accept(ctx, ev, nil); err != nil {
+			p.release(1)
+			return err
+		}
 	}
-	return p.publishStrict(ctx, evs...)
+	return nil
 }
 
 // SetStreamFault suspends the publisher while the AUDIT stream is missing
@@ -283,19 +325,16 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) error {
 // fault is nil. While suspended, a strict Publish or PublishBatch returns at
 // once an error wrapping ErrAuditUnavailable and fault, so the action is
 // refused rather than recorded where it could be lost or erased. An async
-// publisher keeps accepting events but holds them, unsent, until resumed:
-// its queue then fills and blocks producers, so nothing is dropped and
-// nothing goes to the weakened stream. Events already sent are not recalled.
+// publisher keeps accepting events but cuts no frame until resumed: its
+// backlog then fills and blocks producers, so nothing is dropped and
+// nothing goes to the weakened stream. Frames already sent are not recalled.
 func (p *Publisher) SetStreamFault(fault error) {
 	if fault == nil {
 		p.fault.Store(nil)
 	} else {
 		p.fault.Store(&streamFault{err: fmt.Errorf("%w: %w", ErrAuditUnavailable, fault)})
 	}
-	select {
-	case p.faultWake <- struct{}{}:
-	default:
-	}
+	p.wake()
 }
 
 // StreamFault is the error publishes are refused with while the publisher
@@ -309,33 +348,34 @@ func (p *Publisher) StreamFault() error {
 
 // PublishAlert stores ev and waits for its acknowledgement even while the
 // publisher is suspended, in either mode: it is for the event that reports
-// the stream fault itself, stored if the stream still takes it.
+// the stream fault itself, stored if the stream still takes it. It goes in
+// a frame of its own (a run of one frame), outside the writer's queue that
+// the fault holds.
 func (p *Publisher) PublishAlert(ctx context.Context, ev Event) error {
 	if p.isClosing() {
 		return ErrPublisherClosed
 	}
-	return p.publishStrict(ctx, ev)
+	return p.publishSolo(ctx, ev)
 }
 
-// Flush waits until every accepted event is stored (async mode); in strict
-// mode there is nothing to wait for. With producers still publishing it
-// returns once the publisher is idle at some instant.
+// Flush waits until every accepted event is stored. With producers still
+// publishing it returns once the publisher is idle at some instant.
 func (p *Publisher) Flush(ctx context.Context) error {
 	for {
-		p.idleMu.Lock()
-		if p.pending.Load() == 0 {
-			p.idleMu.Unlock()
+		p.mu.Lock()
+		if p.backlog == 0 {
+			p.mu.Unlock()
 			return nil
 		}
 		if p.idle == nil {
 			p.idle = make(chan struct{})
 		}
-		ch := p.idle
-		p.idleMu.Unlock()
+		ch, n := p.idle, p.backlog
+		p.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("events: flush: %d events not yet stored: %w", p.pending.Load(), ctx.Err())
+			return fmt.Errorf("events: flush: %d events not yet stored: %w", n, ctx.Err())
 		}
 	}
 }
@@ -348,10 +388,12 @@ func (p *Publisher) Close(ctx context.Context) error {
 		close(p.closing)
 		err := p.Flush(ctx)
 		close(p.stop)
-		<-p.drained
+		<-p.stopped
 		p.pipe.close()
 		if err != nil {
-			n := p.pending.Load()
+			p.mu.Lock()
+			n := p.backlog
+			p.mu.Unlock()
 			p.log.Error("audit publisher closed with events not stored", "events", n, "error", err)
 			p.closeErr = fmt.Errorf("%w: publisher closed with %d events not stored: %v", ErrAuditUnavailable, n, err)
 		}
@@ -368,60 +410,64 @@ func (p *Publisher) isClosing() bool {
 	}
 }
 
-// publishStrict encodes and sends evs pipelined, each as soon as it is
-// encoded so the server works while the rest are encoded, and waits for
-// all their acknowledgements at once. Messages belong to the pipe once
-// sent.
-func (p *Publisher) publishStrict(ctx context.Context, evs ...Event) error {
+// publishStrict accepts evs with one waiter and waits for every frame that
+// holds them. The waiter starts with one count of its own, dropped once
+// every event is accepted, so frames cut (and stored) while later events
+// are still being accepted cannot complete it early.
+func (p *Publisher) publishStrict(ctx context.Context, evs []Event) error {
+	if err := p.reserve(ctx, len(evs), false); err != nil {
+		return err
+	}
 	w := p.waiters.Get().(*waiter)
-	w.err, w.cause = nil, nil
-	w.left.Store(int32(len(evs)))
-	w.deadline = p.pipe.now() + p.ackTimeout
+	w.cause = nil
+	w.left.Store(1)
 	w.timer.Reset(p.ackTimeout)
 	for i, ev := range evs {
-		m, err := p.encode(ctx, ev)
-		if err != nil {
-			// The events sent so far may be stored; the caller learns
-			// that the batch failed, and publishing it again stores
-			// each event once. The waiter is left to them.
+		if err := p.accept(ctx, ev, w); err != nil {
+			p.release(len(evs) - i)
 			w.timer.Stop()
-			for range len(evs) - i {
-				w.resolve(err)
+			if i == 0 {
+				p.waiters.Put(w)
+				return err
 			}
-			return err
-		}
-		m.w = w
-		p.published.Add(1)
-		if err := p.pipe.send(m); err != nil {
-			m.w = nil
-			p.recycle(m)
-			w.resolve(err)
+			// The events before it are accepted and will be stored: the
+			// caller must not send them again; this one and those after
+			// it leave a gap in the session that verify reports.
+			w.resolve()
+			p.log.Error("audit: a batch was accepted only in part", "accepted", i, "of", len(evs), "error", err)
+			return fmt.Errorf("%w: %w: %d of %d events accepted: %v", ErrAuditUnavailable, ErrHeld, i, len(evs), err)
 		}
 	}
+	w.resolve()
 	select {
 	case <-w.done:
 		w.timer.Stop()
-		err := w.err
 		p.waiters.Put(w)
-		if err != nil {
-			return p.unavailable(ctx, err)
-		}
 		return nil
 	case <-w.timer.C:
-		return p.unavailable(ctx, w.lastCause())
+		cause := w.lastCause()
+		if le := p.lastErr.Load(); errors.Is(cause, errNoAck) && le != nil {
+			cause = *le
+		}
+		return p.held(ctx, cause)
 	case <-ctx.Done():
 		w.timer.Stop()
-		return p.unavailable(ctx, ctx.Err())
+		return p.held(ctx, ctx.Err())
 	}
 }
 
-// unavailable turns the cause of a failed publish into the error callers
-// see: ErrAuditUnavailable with the cause, or the caller's own context
-// error when the caller gave up first.
-func (p *Publisher) unavailable(ctx context.Context, err error) error {
+// held is the error of a strict publish whose events were accepted but not
+// stored in time.
+func (p *Publisher) held(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("events: publish abandoned: %w", ctx.Err())
+		return fmt.Errorf("events: publish abandoned: %w (%w)", ctx.Err(), ErrHeld)
 	}
+	return fmt.Errorf("%w (%w)", p.unavailable(err), ErrHeld)
+}
+
+// unavailable turns the cause of a failed store into ErrAuditUnavailable
+// with a cause a user can act on.
+func (p *Publisher) unavailable(err error) error {
 	switch {
 	case errors.Is(err, errNoAck):
 		return fmt.Errorf("%w: no acknowledgement from JetStream within %s", ErrAuditUnavailable, p.ackTimeout)
@@ -433,60 +479,54 @@ func (p *Publisher) unavailable(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %v", ErrAuditUnavailable, err)
 }
 
-// onResolved learns the fate of every message the pipe sent.
-func (p *Publisher) onResolved(m *outMsg, dup bool, err error) {
-	if err == nil {
-		p.acked.Add(1)
-		if dup {
-			p.duplicates.Add(1)
+// reserve counts n events into the backlog. A strict caller is refused at
+// once when the backlog is full (the store has been failing for a while);
+// an async caller waits for room, so nothing is dropped.
+func (p *Publisher) reserve(ctx context.Context, n int, wait bool) error {
+	var start time.Time
+	for {
+		p.mu.Lock()
+		if p.backlog+n <= p.queueSize || p.backlog == 0 {
+			p.backlog += n
+			p.mu.Unlock()
+			if !start.IsZero() {
+				p.blocked.Add(int64(time.Since(start)))
+			}
+			return nil
+		}
+		room, backlog := p.room, p.backlog
+		p.mu.Unlock()
+		if !wait {
+			return fmt.Errorf("%w: %d events wait to be stored (the backlog is full)", ErrAuditUnavailable, backlog)
+		}
+		if start.IsZero() {
+			start = time.Now()
+		}
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return fmt.Errorf("events: audit backlog full (%d events) until the context ended: %w", backlog, ctx.Err())
+		case <-p.closing:
+			return ErrPublisherClosed
 		}
 	}
-	if w := m.w; w != nil {
-		wait := min(retryMin<<m.tries, 250*time.Millisecond)
-		if err != nil && retryable(err) && p.pipe.now()+wait < w.deadline {
-			// A cluster electing a stream leader answers "no responders"
-			// or 503 for a moment; the caller's deadline allows a resend.
-			w.setCause(err)
-			m.tries++
-			time.AfterFunc(wait, func() {
-				p.retried.Add(1)
-				p.published.Add(1)
-				if err := p.pipe.send(m); err != nil {
-					m.w = nil
-					p.recycle(m)
-					w.resolve(err)
-				}
-			})
-			return
-		}
-		m.w = nil
-		p.recycle(m)
-		w.resolve(err)
-		return
-	}
-	<-p.slots
-	if err != nil {
-		p.warn("audit event not stored, retrying", "id", m.id, "error", err)
-		p.addRetry(m)
-		return
-	}
-	p.progress.Store(true)
-	p.recycle(m)
-	p.done()
 }
 
-func (p *Publisher) recycle(m *outMsg) {
-	if cap(m.msg.Data) > recycleLimit {
-		m.msg.Data = nil
+// release takes n events out of the backlog: stored, or never accepted.
+func (p *Publisher) release(n int) {
+	p.mu.Lock()
+	p.backlog -= n
+	close(p.room)
+	p.room = make(chan struct{})
+	if p.backlog == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
 	}
-	m.msg.Data = m.msg.Data[:0]
-	m.msg.Reply = ""
-	m.id, m.hdrID[0], m.w, m.tries = "", "", nil, 0
-	p.msgs.Put(m)
+	p.mu.Unlock()
 }
 
 // warn logs at most once a second, so a store that is down for a while
-// does not flood the log with one line per event.
+// does not flood the log with one line per frame.
 func (p *Publisher) warn(msg string, args ...any) {
 	now := time.Now().UnixNano()
 	last := p.lastWarn.Load()

@@ -251,15 +251,23 @@ func BenchmarkBatch16Transport(b *testing.B) {
 	}
 	b.Run("pipe", func(b *testing.B) {
 		s := startStore(b, b.TempDir())
-		var w *waiter
-		pipe, err := newAckPipe(s.nc, 5*time.Second, func(_ *outMsg, _ bool, err error) { w.resolve(err) })
+		var (
+			w    *waiter
+			werr error
+		)
+		pipe, err := newAckPipe(s.nc, 5*time.Second, func(_ *outMsg, _ bool, err error) {
+			if err != nil {
+				werr = err
+			}
+			w.resolve()
+		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer pipe.close()
 		outs := make([]outMsg, n)
 		run(b, func(ms []*nats.Msg) error {
-			w = &waiter{done: make(chan struct{}, 1)}
+			w, werr = &waiter{done: make(chan struct{}, 1)}, nil
 			w.left.Store(n)
 			for j, m := range ms {
 				outs[j].msg = *m
@@ -268,7 +276,7 @@ func BenchmarkBatch16Transport(b *testing.B) {
 				}
 			}
 			<-w.done
-			return w.err
+			return werr
 		})
 	})
 	b.Run("jetstream-lib", func(b *testing.B) {

@@ -3,62 +3,59 @@ package events
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// encode stamps ev and encodes it into a pooled message, cutting large
-// fields (kept in the object store) when it would not fit.
-func (p *Publisher) encode(ctx context.Context, ev Event) (*outMsg, error) {
-	if v := reflect.ValueOf(ev); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
-		return nil, errors.New("events: publish: nil event")
-	}
-	if err := Stamp(ev, p.cluster); err != nil {
-		return nil, err
-	}
+// encode encodes the stamped ev after dst, cutting large fields (kept in
+// the object store) when it would not fit in a frame of its own.
+func (p *Publisher) encode(ctx context.Context, ev Event, dst []byte) ([]byte, error) {
 	h := ev.Header()
-	m := p.msgs.Get().(*outMsg)
-	data, err := appendEvent(m.msg.Data[:0], ev)
+	data, err := appendEvent(dst, ev)
 	if err != nil {
-		p.msgs.Put(m)
-		return nil, fmt.Errorf("events: encode %s %s: %w", h.Type, h.ID, err)
+		return dst, fmt.Errorf("events: encode %s %s: %w", h.Type, h.ID, err)
 	}
-	m.id = h.ID
-	m.hdrID[0] = h.ID
-	m.msg.Subject = AuditSubject(ev)
-	m.msg.Data = data
-	if limit := p.maxMsg - msgIDHeaderLen - len(h.ID) - len(m.msg.Subject); len(data) > limit {
-		// The subject is counted too: it is small, and leaving it out
-		// could put a message a few bytes over the server's limit.
-		if err := p.cutLarge(ctx, m, limit); err != nil {
-			p.recycle(m)
-			return nil, err
+	if limit := p.eventLimit(); len(data) > limit {
+		if data, err = p.cutLarge(ctx, h.ID, data, limit); err != nil {
+			return dst, err
 		}
 	}
-	return m, nil
+	return data, nil
 }
 
-func (p *Publisher) cutLarge(ctx context.Context, m *outMsg, limit int) error {
-	event, full, err := truncateEvent(m.msg.Data, limit)
+// eventLimit is the largest encoded event a frame of one event holds: the
+// message limit less the frame's header and trailer (with the signer's
+// certificate), the subject and the Nats-Msg-Id header.
+func (p *Publisher) eventLimit() int {
+	limit := p.maxMsg - frameReserve - len(p.subject) - 2*ulidLen - len(jetstream.MsgIDHeader) - 16
+	if s := p.signer.Load(); s != nil {
+		limit -= len(s.certB64) + 200 // trailer and, on a session's end, signer and seal
+		limit -= len(s.certB64)
+	}
+	return limit
+}
+
+// ulidLen is the length of an event or frame id.
+const ulidLen = 26
+
+func (p *Publisher) cutLarge(ctx context.Context, id string, data []byte, limit int) ([]byte, error) {
+	event, full, err := truncateEvent(data, limit)
 	if err != nil {
-		return fmt.Errorf("events: event %s: %w", m.id, err)
+		return data, fmt.Errorf("events: event %s: %w", id, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.ackTimeout)
 	defer cancel()
 	obs, err := p.largeStore(ctx)
 	if err == nil {
-		_, err = obs.PutBytes(ctx, m.id, full)
+		_, err = obs.PutBytes(ctx, id, full)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: storing large fields of event %s in %s: %v", ErrAuditUnavailable, m.id, LargeFieldsBucket, err)
+		return data, fmt.Errorf("%w: storing large fields of event %s in %s: %v", ErrAuditUnavailable, id, LargeFieldsBucket, err)
 	}
-	m.msg.Data = event
 	p.truncated.Add(1)
-	return nil
+	return append(data[:0], event...), nil
 }
 
 func (p *Publisher) largeStore(ctx context.Context) (jetstream.ObjectStore, error) {

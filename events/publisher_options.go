@@ -100,3 +100,24 @@ func WithLogger(l *slog.Logger) PublisherOption {
 		return nil
 	}
 }
+
+// WithSource names the writer (default: the host name, dots made dashes):
+// frames carry it as src and are stored under audit.<cluster>.frame.<src>.
+func WithSource(name string) PublisherOption {
+	return func(p *Publisher) error {
+		if err := ValidToken(name); err != nil {
+			return fmt.Errorf("source name: %w", err)
+		}
+		p.src = name
+		return nil
+	}
+}
+
+// WithSigner signs frames and seals session ends from the first event on
+// (SetSigner changes it later).
+func WithSigner(s *Signer) PublisherOption {
+	return func(p *Publisher) error {
+		p.signer.Store(s)
+		return nil
+	}
+}

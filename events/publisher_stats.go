@@ -6,19 +6,22 @@ import (
 
 // Stats counts what a Publisher did.
 type Stats struct {
-	// Published counts messages sent to JetStream, retries included.
+	// Published counts messages (frames) sent to JetStream, resends
+	// included.
 	Published uint64
 	// Acked counts events JetStream acknowledged as stored.
 	Acked uint64
-	// Duplicates counts acknowledgements of an id already stored.
+	// Frames counts frames stored.
+	Frames uint64
+	// Duplicates counts acknowledgements of a frame stored before.
 	Duplicates uint64
-	// Retried counts events sent again after a failure (async mode).
+	// Retried counts frames sent again after a failure.
 	Retried uint64
 	// Truncated counts events whose large fields were cut.
 	Truncated uint64
-	// Blocked is the total time Publish waited for room in a full queue.
+	// Blocked is the total time Publish waited for room in a full backlog.
 	Blocked time.Duration
-	// QueueLen is the number of events queued and not yet sent.
+	// QueueLen is the number of events accepted and not yet in a frame.
 	QueueLen int
 	// Pending is the number of events accepted and not yet stored.
 	Pending int64
@@ -29,14 +32,14 @@ func (p *Publisher) Stats() Stats {
 	s := Stats{
 		Published:  p.published.Load(),
 		Acked:      p.acked.Load(),
+		Frames:     p.frames.Load(),
 		Duplicates: p.duplicates.Load(),
 		Retried:    p.retried.Load(),
 		Truncated:  p.truncated.Load(),
 		Blocked:    time.Duration(p.blocked.Load()),
-		Pending:    p.pending.Load(),
 	}
-	if p.queue != nil {
-		s.QueueLen = len(p.queue)
-	}
+	p.mu.Lock()
+	s.QueueLen, s.Pending = len(p.open), int64(p.backlog)
+	p.mu.Unlock()
 	return s
 }

@@ -27,50 +27,39 @@ func newTestPublisher(t *testing.T, js jetstream.JetStream, opts ...PublisherOpt
 	return p
 }
 
-// lastStored reads the newest message of the AUDIT stream on subj.
-func lastStored(t *testing.T, js jetstream.JetStream, subj string) *jetstream.RawStreamMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := st.GetLastMsgForSubject(ctx, subj)
-	if err != nil {
-		t.Fatalf("no message on %s: %v", subj, err)
-	}
-	return m
-}
-
 func TestPublishStrictStoresEvent(t *testing.T) {
 	s := startStore(t, t.TempDir())
-	p := newTestPublisher(t, s.js)
+	p := newTestPublisher(t, s.js, WithSource("host-1"))
 	ev := queryEvent("sess1", 0)
 	ev.Parameters = []string{"42", "<b>&"}
 	if err := p.Publish(context.Background(), ev); err != nil {
 		t.Fatal(err)
 	}
-	// Strict: stored by the time Publish returned.
-	if n := s.streamMsgs(t); n != 1 {
-		t.Fatalf("stream holds %d messages, want 1", n)
+	// Strict: stored by the time Publish returned, in a frame of its own.
+	frames := s.stored(t)
+	if len(frames) != 1 || len(frames[0].Events) != 1 {
+		t.Fatalf("stream holds %d messages, want 1 frame of 1 event", len(frames))
 	}
-	m := lastStored(t, s.js, "audit.test.sess1.db.session.query")
-	if got := m.Header.Get(jetstream.MsgIDHeader); got != ev.ID || ev.ID == "" {
-		t.Fatalf("Nats-Msg-Id %q, event id %q", got, ev.ID)
+	f := frames[0]
+	if h := f.Header; h == nil || h.Src != "host-1" || h.FSeq != 0 || h.Prev != FrameGenesis(h.Run) || h.N != 1 ||
+		len(h.SIDs) != 1 || h.SIDs[0] != "sess1" || !h.First.Equal(ev.Time) || !h.Last.Equal(ev.Time) {
+		t.Fatalf("frame header %+v", f.Header)
+	}
+	if f.Trailer != nil {
+		t.Fatal("a publisher without a signer signed a frame")
 	}
 	var back Query
-	if err := json.Unmarshal(m.Data, &back); err != nil {
-		t.Fatalf("stored event is not JSON: %v: %s", err, m.Data)
+	if err := json.Unmarshal(f.Events[0], &back); err != nil {
+		t.Fatalf("stored event is not JSON: %v: %s", err, f.Events[0])
 	}
 	if back.ID != ev.ID || back.Type != "db.session.query" || back.Cluster != "test" || back.Query != benchQuery ||
-		back.Parameters[1] != "<b>&" || !back.Time.Equal(ev.Time) {
+		back.Parameters[1] != "<b>&" || !back.Time.Equal(ev.Time) || back.Prev != ChainGenesis("sess1") {
 		t.Fatalf("stored event differs: %+v", back)
 	}
-	if strings.Contains(string(m.Data), `\u003c`) {
-		t.Fatalf("HTML-escaped JSON: %s", m.Data)
+	if strings.Contains(string(f.Events[0]), `\u003c`) {
+		t.Fatalf("HTML-escaped JSON: %s", f.Events[0])
 	}
-	if st := p.Stats(); st.Published != 1 || st.Acked != 1 || st.Duplicates != 0 {
+	if st := p.Stats(); st.Published != 1 || st.Acked != 1 || st.Frames != 1 || st.Duplicates != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -85,106 +74,182 @@ func TestPublishBatchWaitsForEveryAck(t *testing.T) {
 	if err := p.PublishBatch(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.streamMsgs(t); n != 16 {
-		t.Fatalf("stream holds %d messages, want 16", n)
+	stored := s.storedEvents(t)
+	if len(stored) != 16 {
+		t.Fatalf("stream holds %d events, want 16", len(stored))
 	}
-	if st := p.Stats(); st.Acked != 16 {
+	if st := p.Stats(); st.Acked != 16 || st.Frames > 16 {
 		t.Fatalf("stats %+v", st)
 	}
-	// The whole batch again: every event is a duplicate, nothing new stored.
-	if err := p.PublishBatch(context.Background(), evs); err != nil {
-		t.Fatal(err)
-	}
-	if n := s.streamMsgs(t); n != 16 {
-		t.Fatalf("republished batch: stream holds %d messages, want 16", n)
-	}
-	if st := p.Stats(); st.Duplicates != 16 {
-		t.Fatalf("stats after republish %+v", st)
-	}
+	checkChain(t, stored, "sessb")
 }
 
-func TestRepublishSameIDIsStoredOnce(t *testing.T) {
-	s := startStore(t, t.TempDir())
-	p := newTestPublisher(t, s.js)
-	ev := queryEvent("sessd", 0)
-	for range 2 {
-		if err := p.Publish(context.Background(), ev); err != nil {
+// checkChain checks that the events of sid among evs link from the
+// session's genesis, each to the one before it.
+func checkChain(t *testing.T, evs [][]byte, sid string) {
+	t.Helper()
+	prev := ChainGenesis(sid)
+	n := 0
+	for _, ev := range evs {
+		var h struct {
+			SID  string `json:"sid"`
+			EI   uint64 `json:"ei"`
+			Prev string `json:"prev"`
+		}
+		if err := json.Unmarshal(ev, &h); err != nil {
 			t.Fatal(err)
 		}
+		if h.SID != sid {
+			continue
+		}
+		if h.Prev != prev {
+			t.Fatalf("session %s ei %d: prev %q, want %q", sid, h.EI, h.Prev, prev)
+		}
+		prev = EventHash(ev)
+		n++
 	}
-	// A different event object with the same id, as a restarted agent would send.
-	again := queryEvent("sessd", 0)
-	again.ID = ev.ID
-	if err := p.Publish(context.Background(), again); err != nil {
-		t.Fatal(err)
-	}
-	if n := s.streamMsgs(t); n != 1 {
-		t.Fatalf("stream holds %d messages, want 1", n)
-	}
-	if st := p.Stats(); st.Duplicates != 2 {
-		t.Fatalf("stats %+v", st)
+	if n == 0 {
+		t.Fatalf("no event of session %s", sid)
 	}
 }
 
-// A publish that timed out may still reach the store (here: it waits in the
-// client's reconnect buffer); publishing it again must not store it twice.
-func TestTimedOutPublishRetriedIsStoredOnce(t *testing.T) {
+// Under load, the events of many sessions wait for the frame in flight and
+// go together in the next one: far fewer messages than events, every
+// session chained, every frame chained to the one before.
+func TestGroupCommitChainsSessionsAndFrames(t *testing.T) {
+	s := startStore(t, t.TempDir())
+	signer := testSigner(t)
+	p := newTestPublisher(t, s.js, WithSigner(signer))
+	const sessions, each = 8, 200
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Go(func() {
+			sid := fmt.Sprintf("sessg%d", i)
+			for ei := range each {
+				if err := p.Publish(context.Background(), queryEvent(sid, uint64(ei))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			end := &SessionEnd{Session: Session{SID: sid, EI: each}}
+			if err := p.Publish(context.Background(), end); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	frames := s.stored(t)
+	var all [][]byte
+	prev := ""
+	for i, f := range frames {
+		if f.Header.FSeq != uint64(i) {
+			t.Fatalf("frame %d has fseq %d", i, f.Header.FSeq)
+		}
+		if i == 0 {
+			prev = FrameGenesis(f.Header.Run)
+		}
+		if f.Header.Prev != prev {
+			t.Fatalf("frame %d: prev %s, want %s", i, f.Header.Prev, prev)
+		}
+		prev = f.Hash()
+		if f.Trailer == nil {
+			t.Fatalf("frame %d not signed", i)
+		}
+		if err := VerifySignature(signer.Cert, f.Signed, f.Trailer.Sig); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		all = append(all, f.Events...)
+	}
+	if len(all) != sessions*(each+1) {
+		t.Fatalf("%d events stored, want %d", len(all), sessions*(each+1))
+	}
+	if len(frames) >= len(all) {
+		t.Fatalf("%d frames for %d events: no group commit", len(frames), len(all))
+	}
+	t.Logf("%d events from %d sessions in %d frames", len(all), sessions, len(frames))
+	sealed := 0
+	for i := range sessions {
+		sid := fmt.Sprintf("sessg%d", i)
+		checkChain(t, all, sid)
+		for _, ev := range all {
+			if !strings.Contains(string(ev), `"sid":"`+sid+`"`) || !strings.Contains(string(ev), `"type":"db.session.end"`) {
+				continue
+			}
+			unsealed, sig := Unsealed(ev)
+			if sig == "" || !strings.Contains(string(unsealed), `"signer":"`+signer.CertB64()+`"`) {
+				t.Fatalf("session end not sealed: %s", ev)
+			}
+			if err := VerifySignature(signer.Cert, unsealed, sig); err != nil {
+				t.Fatalf("seal of %s: %v", sid, err)
+			}
+			sealed++
+		}
+	}
+	if sealed != sessions {
+		t.Fatalf("%d sessions sealed, want %d", sealed, sessions)
+	}
+}
+
+// A strict publish that timed out leaves its events with the publisher,
+// which stores them once the store is back: the caller is told so (ErrHeld)
+// and need not, and must not, publish them again.
+func TestHeldEventsStoredOnceAfterOutage(t *testing.T) {
 	s := startTCPStore(t, t.TempDir())
 	p := newTestPublisher(t, s.js, WithAckTimeout(200*time.Millisecond))
+	if err := p.Publish(context.Background(), queryEvent("sesst", 0)); err != nil {
+		t.Fatal(err)
+	}
 	s.stopServer()
-	ev := queryEvent("sesst", 0)
-	err := p.Publish(context.Background(), ev)
-	if !errors.Is(err, ErrAuditUnavailable) {
+	err := p.PublishBatch(context.Background(), []Event{queryEvent("sesst", 1), queryEvent("sesst", 2)})
+	if !errors.Is(err, ErrAuditUnavailable) || !errors.Is(err, ErrHeld) {
 		t.Fatalf("publish with the server down: %v", err)
 	}
 	s.restartServer(t)
-	var retryErr error
-	for range 50 {
-		if retryErr = p.Publish(context.Background(), ev); retryErr == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if retryErr != nil {
-		t.Fatal(retryErr)
+	if err := p.Publish(ctx, queryEvent("sesst", 3)); err != nil {
+		t.Fatal(err)
 	}
-	if n := s.streamMsgs(t); n != 1 {
-		t.Fatalf("stream holds %d messages, want 1", n)
+	evs := s.storedEvents(t)
+	if len(evs) != 4 {
+		t.Fatalf("stream holds %d events, want 4", len(evs))
 	}
-	// Whether the timed-out send was flushed from the reconnect buffer
-	// before the retry or after it (or lost with a server not yet ready),
-	// the stream holds the event once.
+	checkChain(t, evs, "sesst")
 	t.Logf("stats %+v", p.Stats())
 }
 
-// The case dedup exists for: the event was stored but its acknowledgement
-// came too late, so the caller saw an error and publishes it again.
-func TestLateAckRetryIsDuplicate(t *testing.T) {
-	s := startStore(t, t.TempDir())
-	hasty := newTestPublisher(t, s.js, WithAckTimeout(time.Microsecond))
-	p := newTestPublisher(t, s.js)
-	ctx := context.Background()
-	for i := range 200 {
-		ev := queryEvent("sessk", uint64(i))
-		if err := hasty.Publish(ctx, ev); !errors.Is(err, ErrAuditUnavailable) {
-			continue
+// A full backlog refuses a strict publish at once, without accepting it:
+// the caller may publish the same events again later.
+func TestStrictRefusedWhenBacklogFull(t *testing.T) {
+	s := startTCPStore(t, t.TempDir())
+	p := newTestPublisher(t, s.js, WithAckTimeout(100*time.Millisecond), WithQueueSize(4))
+	s.stopServer()
+	for i := range 4 {
+		if err := p.Publish(context.Background(), queryEvent("sessf", uint64(i))); !errors.Is(err, ErrHeld) {
+			t.Fatalf("event %d: %v", i, err)
 		}
-		if !s.waitStored(ev, 200*time.Millisecond) {
-			continue // this one really was not stored
-		}
-		before := s.streamMsgs(t)
-		if err := p.Publish(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-		if after := s.streamMsgs(t); after != before {
-			t.Fatalf("retry of a stored event: stream went from %d to %d messages", before, after)
-		}
-		if st := p.Stats(); st.Duplicates != 1 {
-			t.Fatalf("stats %+v", st)
-		}
-		return
 	}
-	t.Fatal("no publish timed out after being stored in 200 tries")
+	err := p.Publish(context.Background(), queryEvent("sessf", 4))
+	if !errors.Is(err, ErrAuditUnavailable) || errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "backlog is full") {
+		t.Fatalf("publish past the backlog: %v", err)
+	}
+	s.restartServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, queryEvent("sessf", 4)); err != nil {
+		t.Fatal(err)
+	}
+	evs := s.storedEvents(t)
+	if len(evs) != 5 {
+		t.Fatalf("stream holds %d events, want 5", len(evs))
+	}
+	checkChain(t, evs, "sessf")
 }
 
 func TestUnavailableErrorWithinTimeout(t *testing.T) {
@@ -202,7 +267,7 @@ func TestUnavailableErrorWithinTimeout(t *testing.T) {
 	if !errors.Is(err, ErrAuditUnavailable) {
 		t.Fatalf("want ErrAuditUnavailable, got %v", err)
 	}
-	if !strings.Contains(err.Error(), "audit store unavailable: no acknowledgement from JetStream within 300ms") {
+	if !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "audit store unavailable: no acknowledgement from JetStream within 300ms") {
 		t.Fatalf("unclear error: %v", err)
 	}
 	t.Logf("strict publish with the server down returned after %s: %v", took, err)
@@ -259,19 +324,23 @@ func TestLargeEventKeepsFullValues(t *testing.T) {
 	if err := p.Publish(context.Background(), ev); err != nil {
 		t.Fatal(err)
 	}
-	m := lastStored(t, s.js, "audit.test.sessl.db.session.query")
-	if size := len(m.Data) + msgIDHeaderLen + len(ev.ID); size > limit {
+	frames := s.stored(t)
+	if len(frames) != 1 || len(frames[0].Events) != 1 {
+		t.Fatalf("%d frames stored", len(frames))
+	}
+	if size := len(frames[0].Signed) + len("Nats-Msg-Id: ") + len(ev.ID) + len("audit.test.frame.") + len(p.Source()); size > limit {
 		t.Fatalf("message is %d bytes, limit %d", size, limit)
 	}
+	data := frames[0].Events[0]
 	var stored map[string]any
-	if err := json.Unmarshal(m.Data, &stored); err != nil {
+	if err := json.Unmarshal(data, &stored); err != nil {
 		t.Fatal(err)
 	}
 	if stored["id"] != ev.ID || stored["sid"] != "sessl" || stored["ei"] != 3.0 || stored["db_user"] != "app" {
 		t.Fatalf("envelope changed: %v", stored)
 	}
 	if stored["db_query_truncated"] != true || stored["db_query_parameters_truncated"] != true {
-		t.Fatalf("truncation not marked: %s", m.Data)
+		t.Fatalf("truncation not marked: %s", data)
 	}
 	q := stored["db_query"].(string)
 	if !strings.HasPrefix(bigQuery, q) || len(q) == 0 || len(q) >= len(bigQuery) {
@@ -353,8 +422,8 @@ func TestAsyncNeverDrops(t *testing.T) {
 	if err := p.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.streamMsgs(t); n != writers*each {
-		t.Fatalf("stream holds %d messages, %d were published", n, writers*each)
+	if n := len(s.storedEvents(t)); n != writers*each {
+		t.Fatalf("stream holds %d events, %d were published", n, writers*each)
 	}
 	st := p.Stats()
 	if st.Acked != writers*each || st.Pending != 0 || st.QueueLen != 0 {
@@ -397,9 +466,11 @@ func TestAsyncRetriesThroughOutage(t *testing.T) {
 	if err := p.Flush(fctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.streamMsgs(t); n != 50 {
-		t.Fatalf("stream holds %d messages, want 50", n)
+	evs := s.storedEvents(t)
+	if len(evs) != 50 {
+		t.Fatalf("stream holds %d events, want 50", len(evs))
 	}
+	checkChain(t, evs, "sesso")
 	if st := p.Stats(); st.Retried == 0 || st.Pending != 0 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -128,23 +128,42 @@ func (s *testStore) streamMsgs(tb testing.TB) uint64 {
 	return info.State.Msgs
 }
 
-// waitStored reports whether ev is the newest message on its subject
-// within d.
-func (s *testStore) waitStored(ev Event, d time.Duration) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+// stored reads every message of the AUDIT stream, in order, decoded.
+func (s *testStore) stored(tb testing.TB) []*Frame {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := s.js.Stream(ctx, AuditStream)
 	if err != nil {
-		return false
+		tb.Fatal(err)
 	}
-	for ctx.Err() == nil {
-		m, err := st.GetLastMsgForSubject(ctx, AuditSubject(ev))
-		if err == nil && m.Header.Get(jetstream.MsgIDHeader) == ev.Header().ID {
-			return true
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []*Frame
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("seq %d: %v", seq, err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		f, err := DecodeFrame(m.Data)
+		if err != nil {
+			tb.Fatalf("seq %d: %v", seq, err)
+		}
+		out = append(out, f)
 	}
-	return false
+	return out
+}
+
+// storedEvents is every event of the AUDIT stream, in stream order.
+func (s *testStore) storedEvents(tb testing.TB) [][]byte {
+	tb.Helper()
+	var evs [][]byte
+	for _, f := range s.stored(tb) {
+		evs = append(evs, f.Events...)
+	}
+	return evs
 }
 
 // queryEvent is a db.session.query of 400 bytes encoded (with a 26-byte

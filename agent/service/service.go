@@ -12,6 +12,7 @@ package service
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -41,6 +42,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // ServerName is the TLS server name (SNI) a client sends to reach database
@@ -175,6 +177,16 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		return nil, err
 	}
 	s.HostCA = auth.hostCA
+	// The agent signs its frames and seals its sessions with its host key:
+	// `audit verify` trusts what the host CA certified.
+	if sp, ok := o.Recorder.(interface{ SetSigner(*events.Signer) }); ok {
+		key, _ := auth.host.PrivateKey.(crypto.Signer)
+		signer, err := events.NewSigner(key, auth.host.Leaf)
+		if err != nil {
+			return nil, fmt.Errorf("agent service: signing key: %w", err)
+		}
+		sp.SetSigner(signer)
+	}
 	dbs, err := withDBCA(cfg.DBService.Databases, auth.dbCAPEM, filepath.Join(cfg.DataDir, "agent"))
 	if err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package ca
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -13,6 +15,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/tollgate-db/tollgate/events"
 
 	"github.com/tollgate-db/tollgate/broker/identity"
 )
@@ -330,4 +334,20 @@ func addEKU(c *x509.Certificate, oid asn1.ObjectIdentifier) {
 		}
 	}
 	c.UnknownExtKeyUsage = append(c.UnknownExtKeyUsage, oid)
+}
+
+// FrameSigner makes a fresh key, certified by the host CA for hostID, that
+// signs audit frames and seals (events.Signer). The key lives only in
+// memory: every start makes a new one, and the trail names the
+// certificate with every frame it signs.
+func (a *Authorities) FrameSigner(hostID string) (*events.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	leaf, _, err := a.IssueHost(key.Public(), hostID, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	return events.NewSigner(key, leaf)
 }

@@ -106,6 +106,18 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	if b.CAs, err = ca.Open(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	// The broker signs the frames it stores (logins, alerts, the trail of
+	// STATE) with a key of its own, certified by the host CA as the
+	// agents' keys are, so `audit verify` trusts one CA for all of them.
+	// In a process that also runs an agent, the agent's key takes over
+	// the publisher when the agent starts.
+	if sp, ok := o.Audit.(interface{ SetSigner(*events.Signer) }); ok {
+		signer, err := b.CAs.FrameSigner("broker-" + cfg.ClusterName)
+		if err != nil {
+			return nil, fmt.Errorf("broker: signing key: %w", err)
+		}
+		sp.SetSigner(signer)
+	}
 	if b.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
 		return nil, err
 	}
