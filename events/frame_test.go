@@ -132,3 +132,54 @@ func TestUnsealed(t *testing.T) {
 		t.Fatal("an event without a seal changed")
 	}
 }
+
+// BenchmarkChainHash is what chaining adds per event: the SHA-256 of its
+// encoding (the 400-byte query of DESIGN.md's budget).
+func BenchmarkChainHash(b *testing.B) {
+	ev := queryEvent("01JBENCHSESSION00000000000", 0)
+	if err := Stamp(ev, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	data, err := appendEvent(nil, ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = Hash(data)
+	}
+}
+
+// BenchmarkSignFrame is what signing adds per frame (ECDSA P-256 over the
+// frame's SHA-256), and so per event divided by the events of a frame.
+func BenchmarkSignFrame(b *testing.B) {
+	s := testSigner(b)
+	frame := make([]byte, 64*420)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Sign(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSealSession is what sealing adds to a session's end event.
+func BenchmarkSealSession(b *testing.B) {
+	s := testSigner(b)
+	end := &SessionEnd{Session: Session{SID: "01JBENCHSESSION00000000000", EI: 9}}
+	if err := Stamp(end, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	data, err := appendEvent(nil, end)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := seal(append(buf[:0], data...), s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -86,6 +86,10 @@ type Publisher struct {
 	// touches them.
 	fseq uint64
 	prev string
+	// lastSigned is when the writer last signed a frame, tailUnsigned
+	// whether a frame went out unsigned since (writer goroutine only).
+	lastSigned   time.Time
+	tailUnsigned bool
 
 	chains sync.Map // sid → *chain
 
@@ -124,6 +128,8 @@ type pending struct {
 	sid  string
 	time time.Time
 	w    *waiter
+	// ends marks a session's end: its frame is signed.
+	ends bool
 }
 
 // chain is the hash of the last accepted event of a session.

@@ -256,20 +256,39 @@ func (s *stack) serve(tb testing.TB, serve func(context.Context, net.Listener) e
 	return c
 }
 
-// auditEvents is the number of events the AUDIT stream holds.
+// auditEvents is the number of events the AUDIT stream holds: the events
+// of every frame, read back from the stream.
 func (s *stack) auditEvents(tb testing.TB) uint64 {
 	tb.Helper()
-	ctx, cancel := waitCtx(10 * time.Second)
+	ctx, cancel := waitCtx(60 * time.Second)
 	defer cancel()
-	st, err := s.js.Stream(ctx, events.AuditStream)
+	cons, err := s.js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	info, err := st.Info(ctx)
+	info, err := cons.Info(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return info.State.Msgs
+	var n uint64
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if err := events.SplitEvents(m.Data(), func([]byte) error { n++; return nil }); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if got == 0 {
+			tb.Fatalf("AUDIT: %d messages announced, none came: %v", left, batch.Error())
+		}
+		left -= uint64(got)
+	}
+	return n
 }
 
 // adminEnv is the libpq environment of the superuser over the Unix socket.
