@@ -11,7 +11,8 @@ import (
 // Recorder stores audit events. events.Publisher satisfies it: Publish and
 // PublishBatch return only once the events are stored (strict publisher) or
 // queued (async publisher); an error wraps events.ErrAuditUnavailable when
-// the store cannot take them.
+// the store cannot take them, and also events.ErrHeld when the recorder
+// kept them to store later (they must not be recorded again).
 type Recorder interface {
 	Publish(ctx context.Context, ev events.Event) error
 	PublishBatch(ctx context.Context, evs []events.Event) error

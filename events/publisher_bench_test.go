@@ -301,3 +301,60 @@ func BenchmarkBatch16Transport(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkFrameIngest is the store's side of group commit: frames of 64
+// encoded events (the 400-byte query) published pipelined into the
+// embedded server and acknowledged, as the writer sends them under load.
+// events/s is what one node stores when its per-message cost is shared by
+// a frame's events.
+func BenchmarkFrameIngest(b *testing.B) {
+	const perFrame = 64
+	s := startStore(b, b.TempDir())
+	evs := make([][]byte, perFrame)
+	for i := range evs {
+		ev := queryEvent("01JBENCHSESSION00000000000", uint64(i))
+		if err := Stamp(ev, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		data, err := appendEvent(nil, ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		evs[i] = data
+	}
+	frame, _, err := EncodeFrame(nil, FrameHeader{ID: "F", Src: "bench", Run: "r"}, evs, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	const window = 64
+	futs := make([]jetstream.PubAckFuture, 0, window)
+	wait := func() {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			}
+		}
+		futs = futs[:0]
+	}
+	for i := range b.N {
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: "audit.bench.frame.bench", Data: frame,
+			Header: nats.Header{jetstream.MsgIDHeader: []string{NewID()}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		futs = append(futs, f)
+		if len(futs) == window || i == b.N-1 {
+			wait()
+		}
+	}
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	b.StopTimer()
+	reportRate(b, b.N*perFrame, elapsed)
+	reportCPU(b, b.N*perFrame, cpu)
+}

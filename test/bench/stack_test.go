@@ -43,6 +43,8 @@ type stack struct {
 	conns   map[string]Conn
 	bouncer *Pgbouncer
 	js      jetstream.JetStream
+	// auditor reads AUDIT back, as `tollgate audit` does.
+	auditor jetstream.JetStream
 	// pubs are the audit publishers of the two agents.
 	pubs map[string]*events.Publisher
 }
@@ -145,6 +147,13 @@ func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 	if s.js, err = jetstream.New(nc); err != nil {
 		tb.Fatal(err)
 	}
+	anc, err := ns.ConnectAs(natsserver.Auditor)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if s.auditor, err = jetstream.New(anc); err != nil {
+		tb.Fatal(err)
+	}
 
 	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	hostCert, _, err := cas.IssueHost(hostKey.Public(), "bench-agent", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
@@ -187,6 +196,12 @@ spec:
 		return cas.IssueDBClient(pub, u, ttl)
 	}, time.Hour)
 	hostPair := tls.Certificate{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}
+	// The agents sign frames and seal sessions with their host key, as
+	// `tollgate start` makes them.
+	signer, err := events.NewSigner(hostKey, hostCert)
+	if err != nil {
+		tb.Fatal(err)
+	}
 
 	// One agent per audit mode, each with one database so that pgbench,
 	// which sends no SNI for an IP address, reaches it; the async agent's
@@ -197,7 +212,7 @@ spec:
 	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}} {
 		var rec agent.Recorder = discard{}
 		if m.target != TargetNoStore {
-			pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()))
+			pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()), events.WithSigner(signer))
 			if err != nil {
 				tb.Fatal(err)
 			}
@@ -262,7 +277,7 @@ func (s *stack) auditEvents(tb testing.TB) uint64 {
 	tb.Helper()
 	ctx, cancel := waitCtx(60 * time.Second)
 	defer cancel()
-	cons, err := s.js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{})
+	cons, err := s.auditor.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
