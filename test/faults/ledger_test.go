@@ -94,15 +94,6 @@ func encodeEvent(t *testing.T, ev events.Event) []byte {
 	return b
 }
 
-func eventID(t *testing.T, ev []byte) string {
-	t.Helper()
-	var h struct{ ID string }
-	if err := json.Unmarshal(ev, &h); err != nil {
-		t.Fatal(err)
-	}
-	return h.ID
-}
-
 // The ledger counts events, not messages: frames holding several sessions
 // and single events are split, and the campaign's invariants (statements
 // without event, ei gaps, ids stored twice, delivered = stored) are
