@@ -347,6 +347,13 @@ func readRange(ctx context.Context, st jetstream.Stream, lo, hi uint64, fn func(
 	if err != nil {
 		return false, fmt.Errorf("audit stream: %w", err)
 	}
+	// Nothing stored from lo on (the range was removed): waiting for a
+	// message would wait for a new one.
+	if info, err := cons.Info(ctx); err != nil {
+		return false, fmt.Errorf("audit stream: %w", err)
+	} else if info.NumPending == 0 {
+		return false, nil
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(int(min(hi-lo+1, 1000))))
 	if err != nil {
 		return false, fmt.Errorf("audit stream: %w", err)
