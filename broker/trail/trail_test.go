@@ -7,9 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -17,25 +15,28 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
-// testSigner is a self-signed ECDSA signer: a frame's signature only needs
-// a key and its certificate.
-func testSigner(t *testing.T) *events.Signer {
+// testSigner is a broker's signer: a key and its certificate from the
+// host CA of a fresh data dir, and that CA's certificate.
+func testSigner(t *testing.T) (*events.Signer, *x509.Certificate) {
 	t.Helper()
+	cas, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, _, err := cas.IssueHost(key.Public(), "broker", nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
+	root, err := cas.Cert(ca.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func testSigner(t *testing.T) *events.Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, root
 }
 
 func testJS(t *testing.T, ctx context.Context) jetstream.JetStream {
@@ -123,7 +124,9 @@ func TestCopiesAreSignedChainedFrames(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := testJS(t, ctx)
-	signer := testSigner(t)
+	signer, hostCA := testSigner(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(hostCA)
 	tr, err := Start(ctx, js, WithSigner(signer))
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +180,9 @@ func TestCopiesAreSignedChainedFrames(t *testing.T) {
 		cert, err := events.ParseCert(c.frame.Trailer.Cert)
 		if err != nil || !cert.Equal(signer.Cert) {
 			t.Fatalf("copy %d: certificate %v", i, err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("copy %d: the certificate is not the host CA's: %v", i, err)
 		}
 		if err := events.VerifySignature(cert, c.frame.Signed, c.frame.Trailer.Sig); err != nil {
 			t.Errorf("copy %d: %v", i, err)
