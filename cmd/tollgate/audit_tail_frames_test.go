@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
@@ -37,6 +41,29 @@ func tailEvent(t *testing.T, sid, q string) []byte {
 	return b
 }
 
+// hostSigner signs as a host does: a key and its certificate from the
+// host CA of a fresh data dir.
+func hostSigner(t *testing.T) *events.Signer {
+	t.Helper()
+	cas, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := cas.IssueHost(key.Public(), "h1", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.NewSigner(key, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // tailStore publishes frames and single events into AUDIT as writers do.
 type tailStore struct {
 	t    *testing.T
@@ -44,16 +71,18 @@ type tailStore struct {
 	js   jetstream.JetStream
 	fseq uint64
 	prev string
+	// signer, when set, signs the frames.
+	signer *events.Signer
 }
 
-// frame stores one unsigned frame of run r1 holding evs.
+// frame stores one frame of run r1 holding evs.
 func (s *tailStore) frame(evs ...[]byte) {
 	s.t.Helper()
 	if s.prev == "" {
 		s.prev = events.FrameGenesis("r1")
 	}
 	h := events.FrameHeader{ID: events.NewID(), Src: "h1", Run: "r1", FSeq: s.fseq, Prev: s.prev}
-	data, hash, err := events.EncodeFrame(nil, h, evs, nil)
+	data, hash, err := events.EncodeFrame(nil, h, evs, s.signer)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -103,6 +132,8 @@ func TestAuditTailFrames(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	mid := time.Now()
 	time.Sleep(100 * time.Millisecond)
+	// A signed frame: its trailer is no event.
+	s.signer = hostSigner(t)
 	s.frame(ev("S1", "A3"), ev("S2", "B3"), ev("S1", "A4"), ev("S1", "A5"), ev("S1", "A6"))
 	s.single("", ev("", "ub"))
 	stop()
