@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/api"
@@ -40,7 +41,6 @@ import (
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
-	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/sessions"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
@@ -304,32 +304,9 @@ func (w *world) caughtUp(ctx context.Context) {
 
 // stored reads every event of a stream, validating each against its
 // checked-in JSON Schema.
-func (w *world) stored(ctx context.Context, stream string) []map[string]any {
+func (w *world) stored(_ context.Context, stream string) []map[string]any {
 	w.t.Helper()
-	st, err := w.js.Stream(ctx, stream)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var out []map[string]any
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		if err := schemas.Validate(m.Data); err != nil {
-			w.t.Fatalf("%s event %d does not match its schema: %v\n%s", stream, seq, err, m.Data)
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			w.t.Fatal(err)
-		}
-		out = append(out, ev)
-	}
-	return out
+	return agenttest.Stored(w.t, w.js, stream)
 }
 
 // waitEnded blocks until the server ends the session and returns what it

@@ -59,6 +59,10 @@ type FrameHeader struct {
 	First time.Time `json:"first"`
 	Last  time.Time `json:"last"`
 	SIDs  []string  `json:"sids,omitempty"`
+	// StateSeq is set on the copy of a STATE event (broker/trail): the
+	// sequence of the original in STATE, so a reader of both streams can
+	// join them, and a verifier knows the frame holds that one event.
+	StateSeq uint64 `json:"state_seq,omitempty"`
 }
 
 // FrameTrailer is the last line of a signed frame.

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
@@ -17,13 +16,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/service"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/schemas"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -313,30 +312,5 @@ func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
 // against its schema.
 func auditOfType(t *testing.T, js jetstream.JetStream, typ string) []map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.AuditStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.TypeFilter(typ)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for n := info.NumPending; n > 0; n-- {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := schemas.Validate(m.Data()); err != nil {
-			t.Fatalf("%v\n%s", err, m.Data())
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
-	}
-	return out
+	return agenttest.OfType(agenttest.Audit(t, js), typ)
 }

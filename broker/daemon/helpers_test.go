@@ -169,20 +169,32 @@ func (b *testBroker) audit(tb testing.TB, typ string) []auditEvent {
 		if err != nil {
 			tb.Fatalf("AUDIT sequence %d: %v", seq, err)
 		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			tb.Fatal(err)
+		f, err := events.DecodeFrame(m.Data)
+		if err != nil {
+			tb.Fatalf("AUDIT sequence %d: %v", seq, err)
 		}
-		if ev["type"] != typ {
-			continue
+		for _, raw := range f.Events {
+			var ev map[string]any
+			if err := json.Unmarshal(raw, &ev); err != nil {
+				tb.Fatal(err)
+			}
+			if ev["type"] != typ {
+				continue
+			}
+			if err := schemas.Validate(raw); err != nil {
+				tb.Errorf("event does not match its schema: %v\n%s", err, raw)
+			}
+			// Outside any session: a frame of its writer, or on its own
+			// under the no-session token.
+			want := "audit." + config.DefaultCluster + "._." + typ
+			if f.Header != nil {
+				want = "audit." + config.DefaultCluster + "." + events.FrameSubject + "." + f.Header.Src
+			}
+			if m.Subject != want {
+				tb.Errorf("event stored under %s, want %s", m.Subject, want)
+			}
+			out = append(out, auditEvent{raw: raw, m: ev})
 		}
-		if err := schemas.Validate(m.Data); err != nil {
-			tb.Errorf("event does not match its schema: %v\n%s", err, m.Data)
-		}
-		if m.Subject != "audit."+config.DefaultCluster+"._."+typ {
-			tb.Errorf("event stored under %s", m.Subject)
-		}
-		out = append(out, auditEvent{raw: m.Data, m: ev})
 	}
 	return out
 }

@@ -148,8 +148,17 @@ func (b *testBroker) sameAsState(t *testing.T) {
 			continue
 		}
 		n, _ := strconv.ParseUint(s, 10, 64)
-		copies = append(copies, string(m.Data))
-		seqs[string(m.Data)] = n
+		// A copy is a frame of the one event, its header naming the same
+		// STATE sequence.
+		f, err := events.DecodeFrame(m.Data)
+		if err != nil {
+			t.Fatalf("AUDIT %d: %v", seq, err)
+		}
+		if f.Header == nil || f.Header.StateSeq != n || len(f.Events) != 1 {
+			t.Fatalf("AUDIT %d: a copy of STATE %d that is not a frame of it: %s", seq, n, m.Data)
+		}
+		copies = append(copies, string(f.Events[0]))
+		seqs[string(f.Events[0])] = n
 	}
 	if uint64(len(copies)) != si.State.Msgs {
 		t.Fatalf("%d copies in AUDIT of %d STATE events", len(copies), si.State.Msgs)

@@ -1,8 +1,11 @@
 // Package trail makes every change of the control plane an audit event: it
-// copies each event appended to STATE, unchanged, into AUDIT under
-// audit.<cluster>._.<type>, so `tollgate audit tail`, `audit verify` and the
-// exporters see admin actions (who added a user, changed a role, approved a
-// request, placed a lock) beside the sessions they concern.
+// copies each event appended to STATE, unchanged, into AUDIT as a frame of
+// that one event under audit.<cluster>.frame.broker-trail, so `tollgate
+// audit tail`, `audit verify` and the exporters see admin actions (who added
+// a user, changed a role, approved a request, placed a lock) beside the
+// sessions they concern. The frame's header names the STATE sequence of the
+// original (state_seq); the frames of one run of a trail form a chain, and
+// are signed when the trail has a signer, like every other writer's.
 //
 // STATE stays the one source of truth: the copy is the same bytes with the
 // same event id, written by a follower of STATE rather than by each command,
@@ -22,6 +25,7 @@
 package trail
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,6 +46,10 @@ import (
 // broker of a cluster shares it.
 const Consumer = "broker-trail"
 
+// Src is the writer the copies' frames name, and the last token of their
+// subject.
+const Src = "broker-trail"
+
 // HeaderStateSeq names, on a copy, the STATE sequence of the original.
 const HeaderStateSeq = events.HeaderStateSeq
 
@@ -57,6 +65,14 @@ type Trail struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// signer signs the frames; nil leaves them unsigned.
+	signer *events.Signer
+	// runID names this run's chain of frames; fseq and prev are the next
+	// frame's place in it. Only the copying goroutine uses them.
+	runID string
+	fseq  uint64
+	prev  string
+
 	// copied is the highest STATE sequence whose copy is acknowledged.
 	copied atomic.Uint64
 	mu     sync.Mutex
@@ -69,6 +85,10 @@ type Option func(*Trail)
 // WithLogger sets where failures to copy are logged.
 func WithLogger(l *slog.Logger) Option { return func(t *Trail) { t.log = l } }
 
+// WithSigner signs the copies' frames with s (the host's key); without it,
+// or with nil, they are unsigned.
+func WithSigner(s *events.Signer) Option { return func(t *Trail) { t.signer = s } }
+
 // Start creates (or resumes) the durable consumer and copies until Stop or
 // ctx ends. The STATE and AUDIT streams must exist.
 func Start(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Trail, error) {
@@ -76,6 +96,8 @@ func Start(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Trail,
 	for _, o := range opts {
 		o(t)
 	}
+	t.runID = events.NewID()
+	t.prev = events.FrameGenesis(t.runID)
 	st, err := js.Stream(ctx, events.StateStream)
 	if err != nil {
 		return nil, fmt.Errorf("trail: stream %s: %w", events.StateStream, err)
@@ -179,15 +201,16 @@ func (t *Trail) copy(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	seq := md.Sequence.Stream
-	out, err := auditCopy(m.Data(), seq)
+	out, hash, err := t.auditCopy(m.Data(), seq)
 	if err != nil {
 		// Not an event (nothing the broker writes): nothing to copy, and
 		// retrying would not change that.
 		t.log.Error("STATE message is not an event; not copied into AUDIT", "subject", m.Subject(), "seq", seq, "err", err)
 	}
 	for backoff := 100 * time.Millisecond; out != nil; backoff = min(2*backoff, 10*time.Second) {
-		_, err := t.js.PublishMsg(ctx, out, jetstream.WithExpectStream(events.AuditStream))
+		ack, err := t.js.PublishMsg(ctx, out, jetstream.WithExpectStream(events.AuditStream))
 		if err == nil {
+			t.chained(ctx, ack, out.Data, hash)
 			break
 		}
 		if ctx.Err() != nil {
@@ -219,37 +242,79 @@ func (t *Trail) copy(ctx context.Context, m jetstream.Msg) {
 	t.mu.Unlock()
 }
 
-// auditCopy is the AUDIT message for one STATE event, nil for events that
-// are no admin action.
-func auditCopy(data []byte, seq uint64) (*nats.Msg, error) {
+// auditCopy is the AUDIT message for one STATE event, a frame of that
+// event at the next place of this run's chain, and the frame's hash; nil for
+// events that are no admin action.
+func (t *Trail) auditCopy(data []byte, seq uint64) (*nats.Msg, string, error) {
 	var h struct {
 		ID      string `json:"id"`
 		Type    string `json:"type"`
 		Cluster string `json:"cluster"`
 	}
 	if err := json.Unmarshal(data, &h); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if h.ID == "" || h.Type == "" || h.Cluster == "" {
-		return nil, fmt.Errorf("no id, type or cluster")
+		return nil, "", fmt.Errorf("no id, type or cluster")
 	}
 	if err := events.ValidToken(h.Cluster); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if skipped[h.Type] {
-		return nil, nil
+		return nil, "", nil
 	}
 	if _, ok := events.Lookup(h.Type); !ok {
-		return nil, fmt.Errorf("unknown event type %q", h.Type)
+		return nil, "", fmt.Errorf("unknown event type %q", h.Type)
+	}
+	// The frame's id is the event's: AUDIT drops a copy made again (by
+	// this trail after an unanswered publish, or by the next one after a
+	// crash) as it did when copies were single events.
+	fh := events.FrameHeader{ID: h.ID, Src: Src, Run: t.runID, FSeq: t.fseq, Prev: t.prev, StateSeq: seq}
+	frame, hash, err := events.EncodeFrame(nil, fh, [][]byte{data}, t.signer)
+	if err != nil {
+		return nil, "", err
 	}
 	return &nats.Msg{
-		Subject: "audit." + h.Cluster + "." + events.NoSession + "." + h.Type,
-		Data:    data,
+		Subject: "audit." + h.Cluster + "." + events.FrameSubject + "." + Src,
+		Data:    frame,
 		Header: nats.Header{
 			jetstream.MsgIDHeader: []string{h.ID},
 			HeaderStateSeq:        []string{strconv.FormatUint(seq, 10)},
 		},
-	}, nil
+	}, hash, nil
+}
+
+// chained moves the chain past a frame AUDIT acknowledged, unless AUDIT
+// dropped it as a duplicate of a copy made by another run: then the frame
+// is not in the stream and the next one takes its place. A duplicate of
+// this very frame (its first publish stored, the answer lost) is in the
+// stream, so the chain moves on.
+func (t *Trail) chained(ctx context.Context, ack *jetstream.PubAck, frame []byte, hash string) {
+	if ack.Duplicate {
+		stored, err := t.storedAt(ctx, ack.Sequence)
+		if err != nil {
+			// Unknown: moving on keeps fseq unique; at worst the run's
+			// chain shows a frame missing where a copy was dropped.
+			t.log.Warn("reading the copy AUDIT already held", "seq", ack.Sequence, "err", err)
+		} else if !bytes.Equal(stored, frame) {
+			return
+		}
+	}
+	t.fseq++
+	t.prev = hash
+}
+
+// storedAt is the data of AUDIT's message at seq.
+func (t *Trail) storedAt(ctx context.Context, seq uint64) ([]byte, error) {
+	st, err := t.js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		return nil, err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
 }
 
 func pause(ctx context.Context, d time.Duration) bool {

@@ -309,30 +309,37 @@ func (e *e2e) checkAudit(ctx context.Context, user string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := schemas.Validate(m.Data); err != nil {
-			t.Errorf("AUDIT %d: %v\n%s", seq, err, m.Data)
-		}
-		var ev struct {
-			Type, User, Reason, Method, UserAgent string `json:"-"`
-		}
-		var raw map[string]any
-		_ = json.Unmarshal(m.Data, &raw)
-		ev.Type, _ = raw["type"].(string)
-		ev.User, _ = raw["user"].(string)
-		ev.Reason, _ = raw["reason"].(string)
-		ev.Method, _ = raw["method"].(string)
-		ev.UserAgent, _ = raw["user_agent"].(string)
-		if ev.User == user && ev.Type == "user.login" {
-			counts[ev.Method+"/"+fmt.Sprint(raw["success"])+"/"+ev.Reason]++
-			if ev.UserAgent != "tg/1" {
-				t.Errorf("login event without tg's user agent: %s", m.Data)
-			}
-		}
-		if ev.Type == "cert.issue" && raw["subject"] == user {
-			counts["cert.issue/"+raw["purpose"].(string)]++
-		}
 		if bytes.Contains(m.Data, []byte(password)) {
 			t.Errorf("AUDIT %d holds the password", seq)
+		}
+		// A frame of events or one event on its own.
+		err = events.SplitEvents(m.Data, func(data []byte) error {
+			if err := schemas.Validate(data); err != nil {
+				t.Errorf("AUDIT %d: %v\n%s", seq, err, data)
+			}
+			var ev struct {
+				Type, User, Reason, Method, UserAgent string `json:"-"`
+			}
+			var raw map[string]any
+			_ = json.Unmarshal(data, &raw)
+			ev.Type, _ = raw["type"].(string)
+			ev.User, _ = raw["user"].(string)
+			ev.Reason, _ = raw["reason"].(string)
+			ev.Method, _ = raw["method"].(string)
+			ev.UserAgent, _ = raw["user_agent"].(string)
+			if ev.User == user && ev.Type == "user.login" {
+				counts[ev.Method+"/"+fmt.Sprint(raw["success"])+"/"+ev.Reason]++
+				if ev.UserAgent != "tg/1" {
+					t.Errorf("login event without tg's user agent: %s", data)
+				}
+			}
+			if ev.Type == "cert.issue" && raw["subject"] == user {
+				counts["cert.issue/"+raw["purpose"].(string)]++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("AUDIT %d: %v", seq, err)
 		}
 	}
 	for k, n := range map[string]int{"invite/true/": 1, "password/true/": 1, "password/false/wrong_password": 1,

@@ -16,11 +16,10 @@ import (
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
-// auditTailServer starts an embedded server on a fresh data dir (listening
+// auditTailStore starts an embedded server on a fresh data dir (listening
 // at listen, "-" for in-process only) with the streams, and returns the
-// configuration, a publisher of queries from..to-1 of session S1 followed by
-// one login of user u<from>, and the server's stop.
-func auditTailServer(t *testing.T, ctx context.Context, listen string) (*config.Config, func(from, to int), func()) {
+// configuration, a connection of the agent and the server's stop.
+func auditTailStore(t *testing.T, ctx context.Context, listen string) (*config.Config, jetstream.JetStream, func()) {
 	t.Helper()
 	cfg, err := startConfig("", t.TempDir())
 	if err != nil {
@@ -51,6 +50,19 @@ func auditTailServer(t *testing.T, ctx context.Context, listen string) (*config.
 		t.Fatal(err)
 	}
 	ajs, _ := jetstream.New(anc)
+	stop := func() {
+		anc.Close()
+		bnc.Close()
+		srv.Shutdown()
+	}
+	return cfg, ajs, stop
+}
+
+// auditTailServer is auditTailStore with a publisher of queries from..to-1
+// of session S1 followed by one login of user u<from>.
+func auditTailServer(t *testing.T, ctx context.Context, listen string) (*config.Config, func(from, to int), func()) {
+	t.Helper()
+	cfg, ajs, stop := auditTailStore(t, ctx, listen)
 	pub, err := events.NewPublisher(ajs, "ci")
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +80,6 @@ func auditTailServer(t *testing.T, ctx context.Context, listen string) (*config.
 		if err := pub.PublishBatch(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
-	}
-	stop := func() {
-		anc.Close()
-		bnc.Close()
-		srv.Shutdown()
 	}
 	return cfg, publish, stop
 }

@@ -100,14 +100,14 @@ func verifyFile(f auditVerifyFlags) (verify.Summary, error) {
 }
 
 func verifyStream(ctx context.Context, cfg *config.Config, f auditVerifyFlags) (verify.Summary, error) {
-	filter, err := auditFilter("", f.session)
-	if err != nil {
-		return verify.Summary{}, err
-	}
 	so := verify.StreamOptions{Stream: events.AuditStream}
 	if f.session != "" {
-		so.Filter = filter
+		if err := events.ValidToken(f.session); err != nil {
+			return verify.Summary{}, fmt.Errorf("--session: %w", err)
+		}
+		so.Filter = events.SessionFilter(f.session)
 	}
+	var err error
 	if f.since != "" {
 		if so.Since, err = time.Parse(time.RFC3339, f.since); err != nil {
 			return verify.Summary{}, fmt.Errorf("--since: %q is not an RFC 3339 time: %w", f.since, err)

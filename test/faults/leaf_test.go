@@ -88,6 +88,8 @@ func TestLeafCut(t *testing.T) {
 	}
 	defer lnc.Close()
 	ljs, _ := jetstream.New(lnc)
+	// The hub's source copies the leaf's messages one for one, so the
+	// catch-up is counted in messages (frames of events).
 	msgs := func(js jetstream.JetStream) uint64 {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -131,14 +133,14 @@ func TestLeafCut(t *testing.T) {
 	deadline = time.Now().Add(5 * time.Minute)
 	for msgs(hjs) < atRestore {
 		if time.Now().After(deadline) {
-			t.Fatalf("hub holds %d events, the leaf had %d at the restore", msgs(hjs), atRestore)
+			t.Fatalf("hub holds %d messages, the leaf had %d at the restore", msgs(hjs), atRestore)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	caughtUp = time.Since(restoredAt)
 	for msgs(hjs) < msgs(ljs) {
 		if time.Now().After(deadline) {
-			t.Fatalf("hub holds %d events, the leaf %d", msgs(hjs), msgs(ljs))
+			t.Fatalf("hub holds %d messages, the leaf %d", msgs(hjs), msgs(ljs))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -149,11 +151,11 @@ func TestLeafCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	if now.Statements == 0 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Refused != 0 || hubN != leafN {
-		t.Errorf("leaf cut: %d statements, %d without event in the hub, %d ids twice, %d refused; hub %d events, leaf %d",
+		t.Errorf("leaf cut: %d statements, %d without event in the hub, %d ids twice, %d refused; hub %d messages, leaf %d",
 			now.Statements, now.Missing, now.DuplicateIDs, now.Refused, hubN, leafN)
 	}
 	duringCut := atRestore - atCut
-	table := Table([]string{"cut", "statements in DB log", "events at the leaf", "events at the hub", "stored at the leaf during the cut",
+	table := Table([]string{"cut", "statements in DB log", "messages at the leaf", "messages at the hub", "stored at the leaf during the cut",
 		"reached the hub during the cut", "statements without event (hub)", "ids twice (hub)", "refused", "pgbench tps", "hub caught up after the restore"},
 		[][]string{{cut.String(), fmt.Sprint(now.Statements), fmt.Sprint(leafN), fmt.Sprint(hubN), fmt.Sprint(duringCut),
 			fmt.Sprint(hubAtRestore - min(hubAtRestore, atCut)), fmt.Sprint(now.Missing), fmt.Sprint(now.DuplicateIDs), fmt.Sprint(now.Refused),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -31,7 +32,8 @@ type Ledger struct {
 	JS jetstream.JetStream
 	// Stream is read (AUDIT).
 	Stream string
-	PG     *harness.PostgresServer
+	// PG is the PostgreSQL server whose statement log is compared.
+	PG StatementLog
 	// MariaDB, when set, is compared too: MyUser's statements in its
 	// general log.
 	MariaDB *harness.MariaDBServer
@@ -82,6 +84,12 @@ func (t Totals) Sub(u Totals) Totals {
 	return Totals{Statements: t.Statements - u.Statements, Events: t.Events - u.Events,
 		DuplicateIDs: t.DuplicateIDs - u.DuplicateIDs, Missing: t.Missing - u.Missing, Refused: t.Refused - u.Refused,
 		Gaps: t.Gaps - u.Gaps, MyStatements: t.MyStatements - u.MyStatements, MyMissing: t.MyMissing - u.MyMissing, Delivered: t.Delivered - u.Delivered, ExportDuplicates: t.ExportDuplicates - u.ExportDuplicates}
+}
+
+// StatementLog is what the ledger reads of PostgreSQL: every statement it
+// logged (harness.PostgresServer).
+type StatementLog interface {
+	StatementLogEntries() ([]harness.PostgresStatement, error)
 }
 
 // event is what the ledger reads of a stored event.
@@ -193,31 +201,41 @@ func (l *Ledger) readStream(ctx context.Context) error {
 			return err
 		}
 		l.lastSeq = md.Sequence.Stream
-		var ev event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+		// A message is a frame of many events or one event on its own;
+		// every count is of events.
+		if err := events.SplitEvents(m.Data(), l.add); err != nil {
 			return fmt.Errorf("%s seq %d: %w", name, l.lastSeq, err)
 		}
-		if l.ids[ev.ID] == 0 && l.delivered[ev.ID] == 0 {
-			l.undelivered++
-		}
-		l.ids[ev.ID]++
-		if ev.SID == "" || ev.EI == nil {
-			continue
-		}
-		se := sessEv{ei: *ev.EI, kind: 'o'}
-		switch ev.Type {
-		case "db.session.query":
-			switch ev.DBUser {
-			case DBUser:
-				se.kind, se.query = 'q', ev.Query
-			case MyUser:
-				se.kind, se.query = 'q', myKey(ev.Query)
-			}
-		case "db.session.result":
-			se.kind, se.refused = 'r', strings.Contains(ev.Error, refusalMark)
-		}
-		l.sessions[ev.SID] = append(l.sessions[ev.SID], se)
 	}
+	return nil
+}
+
+// add counts one stored event.
+func (l *Ledger) add(data []byte) error {
+	var ev event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return err
+	}
+	if l.ids[ev.ID] == 0 && l.delivered[ev.ID] == 0 {
+		l.undelivered++
+	}
+	l.ids[ev.ID]++
+	if ev.SID == "" || ev.EI == nil {
+		return nil
+	}
+	se := sessEv{ei: *ev.EI, kind: 'o'}
+	switch ev.Type {
+	case "db.session.query":
+		switch ev.DBUser {
+		case DBUser:
+			se.kind, se.query = 'q', ev.Query
+		case MyUser:
+			se.kind, se.query = 'q', myKey(ev.Query)
+		}
+	case "db.session.result":
+		se.kind, se.refused = 'r', strings.Contains(ev.Error, refusalMark)
+	}
+	l.sessions[ev.SID] = append(l.sessions[ev.SID], se)
 	return nil
 }
 

@@ -22,7 +22,7 @@ func TestEventPlane(t *testing.T) {
 	if err := w.query(w.userCert, w.userKey, "SELECT 'before the attacks'"); err != nil {
 		t.Fatal(err)
 	}
-	before := auditCount(t, auditor, "audit.>")
+	before := auditCount(t, auditor, "audit.>", "")
 	if before == 0 {
 		t.Fatal("no audit events stored for the first statement")
 	}
@@ -121,10 +121,10 @@ func TestEventPlane(t *testing.T) {
 
 	// Nothing was lost or added: every event is still there, and the
 	// statements still reach the database with their events.
-	if after := auditCount(t, auditor, "audit.>"); after < before {
+	if after := auditCount(t, auditor, "audit.>", ""); after < before {
 		t.Fatalf("AUDIT held %d events before the attacks and %d after", before, after)
 	}
-	if n := auditCount(t, auditor, "audit.*.01SESSION.>"); n != 0 {
+	if n := auditCount(t, auditor, "audit.*.01SESSION.>", ""); n != 0 {
 		t.Fatalf("%d forged events stored in session 01SESSION", n)
 	}
 	if err := w.query(w.userCert, w.userKey, "SELECT 'after the attacks'"); err != nil {
@@ -195,7 +195,7 @@ func TestAuditWeakenedBehindTheBrokersBack(t *testing.T) {
 	}
 	// The broker recorded the alert.
 	_, auditor, _ := w.as(natsserver.Auditor)
-	if n := auditCount(t, auditor, "audit.*.*.audit.stream_weakened"); n == 0 {
+	if n := auditCount(t, auditor, "audit.>", "audit.stream_weakened"); n == 0 {
 		t.Fatal("no audit.stream_weakened alert stored")
 	}
 }

@@ -23,8 +23,17 @@ import (
 // each must validate against its checked-in schema.
 func Audit(t testing.TB, js jetstream.JetStream) []map[string]any {
 	t.Helper()
+	return Stored(t, js, events.AuditStream)
+}
+
+// Stored reads every event of a stream (AUDIT or STATE) stored so far, as
+// JSON objects, in stream order, each validated against its schema. An
+// AUDIT message is a frame of many events or one event on its own: each
+// event counts.
+func Stored(t testing.TB, js jetstream.JetStream, stream string) []map[string]any {
+	t.Helper()
 	ctx := context.Background()
-	st, err := js.Stream(ctx, events.AuditStream)
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,14 +47,20 @@ func Audit(t testing.TB, js jetstream.JetStream) []map[string]any {
 		if err != nil {
 			continue
 		}
-		if err := schemas.Validate(m.Data); err != nil {
-			t.Fatalf("event %d does not match its schema: %v\n%s", seq, err, m.Data)
+		err = events.SplitEvents(m.Data, func(data []byte) error {
+			if err := schemas.Validate(data); err != nil {
+				return fmt.Errorf("an event does not match its schema: %w\n%s", err, data)
+			}
+			var ev map[string]any
+			if err := json.Unmarshal(data, &ev); err != nil {
+				return err
+			}
+			out = append(out, ev)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s sequence %d: %v", stream, seq, err)
 		}
-		var ev map[string]any
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatalf("event %d: %v", seq, err)
-		}
-		out = append(out, ev)
 	}
 	return out
 }
