@@ -134,7 +134,13 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 		return nil, err
 	}
 	l.closers = append(l.closers, l.Store.Close)
-	if l.Publisher, err = events.NewPublisher(js, cfg.ClusterName, events.WithAckTimeout(cfg.Audit.AckTimeout.Std())); err != nil {
+	// Like the daemon, an admin command signs what it stores with a key of
+	// its own certified by the host CA.
+	signer, err := l.CAs.FrameSigner("broker-" + cfg.ClusterName)
+	if err != nil {
+		return nil, fmt.Errorf("broker: signing key: %w", err)
+	}
+	if l.Publisher, err = events.NewPublisher(js, cfg.ClusterName, events.WithAckTimeout(cfg.Audit.AckTimeout.Std()), events.WithSigner(signer)); err != nil {
 		return nil, err
 	}
 	pub := l.Publisher
@@ -149,7 +155,7 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 		// No daemon runs to copy this command's changes into AUDIT: do it
 		// before the in-process server stops (and, should that fail, the
 		// next broker to start does).
-		tr, err := trail.Start(ctx, js)
+		tr, err := trail.Start(ctx, js, trail.WithSigner(signer))
 		if err != nil {
 			return nil, err
 		}

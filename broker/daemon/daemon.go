@@ -111,17 +111,17 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	// agents' keys are, so `audit verify` trusts one CA for all of them.
 	// In a process that also runs an agent, the agent's key takes over
 	// the publisher when the agent starts.
+	signer, err := b.CAs.FrameSigner("broker-" + cfg.ClusterName)
+	if err != nil {
+		return nil, fmt.Errorf("broker: signing key: %w", err)
+	}
 	if sp, ok := o.Audit.(interface{ SetSigner(*events.Signer) }); ok {
-		signer, err := b.CAs.FrameSigner("broker-" + cfg.ClusterName)
-		if err != nil {
-			return nil, fmt.Errorf("broker: signing key: %w", err)
-		}
 		sp.SetSigner(signer)
 	}
 	if b.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
 		return nil, err
 	}
-	if b.Trail, err = trail.Start(ctx, o.JS, trail.WithLogger(o.Log.With("component", "trail"))); err != nil {
+	if b.Trail, err = trail.Start(ctx, o.JS, trail.WithLogger(o.Log.With("component", "trail")), trail.WithSigner(signer)); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	want := events.StreamOptions{Replicas: cfg.NATS.Replicas, AuditMaxAge: cfg.NATS.AuditMaxAge.Std(), AuditMaxBytes: cfg.NATS.AuditMaxBytes}
