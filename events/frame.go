@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -315,11 +316,8 @@ func EncodeFrame(dst []byte, h FrameHeader, evs [][]byte, s *Signer) (frame []by
 // appendFrame writes h (complete), the events and the trailer after dst.
 func appendFrame(dst []byte, h *FrameHeader, evs [][]byte, s *Signer) ([]byte, string, error) {
 	start := len(dst)
-	hb, err := json.Marshal(h)
-	if err != nil {
-		return dst, "", fmt.Errorf("events: encode frame header: %w", err)
-	}
-	dst = append(append(dst, hb...), '\n')
+	dst = appendFrameHeader(dst, h)
+	dst = append(dst, '\n')
 	for _, ev := range evs {
 		if bytes.IndexByte(ev, '\n') >= 0 {
 			return dst[:start], "", errors.New("events: encode frame: an event contains a newline")
@@ -351,4 +349,44 @@ func ParseCert(b64 string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("certificate is not base64: %w", err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// appendFrameHeader writes h as encoding/json would (FrameHeader's field
+// order, omitempty honoured), without reflection: the writer makes one per
+// frame, and json.Marshal was half the cost of cutting a frame.
+func appendFrameHeader(dst []byte, h *FrameHeader) []byte {
+	dst = append(dst, `{"tollgate_frame":`...)
+	dst = strconv.AppendInt(dst, int64(h.Version), 10)
+	dst = append(dst, `,"id":`...)
+	dst = appendJSONString(dst, h.ID)
+	dst = append(dst, `,"src":`...)
+	dst = appendJSONString(dst, h.Src)
+	dst = append(dst, `,"run":`...)
+	dst = appendJSONString(dst, h.Run)
+	dst = append(dst, `,"fseq":`...)
+	dst = strconv.AppendUint(dst, h.FSeq, 10)
+	dst = append(dst, `,"prev":`...)
+	dst = appendJSONString(dst, h.Prev)
+	dst = append(dst, `,"n":`...)
+	dst = strconv.AppendInt(dst, int64(h.N), 10)
+	dst = append(dst, `,"first":"`...)
+	dst = h.First.AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","last":"`...)
+	dst = h.Last.AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, '"')
+	if len(h.SIDs) > 0 {
+		dst = append(dst, `,"sids":[`...)
+		for i, sid := range h.SIDs {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, sid)
+		}
+		dst = append(dst, ']')
+	}
+	if h.StateSeq != 0 {
+		dst = append(dst, `,"state_seq":`...)
+		dst = strconv.AppendUint(dst, h.StateSeq, 10)
+	}
+	return append(dst, '}')
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"math/big"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -180,6 +182,34 @@ func BenchmarkSealSession(b *testing.B) {
 	for b.Loop() {
 		if _, err := seal(append(buf[:0], data...), s); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The hand-written header is what encoding/json writes for the same
+// header, so any JSON reader decodes it.
+func TestFrameHeaderEncoding(t *testing.T) {
+	for _, h := range []FrameHeader{
+		{Version: 1, ID: "F", Src: "h", Run: "r", Prev: "p"},
+		{Version: 1, ID: "F\"\\\n", Src: "é<>&", Run: "r", FSeq: 42, Prev: "p", N: 3,
+			First: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Last: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+			SIDs: []string{"a", "b"}, StateSeq: 7},
+	} {
+		want, err := json.Marshal(&h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// encoding/json escapes <, > and &; both are the same JSON.
+		var a, b FrameHeader
+		if err := json.Unmarshal(want, &a); err != nil {
+			t.Fatal(err)
+		}
+		got := appendFrameHeader(nil, &h)
+		if err := json.Unmarshal(got, &b); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("got %s, encoding/json %s", got, want)
 		}
 	}
 }

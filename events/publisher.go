@@ -40,7 +40,7 @@ const (
 	// once. One is group commit in its plainest form: while a frame is
 	// being stored, every event that arrives waits for the next one, so
 	// the busier the store, the larger the frames.
-	framesInFlight = 1
+	framesInFlight = 4
 	// frameReserve is room kept in a frame for its header and trailer
 	// beside the certificate and the session ids, which are counted.
 	frameReserve = 512

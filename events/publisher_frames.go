@@ -155,7 +155,7 @@ func (p *Publisher) write() {
 // before it, so a signed frame proves every frame of its run up to it; a
 // signature per frame would cost an ECDSA signature (about 25 µs of CPU)
 // for every few statements.
-const signEvery = 5 * time.Millisecond
+const signEvery = 20 * time.Millisecond
 
 // cut takes the open events that fit into one message and builds their
 // frame; sign forces a signature (a checkpoint holds no events).
