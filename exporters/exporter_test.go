@@ -27,12 +27,16 @@ type memSink struct {
 	mu      sync.Mutex
 	got     map[string]int // id -> deliveries
 	data    map[string][]byte
+	subject map[string]string
+	order   []string // ids in the order delivered
 	batches int
 	fail    func(recs []exporters.Record) error
 	closed  bool
 }
 
-func newMemSink() *memSink { return &memSink{got: map[string]int{}, data: map[string][]byte{}} }
+func newMemSink() *memSink {
+	return &memSink{got: map[string]int{}, data: map[string][]byte{}, subject: map[string]string{}}
+}
 
 func (s *memSink) Deliver(_ context.Context, recs []exporters.Record) error {
 	s.mu.Lock()
@@ -58,6 +62,8 @@ func (s *memSink) Deliver(_ context.Context, recs []exporters.Record) error {
 			panic("same id, different data: " + r.ID)
 		}
 		s.data[r.ID] = bytes.Clone(r.Data)
+		s.subject[r.ID] = r.Subject
+		s.order = append(s.order, r.ID)
 	}
 	return err
 }
