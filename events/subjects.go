@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -28,19 +29,46 @@ const (
 // one session is audit.*.<sid>.> and one type is audit.*.*.<type>.
 func AuditSubject(ev Event) string {
 	h := ev.Header()
-	sid := NoSession
-	if se, ok := ev.(SessionEvent); ok && se.SessionHeader().SID != "" {
+	sid := ""
+	if se, ok := ev.(SessionEvent); ok {
 		sid = se.SessionHeader().SID
 	}
+	return EventSubject(h.Cluster, sid, h.Type)
+}
+
+// EventSubject is AuditSubject from an event's cluster, session id (empty
+// outside a session) and type.
+func EventSubject(cluster, sid, typ string) string {
+	if sid == "" {
+		sid = NoSession
+	}
 	var b strings.Builder
-	b.Grow(len("audit...") + len(h.Cluster) + len(sid) + len(h.Type))
+	b.Grow(len("audit...") + len(cluster) + len(sid) + len(typ))
 	b.WriteString("audit.")
-	b.WriteString(h.Cluster)
+	b.WriteString(cluster)
 	b.WriteByte('.')
 	b.WriteString(sid)
 	b.WriteByte('.')
-	b.WriteString(h.Type)
+	b.WriteString(typ)
 	return b.String()
+}
+
+// EventSubjectOf is the subject an encoded event had when each event was
+// a message of its own: a frame's events are stored under the frame's
+// subject, and readers that route or filter by subject derive this one.
+func EventSubjectOf(raw []byte) (string, error) {
+	var h struct {
+		Cluster string `json:"cluster"`
+		SID     string `json:"sid"`
+		Type    string `json:"type"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", fmt.Errorf("events: subject of an event: %w", err)
+	}
+	if h.Cluster == "" || h.Type == "" {
+		return "", fmt.Errorf("events: subject of an event: no cluster or type")
+	}
+	return EventSubject(h.Cluster, h.SID, h.Type), nil
 }
 
 // SessionFilter is the subject filter that matches every event of one session.

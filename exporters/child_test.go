@@ -38,3 +38,17 @@ func BenchmarkDrainNull(b *testing.B) {
 		exportertest.Report(b, n, took, rss)
 	}
 }
+
+// BenchmarkDrainNullFrames is BenchmarkDrainNull over events stored in
+// frames of 1 to 100 (and now and then alone).
+func BenchmarkDrainNullFrames(b *testing.B) {
+	n := exportertest.BenchEvents(100000)
+	e := exportertest.Start(b, exportertest.Options{})
+	e.FillFrames(b, n, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("nullf%d", i)
+		took, rss := e.Drain(b, name, fmt.Sprintf("name: %s\ntype: discard", name))
+		exportertest.Report(b, n, took, rss)
+	}
+}

@@ -62,8 +62,8 @@ func (x *Exporter) setupOnce(ctx context.Context) error {
 	return nil
 }
 
-// consumerConfig is the durable consumer of stream. Types filter AUDIT by
-// subject (its subjects carry the type); STATE is filtered here.
+// consumerConfig is the durable consumer of stream: it reads every
+// subject, and the exporter filters events after reading them.
 func (x *Exporter) consumerConfig(stream string) jetstream.ConsumerConfig {
 	c := jetstream.ConsumerConfig{
 		Durable:     ConsumerName(x.o.Name),
@@ -74,18 +74,21 @@ func (x *Exporter) consumerConfig(stream string) jetstream.ConsumerConfig {
 		// every event when it is back.
 		MaxDeliver: -1,
 		// Each replica holds a few batches unacknowledged (buffered,
-		// queued, being delivered); room for several replicas.
+		// queued, being delivered); room for several replicas. Counted in
+		// messages: a frame of many events is one.
 		MaxAckPending: 20 * x.d.BatchSize,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if x.d.Start == "new" {
 		c.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
-	if stream == events.AuditStream && len(x.o.Filter.Types) > 0 {
-		for _, t := range x.o.Filter.Types {
-			c.FilterSubjects = append(c.FilterSubjects, "audit.*.*."+t)
-		}
-	}
+	// No subject filter, even with Filter.Types: a frame (audit.<cluster>.
+	// frame.<src>) holds events of every type, so types are matched on
+	// each event after the split. Filters on the types of single-event
+	// subjects could not sit beside audit.*.frame.> either: the server
+	// refuses overlapping filters, and a type pattern ending in > overlaps
+	// it. An exporter made by an older version loses its filter subjects
+	// on the update below.
 	return c
 }
 

@@ -24,28 +24,32 @@ const (
 	HeaderSubject   = "Tollgate-Subject"
 	HeaderEventID   = "Tollgate-Event-Id"
 	HeaderReason    = "Tollgate-Reason"
+	// HeaderFrameEvent is the event's place (from 0) in the frame stored
+	// at HeaderStreamSeq; absent for a message holding one event.
+	HeaderFrameEvent = "Tollgate-Frame-Event"
 )
 
 // maxReason bounds the sink's answer kept in headers and events.
 const maxReason = 1024
 
 // deadLetter stores a rejected event in the DEADLETTER stream, reports it
-// with an exporter.dead_letter event, then acknowledges it. It retries
+// with an exporter.dead_letter event, then settles it: an event of a frame
+// is stored and reported alone, and the frame is acknowledged once its
+// other events are settled too. It retries
 // until both are stored, or returns an error when the exporter stops.
 func (x *Exporter) deadLetter(soft, hard context.Context, r Record, it *item, cause error) error {
 	if it.settled {
 		return nil
 	}
 	if r.Seq == 0 {
-		if md, err := it.msg.Metadata(); err == nil {
+		if md, err := it.m.msg.Metadata(); err == nil {
 			r.Seq = md.Sequence.Stream
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err := x.deadLetterOnce(hard, r, cause)
+		err := x.deadLetterOnce(hard, r, it, cause)
 		if err == nil {
-			_ = it.msg.Ack()
-			it.settled = true
+			it.settle()
 			x.c.deadLetters.Add(1)
 			if x.o.Metrics != nil {
 				x.o.Metrics.deadLetters.WithLabelValues(x.o.Name).Inc()
@@ -63,7 +67,7 @@ func (x *Exporter) deadLetter(soft, hard context.Context, r Record, it *item, ca
 	}
 }
 
-func (x *Exporter) deadLetterOnce(ctx context.Context, r Record, cause error) error {
+func (x *Exporter) deadLetterOnce(ctx context.Context, r Record, it *item, cause error) error {
 	reason := cause.Error()
 	if len(reason) > maxReason {
 		reason = reason[:maxReason] + "…"
@@ -72,12 +76,19 @@ func (x *Exporter) deadLetterOnce(ctx context.Context, r Record, cause error) er
 	m := nats.NewMsg(subject)
 	m.Data = r.Event
 	seq := strconv.FormatUint(r.Seq, 10)
+	where := seq
+	if it.inFrame {
+		where += "." + strconv.Itoa(it.idx)
+	}
 	// One copy per exporter and stored event, however often it is retried
 	// within the stream's duplicate window.
-	m.Header.Set(jetstream.MsgIDHeader, x.o.Name+"."+r.Stream+"."+seq)
+	m.Header.Set(jetstream.MsgIDHeader, x.o.Name+"."+r.Stream+"."+where)
 	m.Header.Set(HeaderExporter, x.o.Name)
 	m.Header.Set(HeaderStream, r.Stream)
 	m.Header.Set(HeaderStreamSeq, seq)
+	if it.inFrame {
+		m.Header.Set(HeaderFrameEvent, strconv.Itoa(it.idx))
+	}
 	m.Header.Set(HeaderSubject, r.Subject)
 	if r.ID != "" {
 		m.Header.Set(HeaderEventID, r.ID)
@@ -97,12 +108,15 @@ func (x *Exporter) deadLetterOnce(ctx context.Context, r Record, cause error) er
 	id := r.ID
 	if id == "" {
 		id = "stream " + r.Stream + " seq " + seq
+		if it.inFrame {
+			id += " event " + strconv.Itoa(it.idx)
+		}
 	}
 	ev := &events.ExporterDeadLetter{
 		Exporter: x.o.Name, Sink: x.o.SinkType, Stream: r.Stream, StreamSeq: r.Seq,
 		EventID: id, EventType: r.Type, EventBytes: len(r.Event), Reason: reason, DeadLetterSubject: subject,
 	}
-	ev.ID = deadLetterID(x.o.Name, r)
+	ev.ID = deadLetterID(x.o.Name, r, it)
 	if err := x.o.Publisher.Publish(pctx, ev); err != nil {
 		return fmt.Errorf("report exporter.dead_letter: %w", err)
 	}
@@ -112,8 +126,14 @@ func (x *Exporter) deadLetterOnce(ctx context.Context, r Record, cause error) er
 // deadLetterID derives the report's id from the exporter and the stored
 // event, so a report sent again after a crash is deduplicated by
 // JetStream instead of stored twice.
-func deadLetterID(name string, r Record) string {
-	h := sha256.Sum256([]byte(name + "\x00" + r.Stream + "\x00" + strconv.FormatUint(r.Seq, 10) + "\x00" + r.ID))
+func deadLetterID(name string, r Record, it *item) string {
+	key := name + "\x00" + r.Stream + "\x00" + strconv.FormatUint(r.Seq, 10) + "\x00" + r.ID
+	if it.inFrame {
+		// Events of one frame share its sequence; an unreadable one may
+		// have no id either.
+		key += "\x00" + strconv.Itoa(it.idx)
+	}
+	h := sha256.Sum256([]byte(key))
 	t := r.Time
 	if t.IsZero() {
 		t = time.Now()

@@ -84,15 +84,15 @@ func (x *Exporter) deliver(soft, hard context.Context, recs []Record, items []*i
 	}
 }
 
-// acked acknowledges delivered events to JetStream.
+// acked settles delivered events: their messages are acknowledged to
+// JetStream once every event of each is settled.
 func (x *Exporter) acked(recs []Record, items []*item, took time.Duration) {
 	var n uint64
 	for i, it := range items {
 		if it.settled {
 			continue
 		}
-		_ = it.msg.Ack()
-		it.settled = true
+		it.settle()
 		n += uint64(len(recs[i].Data))
 	}
 	x.c.delivered.Add(uint64(len(recs)))

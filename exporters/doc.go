@@ -13,6 +13,14 @@
 // event. Processes running the same exporter share its consumers; a
 // restarted one resumes where the consumers are.
 //
+// An AUDIT message is a single event or a frame of many (events.SplitEvents
+// tells them apart). Each event of a frame is a record of its own, with
+// the subject it would have had alone (audit.<cluster>.<sid>.<type>), and
+// is filtered, delivered or dead-lettered on its own; the frame is
+// acknowledged once every one of its events is settled, and a frame handed
+// back or redelivered after a crash delivers its events again. Type
+// filters are therefore matched on each event, not by subject.
+//
 // A sink is one file: a type implementing Sink and an init function that
 // calls Register with its configuration type name. The configuration:
 //

@@ -39,9 +39,9 @@ type Options struct {
 }
 
 // Exporter delivers the events of AUDIT and STATE to one sink through a
-// durable JetStream pull consumer per stream, at least once: an event is
-// acknowledged only after the sink confirmed it, or after it was stored in
-// the DEADLETTER stream. Several processes running the same exporter share
+// durable JetStream pull consumer per stream, at least once: a message is
+// acknowledged only after the sink confirmed its event (every event, for a
+// frame), or after it was stored in the DEADLETTER stream. Several processes running the same exporter share
 // its consumers, and so its work.
 type Exporter struct {
 	o          Options

@@ -1,11 +1,13 @@
 package exporters
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,22 +16,60 @@ import (
 	"github.com/tollgate-db/tollgate/exporters/format"
 )
 
-// work is one fetched batch on its way to the sink.
+// work is one batch of events on its way to the sink.
 type work struct {
 	stream string
 	recs   []Record
-	items  []*item // items[i] holds the message of recs[i]
+	items  []*item // items[i] is the event of recs[i]
 	poison []poison
-	stop   chan struct{} // ends the keep-alive
-	once   sync.Once
+	// msgs are the messages the batch's events come from, each once, for
+	// the keep-alive.
+	msgs []*fetched
+	stop chan struct{} // ends the keep-alive
+	once sync.Once
 }
 
-// item is one fetched message and whether it is settled: acknowledged
-// after delivery or after dead-lettering. Sub-batches share items, so what
-// a retry settles is settled for the whole batch.
+// fetched is one fetched message. A frame's events share it, and may be
+// cut into several batches: the message is acknowledged when the last of
+// its events is settled, and handed back at most once.
+type fetched struct {
+	msg  jetstream.Msg
+	open atomic.Int32 // events not settled yet
+	over atomic.Bool  // acknowledged or handed back
+}
+
+// item is one event of a fetched message and whether it is settled:
+// delivered, dead-lettered or filtered out. Sub-batches share items, so
+// what a retry settles is settled for the whole batch; only the goroutine
+// that delivers the batch touches settled.
 type item struct {
-	msg     jetstream.Msg
+	m *fetched
+	// idx is the event's place in its frame; inFrame is false for a
+	// message holding one event without a frame.
+	idx     int
+	inFrame bool
 	settled bool
+}
+
+// settle marks the event done and acknowledges its message when it was
+// the message's last open event.
+func (it *item) settle() {
+	if it.settled {
+		return
+	}
+	it.settled = true
+	if it.m.open.Add(-1) == 0 && it.m.over.CompareAndSwap(false, true) {
+		_ = it.m.msg.Ack()
+	}
+}
+
+// handBack returns the message to JetStream unless it is already settled
+// or handed back. Events of a frame that were delivered meanwhile are
+// delivered again with it: at least once.
+func (f *fetched) handBack() {
+	if f.over.CompareAndSwap(false, true) {
+		_ = f.msg.Nak()
+	}
 }
 
 // poison is an event that cannot be delivered in any form.
@@ -120,9 +160,11 @@ func (x *Exporter) fetchLoop(ctx context.Context, stream string) {
 }
 
 // batchLoop cuts the stream of messages into batches: a batch is sent on
-// when it is full (BatchSize, BatchBytes), when Linger passed since its
-// first message, or at once when the stream has nothing more for now. It
-// returns when ctx ends (nil) or the consumer is lost.
+// when it is full (BatchSize events, BatchBytes), when Linger passed since
+// its first message, or at once when the stream has nothing more for now.
+// A frame is never split across fetches: a batch may end with more than
+// BatchSize events, and prepare cuts it. It returns when ctx ends (nil)
+// or the consumer is lost.
 func (x *Exporter) batchLoop(ctx context.Context, stream string, in <-chan jetstream.Msg, lost <-chan error) error {
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -137,9 +179,10 @@ func (x *Exporter) batchLoop(ctx context.Context, stream string, in <-chan jetst
 			return nil
 		}
 		size := len(msgs[0].Data())
+		n := eventCount(msgs[0].Data())
 		linger.Reset(x.d.Linger.Std())
 	fill:
-		for len(msgs) < x.d.BatchSize && size < x.d.BatchBytes {
+		for n < x.d.BatchSize && size < x.d.BatchBytes {
 			if len(in) == 0 && caughtUp(msgs[len(msgs)-1]) {
 				break
 			}
@@ -147,6 +190,7 @@ func (x *Exporter) batchLoop(ctx context.Context, stream string, in <-chan jetst
 			case m := <-in:
 				msgs = append(msgs, m)
 				size += len(m.Data())
+				n += eventCount(m.Data())
 			case <-linger.C:
 				break fill
 			case <-ctx.Done():
@@ -157,17 +201,38 @@ func (x *Exporter) batchLoop(ctx context.Context, stream string, in <-chan jetst
 			}
 		}
 		linger.Stop()
-		w := x.prepare(stream, msgs)
-		if w == nil {
-			continue
-		}
-		select {
-		case x.work <- w:
-		case <-ctx.Done():
-			x.handBack(w)
-			return nil
+		ws := x.prepare(stream, msgs, n)
+		for i, w := range ws {
+			select {
+			case x.work <- w:
+			case <-ctx.Done():
+				for _, w := range ws[i:] {
+					x.handBack(w)
+				}
+				return nil
+			}
 		}
 	}
+}
+
+var (
+	newline       = []byte{'\n'}
+	trailerPrefix = []byte(`{"sig":`)
+)
+
+// eventCount is how many events a message holds, from its lines (a frame
+// is a header line, one line per event and maybe a trailer): cheap enough
+// for every message, and exact for frames as events.EncodeFrame writes
+// them.
+func eventCount(data []byte) int {
+	if !events.IsFrame(data) {
+		return 1
+	}
+	n := bytes.Count(data, newline) - 1
+	if last := bytes.LastIndexByte(data, '\n'); last < len(data)-1 && !bytes.HasPrefix(data[last+1:], trailerPrefix) {
+		n++ // a last event without its newline
+	}
+	return max(n, 0)
 }
 
 // caughtUp says whether the stream held nothing more for the consumer when
@@ -179,6 +244,7 @@ func caughtUp(m jetstream.Msg) bool {
 
 // stateCopy says whether m is the AUDIT copy of a STATE event while the
 // exporter reads STATE too: the original is delivered from STATE, once.
+// Copies are single events (frames carry no per-event headers).
 func (x *Exporter) stateCopy(stream string, m jetstream.Msg) bool {
 	if stream != events.AuditStream || !x.readsState {
 		return false
@@ -193,48 +259,112 @@ func (x *Exporter) stateCopy(stream string, m jetstream.Msg) bool {
 	return m.Headers().Get(events.HeaderStateSeq) != ""
 }
 
-// prepare reads and formats a fetched batch. Filtered events are
-// acknowledged at once; events that cannot be read or formatted become
-// poison for the dead-letter stream.
-func (x *Exporter) prepare(stream string, msgs []jetstream.Msg) *work {
-	w := &work{stream: stream, recs: make([]Record, 0, len(msgs)), items: make([]*item, 0, len(msgs)), stop: make(chan struct{})}
-	items := make([]item, len(msgs))
-	for i, m := range msgs {
-		it := &items[i]
-		it.msg = m
-		// Seq is read from the message's metadata only when needed (a
-		// dead letter): parsing it for every event costs more than the
-		// rest of this loop.
-		r := Record{Stream: stream, Subject: m.Subject(), Event: m.Data()}
-		env, err := format.Scan(r.Event)
-		r.Envelope = env
-		if err != nil {
-			w.poison = append(w.poison, poison{r, it, Permanent(fmt.Errorf("unreadable event: %w", err))})
-			continue
+// prepare splits a fetched batch into its events, reads and formats them,
+// and cuts them into batches of at most BatchSize events (n is about how
+// many there are). Filtered events are settled at once; events that cannot
+// be read or formatted become poison for the dead-letter stream.
+func (x *Exporter) prepare(stream string, msgs []jetstream.Msg, n int) []*work {
+	fs := make([]fetched, len(msgs))
+	items := make([]item, 0, n)
+	recs := make([]Record, 0, n)
+	its := make([]*item, 0, n)
+	var poisons []poison
+	var evs [][]byte
+	// newItem takes the next item from items, allocating only when the
+	// estimate n was short: items must not move once pointed to.
+	newItem := func(it item) *item {
+		if len(items) == cap(items) {
+			items = make([]item, 0, max(16, n/4))
 		}
-		if !x.o.Filter.pass(&r.Envelope) || x.stateCopy(stream, m) {
-			_ = m.Ack()
-			it.settled = true
-			x.c.filtered.Add(1)
-			if x.o.Metrics != nil {
-				x.o.Metrics.filtered.WithLabelValues(x.o.Name).Inc()
-			}
-			continue
-		}
-		if x.native {
-			r.Data = r.Event
-		} else if r.Data, err = x.o.Format.Append(nil, &r.Envelope, r.Event); err != nil {
-			w.poison = append(w.poison, poison{r, it, Permanent(fmt.Errorf("format %s: %w", x.o.Format.Name(), err))})
-			continue
-		}
-		w.recs = append(w.recs, r)
-		w.items = append(w.items, it)
+		items = append(items, it)
+		return &items[len(items)-1]
 	}
-	if len(w.recs) == 0 && len(w.poison) == 0 {
+	for i, m := range msgs {
+		f := &fs[i]
+		f.msg = m
+		data := m.Data()
+		evs = evs[:0]
+		inFrame := events.IsFrame(data)
+		if inFrame {
+			err := events.SplitEvents(data, func(ev []byte) error { evs = append(evs, ev); return nil })
+			if err != nil {
+				// Not even split: the message is dead-lettered whole.
+				f.open.Store(1)
+				it := newItem(item{m: f})
+				r := Record{Stream: stream, Subject: m.Subject(), Event: data}
+				poisons = append(poisons, poison{r, it, Permanent(fmt.Errorf("unreadable frame: %w", err))})
+				continue
+			}
+			if len(evs) == 0 {
+				f.over.Store(true)
+				_ = m.Ack()
+				continue
+			}
+		} else {
+			evs = append(evs, data)
+		}
+		f.open.Store(int32(len(evs)))
+		for idx, ev := range evs {
+			it := newItem(item{m: f, idx: idx, inFrame: inFrame})
+			// Seq is read from the message's metadata only when needed (a
+			// dead letter): parsing it for every event costs more than the
+			// rest of this loop.
+			r := Record{Stream: stream, Subject: m.Subject(), Event: ev}
+			env, err := format.Scan(r.Event)
+			r.Envelope = env
+			if err != nil {
+				poisons = append(poisons, poison{r, it, Permanent(fmt.Errorf("unreadable event: %w", err))})
+				continue
+			}
+			if inFrame {
+				// The subject the event would have had as a message of
+				// its own: sinks and filters keyed on it keep working.
+				r.Subject = events.EventSubject(env.Cluster, env.SID, env.Type)
+			}
+			if !x.o.Filter.pass(&r.Envelope) || !inFrame && x.stateCopy(stream, m) {
+				it.settle()
+				x.c.filtered.Add(1)
+				if x.o.Metrics != nil {
+					x.o.Metrics.filtered.WithLabelValues(x.o.Name).Inc()
+				}
+				continue
+			}
+			if x.native {
+				r.Data = r.Event
+			} else if r.Data, err = x.o.Format.Append(nil, &r.Envelope, r.Event); err != nil {
+				poisons = append(poisons, poison{r, it, Permanent(fmt.Errorf("format %s: %w", x.o.Format.Name(), err))})
+				continue
+			}
+			recs = append(recs, r)
+			its = append(its, it)
+		}
+	}
+	if len(recs) == 0 && len(poisons) == 0 {
 		return nil
 	}
-	go x.keepAlive(w)
-	return w
+	ws := make([]*work, 0, 1+len(recs)/x.d.BatchSize)
+	for len(recs) > 0 || len(poisons) > 0 {
+		k := min(len(recs), x.d.BatchSize)
+		w := &work{stream: stream, recs: recs[:k:k], items: its[:k:k], poison: poisons, stop: make(chan struct{})}
+		recs, its, poisons = recs[k:], its[k:], nil
+		for _, it := range w.items {
+			w.addMsg(it.m)
+		}
+		for _, p := range w.poison {
+			w.addMsg(p.item.m)
+		}
+		go x.keepAlive(w)
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+// addMsg adds f to the batch's messages; a message's events are next to
+// each other, so comparing with the last one is enough.
+func (w *work) addMsg(f *fetched) {
+	if len(w.msgs) == 0 || w.msgs[len(w.msgs)-1] != f {
+		w.msgs = append(w.msgs, f)
+	}
 }
 
 // keepAlive tells JetStream the batch is being worked on, so a slow or
@@ -247,29 +377,28 @@ func (x *Exporter) keepAlive(w *work) {
 		case <-w.stop:
 			return
 		case <-t.C:
-			for _, it := range w.items {
-				_ = it.msg.InProgress()
-			}
-			for _, p := range w.poison {
-				_ = p.item.msg.InProgress()
+			for _, f := range w.msgs {
+				if !f.over.Load() {
+					_ = f.msg.InProgress()
+				}
 			}
 		}
 	}
 }
 
-// handBack returns the unsettled events of a batch to JetStream, so
-// another replica (or the next start) gets them without waiting for
-// AckWait.
+// handBack returns the messages of the batch's unsettled events to
+// JetStream, so another replica (or the next start) gets them without
+// waiting for AckWait.
 func (x *Exporter) handBack(w *work) {
 	w.done()
 	for _, it := range w.items {
 		if !it.settled {
-			_ = it.msg.Nak()
+			it.m.handBack()
 		}
 	}
 	for _, p := range w.poison {
 		if !p.item.settled {
-			_ = p.item.msg.Nak()
+			p.item.m.handBack()
 		}
 	}
 }

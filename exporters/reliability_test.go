@@ -14,12 +14,23 @@ import (
 // The exporter process is killed (SIGKILL) in the middle of the stream,
 // then stopped cleanly (SIGTERM) in the middle of the rest, then run to
 // the end: every event reaches the collector at least once, and an event
-// delivered twice is the same event under the same id.
+// delivered twice is the same event under the same id. The events are
+// stored one per message, or in frames (killed mid-frame, a frame's
+// events come again).
 func TestCrashAndRestart(t *testing.T) {
+	t.Run("single", func(t *testing.T) {
+		crashAndRestart(t, func(e *exportertest.Env) []string { return e.Fill(t, 20000, nil) })
+	})
+	t.Run("frames", func(t *testing.T) {
+		crashAndRestart(t, func(e *exportertest.Env) []string { return e.FillFrames(t, 20000, nil) })
+	})
+}
+
+func crashAndRestart(t *testing.T, fill func(*exportertest.Env) []string) {
 	const token = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 	hec := fakehec.New(t, fakehec.Options{Token: token, Ack: true})
 	e := exportertest.Start(t, exportertest.Options{})
-	ids := e.Fill(t, 20000, nil)
+	ids := fill(e)
 	conf := fmt.Sprintf(`name: crash
 type: splunk_hec
 settings:

@@ -16,7 +16,9 @@ import (
 // Delivery holds the settings every exporter has, whatever its sink. They
 // sit in the exporter's settings beside the sink's own keys.
 type Delivery struct {
-	// BatchSize is the most events fetched and delivered at once.
+	// BatchSize is the most events delivered at once. A fetch stops at
+	// the message that reaches it, so a frame is never split between
+	// fetches; its events are cut into batches of this size.
 	BatchSize int `yaml:"batch_size"`
 	// BatchBytes is the most bytes of events fetched at once; it is raised
 	// to the largest message the server accepts, so one event always fits.

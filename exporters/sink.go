@@ -19,12 +19,16 @@ import (
 type Record struct {
 	// Envelope is what Scan read from the event: id, type, code, time…
 	format.Envelope
-	// Stream and Subject say where the event is stored; Seq, its
-	// sequence in the stream, is set on dead-lettered records only.
+	// Stream and Subject say where the event is stored: for an event of
+	// a frame, Subject is the one it would have had as a message of its
+	// own (audit.<cluster>.<sid or _>.<type>), not the frame's. Seq, the
+	// sequence of its message in the stream, is set on dead-lettered
+	// records only.
 	Stream  string
 	Subject string
 	Seq     uint64
-	// Event is the event as stored (native JSON).
+	// Event is the event's bytes as stored (native JSON): a whole message,
+	// or one line of a frame.
 	Event []byte
 	// Data is the event in the exporter's format: what the sink sends.
 	Data []byte

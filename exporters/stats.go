@@ -27,8 +27,8 @@ const ConsumerPrefix = "exporter-"
 
 // Stats counts what an exporter did.
 type Stats struct {
-	// Delivered counts events the sink confirmed (duplicates after a
-	// retry or a crash included).
+	// Delivered counts events the sink confirmed, each event of a frame
+	// on its own (duplicates after a retry or a crash included).
 	Delivered uint64 `json:"delivered"`
 	// Bytes counts the bytes of those events in the exporter's format.
 	Bytes uint64 `json:"bytes"`
@@ -184,11 +184,13 @@ func flushStats(ctx context.Context, kv jetstream.KeyValue, name string, c *coun
 type StreamStatus struct {
 	Stream   string `json:"stream"`
 	Consumer string `json:"consumer"`
-	// Pending is how many stored events the exporter has not been given
-	// yet; AckPending how many it holds without a confirmation.
+	// Pending is how many stored messages the exporter has not been given
+	// yet; AckPending how many it holds without a confirmation. These
+	// count messages, as JetStream does: a frame is one message holding
+	// many events.
 	Pending    uint64 `json:"pending"`
 	AckPending int    `json:"ack_pending"`
-	// Redelivered counts events given out again (after a crash or an
+	// Redelivered counts messages given out again (after a crash or an
 	// expired ack wait) and not yet confirmed.
 	Redelivered int `json:"redelivered"`
 	// Waiting is how many fetches are outstanding: the replicas at work.
@@ -199,7 +201,8 @@ type StreamStatus struct {
 type Status struct {
 	Name    string         `json:"name"`
 	Streams []StreamStatus `json:"streams"`
-	// Lag is the events stored and not yet confirmed, over every stream.
+	// Lag is the messages stored and not yet confirmed, over every
+	// stream (a frame counts once, whatever the events it holds).
 	Lag   uint64 `json:"lag"`
 	Stats Stats  `json:"stats"`
 }
@@ -292,7 +295,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "exporter",
 			Name: "filtered_total", Help: "Events the exporter's filter left out."}, []string{"exporter"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tollgate", Subsystem: "exporter",
-			Name: "lag_events", Help: "Events stored and not yet confirmed by the sink."}, []string{"exporter", "stream"}),
+			Name: "lag_events", Help: "Messages stored and not yet confirmed by the sink (a frame of many events counts once)."}, []string{"exporter", "stream"}),
 		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Subsystem: "exporter",
 			Name: "delivery_seconds", Help: "Time the sink took to confirm one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"exporter"}),

@@ -2,6 +2,7 @@ package file_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -212,6 +213,35 @@ func TestOCSFLines(t *testing.T) {
 	for _, c := range []float64{6005, 3003, 3002} {
 		if classes[c] == 0 {
 			t.Fatalf("no event of class %v in %v", c, classes)
+		}
+	}
+}
+
+// Frames and single events stored side by side: every event is one line,
+// written once, in stream order, as its stored bytes; each frame is
+// acknowledged (the consumer settles) only once its events are written.
+func TestFramesWrittenOnceInOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "frames.jsonl")
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.FillFrames(t, 3000, nil)
+	var stored [][]byte
+	e.EachEvent(t, func(_ uint64, ev []byte) { stored = append(stored, bytes.Clone(ev)) })
+	if len(stored) != len(ids) {
+		t.Fatalf("%d events stored, %d published", len(stored), len(ids))
+	}
+	_, stop := e.Run(t, fmt.Sprintf("name: frames\ntype: file\nsettings:\n  path: %s\n  batch_size: 50\n  linger: 20ms", path))
+	e.Settled(t, "frames", 60*time.Second)
+	stop()
+	got, _, raw := lines(t, path)
+	if len(raw) != len(ids) {
+		t.Fatalf("%d lines for %d events", len(raw), len(ids))
+	}
+	for i, id := range ids {
+		if got[id] != 1 {
+			t.Fatalf("event %s written %d times", id, got[id])
+		}
+		if !bytes.Equal(raw[i], stored[i]) {
+			t.Fatalf("line %d is not event %d as stored:\n%s\n%s", i, i, raw[i], stored[i])
 		}
 	}
 }

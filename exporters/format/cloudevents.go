@@ -41,6 +41,9 @@ func (cloudEventsFormat) Append(dst []byte, env *Envelope, event []byte) ([]byte
 		dst = append(dst, `,"tollgatecode":`...)
 		dst = appendString(dst, env.Code)
 	}
+	// data is the event byte for byte, not re-encoded: the bytes a
+	// session's hash chain and seal cover, so a CloudEvents copy verifies
+	// offline (events.EventHash over data) as the stored event does.
 	dst = append(dst, `,"data":`...)
 	dst = append(dst, event...)
 	return append(dst, '}'), nil

@@ -205,10 +205,16 @@ func TestOCSFEveryType(t *testing.T) {
 				UID     string `json:"uid"`
 				Product struct{ Version string }
 			}
-			Unmapped struct{ Tollgate json.RawMessage }
+			Unmapped struct {
+				Tollgate      json.RawMessage
+				TollgateEvent *string `json:"tollgate_event"`
+			}
 		}
 		if err := json.Unmarshal(out, &o); err != nil {
 			t.Fatal(err)
+		}
+		if o.Unmapped.TollgateEvent == nil || *o.Unmapped.TollgateEvent != string(b) {
+			t.Errorf("%s: unmapped.tollgate_event is not the event's bytes", s.Type)
 		}
 		if c, ok := want[s.Type]; ok && o.Class != c {
 			t.Errorf("%s: class %d, want %d", s.Type, o.Class, c)

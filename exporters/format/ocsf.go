@@ -81,7 +81,7 @@ func (f *ocsfFormat) Append(dst []byte, env *Envelope, event []byte) ([]byte, er
 	if err := dec.Decode(&ev); err != nil {
 		return dst, fmt.Errorf("ocsf: event %s: %w", env.ID, err)
 	}
-	out := f.transform(env, ev)
+	out := f.transform(env, ev, event)
 	b, err := json.Marshal(out)
 	if err != nil {
 		return dst, fmt.Errorf("ocsf: event %s: %w", env.ID, err)
@@ -90,8 +90,9 @@ func (f *ocsfFormat) Append(dst []byte, env *Envelope, event []byte) ([]byte, er
 }
 
 // transform maps one decoded event. Every field of the event also goes,
-// unchanged, into unmapped.tollgate, so nothing is lost in the mapping.
-func (f *ocsfFormat) transform(env *Envelope, ev obj) obj {
+// unchanged, into unmapped.tollgate, so nothing is lost in the mapping,
+// and its bytes into unmapped.tollgate_event.
+func (f *ocsfFormat) transform(env *Envelope, ev obj, event []byte) obj {
 	o := obj{}
 	class, activity := ClassBase, activityOther
 	switch t := env.Type; {
@@ -174,9 +175,17 @@ func (f *ocsfFormat) transform(env *Envelope, ev obj) obj {
 	if _, ok := o["actor"]; !ok && env.User != "" {
 		o["actor"] = obj{"user": user(env.User)}
 	}
-	o["unmapped"] = obj{"tollgate": ev}
+	o["unmapped"] = obj{"tollgate": ev, OCSFEventField: string(event)}
 	return o
 }
+
+// OCSFEventField is the member of unmapped that holds the event's bytes,
+// verbatim, as a JSON string: unmapped.tollgate is the event decoded, which
+// a SIEM can search, but its bytes are no longer the ones that were hashed
+// and signed, so an auditor verifies a session's chain and seal from this
+// one (events.EventHash, events.Unsealed). Scan accepts valid UTF-8 only,
+// so the string decodes to the very bytes stored.
+const OCSFEventField = "tollgate_event"
 
 func (f *ocsfFormat) productVersion() string {
 	if f.opts.ProductVersion != "" {

@@ -78,10 +78,20 @@ func checkKeyedByID(t *testing.T, got map[string][][]byte, ids []string) {
 	}
 }
 
+// The events are stored one per message, or in frames.
 func TestEveryEventKeyedByID(t *testing.T) {
+	t.Run("single", func(t *testing.T) {
+		everyEventKeyedByID(t, func(e *exportertest.Env) []string { return e.Fill(t, 3000, nil) })
+	})
+	t.Run("frames", func(t *testing.T) {
+		everyEventKeyedByID(t, func(e *exportertest.Env) []string { return e.FillFrames(t, 3000, nil) })
+	})
+}
+
+func everyEventKeyedByID(t *testing.T, fill func(*exportertest.Env) []string) {
 	c := cluster(t)
 	e := exportertest.Start(t, exportertest.Options{})
-	ids := e.Fill(t, 3000, nil)
+	ids := fill(e)
 	x, _ := e.Run(t, fmt.Sprintf(`name: kafka1
 type: kafka
 settings:

@@ -128,6 +128,15 @@ func Check(b []byte) error {
 			}
 		}
 	}
+	if v, ok := lookup(ev, "unmapped.tollgate_event"); ok {
+		// The event's bytes, for verifying its hash chain and seal: a
+		// string holding one JSON object.
+		s, isString := v.(string)
+		var obj map[string]json.RawMessage
+		if !isString || json.Unmarshal([]byte(s), &obj) != nil {
+			bad("unmapped.tollgate_event is not a string holding the event's JSON object")
+		}
+	}
 	if len(errs) == 0 {
 		return nil
 	}

@@ -42,10 +42,21 @@ func checkAll(t *testing.T, hec *fakehec.Server, ids []string) map[string][][]by
 
 // Indexer acknowledgement: requests are confirmed only once acknowledged;
 // lost requests (never acknowledged) are sent again.
+// The events are stored one per message, or in frames whose events are
+// spread over several requests.
 func TestIndexerAcknowledgement(t *testing.T) {
+	t.Run("single", func(t *testing.T) {
+		indexerAck(t, func(e *exportertest.Env) []string { return e.Fill(t, 3000, nil) })
+	})
+	t.Run("frames", func(t *testing.T) {
+		indexerAck(t, func(e *exportertest.Env) []string { return e.FillFrames(t, 3000, nil) })
+	})
+}
+
+func indexerAck(t *testing.T, fill func(*exportertest.Env) []string) {
 	hec := fakehec.New(t, fakehec.Options{Token: token, Ack: true, AckAfterPolls: 2, LoseEvery: 5})
 	e := exportertest.Start(t, exportertest.Options{})
-	ids := e.Fill(t, 3000, nil)
+	ids := fill(e)
 	x, _ := e.Run(t, fmt.Sprintf(`name: hec1
 type: splunk_hec
 settings:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,11 +23,11 @@ import (
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
-// received waits until rsyslog has written want distinct events and
+// received waits until rsyslog has written each of ids times times and
 // checks each line: the event id in the structured data is the id of the
 // event in the message, the MSGID is its code, the message is the stored
 // event and valid against its schema.
-func received(t *testing.T, r *rsyslogtest.Rsyslog, ids []string) map[string]int {
+func received(t *testing.T, r *rsyslogtest.Rsyslog, ids []string, times int) map[string]int {
 	t.Helper()
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -56,7 +57,9 @@ func received(t *testing.T, r *rsyslogtest.Rsyslog, ids []string) map[string]int
 		}
 		missing := 0
 		for id := range want {
-			if got[id] == 0 {
+			// rsyslog writes what it acknowledged a little later: wait
+			// for every copy expected.
+			if got[id] < times {
 				missing++
 			}
 		}
@@ -97,7 +100,7 @@ settings:
   linger: 20ms`, r.TLSAddr, pki.CAFile))
 	e.Settled(t, "systls", 60*time.Second)
 	stopTLS()
-	got := received(t, r, ids)
+	got := received(t, r, ids, 2)
 	for _, id := range ids {
 		if got[id] < 2 {
 			t.Fatalf("event %s received %d times, want once over TCP and once over TLS", id, got[id])
@@ -127,7 +130,7 @@ settings:
 	}
 	r := rsyslogtest.Start(t, rsyslogtest.Options{Port: port})
 	e.Settled(t, "late", 60*time.Second)
-	received(t, r, ids)
+	received(t, r, ids, 1)
 }
 
 // A message over max_message_bytes is dead-lettered, not cut.
@@ -148,7 +151,7 @@ settings:
   max_message_bytes: 8192
   linger: 20ms`, r.Addr))
 	e.Settled(t, "small", 60*time.Second)
-	got := received(t, r, append(append([]string(nil), ids[:42]...), ids[43:]...))
+	got := received(t, r, append(append([]string(nil), ids[:42]...), ids[43:]...), 1)
 	if got[ids[42]] != 0 {
 		t.Fatal("the oversized event was sent")
 	}
@@ -156,6 +159,51 @@ settings:
 		t.Fatalf("dead letters %d, want event %s", len(dl), ids[42])
 	}
 	if st := x.Stats(); st.DeadLetters != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Events stored in frames and alone reach rsyslog once each, in stream
+// order; an oversized event in a frame is dead-lettered alone.
+func TestFramesInOrder(t *testing.T) {
+	r := rsyslogtest.Start(t, rsyslogtest.Options{})
+	e := exportertest.Start(t, exportertest.Options{})
+	ids := e.FillFrames(t, 1000, func(i int) events.Event {
+		q := exportertest.Query(i)
+		q.SID = fmt.Sprintf("s%d", i%4)
+		if i == 420 {
+			q.Query = "SELECT '" + strings.Repeat("y", 20000) + "'"
+		}
+		return q
+	})
+	x, _ := e.Run(t, fmt.Sprintf(`name: frames
+type: syslog
+settings:
+  address: %s
+  max_message_bytes: 8192
+  linger: 20ms`, r.Addr))
+	e.Settled(t, "frames", 60*time.Second)
+	want := append(append([]string(nil), ids[:420]...), ids[421:]...)
+	got := received(t, r, want, 1)
+	var order []string
+	for _, l := range r.Lines(t) {
+		var ev struct{ ID, Type string }
+		_ = json.Unmarshal(l.Msg, &ev)
+		if ev.Type != "exporter.dead_letter" { // the report, stored after them
+			order = append(order, ev.ID)
+		}
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("rsyslog got %d events, not the %d sent in stream order", len(order), len(want))
+	}
+	if got[ids[420]] != 0 {
+		t.Fatal("the oversized event was sent")
+	}
+	dl := e.DeadLetters(t, "frames")
+	if len(dl) != 1 || dl[0].Header.Get(exporters.HeaderEventID) != ids[420] || dl[0].Header.Get(exporters.HeaderFrameEvent) == "" {
+		t.Fatalf("dead letters %d, want event %s of a frame", len(dl), ids[420])
+	}
+	if st := x.Stats(); st.DeadLetters != 1 || st.Delivered != uint64(len(want))+1 { // and the report
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -4,6 +4,7 @@
 package exportertest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters"
+	"github.com/tollgate-db/tollgate/exporters/format"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -33,6 +35,10 @@ type Env struct {
 	// Pub publishes events (async, for speed); Strict waits for each.
 	Pub    *events.Publisher
 	Strict *events.Publisher
+
+	// frames chains the frames Frame publishes.
+	frameMu sync.Mutex
+	frames  frameRun
 }
 
 // Options configures Start.
@@ -181,25 +187,67 @@ func (e *Env) DeadLetters(t testing.TB, name string) []*jetstream.RawStreamMsg {
 	return out
 }
 
-// AuditEvents returns the stored events of one type, raw.
+// AuditEvents returns the stored events of one type, raw, whether they
+// are stored one per message or in frames.
 func (e *Env) AuditEvents(t testing.TB, typ string) [][]byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	var out [][]byte
+	e.EachEvent(t, func(_ uint64, ev []byte) {
+		if env, err := format.Scan(ev); err == nil && env.Type == typ {
+			out = append(out, bytes.Clone(ev))
+		}
+	})
+	return out
+}
+
+// EachEvent calls fn with every event stored in AUDIT, in stream order,
+// and the sequence of the message holding it: a frame's events one by
+// one.
+func (e *Env) EachEvent(t testing.TB, fn func(seq uint64, ev []byte)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	st, err := e.JS.Stream(ctx, events.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out [][]byte
-	for seq := uint64(1); ; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(events.TypeFilter(typ)))
-		if err != nil {
-			break
-		}
-		out = append(out, m.Data)
-		seq = m.Sequence + 1
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	if info.State.Msgs == 0 {
+		return
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(0); seq < info.State.LastSeq; {
+		// Asking for no more than are left returns as soon as they are
+		// there (gaps in the sequence only make it wait the max).
+		batch, err := c.Fetch(int(min(1000, info.State.LastSeq-seq)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			if err := events.SplitEvents(m.Data(), func(ev []byte) error { fn(seq, ev); return nil }); err != nil {
+				t.Fatalf("message %d: %v", seq, err)
+			}
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if got == 0 {
+			t.Fatalf("AUDIT: nothing after sequence %d, the last is %d", seq, info.State.LastSeq)
+		}
+	}
 }
 
 // Build parses one exporter's configuration (the YAML of one item of
