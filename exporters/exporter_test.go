@@ -483,6 +483,27 @@ func TestStateCopiesDeliveredOnce(t *testing.T) {
 	if _, err := e.JS.PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
+	// The trail's copies today: a frame of one event, with the same header.
+	ev2 := &events.UserCreate{Name: "carol", UserRoles: []string{"access"}}
+	ev2.User = "alice"
+	if err := events.Stamp(ev2, exportertest.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	data2, _ := json.Marshal(ev2)
+	ack2, err := e.JS.Publish(ctx, events.StateSubject("user", "carol"), data2, jetstream.WithMsgID(ev2.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, _, err := events.EncodeFrame(nil, events.FrameHeader{ID: ev2.ID, Src: "broker-trail", Run: "r", Prev: events.FrameGenesis("r"), StateSeq: ack2.Sequence}, [][]byte{data2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := &nats.Msg{Subject: "audit." + exportertest.Cluster + ".frame.broker-trail", Data: frame, Header: nats.Header{}}
+	fm.Header.Set(events.HeaderStateSeq, strconv.FormatUint(ack2.Sequence, 10))
+	fm.Header.Set(jetstream.MsgIDHeader, ev2.ID)
+	if _, err := e.JS.PublishMsg(ctx, fm); err != nil {
+		t.Fatal(err)
+	}
 	both := newMemSink()
 	_, _ = run(t, e, exporters.Options{Name: "both", Sink: both, Delivery: fast()})
 	e.Settled(t, "both", 20*time.Second)
@@ -490,14 +511,16 @@ func TestStateCopiesDeliveredOnce(t *testing.T) {
 	d := fast()
 	d.Streams = []string{events.AuditStream}
 	_, _ = run(t, e, exporters.Options{Name: "audit-only", Sink: auditOnly, Delivery: d})
-	waitFor(t, "the copy delivered from AUDIT", 20*time.Second, func() bool { return auditOnly.has(ev.ID) })
+	waitFor(t, "the copies delivered from AUDIT", 20*time.Second, func() bool { return auditOnly.has(ev.ID) && auditOnly.has(ev2.ID) })
 	time.Sleep(200 * time.Millisecond)
 	for name, s := range map[string]*memSink{"AUDIT and STATE": both, "AUDIT only": auditOnly} {
-		s.mu.Lock()
-		n := s.got[ev.ID]
-		s.mu.Unlock()
-		if n != 1 {
-			t.Errorf("%s: user.create delivered %d times, want once", name, n)
+		for _, id := range []string{ev.ID, ev2.ID} {
+			s.mu.Lock()
+			n := s.got[id]
+			s.mu.Unlock()
+			if n != 1 {
+				t.Errorf("%s: user.create %s delivered %d times, want once", name, id, n)
+			}
 		}
 	}
 }

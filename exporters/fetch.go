@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,16 +243,10 @@ func caughtUp(m jetstream.Msg) bool {
 
 // stateCopy says whether m is the AUDIT copy of a STATE event while the
 // exporter reads STATE too: the original is delivered from STATE, once.
-// Copies are single events (frames carry no per-event headers).
+// broker/trail stores each copy as a frame of one event, or (before
+// frames) as the event alone, with the STATE sequence in a header.
 func (x *Exporter) stateCopy(stream string, m jetstream.Msg) bool {
 	if stream != events.AuditStream || !x.readsState {
-		return false
-	}
-	// Only events outside a session (audit.<cluster>._.<type>) can be
-	// copies; the header is not parsed for the others.
-	_, rest, _ := strings.Cut(m.Subject(), ".")
-	_, rest, _ = strings.Cut(rest, ".")
-	if !strings.HasPrefix(rest, events.NoSession+".") {
 		return false
 	}
 	return m.Headers().Get(events.HeaderStateSeq) != ""
@@ -321,7 +314,7 @@ func (x *Exporter) prepare(stream string, msgs []jetstream.Msg, n int) []*work {
 				// its own: sinks and filters keyed on it keep working.
 				r.Subject = events.EventSubject(env.Cluster, env.SID, env.Type)
 			}
-			if !x.o.Filter.pass(&r.Envelope) || !inFrame && x.stateCopy(stream, m) {
+			if !x.o.Filter.pass(&r.Envelope) || x.stateCopy(stream, m) {
 				it.settle()
 				x.c.filtered.Add(1)
 				if x.o.Metrics != nil {
