@@ -82,16 +82,19 @@ type Publisher struct {
 	room     chan struct{}
 	inflight int
 	idle     chan struct{}
-	// fseq and prev chain the run's frames; only the writer goroutine
-	// touches them.
+	// fseq and prev chain the run's frames (cutMu).
 	fseq uint64
 	prev string
 	// lastSigned is when the writer last signed a frame, tailUnsigned
-	// whether a frame went out unsigned since (writer goroutine only).
+	// whether a frame went out unsigned since (cutMu).
 	lastSigned   time.Time
 	tailUnsigned bool
 
 	chains sync.Map // sid → *chain
+
+	// cutMu is held by the goroutine cutting and sending frames (pump):
+	// fseq, prev, lastSigned and tailUnsigned are its.
+	cutMu sync.Mutex
 
 	kick      chan struct{}
 	closing   chan struct{}

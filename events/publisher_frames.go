@@ -82,7 +82,7 @@ func (p *Publisher) accept(ctx context.Context, ev Event, w *waiter) error {
 		w.left.Add(1)
 	}
 	p.mu.Unlock()
-	p.wake()
+	p.pump()
 	return nil
 }
 
@@ -108,9 +108,49 @@ func (p *Publisher) wake() {
 	}
 }
 
-// write is the writer goroutine: whenever a frame may be sent (fewer than
-// framesInFlight unacknowledged, no stream fault) and events are open, it
-// cuts them into a frame and sends it. A run whose last frame went out
+// pump cuts and sends frames while events are open and a frame may be
+// sent, on the caller's goroutine: the goroutine that accepted an event,
+// or the one that learnt of an acknowledgement. Sending from where the
+// event or the ack already is saves a hand-off to a writer goroutine on
+// every frame. One goroutine cuts at a time, so frames leave in the order
+// of their fseq; a caller that finds another cutting leaves its events to
+// it, and the cutter looks again before it lets go.
+func (p *Publisher) pump() {
+	for p.ready() {
+		if !p.cutMu.TryLock() {
+			// The goroutine cutting looks at open again after it unlocks;
+			// the writer goroutine is the backstop should it not.
+			p.wake()
+			return
+		}
+		var failed *outMsg
+		var err error
+		for failed == nil && p.ready() {
+			m := p.cut(false)
+			p.published.Add(1)
+			if err = p.pipe.send(m); err != nil {
+				failed = m
+			}
+		}
+		p.cutMu.Unlock()
+		if failed != nil {
+			p.onResolved(failed, false, err)
+			return
+		}
+	}
+}
+
+// ready reports whether a frame can be cut now.
+func (p *Publisher) ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.open) > 0 && p.inflight < framesInFlight && p.fault.Load() == nil
+}
+
+// write is the writer goroutine. Frames are cut by pump where events and
+// acknowledgements arrive; this goroutine only cuts when woken by a caller
+// that found another one cutting (the backstop of a lost race) or when a
+// fault clears, and it signs the tail: a run whose last frame went out
 // unsigned gets a signed frame without events (a checkpoint) once the
 // writer has been idle for signEvery, so a run never ends unproven for
 // longer than that.
@@ -119,34 +159,48 @@ func (p *Publisher) write() {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	for {
+		var timeout <-chan time.Time
+		p.cutMu.Lock()
 		p.mu.Lock()
-		can := p.inflight < framesInFlight && p.fault.Load() == nil
-		ready := can && len(p.open) > 0
+		can := p.inflight < framesInFlight && p.fault.Load() == nil && len(p.open) == 0
 		p.mu.Unlock()
-		checkpoint := false
-		if !ready {
-			var timeout <-chan time.Time
-			if can && p.tailUnsigned && p.signer.Load() != nil {
-				idle.Reset(max(signEvery-time.Since(p.lastSigned), 0))
-				timeout = idle.C
-			}
-			select {
-			case <-p.kick:
-				idle.Stop()
-				continue
-			case <-timeout:
-				checkpoint = true
-			case <-p.stop:
-				idle.Stop()
-				p.abandon()
-				return
-			}
+		if can && p.tailUnsigned && p.signer.Load() != nil {
+			idle.Reset(max(signEvery-time.Since(p.lastSigned), 0))
+			timeout = idle.C
 		}
-		m := p.cut(checkpoint)
-		p.published.Add(1)
-		if err := p.pipe.send(m); err != nil {
-			p.onResolved(m, false, err)
+		p.cutMu.Unlock()
+		select {
+		case <-p.kick:
+			idle.Stop()
+			p.pump()
+		case <-timeout:
+			p.checkpoint()
+		case <-p.stop:
+			idle.Stop()
+			p.abandon()
+			return
 		}
+	}
+}
+
+// checkpoint signs the run's unsigned tail with a frame without events,
+// unless events came meanwhile (their frame is signed when due).
+func (p *Publisher) checkpoint() {
+	p.cutMu.Lock()
+	p.mu.Lock()
+	can := p.inflight < framesInFlight && p.fault.Load() == nil && len(p.open) == 0
+	p.mu.Unlock()
+	if !can || !p.tailUnsigned || p.signer.Load() == nil {
+		p.cutMu.Unlock()
+		p.pump()
+		return
+	}
+	m := p.cut(true)
+	p.published.Add(1)
+	err := p.pipe.send(m)
+	p.cutMu.Unlock()
+	if err != nil {
+		p.onResolved(m, false, err)
 	}
 }
 
@@ -229,6 +283,9 @@ func (p *Publisher) cut(sign bool) *outMsg {
 	}
 	if s != nil {
 		p.lastSigned = time.Now()
+	} else if !p.tailUnsigned && p.signer.Load() != nil {
+		// The writer goroutine arms the checkpoint.
+		defer p.wake()
 	}
 	p.tailUnsigned = s == nil
 	for i := range taken {
@@ -307,7 +364,7 @@ func (p *Publisher) onResolved(m *outMsg, dup bool, err error) {
 	p.inflight--
 	p.mu.Unlock()
 	p.release(n)
-	p.wake()
+	p.pump()
 }
 
 func (p *Publisher) recycle(m *outMsg) {
