@@ -37,9 +37,11 @@ const (
 	// fields are cut.
 	minMessageSize = 4096
 	// framesInFlight is how many frames wait for their acknowledgement at
-	// once. One is group commit in its plainest form: while a frame is
-	// being stored, every event that arrives waits for the next one, so
-	// the busier the store, the larger the frames.
+	// once. With one, every gate waits for the frame before its own as
+	// well (measured: strict pgbench -S prepared at 8 clients 6,883 tps
+	// against 7,498 with four in the same conditions); with four, a gate's
+	// events leave at once unless four frames are being stored, and then
+	// they ride the next one with every other session's (group commit).
 	framesInFlight = 4
 	// frameReserve is room kept in a frame for its header and trailer
 	// beside the certificate and the session ids, which are counted.

@@ -183,6 +183,12 @@ func TestPgbenchReport(t *testing.T) {
 	if stored < uint64(strictTx) {
 		t.Errorf("the AUDIT stream gained %d events, fewer than the %d transactions run through the strict agent", stored, strictTx)
 	}
+	for _, target := range []string{TargetStrict, TargetAsync} {
+		if pub := s.pubs[target]; pub != nil {
+			st := pub.Stats()
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %d events in %d frames (%.1f events per frame)", target, st.Acked, st.Frames, float64(st.Acked)/max(float64(st.Frames), 1)))
+		}
+	}
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("audit events stored during the pgbench and COPY runs: %d (both agents; every statement is a query or execute event, carrying its bound parameters, plus a result event; COPY data is summarised every 8 MiB or second)", stored),
 		"relay, pgbouncer and the agents run in this process or beside it on the same 2 cores as pgbench and PostgreSQL: every proxy competes with both for CPU, which is why even the relay, which only copies bytes, falls well short of direct",
