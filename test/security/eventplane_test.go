@@ -4,12 +4,14 @@ package security
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
@@ -75,6 +77,39 @@ func TestEventPlane(t *testing.T) {
 			t.Fatal(err)
 		}
 		refused(t, "auditor subscribes to audit.>", nc.Flush(), errs)
+	})
+	t.Run("AgentOrExporterForgesTheSessionsIndex", func(t *testing.T) {
+		// The broker keeps the index of sessions in the SESSIONS bucket
+		// (sessions.IndexBucket); the auditor reads it, no one else may
+		// write it: a forged entry would hide a session from `sessions ls`
+		// or point its replay at other events.
+		_, ajs, _ := w.as(natsserver.Auditor)
+		var kv jetstream.KeyValue
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var err error
+			if kv, err = ajs.KeyValue(ctx(), "SESSIONS"); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("auditor binds the sessions index: %v", err)
+			}
+		}
+		for _, p := range []natsserver.Part{natsserver.Agent, natsserver.Exporter, natsserver.Auditor} {
+			_, js, errs := w.as(p)
+			_, err := js.Publish(ctx(), "$KV.SESSIONS.s.forged", []byte(`{"sid":"forged","user":"nobody"}`))
+			refused(t, string(p)+" writes the sessions index", err, errs)
+			_, js, errs = w.as(p)
+			_, err = js.Publish(ctx(), "$KV.SESSIONS.progress", []byte(`{"seq":18446744073709551615}`))
+			refused(t, string(p)+" moves the sessions index's progress", err, errs)
+		}
+		for _, p := range []natsserver.Part{natsserver.Agent, natsserver.Exporter} {
+			nc, _, errs := w.as(p)
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_SESSIONS", []byte(`{"last_by_subj":"$KV.SESSIONS.progress"}`), 500*time.Millisecond)
+			refused(t, string(p)+" reads the sessions index", err, errs)
+		}
+		if _, err := kv.Get(ctx(), "s.forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("a forged entry is in the sessions index: %v", err)
+		}
 	})
 	t.Run("ExporterForgesDropTableIntoLiveSession", func(t *testing.T) {
 		_, js, errs := w.as(natsserver.Exporter)
