@@ -354,6 +354,26 @@ func TestIndexLongSession(t *testing.T) {
 	}
 }
 
+func TestIndexEmpty(t *testing.T) {
+	tr := newTrail(t)
+	ix := tr.startIndex()
+	defer ix.Stop()
+	if ss, err := List(tctx(t), tr.js, Filter{}); err != nil || len(ss) != 0 {
+		t.Fatalf("list: %v, %v", ss, err)
+	}
+	if _, err := Load(tctx(t), tr.js, "S1"); err == nil || !strings.Contains(err.Error(), "no session S1") {
+		t.Fatalf("load: %v", err)
+	}
+	tr.frame(sample(t)[:2]...)
+	if err := ix.Sync(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	tr.checkList("first frame")
+	if n := tr.checkLoad("first frame", "S1"); n != 1 {
+		t.Fatalf("load read %d messages", n)
+	}
+}
+
 func TestIndexKey(t *testing.T) {
 	for sid, want := range map[string]string{
 		"01JABC-x_y": "01JABC-x_y",
@@ -399,4 +419,45 @@ func BenchmarkIndexFrame(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkIndexCatchUp measures the index reading AUDIT from the embedded
+// server: frames of 32 events of 8 interleaved sessions, read, saved and
+// acknowledged (per op: one frame).
+func BenchmarkIndexCatchUp(b *testing.B) {
+	tr := newTrail(b)
+	base := sample(b)
+	var frame [][]byte
+	for s := range 8 {
+		for _, ev := range base[1:5] {
+			frame = append(frame, []byte(strings.ReplaceAll(string(ev), `"sid":"S1"`, fmt.Sprintf(`"sid":"S%d"`, s))))
+		}
+	}
+	for i := range b.N {
+		h := events.FrameHeader{ID: events.NewID(), Src: "h1", Run: "r1", FSeq: uint64(i), Prev: tr.prev}
+		data, hash, err := events.EncodeFrame(nil, h, frame, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr.prev = hash
+		if _, err := tr.js.PublishAsync("audit.c1.frame.h1", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-tr.js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("frames not stored")
+	}
+	b.ResetTimer()
+	ix, err := StartIndex(tctx(b), tr.js, IndexOptions{Every: 20 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ix.Sync(tctx(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	ix.Stop()
+	b.ReportMetric(float64(b.N*len(frame))/b.Elapsed().Seconds(), "events/s")
 }
