@@ -374,6 +374,31 @@ func TestIndexEmpty(t *testing.T) {
 	}
 }
 
+// The consumer deleted under the index: it makes a new one and reads on
+// from where it was.
+func TestIndexConsumerLost(t *testing.T) {
+	tr := newTrail(t)
+	s1 := sample(t)
+	tr.frame(s1[:4]...)
+	ix := tr.startIndex()
+	defer ix.Stop()
+	stream, err := tr.js.Stream(tctx(t), events.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteConsumer(tctx(t), IndexConsumer); err != nil {
+		t.Fatal(err)
+	}
+	tr.frame(s1[4:]...)
+	if err := ix.Sync(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	tr.checkList("consumer lost")
+	if e := tr.entry("S1"); e.Frames != 2 || e.End.IsZero() {
+		t.Fatalf("entry: %+v", e)
+	}
+}
+
 func TestIndexKey(t *testing.T) {
 	for sid, want := range map[string]string{
 		"01JABC-x_y": "01JABC-x_y",

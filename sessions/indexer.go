@@ -248,10 +248,15 @@ func (ix *Index) run(ctx context.Context) {
 		// deliveries already on their way.
 		batch, err := ix.cons.Fetch(fetchBatch, jetstream.FetchMaxWait(ix.every))
 		if err != nil {
+			// The consumer may be gone (deleted, its stream remade): a
+			// new one starts after the last message read.
 			ix.log.Warn("sessions index: fetch", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(ix.every):
+				if err := ix.openConsumer(ctx); err != nil {
+					ix.log.Warn("sessions index: consumer", "err", err)
+				}
 			}
 			continue
 		}
@@ -281,6 +286,7 @@ func (ix *Index) run(ctx context.Context) {
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 			ix.log.Warn("sessions index: fetch", "err", err)
+			complete = false
 		}
 		if time.Since(lastSave) >= ix.every || !complete {
 			ix.saveOrLog(ctx)
@@ -297,6 +303,9 @@ func (ix *Index) run(ctx context.Context) {
 func (ix *Index) saveOrLog(ctx context.Context) {
 	if err := ix.save(ctx); err != nil && ctx.Err() == nil {
 		ix.log.Warn("sessions index: save", "err", err)
+		// The next save is the periodic one, not one per message read;
+		// meanwhile the consumer's max ack pending holds the rest back.
+		ix.unsaved = 0
 	}
 }
 
