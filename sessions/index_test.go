@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -396,6 +398,90 @@ func TestIndexConsumerLost(t *testing.T) {
 	tr.checkList("consumer lost")
 	if e := tr.entry("S1"); e.Frames != 2 || e.End.IsZero() {
 		t.Fatalf("entry: %+v", e)
+	}
+}
+
+// logLines is a log handler's output, for tests to wait for a line.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logLines) has(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Contains(l.b.String(), s)
+}
+
+// Several brokers: one keeps the index, another takes over when it stops,
+// when its lease lapses, or after losing it.
+func TestIndexTwoBrokers(t *testing.T) {
+	tr := newTrail(t)
+	s1, s2 := sample(t), session(t, "S2", &events.SessionStart{Database: db, Status: events.Status{Success: true}},
+		&events.Query{Database: db, Query: "select 2"}, &events.Result{Database: db, Status: events.Status{Success: true}, Rows: 2})
+	tr.frame(s1[:3]...)
+	first := tr.startIndex()
+	var log2 logLines
+	second, err := StartIndex(tctx(t), tr.js, IndexOptions{Every: 20 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&log2, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Stop()
+	tr.frame(s1[3:6]...)
+	if err := second.Sync(tctx(t)); err != nil { // the first keeps it
+		t.Fatal(err)
+	}
+	tr.checkList("first broker")
+	if log2.has("keeping it") {
+		t.Fatal("the second broker keeps the index beside the first")
+	}
+	first.Stop()
+	tr.frame(s1[6], s2[0])
+	if err := second.Sync(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !log2.has("keeping it") {
+		t.Fatal("the second broker did not take over")
+	}
+	tr.checkList("second broker")
+
+	// The lease taken by someone else: the second stops writing; given
+	// back, it keeps the index again from the progress.
+	kv, err := tr.js.KeyValue(tctx(t), IndexBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if _, err := kv.Put(tctx(t), leaseKey, []byte(`{"holder":"other","until":"`+until+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for !log2.has("lease lost") {
+		select {
+		case <-tctx(t).Done():
+			t.Fatal("the second broker did not see its lease lost")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	tr.frame(s1[7:]...)
+	tr.frame(s2[1:]...)
+	// A lease that lapsed (its holder gone) is taken over.
+	if _, err := kv.Put(tctx(t), leaseKey, []byte(`{"holder":"other","until":"2000-01-01T00:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Sync(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	tr.checkList("taken over again")
+	for _, sid := range []string{"S1", "S2"} {
+		if n := tr.checkLoad("taken over again", sid); n != tr.frames[sid] {
+			t.Fatalf("load %s read %d messages, want %d", sid, n, tr.frames[sid])
+		}
 	}
 }
 

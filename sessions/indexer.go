@@ -71,6 +71,7 @@ type Index struct {
 	cons   jetstream.Consumer
 	log    *slog.Logger
 	every  time.Duration
+	lease  *lease
 
 	// known is the highest AUDIT sequence an entry in the bucket may
 	// count when this run started: a session first met after it, with its
@@ -115,8 +116,9 @@ type tracked struct {
 	touched time.Time
 }
 
-// StartIndex makes the bucket and the consumer and reads AUDIT in the
-// background until ctx ends or Stop.
+// StartIndex makes the bucket and reads AUDIT in the background until ctx
+// ends or Stop. Several brokers may run: one at a time keeps the index,
+// the one holding the lease (lease.go); the others wait to take over.
 func StartIndex(ctx context.Context, js jetstream.JetStream, o IndexOptions) (*Index, error) {
 	if o.Every <= 0 {
 		o.Every = DefaultIndexEvery
@@ -138,33 +140,51 @@ func StartIndex(ctx context.Context, js jetstream.JetStream, o IndexOptions) (*I
 	if err != nil {
 		return nil, fmt.Errorf("sessions: index bucket %s: %w", IndexBucket, err)
 	}
-	var p indexProgress
-	if _, err := getJSON(ctx, kv, progressKey, &p); err != nil {
-		return nil, err
-	}
 	stream, err := js.Stream(ctx, events.AuditStream)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: stream %s: %w", events.AuditStream, err)
 	}
-	ix := &Index{js: js, kv: kv, log: o.Log, every: o.Every, live: map[string]*tracked{},
-		read: p.Seq, saved: p.Seq, savedCh: make(chan struct{}), done: make(chan struct{})}
-	// What the last run may have written: up to what its consumer was
-	// given. Without its consumer, anything stored.
-	ix.known = p.Seq
-	if st, err := kv.Status(ctx); err == nil && st.Values() == 0 {
-		ix.known = 0 // an empty bucket: no entry at all
-	} else if c, err := stream.Consumer(ctx, IndexConsumer); err == nil {
-		ix.known = max(ix.known, c.CachedInfo().Delivered.Stream)
-	} else {
-		ix.known = max(ix.known, stream.CachedInfo().State.LastSeq)
-	}
-	ix.stream = stream
-	if err := ix.openConsumer(ctx); err != nil {
+	ix := &Index{js: js, kv: kv, stream: stream, log: o.Log, every: o.Every,
+		lease: newLease(kv, o.Every), savedCh: make(chan struct{}), done: make(chan struct{})}
+	leading, err := ix.lease.acquire(ctx)
+	if err != nil {
 		return nil, err
 	}
+	if leading {
+		if err := ix.begin(ctx); err != nil {
+			ix.lease.release(ctx)
+			return nil, err
+		}
+	}
 	ctx, ix.cancel = context.WithCancel(ctx)
-	go ix.run(ctx)
+	go ix.run(ctx, leading)
 	return ix, nil
+}
+
+// begin starts keeping the index: from the progress on, with nothing in
+// memory (another broker may have kept it meanwhile).
+func (ix *Index) begin(ctx context.Context) error {
+	var p indexProgress
+	if _, err := getJSON(ctx, ix.kv, progressKey, &p); err != nil {
+		return err
+	}
+	ix.live, ix.read, ix.unsaved = map[string]*tracked{}, p.Seq, 0
+	ix.mu.Lock()
+	ix.saved = p.Seq
+	ix.mu.Unlock()
+	// What the bucket may count: up to what the last consumer was given;
+	// without it, anything stored.
+	ix.known = p.Seq
+	if st, err := ix.kv.Status(ctx); err == nil && st.Values() <= 1 {
+		ix.known = 0 // no entry at all (the lease is the one value)
+	} else if c, err := ix.stream.Consumer(ctx, IndexConsumer); err == nil {
+		ix.known = max(ix.known, c.CachedInfo().Delivered.Stream)
+	} else if info, err := ix.stream.Info(ctx); err == nil {
+		ix.known = max(ix.known, info.State.LastSeq)
+	} else {
+		return fmt.Errorf("sessions: stream %s: %w", events.AuditStream, err)
+	}
+	return ix.openConsumer(ctx)
 }
 
 // openConsumer (re)makes the consumer, starting after the last message
@@ -208,42 +228,88 @@ func (ix *Index) Stop() {
 }
 
 // Sync waits until the index has saved every message stored in AUDIT when
-// it is called.
+// it is called, whichever broker keeps it.
 func (ix *Index) Sync(ctx context.Context) error {
-	stream, err := ix.js.Stream(ctx, events.AuditStream)
+	info, err := ix.stream.Info(ctx)
 	if err != nil {
 		return err
 	}
-	want := stream.CachedInfo().State.LastSeq
+	want := info.State.LastSeq
 	for {
 		ix.mu.Lock()
-		saved, ch := ix.saved, ix.savedCh
+		ch := ix.savedCh
 		ix.mu.Unlock()
-		if saved >= want {
+		var p indexProgress
+		if _, err := getJSON(ctx, ix.kv, progressKey, &p); err != nil {
+			return err
+		}
+		if p.Seq >= want {
 			return nil
 		}
 		select {
 		case <-ch:
+		case <-time.After(ix.every):
 		case <-ix.done:
 			return errors.New("sessions: the index stopped")
 		case <-ctx.Done():
-			return fmt.Errorf("sessions: index at %d of %d: %w", saved, want, context.Cause(ctx))
+			return fmt.Errorf("sessions: index at %d of %d: %w", p.Seq, want, context.Cause(ctx))
 		}
 	}
 }
 
-func (ix *Index) run(ctx context.Context) {
+// run keeps the index while this broker holds the lease, and waits to
+// take it over while another one does.
+func (ix *Index) run(ctx context.Context, leading bool) {
 	defer close(ix.done)
+	for ctx.Err() == nil {
+		if leading {
+			ix.keep(ctx)
+			leading = false
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(ix.every):
+		}
+		ok, err := ix.lease.acquire(ctx)
+		if err != nil && ctx.Err() == nil {
+			ix.log.Warn("sessions index: lease", "err", err)
+		}
+		if !ok {
+			continue
+		}
+		ix.log.Info("sessions index: keeping it")
+		if err := ix.begin(ctx); err != nil {
+			ix.log.Warn("sessions index: start", "err", err)
+			ix.lease.release(ctx)
+			continue
+		}
+		leading = true
+	}
+}
+
+// keep reads AUDIT into the index until ctx ends or the lease is lost.
+func (ix *Index) keep(ctx context.Context) {
 	defer func() {
-		// The last save outlives ctx: what was read is not lost.
+		if ctx.Err() == nil {
+			return // lost the lease: the index is another broker's
+		}
+		// The last save outlives ctx: what was read is not lost, and the
+		// lease goes at once to a broker waiting for it.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if err := ix.save(sctx); err != nil {
 			ix.log.Warn("sessions index: last save", "err", err)
 		}
+		ix.lease.release(sctx)
 	}()
 	lastSave := time.Now()
 	for ctx.Err() == nil {
+		if err := ix.lease.renewIfDue(ctx); err != nil {
+			ix.log.Warn("sessions index: lease lost, another broker keeps the index", "err", err)
+			return
+		}
 		// FetchMaxWait rather than a context: a fetch cut short drops
 		// deliveries already on their way.
 		batch, err := ix.cons.Fetch(fetchBatch, jetstream.FetchMaxWait(ix.every))
@@ -301,7 +367,7 @@ func (ix *Index) run(ctx context.Context) {
 }
 
 func (ix *Index) saveOrLog(ctx context.Context) {
-	if err := ix.save(ctx); err != nil && ctx.Err() == nil {
+	if err := ix.save(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errLeaseLost) {
 		ix.log.Warn("sessions index: save", "err", err)
 		// The next save is the periodic one, not one per message read;
 		// meanwhile the consumer's max ack pending holds the rest back.
@@ -424,6 +490,10 @@ func (ix *Index) save(ctx context.Context) error {
 	ix.mu.Unlock()
 	if ix.read == saved {
 		return nil
+	}
+	// The lease first: a broker that lost it writes nothing.
+	if err := ix.lease.renew(ctx); err != nil {
+		return err
 	}
 	var chunks, entries []kvWrite
 	for _, t := range ix.live {
