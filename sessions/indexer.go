@@ -59,9 +59,10 @@ type IndexOptions struct {
 // readers read the few messages the index has not saved (index.go), so
 // they see every session as it is.
 //
-// A save writes the sessions read since the last one, then the progress
-// key, then acknowledges the consumer up to there. A restart reads again
-// from the progress on. An entry records the last AUDIT sequence it
+// A save renews the lease (lease.go), writes the sessions read since the
+// last one, then the progress key, then acknowledges the consumer up to
+// there. A restart, or another broker taking over, reads again from the
+// progress on. An entry records the last AUDIT sequence it
 // counts, so a message read again (saved before a crash, progress not) is
 // not counted twice.
 type Index struct {
@@ -74,7 +75,7 @@ type Index struct {
 	lease  *lease
 
 	// known is the highest AUDIT sequence an entry in the bucket may
-	// count when this run started: a session first met after it, with its
+	// count when this broker began keeping the index: a session first met after it, with its
 	// start (a session's first event, stored before any other of its
 	// events), cannot have an entry yet, so none is read for it.
 	known uint64

@@ -19,7 +19,9 @@ import (
 // renews the lease (a compare-and-set on the key's revision) before every
 // save and every few seconds; a broker that finds the lease another's and
 // current waits, and takes it over once its holder released it (at stop)
-// or let it lapse (gone).
+// or let it lapse (gone). A broker stalled longer than the lease between
+// its renewal and the writes of a save could still write once after a
+// successor began; the lease lasts ten saves so that takes a long stall.
 const leaseKey = "lease"
 
 var errLeaseLost = errors.New("sessions: the index lease is another broker's")
