@@ -4,6 +4,7 @@ package security
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/test/faults"
 )
 
 // The attacks on the event plane share one world: none of them may change
@@ -109,6 +111,21 @@ func TestEventPlane(t *testing.T) {
 		}
 		if _, err := kv.Get(ctx(), "s.forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Fatalf("a forged entry is in the sessions index: %v", err)
+		}
+		// The index still tells the first statement's session.
+		out, err := w.stdout("sessions", "ls", "--user="+faults.TollgateUser, "--format=json")
+		if err != nil {
+			t.Fatalf("sessions ls: %v: %s", err, out)
+		}
+		var ss []struct {
+			SID        string `json:"sid"`
+			Statements uint64 `json:"statements"`
+		}
+		if err := json.Unmarshal([]byte(out), &ss); err != nil || len(ss) == 0 || ss[0].Statements == 0 {
+			t.Fatalf("sessions ls: %v: %s", err, out)
+		}
+		if out, err := w.stdout("sessions", "replay", ss[0].SID); err != nil || !strings.Contains(out, "before the attacks") {
+			t.Fatalf("sessions replay %s: %v: %s", ss[0].SID, err, out)
 		}
 	})
 	t.Run("ExporterForgesDropTableIntoLiveSession", func(t *testing.T) {
