@@ -84,19 +84,22 @@ type Timeline struct {
 // make the list huge.
 const maxMissing = 1000
 
-// Load reads one session from AUDIT, with the session's own subject filter
-// (events.SessionFilter): no other session's events are read.
+// Load reads one session from AUDIT: the messages the index names for it,
+// then those stored since the index last read AUDIT, never the whole
+// stream (see loadEvents).
 func Load(ctx context.Context, js jetstream.JetStream, sid string) (*Timeline, error) {
 	if err := events.ValidToken(sid); err != nil {
 		return nil, fmt.Errorf("session id: %w", err)
 	}
 	var recs []*record
-	err := read(ctx, js, []string{events.SessionFilter(sid)}, func(data []byte) error {
+	err := loadEvents(ctx, js, sid, func(ev []byte) error {
 		r := &record{}
-		if err := json.Unmarshal(data, r); err != nil {
+		if err := json.Unmarshal(ev, r); err != nil {
 			return fmt.Errorf("sessions: an event of session %s does not decode: %w", sid, err)
 		}
-		recs = append(recs, r)
+		if r.SID == sid {
+			recs = append(recs, r)
+		}
 		return nil
 	})
 	if err != nil {
@@ -128,7 +131,7 @@ func build(recs []*record) *Timeline {
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].EI < recs[j].EI })
 	p := NewProjection()
 	for _, r := range recs {
-		p.apply(r)
+		p.apply(&r.sessionFields)
 	}
 	t := &Timeline{}
 	if ss := p.Sessions(Filter{}); len(ss) > 0 {

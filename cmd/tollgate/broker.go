@@ -7,6 +7,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/sessions"
 )
 
 // The broker role of `tollgate start`: state, CAs, authentication and the
@@ -29,6 +30,16 @@ func init() {
 				return err
 			}
 			d.setBrokerStore(b.Store, nil)
+			// The session index lets `sessions ls` and replay read a few
+			// entries rather than the AUDIT stream; without it they still
+			// work, scanning the stream.
+			ix, err := sessions.StartIndex(ctx, js, sessions.IndexOptions{Replicas: d.Config.NATS.Replicas,
+				MaxAge: d.Config.NATS.AuditMaxAge.Std(), Log: d.Log.With("component", "sessions-index")})
+			if err != nil {
+				d.Log.Error("sessions index not started: sessions ls and replay scan the AUDIT stream", "err", err)
+			} else {
+				defer ix.Stop()
+			}
 			pin, _ := b.Admin.HostCAPin()
 			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin)
 			return b.Wait()

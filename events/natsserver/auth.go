@@ -26,7 +26,8 @@ const (
 	// Exporter reads AUDIT and STATE through its own durable consumers
 	// and writes DEADLETTER.
 	Exporter Part = "exporter"
-	// Auditor only reads AUDIT and STATE (`tollgate audit tail`).
+	// Auditor only reads AUDIT and STATE (`tollgate audit tail`), and
+	// what the broker and exporters derive from them.
 	Auditor Part = "auditor"
 )
 
@@ -61,6 +62,8 @@ const (
 	streamSnapshots  = "OBJ_STATE_SNAPSHOTS"
 	streamDeadLetter = "DEADLETTER"
 	streamExporters  = "KV_EXPORTERS"
+	// streamSessions is the broker's session index (sessions.IndexBucket).
+	streamSessions = "KV_SESSIONS"
 )
 
 // protectedStreams may never lose a message through the API: only their
@@ -133,7 +136,7 @@ func Permissions(p Part) *server.Permissions {
 		sub = []string{inbox}
 	case Auditor:
 		pub = append(pub, common...)
-		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters} {
+		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters, streamSessions} {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")

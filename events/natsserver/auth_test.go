@@ -157,6 +157,46 @@ func TestPartsDoOnlyTheirOwnJob(t *testing.T) {
 		// A subscription is refused asynchronously: the server reports it.
 		refused(t, "auditor subscribe audit.>", nc.Flush(), errs)
 	})
+	t.Run("only the broker writes the sessions index", func(t *testing.T) {
+		_, bjs, _ := dial(t, s, creds, Broker)
+		// The bucket sessions.StartIndex makes (sessions.IndexBucket).
+		kv, err := bjs.CreateOrUpdateKeyValue(ctx(), jetstream.KeyValueConfig{Bucket: "SESSIONS"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx(), "s.S1", []byte(`{"sid":"S1"}`)); err != nil {
+			t.Fatal(err)
+		}
+		_, ajs, _ := dial(t, s, creds, Auditor)
+		akv, err := ajs.KeyValue(ctx(), "SESSIONS")
+		if err != nil {
+			t.Fatalf("auditor binds the sessions index: %v", err)
+		}
+		if e, err := akv.Get(ctx(), "s.S1"); err != nil || string(e.Value()) != `{"sid":"S1"}` {
+			t.Fatalf("auditor reads the sessions index: %v", err)
+		}
+		w, err := akv.Watch(ctx(), "s.>")
+		if err != nil {
+			t.Fatalf("auditor lists the sessions index: %v", err)
+		}
+		if e := <-w.Updates(); e == nil || e.Key() != "s.S1" {
+			t.Fatalf("auditor lists the sessions index: %v", e)
+		}
+		_ = w.Stop()
+		for _, p := range []Part{Agent, Exporter, Auditor} {
+			_, js, errs := dial(t, s, creds, p)
+			_, err := js.Publish(ctx(), "$KV.SESSIONS.s.S1", []byte(`{"sid":"S1","statements":0}`))
+			refused(t, string(p)+" writes the sessions index", err, errs)
+		}
+		for _, p := range []Part{Agent, Exporter} {
+			_, js, errs := dial(t, s, creds, p)
+			_, err := js.KeyValue(ctx(), "SESSIONS")
+			refused(t, string(p)+" binds the sessions index", err, errs)
+		}
+		if e, err := kv.Get(ctx(), "s.S1"); err != nil || e.Revision() != 1 {
+			t.Fatalf("the entry changed: %v", err)
+		}
+	})
 	for _, p := range []Part{Agent, Exporter, Auditor} {
 		for _, op := range []string{"UPDATE", "DELETE", "PURGE"} {
 			t.Run(string(p)+" cannot "+strings.ToLower(op)+" AUDIT", func(t *testing.T) {

@@ -4,14 +4,18 @@ package security
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/test/faults"
 )
 
 // The attacks on the event plane share one world: none of them may change
@@ -75,6 +79,54 @@ func TestEventPlane(t *testing.T) {
 			t.Fatal(err)
 		}
 		refused(t, "auditor subscribes to audit.>", nc.Flush(), errs)
+	})
+	t.Run("AgentOrExporterForgesTheSessionsIndex", func(t *testing.T) {
+		// The broker keeps the index of sessions in the SESSIONS bucket
+		// (sessions.IndexBucket); the auditor reads it, no one else may
+		// write it: a forged entry would hide a session from `sessions ls`
+		// or point its replay at other events.
+		_, ajs, _ := w.as(natsserver.Auditor)
+		var kv jetstream.KeyValue
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var err error
+			if kv, err = ajs.KeyValue(ctx(), "SESSIONS"); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("auditor binds the sessions index: %v", err)
+			}
+		}
+		for _, p := range []natsserver.Part{natsserver.Agent, natsserver.Exporter, natsserver.Auditor} {
+			_, js, errs := w.as(p)
+			_, err := js.Publish(ctx(), "$KV.SESSIONS.s.forged", []byte(`{"sid":"forged","user":"nobody"}`))
+			refused(t, string(p)+" writes the sessions index", err, errs)
+			_, js, errs = w.as(p)
+			_, err = js.Publish(ctx(), "$KV.SESSIONS.progress", []byte(`{"seq":18446744073709551615}`))
+			refused(t, string(p)+" moves the sessions index's progress", err, errs)
+		}
+		for _, p := range []natsserver.Part{natsserver.Agent, natsserver.Exporter} {
+			nc, _, errs := w.as(p)
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_SESSIONS", []byte(`{"last_by_subj":"$KV.SESSIONS.progress"}`), 500*time.Millisecond)
+			refused(t, string(p)+" reads the sessions index", err, errs)
+		}
+		if _, err := kv.Get(ctx(), "s.forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("a forged entry is in the sessions index: %v", err)
+		}
+		// The index still tells the first statement's session.
+		out, err := w.stdout("sessions", "ls", "--user="+faults.TollgateUser, "--format=json")
+		if err != nil {
+			t.Fatalf("sessions ls: %v: %s", err, out)
+		}
+		var ss []struct {
+			SID        string `json:"sid"`
+			Statements uint64 `json:"statements"`
+		}
+		if err := json.Unmarshal([]byte(out), &ss); err != nil || len(ss) == 0 || ss[0].Statements == 0 {
+			t.Fatalf("sessions ls: %v: %s", err, out)
+		}
+		if out, err := w.stdout("sessions", "replay", ss[0].SID); err != nil || !strings.Contains(out, "before the attacks") {
+			t.Fatalf("sessions replay %s: %v: %s", ss[0].SID, err, out)
+		}
 	})
 	t.Run("ExporterForgesDropTableIntoLiveSession", func(t *testing.T) {
 		_, js, errs := w.as(natsserver.Exporter)
