@@ -71,11 +71,11 @@ func EventSubjectOf(raw []byte) (string, error) {
 	return EventSubject(h.Cluster, h.SID, h.Type), nil
 }
 
-// SessionFilter is the subject filter that matches every event of one session.
+// SessionFilter is the subject filter that matches the single-event
+// messages of one session, as streams held them before frames; frames
+// (audit.<cluster>.frame.<src>) hold many sessions and are filtered after
+// splitting (schemas/frames.md).
 func SessionFilter(sid string) string { return "audit.*." + sid + ".>" }
-
-// TypeFilter is the subject filter that matches every event of one type.
-func TypeFilter(typ string) string { return "audit.*.*." + typ }
 
 // StateSubject is the subject of one aggregate instance in StateStream:
 // state.<aggregate>.<id>.
