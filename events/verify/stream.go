@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -12,10 +13,16 @@ import (
 type StreamOptions struct {
 	// Stream is the stream's name (AUDIT).
 	Stream string
-	// Filter is a subject filter (one session's), empty for all.
-	Filter string
-	// Since, when set, starts at the first event stored at or after it.
+	// SID, when set, checks one session's events. The whole stream is
+	// still read: frames hold many sessions' events under a subject
+	// that names none, and their chain is what proves none was removed.
+	SID string
+	// Since, when set, starts at the first message stored at or after it.
 	Since time.Time
+	// HostCA, Strict and TruncatedAfter are as in Options.
+	HostCA         *x509.Certificate
+	Strict         bool
+	TruncatedAfter time.Duration
 }
 
 // Stream checks a stream read from the start (or Since) to its last event
@@ -30,14 +37,15 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 		return Summary{}, fmt.Errorf("stream %s: %w", so.Stream, err)
 	}
 	oc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if so.Filter != "" {
-		oc.FilterSubjects = []string{so.Filter}
-	}
 	o := Options{
-		Sequenced: so.Filter == "",
+		Sequenced: true,
 		// Retention has removed the stream's oldest events: sessions begun
 		// before what is left are not cut.
-		AllowHead: info.State.FirstSeq > 1,
+		AllowHead:      info.State.FirstSeq > 1,
+		HostCA:         so.HostCA,
+		Strict:         so.Strict,
+		TruncatedAfter: so.TruncatedAfter,
+		SID:            so.SID,
 	}
 	if !so.Since.IsZero() {
 		t := so.Since
@@ -59,7 +67,9 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 	if ci.NumPending == 0 {
 		return c.Finish(), nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	// Bounded by bytes: a frame is tens of kilobytes, a single event
+	// hundreds of bytes.
+	it, err := cons.Messages(jetstream.PullMaxBytes(16 << 20))
 	if err != nil {
 		return Summary{}, fmt.Errorf("stream %s: %w", so.Stream, err)
 	}
@@ -73,11 +83,7 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 		if err != nil {
 			return Summary{}, err
 		}
-		seq := md.Sequence.Stream
-		if !o.Sequenced {
-			seq = 0 // a filtered read skips other sessions' sequences
-		}
-		c.Add(seq, msg.Data())
+		c.Add(md.Sequence.Stream, msg.Data())
 		if md.NumPending == 0 {
 			return c.Finish(), nil
 		}
