@@ -115,6 +115,7 @@ func cmpUint(a, b uint64) int {
 
 // Finish returns the summary: every session, ended or open.
 func (c *Checker) Finish() Summary {
+	c.drain()
 	c.sum.Sessions = len(c.sessions)
 	c.sum.Open = c.sum.Open[:0]
 	sids := make([]string, 0, len(c.sessions))

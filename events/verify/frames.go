@@ -47,19 +47,6 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 	sum := sha256.Sum256(f.Signed)
 	hash := base64.RawStdEncoding.EncodeToString(sum[:])
 
-	switch {
-	case f.Trailer == nil:
-		c.frameDefect(seq, f, "is not signed")
-	case c.signers.root == nil:
-		c.sum.Unchecked++
-	default:
-		if cert, err := c.signers.get([]byte(f.Trailer.Cert), h.Last); err != nil {
-			c.frameDefect(seq, f, "signature not trusted: "+err.Error())
-		} else if err := verifyDigest(cert, sum[:], f.Trailer.Sig); err != nil {
-			c.frameDefect(seq, f, fmt.Sprintf("signature by %q does not verify (%v): the frame was changed after it was signed", cert.Subject.CommonName, err))
-		}
-	}
-
 	key := h.Src + "\x00" + h.Run
 	r := c.runs[key]
 	switch {
@@ -91,8 +78,12 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 	fr := &frameRead{h: h, run: r}
 	var first, last time.Time
 	var sids []string
+	ids := make([]string, 0, len(f.Events))
 	for _, ev := range f.Events {
 		fl, _ := c.addEvent(seq, ev, fr)
+		if fl.ID != "" {
+			ids = append(ids, fl.ID)
+		}
 		if fl.SID != "" && !slices.Contains(sids, fl.SID) {
 			sids = append(sids, fl.SID)
 		}
@@ -105,6 +96,25 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 			}
 		}
 	}
+	switch {
+	case f.Trailer == nil:
+		c.frameDefect(seq, f, "is not signed")
+	case c.signers.root == nil:
+		c.sum.Unchecked++
+	default:
+		if cert, err := c.signers.get([]byte(f.Trailer.Cert), h.Last); err != nil {
+			c.frameDefect(seq, f, "signature not trusted: "+err.Error())
+		} else {
+			// Named if it fails: the frame itself is not kept.
+			label := frameLabel(h)
+			c.verifyLater(&sigCheck{cert: cert, sum: sum, hashed: true, sig: f.Trailer.Sig, done: func(err error) {
+				if err != nil {
+					c.addFrameDefect(seq, label, ids, fmt.Sprintf("signature by %q does not verify (%v): the frame was changed after it was signed", cert.Subject.CommonName, err))
+				}
+			}})
+		}
+	}
+
 	if !sameSet(sids, h.SIDs) {
 		c.frameDefect(seq, f, fmt.Sprintf("header names sessions %v, its events belong to %v", h.SIDs, sids))
 	}
@@ -116,21 +126,31 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 
 // frameDefect names a frame and the events it holds.
 func (c *Checker) frameDefect(seq uint64, f *events.Frame, what string) {
-	h := f.Header
-	ids := make([]string, 0, len(f.Events))
-	for _, ev := range f.Events {
-		if fl, err := scanFields(ev); err == nil {
-			ids = append(ids, fl.ID)
-		}
-	}
+	c.addFrameDefect(seq, frameLabel(f.Header), frameIDs(f), what)
+}
+
+func (c *Checker) addFrameDefect(seq uint64, label string, ids []string, what string) {
 	if len(ids) > 0 {
 		what += "; its events: " + strings.Join(ids, " ")
 	}
-	c.sum.Defects = append(c.sum.Defects, Defect{
-		Seq:   seq,
-		Frame: fmt.Sprintf("%s (writer %s run %s fseq %d)", h.ID, h.Src, h.Run, h.FSeq),
-		What:  what,
-	})
+	c.sum.Defects = append(c.sum.Defects, Defect{Seq: seq, Frame: label, What: what})
+}
+
+func frameLabel(h *events.FrameHeader) string {
+	return fmt.Sprintf("%s (writer %s run %s fseq %d)", h.ID, h.Src, h.Run, h.FSeq)
+}
+
+// frameIDs are the ids of a frame's events.
+func frameIDs(f *events.Frame) []string {
+	ids := make([]string, 0, len(f.Events))
+	for _, ev := range f.Events {
+		if fl, err := scanFields(ev); err == nil {
+			if fl.ID != "" {
+				ids = append(ids, fl.ID)
+			}
+		}
+	}
+	return ids
 }
 
 func sameSet(a, b []string) bool {

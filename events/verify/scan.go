@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -124,16 +125,23 @@ func skipSpace(d []byte, i int) int {
 }
 
 // stringEnd is the index after the string starting at d[i] ('"'), and
-// whether it holds an escape.
+// whether it holds an escape. Statements make most of an event's bytes:
+// the closing quote is looked for with IndexByte, and the byte loop runs
+// only over a string that holds an escape.
 func stringEnd(d []byte, i int) (int, bool, error) {
-	esc := false
+	k := bytes.IndexByte(d[i+1:], '"')
+	if k < 0 {
+		return 0, false, errors.New("unterminated string")
+	}
+	if bytes.IndexByte(d[i+1:i+1+k], '\\') < 0 {
+		return i + k + 2, false, nil
+	}
 	for j := i + 1; j < len(d); j++ {
 		switch d[j] {
 		case '\\':
-			esc = true
 			j++
 		case '"':
-			return j + 1, esc, nil
+			return j + 1, true, nil
 		}
 	}
 	return 0, false, errors.New("unterminated string")

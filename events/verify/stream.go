@@ -53,6 +53,7 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 		o.AllowHead = true
 	}
 	c := New(o)
+	defer c.drain()
 	if info.State.Msgs == 0 {
 		return c.Finish(), nil
 	}

@@ -118,6 +118,7 @@ type Checker struct {
 	ids      map[string]uint64
 	runs     map[string]*run
 	signers  *signers
+	pool     *sigPool
 	// firstUnsigned is the sequence of the first event stored alone.
 	firstUnsigned uint64
 	sum           Summary
@@ -298,11 +299,14 @@ func (c *Checker) checkSeal(seq uint64, data []byte, f *fields, s *session) []by
 			c.defect(seq, f.ID, f.SID, "seal not trusted: %v", err)
 			break
 		}
-		if err := events.VerifySignature(cert, unsealed, seal); err != nil {
-			c.defect(seq, f.ID, f.SID, "seal by %q does not verify (%v): the event was changed after it was sealed", cert.Subject.CommonName, err)
-			break
-		}
-		s.sealed = true
+		id, sid := f.ID, f.SID
+		c.verifyLater(&sigCheck{cert: cert, data: unsealed, sig: seal, done: func(err error) {
+			if err != nil {
+				c.defect(seq, id, sid, "seal by %q does not verify (%v): the event was changed after it was sealed", cert.Subject.CommonName, err)
+				return
+			}
+			s.sealed = true
+		}})
 	}
 	return unsealed
 }
