@@ -19,6 +19,10 @@ type StreamOptions struct {
 	SID string
 	// Since, when set, starts at the first message stored at or after it.
 	Since time.Time
+	// Stall is how long the read waits for a message the stream says it
+	// holds (default 15 s): a damaged store may never deliver it, and the
+	// check must end and say so rather than wait.
+	Stall time.Duration
 	// HostCA, Strict and TruncatedAfter are as in Options.
 	HostCA         *x509.Certificate
 	Strict         bool
@@ -75,8 +79,23 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 		return Summary{}, fmt.Errorf("stream %s: %w", so.Stream, err)
 	}
 	defer it.Stop()
+	stall := so.Stall
+	if stall <= 0 {
+		stall = 15 * time.Second
+	}
+	last := info.State.LastSeq
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		nctx, cancel := context.WithTimeout(ctx, stall)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil && ctx.Err() == nil && nctx.Err() != nil {
+			from := c.sum.LastSeq + 1
+			if c.sum.LastSeq == 0 {
+				from = info.State.FirstSeq
+			}
+			c.defect(from, "", "", "stream sequences %d to %d could not be read: the store did not deliver them within %s", from, max(from, last), stall)
+			return c.Finish(), nil
+		}
 		if err != nil {
 			return Summary{}, fmt.Errorf("stream %s: %w", so.Stream, err)
 		}
@@ -86,6 +105,11 @@ func Stream(ctx context.Context, js jetstream.JetStream, so StreamOptions) (Summ
 		}
 		c.Add(md.Sequence.Stream, msg.Data())
 		if md.NumPending == 0 {
+			if seq := md.Sequence.Stream; seq < last {
+				// The stream's state remembers a later message than the
+				// last one it delivered: its tail was removed.
+				c.defect(seq+1, "", "", "stream sequences %d to %d are missing: the stream's last messages were removed", seq+1, last)
+			}
 			return c.Finish(), nil
 		}
 	}
