@@ -74,3 +74,41 @@ func TestStreamFramesAndLegacy(t *testing.T) {
 	}
 	mustFind(t, sum, "seq 4 frame F-r1-0", "not certified by the host CA")
 }
+
+// Messages removed from a stream that allows it: a hole in the middle and
+// the tail are both named.
+func TestStreamRemovedMessages(t *testing.T) {
+	s, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(t.TempDir(), "js"), Listen: natsserver.InProcessOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range wholeSession("a", 6) {
+		if _, err := js.Publish(ctx, "t.a", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, seq := range []uint64{3, 6} {
+		if err := st.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := Stream(ctx, js, StreamOptions{Stream: "T"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustFind(t, sum, "seq 4", "stream sequences 3 to 3 are missing")
+	mustFind(t, sum, "seq 6", "stream sequences 6 to 6 are missing: the stream's last messages were removed")
+}
