@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -17,6 +18,8 @@ func FuzzScanFields(f *testing.F) {
 		` { "id" : "a\u0041" , "ei" : 0 } `,
 		`{"id":"x","type":"t","sid":"s","ei":18446744073709551615}`,
 		`{"a":null,"b":true,"c":-1.5e3,"id":"y","type":"z"}`,
+		`{"id":"x","type":"db.session.end","time":"2026-01-01T00:00:00Z","sid":"s","ei":2,"prev":"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU","signer":"MIIB","seal":"MEUC"}`,
+		`{"id":"x","prev":"not base64!"}`,
 		`{"id":`, `[]`, `{"ei":-1}`, ``,
 	} {
 		f.Add([]byte(s))
@@ -39,6 +42,24 @@ func FuzzScanFields(f *testing.F) {
 		var ei uint64
 		if raw, ok := keys["ei"]; ok && json.Unmarshal(raw, &ei) == nil && (got.EI == nil || *got.EI != ei) {
 			t.Fatalf("scan ei %v, encoding/json %d", got.EI, ei)
+		}
+		// time and signer are taken raw: equal to the decoded string
+		// whenever it holds no escape.
+		for k, v := range map[string][]byte{"time": got.Time, "signer": got.Signer} {
+			var want string
+			if raw, ok := keys[k]; ok && json.Unmarshal(raw, &want) == nil && !bytes.ContainsRune(raw, '\\') && want != string(v) {
+				t.Fatalf("scan %s %q, encoding/json %q", k, v, want)
+			}
+		}
+		var prev string
+		if raw, ok := keys["prev"]; ok && json.Unmarshal(raw, &prev) == nil && !bytes.ContainsRune(raw, '\\') {
+			sum, err := base64.RawStdEncoding.DecodeString(prev)
+			if ok := err == nil && len(sum) == len(got.Prev); got.PrevBad == ok || ok && !bytes.Equal(sum, got.Prev[:]) {
+				t.Fatalf("scan prev %x (bad %v), encoding/json %q", got.Prev, got.PrevBad, prev)
+			}
+		}
+		if _, ok := keys["seal"]; ok != got.HasSeal {
+			t.Fatalf("scan seal %v, encoding/json %v", got.HasSeal, ok)
 		}
 	})
 }

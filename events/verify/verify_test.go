@@ -29,7 +29,7 @@ func wholeSession(sid string, n int) [][]byte {
 	return out
 }
 
-func run(o Options, evs [][]byte, seqs []uint64) Summary {
+func runEvents(o Options, evs [][]byte, seqs []uint64) Summary {
 	c := New(o)
 	for i, e := range evs {
 		var seq uint64
@@ -54,11 +54,11 @@ func TestIntactTrail(t *testing.T) {
 	evs = append(evs, ev("login", "user.login", "", 0))
 	// b's result stored after a's next statement: out of ei order is fine.
 	evs[5], evs[6] = evs[6], evs[5]
-	s := run(Options{Sequenced: true}, evs, seqFrom(len(evs)))
+	s := runEvents(Options{Sequenced: true}, evs, seqFrom(len(evs)))
 	if !s.Intact() || s.Events != 9 || s.Sessions != 2 || s.Ended != 2 || len(s.Open) != 0 {
 		t.Fatalf("%+v", s)
 	}
-	if !strings.HasPrefix(s.Line(), "intact: 9 events, 2 sessions (2 ended, 0 open)") {
+	if !strings.HasPrefix(s.Line(), "intact: 9 events, 2 sessions (2 ended, 0 sealed, 0 open, 2 unchained)") {
 		t.Fatal(s.Line())
 	}
 }
@@ -91,7 +91,7 @@ func TestDefectsNamed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			evs, seqs := tc.edit(wholeSession("a", 5))
-			s := run(Options{Sequenced: seqs != nil}, evs, seqs)
+			s := runEvents(Options{Sequenced: seqs != nil}, evs, seqs)
 			if s.Intact() {
 				t.Fatalf("not found: %+v", s)
 			}
@@ -109,12 +109,12 @@ func TestDefectsNamed(t *testing.T) {
 func TestOpenAndPartialSessions(t *testing.T) {
 	evs := wholeSession("a", 4)[:3] // no end: live or cut short
 	evs = append(evs, wholeSession("b", 4)[2:]...)
-	s := run(Options{AllowHead: true}, evs, nil)
+	s := runEvents(Options{AllowHead: true}, evs, nil)
 	if !s.Intact() || len(s.Open) != 1 || s.Open[0] != "a" || s.Partial != 1 {
 		t.Fatalf("%+v", s)
 	}
 	// An exporter's copy may hold an event twice.
-	s = run(Options{Duplicates: true}, append(wholeSession("c", 3), wholeSession("c", 3)[1]), nil)
+	s = runEvents(Options{Duplicates: true}, append(wholeSession("c", 3), wholeSession("c", 3)[1]), nil)
 	if !s.Intact() || s.Duplicates != 1 {
 		t.Fatalf("%+v", s)
 	}

@@ -1,0 +1,171 @@
+package verify
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// check finds a session's gaps, repeats, events after its end and broken
+// links of its chain.
+func (c *Checker) check(sid string, s *session) {
+	if s.started && s.startEI != 0 {
+		c.defect(s.firstSeq, "", sid, "%s at ei %d, not 0", typeStart, s.startEI)
+	}
+	slices.SortStableFunc(s.evs, func(a, b sev) int { return cmpUint(a.ei, b.ei) })
+	first := s.evs[0].ei
+	if first > 0 {
+		if c.o.AllowHead {
+			c.sum.Partial++
+		} else {
+			c.defect(s.firstSeq, "", sid, "the session's first event is ei %d: events 0 to %d are missing", first, first-1)
+		}
+	}
+	for k := 1; k < len(s.evs); k++ {
+		prev, cur := s.evs[k-1].ei, s.evs[k].ei
+		switch {
+		case cur == prev:
+			c.defect(0, s.evs[k].id, sid, "ei %d is held by two events (%s and %s)", cur, s.evs[k-1].id, s.evs[k].id)
+		case cur > prev+1:
+			c.defect(0, "", sid, "ei %d to %d are missing", prev+1, cur-1)
+		}
+	}
+	if s.ended {
+		if last := s.evs[len(s.evs)-1].ei; last > s.endEI {
+			c.defect(0, "", sid, "events up to ei %d come after the session's end at ei %d", last, s.endEI)
+		}
+	}
+	if s.chained {
+		c.checkChain(sid, s)
+	} else {
+		c.sum.Unchained++
+		if c.o.Strict {
+			c.defect(s.firstSeq, "", sid, "its events carry no prev: the session is not chained (written before chains)")
+		}
+	}
+	switch {
+	case !s.ended:
+		c.checkOpen(sid, s)
+	case s.chained && !s.hasSeal:
+		c.defect(0, "", sid, "its %s carries no seal: the session is not sealed", typeEnd)
+	case s.sealed:
+		c.sum.Sealed++
+	}
+}
+
+// checkChain checks that every event links to the one before it by ei:
+// the first to the session's genesis, each later one to the hash of its
+// predecessor. Where the ei are not consecutive the gap is already a
+// defect and the link is not checked.
+func (c *Checker) checkChain(sid string, s *session) {
+	var genesis [sha256.Size]byte
+	if _, err := base64.RawStdEncoding.Decode(genesis[:], []byte(events.ChainGenesis(sid))); err != nil {
+		panic(err) // our own encoding
+	}
+	for k := range s.evs {
+		e := &s.evs[k]
+		switch {
+		case !e.hasPrev:
+			c.defect(e.seq, e.id, sid, "ei %d carries no prev in a chained session", e.ei)
+			continue
+		case e.prevBad:
+			c.defect(e.seq, e.id, sid, "ei %d: prev is not a SHA-256 in base64", e.ei)
+			continue
+		}
+		if k == 0 {
+			if e.ei == 0 && e.prev != genesis {
+				c.defect(e.seq, e.id, sid, "ei 0: prev is not the session's genesis: the session's first event was replaced")
+			}
+			continue
+		}
+		p := &s.evs[k-1]
+		if p.ei+1 != e.ei {
+			continue
+		}
+		if e.prev != p.hash {
+			c.defect(e.seq, e.id, sid, "ei %d: prev does not match the hash of event %s (ei %d): one of the two was changed or replaced", e.ei, p.id, p.ei)
+		}
+	}
+}
+
+// checkOpen judges a session without its end.
+func (c *Checker) checkOpen(sid string, s *session) {
+	switch {
+	case c.o.TruncatedAfter > 0 && s.run != nil && s.run.last.Sub(s.last) > c.o.TruncatedAfter:
+		c.defect(0, s.evs[len(s.evs)-1].id, sid, "truncated: no %s, yet its writer %s (run %s) stored frames until %s, %s after the session's last",
+			typeEnd, s.run.src, s.run.id, s.run.last.UTC().Format(time.RFC3339), s.run.last.Sub(s.last).Round(time.Second))
+	case c.o.Strict:
+		c.defect(0, s.evs[len(s.evs)-1].id, sid, "open: no %s after ei %d, so no seal (still live, or cut short)", typeEnd, s.evs[len(s.evs)-1].ei)
+	}
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Finish returns the summary: every session, ended or open.
+func (c *Checker) Finish() Summary {
+	c.drain()
+	c.sum.Sessions = len(c.sessions)
+	c.sum.Open = c.sum.Open[:0]
+	sids := make([]string, 0, len(c.sessions))
+	for sid := range c.sessions {
+		sids = append(sids, sid)
+	}
+	slices.Sort(sids)
+	for _, sid := range sids {
+		s := c.sessions[sid]
+		c.check(sid, s)
+		if s.ended {
+			c.sum.Ended++
+		} else {
+			c.sum.Open = append(c.sum.Open, sid)
+		}
+	}
+	if c.o.Strict && c.sum.Unsigned > 0 {
+		c.defect(c.firstUnsigned, "", "", "%d events stored alone, not in a signed frame (the first at this sequence): unsigned legacy events", c.sum.Unsigned)
+	}
+	return c.sum
+}
+
+// Line is the one-line summary of an intact trail, or of the defects.
+func (s Summary) Line() string {
+	verdict := "intact"
+	if !s.Intact() {
+		verdict = fmt.Sprintf("%d defects", len(s.Defects))
+	}
+	line := fmt.Sprintf("%s: %d events, %d sessions (%d ended, %d sealed, %d open", verdict, s.Events, s.Sessions, s.Ended, s.Sealed, len(s.Open))
+	if s.Partial > 0 {
+		line += fmt.Sprintf(", %d begun before what was read", s.Partial)
+	}
+	if s.Unchained > 0 {
+		line += fmt.Sprintf(", %d unchained", s.Unchained)
+	}
+	line += ")"
+	if s.Frames > 0 {
+		line += fmt.Sprintf(", %d frames from %d writer runs", s.Frames, s.Runs)
+	}
+	if s.Unsigned > 0 {
+		line += fmt.Sprintf(", %d unsigned legacy events", s.Unsigned)
+	}
+	if s.Unchecked > 0 {
+		line += fmt.Sprintf(", %d signatures not checked (no host CA)", s.Unchecked)
+	}
+	if s.LastSeq > 0 {
+		line += fmt.Sprintf(", stream sequences %d to %d", s.FirstSeq, s.LastSeq)
+	}
+	if s.Duplicates > 0 {
+		line += fmt.Sprintf(", %d copies delivered twice", s.Duplicates)
+	}
+	return line
+}
