@@ -57,15 +57,24 @@ func (c *Checker) check(sid string, s *session) {
 	}
 }
 
-// checkChain checks that every event links to the one before it by ei:
-// the first to the session's genesis, each later one to the hash of its
-// predecessor. Where the ei are not consecutive the gap is already a
-// defect and the link is not checked.
+// checkChain follows the session's chain from its genesis: each event
+// names the hash of the event accepted before it, so walking from the
+// genesis through every event's hash must reach every event once. The
+// walk follows the links, not ei: a writer chains events in the order it
+// accepts them, which a session's background path can make differ from
+// ei. A changed or removed event breaks the walk at the event after it;
+// an inserted one makes two events follow the same one.
 func (c *Checker) checkChain(sid string, s *session) {
 	var genesis [sha256.Size]byte
 	if _, err := base64.RawStdEncoding.Decode(genesis[:], []byte(events.ChainGenesis(sid))); err != nil {
 		panic(err) // our own encoding
 	}
+	next := make(map[[sha256.Size]byte]int, len(s.evs))
+	hashes := make(map[[sha256.Size]byte]bool, len(s.evs))
+	for k := range s.evs {
+		hashes[s.evs[k].hash] = true
+	}
+	var heads []int
 	for k := range s.evs {
 		e := &s.evs[k]
 		switch {
@@ -76,19 +85,28 @@ func (c *Checker) checkChain(sid string, s *session) {
 			c.defect(e.seq, e.id, sid, "ei %d: prev is not a SHA-256 in base64", e.ei)
 			continue
 		}
-		if k == 0 {
-			if e.ei == 0 && e.prev != genesis {
-				c.defect(e.seq, e.id, sid, "ei 0: prev is not the session's genesis: the session's first event was replaced")
-			}
+		if j, dup := next[e.prev]; dup {
+			c.defect(e.seq, e.id, sid, "ei %d and ei %d (%s) follow the same event: one of them was inserted", e.ei, s.evs[j].ei, s.evs[j].id)
 			continue
 		}
-		p := &s.evs[k-1]
-		if p.ei+1 != e.ei {
-			continue
+		next[e.prev] = k
+		if e.prev != genesis && !hashes[e.prev] {
+			heads = append(heads, k)
 		}
-		if e.prev != p.hash {
-			c.defect(e.seq, e.id, sid, "ei %d: prev does not match the hash of event %s (ei %d): one of the two was changed or replaced", e.ei, p.id, p.ei)
+	}
+	if _, ok := next[genesis]; !ok {
+		switch {
+		case s.evs[0].ei == 0:
+			c.defect(s.evs[0].seq, s.evs[0].id, sid, "ei 0: prev is not the session's genesis: the session's first event was replaced")
+		case c.o.AllowHead && len(heads) > 0:
+			// The session began before what was read: its first event
+			// read stands in for the genesis.
+			heads = heads[1:]
 		}
+	}
+	for _, k := range heads {
+		e := &s.evs[k]
+		c.defect(e.seq, e.id, sid, "ei %d: prev matches no event of the session: the event before it was changed or removed, or this one was inserted", e.ei)
 	}
 }
 
@@ -116,6 +134,7 @@ func cmpUint(a, b uint64) int {
 // Finish returns the summary: every session, ended or open.
 func (c *Checker) Finish() Summary {
 	c.drain()
+	c.checkRuns()
 	c.sum.Sessions = len(c.sessions)
 	c.sum.Open = c.sum.Open[:0]
 	sids := make([]string, 0, len(c.sessions))
@@ -160,6 +179,9 @@ func (s Summary) Line() string {
 	}
 	if s.Unchecked > 0 {
 		line += fmt.Sprintf(", %d signatures not checked (no host CA)", s.Unchecked)
+	}
+	if s.UnsignedTail > 0 {
+		line += fmt.Sprintf(", %d frames of live runs awaiting their signature", s.UnsignedTail)
 	}
 	if s.LastSeq > 0 {
 		line += fmt.Sprintf(", stream sequences %d to %d", s.FirstSeq, s.LastSeq)

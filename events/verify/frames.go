@@ -11,15 +11,26 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
-// run is one writer run's chain of frames, as far as it was read.
+// run is one writer run's frames, as far as they were read. Frames are
+// checked against each other at Finish, in fseq order: after an outage a
+// writer resends the frames in flight, which the store may then hold out
+// of their order; the chain, not the stream position, orders them.
 type run struct {
 	src, id string
-	// next is the fseq the next frame must carry, hash the hash of the
-	// last frame read (the next one's prev).
-	next uint64
-	hash string
+	frames  []frameRec
 	// last is the latest time a frame of the run covers.
 	last time.Time
+}
+
+// frameRec is what the run check needs of one frame.
+type frameRec struct {
+	fseq, seq  uint64
+	hash, prev string
+	signed     bool
+	label      string
+	// ids are the frame's event ids, kept for unsigned frames only: they
+	// are named if no later signature covers them.
+	ids []string
 }
 
 // frameRead is the frame whose events are being added.
@@ -49,31 +60,22 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 
 	key := h.Src + "\x00" + h.Run
 	r := c.runs[key]
-	switch {
-	case r == nil:
+	if r == nil {
 		r = &run{src: h.Src, id: h.Run}
 		c.runs[key] = r
 		c.sum.Runs++
-		if h.FSeq == 0 {
-			if h.Prev != events.FrameGenesis(h.Run) {
-				c.frameDefect(seq, f, "is its run's first frame but its prev is not the run's genesis: a frame was inserted")
-			}
-		} else if !c.o.AllowHead {
-			c.frameDefect(seq, f, fmt.Sprintf("is the first frame read of its run: frames fseq 0 to %d are missing", h.FSeq-1))
-		}
-	case h.FSeq > r.next:
-		c.frameDefect(seq, f, fmt.Sprintf("follows fseq %d: frames fseq %d to %d of the run are missing", r.next-1, r.next, h.FSeq-1))
-	case h.FSeq < r.next:
-		c.frameDefect(seq, f, fmt.Sprintf("comes after fseq %d: a frame repeated, reordered or inserted", r.next-1))
-	case h.Prev != r.hash:
-		c.frameDefect(seq, f, fmt.Sprintf("prev does not match the hash of fseq %d: a frame was changed, replaced or inserted", h.FSeq-1))
-	}
-	if h.FSeq >= r.next {
-		r.next, r.hash = h.FSeq+1, hash
 	}
 	if h.Last.After(r.last) {
 		r.last = h.Last
 	}
+	if h.Last.After(c.latest) {
+		c.latest = h.Last
+	}
+	rec := frameRec{fseq: h.FSeq, seq: seq, hash: hash, prev: h.Prev, signed: f.Trailer != nil, label: frameLabel(h)}
+	if f.Trailer == nil {
+		rec.ids = frameIDs(f)
+	}
+	r.frames = append(r.frames, rec)
 
 	fr := &frameRead{h: h, run: r}
 	var first, last time.Time
@@ -98,7 +100,7 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 	}
 	switch {
 	case f.Trailer == nil:
-		c.frameDefect(seq, f, "is not signed")
+		// Proven by the next signed frame of its run (checkRuns).
 	case c.signers.root == nil:
 		c.sum.Unchecked++
 	default:
@@ -163,4 +165,63 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// checkRuns checks each writer run's frames in fseq order: gapless from 0
+// (or from the first read, after retention or --since), each naming the
+// hash of the one before, and each covered by a signature: its own or a
+// later frame's, since every frame's prev chains it to those before. A run
+// whose last frames are signed by none is a defect once the store went on
+// for TruncatedAfter without them (a writer signs an idle run's tail within
+// milliseconds; frames added behind its back are never signed), or at once
+// under Strict.
+func (c *Checker) checkRuns() {
+	keys := make([]string, 0, len(c.runs))
+	for k := range c.runs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		r := c.runs[k]
+		fs := r.frames
+		slices.SortStableFunc(fs, func(a, b frameRec) int { return cmpUint(a.fseq, b.fseq) })
+		first := fs[0]
+		switch {
+		case first.fseq == 0 && first.prev != events.FrameGenesis(r.id):
+			c.addFrameDefect(first.seq, first.label, first.ids, "is its run's first frame but its prev is not the run's genesis: a frame was inserted")
+		case first.fseq > 0 && !c.o.AllowHead:
+			c.addFrameDefect(first.seq, first.label, first.ids, fmt.Sprintf("is the first frame read of its run: frames fseq 0 to %d are missing", first.fseq-1))
+		}
+		for i := 1; i < len(fs); i++ {
+			p, f := fs[i-1], fs[i]
+			switch {
+			case f.fseq == p.fseq && f.hash == p.hash:
+				c.addFrameDefect(f.seq, f.label, f.ids, fmt.Sprintf("is stored twice (first at seq %d)", p.seq))
+			case f.fseq == p.fseq:
+				c.addFrameDefect(f.seq, f.label, f.ids, fmt.Sprintf("has the fseq of the frame at seq %d: one of the two was inserted or replaced", p.seq))
+			case f.fseq > p.fseq+1:
+				c.addFrameDefect(f.seq, f.label, f.ids, fmt.Sprintf("follows fseq %d: frames fseq %d to %d of the run are missing", p.fseq, p.fseq+1, f.fseq-1))
+			case f.prev != p.hash:
+				c.addFrameDefect(f.seq, f.label, f.ids, fmt.Sprintf("prev does not match the hash of fseq %d: a frame was changed, replaced or inserted", p.fseq))
+			}
+		}
+		last := len(fs) - 1
+		for last >= 0 && !fs[last].signed {
+			last--
+		}
+		tail := fs[last+1:]
+		if len(tail) == 0 {
+			continue
+		}
+		stale := c.o.TruncatedAfter > 0 && c.latest.Sub(r.last) > c.o.TruncatedAfter
+		if !c.o.Strict && !stale {
+			c.sum.UnsignedTail += len(tail)
+			continue
+		}
+		var ids []string
+		for _, f := range tail {
+			ids = append(ids, f.ids...)
+		}
+		c.addFrameDefect(tail[0].seq, tail[0].label, ids, fmt.Sprintf("and the %d frames after it in its run (to fseq %d) are signed by no frame: the writer stopped before signing them, or they were added", len(tail)-1, tail[len(tail)-1].fseq))
+	}
 }

@@ -74,7 +74,10 @@ type Summary struct {
 	Unsigned int
 	// Unchecked counts signatures and seals not checked: no host CA.
 	Unchecked int
-	Defects   []Defect
+	// UnsignedTail counts frames at the end of a live writer run that no
+	// signature covers yet (a writer signs an idle run's tail at once).
+	UnsignedTail int
+	Defects      []Defect
 }
 
 // Intact reports whether no defect was found.
@@ -117,8 +120,11 @@ type Checker struct {
 	sessions map[string]*session
 	ids      map[string]uint64
 	runs     map[string]*run
-	signers  *signers
-	pool     *sigPool
+	// latest is the latest time any frame read covers: how far the store
+	// went on.
+	latest  time.Time
+	signers *signers
+	pool    *sigPool
 	// firstUnsigned is the sequence of the first event stored alone.
 	firstUnsigned uint64
 	sum           Summary
