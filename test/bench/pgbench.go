@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -52,6 +54,9 @@ type Pgbench struct {
 	Duration time.Duration
 	// Script is the built-in script, "select-only" for pgbench -S.
 	Script string
+	// LogDir, when set, makes pgbench log every transaction's latency
+	// there (--log), from which Run computes the percentiles.
+	LogDir string
 }
 
 // PgbenchResult is what pgbench reports at the end of a run.
@@ -61,6 +66,9 @@ type PgbenchResult struct {
 	TPS          float64
 	// LatencyMs is pgbench's "latency average", in milliseconds.
 	LatencyMs float64
+	// P50Ms and P99Ms are the median and 99th percentile of the
+	// transactions' latencies (with LogDir), in milliseconds.
+	P50Ms, P99Ms float64
 }
 
 // Threads is pgbench's -j: two, the machine's core count, or fewer when
@@ -84,8 +92,12 @@ func (p Pgbench) Args() []string {
 	if secs < 1 {
 		secs = 1
 	}
-	return []string{"-n", "-b", script, "-M", p.Mode, "-c", strconv.Itoa(p.Clients),
+	args := []string{"-n", "-b", script, "-M", p.Mode, "-c", strconv.Itoa(p.Clients),
 		"-j", strconv.Itoa(p.Threads()), "-T", strconv.Itoa(secs)}
+	if p.LogDir != "" {
+		args = append(args, "--log", "--log-prefix="+filepath.Join(p.LogDir, "pgbench_log"))
+	}
+	return args
 }
 
 // Run runs pgbench and parses its report; the output is returned too, for
@@ -107,7 +119,46 @@ func (p Pgbench) Run(ctx context.Context) (PgbenchResult, string, error) {
 		return PgbenchResult{}, out.String(), fmt.Errorf("pgbench %v: %w", p.Args(), err)
 	}
 	res, err := ParsePgbench(out.String())
+	if err == nil && p.LogDir != "" {
+		res.P50Ms, res.P99Ms, err = latencyPercentiles(p.LogDir)
+	}
 	return res, out.String(), err
+}
+
+// latencyPercentiles reads pgbench's per-transaction logs in dir (one file
+// per thread: "client_id transaction_no time script_no time_epoch
+// time_us", time in µs), removes them, and returns the median and 99th
+// percentile in milliseconds.
+func latencyPercentiles(dir string) (p50, p99 float64, err error) {
+	files, err := filepath.Glob(filepath.Join(dir, "pgbench_log.*"))
+	if err != nil || len(files) == 0 {
+		return 0, 0, fmt.Errorf("pgbench wrote no transaction log in %s (%v)", dir, err)
+	}
+	var us []int64
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return 0, 0, err
+		}
+		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+			fields := bytes.Fields(line)
+			if len(fields) < 3 {
+				continue
+			}
+			v, err := strconv.ParseInt(string(fields[2]), 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("pgbench log %s: %q: %w", f, line, err)
+			}
+			us = append(us, v)
+		}
+		_ = os.Remove(f)
+	}
+	if len(us) == 0 {
+		return 0, 0, fmt.Errorf("pgbench logs in %s hold no transaction", dir)
+	}
+	slices.Sort(us)
+	at := func(q float64) float64 { return float64(us[min(int(q*float64(len(us))), len(us)-1)]) / 1000 }
+	return at(0.50), at(0.99), nil
 }
 
 var (

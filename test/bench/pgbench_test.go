@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +112,37 @@ func TestReportRatios(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// pgbench's per-transaction logs (one per thread) give the percentiles,
+// and are removed once read.
+func TestLatencyPercentiles(t *testing.T) {
+	dir := t.TempDir()
+	var a, b strings.Builder
+	for i := 1; i <= 100; i++ {
+		w := &a
+		if i%2 == 0 {
+			w = &b
+		}
+		fmt.Fprintf(w, "0 %d %d 0 1765000000 123456\n", i, i*1000)
+	}
+	for name, data := range map[string]string{"pgbench_log.4242": a.String(), "pgbench_log.4242.1": b.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p50, p99, err := latencyPercentiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p50 != 51 || p99 != 100 {
+		t.Fatalf("p50 %v p99 %v, want 51 and 100", p50, p99)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Fatalf("logs left: %v", left)
+	}
+	if _, _, err := latencyPercentiles(dir); err == nil {
+		t.Fatal("no logs gave no error")
 	}
 }

@@ -186,6 +186,9 @@ func (r *Report) Markdown() string {
 	r.cellTable(&b, func(m Measure) float64 { return m.TPS }, "%.0f", true)
 	b.WriteString("\n## pgbench -S: mean latency in ms (ratio to direct)\n\n")
 	r.cellTable(&b, func(m Measure) float64 { return m.LatencyMs }, "%.3f", false)
+	b.WriteString("\n## pgbench -S: latency p50 / p99 in ms, and what each adds over the relay\n\n")
+	b.WriteString("From pgbench's log of every transaction (one statement each). The added latency is the target's percentile less the relay's, from the same run.\n\n")
+	r.percentileTable(&b)
 	b.WriteString("\n## Proxy CPU time per transaction in µs (audit events per transaction)\n\n")
 	b.WriteString("CPU used by the proxy alone during the run, divided by the transactions pgbench completed: the relay and the agents are this process (the agents with the embedded JetStream server), pgbouncer its own process. It depends far less on the machine's other load than TPS does.\n\n")
 	r.cpuTable(&b)
@@ -309,6 +312,38 @@ func (r *Report) cpuTable(b *strings.Builder) {
 			default:
 				fmt.Fprintf(b, " %.1f |", m.CPUPerTx())
 			}
+		}
+		b.WriteString("\n")
+	}
+}
+
+// percentileTable writes one row per cell: each target's p50 / p99 and,
+// for the agents, their difference to the relay's.
+func (r *Report) percentileTable(b *strings.Builder) {
+	targets := r.targets()
+	b.WriteString("| -M | clients |")
+	for _, t := range targets {
+		fmt.Fprintf(b, " %s |", t)
+	}
+	b.WriteString("\n|---|---:|")
+	for range targets {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	for _, c := range r.sortedCells() {
+		fmt.Fprintf(b, "| %s | %d |", c.Mode, c.Clients)
+		relay, hasRelay := c.Results[TargetRelay]
+		for _, t := range targets {
+			res, ok := c.Results[t]
+			if !ok || res.P50Ms == 0 {
+				b.WriteString(" – |")
+				continue
+			}
+			fmt.Fprintf(b, " %.3f / %.3f", res.P50Ms, res.P99Ms)
+			if hasRelay && relay.P50Ms > 0 && (t == TargetStrict || t == TargetAsync) {
+				fmt.Fprintf(b, " (%+.3f / %+.3f)", res.P50Ms-relay.P50Ms, res.P99Ms-relay.P99Ms)
+			}
+			b.WriteString(" |")
 		}
 		b.WriteString("\n")
 	}

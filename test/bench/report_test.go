@@ -250,7 +250,7 @@ func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, client
 	t.Helper()
 	var res PgbenchResult
 	m := s.measure(t, cfg, fmt.Sprintf("%s-%s-c%d", name, mode, clients), name, func() error {
-		p := Pgbench{Conn: s.conns[name], Mode: mode, Clients: clients, Duration: cfg.duration}
+		p := Pgbench{Conn: s.conns[name], Mode: mode, Clients: clients, Duration: cfg.duration, LogDir: t.TempDir()}
 		var out string
 		var err error
 		res, out, err = p.Run(context.Background())
@@ -268,7 +268,7 @@ func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, client
 	if (name == TargetStrict || name == TargetAsync) && m.Events < 2*uint64(res.Transactions) {
 		t.Errorf("%s -M %s -c %d: %d transactions stored only %d audit events", name, mode, clients, res.Transactions, m.Events)
 	}
-	t.Logf("%-15s -M %-8s -c %-2d %8.0f tps %7.3f ms  proxy %6.1f µs/tx", name, mode, clients, res.TPS, res.LatencyMs, m.CPUPerTx())
+	t.Logf("%-15s -M %-8s -c %-2d %8.0f tps %7.3f ms (p50 %.3f, p99 %.3f)  proxy %6.1f µs/tx", name, mode, clients, res.TPS, res.LatencyMs, res.P50Ms, res.P99Ms, m.CPUPerTx())
 	return m
 }
 
