@@ -120,7 +120,15 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 	if !sameSet(sids, h.SIDs) {
 		c.frameDefect(seq, f, fmt.Sprintf("header names sessions %v, its events belong to %v", h.SIDs, sids))
 	}
-	if !first.Equal(h.First) || !last.Equal(h.Last) {
+	switch {
+	case len(f.Events) == 0:
+		// A checkpoint: no events; its header's time is when the writer
+		// cut it (the time its signer's certificate is checked at).
+		if !h.First.Equal(h.Last) {
+			c.frameDefect(seq, f, fmt.Sprintf("header of a frame without events spans %s to %s, not one time",
+				h.First.Format(time.RFC3339Nano), h.Last.Format(time.RFC3339Nano)))
+		}
+	case !first.Equal(h.First) || !last.Equal(h.Last):
 		c.frameDefect(seq, f, fmt.Sprintf("header says its events span %s to %s, they span %s to %s",
 			h.First.Format(time.RFC3339Nano), h.Last.Format(time.RFC3339Nano), first.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano)))
 	}

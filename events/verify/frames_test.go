@@ -50,6 +50,33 @@ func TestFramesIntact(t *testing.T) {
 	}
 }
 
+// A writer idle with an unsigned tail signs it with a frame without
+// events (a checkpoint) whose header carries the time it was cut.
+func TestCheckpointFrameIntact(t *testing.T) {
+	ca := newTestCA(t, "good")
+	_, msgs := trail(t, ca)
+	last, err := events.DecodeFrame(msgs[len(msgs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(3 * time.Second)
+	cp, _, err := events.EncodeFrame(nil, events.FrameHeader{ID: "CP", Src: "h1", Run: "r1", FSeq: 4, Prev: last.Hash(), First: at, Last: at}, nil, ca.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := checkMessages(Options{HostCA: ca.cert, Strict: true}, append(msgs, cp))
+	if !s.Intact() || s.Frames != 5 || s.Events != 13 {
+		t.Fatalf("%s\n%s", s.Line(), defectLines(s))
+	}
+	bad, _, err := events.EncodeFrame(nil, events.FrameHeader{ID: "CP", Src: "h1", Run: "r1", FSeq: 4, Prev: last.Hash(), First: at, Last: at.Add(time.Second)}, nil, ca.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := checkMessages(Options{HostCA: ca.cert}, append(msgs, bad)); s.Intact() || !strings.Contains(defectLines(s), "frame CP") {
+		t.Fatalf("a checkpoint spanning two times passed: %s\n%s", s.Line(), defectLines(s))
+	}
+}
+
 func TestFrameDefectsNamed(t *testing.T) {
 	ca := newTestCA(t, "good")
 	rogue := newTestCA(t, "rogue")

@@ -12,6 +12,11 @@
 // killed, and on an agent whose embedded NATS is a leaf node of a hub,
 // cut from it.
 //
+// TestCleanRunVerifies runs a clean load (pgbench simple and prepared,
+// sysbench) and proves the trail with `tollgate audit verify`: the live
+// stream, and the native, OCSF and CloudEvents files of the exporters
+// with the exported host CA; a statement changed in a copy is caught.
+//
 // `make faults` runs the whole campaign (TOLLGATE_FAULTS=1) and writes
 // test/bench/faults.md; `go test` alone runs a short smoke version.
 package faults

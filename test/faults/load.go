@@ -15,10 +15,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Pgbench drives pgbench (TPC-B-like, simple protocol) through the agent
-// until a deadline, in slices: pgbench ends a client at its first error
-// (a refused statement, a lost connection), so a new slice brings the
-// clients back.
+// Pgbench drives pgbench (TPC-B-like, simple protocol unless Mode says
+// otherwise) through the agent until a deadline, in slices: pgbench ends a
+// client at its first error (a refused statement, a lost connection), so a
+// new slice brings the clients back.
 type Pgbench struct {
 	Env     []string
 	Clients int
@@ -27,6 +27,9 @@ type Pgbench struct {
 	Rate int
 	// Slice is how long each pgbench run lasts (5s when zero).
 	Slice time.Duration
+	// Mode is pgbench's query mode (-M): simple when empty, extended or
+	// prepared.
+	Mode string
 
 	mu           sync.Mutex
 	transactions int64
@@ -46,7 +49,11 @@ func (p *Pgbench) Run(ctx context.Context, until time.Time) {
 			return
 		}
 		secs := int(min(slice, left) / time.Second)
-		args := []string{"-n", "-M", "simple", "-c", strconv.Itoa(p.Clients), "-j", "2", "-T", strconv.Itoa(secs)}
+		mode := p.Mode
+		if mode == "" {
+			mode = "simple"
+		}
+		args := []string{"-n", "-M", mode, "-c", strconv.Itoa(p.Clients), "-j", "2", "-T", strconv.Itoa(secs)}
 		if p.Rate > 0 {
 			args = append(args, "-R", strconv.Itoa(p.Rate))
 		}

@@ -64,6 +64,9 @@ type StackOptions struct {
 	PgbenchScale int
 	// MariaDB adds a MariaDB database (TLS, general_log on) to the agent.
 	MariaDB bool
+	// ExportFormats add a file exporter per format (ocsf, cloudevents)
+	// beside the native one, in the same exporter process; needs Exporter.
+	ExportFormats []string
 }
 
 // Stack is PostgreSQL, NATS and Tollgate's broker, agent and exporter as
@@ -88,6 +91,11 @@ type Stack struct {
 	HostCAFile, UserCertFile, UserKeyFile string
 	// ExportFile is what the file exporter writes.
 	ExportFile string
+	// ExportFiles are what the exporters of StackOptions.ExportFormats
+	// write, by format.
+	ExportFiles map[string]string
+	// Config is the configuration file of the broker and the exporter.
+	Config string
 	// CAs are the cluster's authorities (in DataDir).
 	CAs *ca.Authorities
 
@@ -153,8 +161,14 @@ func NewStack(t testing.TB, bin Binaries, o StackOptions) *Stack {
 	}
 	if o.Exporter {
 		p.ExportFile = s.ExportFile
+		s.ExportFiles = map[string]string{}
+		for _, f := range o.ExportFormats {
+			s.ExportFiles[f] = filepath.Join(s.Dir, "export", "audit-"+f+".jsonl")
+			p.MoreExports = append(p.MoreExports, ExportParams{Name: ExporterName(f), Format: f, Path: s.ExportFiles[f]})
+		}
 	}
 	common := WriteConfig(t, filepath.Join(s.Dir, "tollgate.yaml"), p)
+	s.Config = common
 	p.NATSURLs = agentURLs
 	agentCfg := WriteConfig(t, filepath.Join(s.Dir, "agent.yaml"), p)
 
@@ -211,12 +225,22 @@ type ConfigParams struct {
 	// MyAddr and MyCAFile, when set, add the MariaDB database MyName.
 	MyAddr, MyCAFile string
 	ExportFile       string
-	Replicas         int
+	// MoreExports are file exporters beside ExportFile's (which must be set).
+	MoreExports []ExportParams
+	Replicas    int
 	// Embedded, when set, replaces nats.urls: the embedded server's YAML
 	// (listen, leaf) indented under nats.
 	Embedded                              string
 	MaxConnections, MaxConnectionsPerUser int
 }
+
+// ExportParams describe one file exporter.
+type ExportParams struct {
+	Name, Format, Path string
+}
+
+// ExporterName is the name of the file exporter of format f.
+func ExporterName(f string) string { return "file-" + f }
 
 // WriteConfig writes a configuration file of every role and returns its
 // path.
@@ -260,16 +284,18 @@ func WriteConfig(t testing.TB, path string, p ConfigParams) string {
 `, MyName, q(p.MyAddr), q(p.MyCAFile))
 	}
 	if p.ExportFile != "" {
-		fmt.Fprintf(&b, `exporters:
-  - name: file
+		b.WriteString("exporters:\n")
+		for _, e := range append([]ExportParams{{Name: "file", Format: "json", Path: p.ExportFile}}, p.MoreExports...) {
+			fmt.Fprintf(&b, `  - name: %s
     type: file
-    format: json
+    format: %s
     settings:
       path: %s
       ack_wait: 5s
       backoff_max: 2s
       streams: [AUDIT]
-`, q(p.ExportFile))
+`, e.Name, e.Format, q(e.Path))
+		}
 	}
 	b.WriteString("log:\n  level: info\n")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
