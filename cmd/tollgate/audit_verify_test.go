@@ -103,7 +103,7 @@ func TestAuditVerifyFileSealed(t *testing.T) {
 	}
 	lines[1] = strings.Replace(lines[1], "select 1", "select 2", 1)
 	sum, err = verifyFile(auditVerifyFlags{file: write(lines), hostCA: caFile})
-	if err != nil || sum.Intact() || !strings.Contains(sum.Defects[0].String(), "event e2 session s1 ei 2: prev matches no event of the session: the event before it was changed") {
+	if err != nil || sum.Intact() || !strings.Contains(sum.Defects[0].String(), "event e2 session s1 ei 2: prev matches no event of the session: the event before it (ei 1, event e1) was changed") {
 		t.Fatalf("%v %s %v", err, sum.Line(), sum.Defects)
 	}
 	if _, err := streamHostCA(auditVerifyFlags{}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "--host-ca") {

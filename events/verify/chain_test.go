@@ -57,7 +57,7 @@ func TestChainDefectsNamed(t *testing.T) {
 		{"a byte of a statement changed", Options{}, func(e [][]byte) [][]byte {
 			e[2] = bytes.Replace(e[2], []byte("TGDB002I"), []byte("TGDB002J"), 1)
 			return e
-		}, []string{"event S1-3", "ei 3: prev matches no event of the session: the event before it was changed or removed"}},
+		}, []string{"event S1-3", "ei 3: prev matches no event of the session: the event before it (ei 2, event S1-2) was changed or removed"}},
 		{"event replaced with its ei and prev kept", Options{}, func(e [][]byte) [][]byte {
 			e[1] = bytes.Replace(e[1], []byte(`"id":"S1-1"`), []byte(`"id":"FORGED"`), 1)
 			return e

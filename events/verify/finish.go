@@ -106,7 +106,13 @@ func (c *Checker) checkChain(sid string, s *session) {
 	}
 	for _, k := range heads {
 		e := &s.evs[k]
-		c.defect(e.seq, e.id, sid, "ei %d: prev matches no event of the session: the event before it was changed or removed, or this one was inserted", e.ei)
+		// s.evs is in ei order (check sorted it): the event before by ei
+		// is the likeliest one changed.
+		before := ""
+		if k > 0 && s.evs[k-1].ei+1 == e.ei {
+			before = fmt.Sprintf(" (ei %d, event %s)", s.evs[k-1].ei, s.evs[k-1].id)
+		}
+		c.defect(e.seq, e.id, sid, "ei %d: prev matches no event of the session: the event before it%s was changed or removed, or this one was inserted", e.ei, before)
 	}
 }
 

@@ -128,7 +128,8 @@ func TestCleanRunVerifies(t *testing.T) {
 	}
 
 	// A statement changed in a copy of the native file: the chain breaks
-	// at the event that named the changed one's hash as its prev.
+	// at the event that named the changed one's hash as its prev, and the
+	// changed one is named as the likeliest culprit.
 	tampered := filepath.Join(s.Dir, "tampered.jsonl")
 	changed, next := tamper(t, s.ExportFile, tampered)
 	out, err = tollgateRun(ctx, s, "audit", "verify", "--file", tampered, "--host-ca", hostCA, "--strict")
@@ -138,6 +139,8 @@ func TestCleanRunVerifies(t *testing.T) {
 		t.Errorf("verify passed a copy with a changed db_query (event %s)", changed.id)
 	case !strings.Contains(out, "event "+next+" session "+changed.sid+" "):
 		t.Errorf("verify did not name the event after the changed one (%s, session %s):\n%s", next, changed.sid, out)
+	case !strings.Contains(out, "event "+changed.id+")"):
+		t.Errorf("verify did not name the changed event %s as the likely one:\n%s", changed.id, out)
 	case strings.HasPrefix(lastLine(out), "intact"):
 		t.Errorf("verify failed but called the copy intact:\n%s", out)
 	}
