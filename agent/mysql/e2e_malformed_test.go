@@ -29,8 +29,8 @@ func rawSession(t *testing.T, s *stack) *tls.Conn {
 	if err := hs.Decode(p); err != nil {
 		t.Fatal(err)
 	}
-	if hs.Capabilities.Has(wire.ClientSSL) || hs.Capabilities.Has(wire.ClientCompress) {
-		t.Fatalf("inside TLS the agent offers neither TLS nor compression: %s", hs.Capabilities)
+	if hs.Capabilities.Has(wire.ClientSSL) || !hs.Capabilities.Has(wire.ClientCompress) || hs.Capabilities.Has(wire.ClientZstdCompressionAlgorithm) {
+		t.Fatalf("inside TLS the agent offers no TLS, zlib compression and not zstd: %s", hs.Capabilities)
 	}
 	caps := wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth | wire.ClientConnectWithDB | wire.ClientDeprecateEOF
 	hr := wire.HandshakeResponse41{Capabilities: caps, MaxPacketSize: 1 << 24, CharacterSet: 45, Username: "app",

@@ -101,8 +101,10 @@ func New(o Options) *Engine {
 	return &Engine{opt: o, log: o.Logger, direct: map[string]*greeting{}, versions: map[string]string{}}
 }
 
-// serverCaps are the capabilities the agent offers a client. They leave out
-// what the agent does not carry: compression, query
+// serverCaps are the capabilities the agent offers a client. Compression
+// (zlib) is the agent's own with the client (compress.go); the database
+// gets plain packets. They leave out what the agent does not carry: zstd
+// compression, query
 // attributes and optional metadata (not every server has them), and
 // MariaDB's extended capabilities (CLIENT_MYSQL is set, so clients speak
 // plain MySQL protocol). Every server the agent reaches must offer the
@@ -113,7 +115,7 @@ const serverCaps = wire.ClientLongPassword | wire.ClientFoundRows | wire.ClientL
 	wire.ClientSecureConnection | wire.ClientMultiStatements | wire.ClientMultiResults |
 	wire.ClientPSMultiResults | wire.ClientPluginAuth | wire.ClientConnectAttrs |
 	wire.ClientPluginAuthLenEncClientData | wire.ClientCanHandleExpiredPasswords |
-	wire.ClientSessionTrack | wire.ClientDeprecateEOF | wire.ClientLocalFiles
+	wire.ClientSessionTrack | wire.ClientDeprecateEOF | wire.ClientLocalFiles | wire.ClientCompress
 
 // wireCaps are the negotiated flags that change what travels on the wire
 // after the handshake, so the client and the server must agree on them.
@@ -242,8 +244,8 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		err := errors.New("the client does not speak protocol 4.1")
 		e.early(cc, resp.Username, resp.Database, malformedEvent(err.Error(), nil), codeMalformed, stateMalformed, "tollgate: "+err.Error())
 		return err
-	case resp.Capabilities.Has(wire.ClientCompress) || resp.Capabilities.Has(wire.ClientZstdCompressionAlgorithm):
-		err := errors.New("the client asked for compression, which the agent did not offer")
+	case resp.Capabilities.Has(wire.ClientZstdCompressionAlgorithm):
+		err := errors.New("the client asked for zstd compression, which the agent did not offer (zlib compression is offered)")
 		e.early(cc, resp.Username, resp.Database, malformedEvent(err.Error(), nil), codeMalformed, stateMalformed, "tollgate: "+err.Error())
 		return err
 	case resp.Username == "":
@@ -331,6 +333,11 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
+	if caps.Has(wire.ClientCompress) {
+		// Everything after the OK to the handshake is compressed, as the
+		// client expects once it has read that OK.
+		c.Conn = newCompressedConn(c.Conn)
+	}
 	connected := &events.MySQLConnected{
 		ServerVersion: up.greeting.ServerVersion, ConnectionID: up.greeting.ConnectionID,
 		Capabilities: caps.String(), AuthPlugin: up.plugin,

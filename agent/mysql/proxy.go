@@ -189,6 +189,9 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			}
 		}
 		if rerr != nil {
+			if errors.Is(rerr, errCompressed) {
+				return p.malformed(ctx, &malformed{reason: rerr.Error(), length: int64(w), prefix: buf[:min(w, 64)]})
+			}
 			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
 				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a packet", w),
 					length: int64(w), prefix: buf[:min(w, 64)], seq: 0})
