@@ -10,10 +10,11 @@ import (
 	"sync"
 )
 
-// The MySQL compressed protocol (CLIENT_COMPRESS), between the client and
-// the agent only: a client that asks for it gets it, and the agent speaks
-// plain packets to the database, so everything the agent decodes, gates
-// and records is the same either way. Each compressed packet is
+// The MySQL compressed protocol (CLIENT_COMPRESS): a client that asks for
+// it gets it from the agent, and the agent asks the database for it in
+// turn when the database offers it. The agent inflates what it reads on
+// either leg before decoding, so everything it decodes, gates and records
+// is the same either way. Each compressed packet is
 //
 //	int<3> length of the payload as sent
 //	int<1> compressed sequence id
@@ -22,7 +23,9 @@ import (
 //
 // The compressed sequence id runs independently of the packets' own: the
 // client starts each command at 0 and every compressed packet after it, in
-// either direction, takes the next id. The standard library's zlib is the
+// either direction, takes the next id. On the database's leg the agent is
+// the client: a write that begins a command (its first packet's own
+// sequence id is 0) starts again at 0. The standard library's zlib is the
 // codec; nothing else here is more than framing.
 
 // compressHeaderLen is the compressed packet's header.
@@ -55,12 +58,19 @@ type compressedConn struct {
 	// Write side; seq is also set by Read (mu).
 	mu  sync.Mutex
 	seq uint8
-	zw  *zlib.Writer
+	// client says the agent is the client on this connection (the
+	// database's leg).
+	client bool
+	zw     *zlib.Writer
 	buf bytes.Buffer
 	pkt []byte
 }
 
-func newCompressedConn(c net.Conn) *compressedConn { return &compressedConn{Conn: c} }
+// newCompressedConn speaks the compressed protocol on c; client is true on
+// the database's leg, where the agent sends the commands.
+func newCompressedConn(c net.Conn, client bool) *compressedConn {
+	return &compressedConn{Conn: c, client: client}
+}
 
 func (c *compressedConn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
@@ -126,6 +136,9 @@ func (c *compressedConn) readPacket() error {
 func (c *compressedConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.client && len(b) >= 4 && b[3] == 0 {
+		c.seq = 0
+	}
 	for sent := 0; sent < len(b); {
 		chunk := b[sent:min(len(b), sent+maxCompressed)]
 		if err := c.writePacket(chunk); err != nil {

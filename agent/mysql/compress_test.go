@@ -27,7 +27,7 @@ func compressedPacket(seq uint8, payload []byte, zip bool) []byte {
 func readAll(data []byte) ([]byte, error) {
 	a, b := net.Pipe()
 	go func() { _, _ = a.Write(data); a.Close() }()
-	c := newCompressedConn(b)
+	c := newCompressedConn(b, false)
 	return io.ReadAll(c)
 }
 
@@ -68,7 +68,7 @@ func TestCompressedRead(t *testing.T) {
 // is, large ones deflated, sequence ids following the client's last.
 func TestCompressedWrite(t *testing.T) {
 	a, b := net.Pipe()
-	c := newCompressedConn(a)
+	c := newCompressedConn(a, false)
 	go func() { _, _ = b.Write(compressedPacket(4, []byte("\x01\x00\x00\x00\x0e"), false)) }()
 	buf := make([]byte, 16)
 	if _, err := c.Read(buf); err != nil {

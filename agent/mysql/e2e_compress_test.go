@@ -30,9 +30,9 @@ func (s *stack) compressedDriver(t *testing.T) *sql.DB {
 	return db
 }
 
-// A client asking for compression gets it from the agent (the database
-// gets plain packets): the same results as without it, small and large,
-// text and prepared, and every statement audited.
+// A client asking for compression gets it on both legs (the agent
+// inflates what it decodes): the same results as without it, small and
+// large, text and prepared, and every statement audited.
 func TestCompressedProtocol(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	plain := s.driver(t, "test")
@@ -58,6 +58,12 @@ func TestCompressedProtocol(t *testing.T) {
 		a, b := readResult(t, plain, q), readResult(t, zipped, q)
 		if !reflect.DeepEqual(a, b) {
 			t.Fatalf("%q: compressed result differs (%d and %d rows)", q, len(a.rows), len(b.rows))
+		}
+	}
+	for db, want := range map[*sql.DB]string{plain: "OFF", zipped: "ON"} {
+		var name, v string
+		if err := db.QueryRow("SHOW SESSION STATUS LIKE 'Compression'").Scan(&name, &v); err != nil || v != want {
+			t.Fatalf("the database's session compression: %v %q, want %s", err, v, want)
 		}
 	}
 	var got string
@@ -95,9 +101,9 @@ func TestCompressedMariaDBCLI(t *testing.T) {
 	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "--ssl-cert="+s.userCrt, "--ssl-key="+s.userKey,
 		"--ssl-verify-server-cert", "--compress", "-uapp", "test", "-e",
 		"SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Compression'; SELECT LENGTH(REPEAT('ab', 100000)); SELECT COUNT(*) FROM seq_1_to_5000")
-	// The database's own session is not compressed: the agent speaks
-	// plain packets to it.
-	if err != nil || out != "OFF\n200000\n5000\n" {
+	// The database's own session is compressed too: the agent asked for
+	// it on the client's behalf.
+	if err != nil || out != "ON\n200000\n5000\n" {
 		t.Fatalf("mariadb --compress: %v\n%q", err, out)
 	}
 	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
@@ -106,4 +112,27 @@ func TestCompressedMariaDBCLI(t *testing.T) {
 	if len(conn) != 1 || !strings.Contains(conn[0]["db_capabilities"].(string), "CLIENT_COMPRESS") {
 		t.Fatalf("connected %v", conn)
 	}
+}
+
+// LOAD DATA LOCAL INFILE through compression on both legs: the file's
+// packets follow the server's request with the compressed sequence the
+// client continues, and the database takes them.
+func TestCompressedLoadDataLocalInfile(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	db := s.compressedDriver(t)
+	const n = 3000
+	path, _ := infileRows(t, n)
+	res, err := db.Exec(loadStatement(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := res.RowsAffected(); got != n {
+		t.Fatalf("rows affected %d, want %d", got, n)
+	}
+	var stored int
+	if err := db.QueryRow("SELECT COUNT(*) FROM accounts").Scan(&stored); err != nil || stored != n {
+		t.Fatalf("%d rows in the table: %v", stored, err)
+	}
+	evs := s.waitAudit(t, "the file's event", count("db.session.mysql.local_infile", 1))
+	checkGapless(t, evs)
 }

@@ -336,7 +336,7 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 	if caps.Has(wire.ClientCompress) {
 		// Everything after the OK to the handshake is compressed, as the
 		// client expects once it has read that OK.
-		c.Conn = newCompressedConn(c.Conn)
+		c.Conn = newCompressedConn(c.Conn, false)
 	}
 	connected := &events.MySQLConnected{
 		ServerVersion: up.greeting.ServerVersion, ConnectionID: up.greeting.ConnectionID,

@@ -80,9 +80,10 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	if missing := (caps & wireCaps) &^ g.Capabilities; missing != 0 {
 		return nil, fmt.Errorf("the database lacks capabilities the client negotiated: %s", missing)
 	}
-	// The agent's own request: what the client negotiated, with TLS, the
-	// plugin protocol and MariaDB's extended flags left off (CLIENT_MYSQL).
-	ours := caps&^(wire.ClientCompress|wire.ClientZstdCompressionAlgorithm) |
+	// The agent's own request: what the client negotiated (compression
+	// too, where the database offers it), with TLS, the plugin protocol
+	// and MariaDB's extended flags left off (CLIENT_MYSQL).
+	ours := caps&^wire.ClientZstdCompressionAlgorithm |
 		wire.ClientSSL | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth |
 		wire.ClientPluginAuthLenEncClientData | wire.ClientLongPassword
 	ours &= g.Capabilities | wire.ClientLongPassword
@@ -143,6 +144,9 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 			up.ok = append([]byte(nil), p...)
 			up.plugin = plugin
 			up.conn = &bufConn{Conn: tc, r: br}
+			if ours.Has(wire.ClientCompress) {
+				up.conn = newCompressedConn(up.conn, true)
+			}
 			_ = raw.SetDeadline(time.Time{})
 			ok = true
 			return up, nil
