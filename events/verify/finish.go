@@ -141,6 +141,7 @@ func cmpUint(a, b uint64) int {
 func (c *Checker) Finish() Summary {
 	c.drain()
 	c.checkRuns()
+	c.checkStateCopies()
 	c.sum.Sessions = len(c.sessions)
 	c.sum.Open = c.sum.Open[:0]
 	sids := make([]string, 0, len(c.sessions))
@@ -179,6 +180,9 @@ func (s Summary) Line() string {
 	line += ")"
 	if s.Frames > 0 {
 		line += fmt.Sprintf(", %d frames from %d writer runs", s.Frames, s.Runs)
+	}
+	if s.StateCopies > 0 {
+		line += fmt.Sprintf(", %d STATE changes", s.StateCopies)
 	}
 	if s.Unsigned > 0 {
 		line += fmt.Sprintf(", %d unsigned legacy events", s.Unsigned)

@@ -71,6 +71,9 @@ func (c *Checker) addFrame(seq uint64, data []byte) {
 	if h.Last.After(c.latest) {
 		c.latest = h.Last
 	}
+	if h.StateSeq > 0 {
+		c.stateSeqs = append(c.stateSeqs, h.StateSeq)
+	}
 	rec := frameRec{fseq: h.FSeq, seq: seq, hash: hash, prev: h.Prev, signed: f.Trailer != nil, label: frameLabel(h)}
 	if f.Trailer == nil {
 		rec.ids = frameIDs(f)
@@ -232,4 +235,24 @@ func (c *Checker) checkRuns() {
 		}
 		c.addFrameDefect(tail[0].seq, tail[0].label, ids, fmt.Sprintf("and the %d frames after it in its run (to fseq %d) are signed by no frame: the writer stopped before signing them, or they were added", len(tail)-1, tail[len(tail)-1].fseq))
 	}
+}
+
+// checkStateCopies checks the broker's trail: every STATE event is copied
+// into AUDIT in a frame naming its STATE sequence, so the copies read must
+// cover their range of STATE sequences without a hole. A hole is a STATE
+// change (a user, role, lock, grant…) missing from the audit trail. The
+// copies' range is what was read: the trail may be behind the STATE
+// stream's tail, and --since starts later.
+func (c *Checker) checkStateCopies() {
+	seqs := c.stateSeqs
+	slices.Sort(seqs)
+	for i := 1; i < len(seqs); i++ {
+		switch p, s := seqs[i-1], seqs[i]; {
+		case s == p:
+			c.defect(0, "", "", "STATE event %d is copied into AUDIT twice", s)
+		case s > p+1:
+			c.defect(0, "", "", "STATE events %d to %d have no copy in AUDIT: the trail of changes misses them", p+1, s-1)
+		}
+	}
+	c.sum.StateCopies = len(seqs)
 }

@@ -239,3 +239,30 @@ func TestLegacyAndFramesMixed(t *testing.T) {
 	mustFind(t, s, "seq 1", "3 events stored alone", "unsigned legacy events")
 	mustFind(t, s, "session old", "not chained")
 }
+
+// The broker's trail copies every STATE event in a frame naming its STATE
+// sequence: a change missing in between is named.
+func TestStateCopiesGapless(t *testing.T) {
+	ca := newTestCA(t, "good")
+	copyOf := func(run string, fseq, stateSeq uint64, prev string) []byte {
+		ev := fmt.Appendf(nil, `{"id":"u-%d","type":"user.create","time":%q}`, stateSeq, t0.Format(time.RFC3339Nano))
+		return rawFrame(t, ca.signer, events.FrameHeader{ID: fmt.Sprint("C", stateSeq), Src: "broker-trail", Run: run, FSeq: fseq, Prev: prev,
+			N: 1, First: t0, Last: t0, StateSeq: stateSeq}, [][]byte{ev})
+	}
+	var msgs [][]byte
+	prev := events.FrameGenesis("t1")
+	for i, ss := range []uint64{1, 2, 3, 5} {
+		m := copyOf("t1", uint64(i), ss, prev)
+		f, err := events.DecodeFrame(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = f.Hash()
+		msgs = append(msgs, m)
+	}
+	s := checkMessages(Options{HostCA: ca.cert}, msgs[:3])
+	if !s.Intact() || s.StateCopies != 3 || !strings.Contains(s.Line(), "3 STATE changes") {
+		t.Fatalf("%s\n%s", s.Line(), defectLines(s))
+	}
+	mustFind(t, checkMessages(Options{HostCA: ca.cert}, msgs), "STATE events 4 to 4 have no copy in AUDIT")
+}

@@ -74,6 +74,8 @@ type Summary struct {
 	Unsigned int
 	// Unchecked counts signatures and seals not checked: no host CA.
 	Unchecked int
+	// StateCopies counts the broker trail's copies of STATE events.
+	StateCopies int
 	// UnsignedTail counts frames at the end of a live writer run that no
 	// signature covers yet (a writer signs an idle run's tail at once).
 	UnsignedTail int
@@ -120,6 +122,8 @@ type Checker struct {
 	sessions map[string]*session
 	ids      map[string]uint64
 	runs     map[string]*run
+	// stateSeqs are the STATE sequences of the trail's copies read.
+	stateSeqs []uint64
 	// latest is the latest time any frame read covers: how far the store
 	// went on.
 	latest  time.Time
