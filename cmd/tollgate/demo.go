@@ -65,7 +65,12 @@ demo on the same data dir reuses them with a fresh PostgreSQL.`,
 			if flagConfig != "" {
 				return errors.New("tollgate demo writes its own configuration into the data dir; choose the directory with --data-dir, not --config")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			// Any ending removes the throwaway database: Ctrl-C, a kill, the
+			// terminal closing. Output through a pipe that closed (make run
+			// | tee log, Ctrl-C ending tee first) must not kill the process
+			// before it cleaned up, so writes to it fail instead.
+			signal.Ignore(syscall.SIGPIPE)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
 			return runDemo(ctx, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

@@ -128,17 +128,20 @@ func startDemo(t *testing.T) *demoEnv {
 		close(exited)
 	}()
 	t.Cleanup(func() {
-		// Ctrl-C stops everything and removes the throwaway PostgreSQL;
-		// the data dir stays.
-		_ = cmd.Process.Signal(syscall.SIGINT)
+		// Any ending stops everything and removes the throwaway
+		// PostgreSQL; the data dir stays. Here the worst of them: the
+		// pipe its output went through is gone (make run | tee, tee
+		// ended first) and it is told to stop by SIGTERM.
+		_ = stdout.Close()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 			if exitErr != nil {
-				t.Errorf("tollgate demo exited with %v after SIGINT\n%s", exitErr, d.stderr)
+				t.Errorf("tollgate demo exited with %v after SIGTERM\n%s", exitErr, d.stderr)
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("tollgate demo did not stop within 30s of SIGINT\n%s", d.stderr)
+			t.Errorf("tollgate demo did not stop within 30s of SIGTERM\n%s", d.stderr)
 			return
 		}
 		if d.pgDir == "" {
