@@ -401,6 +401,12 @@ func (s *Session) drain() {
 			s.timer.Stop()
 			s.cond.Broadcast()
 			s.mu.Unlock()
+			// The recorder chains a session's events until its end; a
+			// session closed without one (refused before it began) is
+			// forgotten here.
+			if ec, ok := s.rec.(interface{ EndChain(sid string) }); ok {
+				ec.EndChain(s.ID)
+			}
 			return
 		}
 		batch := s.takeQueue()

@@ -86,6 +86,12 @@ func (p *Publisher) accept(ctx context.Context, ev Event, w *waiter) error {
 	return nil
 }
 
+// EndChain forgets the chain of a session that closed without its end
+// event (refused before it began): its hash would otherwise be kept for the
+// life of the process. A later event of the session starts a new chain
+// from its genesis, which verify reports.
+func (p *Publisher) EndChain(sid string) { p.chains.Delete(sid) }
+
 // seal appends the signer and, last, the seal to an encoded event: the
 // signature covers the event with its signer and without its seal.
 func seal(data []byte, s *Signer) ([]byte, error) {

@@ -625,3 +625,25 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 		t.Fatalf("bad replicas: %v", err)
 	}
 }
+
+// A session closed without its end event leaves no chain behind.
+func TestEndChainForgetsTheSession(t *testing.T) {
+	s := startStore(t, t.TempDir())
+	p := newTestPublisher(t, s.js)
+	if err := p.Publish(context.Background(), queryEvent("sessr", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.chains.Load("sessr"); !ok {
+		t.Fatal("no chain kept for a live session")
+	}
+	p.EndChain("sessr")
+	if _, ok := p.chains.Load("sessr"); ok {
+		t.Fatal("the chain of a closed session is kept")
+	}
+	if err := p.Publish(context.Background(), &SessionEnd{Session: Session{SID: "sesse", EI: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.chains.Load("sesse"); ok {
+		t.Fatal("the chain of an ended session is kept")
+	}
+}

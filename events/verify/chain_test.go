@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,23 @@ func TestExportedEvent(t *testing.T) {
 	}
 	if _, err := ExportedEvent([]byte(`{"specversion":"1.0","id":"x"}`)); err == nil {
 		t.Fatal("CloudEvent without data accepted")
+	}
+}
+
+// Sessions refused before they began have no end and no seal: a denied
+// start, or a malformed startup recorded at ei 0. They are counted as
+// refused, not open, and never called truncated, whatever else the writer
+// stored after them.
+func TestRefusedSessionsAreNotOpen(t *testing.T) {
+	ca := newTestCA(t, "good")
+	denied := fmt.Appendf(nil, `{"id":"D-0","type":"db.session.start","time":%q,"sid":"D","ei":0,"prev":%q,"success":false,"error":"denied"}`,
+		t0.Format(time.RFC3339Nano), events.ChainGenesis("D"))
+	malformed := fmt.Appendf(nil, `{"id":"M-0","type":"db.session.malformed_packet","time":%q,"sid":"M","ei":0,"prev":%q}`,
+		t0.Format(time.RFC3339Nano), events.ChainGenesis("M"))
+	later := chainedSession(t, ca.signer, "L", 3, t0.Add(time.Hour), "")
+	msgs := frames(t, ca.signer, "h1", "r1", append([][]byte{denied, malformed}, later...), 2)
+	s := checkMessages(Options{HostCA: ca.cert, TruncatedAfter: time.Minute, Strict: true}, msgs)
+	if !s.Intact() || s.Refused != 2 || len(s.Open) != 0 || !strings.Contains(s.Line(), "2 refused before they began") {
+		t.Fatalf("%s\n%s", s.Line(), defectLines(s))
 	}
 }

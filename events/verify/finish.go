@@ -48,6 +48,8 @@ func (c *Checker) check(sid string, s *session) {
 		}
 	}
 	switch {
+	case !s.ended && s.refused:
+		// Refused before it began: its chain is all there is.
 	case !s.ended:
 		c.checkOpen(sid, s)
 	case s.chained && !s.hasSeal:
@@ -152,9 +154,12 @@ func (c *Checker) Finish() Summary {
 	for _, sid := range sids {
 		s := c.sessions[sid]
 		c.check(sid, s)
-		if s.ended {
+		switch {
+		case s.ended:
 			c.sum.Ended++
-		} else {
+		case s.refused:
+			c.sum.Refused++
+		default:
 			c.sum.Open = append(c.sum.Open, sid)
 		}
 	}
@@ -171,6 +176,9 @@ func (s Summary) Line() string {
 		verdict = fmt.Sprintf("%d defects", len(s.Defects))
 	}
 	line := fmt.Sprintf("%s: %d events, %d sessions (%d ended, %d sealed, %d open", verdict, s.Events, s.Sessions, s.Ended, s.Sealed, len(s.Open))
+	if s.Refused > 0 {
+		line += fmt.Sprintf(", %d refused before they began", s.Refused)
+	}
 	if s.Partial > 0 {
 		line += fmt.Sprintf(", %d begun before what was read", s.Partial)
 	}

@@ -87,6 +87,8 @@ func scanFields(data []byte) (f fields, err error) {
 				}
 			case "seal":
 				f.HasSeal = true
+			case "success":
+				f.Failed = string(val) == "false"
 			}
 		}
 		i = skipSpace(data, vEnd)

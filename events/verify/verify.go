@@ -58,6 +58,8 @@ func (d Defect) String() string {
 type Summary struct {
 	Events, Duplicates int
 	Sessions, Ended    int
+	// Refused are sessions refused before they began: no end, no seal.
+	Refused int
 	// Open are sessions with no end event: still live, or cut short.
 	Open []string
 	// Partial are sessions whose start is not in what was read (older
@@ -142,6 +144,10 @@ type session struct {
 	evs     []sev
 	startEI uint64
 	started bool
+	// refused: the session was refused before it began (its start says
+	// so, or its first event is not a start: a malformed startup); it
+	// has no end and no seal.
+	refused bool
 	endEI   uint64
 	ended   bool
 	sealed  bool
@@ -183,6 +189,8 @@ type fields struct {
 	HasPrev      bool
 	PrevBad      bool
 	HasSeal      bool
+	// Failed: the event says "success": false.
+	Failed bool
 }
 
 func (c *Checker) defect(seq uint64, id, sid, format string, args ...any) {
@@ -275,6 +283,14 @@ func (c *Checker) addEvent(seq uint64, data []byte, fr *frameRead) (fields, bool
 	switch f.Type {
 	case typeStart:
 		s.started, s.startEI = true, *f.EI
+		s.refused = s.refused || f.Failed
+	default:
+		if *f.EI == 0 {
+			// A session whose first event is not its start was refused
+			// at the door (a malformed startup recorded in a session of
+			// its own).
+			s.refused = true
+		}
 	case typeEnd:
 		if s.ended {
 			c.defect(seq, f.ID, f.SID, "a second %s", typeEnd)
