@@ -481,9 +481,13 @@ var (
 	dbFieldIdx sync.Map // reflect.Type → []int (nil when the type has none)
 )
 
-// databaseOf returns the embedded events.Database of ev, if any. The field
-// index is looked up once per type.
+// databaseOf returns the embedded events.Database of ev, if any: through
+// its promoted DatabaseHeader method, else (a Database field that is not
+// embedded) by reflection, with the field index looked up once per type.
 func databaseOf(ev events.Event) *events.Database {
+	if d, ok := ev.(interface{ DatabaseHeader() *events.Database }); ok {
+		return d.DatabaseHeader()
+	}
 	v := reflect.ValueOf(ev)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return nil
