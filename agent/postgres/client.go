@@ -315,12 +315,14 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		}
 		d.checkSetting(d.parse.Query)
 		text, found := redact.Postgres(d.parse.Query)
-		st := &prepared{query: text, oids: d.parse.ParameterOIDs, secret: found}
+		st := &prepared{name: d.parse.Name, query: text, oids: d.parse.ParameterOIDs, secret: found}
 		d.stmts[d.parse.Name] = st
 		d.addEvent(&events.PostgresParse{StatementName: d.parse.Name, Query: text, ParameterOIDs: d.parse.ParameterOIDs, Redacted: found.Any()})
 	case 'B':
-		if err := d.bind.Decode(body); err != nil {
-			return bad(typ, err)
+		if !d.decodeBind(body) {
+			if err := d.bind.Decode(body); err != nil {
+				return bad(typ, err)
+			}
 		}
 		st := d.stmts[d.bind.PreparedStatement]
 		oids := d.q.oidsOf(st)
@@ -356,14 +358,14 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			trunc = trunc || t
 		}
 		redacted := st != nil && st.secret.Any()
-		pt := portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
 		// A portal is only read while decoding (its values are copied
 		// into events), so a rebound one is overwritten in place.
-		if old := d.portals[pt.name]; old != nil {
-			*old = pt
-		} else {
-			d.portals[pt.name] = &pt
+		pt := d.portals[d.bind.DestinationPortal]
+		if pt == nil {
+			pt = new(portal)
+			d.portals[d.bind.DestinationPortal] = pt
 		}
+		*pt = portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
 		d.forgetBind(pt.name)
 		d.binds = append(d.binds, pendingBind{portal: pt.name, at: len(d.evs), stmtName: pt.stmtName, params: params, truncated: trunc, redacted: redacted})
 		d.addEvent(nil)
@@ -472,6 +474,91 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		return &malformed{reason: "unexpected password or authentication message after the session began (the agent authenticates to the database itself)"}
 	}
 	return nil
+}
+
+// decodeBind decodes a well-formed Bind into d.bind as pgproto3 would, but
+// reusing d.bind's slices and, for the statement and portal names, the
+// strings the decoder already holds: a statement executed again costs no
+// allocation to decode. It reports false for anything else, which pgproto3
+// then decodes or rejects with its own error.
+func (d *clientDecoder) decodeBind(src []byte) bool {
+	b := &d.bind
+	i := bytes.IndexByte(src, 0)
+	if i < 0 {
+		return false
+	}
+	portalName := src[:i]
+	src = src[i+1:]
+	if i = bytes.IndexByte(src, 0); i < 0 {
+		return false
+	}
+	stmtName := src[:i]
+	src = src[i+1:]
+	if len(src) < 2 {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	if len(src) < 2*n {
+		return false
+	}
+	b.ParameterFormatCodes = b.ParameterFormatCodes[:0]
+	for range n {
+		b.ParameterFormatCodes = append(b.ParameterFormatCodes, int16(binary.BigEndian.Uint16(src)))
+		src = src[2:]
+	}
+	if len(src) < 2 {
+		return false
+	}
+	n = int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	b.Parameters = b.Parameters[:0]
+	for range n {
+		if len(src) < 4 {
+			return false
+		}
+		size := int(int32(binary.BigEndian.Uint32(src)))
+		src = src[4:]
+		if size == -1 {
+			b.Parameters = append(b.Parameters, nil)
+			continue
+		}
+		if size < 0 || len(src) < size {
+			return false
+		}
+		b.Parameters = append(b.Parameters, src[:size])
+		src = src[size:]
+	}
+	if len(src) < 2 {
+		return false
+	}
+	n = int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	if len(src) < 2*n {
+		return false
+	}
+	b.ResultFormatCodes = b.ResultFormatCodes[:0]
+	for range n {
+		b.ResultFormatCodes = append(b.ResultFormatCodes, int16(binary.BigEndian.Uint16(src)))
+		src = src[2:]
+	}
+	b.DestinationPortal = ""
+	if len(portalName) > 0 {
+		if pt := d.portals[string(portalName)]; pt != nil {
+			b.DestinationPortal = pt.name
+		} else {
+			b.DestinationPortal = string(portalName)
+		}
+	}
+	b.PreparedStatement = ""
+	if len(stmtName) > 0 {
+		if st := d.stmts[string(stmtName)]; st != nil && st.name == string(stmtName) {
+			b.PreparedStatement = st.name
+		} else {
+			b.PreparedStatement = string(stmtName)
+		}
+	}
+	return true
 }
 
 // decodeExecute decodes a well-formed Execute into d.execute without
