@@ -30,6 +30,10 @@ const DefaultQueueLimit = 4096
 // what the database already answered; nothing waits for it.
 const DefaultLinger = time.Millisecond
 
+// queueRoom is the capacity a session's emptied queue starts again with:
+// a statement's result and the next statement's events (see Gate).
+const queueRoom = 8
+
 // lingerBatch is the queue length at which the background publisher takes
 // the queue without waiting out the linger.
 const lingerBatch = 256
@@ -86,8 +90,13 @@ type Session struct {
 	gateMu  sync.Mutex
 	pending []events.Event
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// cond wakes the background publisher (due, closing); space wakes
+	// emitters blocked on a full queue. Apart, because every gate takes
+	// the queue: on one condition that woke the publisher to find nothing
+	// due, a goroutine hand-off per statement.
 	cond    *sync.Cond
+	space   *sync.Cond
 	next    uint64
 	queue   []events.Event
 	closing bool
@@ -146,6 +155,7 @@ func NewSession(o SessionOptions) *Session {
 	}
 	s.dbh.User, s.dbh.Name = o.DBUser, o.DBName
 	s.cond = sync.NewCond(&s.mu)
+	s.space = sync.NewCond(&s.mu)
 	s.timer = time.AfterFunc(time.Hour, s.lingered)
 	s.timer.Stop()
 	go s.drain()
@@ -167,6 +177,11 @@ func (s *Session) lingered() {
 // queued appends ev, already stamped, to the background queue and decides
 // when the background publisher takes it. s.mu held.
 func (s *Session) queued(ev events.Event) {
+	if s.queue == nil {
+		// Room for the next gate's events too: Gate appends them to the
+		// queue it carries rather than copying both into a new batch.
+		s.queue = make([]events.Event, 0, queueRoom)
+	}
 	s.queue = append(s.queue, ev)
 	switch {
 	case len(s.queue) >= min(lingerBatch, s.limit):
@@ -188,7 +203,7 @@ func (s *Session) takeQueue() []events.Event {
 		s.armed = false
 	}
 	// Emitters blocked on a full queue may go on.
-	s.cond.Broadcast()
+	s.space.Broadcast()
 	return q
 }
 
@@ -241,10 +256,15 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 	}
 	s.mu.Unlock()
 	batch := evs
-	if len(s.pending) > 0 || len(carried) > 0 {
+	switch {
+	case len(s.pending) == 0 && len(carried) > 0:
+		// The carried queue is this gate's own now (takeQueue), usually
+		// with room for evs (queueRoom).
+		batch = append(carried, evs...)
+	case len(s.pending) > 0:
 		batch = make([]events.Event, 0, len(s.pending)+len(carried)+len(evs))
 		batch = append(append(append(batch, s.pending...), carried...), evs...)
-		if len(s.pending) > 0 && len(carried) > 0 {
+		if len(carried) > 0 {
 			slices.SortStableFunc(batch, compareEI)
 		}
 	}
@@ -263,7 +283,9 @@ func (s *Session) Gate(ctx context.Context, evs ...events.Event) error {
 		s.keepPending(evs...)
 		if len(carried) > 0 {
 			s.mu.Lock()
-			s.queue = append(carried, s.queue...)
+			// Copied: batch may share carried's array, and the
+			// recorder saw batch.
+			s.queue = append(slices.Clip(carried), s.queue...)
 			s.due = true
 			s.cond.Broadcast()
 			s.mu.Unlock()
@@ -318,7 +340,7 @@ func (s *Session) Emit(evs ...events.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.queue) >= s.limit && !s.closed {
-		s.cond.Wait()
+		s.space.Wait()
 	}
 	if s.closing {
 		return ErrSessionClosed
@@ -399,7 +421,7 @@ func (s *Session) drain() {
 		if len(s.queue) == 0 {
 			s.closed = true
 			s.timer.Stop()
-			s.cond.Broadcast()
+			s.space.Broadcast()
 			s.mu.Unlock()
 			// The recorder chains a session's events until its end; a
 			// session closed without one (refused before it began) is
@@ -424,7 +446,7 @@ func (s *Session) drain() {
 					"sid", s.ID, "events", len(batch), "first_ei", eiOf(batch[0]), "err", err)
 				s.mu.Lock()
 				s.closed, s.queue = true, nil
-				s.cond.Broadcast()
+				s.space.Broadcast()
 				s.mu.Unlock()
 				return
 			}
@@ -465,9 +487,13 @@ var (
 	dbFieldIdx sync.Map // reflect.Type → []int (nil when the type has none)
 )
 
-// databaseOf returns the embedded events.Database of ev, if any. The field
-// index is looked up once per type.
+// databaseOf returns the embedded events.Database of ev, if any: through
+// its promoted DatabaseHeader method, else (a Database field that is not
+// embedded) by reflection, with the field index looked up once per type.
 func databaseOf(ev events.Event) *events.Database {
+	if d, ok := ev.(interface{ DatabaseHeader() *events.Database }); ok {
+		return d.DatabaseHeader()
+	}
 	v := reflect.ValueOf(ev)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return nil

@@ -73,3 +73,7 @@ type Database struct {
 	User     string `json:"db_user,omitempty" jsonschema:"description=Database user"`
 	Name     string `json:"db_name,omitempty" jsonschema:"description=Database name"`
 }
+
+// DatabaseHeader returns the database part of an event that embeds it, so
+// the agent fills it without reflection on every event.
+func (d *Database) DatabaseHeader() *Database { return d }

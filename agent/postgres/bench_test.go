@@ -38,7 +38,7 @@ func BenchmarkClientBatch(b *testing.B) {
 			sess := benchSession(b)
 			dec := newClientDecoder(DefaultMaxMessage, DefaultMaxCopyData, DefaultMaxParam, newStmtQueue())
 			dec.refuseList = DefaultRefusedParameters
-			dec.stmts["P0_5"] = &prepared{query: "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;", oids: []uint32{23, 23}}
+			dec.stmts["P0_5"] = &prepared{name: "P0_5", query: "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;", oids: []uint32{23, 23}}
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -91,10 +92,32 @@ type clientDecoder struct {
 	copyFail pgproto3.CopyFail
 }
 
-// pendingBind is a Bind event at index at of the batch's events.
+// pendingBind is a Bind whose event belongs at index at of the batch's
+// events. The event is built only when no Execute of the same batch folds
+// it (see foldBind): in pgbench-style Bind/Execute/Sync batches it never
+// is, and the slot stays nil until then.
 type pendingBind struct {
-	portal string
-	at     int
+	portal    string
+	at        int
+	stmtName  string
+	params    []string
+	truncated bool
+	redacted  bool
+}
+
+// event builds the Bind event.
+func (b *pendingBind) event() *events.PostgresBind {
+	return &events.PostgresBind{StatementName: b.stmtName, PortalName: b.portal, Parameters: b.params, ParametersTruncated: b.truncated, Redacted: b.redacted}
+}
+
+// addEvent appends ev to the batch's events. The slice is handed to the
+// recorder and never reused, so each batch starts a new one; room for a
+// few events makes a statement's one allocation instead of growing it.
+func (d *clientDecoder) addEvent(ev events.Event) {
+	if d.evs == nil {
+		d.evs = make([]events.Event, 0, 4)
+	}
+	d.evs = append(d.evs, ev)
 }
 
 type portal struct {
@@ -125,9 +148,15 @@ func (d *clientDecoder) reset() {
 	d.refusal = ""
 }
 
-// dropFoldedBinds removes the Bind events an Execute of the same batch
-// made redundant (their slots were set to nil).
-func (d *clientDecoder) dropFoldedBinds(folded bool) {
+// finishBinds builds the events of the Binds no Execute of the batch
+// folded and removes the slots of those it did.
+func (d *clientDecoder) finishBinds(folded bool) {
+	for i := range d.binds {
+		b := &d.binds[i]
+		d.evs[b.at] = b.event()
+	}
+	clear(d.binds)
+	d.binds = d.binds[:0]
 	if !folded {
 		return
 	}
@@ -150,7 +179,7 @@ func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad
 	d.reset()
 	off := 0
 	folded := false
-	defer func() { d.dropFoldedBinds(folded) }()
+	defer func() { d.finishBinds(folded) }()
 	for {
 		rest := b[off:]
 		if len(rest) < headerLength {
@@ -218,7 +247,7 @@ func (d *clientDecoder) foldBind(body []byte) bool {
 	}
 	for i, b := range d.binds {
 		if b.portal == name {
-			d.evs[b.at] = nil
+			// Its slot, still nil, is dropped by finishBinds.
 			d.binds = append(d.binds[:i], d.binds[i+1:]...)
 			return true
 		}
@@ -277,7 +306,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		d.flushCopy("data", "")
 		d.checkSetting(d.query.String)
 		text, found := redact.Postgres(d.query.String)
-		d.evs = append(d.evs, &events.Query{Query: text, Redacted: found.Any()})
+		d.addEvent(&events.Query{Query: text, Redacted: found.Any()})
 		d.entries = append(d.entries, entry{kind: kQuery, at: now, secrets: found.Secrets})
 		d.statements++
 	case 'P':
@@ -286,12 +315,14 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		}
 		d.checkSetting(d.parse.Query)
 		text, found := redact.Postgres(d.parse.Query)
-		st := &prepared{query: text, oids: d.parse.ParameterOIDs, secret: found}
+		st := &prepared{name: d.parse.Name, query: text, oids: d.parse.ParameterOIDs, secret: found}
 		d.stmts[d.parse.Name] = st
-		d.evs = append(d.evs, &events.PostgresParse{StatementName: d.parse.Name, Query: text, ParameterOIDs: d.parse.ParameterOIDs, Redacted: found.Any()})
+		d.addEvent(&events.PostgresParse{StatementName: d.parse.Name, Query: text, ParameterOIDs: d.parse.ParameterOIDs, Redacted: found.Any()})
 	case 'B':
-		if err := d.bind.Decode(body); err != nil {
-			return bad(typ, err)
+		if !d.decodeBind(body) {
+			if err := d.bind.Decode(body); err != nil {
+				return bad(typ, err)
+			}
 		}
 		st := d.stmts[d.bind.PreparedStatement]
 		oids := d.q.oidsOf(st)
@@ -327,10 +358,17 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			trunc = trunc || t
 		}
 		redacted := st != nil && st.secret.Any()
-		d.portals[d.bind.DestinationPortal] = &portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
-		d.forgetBind(d.bind.DestinationPortal)
-		d.binds = append(d.binds, pendingBind{portal: d.bind.DestinationPortal, at: len(d.evs)})
-		d.evs = append(d.evs, &events.PostgresBind{StatementName: d.bind.PreparedStatement, PortalName: d.bind.DestinationPortal, Parameters: params, ParametersTruncated: trunc, Redacted: redacted})
+		// A portal is only read while decoding (its values are copied
+		// into events), so a rebound one is overwritten in place.
+		pt := d.portals[d.bind.DestinationPortal]
+		if pt == nil {
+			pt = new(portal)
+			d.portals[d.bind.DestinationPortal] = pt
+		}
+		*pt = portal{name: d.bind.DestinationPortal, stmtName: d.bind.PreparedStatement, stmt: st, params: params, truncated: trunc, masked: masked}
+		d.forgetBind(pt.name)
+		d.binds = append(d.binds, pendingBind{portal: pt.name, at: len(d.evs), stmtName: pt.stmtName, params: params, truncated: trunc, redacted: redacted})
+		d.addEvent(nil)
 	case 'D':
 		if err := d.describe.Decode(body); err != nil {
 			return bad(typ, err)
@@ -340,8 +378,10 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			d.entries = append(d.entries, entry{kind: kDescribe, at: now, stmt: st})
 		}
 	case 'E':
-		if err := d.execute.Decode(body); err != nil {
-			return bad(typ, err)
+		if !d.decodeExecute(body) {
+			if err := d.execute.Decode(body); err != nil {
+				return bad(typ, err)
+			}
 		}
 		ev := &events.PostgresExecute{PortalName: d.execute.Portal, MaxRows: d.execute.MaxRows}
 		var secrets []string
@@ -352,7 +392,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 				secrets = slices.Concat(p.stmt.secret.Secrets, p.masked)
 			}
 		}
-		d.evs = append(d.evs, ev)
+		d.addEvent(ev)
 		d.entries = append(d.entries, entry{kind: kExec, at: now, secrets: secrets})
 		d.statements++
 	case 'C':
@@ -368,7 +408,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 			delete(d.portals, d.close.Name)
 			d.forgetBind(d.close.Name)
 		}
-		d.evs = append(d.evs, ev)
+		d.addEvent(ev)
 	case 'S', 'H', 'c', 'X':
 		if len(body) != 0 {
 			return &malformed{reason: fmt.Sprintf("message %q must be empty but has %d bytes", typ, len(body))}
@@ -413,7 +453,7 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 				args[i], _ = renderParam(a, false, 0, d.maxParam)
 			}
 		}
-		d.evs = append(d.evs, &events.PostgresFunctionCall{FunctionOID: d.fcall.Function, Arguments: args})
+		d.addEvent(&events.PostgresFunctionCall{FunctionOID: d.fcall.Function, Arguments: args})
 		d.entries = append(d.entries, entry{kind: kFunc, at: now})
 		d.statements++
 	case 'd':
@@ -434,6 +474,105 @@ func (d *clientDecoder) message(typ byte, body []byte, now time.Time) *malformed
 		return &malformed{reason: "unexpected password or authentication message after the session began (the agent authenticates to the database itself)"}
 	}
 	return nil
+}
+
+// decodeBind decodes a well-formed Bind into d.bind as pgproto3 would, but
+// reusing d.bind's slices and, for the statement and portal names, the
+// strings the decoder already holds: a statement executed again costs no
+// allocation to decode. It reports false for anything else, which pgproto3
+// then decodes or rejects with its own error.
+func (d *clientDecoder) decodeBind(src []byte) bool {
+	b := &d.bind
+	i := bytes.IndexByte(src, 0)
+	if i < 0 {
+		return false
+	}
+	portalName := src[:i]
+	src = src[i+1:]
+	if i = bytes.IndexByte(src, 0); i < 0 {
+		return false
+	}
+	stmtName := src[:i]
+	src = src[i+1:]
+	if len(src) < 2 {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	if len(src) < 2*n {
+		return false
+	}
+	b.ParameterFormatCodes = b.ParameterFormatCodes[:0]
+	for range n {
+		b.ParameterFormatCodes = append(b.ParameterFormatCodes, int16(binary.BigEndian.Uint16(src)))
+		src = src[2:]
+	}
+	if len(src) < 2 {
+		return false
+	}
+	n = int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	b.Parameters = b.Parameters[:0]
+	for range n {
+		if len(src) < 4 {
+			return false
+		}
+		size := int(int32(binary.BigEndian.Uint32(src)))
+		src = src[4:]
+		if size == -1 {
+			b.Parameters = append(b.Parameters, nil)
+			continue
+		}
+		if size < 0 || len(src) < size {
+			return false
+		}
+		b.Parameters = append(b.Parameters, src[:size])
+		src = src[size:]
+	}
+	if len(src) < 2 {
+		return false
+	}
+	n = int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	if len(src) < 2*n {
+		return false
+	}
+	b.ResultFormatCodes = b.ResultFormatCodes[:0]
+	for range n {
+		b.ResultFormatCodes = append(b.ResultFormatCodes, int16(binary.BigEndian.Uint16(src)))
+		src = src[2:]
+	}
+	b.DestinationPortal = ""
+	if len(portalName) > 0 {
+		if pt := d.portals[string(portalName)]; pt != nil {
+			b.DestinationPortal = pt.name
+		} else {
+			b.DestinationPortal = string(portalName)
+		}
+	}
+	b.PreparedStatement = ""
+	if len(stmtName) > 0 {
+		if st := d.stmts[string(stmtName)]; st != nil && st.name == string(stmtName) {
+			b.PreparedStatement = st.name
+		} else {
+			b.PreparedStatement = string(stmtName)
+		}
+	}
+	return true
+}
+
+// decodeExecute decodes a well-formed Execute into d.execute without
+// pgproto3's copy of the portal name, which the unnamed portal does not
+// need; it reports false for anything else, which pgproto3 then decodes
+// or rejects with its own error, as before.
+func (d *clientDecoder) decodeExecute(body []byte) bool {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 || len(body)-i-1 < 4 {
+		return false
+	}
+	d.execute.Portal = string(body[:i])
+	d.execute.MaxRows = binary.BigEndian.Uint32(body[i+1:])
+	return true
 }
 
 // checkSetting notes the first refused parameter a statement sets.
@@ -463,16 +602,17 @@ func (d *clientDecoder) flushCopy(phase, reason string) {
 	if phase == "data" && d.copyMsgs == 0 {
 		return
 	}
-	d.evs = append(d.evs, &events.PostgresCopy{Phase: phase, Messages: d.copyMsgs, Bytes: d.copyBytes, TotalBytes: d.copyTotal, Reason: reason})
+	d.addEvent(&events.PostgresCopy{Phase: phase, Messages: d.copyMsgs, Bytes: d.copyBytes, TotalBytes: d.copyTotal, Reason: reason})
 	d.copyEvs++
 	d.copyMsgs, d.copyBytes = 0, 0
 }
 
 // forgetBind drops the pending Bind of a portal that is rebound or closed:
-// its event stays, since no Execute of this binding follows.
+// its event is built now, since no Execute of this binding follows.
 func (d *clientDecoder) forgetBind(portal string) {
 	for i, b := range d.binds {
 		if b.portal == portal {
+			d.evs[b.at] = b.event()
 			d.binds = append(d.binds[:i], d.binds[i+1:]...)
 			return
 		}

@@ -33,6 +33,7 @@ type entry struct {
 // prepared is a prepared statement as the client defined it; oids may be
 // completed by the server's ParameterDescription, under stmtQueue.mu.
 type prepared struct {
+	name  string
 	query string // as recorded: secrets masked
 	oids  []uint32
 	// secret: a literal was masked or a $n binds a secret, whose bound

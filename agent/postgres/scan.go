@@ -41,6 +41,17 @@ type scanState struct {
 	rows, bytes, warnings uint64
 	// ready counts ReadyForQuery messages.
 	ready uint64
+	// lastTag is the last command tag as a string (see tagString).
+	lastTag string
+}
+
+// tagString returns tag as a string, the previous one when it is the same:
+// a session mostly repeats a few tags (SELECT 1), each a new string else.
+func (s *scanState) tagString(tag []byte) string {
+	if string(tag) != s.lastTag {
+		s.lastTag = string(tag)
+	}
+	return s.lastTag
 }
 
 // scan consumes one chunk of the server stream.
@@ -169,7 +180,7 @@ func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 		}
 	}
 	if len(tag) > 0 {
-		ev.CommandTag = string(tag)
+		ev.CommandTag = s.tagString(tag)
 		if n, ok := tagRows(tag); ok {
 			ev.Rows = n
 		}
