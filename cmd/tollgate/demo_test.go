@@ -29,6 +29,7 @@ type demoEnv struct {
 	tollgate string
 	tg       string
 	data     string
+	proxy    string // the proxy's address, a free port
 	identity string
 	config   string
 	home     string
@@ -90,6 +91,14 @@ func (d *demoEnv) env(extra ...string) []string {
 
 func startDemo(t *testing.T) *demoEnv {
 	t.Helper()
+	return startDemoIn(t, "")
+}
+
+// startDemoIn starts the demo as startDemo does; with a workDir, from that
+// directory with its default data dir, tollgate-demo, below it, so the
+// commands it prints name the data dir by relative paths.
+func startDemoIn(t *testing.T, workDir string) *demoEnv {
+	t.Helper()
 	needPrograms(t, "psql", "pgbench", "java", "javac")
 	if _, err := os.Stat("/usr/share/java/postgresql.jar"); err != nil {
 		t.Fatalf("the PostgreSQL JDBC driver is not installed (Debian: libpostgresql-jdbc-java): %v", err)
@@ -104,8 +113,14 @@ func startDemo(t *testing.T) *demoEnv {
 	if out, err := exec.Command("go", "build", "-o", dir+"/", ".", "../tg").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(d.tollgate, "demo", "--data-dir", d.data, "--nats-listen", freeAddr(t),
-		"--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t))
+	dataArg := d.data
+	if workDir != "" {
+		dataArg, d.data = "tollgate-demo", filepath.Join(workDir, "tollgate-demo")
+	}
+	d.proxy = freeAddr(t)
+	cmd := exec.Command(d.tollgate, "demo", "--data-dir", dataArg, "--nats-listen", freeAddr(t),
+		"--proxy-listen", d.proxy, "--agent-listen", freeAddr(t))
+	cmd.Dir = workDir
 	cmd.Env = d.env()
 	cmd.Stderr = d.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -174,8 +189,12 @@ func startDemo(t *testing.T) *demoEnv {
 	d.identity = filepath.Join(d.data, "demo.identity")
 	d.config = filepath.Join(d.data, "tollgate.yaml")
 	// Exactly the two commands a user needs, runnable as printed.
-	wantConnect := fmt.Sprintf("%s -i %s db connect demo-postgres --db-user=demo --db-name=demo", d.tg, d.identity)
-	wantTail := fmt.Sprintf("%s --config=%s audit tail --follow", d.tollgate, d.config)
+	shownIdentity, shownConfig := d.identity, d.config
+	if workDir != "" {
+		shownIdentity, shownConfig = "tollgate-demo/demo.identity", "tollgate-demo/tollgate.yaml"
+	}
+	wantConnect := fmt.Sprintf("%s -i %s db connect demo-postgres --db-user=demo --db-name=demo", d.tg, shownIdentity)
+	wantTail := fmt.Sprintf("%s --config=%s audit tail --follow", d.tollgate, shownConfig)
 	if printed[0] != wantConnect || printed[1] != wantTail {
 		t.Fatalf("demo printed\n%s\n%s\nwant\n%s\n%s", printed[0], printed[1], wantConnect, wantTail)
 	}
