@@ -141,6 +141,19 @@ func (ps *pipeSession) send(t *testing.T, msgs ...pgproto3.FrontendMessage) {
 
 func (ps *pipeSession) reply(t *testing.T, msgs ...pgproto3.BackendMessage) {
 	t.Helper()
+	// The backend's buffer is not safe for a Send while the previous
+	// Flush runs: it would send the previous messages again.
+	if ps.pendingFlush != nil {
+		select {
+		case err := <-ps.pendingFlush:
+			if err != nil {
+				t.Fatalf("database side: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the agent did not read the previous reply")
+		}
+		ps.pendingFlush = nil
+	}
 	for _, m := range msgs {
 		ps.be.Send(m)
 	}
