@@ -17,10 +17,13 @@ import (
 // Formats are the package formats Package writes.
 var Formats = []string{"deb", "rpm"}
 
-// Where the packages install what they carry.
+// Where the packages install what they carry. Units go to UnitDir in the
+// deb, RPMUnitDir in the rpm (each distribution's own place; with a merged
+// /usr they are the same folder).
 const (
 	BinDir     = "/usr/bin"
 	UnitDir    = "/lib/systemd/system"
+	RPMUnitDir = "/usr/lib/systemd/system"
 	ConfigFile = "/etc/tollgate/tollgate.yaml"
 	DataDir    = "/var/lib/tollgate"
 )
@@ -66,7 +69,7 @@ func (s *Staged) packageInfo(format string) (*nfpm.Info, error) {
 		add(s.Binary(n), BinDir+"/"+n, "", 0o755)
 	}
 	for _, u := range []string{"tollgate.service", "tollgate@.service"} {
-		add(s.Deploy("systemd/"+u), UnitDir+"/"+u, "", 0o644)
+		add(s.Deploy("systemd/"+u), unitDir(format)+"/"+u, "", 0o644)
 	}
 	// The configuration holds no secret (those are made in the data dir),
 	// so it stays readable; an edited one survives upgrades.
@@ -111,6 +114,13 @@ func (s *Staged) packageInfo(format string) (*nfpm.Info, error) {
 		info.Overridables.Depends = []string{"shadow-utils"}
 	}
 	return nfpm.WithDefaults(info), nil
+}
+
+func unitDir(format string) string {
+	if format == "rpm" {
+		return RPMUnitDir
+	}
+	return UnitDir
 }
 
 // completionPath is where each distribution's shells look for completions

@@ -314,6 +314,19 @@ func TestUnitsSecurity(t *testing.T) {
 	}
 }
 
+// rpmQuery reads the package with rpm itself.
+func rpmQuery(t *testing.T, args ...string) string {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command("rpm", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		t.Fatalf("rpm %v: %v: %s", args, err, stderr.Bytes())
+	}
+	return string(out)
+}
+
 func TestRPM(t *testing.T) {
 	t.Parallel()
 	p, err := Package(stage(t), "rpm", t.TempDir())
@@ -323,12 +336,40 @@ func TestRPM(t *testing.T) {
 	if !strings.HasPrefix(filepath.Base(p), "tollgate-1.2.3+4.gabcdef-1.") {
 		t.Errorf("file name %s", filepath.Base(p))
 	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
+	rpmQuery(t, "-K", "--nosignature", p)
+	if got := rpmQuery(t, "-qp", "--queryformat", "%{NAME} %{VERSION}", p); got != "tollgate 1.2.3+4.gabcdef" {
+		t.Errorf("name and version %q", got)
 	}
-	if len(b) < 1<<20 || !bytes.HasPrefix(b, []byte{0xed, 0xab, 0xee, 0xdb}) {
-		t.Errorf("not an rpm of the binaries (%d bytes)", len(b))
+	// --dump: path size mtime digest mode owner group isconfig isdoc rdev symlink
+	files := map[string][]string{}
+	for _, l := range strings.Split(strings.TrimSpace(rpmQuery(t, "-qp", "--dump", p)), "\n") {
+		f := strings.Fields(l)
+		files[f[0]] = f
+	}
+	want := map[string]string{
+		"/usr/bin/tollgate": "0100755", "/usr/bin/tg": "0100755",
+		RPMUnitDir + "/tollgate.service": "0100644", RPMUnitDir + "/tollgate@.service": "0100644",
+		ConfigFile: "0100644",
+		"/usr/share/zsh/site-functions/_tollgate": "0100644", "/usr/share/bash-completion/completions/tg": "0100644",
+	}
+	for path, mode := range want {
+		f, ok := files[path]
+		if !ok {
+			t.Errorf("%s: missing", path)
+			continue
+		}
+		if f[4] != mode || f[5] != "root" || f[6] != "root" {
+			t.Errorf("%s: %s %s:%s, want %s root:root", path, f[4], f[5], f[6], mode)
+		}
+		if isConfig := f[7] == "1"; isConfig != (path == ConfigFile) {
+			t.Errorf("%s: config flag %s", path, f[7])
+		}
+	}
+	if len(files) != 2+2+1+len(Binaries)*len(Shells) {
+		t.Errorf("%d files, want %d:\n%v", len(files), 2+2+1+len(Binaries)*len(Shells), files)
+	}
+	if sc := rpmQuery(t, "-qp", "--scripts", p); !strings.Contains(sc, "useradd --system") || !strings.Contains(sc, "-m 0700 "+DataDir) {
+		t.Errorf("scripts do not make the user and the data dir:\n%s", sc)
 	}
 }
 
