@@ -7,7 +7,7 @@ BIN      := bin
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all deps build run test bench faults fuzz lint generate clean
+.PHONY: all deps build deb rpm image run test bench faults fuzz lint generate clean
 
 all: build
 
@@ -24,6 +24,23 @@ LDFLAGS   := -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+# Packages and the container image in dist/, built in Go (deploy/pkg,
+# internal/packaging): static binaries stamped as `make build` does, the
+# hardened systemd units, the tollgate user, the default configuration and
+# shell completions. dist/tollgate_<version>_<arch>.deb, the .rpm beside it,
+# and dist/tollgate-image.tar (OCI layout and docker-save manifest in one tar).
+DIST    := dist
+PKGFLAGS = -out=$(DIST) -version=$(VERSION) -commit=$(COMMIT) -date=$(DATE)
+
+deb:
+	$(GO) run ./deploy/pkg -format=deb $(PKGFLAGS)
+
+rpm:
+	$(GO) run ./deploy/pkg -format=rpm $(PKGFLAGS)
+
+image:
+	$(GO) run ./deploy/pkg -format=image $(PKGFLAGS)
 
 # Everything in one process on an embedded default: NATS, broker, agent and a
 # throwaway PostgreSQL, with a demo user.
@@ -92,4 +109,4 @@ generate:
 	$(GO) generate $(PKGS)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
