@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -63,7 +64,10 @@ type Options struct {
 	// connections as db.session.rejected events.
 	Recorder Recorder
 	Cluster  string
-	Log      *slog.Logger
+	// RejectWindow is the aggregation window of refusals;
+	// agent.DefaultRejectWindow when zero.
+	RejectWindow time.Duration
+	Log          *slog.Logger
 	// HelloTimeout bounds the wait for the first bytes and the
 	// ClientHello; 10 s when zero.
 	HelloTimeout time.Duration
@@ -80,6 +84,7 @@ type Server struct {
 	conns  map[net.Conn]struct{}
 	// closing is set once Serve's context ended.
 	closing bool
+	rejects *agent.Rejections
 }
 
 // agentTunnel is one agent's open session.
@@ -104,6 +109,16 @@ func New(o Options) (*Server, error) {
 		o.HelloTimeout = 10 * time.Second
 	}
 	s := &Server{o: o, agents: map[string][]*agentTunnel{}, known: map[string]bool{}, conns: map[net.Conn]struct{}{}}
+	if o.Recorder != nil {
+		s.rejects = agent.NewRejections(o.RejectWindow, 0, func(ev *events.SessionRejected) {
+			ev.Cluster = o.Cluster
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := o.Recorder.Publish(ctx, ev); err != nil {
+				o.Log.Warn("proxy: refusal not recorded", "err", err)
+			}
+		})
+	}
 	s.tun = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{o.Cert},
@@ -138,6 +153,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	})
 	defer stop()
+	if s.rejects != nil {
+		defer s.rejects.Close()
+	}
 	for {
 		c, err := s.o.Listener.Accept()
 		if err != nil {
@@ -230,8 +248,11 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 			s.splice(conn, t, db, hello.ServerName, log)
 			return
 		}
-		if postgres || s.isDatabase(hello.ServerName) {
-			err := fmt.Errorf("database %s is offline: no agent connected", hello.ServerName)
+		if known := s.isDatabase(hello.ServerName); postgres || known {
+			err := fmt.Errorf("no database %s", hello.ServerName)
+			if known {
+				err = fmt.Errorf("database %s is offline: no agent connected", hello.ServerName)
+			}
 			log.Info("proxy: refused", "sni", hello.ServerName, "err", err)
 			s.reject(c, events.RejectUnknownDB, hello.ServerName, err)
 			c.Close()
@@ -286,32 +307,29 @@ func firstLabel(name string) string {
 	return name
 }
 
-// reject records a refused connection; without a recorder the log line
-// is all there is.
+// reject records a refused connection, aggregated per source and reason
+// as the agent aggregates its own refusals, so a flood of them makes a few
+// events; without a recorder the log line is all there is.
 func (s *Server) reject(c net.Conn, reason, sni string, err error) {
-	if s.o.Recorder == nil {
+	if s.rejects == nil {
 		return
 	}
-	addr := c.RemoteAddr().String()
-	ip := addr
-	if h, _, e := net.SplitHostPort(addr); e == nil {
-		ip = h
+	ev := agent.RejectedFrom(c.RemoteAddr().String(), reason, err)
+	ev.SNI = sni
+	if reason == events.RejectUnknownDB && s.isDatabase(sni) {
+		// Registered, but no agent connected.
+		ev.Service = firstLabelIfKnown(sni, s.isDatabase)
 	}
-	now := time.Now().UTC()
-	ev := &events.SessionRejected{ClientAddr: addr, ClientIP: ip, Reason: reason, SNI: sni, Service: sni,
-		Count: 1, First: now, Last: now}
-	if reason != events.RejectUnknownDB {
-		ev.Service = ""
+	s.rejects.Add(ev)
+}
+
+// firstLabelIfKnown is the database an SNI names: itself or its first
+// label, whichever is a database; the SNI itself when neither is.
+func firstLabelIfKnown(sni string, known func(string) bool) string {
+	if !known(sni) && known(firstLabel(sni)) {
+		return firstLabel(sni)
 	}
-	if err != nil {
-		ev.Error = err.Error()
-	}
-	ev.Cluster = s.o.Cluster
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if perr := s.o.Recorder.Publish(ctx, ev); perr != nil {
-		s.o.Log.Warn("proxy: refusal not recorded", "err", perr)
-	}
+	return sni
 }
 
 // serveTunnel terminates an agent's TLS, checks its certificate, reads

@@ -173,7 +173,7 @@ func (w *world) startProxy(t *testing.T, addr string) *runningProxy {
 	t.Cleanup(func() { api.Close() })
 	px, err := proxy.New(proxy.Options{Listener: rec, Handoff: ho, Cert: cert, AgentCAs: hosts,
 		IsDatabase: func(n string) bool { _, ok := w.store.Database(n); return ok },
-		Recorder:   w.pub, Cluster: "test", Log: quiet().With("component", "proxy")})
+		Recorder:   w.pub, Cluster: "test", RejectWindow: 3 * time.Second, Log: quiet().With("component", "proxy")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,8 +403,46 @@ db_service:
 	rej := waitEvent(t, w.js, "the refusal", func(ev map[string]any) bool {
 		return ev["type"] == "db.session.rejected" && ev["sni"] == "nosuch"
 	})
-	if rej["reason"] != events.RejectUnknownDB || !strings.Contains(rej["error"].(string), "no agent connected") {
+	if rej["reason"] != events.RejectUnknownDB || rej["error"] != "no database nosuch" || rej["db_service"] != nil {
 		t.Fatalf("refusal %v", rej)
+	}
+
+	// More refusals from the same source are counted, not recorded one
+	// by one: a flood makes a few events.
+	for range 20 {
+		if c, err := connectSSLRequest(ctx, addr, w.userTLS(t, "nosuch", id)); err == nil {
+			c.Close(ctx)
+			t.Fatal("connected to an unknown database")
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	n := 0
+	for _, ev := range audit(t, w.js) {
+		if ev["type"] == "db.session.rejected" && ev["sni"] == "nosuch" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d events for 21 refusals within the window", n)
+	}
+
+	// A database registered in STATE whose agent is not connected is
+	// refused even from a client that opens with TLS, rather than handed
+	// to the API.
+	if _, err := w.store.RegisterDatabase(ctx, state.Actor{User: "test"}, state.NewDatabase{Name: "offline", Protocol: "postgres",
+		URI: w.pg.Addr(), HostID: "gone", AgentAddr: addr}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the registration", func() bool { _, ok := w.store.Database("offline"); return ok })
+	if c, err := connectDirectTLS(ctx, addr, w.userTLS(t, "offline", id), nil); err == nil {
+		c.Close(ctx)
+		t.Fatal("connected to an offline database")
+	}
+	off := waitEvent(t, w.js, "the refusal of the offline database", func(ev map[string]any) bool {
+		return ev["type"] == "db.session.rejected" && ev["sni"] == "offline"
+	})
+	if off["db_service"] != "offline" || off["reason"] != events.RejectUnknownDB || !strings.Contains(off["error"].(string), "no agent connected") {
+		t.Fatalf("refusal %v", off)
 	}
 
 	// Anything else reaches the server behind the handoff (the API).
