@@ -31,7 +31,8 @@ type Options struct {
 	// proxy (defaults 250 ms and 30 s); it doubles after each failure and
 	// is jittered, so agents cut off together do not come back together.
 	MinBackoff, MaxBackoff time.Duration
-	// Dial opens the TCP connection; nil means a net.Dialer.
+	// Dial opens the TCP connection; nil means directly, or through the
+	// HTTP proxy HTTPS_PROXY names (NO_PROXY excepting) with CONNECT.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
@@ -70,8 +71,7 @@ func Listen(o Options) (*Listener, error) {
 		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = d.DialContext
+		o.Dial = dialEnv
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{o: o, conns: make(chan net.Conn), ctx: ctx, cancel: cancel,
@@ -269,3 +269,17 @@ type tunnelAddr string
 
 func (a tunnelAddr) Network() string { return "tcp" }
 func (a tunnelAddr) String() string  { return string(a) }
+
+// dialEnv dials addr directly or through the egress proxy the
+// environment names.
+func dialEnv(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	px, err := EgressProxy(addr)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: HTTPS_PROXY: %w", err)
+	}
+	if px == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	return DialVia(ctx, d.DialContext, px, addr)
+}
