@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -133,6 +134,84 @@ func BenchmarkSplice(b *testing.B) {
 		}
 		if _, err := io.ReadFull(c, n[:1]); err != nil {
 			b.Fatal(err)
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, direct.Addr().String()) })
+	b.Run("proxy+tunnel", func(b *testing.B) { run(b, px.Addr().String()) })
+}
+
+// idleSink completes the TLS handshake of each connection and then waits
+// for it to end, as an agent holds an idle session.
+func idleSink(ln net.Listener, cert tls.Certificate) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+			_, _ = io.Copy(io.Discard, tc)
+		}()
+	}
+}
+
+// BenchmarkIdleSessions opens 1,000 idle TLS sessions directly and through
+// the proxy and one tunnel, and reports the memory (heap and stacks of the
+// whole process: clients, proxy and agent side) each session adds; the
+// difference between the two is what the proxy and the tunnel cost.
+func BenchmarkIdleSessions(b *testing.B) {
+	cas, err := ca.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, _, err := cas.IssueHost(key.Public(), "agent-bench", []string{"bench"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentCert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	roots, _ := cas.Pool(ca.Host)
+	client := &tls.Config{ServerName: "bench", RootCAs: roots}
+	direct, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	go idleSink(direct, agentCert)
+	px := startBenchProxy(b, cas)
+	tl := listenTunnel(b, cas, px.Addr().String(), "agent-bench", []string{"bench"}, agentCert)
+	go idleSink(tl, agentCert)
+	for deadline := time.Now().Add(10 * time.Second); len(px.Databases()["bench"]) == 0; {
+		if time.Now().After(deadline) {
+			b.Fatal("no tunnel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	const sessions = 1000
+	inUse := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse + m.StackInuse
+	}
+	run := func(b *testing.B, addr string) {
+		for range b.N {
+			before := inUse()
+			conns := make([]*tls.Conn, 0, sessions)
+			for range sessions {
+				c, err := tls.Dial("tcp", addr, client)
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			time.Sleep(200 * time.Millisecond) // the far side's handshakes done
+			after := inUse()
+			b.ReportMetric(float64(after-before)/sessions, "B/session")
+			for _, c := range conns {
+				c.Close()
+			}
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, direct.Addr().String()) })

@@ -458,11 +458,7 @@ func (s *Server) splice(c net.Conn, t *agentTunnel, db, sni string, log *slog.Lo
 func Splice(a, b net.Conn) {
 	done := make(chan struct{}, 2)
 	one := func(dst, src net.Conn) {
-		// Two TLS records' worth: each idle session holds two of these
-		// in a blocked Read, and BenchmarkSplice could not tell 32 KiB
-		// from 64 KiB apart on this machine.
-		buf := make([]byte, 32<<10)
-		_, err := io.CopyBuffer(dst, src, buf)
+		err := copyIdleLight(dst, src)
 		if err != nil {
 			// A broken side ends both directions at once.
 			a.Close()
@@ -480,6 +476,56 @@ func Splice(a, b net.Conn) {
 	<-done
 	a.Close()
 	b.Close()
+}
+
+// Sizes of the splice buffers: an idle session waits in a Read with a
+// small one; a read that fills it takes a large one from the pool until a
+// read comes back short (the burst is over). Each idle session then holds
+// 2 x 2 KiB rather than 2 x 32 KiB.
+const (
+	smallCopy = 2 << 10
+	largeCopy = 32 << 10
+)
+
+var largeBufs = sync.Pool{New: func() any { b := make([]byte, largeCopy); return &b }}
+
+// copyIdleLight copies src to dst until src ends (nil) or either side
+// fails.
+func copyIdleLight(dst, src net.Conn) error {
+	small := make([]byte, smallCopy)
+	buf := small
+	var pooled *[]byte
+	defer func() {
+		if pooled != nil {
+			largeBufs.Put(pooled)
+		}
+	}()
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		switch {
+		case n == len(buf) && pooled == nil:
+			pooled = largeBufs.Get().(*[]byte)
+			buf = *pooled
+		case n < len(buf) && pooled != nil:
+			largeBufs.Put(pooled)
+			pooled, buf = nil, small
+			// A yamux stream keeps the buffer a burst grew; it is empty
+			// now and need not be held while the session idles.
+			if st, ok := src.(interface{ Shrink() }); ok {
+				st.Shrink()
+			}
+		}
+	}
 }
 
 // Handoff is a net.Listener fed by the proxy with the connections it does
