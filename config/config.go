@@ -145,7 +145,8 @@ type DBService struct {
 	// no listening socket at all.
 	ProxyAddrs []string `yaml:"proxy_addrs"`
 	// BrokerAddr and JoinToken are for an agent that joins a remote broker
-	// (broker.enabled: false): the token is used once, for the host
+	// (broker.enabled: false); BrokerAddr defaults to the first of
+	// ProxyAddrs. The token is used once, for the host
 	// certificate the agent then keeps in its data dir. BrokerCAPin is the
 	// broker's host CA fingerprint (sha256:…, as `tollgate tokens add`
 	// prints it), checked on that first connection.

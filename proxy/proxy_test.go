@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -501,4 +502,88 @@ func TestAgentCertificateLimitsRouting(t *testing.T) {
 	if got := ok.Connected()[p.Addr().String()]; len(got) != 1 || got[0] != "pg1" || len(p.Databases()["pg2"]) != 0 {
 		t.Fatalf("acknowledged %v, routed %v", got, p.Databases())
 	}
+}
+
+// An agent on another machine configured with proxy_addrs, a join token
+// and the pin only: it joins the broker's API through the proxy's port,
+// registers its database there with the proxy's address, keeps its tunnel
+// on the same port, and clients reach the database through it.
+func TestJoinedAgentThroughTheProxyOnly(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := raw.Addr().String()
+	handoff := proxy.NewHandoff(raw.Addr())
+	bcfg := config.Default()
+	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen, bcfg.Proxy.PublicAddr = "test", w.dir, addr, addr
+	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: w.js, Audit: w.pub, Log: quiet(), Listener: handoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, _ := b.CAs.Pool(ca.Host)
+	px, err := proxy.New(proxy.Options{Listener: raw, Handoff: handoff, Cert: b.HostCert, AgentCAs: hosts,
+		IsDatabase: func(n string) bool { _, ok := b.Store.Database(n); return ok },
+		Recorder:   w.pub, Cluster: "test", Log: quiet().With("component", "proxy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pxDone := make(chan error, 1)
+	go func() { pxDone <- px.Serve(ctx) }()
+	defer func() { cancel(); <-pxDone; _ = b.Wait() }()
+	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, err := config.Parse([]byte(`
+cluster_name: test
+broker: {enabled: false}
+proxy: {enabled: false}
+db_service:
+  proxy_addrs: [` + addr + `]
+  join_token: ` + tok.Value + `
+  broker_ca_pin: ` + tok.HostCAPin + `
+  databases:
+    - name: pg1
+      protocol: postgres
+      uri: ` + w.pg.Addr() + `
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = t.TempDir()
+	actx, acancel := context.WithCancel(ctx)
+	agent, err := service.Start(actx, service.Options{Config: cfg, JS: w.js, Recorder: w.pub, Log: quiet().With("component", "agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { acancel(); _ = agent.Wait() }()
+	if agent.Addr != "" {
+		t.Fatalf("the agent listens on %s", agent.Addr)
+	}
+	waitUntil(t, 10*time.Second, "the agent's tunnel", func() bool { return len(px.Databases()["pg1"]) == 1 })
+	d, ok := b.Store.Database("pg1")
+	if !ok || d.AgentAddr != addr || d.HostID != agent.HostID {
+		t.Fatalf("registered %+v", d)
+	}
+	id := identity.Identity{User: "alice", Roles: []string{"access"},
+		Traits: map[string][]string{identity.TraitDBUsers: {"app"}, identity.TraitDBNames: {"postgres"}}}
+	conn, err := connectSSLRequest(ctx, d.AgentAddr, w.userTLS(t, "pg1", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who string
+	if err := conn.QueryRow(ctx, "select current_user").Scan(&who); err != nil || who != "app" {
+		t.Fatalf("got %q, %v", who, err)
+	}
+	conn.Close(ctx)
+	// The broker's API served the join and the db-client certificate on
+	// the same port: cert.issue events for the agent's host.
+	waitEvent(t, w.js, "the db-client certificate issued to the agent", func(ev map[string]any) bool {
+		return ev["type"] == "cert.issue" && ev["purpose"] == "agent"
+	})
 }

@@ -375,7 +375,7 @@ func brokerInProcess(c *config.Config) bool {
 
 // errRemoteJoin says what an agent without a broker in its process needs.
 func errRemoteJoin(c *config.Config) error {
-	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address), db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
+	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address) or db_service.proxy_addrs, db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
 }
 
 // registrar registers the agent's databases and keeps them alive:
