@@ -407,6 +407,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.Proxy.Enabled != nil && *c.Proxy.Enabled && c.Broker.Enabled != nil && !*c.Broker.Enabled {
+		bad("proxy.enabled: the proxy runs in the broker's process, and broker.enabled is false")
+	}
 	for i, a := range c.DBService.ProxyAddrs {
 		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
 			bad("db_service.proxy_addrs[%d]: %q is not host:port", i, a)
