@@ -205,6 +205,10 @@ func (s *Server) track(c net.Conn) (func(), bool) {
 // sslRequest is a PostgreSQL SSLRequest: length 8, code 80877103.
 var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 
+// cancelRequest opens a PostgreSQL CancelRequest: length 16, code
+// 80877102.
+var cancelRequest = []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}
+
 func (s *Server) handle(ctx context.Context, c net.Conn) {
 	log := s.o.Log.With("remote", c.RemoteAddr().String())
 	_ = c.SetReadDeadline(time.Now().Add(s.o.HelloTimeout))
@@ -218,8 +222,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if first[0] != 0x16 { // not a TLS handshake record
 		rest := make([]byte, len(sslRequest)-1)
 		if first[0] != 0 || readFull(c, rest) != nil || string(append(first[:], rest...)) != string(sslRequest) {
-			log.Info("proxy: connection did not start with TLS or a PostgreSQL SSLRequest")
-			s.reject(c, events.RejectNotTLS, "", errors.New("the connection did not start with TLS"))
+			err := errors.New("the connection did not start with TLS")
+			if string(append(first[:], rest...)) == string(cancelRequest) {
+				// It names no database: routing it means asking every
+				// agent, which is not built yet.
+				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
+			}
+			log.Info("proxy: refused", "err", err)
+			s.reject(c, events.RejectNotTLS, "", err)
 			c.Close()
 			return
 		}

@@ -446,6 +446,21 @@ db_service:
 		t.Fatalf("refusal %v", off)
 	}
 
+	// Plain text is neither TLS nor PostgreSQL: closed, and recorded.
+	pc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(pc, "GET / HTTP/1.0\r\n\r\n")
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := pc.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("plain text answered: %d, %v", n, err)
+	}
+	pc.Close()
+	waitEvent(t, w.js, "the refusal of plain text", func(ev map[string]any) bool {
+		return ev["type"] == "db.session.rejected" && ev["reason"] == events.RejectNotTLS
+	})
+
 	// Anything else reaches the server behind the handoff (the API).
 	roots, _ := w.cas.Pool(ca.Host)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
