@@ -20,7 +20,7 @@ import (
 )
 
 // startBenchProxy is a proxy with nothing behind its handoff.
-func startBenchProxy(tb testing.TB, cas *ca.Authorities) *proxy.Server {
+func startBenchProxy(tb testing.TB, cas *ca.Authorities, registered ...func(string) (string, bool)) *proxy.Server {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,7 +31,11 @@ func startBenchProxy(tb testing.TB, cas *ca.Authorities) *proxy.Server {
 		tb.Fatal(err)
 	}
 	hosts, _ := cas.Pool(ca.Host)
-	px, err := proxy.New(proxy.Options{Listener: ln, Cert: cert, AgentCAs: hosts})
+	o := proxy.Options{Listener: ln, Cert: cert, AgentCAs: hosts}
+	if len(registered) > 0 {
+		o.Registered = registered[0]
+	}
+	px, err := proxy.New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}

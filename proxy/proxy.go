@@ -55,11 +55,15 @@ type Options struct {
 	// broker's host certificate); AgentCAs verifies agents (the host CA).
 	Cert     tls.Certificate
 	AgentCAs *x509.CertPool
-	// IsDatabase says whether a name is a database of the cluster (a
-	// registration in STATE): a ClientHello naming one that no connected
-	// agent serves is refused rather than handed to the API. nil means
-	// only names some agent announced since the proxy started.
-	IsDatabase func(name string) bool
+	// Registered looks a database up in STATE: whether it is one of the
+	// cluster's and the host id of the agent it is registered to. A
+	// ClientHello naming a registered database no connected agent serves
+	// is refused rather than handed to the API, and a registered database
+	// is routed only to the agent it is registered to, so that an agent
+	// whose certificate also names it cannot draw its sessions. nil means
+	// only names some agent announced since the proxy started, routed by
+	// certificate alone.
+	Registered func(name string) (hostID string, ok bool)
 	// Recorder and Cluster, when set, record refused database
 	// connections as db.session.rejected events.
 	Recorder Recorder
@@ -293,18 +297,40 @@ func (s *Server) isDatabase(name string) bool {
 	if known {
 		return true
 	}
-	return s.o.IsDatabase != nil && (s.o.IsDatabase(name) || s.o.IsDatabase(firstLabel(name)))
+	if s.o.Registered == nil {
+		return false
+	}
+	_, ok := s.o.Registered(name)
+	if !ok {
+		_, ok = s.o.Registered(firstLabel(name))
+	}
+	return ok
 }
 
 // route finds the tunnel for an SNI: the name itself, else its first
-// label (pg1.db.example.com reaches pg1), as the agent itself routes. The
-// agent that connected last serves it: the one most likely alive.
+// label (pg1.db.example.com reaches pg1), as the agent itself routes.
+// Among the agents serving it, those of the host STATE registered it to
+// qualify, and the one that connected last serves it: the one most likely
+// alive.
 func (s *Server) route(sni string) (*agentTunnel, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, name := range []string{sni, firstLabel(sni)} {
-		if ts := s.agents[name]; len(ts) > 0 {
-			return ts[len(ts)-1], name
+		owner, registered := "", false
+		if s.o.Registered != nil {
+			owner, registered = s.o.Registered(name)
+		}
+		s.mu.Lock()
+		ts := s.agents[name]
+		for i := len(ts) - 1; i >= 0; i-- {
+			if !registered || ts[i].hostID == owner {
+				t := ts[i]
+				s.mu.Unlock()
+				return t, name
+			}
+		}
+		s.mu.Unlock()
+		if len(ts) > 0 {
+			s.o.Log.Warn("proxy: the agents with a tunnel for a database are not the host it is registered to",
+				"database", name, "registered_to", owner)
 		}
 	}
 	return nil, ""

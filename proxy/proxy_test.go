@@ -173,7 +173,7 @@ func (w *world) startProxy(t *testing.T, addr string) *runningProxy {
 	go func() { _ = api.Serve(tls.NewListener(ho, &tls.Config{Certificates: []tls.Certificate{cert}})) }()
 	t.Cleanup(func() { api.Close() })
 	px, err := proxy.New(proxy.Options{Listener: rec, Handoff: ho, Cert: cert, AgentCAs: hosts,
-		IsDatabase: func(n string) bool { _, ok := w.store.Database(n); return ok },
+		Registered: func(n string) (string, bool) { d, ok := w.store.Database(n); return d.HostID, ok },
 		Recorder:   w.pub, Cluster: "test", RejectWindow: 3 * time.Second, Log: quiet().With("component", "proxy")})
 	if err != nil {
 		t.Fatal(err)
@@ -541,7 +541,7 @@ func TestJoinedAgentThroughTheProxyOnly(t *testing.T) {
 	}
 	hosts, _ := b.CAs.Pool(ca.Host)
 	px, err := proxy.New(proxy.Options{Listener: raw, Handoff: handoff, Cert: b.HostCert, AgentCAs: hosts,
-		IsDatabase: func(n string) bool { _, ok := b.Store.Database(n); return ok },
+		Registered: func(n string) (string, bool) { d, ok := b.Store.Database(n); return d.HostID, ok },
 		Recorder:   w.pub, Cluster: "test", Log: quiet().With("component", "proxy")})
 	if err != nil {
 		t.Fatal(err)
@@ -601,4 +601,64 @@ db_service:
 	waitEvent(t, w.js, "the db-client certificate issued to the agent", func(ev map[string]any) bool {
 		return ev["type"] == "cert.issue" && ev["purpose"] == "agent"
 	})
+}
+
+// A database registered in STATE to one host is routed to that host's
+// tunnel only, even when another agent's certificate names it too.
+func TestRoutingFollowsTheRegistration(t *testing.T) {
+	cas, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startBenchProxy(t, cas, func(name string) (string, bool) { return "agent-real", name == "pg1" })
+	roots, _ := cas.Pool(ca.Host)
+	agentCert := func(hostID string) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf, _, err := cas.IssueHost(key.Public(), hostID, []string{"pg1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	}
+	serve := func(tl net.Listener, cert tls.Certificate) {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+				_ = tc.Handshake()
+				_, _ = io.Copy(io.Discard, tc)
+			}()
+		}
+	}
+	dial := func() (string, error) {
+		c, err := tls.Dial("tcp", p.Addr().String(), &tls.Config{ServerName: "pg1", RootCAs: roots})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
+	}
+	rogue := agentCert("agent-rogue")
+	tl := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	go serve(tl, rogue)
+	waitUntil(t, 10*time.Second, "the rogue tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
+	if cn, err := dial(); err == nil {
+		t.Fatalf("pg1 reached %s, not the host it is registered to", cn)
+	}
+	owner := agentCert("agent-real")
+	tl2 := listenTunnel(t, cas, p.Addr().String(), "agent-real", []string{"pg1"}, owner)
+	go serve(tl2, owner)
+	waitUntil(t, 10*time.Second, "the real tunnel", func() bool { return len(p.Databases()["pg1"]) == 2 })
+	// The rogue connects again, last: the registration still wins.
+	tl.Close()
+	tl3 := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	go serve(tl3, rogue)
+	waitUntil(t, 10*time.Second, "the rogue tunnel again", func() bool { return len(p.Databases()["pg1"]) == 2 && len(tl3.Connected()) == 1 })
+	if cn, err := dial(); err != nil || cn != "agent-real" {
+		t.Fatalf("pg1 reached %q, %v", cn, err)
+	}
 }

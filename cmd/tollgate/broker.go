@@ -52,7 +52,7 @@ func init() {
 					return err
 				}
 				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
-					IsDatabase: func(name string) bool { _, ok := b.Store.Database(name); return ok },
+					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
 					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy")})
 				if err != nil {
 					return err
