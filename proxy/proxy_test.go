@@ -7,12 +7,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -367,6 +372,32 @@ db_service:
 	}
 	ssl.Close(ctx)
 
+	// psql, a native client, with the database name as host (its SNI)
+	// and the proxy's address; every statement PostgreSQL logged for it
+	// has its audit event.
+	psqlMarker := fmt.Sprintf("psql-through-the-proxy-%d", time.Now().UnixNano())
+	if out, err := w.psql(t, addr, "pg1", id, "select '"+psqlMarker+"'", "select count(*) from pg_class where relname = '"+psqlMarker+"'"); err != nil || !strings.HasPrefix(out, psqlMarker+"\n0") {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	logged, err := w.pg.StatementLogEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range logged {
+		if !strings.Contains(e.Text, psqlMarker) {
+			continue
+		}
+		n++
+		text := e.Text
+		waitEvent(t, w.js, "the audit event of "+text, func(ev map[string]any) bool {
+			return ev["type"] == "db.session.query" && ev["db_query"] == text
+		})
+	}
+	if n != 2 {
+		t.Fatalf("PostgreSQL logged %d statements of psql, want 2", n)
+	}
+
 	// The statement is audited by the agent, with the client's address
 	// (not the proxy's) on the session.
 	q := waitEvent(t, w.js, "the statement's audit event", func(ev map[string]any) bool {
@@ -417,7 +448,7 @@ db_service:
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	n := 0
+	n = 0
 	for _, ev := range audit(t, w.js) {
 		if ev["type"] == "db.session.rejected" && ev["sni"] == "nosuch" {
 			n++
@@ -661,4 +692,46 @@ func TestRoutingFollowsTheRegistration(t *testing.T) {
 	if cn, err := dial(); err != nil || cn != "agent-real" {
 		t.Fatalf("pg1 reached %q, %v", cn, err)
 	}
+}
+
+// psql runs statements with psql through addr as the native client does:
+// SSLRequest, then TLS with host as SNI, verified against the host CA,
+// with a user certificate.
+func (w *world) psql(t *testing.T, addr, host string, id identity.Identity, statements ...string) (string, error) {
+	t.Helper()
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Fatal("psql not found: install the Debian package postgresql-client-15")
+	}
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, _, err := w.cas.IssueUser(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCA, _ := w.cas.CertPEM(ca.Host)
+	files := map[string][]byte{
+		"user.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		"user.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}),
+		"ca.crt":   hostCA,
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ip, port, _ := net.SplitHostPort(addr)
+	conn := fmt.Sprintf("host=%s hostaddr=%s port=%s user=app dbname=postgres sslmode=verify-full sslcert=%s sslkey=%s sslrootcert=%s",
+		host, ip, port, filepath.Join(dir, "user.crt"), filepath.Join(dir, "user.key"), filepath.Join(dir, "ca.crt"))
+	args := []string{conn, "-X", "-v", "ON_ERROR_STOP=1", "-At"}
+	for _, st := range statements {
+		args = append(args, "-c", st)
+	}
+	cmd := exec.Command("psql", args...)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
