@@ -735,3 +735,65 @@ func (w *world) psql(t *testing.T, addr, host string, id identity.Identity, stat
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// An agent keeps a tunnel to each proxy it is given: with one proxy
+// stopped, a session open through the other goes on and new ones start.
+func TestTwoProxies(t *testing.T) {
+	w := newWorld(t)
+	p1, p2 := w.startProxy(t, "127.0.0.1:0"), w.startProxy(t, "127.0.0.1:0")
+	cfg, err := config.Parse([]byte(`
+cluster_name: test
+db_service:
+  proxy_addrs: [` + p1.Addr().String() + `, ` + p2.Addr().String() + `]
+  databases:
+    - name: pg1
+      protocol: postgres
+      uri: ` + w.pg.Addr() + `
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = w.dir
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agent, err := service.Start(ctx, service.Options{Config: cfg, JS: w.js, Recorder: w.pub, Log: quiet().With("component", "agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = agent.Wait() }()
+	waitUntil(t, 10*time.Second, "both tunnels", func() bool {
+		return len(p1.Databases()["pg1"]) == 1 && len(p2.Databases()["pg1"]) == 1
+	})
+	id := identity.Identity{User: "alice", Roles: []string{"access"},
+		Traits: map[string][]string{identity.TraitDBUsers: {"app"}, identity.TraitDBNames: {"postgres"}}}
+	through1, err := connectDirectTLS(ctx, p1.Addr().String(), w.userTLS(t, "pg1", id), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer through1.Close(context.Background())
+	through2, err := connectDirectTLS(ctx, p2.Addr().String(), w.userTLS(t, "pg1", id), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer through2.Close(ctx)
+
+	p1.stop()
+	var n int
+	if err := through1.QueryRow(ctx, "select 1").Scan(&n); err == nil {
+		t.Fatal("a session through the stopped proxy still answers")
+	}
+	if err := through2.QueryRow(ctx, "select 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("the session through the other proxy: %d, %v", n, err)
+	}
+	began := time.Now()
+	c, err := connectDirectTLS(ctx, p2.Addr().String(), w.userTLS(t, "pg1", id), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(ctx, "select 3").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("a new session through the other proxy: %d, %v", n, err)
+	}
+	c.Close(ctx)
+	t.Logf("a new session through the other proxy in %s", time.Since(began).Round(time.Millisecond))
+	waitUntil(t, 10*time.Second, "the agent to count one tunnel", func() bool { return len(agent.Tunnels.Connected()) == 1 })
+}
