@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"time"
 )
@@ -92,20 +91,4 @@ func (r *replayConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return r.Conn.Close()
-}
-
-// WriteTo drains the replayed bytes and then lets the connection copy the
-// rest its own way.
-func (r *replayConn) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	if len(r.pending) > 0 {
-		n, err := w.Write(r.pending)
-		total += int64(n)
-		r.pending = r.pending[n:]
-		if err != nil {
-			return total, err
-		}
-	}
-	n, err := io.Copy(w, r.Conn)
-	return total + n, err
 }
