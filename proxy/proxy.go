@@ -209,6 +209,9 @@ func (s *Server) track(c net.Conn) (func(), bool) {
 // sslRequest is a PostgreSQL SSLRequest: length 8, code 80877103.
 var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 
+// gssencRequest is a PostgreSQL GSSENCRequest: length 8, code 80877104.
+var gssencRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}
+
 // cancelRequest opens a PostgreSQL CancelRequest: length 16, code
 // 80877102.
 var cancelRequest = []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}
@@ -224,22 +227,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	var conn net.Conn = newReplayConn(c, first[:])
 	postgres := false
 	if first[0] != 0x16 { // not a TLS handshake record
-		rest := make([]byte, len(sslRequest)-1)
-		if first[0] != 0 || readFull(c, rest) != nil || string(append(first[:], rest...)) != string(sslRequest) {
-			err := errors.New("the connection did not start with TLS")
-			if string(append(first[:], rest...)) == string(cancelRequest) {
-				// It names no database: routing it means asking every
-				// agent, which is not built yet.
-				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
-			}
-			log.Info("proxy: refused", "err", err)
-			s.reject(c, events.RejectNotTLS, "", err)
-			c.Close()
-			return
-		}
-		// The agent would answer 'S' too; answering here lets the proxy
-		// read the ClientHello that follows and route on it.
-		if _, err := c.Write([]byte{'S'}); err != nil {
+		if !s.postgresStartup(c, first[0], log) {
 			c.Close()
 			return
 		}
@@ -281,6 +269,45 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 	if s.o.Handoff == nil || !s.o.Handoff.deliver(conn) {
 		conn.Close()
+	}
+}
+
+// postgresStartup answers a PostgreSQL client that opens in plain text:
+// a GSSENCRequest gets 'N' (the client then asks for TLS, as it would of
+// a server without GSSAPI encryption), an SSLRequest 'S'; after that the
+// client sends its ClientHello. Anything else is refused and recorded.
+// first is the byte already read.
+func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool {
+	msg := make([]byte, len(sslRequest))
+	msg[0] = first
+	for tries := 0; ; tries++ {
+		err := errors.New("the connection did not start with TLS")
+		if msg[0] == 0 && readFull(c, msg[1:]) == nil {
+			switch string(msg) {
+			case string(sslRequest):
+				// The agent would answer 'S' too; answering here lets
+				// the proxy read the ClientHello and route on it.
+				_, err := c.Write([]byte{'S'})
+				return err == nil
+			case string(gssencRequest):
+				if tries == 0 {
+					if _, err := c.Write([]byte{'N'}); err != nil {
+						return false
+					}
+					if readFull(c, msg[:1]) != nil {
+						return false
+					}
+					continue
+				}
+			case string(cancelRequest):
+				// It names no database: routing it means asking every
+				// agent, which is not built yet.
+				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
+			}
+		}
+		log.Info("proxy: refused", "err", err)
+		s.reject(c, events.RejectNotTLS, "", err)
+		return false
 	}
 }
 

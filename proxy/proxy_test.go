@@ -477,6 +477,26 @@ db_service:
 		t.Fatalf("refusal %v", off)
 	}
 
+	// A client asking for GSSAPI encryption first (libpq with a Kerberos
+	// ticket) is told no, then asks for TLS.
+	gc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = gc.SetDeadline(time.Now().Add(10 * time.Second))
+	answers := make([]byte, 2)
+	_, _ = gc.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30})
+	_, err = io.ReadFull(gc, answers[:1])
+	_, _ = gc.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f})
+	if _, err2 := io.ReadFull(gc, answers[1:]); err != nil || err2 != nil || string(answers) != "NS" {
+		t.Fatalf("GSSENCRequest then SSLRequest: answered %q (%v, %v)", answers, err, err2)
+	}
+	tc := tls.Client(gc, w.userTLS(t, "pg1", id))
+	if err := tc.Handshake(); err != nil || tc.ConnectionState().PeerCertificates[0].Subject.CommonName != agent.HostID {
+		t.Fatalf("TLS after GSSENCRequest: %v", err)
+	}
+	tc.Close()
+
 	// Plain text is neither TLS nor PostgreSQL: closed, and recorded.
 	pc, err := net.Dial("tcp", addr)
 	if err != nil {
