@@ -198,3 +198,24 @@ func peerCertificate(c *x509.Certificate) *events.PeerCertificate {
 		Fingerprint: hex.EncodeToString(sum[:]),
 	}
 }
+
+// Rejections aggregates refusals made before a connection reaches an
+// agent.Server (the proxy's, for a database no agent serves) the way the
+// server aggregates its own: one event at once per source and reason, the
+// rest of each window counted in one, a bounded number of sources.
+type Rejections struct{ r *rejections }
+
+// NewRejections returns an aggregation that hands its events to emit;
+// zero window and maxSources mean DefaultRejectWindow and
+// DefaultRejectSources.
+func NewRejections(window time.Duration, maxSources int, emit func(*events.SessionRejected)) *Rejections {
+	return &Rejections{newRejections(window, maxSources, emit)}
+}
+
+// Add records one refusal (RejectedFrom starts its event); it may call
+// emit before returning.
+func (r *Rejections) Add(ev *events.SessionRejected) { r.r.add(ev) }
+
+// Close emits what is still counted; later refusals are emitted one by
+// one.
+func (r *Rejections) Close() { r.r.close() }

@@ -116,8 +116,12 @@ type Broker struct {
 	Enabled *bool `yaml:"enabled"`
 }
 
-// Proxy is the public HTTPS API and the address users log in to.
+// Proxy is the public port: the HTTPS API, the address users log in to,
+// agents' reverse tunnels and database sessions routed through them.
 type Proxy struct {
+	// Enabled runs the proxy on listen in the broker's process (the
+	// default there); false serves the HTTPS API alone on listen, without
+	// tunnels.
 	Enabled    *bool  `yaml:"enabled"`
 	Listen     string `yaml:"listen"`
 	PublicAddr string `yaml:"public_addr"`
@@ -135,8 +139,14 @@ type DBService struct {
 	// first, so it cannot share the main port, where clients open with
 	// TLS. The agent greets there offering only TLS.
 	MySQLListen string `yaml:"mysql_listen"`
+	// ProxyAddrs are proxies (host:port) the agent dials out to and keeps
+	// a reverse tunnel with; clients then reach its databases through a
+	// proxy's public port. With proxy_addrs and no listen, the agent opens
+	// no listening socket at all.
+	ProxyAddrs []string `yaml:"proxy_addrs"`
 	// BrokerAddr and JoinToken are for an agent that joins a remote broker
-	// (broker.enabled: false): the token is used once, for the host
+	// (broker.enabled: false); BrokerAddr defaults to the first of
+	// ProxyAddrs. The token is used once, for the host
 	// certificate the agent then keeps in its data dir. BrokerCAPin is the
 	// broker's host CA fingerprint (sha256:…, as `tollgate tokens add`
 	// prints it), checked on that first connection.
@@ -320,10 +330,11 @@ func (c *Config) fillDefaults() {
 	if c.Proxy.PublicAddr == "" {
 		c.Proxy.PublicAddr = c.Proxy.Listen
 	}
-	if c.DBService.Listen == "" {
+	// An agent that tunnels to proxies listens only where it is told to.
+	if c.DBService.Listen == "" && len(c.DBService.ProxyAddrs) == 0 {
 		c.DBService.Listen = DefaultAgentAddr
 	}
-	if c.DBService.PublicAddr == "" {
+	if c.DBService.PublicAddr == "" && c.DBService.Listen != "" {
 		c.DBService.PublicAddr = c.DBService.Listen
 	}
 	if c.Audit.Mode == "" {
@@ -394,6 +405,14 @@ func (c *Config) Validate() error {
 			if !mysql {
 				bad("db_service.mysql_listen: set, but no database in db_service.databases has protocol mysql")
 			}
+		}
+	}
+	if c.Proxy.Enabled != nil && *c.Proxy.Enabled && c.Broker.Enabled != nil && !*c.Broker.Enabled {
+		bad("proxy.enabled: the proxy runs in the broker's process, and broker.enabled is false")
+	}
+	for i, a := range c.DBService.ProxyAddrs {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
+			bad("db_service.proxy_addrs[%d]: %q is not host:port", i, a)
 		}
 	}
 	if c.DBService.MaxConnections < 0 {

@@ -66,12 +66,32 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"db_service:\n  mysql_listen: 3037\n  databases:\n    - name: a\n      protocol: mysql\n      uri: x\n", `db_service.mysql_listen: "3037" is not host:port`},
 		{"db_service:\n  listen: :3036\n  mysql_listen: :3036\n  databases:\n    - name: a\n      protocol: mysql\n      uri: x\n", `db_service.mysql_listen: ":3036" is db_service.listen too`},
 		{"db_service:\n  mysql_listen: :3037\n  databases:\n    - name: a\n      protocol: postgres\n      uri: x\n", `no database in db_service.databases has protocol mysql`},
+		{"db_service:\n  proxy_addrs: [proxy.example]\n", `db_service.proxy_addrs[0]: "proxy.example" is not host:port`},
+		{"broker: {enabled: false}\nproxy: {enabled: true}\n", `proxy.enabled: the proxy runs in the broker's process`},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// With proxy_addrs the agent listens only where listen says.
+func TestProxyAddrsLeaveListenUnset(t *testing.T) {
+	c, err := Parse([]byte("db_service:\n  proxy_addrs: [proxy.example:3080]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DBService.Listen != "" || c.DBService.PublicAddr != "" || len(c.DBService.ProxyAddrs) != 1 {
+		t.Fatalf("db_service %+v", c.DBService)
+	}
+	c, err = Parse([]byte("db_service:\n  listen: 0.0.0.0:3036\n  proxy_addrs: [proxy.example:3080]\n"))
+	if err != nil || c.DBService.Listen != "0.0.0.0:3036" {
+		t.Fatalf("db_service %+v, %v", c.DBService, err)
+	}
+	if Default().DBService.Listen != DefaultAgentAddr {
+		t.Fatal("the default agent address is gone")
 	}
 }
 

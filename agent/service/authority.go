@@ -80,9 +80,17 @@ const (
 	joinedDBCA   = "db-ca.crt"
 )
 
-// joinedAuthorities joins the broker at db_service.broker_addr with
+// joinedAuthorities joins the broker at db_service.broker_addr (else the
+// first of db_service.proxy_addrs) with
 // db_service.join_token the first time, and afterwards uses what it got.
 func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, names []string) (*authorities, error) {
+	// An agent that tunnels to proxies reaches the broker's API on the
+	// first proxy's port unless told otherwise: the proxy hands it on.
+	if cfg.DBService.BrokerAddr == "" && len(cfg.DBService.ProxyAddrs) > 0 {
+		c := *cfg
+		c.DBService.BrokerAddr = c.DBService.ProxyAddrs[0]
+		cfg = &c
+	}
 	d := cfg.DBService
 	if d.BrokerAddr == "" {
 		return nil, errRemoteJoin(cfg)

@@ -36,6 +36,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent/mysql"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
@@ -98,6 +99,9 @@ type Service struct {
 	// HostCA verifies the agent's certificate (what clients trust).
 	HostCA *x509.Certificate
 	Server *agent.Server
+	// Tunnels are the reverse tunnels to db_service.proxy_addrs; nil
+	// without them.
+	Tunnels *tunnel.Listener
 	// Store is the broker's store on Options.JS, opened only beside the
 	// broker without Options.Register; nil otherwise.
 	Store *state.Store
@@ -151,22 +155,44 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// An agent that tunnels to proxies listens only when db_service.listen
+	// says so.
+	var lns []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}
+	}()
 	ln := o.Listener
-	if ln == nil {
+	if ln == nil && cfg.DBService.Listen != "" {
 		if ln, err = net.Listen("tcp", cfg.DBService.Listen); err != nil {
 			return nil, fmt.Errorf("db_service.listen: %w", err)
 		}
 	}
-	defer func() {
-		if err != nil {
-			ln.Close()
-		}
-	}()
-	s = &Service{Addr: ln.Addr().String(), HostID: hostID, log: o.Log, done: make(chan error, 1)}
-	if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
-		return nil, err
+	if ln == nil && len(cfg.DBService.ProxyAddrs) == 0 {
+		return nil, errors.New("db_service: neither listen nor proxy_addrs is set: clients could not reach the agent")
 	}
-	names := hostNames(cfg.DBService.Databases, s.PublicAddr, s.Addr)
+	s = &Service{HostID: hostID, log: o.Log, done: make(chan error, 1)}
+	var names []string
+	if ln != nil {
+		lns = append(lns, ln)
+		s.Addr = ln.Addr().String()
+		if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
+			return nil, err
+		}
+		names = hostNames(cfg.DBService.Databases, s.PublicAddr, s.Addr)
+	} else {
+		// Clients reach a tunneled agent through a proxy, with the
+		// database as SNI. The proxy's host is not put in the agent's
+		// certificate: that would let the agent pass for the proxy.
+		s.PublicAddr = cfg.DBService.PublicAddr
+		if s.PublicAddr == "" {
+			s.PublicAddr = cfg.DBService.ProxyAddrs[0]
+		}
+		names = hostNames(cfg.DBService.Databases)
+	}
 	var auth *authorities
 	if local {
 		auth, err = localAuthorities(cfg.DataDir, hostID, names)
@@ -272,7 +298,22 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
-	lns := []net.Listener{ln}
+	if len(cfg.DBService.ProxyAddrs) > 0 {
+		roots := x509.NewCertPool()
+		roots.AddCert(auth.hostCA)
+		var served []string
+		for _, d := range dbs {
+			served = append(served, d.Name)
+		}
+		tl, terr := tunnel.Listen(tunnel.Options{Addrs: cfg.DBService.ProxyAddrs, HostID: hostID, Databases: served,
+			TLS: &tls.Config{Certificates: []tls.Certificate{auth.host}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+			Log: o.Log.With("component", "tunnel")})
+		if terr != nil {
+			return nil, fmt.Errorf("db_service.proxy_addrs: %w", terr)
+		}
+		lns = append(lns, tl)
+		s.Tunnels = tl
+	}
 	if a := cfg.DBService.MySQLListen; a != "" {
 		mln, lerr := net.Listen("tcp", a)
 		if lerr != nil {
@@ -317,7 +358,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		store.Close()
 		s.done <- err
 	}()
-	o.Log.Info("agent listening", "addr", s.Addr, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
+	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
 		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
 	return s, nil
 }
@@ -334,7 +375,7 @@ func brokerInProcess(c *config.Config) bool {
 
 // errRemoteJoin says what an agent without a broker in its process needs.
 func errRemoteJoin(c *config.Config) error {
-	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address), db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
+	return errors.New("db_service: broker.enabled is false, so the agent joins a broker elsewhere: set db_service.broker_addr (the broker's proxy address) or db_service.proxy_addrs, db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints them), or run the agent in the broker's process (leave broker.enabled unset or true) on the data dir holding the CAs")
 }
 
 // registrar registers the agent's databases and keeps them alive:

@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 
+	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/proxy"
 	"github.com/tollgate-db/tollgate/sessions"
 )
 
 // The broker role of `tollgate start`: state, CAs, authentication and the
-// HTTPS API on proxy.listen.
+// HTTPS API on proxy.listen, behind the proxy (agent tunnels and database
+// sessions through them on the same port) unless proxy.enabled is false.
 func init() {
 	addStartRole(startRole{
 		Name:    "broker",
@@ -21,7 +25,18 @@ func init() {
 			if err != nil {
 				return err
 			}
-			b, err := daemon.Start(ctx, daemon.Options{Config: d.Config, JS: js, Audit: d.Publisher, Log: d.Log})
+			o := daemon.Options{Config: d.Config, JS: js, Audit: d.Publisher, Log: d.Log}
+			// The proxy owns the public port and hands the API what is
+			// neither a tunnel nor a database session.
+			var raw net.Listener
+			if proxyEnabled(d.Config) {
+				if raw, err = net.Listen("tcp", d.Config.Proxy.Listen); err != nil {
+					return fmt.Errorf("proxy.listen: %w", err)
+				}
+				defer raw.Close()
+				o.Listener = proxy.NewHandoff(raw.Addr())
+			}
+			b, err := daemon.Start(ctx, o)
 			if err != nil {
 				d.setBrokerStore(nil, fmt.Errorf("the broker did not start: %w", err))
 				if ctx.Err() != nil {
@@ -30,6 +45,20 @@ func init() {
 				return err
 			}
 			d.setBrokerStore(b.Store, nil)
+			proxyDone := make(chan error, 1)
+			if raw != nil {
+				agents, err := b.CAs.Pool(ca.Host)
+				if err != nil {
+					return err
+				}
+				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
+					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
+					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy")})
+				if err != nil {
+					return err
+				}
+				go func() { proxyDone <- px.Serve(ctx) }()
+			}
 			// The session index lets `sessions ls` and replay read a few
 			// entries rather than the AUDIT stream; without it they still
 			// work, scanning the stream.
@@ -41,8 +70,19 @@ func init() {
 				defer ix.Stop()
 			}
 			pin, _ := b.Admin.HostCAPin()
-			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin)
-			return b.Wait()
+			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin, "proxy", raw != nil)
+			// The proxy failing takes the API with it: the process ends.
+			brokerDone := make(chan error, 1)
+			go func() { brokerDone <- b.Wait() }()
+			select {
+			case err := <-brokerDone:
+				return err
+			case err := <-proxyDone:
+				if err != nil {
+					return fmt.Errorf("proxy: %w", err)
+				}
+				return <-brokerDone
+			}
 		},
 	})
 }
@@ -50,3 +90,7 @@ func init() {
 // brokerEnabled says whether the configuration runs the broker (the
 // default): the agent beside it then registers through its store.
 func brokerEnabled(c *config.Config) bool { return c.Broker.Enabled == nil || *c.Broker.Enabled }
+
+// proxyEnabled says whether the broker's port is served by the proxy: the
+// default wherever the broker runs.
+func proxyEnabled(c *config.Config) bool { return c.Proxy.Enabled == nil || *c.Proxy.Enabled }

@@ -28,7 +28,9 @@ func startListenAddrs(cfg *config.Config) []listenAddr {
 		out = append(out, listenAddr{addr: cfg.Proxy.Listen, key: "proxy.listen"})
 	}
 	if roleSelectedByName("agent", cfg) {
-		out = append(out, listenAddr{addr: cfg.DBService.Listen, key: "db_service.listen"})
+		if cfg.DBService.Listen != "" {
+			out = append(out, listenAddr{addr: cfg.DBService.Listen, key: "db_service.listen"})
+		}
 		if a := cfg.DBService.MySQLListen; a != "" {
 			out = append(out, listenAddr{addr: a, key: "db_service.mysql_listen"})
 		}

@@ -1,0 +1,635 @@
+// Package proxy serves the one public port of a Tollgate cluster. It
+// reads each connection's TLS ClientHello without answering it and
+// routes on it:
+//
+//   - ALPN tunnel.ALPN: an agent opening its reverse tunnel. The proxy
+//     terminates this TLS (and only this one), requires the agent's host
+//     certificate, and keeps a yamux session with it.
+//   - an SNI naming a database an agent serves through a tunnel: the
+//     connection is spliced, ClientHello included, onto a new stream of
+//     that agent's tunnel. The client's TLS ends at the agent, so the
+//     proxy holds no key that decrypts a database session.
+//   - anything else (the HTTPS API) is handed to the server reading
+//     Handoff, in the same process.
+//
+// PostgreSQL clients that open with an SSLRequest get their 'S' from the
+// proxy, which then routes on the ClientHello that follows; the agent
+// accepts TLS from the first byte, so nothing else changes for it.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
+	"github.com/tollgate-db/tollgate/events"
+)
+
+// Recorder stores the proxy's audit events.
+type Recorder interface {
+	Publish(ctx context.Context, ev events.Event) error
+}
+
+// Options configure New.
+type Options struct {
+	// Listener is the public port.
+	Listener net.Listener
+	// Handoff receives the connections that are neither tunnels nor
+	// database sessions; nil closes them.
+	Handoff *Handoff
+	// Cert is the proxy's certificate for the TLS of agent tunnels (the
+	// broker's host certificate); AgentCAs verifies agents (the host CA).
+	Cert     tls.Certificate
+	AgentCAs *x509.CertPool
+	// Registered looks a database up in STATE: whether it is one of the
+	// cluster's and the host id of the agent it is registered to. A
+	// ClientHello naming a registered database no connected agent serves
+	// is refused rather than handed to the API, and a registered database
+	// is routed only to the agent it is registered to, so that an agent
+	// whose certificate also names it cannot draw its sessions. nil means
+	// only names some agent announced since the proxy started, routed by
+	// certificate alone.
+	Registered func(name string) (hostID string, ok bool)
+	// Recorder and Cluster, when set, record refused database
+	// connections as db.session.rejected events.
+	Recorder Recorder
+	Cluster  string
+	// RejectWindow is the aggregation window of refusals;
+	// agent.DefaultRejectWindow when zero.
+	RejectWindow time.Duration
+	Log          *slog.Logger
+	// HelloTimeout bounds the wait for the first bytes and the
+	// ClientHello; 10 s when zero.
+	HelloTimeout time.Duration
+}
+
+// Server is a running proxy.
+type Server struct {
+	o   Options
+	tun *tls.Config
+
+	mu     sync.Mutex
+	agents map[string][]*agentTunnel // by database
+	known  map[string]bool           // every database announced
+	conns  map[net.Conn]struct{}
+	// closing is set once Serve's context ended.
+	closing bool
+	rejects *agent.Rejections
+}
+
+// agentTunnel is one agent's open session.
+type agentTunnel struct {
+	hostID string
+	sess   *yamux.Session
+	dbs    []string
+}
+
+// New returns a proxy on o.Listener; Serve runs it.
+func New(o Options) (*Server, error) {
+	if o.Listener == nil {
+		return nil, errors.New("proxy: no listener")
+	}
+	if o.AgentCAs == nil || len(o.Cert.Certificate) == 0 {
+		return nil, errors.New("proxy: the tunnel certificate and the agents' CA are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.HelloTimeout <= 0 {
+		o.HelloTimeout = 10 * time.Second
+	}
+	s := &Server{o: o, agents: map[string][]*agentTunnel{}, known: map[string]bool{}, conns: map[net.Conn]struct{}{}}
+	if o.Recorder != nil {
+		s.rejects = agent.NewRejections(o.RejectWindow, 0, func(ev *events.SessionRejected) {
+			ev.Cluster = o.Cluster
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := o.Recorder.Publish(ctx, ev); err != nil {
+				o.Log.Warn("proxy: refusal not recorded", "err", err)
+			}
+		})
+	}
+	s.tun = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{o.Cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    o.AgentCAs,
+		NextProtos:   []string{tunnel.ALPN},
+	}
+	return s, nil
+}
+
+// Addr is the public port's address.
+func (s *Server) Addr() net.Addr { return s.o.Listener.Addr() }
+
+// Serve accepts connections until ctx ends, then closes the listener,
+// the tunnels and every connection it spliced.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.o.Listener.Close()
+		if s.o.Handoff != nil {
+			s.o.Handoff.Close()
+		}
+		s.mu.Lock()
+		s.closing = true
+		for c := range s.conns {
+			c.Close()
+		}
+		for _, ts := range s.agents {
+			for _, t := range ts {
+				t.sess.Close()
+			}
+		}
+		s.mu.Unlock()
+	})
+	defer stop()
+	if s.rejects != nil {
+		defer s.rejects.Close()
+	}
+	for {
+		c, err := s.o.Listener.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		go s.handle(ctx, c)
+	}
+}
+
+// Databases returns the databases routed to a connected agent, each with
+// the host ids serving it.
+func (s *Server) Databases() map[string][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]string{}
+	for db, ts := range s.agents {
+		for _, t := range ts {
+			out[db] = append(out[db], t.hostID)
+		}
+	}
+	return out
+}
+
+// track keeps c to close at shutdown; the returned func forgets it.
+func (s *Server) track(c net.Conn) (func(), bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, false
+	}
+	s.conns[c] = struct{}{}
+	return func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}, true
+}
+
+// sslRequest is a PostgreSQL SSLRequest: length 8, code 80877103.
+var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
+
+// gssencRequest is a PostgreSQL GSSENCRequest: length 8, code 80877104.
+var gssencRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}
+
+// cancelRequest opens a PostgreSQL CancelRequest: length 16, code
+// 80877102.
+var cancelRequest = []byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}
+
+func (s *Server) handle(ctx context.Context, c net.Conn) {
+	log := s.o.Log.With("remote", c.RemoteAddr().String())
+	_ = c.SetReadDeadline(time.Now().Add(s.o.HelloTimeout))
+	var first [1]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil {
+		c.Close() // a port check
+		return
+	}
+	var conn net.Conn = newReplayConn(c, first[:])
+	postgres := false
+	if first[0] != 0x16 { // not a TLS handshake record
+		if !s.postgresStartup(c, first[0], log) {
+			c.Close()
+			return
+		}
+		conn, postgres = c, true
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	hello, conn, err := peekHello(conn, s.o.HelloTimeout)
+	if err != nil {
+		log.Info("proxy: no TLS ClientHello", "err", err)
+		s.reject(c, events.RejectTLSHandshake, "", err)
+		c.Close()
+		return
+	}
+	switch {
+	case slices.Contains(hello.ALPN, tunnel.ALPN):
+		s.serveTunnel(ctx, conn, log)
+		return
+	case hello.ServerName != "":
+		if t, db := s.route(hello.ServerName); t != nil {
+			s.splice(conn, t, db, hello.ServerName, log)
+			return
+		}
+		if known := s.isDatabase(hello.ServerName); postgres || known {
+			err := fmt.Errorf("no database %s", hello.ServerName)
+			if known {
+				err = fmt.Errorf("database %s is offline: no agent connected", hello.ServerName)
+			}
+			log.Info("proxy: refused", "sni", hello.ServerName, "err", err)
+			s.reject(c, events.RejectUnknownDB, hello.ServerName, err)
+			c.Close()
+			return
+		}
+	case postgres:
+		err := errors.New("no TLS server name (SNI) to route on")
+		log.Info("proxy: refused", "err", err)
+		s.reject(c, events.RejectUnknownDB, "", err)
+		c.Close()
+		return
+	}
+	if s.o.Handoff == nil || !s.o.Handoff.deliver(conn) {
+		conn.Close()
+	}
+}
+
+// postgresStartup answers a PostgreSQL client that opens in plain text:
+// a GSSENCRequest gets 'N' (the client then asks for TLS, as it would of
+// a server without GSSAPI encryption), an SSLRequest 'S'; after that the
+// client sends its ClientHello. Anything else is refused and recorded.
+// first is the byte already read.
+func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool {
+	msg := make([]byte, len(sslRequest))
+	msg[0] = first
+	for tries := 0; ; tries++ {
+		err := errors.New("the connection did not start with TLS")
+		if msg[0] == 0 && readFull(c, msg[1:]) == nil {
+			switch string(msg) {
+			case string(sslRequest):
+				// The agent would answer 'S' too; answering here lets
+				// the proxy read the ClientHello and route on it.
+				_, err := c.Write([]byte{'S'})
+				return err == nil
+			case string(gssencRequest):
+				if tries == 0 {
+					if _, err := c.Write([]byte{'N'}); err != nil {
+						return false
+					}
+					if readFull(c, msg[:1]) != nil {
+						return false
+					}
+					continue
+				}
+			case string(cancelRequest):
+				// It names no database: routing it means asking every
+				// agent, which is not built yet.
+				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
+			}
+		}
+		log.Info("proxy: refused", "err", err)
+		s.reject(c, events.RejectNotTLS, "", err)
+		return false
+	}
+}
+
+func readFull(c net.Conn, b []byte) error {
+	_, err := io.ReadFull(c, b)
+	return err
+}
+
+// isDatabase says whether name is a database of the cluster.
+func (s *Server) isDatabase(name string) bool {
+	s.mu.Lock()
+	known := s.known[name] || s.known[firstLabel(name)]
+	s.mu.Unlock()
+	if known {
+		return true
+	}
+	if s.o.Registered == nil {
+		return false
+	}
+	_, ok := s.o.Registered(name)
+	if !ok {
+		_, ok = s.o.Registered(firstLabel(name))
+	}
+	return ok
+}
+
+// route finds the tunnel for an SNI: the name itself, else its first
+// label (pg1.db.example.com reaches pg1), as the agent itself routes.
+// Among the agents serving it, those of the host STATE registered it to
+// qualify, and the one that connected last serves it: the one most likely
+// alive.
+func (s *Server) route(sni string) (*agentTunnel, string) {
+	for _, name := range []string{sni, firstLabel(sni)} {
+		owner, registered := "", false
+		if s.o.Registered != nil {
+			owner, registered = s.o.Registered(name)
+		}
+		s.mu.Lock()
+		ts := s.agents[name]
+		for i := len(ts) - 1; i >= 0; i-- {
+			if !registered || ts[i].hostID == owner {
+				t := ts[i]
+				s.mu.Unlock()
+				return t, name
+			}
+		}
+		s.mu.Unlock()
+		if len(ts) > 0 {
+			s.o.Log.Warn("proxy: the agents with a tunnel for a database are not the host it is registered to",
+				"database", name, "registered_to", owner)
+		}
+	}
+	return nil, ""
+}
+
+func firstLabel(name string) string {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// reject records a refused connection, aggregated per source and reason
+// as the agent aggregates its own refusals, so a flood of them makes a few
+// events; without a recorder the log line is all there is.
+func (s *Server) reject(c net.Conn, reason, sni string, err error) {
+	if s.rejects == nil {
+		return
+	}
+	ev := agent.RejectedFrom(c.RemoteAddr().String(), reason, err)
+	ev.SNI = sni
+	if reason == events.RejectUnknownDB && s.isDatabase(sni) {
+		// Registered, but no agent connected.
+		ev.Service = firstLabelIfKnown(sni, s.isDatabase)
+	}
+	s.rejects.Add(ev)
+}
+
+// firstLabelIfKnown is the database an SNI names: itself or its first
+// label, whichever is a database; the SNI itself when neither is.
+func firstLabelIfKnown(sni string, known func(string) bool) string {
+	if !known(sni) && known(firstLabel(sni)) {
+		return firstLabel(sni)
+	}
+	return sni
+}
+
+// serveTunnel terminates an agent's TLS, checks its certificate, reads
+// its Hello and routes its databases to it until the session ends.
+func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger) {
+	conn := tls.Server(raw, s.tun)
+	hctx, cancel := context.WithTimeout(ctx, s.o.HelloTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		log.Info("proxy: agent tunnel refused", "err", err)
+		raw.Close()
+		return
+	}
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	hostID := leaf.Subject.CommonName
+	log = log.With("host_id", hostID)
+	sess, err := yamux.Server(tunnel.CoalesceConn(conn), tunnel.SessionConfig(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()))
+	if err != nil {
+		conn.Close()
+		return
+	}
+	defer sess.Close()
+	ctl, err := sess.AcceptStreamWithContext(hctx)
+	if err != nil {
+		log.Info("proxy: agent tunnel without hello", "err", err)
+		return
+	}
+	_ = ctl.SetDeadline(time.Now().Add(s.o.HelloTimeout))
+	var h tunnel.Hello
+	if err := json.NewDecoder(ctl).Decode(&h); err != nil {
+		log.Info("proxy: agent tunnel without hello", "err", err)
+		return
+	}
+	// An agent is routed only the databases its certificate names: the
+	// host CA certified them, so a stolen agent key cannot draw another
+	// agent's clients to itself.
+	var dbs, refused []string
+	for _, d := range h.Databases {
+		if d != "" && leaf.VerifyHostname(d) == nil && !slices.Contains(dbs, d) {
+			dbs = append(dbs, d)
+		} else {
+			refused = append(refused, d)
+		}
+	}
+	ack := tunnel.Ack{Databases: dbs}
+	if len(dbs) == 0 {
+		ack.Error = fmt.Sprintf("the host certificate of %s names none of the databases %v", hostID, h.Databases)
+	}
+	if err := json.NewEncoder(ctl).Encode(ack); err != nil || ack.Error != "" {
+		log.Info("proxy: agent tunnel refused", "err", ack.Error)
+		return
+	}
+	_ = ctl.SetDeadline(time.Time{})
+	if len(refused) > 0 {
+		log.Warn("proxy: databases the agent's certificate does not name are not routed to it", "databases", refused)
+	}
+	t := &agentTunnel{hostID: hostID, sess: sess, dbs: dbs}
+	s.mu.Lock()
+	if ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	for _, d := range dbs {
+		s.agents[d] = append(s.agents[d], t)
+		s.known[d] = true
+	}
+	s.mu.Unlock()
+	log.Info("proxy: agent tunnel open", "databases", dbs)
+	defer func() {
+		s.mu.Lock()
+		for _, d := range dbs {
+			s.agents[d] = slices.DeleteFunc(s.agents[d], func(x *agentTunnel) bool { return x == t })
+			if len(s.agents[d]) == 0 {
+				delete(s.agents, d)
+			}
+		}
+		s.mu.Unlock()
+		log.Info("proxy: agent tunnel closed")
+	}()
+	// The agent opens no stream after the control stream; the session
+	// ends when the control stream or the connection does.
+	select {
+	case <-sess.CloseChan():
+	case <-ctx.Done():
+	case <-closed(ctl):
+	}
+}
+
+// closed is done when the peer ends the control stream.
+func closed(ctl net.Conn) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, ctl)
+		close(ch)
+	}()
+	return ch
+}
+
+// splice opens a stream to the agent, sends the preamble, and copies
+// bytes both ways until both sides are done.
+func (s *Server) splice(c net.Conn, t *agentTunnel, db, sni string, log *slog.Logger) {
+	st, err := t.sess.OpenStream()
+	if err != nil {
+		log.Info("proxy: agent tunnel cannot open a stream", "database", db, "host_id", t.hostID, "err", err)
+		s.reject(c, events.RejectUnknownDB, sni, fmt.Errorf("database %s is offline: the agent's tunnel failed: %v", db, err))
+		c.Close()
+		return
+	}
+	if err := tunnel.WritePreamble(st, tunnel.Preamble{ClientAddr: c.RemoteAddr().String(), ServerName: sni}); err != nil {
+		st.Close()
+		c.Close()
+		return
+	}
+	forget, ok := s.track(c)
+	if !ok {
+		st.Close()
+		c.Close()
+		return
+	}
+	defer forget()
+	Splice(c, st)
+}
+
+// Splice copies a to b and b to a until both directions ended, passing
+// each end of stream on as a half close, then closes both.
+func Splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	one := func(dst, src net.Conn) {
+		err := copyIdleLight(dst, src)
+		if err != nil {
+			// A broken side ends both directions at once.
+			a.Close()
+			b.Close()
+		} else if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go one(b, a)
+	go one(a, b)
+	<-done
+	<-done
+	a.Close()
+	b.Close()
+}
+
+// Sizes of the splice buffers: an idle session waits in a Read with a
+// small one; a read that fills it takes a large one from the pool until a
+// read comes back short (the burst is over). Each idle session then holds
+// 2 x 2 KiB rather than 2 x 32 KiB.
+const (
+	smallCopy = 2 << 10
+	largeCopy = 32 << 10
+)
+
+var largeBufs = sync.Pool{New: func() any { b := make([]byte, largeCopy); return &b }}
+
+// copyIdleLight copies src to dst until src ends (nil) or either side
+// fails.
+func copyIdleLight(dst, src net.Conn) error {
+	small := make([]byte, smallCopy)
+	buf := small
+	var pooled *[]byte
+	defer func() {
+		if pooled != nil {
+			largeBufs.Put(pooled)
+		}
+	}()
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		switch {
+		case n == len(buf) && pooled == nil:
+			pooled = largeBufs.Get().(*[]byte)
+			buf = *pooled
+		case n < len(buf) && pooled != nil:
+			largeBufs.Put(pooled)
+			pooled, buf = nil, small
+			// A yamux stream keeps the buffer a burst grew; it is empty
+			// now and need not be held while the session idles.
+			if st, ok := src.(interface{ Shrink() }); ok {
+				st.Shrink()
+			}
+		}
+	}
+}
+
+// Handoff is a net.Listener fed by the proxy with the connections it does
+// not route itself, their first bytes replayed: the broker's HTTPS server
+// serves it as it would its own listener.
+type Handoff struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+// NewHandoff returns a listener that reports addr (the public port).
+func NewHandoff(addr net.Addr) *Handoff {
+	return &Handoff{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (h *Handoff) deliver(c net.Conn) bool {
+	select {
+	case h.conns <- c:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+// Accept returns the next connection handed off.
+func (h *Handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops Accept; the proxy's own listener stays the proxy's.
+func (h *Handoff) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+// Addr is the public port's address.
+func (h *Handoff) Addr() net.Addr { return h.addr }
