@@ -62,8 +62,8 @@ type compressedConn struct {
 	// database's leg).
 	client bool
 	zw     *zlib.Writer
-	buf bytes.Buffer
-	pkt []byte
+	buf    bytes.Buffer
+	pkt    []byte
 }
 
 // newCompressedConn speaks the compressed protocol on c; client is true on
