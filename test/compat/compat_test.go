@@ -10,6 +10,10 @@ func TestCompat(t *testing.T) {
 			t.Parallel()
 			runTable(t, "PostgreSQL 15", "pgx v5", pgWorld(t), pgFeatures)
 		})
+		t.Run("mariadb", func(t *testing.T) {
+			t.Parallel()
+			runTable(t, "MariaDB 10.11", "go-sql-driver/mysql", myWorld(t), myFeatures)
+		})
 	})
 	t.Run("summary", printSummary)
 }
