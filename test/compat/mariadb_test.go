@@ -259,7 +259,7 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELEC 1")
 		myQuery(t, conn, o, "SELECT * FROM no_such_table")
 		myExec(t, conn, o, "INSERT INTO ty (id) VALUES (1)")
-	}},
+	}, []string{"uint64=18446744073709551615", "1062"}},
 	{"binary protocol types", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, myTypes)
@@ -290,7 +290,7 @@ var myFeatures = []feature[*myClient]{
 			}
 			myRows(o, rows)
 		}
-	}},
+	}, []string{"3 rows ok", "1062"}},
 	{"wide result 5000 columns", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		var sel []string
@@ -321,7 +321,7 @@ var myFeatures = []feature[*myClient]{
 			d.add(sub.lines...)
 			o.add("%d args: %s", len(args), d)
 		}
-	}},
+	}, []string{"0 args: 1 items", "1 args: 1 items"}},
 	{"large result 20MB value", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		const n = 20 << 20
@@ -347,7 +347,7 @@ var myFeatures = []feature[*myClient]{
 		} else {
 			o.add("query: %s", myErr(err))
 		}
-	}},
+	}, []string{"20971520 bytes", "int64=20971520"}},
 	{"multi-statements", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myQuery(t, conn, o, "SELECT 1 AS a; SELECT 'x' AS b, NULL AS c; CREATE TEMPORARY TABLE ms (i INT); INSERT INTO ms VALUES (1), (2); UPDATE ms SET i = i + 10; SELECT * FROM ms ORDER BY i")
@@ -355,7 +355,7 @@ var myFeatures = []feature[*myClient]{
 		myExec(t, conn, o, "INSERT INTO ms VALUES (3); INSERT INTO ms VALUES (4), (5)")
 		myExec(t, conn, o, "INSERT INTO ms VALUES (6); INSERT INTO nope VALUES (1); INSERT INTO ms VALUES (7)")
 		myQuery(t, conn, o, "SELECT COUNT(*) FROM ms; DO 1; SELECT SUM(i) FROM ms")
-	}},
+	}, []string{"set 3: 2 rows ok", "1146"}},
 	{"LOAD DATA LOCAL INFILE", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, "CREATE TEMPORARY TABLE ld (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2), at DATETIME)")
@@ -368,7 +368,7 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELECT @@warning_count")
 		myExec(t, conn, o, "LOAD DATA LOCAL INFILE '/nonexistent/compat.csv' INTO TABLE ld")
 		myQuery(t, conn, o, "SELECT COUNT(*) FROM ld")
-	}},
+	}, []string{"affected 5001", "int64=5001"}},
 	{"session variables", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		var id int64
@@ -392,7 +392,7 @@ var myFeatures = []feature[*myClient]{
 		// The server's side of TLS with its peer (the client or the
 		// agent).
 		myQuery(t, conn, o, "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher', 'Compression')")
-	}},
+	}, []string{"+05:30", "SERIALIZABLE", "TLSv1.3"}},
 	{"compression", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t, gomysql.EnableCompression(true))
 		myQuery(t, conn, o, "SHOW SESSION STATUS LIKE 'Compression'")
@@ -405,7 +405,7 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELECT REPEAT('z', 5000000)")
 		myQuery(t, conn, o, "SELECT 1; SELECT nope")
 		myQuery(t, conn, o, "SELECT seq FROM seq_1_to_20000 WHERE seq % 5000 = 0")
-	}},
+	}, []string{"[]byte=\"Compression\" | []byte=\"ON\"", "1054"}},
 	{"transactions with errors", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, "CREATE TEMPORARY TABLE tx (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=InnoDB")
@@ -436,7 +436,7 @@ var myFeatures = []feature[*myClient]{
 		o.add("sql.Tx insert: %s", myErr(err))
 		o.add("sql.Tx rollback: %s", myErr(tx.Rollback()))
 		myQuery(t, conn, o, "SELECT COUNT(*) FROM tx")
-	}},
+	}, []string{"1062", "sql.Tx rollback: ok"}},
 	{"warnings", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, "CREATE TEMPORARY TABLE w (c CHAR(3), n TINYINT, d DATE)")
@@ -453,7 +453,7 @@ var myFeatures = []feature[*myClient]{
 		myExec(t, conn, o, "INSERT INTO w VALUES ('abcdef', 1, NULL)")
 		myQuery(t, conn, o, "SHOW ERRORS")
 		myQuery(t, conn, o, "SELECT * FROM w")
-	}},
+	}, []string{"1265", "1406"}},
 	{"stored procedure results", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myQuery(t, conn, o, "CALL test.multi(5)")
@@ -461,7 +461,7 @@ var myFeatures = []feature[*myClient]{
 		myExec(t, conn, o, "CALL test.multi(1)")
 		myQuery(t, conn, o, "CALL test.nope()")
 		myQuery(t, conn, o, "SELECT 'after'")
-	}},
+	}, []string{"set 3: 3 rows ok", "1305"}},
 	{"KILL QUERY", func(t *testing.T, c *myClient, o *obs) {
 		victim, killer := c.open(t), c.open(t)
 		var id int64
@@ -491,7 +491,7 @@ var myFeatures = []feature[*myClient]{
 		}
 		myQuery(t, victim, o, "SELECT 'victim lives'")
 		myExec(t, killer, o, "KILL QUERY 999999")
-	}},
+	}, []string{"1317", "victim lives", "1094"}},
 }
 
 // waitSleeping waits until a statement runs in the database.

@@ -191,7 +191,7 @@ var pgFeatures = []feature[*pgClient]{
 		exec(t, conn, o, "update s set v = v || 'x'")
 		exec(t, conn, o, "delete from s where id = 1")
 		exec(t, conn, o, "")
-	}},
+	}, []string{"tag \"DELETE 1\"", "42703"}},
 	{"extended query", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		query(t, conn, o, "select $1::int + 1 as n, $2::text || 'x' as s", 41, "y")
@@ -215,7 +215,7 @@ var pgFeatures = []feature[*pgClient]{
 			query(t, conn, o, "named", "1.50", 1)
 		}
 		exec(t, conn, o, "deallocate named")
-	}},
+	}, []string{"tag \"UPDATE 2\"", "22P02", "prepared params [1700 23]"}},
 	{"parameters binary", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		sql, args := allTypes()
@@ -223,7 +223,7 @@ var pgFeatures = []feature[*pgClient]{
 		// result of a known type goes in binary.
 		query(t, conn, o, sql, append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
 		query(t, conn, o, sql, append([]any{pgx.QueryExecModeDescribeExec}, args...)...)
-	}},
+	}, []string{"int16=-32768", "pgtype.Interval"}},
 	{"parameters text", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		sql, args := allTypes()
@@ -231,7 +231,7 @@ var pgFeatures = []feature[*pgClient]{
 		query(t, conn, o, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
 		// Simple protocol: the client puts the values in the text itself.
 		query(t, conn, o, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
-	}},
+	}, []string{"int16=-32768", "pgtype.Interval"}},
 	{"binary results", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		// The raw bytes of each value in the binary format, as pgconn
@@ -262,7 +262,7 @@ var pgFeatures = []feature[*pgClient]{
 			o.add("row %s", strings.Join(vs, " "))
 		}
 		o.add("tag %q %s", res.CommandTag.String(), pgErr(res.Err))
-	}},
+	}, []string{"tag \"SELECT 1\" ok"}},
 	{"wide result 1600 columns", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		var sel []string
@@ -296,7 +296,7 @@ var pgFeatures = []feature[*pgClient]{
 			rows.Close()
 			o.add("mode %v: %d columns, %s, tag %q %s", mode, len(rows.FieldDescriptions()), d, rows.CommandTag(), pgErr(rows.Err()))
 		}
-	}},
+	}, []string{"1600 columns"}},
 	{"large result 10MB row", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
@@ -313,7 +313,7 @@ var pgFeatures = []feature[*pgClient]{
 		var sum string
 		err := conn.QueryRow(pgCtx(t), "select length($1::bytea), md5($1::bytea)", big).Scan(&n, &sum)
 		o.add("parameter of %d bytes: %d %s %s", len(big), n, sum, pgErr(err))
-	}},
+	}, []string{"10485763 and 5242880 bytes", "parameter of 10485760 bytes: 10485760"}},
 	{"large result 100k rows", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
@@ -330,7 +330,7 @@ var pgFeatures = []feature[*pgClient]{
 			rows.Close()
 			o.add("mode %v: %s tag %q %s", mode, d, rows.CommandTag(), pgErr(rows.Err()))
 		}
-	}},
+	}, []string{"100000 items"}},
 	{"multi-statement simple query", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, sql := range []string{
@@ -352,7 +352,7 @@ var pgFeatures = []feature[*pgClient]{
 			}
 			o.add("  %d results, %s", len(results), pgErr(err))
 		}
-	}},
+	}, []string{"6 results, ok", "25P02"}},
 	{"COPY FROM STDIN", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		exec(t, conn, o, "create temp table cp (id int primary key, name text, amount numeric(12,2), at timestamptz, data bytea)")
@@ -374,7 +374,7 @@ var pgFeatures = []feature[*pgClient]{
 		tag, err = conn.PgConn().CopyFrom(pgCtx(t), strings.NewReader("40000\tbad\tnot-a-number\t2024-01-01\t\\\\x00\n"), "copy cp from stdin")
 		o.add("bad value: tag %q %s", tag.String(), pgErr(err))
 		query(t, conn, o, "select count(*), sum(amount), md5(string_agg(name || at::text || encode(data, 'hex'), ',' order by id)) from cp")
-	}},
+	}, []string{"binary CopyFrom: 20000 ok", "COPY 10000", "23505", "22P02"}},
 	{"COPY TO STDOUT", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, sql := range []string{
@@ -390,7 +390,7 @@ var pgFeatures = []feature[*pgClient]{
 			d.add(buf.String())
 			o.add("%q: %d bytes %s tag %q %s", sql, buf.Len(), d, tag.String(), pgErr(err))
 		}
-	}},
+	}, []string{"COPY 50000", "22012"}},
 	{"LISTEN/NOTIFY", func(t *testing.T, c *pgClient, o *obs) {
 		listener, sender := c.connect(t, o), c.connect(t, o)
 		exec(t, listener, o, "listen compat_ch")
@@ -426,7 +426,7 @@ var pgFeatures = []feature[*pgClient]{
 			o.add("wait: %s", pgErr(err))
 		}
 		exec(t, listener, o, "unlisten *")
-	}},
+	}, []string{"pid==sender.PID() true pid==sender's pg_backend_pid() true", "pid==PID() true pid==pg_backend_pid() true"}},
 	{"cancel by context", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -439,7 +439,7 @@ var pgFeatures = []feature[*pgClient]{
 		o.add("sleep: %s", pgErr(err))
 		// The connection goes on after a cancelled statement.
 		query(t, conn, o, "select 'still here'")
-	}},
+	}, []string{"57014", "still here"}},
 	{"terminate backend", func(t *testing.T, c *pgClient, o *obs) {
 		victim, killer := c.connect(t, o), c.connect(t, o)
 		var backend uint32
@@ -455,7 +455,7 @@ var pgFeatures = []feature[*pgClient]{
 		_, err = victim.Exec(pgCtx(t), "select 1")
 		o.add("victim: %s closed %v", pgErr(err), victim.IsClosed())
 		query(t, killer, o, "select 'killer lives'")
-	}},
+	}, []string{"PID()==pg_backend_pid() true", "pg_terminate_backend: true", "FATAL 57P01"}},
 	{"session variables", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		// What the server reported at startup.
@@ -481,7 +481,7 @@ var pgFeatures = []feature[*pgClient]{
 		exec(t, conn, o, "reset all")
 		query(t, conn, o, "show application_name")
 		query(t, conn, o, "select current_user, session_user, current_database()")
-	}},
+	}, []string{"compat-suite", "Asia/Kolkata"}},
 	{"TLS", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		tc, ok := conn.PgConn().Conn().(*tls.Conn)
@@ -495,7 +495,7 @@ var pgFeatures = []feature[*pgClient]{
 		// through the agent) and is left out.
 		query(t, conn, o, "select ssl, version, cipher, bits, client_dn from pg_stat_ssl where pid = pg_backend_pid()")
 		query(t, conn, o, "select current_setting('ssl')")
-	}},
+	}, []string{"client TLS true", "bool=true | string=TLSv1.3"}},
 	{"large objects", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		tx, err := conn.Begin(pgCtx(t))
@@ -542,7 +542,7 @@ var pgFeatures = []feature[*pgClient]{
 		err = conn.QueryRow(pgCtx(t), "select lo_from_bytea(0, 'abc')").Scan(&made)
 		o.add("lo_from_bytea %s", pgErr(err))
 		query(t, conn, o, "select lo_get($1, 1, 1), lo_unlink($1)", made)
-	}},
+	}, []string{"write 260000 ok", "lo_get size 100 ok", "42704"}},
 	{"transactions with errors", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		exec(t, conn, o, "create temp table tx (id int primary key, v text)")
@@ -584,7 +584,7 @@ var pgFeatures = []feature[*pgClient]{
 		_, err = tx.Exec(pgCtx(t), "select $1::int", 1)
 		o.add("pgx tx after error: %s", pgErr(err))
 		o.add("pgx tx commit: %v", tx.Commit(pgCtx(t)))
-	}},
+	}, []string{"25P02", "tag \"ROLLBACK\"", "23505"}},
 	{"notices and errors", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		exec(t, conn, o, `do $$ begin raise notice 'n %', 1; raise warning 'w' using detail = 'd', hint = 'h', errcode = '01000'; end $$`)
@@ -595,7 +595,7 @@ var pgFeatures = []feature[*pgClient]{
 		query(t, conn, o, "select * from nt where")
 		query(t, conn, o, "select 'abc'::int")
 		query(t, conn, o, "select repeat('é', 3), length(repeat('é', 3)), octet_length('é')")
-	}},
+	}, []string{"notice NOTICE 00000 \"n 1\"", "P0099"}},
 }
 
 // waitActive waits until a statement runs in the database.
