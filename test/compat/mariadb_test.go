@@ -89,12 +89,14 @@ func myCtx(t *testing.T) context.Context {
 }
 
 // open is one session (database/sql pins it) with the target's
-// configuration changed by opts.
-func (c *myClient) open(t *testing.T, opts ...gomysql.Option) *sql.Conn {
+// configuration changed by change.
+func (c *myClient) open(t *testing.T, change ...func(*gomysql.Config) error) *sql.Conn {
 	t.Helper()
 	cfg := c.cfg.Clone()
-	if err := cfg.Apply(opts...); err != nil {
-		t.Fatal(err)
+	for _, ch := range change {
+		if err := ch(cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	connector, err := gomysql.NewConnector(cfg)
 	if err != nil {
@@ -259,7 +261,13 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELEC 1")
 		myQuery(t, conn, o, "SELECT * FROM no_such_table")
 		myExec(t, conn, o, "INSERT INTO ty (id) VALUES (1)")
-	}, []string{"uint64=18446744073709551615", "1062"}},
+		o.add("ping %s", myErr(conn.PingContext(myCtx(t))))
+		// Arguments put into the text by the driver: still COM_QUERY.
+		inline := c.open(t, func(cfg *gomysql.Config) error { cfg.InterpolateParams = true; return nil })
+		myQuery(t, inline, o, "SELECT ?, ?, ?, ?, ?", 42, "it's", []byte{0, 0x27, 0xff}, nil, time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC))
+		// A statement of 4 MB.
+		myQuery(t, conn, o, "SELECT LENGTH('"+strings.Repeat("long statement ", 280000)+"') AS n")
+	}, []string{"ping ok", "\"it's\"", "uint64=18446744073709551615", "1062"}},
 	{"binary protocol types", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, myTypes)
@@ -394,7 +402,7 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher', 'Compression')")
 	}, []string{"+05:30", "SERIALIZABLE", "TLSv1.3"}},
 	{"compression", func(t *testing.T, c *myClient, o *obs) {
-		conn := c.open(t, gomysql.EnableCompression(true))
+		conn := c.open(t, func(cfg *gomysql.Config) error { return cfg.Apply(gomysql.EnableCompression(true)) })
 		myQuery(t, conn, o, "SHOW SESSION STATUS LIKE 'Compression'")
 		myExec(t, conn, o, "CREATE TEMPORARY TABLE z (id INT PRIMARY KEY, body LONGTEXT)")
 		for i := range 20 {

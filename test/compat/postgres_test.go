@@ -191,7 +191,11 @@ var pgFeatures = []feature[*pgClient]{
 		exec(t, conn, o, "update s set v = v || 'x'")
 		exec(t, conn, o, "delete from s where id = 1")
 		exec(t, conn, o, "")
-	}, []string{"tag \"DELETE 1\"", "42703"}},
+		exec(t, conn, o, "-- only a comment")
+		exec(t, conn, o, ";")
+		// A statement of 4 MB.
+		query(t, conn, o, "select length('"+strings.Repeat("long statement ", 280000)+"') as n", mode)
+	}, []string{"int32=4200000", "tag \"DELETE 1\"", "42703"}},
 	{"extended query", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		query(t, conn, o, "select $1::int + 1 as n, $2::text || 'x' as s", 41, "y")
@@ -373,8 +377,52 @@ var pgFeatures = []feature[*pgClient]{
 		o.add("duplicate row: tag %q %s", tag.String(), pgErr(err))
 		tag, err = conn.PgConn().CopyFrom(pgCtx(t), strings.NewReader("40000\tbad\tnot-a-number\t2024-01-01\t\\\\x00\n"), "copy cp from stdin")
 		o.add("bad value: tag %q %s", tag.String(), pgErr(err))
+		// The client gives up half way: CopyFail, and the server's error.
+		sent := 0
+		n, err = conn.CopyFrom(pgCtx(t), pgx.Identifier{"cp"}, []string{"id"}, pgx.CopyFromFunc(func() ([]any, error) {
+			sent++
+			if sent > 1000 {
+				return nil, errors.New("the source broke")
+			}
+			return []any{100000 + sent}, nil
+		}))
+		o.add("abandoned CopyFrom: %d %s", n, pgErr(err))
 		query(t, conn, o, "select count(*), sum(amount), md5(string_agg(name || at::text || encode(data, 'hex'), ',' order by id)) from cp")
-	}, []string{"binary CopyFrom: 20000 ok", "COPY 10000", "23505", "22P02"}},
+	}, []string{"binary CopyFrom: 20000 ok", "57014", "COPY 10000", "23505", "22P02"}},
+	{"pipelined batch", func(t *testing.T, c *pgClient, o *obs) {
+		conn := c.connect(t, o)
+		exec(t, conn, o, "create temp table pb (id int primary key)")
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol} {
+			o.add("mode %v", mode)
+			// A batch is sent at once (a pipeline for the extended
+			// protocol) and read back in order; after the error the rest
+			// is skipped and the batch rolled back.
+			b := &pgx.Batch{}
+			b.Queue("insert into pb values ($1)", 1)
+			b.Queue("select id, $1::text from pb", "x")
+			b.Queue("insert into pb values ($1)", 1)
+			b.Queue("select $1::int", 2)
+			br := conn.SendBatch(pgCtx(t), b)
+			tag, err := br.Exec()
+			o.add("insert %q %s", tag.String(), pgErr(err))
+			rows, err := br.Query()
+			if err == nil {
+				rowsObs(o, rows)
+			} else {
+				o.add("query %s", pgErr(err))
+			}
+			tag, err = br.Exec()
+			o.add("duplicate %q %s", tag.String(), pgErr(err))
+			rows, err = br.Query()
+			if err == nil {
+				rowsObs(o, rows)
+			} else {
+				o.add("query %s", pgErr(err))
+			}
+			o.add("close %s", pgErr(br.Close()))
+			query(t, conn, o, "select count(*) from pb")
+		}
+	}, []string{"23505", "int64=0"}},
 	{"COPY TO STDOUT", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, sql := range []string{
