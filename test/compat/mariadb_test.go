@@ -92,6 +92,16 @@ func myCtx(t *testing.T) context.Context {
 // configuration changed by change.
 func (c *myClient) open(t *testing.T, change ...func(*gomysql.Config) error) *sql.Conn {
 	t.Helper()
+	conn, err := c.openErr(t, change...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// openErr is open returning the error of a session the server refuses.
+func (c *myClient) openErr(t *testing.T, change ...func(*gomysql.Config) error) (*sql.Conn, error) {
+	t.Helper()
 	cfg := c.cfg.Clone()
 	for _, ch := range change {
 		if err := ch(cfg); err != nil {
@@ -106,10 +116,10 @@ func (c *myClient) open(t *testing.T, change ...func(*gomysql.Config) error) *sq
 	t.Cleanup(func() { db.Close() })
 	conn, err := db.Conn(myCtx(t))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	return conn, nil
 }
 
 // myErr is how an error is observed: the server's number, SQLSTATE and
@@ -401,6 +411,32 @@ var myFeatures = []feature[*myClient]{
 		// agent).
 		myQuery(t, conn, o, "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher', 'Compression')")
 	}, []string{"+05:30", "SERIALIZABLE", "TLSv1.3"}},
+	{"handshake options", func(t *testing.T, c *myClient, o *obs) {
+		// The collation asked in the handshake.
+		latin := c.open(t, func(cfg *gomysql.Config) error { cfg.Collation = "latin1_swedish_ci"; return nil })
+		myQuery(t, latin, o, "SELECT @@collation_connection, @@character_set_client, @@character_set_results")
+		// CLIENT_FOUND_ROWS: an UPDATE counts the rows it matched, not
+		// the rows it changed.
+		for _, found := range []bool{false, true} {
+			conn := c.open(t, func(cfg *gomysql.Config) error { cfg.ClientFoundRows = found; return nil })
+			myExec(t, conn, o, "CREATE TEMPORARY TABLE fr (id INT PRIMARY KEY, v INT)")
+			myExec(t, conn, o, "INSERT INTO fr VALUES (1, 1), (2, 2)")
+			o.add("client found rows %v", found)
+			myExec(t, conn, o, "UPDATE fr SET v = 1")
+		}
+		// No database, then one the user may not use (1044, as MariaDB
+		// says of a database that does not exist to whoever lacks rights).
+		none := c.open(t, func(cfg *gomysql.Config) error { cfg.DBName = ""; return nil })
+		myQuery(t, none, o, "SELECT DATABASE()")
+		_, err := c.openErr(t, func(cfg *gomysql.Config) error { cfg.DBName = "compat_no_such_db"; return nil })
+		o.add("unknown database: %s", myErr(err))
+		// Session variables the driver sets after the handshake.
+		vars := c.open(t, func(cfg *gomysql.Config) error {
+			cfg.Params = map[string]string{"autocommit": "0", "sql_mode": "'ANSI'"}
+			return nil
+		})
+		myQuery(t, vars, o, "SELECT @@autocommit, @@sql_mode")
+	}, []string{"latin1_swedish_ci", "client found rows true", "1044"}},
 	{"compression", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t, func(cfg *gomysql.Config) error { return cfg.Apply(gomysql.EnableCompression(true)) })
 		myQuery(t, conn, o, "SHOW SESSION STATUS LIKE 'Compression'")

@@ -66,7 +66,21 @@ func pgCtx(t *testing.T) context.Context {
 // order they arrive among the other observations.
 func (c *pgClient) connect(t *testing.T, o *obs) *pgx.Conn {
 	t.Helper()
+	conn, err := c.connectWith(t, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// connectWith is connect with the configuration changed first, returning
+// the error of a connection the server refuses.
+func (c *pgClient) connectWith(t *testing.T, o *obs, change func(*pgx.ConnConfig)) (*pgx.Conn, error) {
+	t.Helper()
 	cfg := c.cfg.Copy()
+	if change != nil {
+		change(cfg)
+	}
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		o.add("notice %s %s %q detail=%q hint=%q where=%q", n.Severity, n.Code, n.Message, n.Detail, n.Hint, n.Where)
 	}
@@ -79,10 +93,10 @@ func (c *pgClient) connect(t *testing.T, o *obs) *pgx.Conn {
 	}
 	conn, err := pgx.ConnectConfig(pgCtx(t), cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
+	return conn, nil
 }
 
 // pgErr is how an error is observed: the server's fields when it is one.
@@ -530,6 +544,33 @@ var pgFeatures = []feature[*pgClient]{
 		query(t, conn, o, "show application_name")
 		query(t, conn, o, "select current_user, session_user, current_database()")
 	}, []string{"compat-suite", "Asia/Kolkata"}},
+	{"startup parameters", func(t *testing.T, c *pgClient, o *obs) {
+		conn, err := c.connectWith(t, o, func(cfg *pgx.ConnConfig) {
+			cfg.RuntimeParams = map[string]string{
+				"application_name": "compat-startup",
+				"search_path":      "compat_x, public",
+				"DateStyle":        "German, DMY",
+				"TimeZone":         "Europe/Paris",
+				"options":          "-c work_mem=128kB -c statement_timeout=5s",
+			}
+		})
+		if err != nil {
+			o.add("connect: %s", pgErr(err))
+			return
+		}
+		for _, k := range []string{"application_name", "DateStyle", "TimeZone"} {
+			o.add("parameter status %s=%q", k, conn.PgConn().ParameterStatus(k))
+		}
+		query(t, conn, o, "select current_setting('search_path'), current_setting('work_mem'), current_setting('statement_timeout'), '2024-02-29'::date::text")
+		query(t, conn, o, "select application_name from pg_stat_activity where pid = pg_backend_pid()")
+		// A database that does not exist: the server's refusal.
+		_, err = c.connectWith(t, o, func(cfg *pgx.ConnConfig) { cfg.Database = "compat_no_such_db" })
+		o.add("unknown database: %s", pgErr(err))
+		_, err = c.connectWith(t, o, func(cfg *pgx.ConnConfig) {
+			cfg.RuntimeParams = map[string]string{"nope_no_such_parameter": "1"}
+		})
+		o.add("unknown parameter: %s", pgErr(err))
+	}, []string{"German, DMY", "128kB", "compat-startup", "3D000", "42704"}},
 	{"TLS", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		tc, ok := conn.PgConn().Conn().(*tls.Conn)
