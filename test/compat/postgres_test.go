@@ -502,6 +502,29 @@ var pgFeatures = []feature[*pgClient]{
 		// The connection goes on after a cancelled statement.
 		query(t, conn, o, "select 'still here'")
 	}, []string{"57014", "still here"}},
+	{"protocol 3.2 requested", func(t *testing.T, c *pgClient, o *obs) {
+		for _, version := range []string{"3.0", "3.2"} {
+			conn, err := c.connectWith(t, o, func(cfg *pgx.ConnConfig) { cfg.MaxProtocolVersion = version })
+			if err != nil {
+				o.add("connect %s: %s", version, pgErr(err))
+				continue
+			}
+			var backend uint32
+			err = conn.QueryRow(pgCtx(t), "select pg_backend_pid()").Scan(&backend)
+			// The secret key's value is replaced by the agent, by design;
+			// its length says which protocol version the client was given.
+			o.add("asked %s: secret key of %d bytes, PID()==pg_backend_pid() %v %s", version, len(conn.PgConn().SecretKey()), conn.PgConn().PID() == backend, pgErr(err))
+			sent := make(chan error, 1)
+			go func() {
+				waitActive(t, c.admin, "select pg_sleep(30) -- cancel "+version)
+				sent <- conn.PgConn().CancelRequest(pgCtx(t))
+			}()
+			_, err = conn.Exec(pgCtx(t), "select pg_sleep(30) -- cancel "+version)
+			o.add("cancel request %s", pgErr(<-sent))
+			o.add("sleep: %s", pgErr(err))
+			o.add("ping %s", pgErr(conn.Ping(pgCtx(t))))
+		}
+	}, []string{"PID()==pg_backend_pid() true", "57014", "ping ok"}},
 	{"terminate backend", func(t *testing.T, c *pgClient, o *obs) {
 		victim, killer := c.connect(t, o), c.connect(t, o)
 		var backend uint32
