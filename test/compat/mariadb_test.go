@@ -88,6 +88,19 @@ func myCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// pool is a database/sql pool of one connection to the target.
+func (c *myClient) pool(t *testing.T) *sql.DB {
+	t.Helper()
+	connector, err := gomysql.NewConnector(c.cfg.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // open is one session (database/sql pins it) with the target's
 // configuration changed by change.
 func (c *myClient) open(t *testing.T, change ...func(*gomysql.Config) error) *sql.Conn {
@@ -535,7 +548,72 @@ var myFeatures = []feature[*myClient]{
 		}
 		myQuery(t, victim, o, "SELECT 'victim lives'")
 		myExec(t, killer, o, "KILL QUERY 999999")
-	}, []string{"1317", "victim lives", "1094"}},
+
+		// KILL of the whole connection: the victim's next statement learns
+		// it.
+		var sub obs
+		myExec(t, killer, &sub, fmt.Sprintf("KILL %d", id))
+		for _, l := range sub.lines {
+			o.add("%s", strings.Replace(l, fmt.Sprint(id), "<victim id>", 1))
+		}
+		waitGone(t, c.admin, id)
+		myQuery(t, victim, o, "SELECT 'after kill'")
+		myQuery(t, killer, o, "SELECT 'killer lives'")
+	}, []string{"1317", "victim lives", "1094", "killer lives", "invalid connection"}},
+	{"server timeouts", func(t *testing.T, c *myClient, o *obs) {
+		conn := c.open(t)
+		myExec(t, conn, o, "SET SESSION max_statement_time = 0.2")
+		myQuery(t, conn, o, "SELECT SLEEP(5) AS slept")
+		myQuery(t, conn, o, "SELECT 'after the timeout'")
+		// The server drops a session idle for longer than wait_timeout.
+		myExec(t, conn, o, "SET SESSION wait_timeout = 1")
+		var id int64
+		if err := conn.QueryRowContext(myCtx(t), "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, c.admin, id)
+		// On a session the application holds (sql.Conn, a transaction)
+		// the driver tells apart a connection it could not write to
+		// (driver.ErrBadConn) from one that broke after it wrote
+		// ("invalid connection").
+		myQuery(t, conn, o, "SELECT 'after wait_timeout'")
+
+		// From a pool, database/sql checks the connection out, finds it
+		// dead and takes a new one: the statement succeeds.
+		db := c.pool(t)
+		if _, err := db.ExecContext(myCtx(t), "SET SESSION wait_timeout = 1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(myCtx(t), "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, c.admin, id)
+		var got string
+		err := db.QueryRowContext(myCtx(t), "SELECT 'pooled after wait_timeout'").Scan(&got)
+		o.add("pooled: %q %s", got, myErr(err))
+	}, []string{"after the timeout", "driver: bad connection", "pooled after wait_timeout"}},
+}
+
+// waitGone waits until a connection left the processlist.
+func waitGone(t *testing.T, adminDSN string, id int64) {
+	admin, err := sql.Open("mysql", adminDSN)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer admin.Close()
+	ctx := myCtx(t)
+	for ctx.Err() == nil {
+		var n int
+		if err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?", id).Scan(&n); err != nil {
+			t.Error(err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitSleeping waits until a statement runs in the database.

@@ -594,6 +594,23 @@ var pgFeatures = []feature[*pgClient]{
 		})
 		o.add("unknown parameter: %s", pgErr(err))
 	}, []string{"German, DMY", "128kB", "compat-startup", "3D000", "42704"}},
+	{"server timeouts", func(t *testing.T, c *pgClient, o *obs) {
+		conn := c.connect(t, o)
+		exec(t, conn, o, "set statement_timeout = '200ms'")
+		exec(t, conn, o, "select pg_sleep(5)")
+		exec(t, conn, o, "reset statement_timeout")
+		// The server ends a session idle in a transaction for too long,
+		// and says so while the client is not asking anything.
+		exec(t, conn, o, "set idle_in_transaction_session_timeout = '300ms'")
+		exec(t, conn, o, "begin")
+		var backend uint32
+		if err := conn.QueryRow(pgCtx(t), "select pg_backend_pid()").Scan(&backend); err != nil {
+			t.Fatal(err)
+		}
+		waitBackendGone(t, c.admin, backend)
+		exec(t, conn, o, "select 1")
+		o.add("closed %v", conn.IsClosed())
+	}, []string{"57014", "25P03"}},
 	{"TLS", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		tc, ok := conn.PgConn().Conn().(*tls.Conn)
@@ -708,6 +725,28 @@ var pgFeatures = []feature[*pgClient]{
 		query(t, conn, o, "select 'abc'::int")
 		query(t, conn, o, "select repeat('é', 3), length(repeat('é', 3)), octet_length('é')")
 	}, []string{"notice NOTICE 00000 \"n 1\"", "P0099"}},
+}
+
+// waitBackendGone waits until a backend process has ended.
+func waitBackendGone(t *testing.T, adminDSN string, pid uint32) {
+	ctx := pgCtx(t)
+	admin, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer admin.Close(ctx)
+	for ctx.Err() == nil {
+		var n int
+		if err := admin.QueryRow(ctx, "select count(*) from pg_stat_activity where pid = $1", int32(pid)).Scan(&n); err != nil {
+			t.Error(err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitActive waits until a statement runs in the database.
