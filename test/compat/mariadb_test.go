@@ -519,7 +519,7 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "CALL test.nope()")
 		myQuery(t, conn, o, "SELECT 'after'")
 	}, []string{"set 3: 3 rows ok", "1305"}},
-	{"KILL QUERY", func(t *testing.T, c *myClient, o *obs) {
+	{"KILL QUERY and KILL", func(t *testing.T, c *myClient, o *obs) {
 		victim, killer := c.open(t), c.open(t)
 		var id int64
 		if err := victim.QueryRowContext(myCtx(t), "SELECT CONNECTION_ID()").Scan(&id); err != nil {

@@ -144,7 +144,9 @@ func runTable[C any](t *testing.T, engine, client string, targets []target[C], f
 		note := ""
 		if !ok && len(seen) > 1 {
 			if d := diff(seen[0].lines, seen[1].lines); d != "" {
-				note = strings.SplitN(d, "\n", 2)[0]
+				// The first differing line, as both targets saw it.
+				first := strings.SplitN(d, "\n", 3)
+				note = strings.Join(first[:min(2, len(first))], " / ")
 			}
 		}
 		if !ok && note == "" {
