@@ -352,7 +352,33 @@ var myFeatures = []feature[*myClient]{
 			d.add(sub.lines...)
 			o.add("%d args: %s", len(args), d)
 		}
-	}, []string{"0 args: 1 items", "1 args: 1 items"}},
+		// And 3,000 parameters of one prepared statement.
+		var marks []string
+		var args []any
+		for i := range 3000 {
+			marks = append(marks, "?")
+			switch i % 4 {
+			case 0:
+				args = append(args, i)
+			case 1:
+				args = append(args, fmt.Sprintf("p%d", i))
+			case 2:
+				args = append(args, nil)
+			default:
+				args = append(args, float64(i)/8)
+			}
+		}
+		rows, err := conn.QueryContext(myCtx(t), "SELECT "+strings.Join(marks, ", "), args...)
+		if err != nil {
+			o.add("3000 parameters: %s", myErr(err))
+		} else {
+			var sub obs
+			myRows(&sub, rows)
+			d := newDigest()
+			d.add(sub.lines...)
+			o.add("3000 parameters: %s", d)
+		}
+	}, []string{"0 args: 1 items", "1 args: 1 items", "3000 parameters: 1 items"}},
 	{"large result 20MB value", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		const n = 20 << 20
@@ -460,9 +486,21 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELECT id, LENGTH(body), MD5(body) FROM z ORDER BY id")
 		myQuery(t, conn, o, "SELECT body FROM z WHERE id = ?", 19)
 		myQuery(t, conn, o, "SELECT REPEAT('z', 5000000)")
+		// Past 16 MB a packet is split, and compressed packets carry the
+		// pieces.
+		myQuery(t, conn, o, "SELECT REPEAT('z', 20971520)")
+		big := make([]byte, 17<<20)
+		for i := range big {
+			big[i] = byte('a' + i%26)
+		}
+		myExec(t, conn, o, "INSERT INTO z VALUES (?, ?)", 100, big)
+		myQuery(t, conn, o, "SELECT LENGTH(body), MD5(body) FROM z WHERE id = 100")
+		myExec(t, conn, o, "CREATE TEMPORARY TABLE zl (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2), at DATETIME)")
+		myExec(t, conn, o, "LOAD DATA LOCAL INFILE '"+c.infile+"' INTO TABLE zl FIELDS TERMINATED BY ','")
+		myQuery(t, conn, o, "SELECT COUNT(*), MD5(GROUP_CONCAT(id, name, at ORDER BY id)) FROM zl")
 		myQuery(t, conn, o, "SELECT 1; SELECT nope")
 		myQuery(t, conn, o, "SELECT seq FROM seq_1_to_20000 WHERE seq % 5000 = 0")
-	}, []string{"[]byte=\"Compression\" | []byte=\"ON\"", "1054"}},
+	}, []string{"[]byte=\"Compression\" | []byte=\"ON\"", "1054", "int64=17825792", "affected 5001"}},
 	{"transactions with errors", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, "CREATE TEMPORARY TABLE tx (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=InnoDB")

@@ -232,7 +232,10 @@ var pgFeatures = []feature[*pgClient]{
 			o.add("prepared params %v fields %s", sd.ParamOIDs, strings.Join(f, " "))
 			query(t, conn, o, "named", "1.50", 1)
 		}
-		exec(t, conn, o, "deallocate named")
+		// Close of a named statement, as a protocol message.
+		o.add("deallocate %s", pgErr(conn.Deallocate(pgCtx(t), "named")))
+		// Once closed, the name is no statement: pgx sends it as SQL.
+		query(t, conn, o, "named", "1.50", 1)
 	}, []string{"tag \"UPDATE 2\"", "22P02", "prepared params [1700 23]"}},
 	{"parameters binary", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
