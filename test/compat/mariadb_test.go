@@ -284,13 +284,26 @@ var myFeatures = []feature[*myClient]{
 		myQuery(t, conn, o, "SELEC 1")
 		myQuery(t, conn, o, "SELECT * FROM no_such_table")
 		myExec(t, conn, o, "INSERT INTO ty (id) VALUES (1)")
+		// An error after rows were sent.
+		midway := "SELECT seq FROM seq_1_to_100000 WHERE seq < IF(seq = 90000, (SELECT 1 UNION SELECT 2), 100000)"
+		for _, args := range [][]any{nil, {0}} {
+			q := midway
+			if args != nil {
+				q += " AND seq > ?"
+			}
+			var sub obs
+			myQuery(t, conn, &sub, q, args...)
+			d := newDigest()
+			d.add(sub.lines...)
+			o.add("error after rows, %d args: %s, ending %q", len(args), d, sub.lines[max(0, len(sub.lines)-2):])
+		}
 		o.add("ping %s", myErr(conn.PingContext(myCtx(t))))
 		// Arguments put into the text by the driver: still COM_QUERY.
 		inline := c.open(t, func(cfg *gomysql.Config) error { cfg.InterpolateParams = true; return nil })
 		myQuery(t, inline, o, "SELECT ?, ?, ?, ?, ?", 42, "it's", []byte{0, 0x27, 0xff}, nil, time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC))
 		// A statement of 4 MB.
 		myQuery(t, conn, o, "SELECT LENGTH('"+strings.Repeat("long statement ", 280000)+"') AS n")
-	}, []string{"ping ok", "\"it's\"", "uint64=18446744073709551615", "1062"}},
+	}, []string{"ping ok", "\"it's\"", "error 1242", "uint64=18446744073709551615", "1062"}},
 	{"binary protocol types", func(t *testing.T, c *myClient, o *obs) {
 		conn := c.open(t)
 		myExec(t, conn, o, myTypes)

@@ -350,8 +350,22 @@ var pgFeatures = []feature[*pgClient]{
 			}
 			rows.Close()
 			o.add("mode %v: %s tag %q %s", mode, d, rows.CommandTag(), pgErr(rows.Err()))
+
+			// An error after rows were sent.
+			rows, err = conn.Query(pgCtx(t), "select g, 1 / (g - 50000) from generate_series(1, 100000) g", mode)
+			if err != nil {
+				o.add("query: %s", pgErr(err))
+				continue
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			rows.Close()
+			o.add("mode %v: error after rows: %s", mode, pgErr(rows.Err()))
+			query(t, conn, o, "select 'next statement'", mode)
 		}
-	}, []string{"100000 items"}},
+	}, []string{"100000 items", "error after rows: error ERROR 22012", "next statement"}},
 	{"multi-statement simple query", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		for _, sql := range []string{
@@ -543,7 +557,21 @@ var pgFeatures = []feature[*pgClient]{
 		_, err = victim.Exec(pgCtx(t), "select 1")
 		o.add("victim: %s closed %v", pgErr(err), victim.IsClosed())
 		query(t, killer, o, "select 'killer lives'")
-	}, []string{"PID()==pg_backend_pid() true", "pg_terminate_backend: true", "FATAL 57P01"}},
+
+		// pg_cancel_backend on the PID another client holds stops its
+		// statement.
+		sleeper := c.connect(t, o)
+		pid := int32(sleeper.PgConn().PID())
+		cancelled := make(chan error, 1)
+		go func() {
+			waitActive(t, c.admin, "select pg_sleep(30) -- pg_cancel_backend")
+			_, err := killer.Exec(pgCtx(t), "select pg_cancel_backend($1)", pid)
+			cancelled <- err
+		}()
+		_, err = sleeper.Exec(pgCtx(t), "select pg_sleep(30) -- pg_cancel_backend")
+		o.add("pg_cancel_backend: %s", pgErr(<-cancelled))
+		o.add("sleeper: %s", pgErr(err))
+	}, []string{"PID()==pg_backend_pid() true", "pg_terminate_backend: true", "FATAL 57P01", "sleeper: error ERROR 57014"}},
 	{"session variables", func(t *testing.T, c *pgClient, o *obs) {
 		conn := c.connect(t, o)
 		// What the server reported at startup.
