@@ -10,4 +10,11 @@
 // agent), with an agent in front of it that the client reaches with a user
 // certificate. The summary subtest prints the table (feature × client,
 // pass or fail) into the test log.
+//
+// What each target observed can be written out to read it:
+//
+//	go test -run TestCompat ./test/compat -args -compat.dump=/tmp/compat
+//
+// Only what must differ is normalised, each with its reason where it is
+// done: connection and backend IDs, large-object OIDs, dialled addresses.
 package compat

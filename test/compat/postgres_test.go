@@ -485,7 +485,9 @@ var pgFeatures = []feature[*pgClient]{
 			o.add("wait: %s", pgErr(err))
 		} else {
 			// The process ID a notification carries is the sender's
-			// backend; the sender's client is told the same one.
+			// backend; the sender's client is told the same one. The IDs
+			// themselves differ from run to run, so only these
+			// equalities are compared.
 			o.add("notification %q %q pid==sender.PID() %v pid==sender's pg_backend_pid() %v",
 				n.Channel, n.Payload, n.PID == sender.PgConn().PID(), n.PID == senderPID)
 		}
@@ -549,7 +551,8 @@ var pgFeatures = []feature[*pgClient]{
 			t.Fatal(err)
 		}
 		// The process ID the client holds is its backend's, so the
-		// application can end it.
+		// application can end it (the ID itself differs between runs and
+		// is not compared).
 		o.add("PID()==pg_backend_pid() %v", victim.PgConn().PID() == backend)
 		var done bool
 		err := killer.QueryRow(pgCtx(t), "select pg_terminate_backend($1, 10000)", int32(victim.PgConn().PID())).Scan(&done)
