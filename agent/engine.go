@@ -53,6 +53,27 @@ type ClientConn struct {
 	Env        *Env
 }
 
+// ResetOnClose makes the client connection end with a TCP reset instead of
+// an orderly close, as the database's own connection did: a client tells
+// the two apart (go-sql-driver/mysql reports a connection it could not
+// write to as driver.ErrBadConn, one that broke after the write as
+// "invalid connection"). It reaches the TCP connection under TLS and any
+// wrapper that has a NetConn method.
+func (c *ClientConn) ResetOnClose() {
+	var conn net.Conn = c.Conn
+	for conn != nil {
+		switch x := conn.(type) {
+		case *net.TCPConn:
+			_ = x.SetLinger(0)
+			return
+		case interface{ NetConn() net.Conn }:
+			conn = x.NetConn()
+		default:
+			return
+		}
+	}
+}
+
 // Env is what every engine shares: the cluster, the audit store, the access
 // decision and the upstream credentials.
 type Env struct {

@@ -486,3 +486,6 @@ type prefixConn struct {
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn is the connection under the buffer, for ClientConn.ResetOnClose.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }

@@ -78,6 +78,9 @@ func (c *directConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// NetConn is the accepted connection, for agent.ClientConn.ResetOnClose.
+func (c *directConn) NetConn() net.Conn { return c.Conn }
+
 func (c *directConn) Close() error {
 	c.l.e.mu.Lock()
 	delete(c.l.e.direct, c.key)

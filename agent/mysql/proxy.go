@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent"
@@ -268,6 +269,12 @@ func (p *proxy) serverLoop() error {
 		}
 		if err != nil {
 			p.SetReason("database closed the connection")
+			// MariaDB resets a connection it drops (wait_timeout): the
+			// client's connection is reset too, so that its next write
+			// fails as it would directly.
+			if errors.Is(err, syscall.ECONNRESET) {
+				p.client.ResetOnClose()
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}

@@ -42,7 +42,8 @@ type MariaDBServer struct {
 	Socket   string
 	Database string // "test": every user made by CreateUser may use it
 	// TestCA issued the server certificate unless TLSOptions gave one, and
-	// is the client CA unless TLSOptions.ClientCA replaced it.
+	// is the client CA unless TLSOptions.ClientCA replaced it (beside it
+	// with TLSOptions.TrustTestCA).
 	TestCA         *CA
 	ClientCAFile   string // ssl-ca: CAs trusted for client certificates
 	ServerCertFile string

@@ -43,7 +43,8 @@ type PostgresServer struct {
 	SocketDir string
 	Superuser string // "postgres"
 	// TestCA issued the server certificate unless TLSOptions gave one, and
-	// is the client CA unless TLSOptions.ClientCA replaced it.
+	// is the client CA unless TLSOptions.ClientCA replaced it (beside it
+	// with TLSOptions.TrustTestCA).
 	TestCA         *CA
 	ClientCAFile   string // ssl_ca_file: CAs trusted for client certificates
 	ServerCertFile string

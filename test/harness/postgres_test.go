@@ -1,9 +1,12 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -181,5 +184,29 @@ func TestTLSOptionsAllOrNothing(t *testing.T) {
 	_, err := writeServerTLS(t.TempDir(), TLSOptions{ServerCert: kp.CertPEM, ServerKey: kp.KeyPEM})
 	if err == nil || !strings.Contains(err.Error(), "ServerCert, ServerKey and ServerCA together") {
 		t.Fatalf("server certificate without its CA: %v", err)
+	}
+}
+
+// TrustTestCA keeps the harness's own client certificates working beside
+// an outside client CA: the file the server reads holds both.
+func TestTLSOptionsTrustTestCA(t *testing.T) {
+	outside := NewCA(t, "outside client CA")
+	s, err := writeServerTLS(t.TempDir(), TLSOptions{ClientCA: outside.CertPEM, TrustTestCA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.trustsTestCA {
+		t.Fatal("the test CA is not trusted")
+	}
+	b, err := os.ReadFile(s.clientCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, outside.CertPEM) || !bytes.Contains(b, s.ca.CertPEM) {
+		t.Fatalf("client CA file holds %d bytes, not both CAs", len(b))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatal("client CA file is not PEM")
 	}
 }

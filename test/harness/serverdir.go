@@ -19,8 +19,14 @@ import (
 type TLSOptions struct {
 	// ClientCA is the PEM of the CA (or CAs) whose client certificates the
 	// server accepts, e.g. Tollgate's db-client CA. It replaces the test CA:
-	// the harness then cannot mint client certificates itself.
+	// the harness then cannot mint client certificates itself, unless
+	// TrustTestCA is set too.
 	ClientCA []byte
+	// TrustTestCA keeps the test CA trusted for client certificates beside
+	// ClientCA, so that a test can reach the server both through something
+	// holding ClientCA's certificates (an agent) and directly, with the
+	// harness's own (DSN, Config).
+	TrustTestCA bool
 	// ServerCert and ServerKey are a PEM certificate and key for the server;
 	// ServerCA is the PEM that verifies ServerCert and is written for
 	// clients as their root. All three or none.
@@ -45,10 +51,13 @@ func writeServerTLS(dir string, o TLSOptions) (*serverTLS, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &serverTLS{ca: ca, trustsTestCA: len(o.ClientCA) == 0}
-	clientCA := o.ClientCA
+	s := &serverTLS{ca: ca, trustsTestCA: len(o.ClientCA) == 0 || o.TrustTestCA}
+	clientCA := append([]byte(nil), o.ClientCA...)
 	if s.trustsTestCA {
-		clientCA = ca.CertPEM
+		if len(clientCA) > 0 && clientCA[len(clientCA)-1] != '\n' {
+			clientCA = append(clientCA, '\n')
+		}
+		clientCA = append(clientCA, ca.CertPEM...)
 	}
 	certPEM, keyPEM, serverCA := o.ServerCert, o.ServerKey, o.ServerCA
 	switch given := len(certPEM) > 0; {
@@ -196,7 +205,7 @@ func newClientCerts(s *serverTLS, dir string) *clientCerts {
 
 func (c *clientCerts) get(user string) (*clientCert, error) {
 	if !c.trusted {
-		return nil, errors.New("harness: the server trusts an outside client CA (TLSOptions.ClientCA), so the test CA's certificates would be refused: bring a certificate from that CA")
+		return nil, errors.New("harness: the server trusts an outside client CA (TLSOptions.ClientCA), so the test CA's certificates would be refused: bring a certificate from that CA, or set TLSOptions.TrustTestCA")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
