@@ -1,0 +1,347 @@
+package webui
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/exporters/format"
+)
+
+// Search is an audit query: every set field must match.
+type Search struct {
+	Since, Until time.Time
+	User         string
+	Database     string
+	Session      string
+	// TypePrefix matches event types that start with it (db.session.
+	// or an exact type).
+	TypePrefix string
+	// Text is found, ignoring case, in the statement (db_query) of an
+	// event.
+	Text string
+	// Before is where the page starts: events stored before it. Zero
+	// means the newest.
+	Before Position
+}
+
+// Position is a place in AUDIT: an event's stream sequence and its index
+// in that message (a frame holds many events).
+type Position struct {
+	Seq   uint64
+	Index int
+}
+
+func (p Position) String() string { return fmt.Sprintf("%d.%d", p.Seq, p.Index) }
+
+func parsePosition(s string) (Position, error) {
+	a, b, ok := strings.Cut(s, ".")
+	seq, err := strconv.ParseUint(a, 10, 64)
+	if err != nil {
+		return Position{}, fmt.Errorf("position %q: %w", s, err)
+	}
+	idx := 0
+	if ok {
+		if idx, err = strconv.Atoi(b); err != nil || idx < 0 {
+			return Position{}, fmt.Errorf("position %q: bad index", s)
+		}
+	}
+	return Position{Seq: seq, Index: idx}, nil
+}
+
+// Row is one event found.
+type Row struct {
+	Pos       Position
+	Env       format.Envelope
+	Statement string
+	JSON      string
+}
+
+// Page is one page of results, newest first.
+type Page struct {
+	Rows []Row
+	// Next is where the next (older) page starts; zero when the stream's
+	// first message was reached.
+	Next Position
+	// Scanned counts the messages read; Limited says the scan stopped at
+	// its bound before the page was full, so Next continues the search.
+	Scanned int
+	Limited bool
+}
+
+// maxScan bounds the messages one page reads, so a search that matches
+// little never reads the whole stream in one request; the page then says
+// so and links to the older part.
+const maxScan = 20000
+
+// readChunk is the first range of messages read backwards; each further
+// range doubles up to maxChunk.
+const (
+	readChunk = 8
+	maxChunk  = 4096
+)
+
+// SearchAudit reads AUDIT backwards from s.Before (or its end) and
+// returns up to limit matching events, newest first. Each message is a
+// frame of events or one event alone (events.SplitEvents); ranges of
+// messages are read in stream order with an ordered consumer and walked
+// back.
+func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit int) (*Page, error) {
+	st, err := js.Stream(ctx, events.AuditStream)
+	if err != nil {
+		return nil, fmt.Errorf("audit stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit stream: %w", err)
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	pg := &Page{}
+	if info.State.Msgs == 0 {
+		return pg, nil
+	}
+	hi, cut := last, -1 // cut: in message hi, keep events with index < cut (-1: all)
+	if s.Before.Seq != 0 {
+		hi, cut = min(s.Before.Seq, last), s.Before.Index
+		if s.Before.Seq > last {
+			cut = -1
+		}
+	}
+	m := newMatcher(s)
+	size := uint64(readChunk)
+	for hi >= first && hi > 0 {
+		lo := first
+		if hi-lo+1 > size {
+			lo = hi - size + 1
+		}
+		type msg struct {
+			seq  uint64
+			data []byte
+		}
+		var msgs []msg
+		older := false
+		err := readRange(ctx, st, lo, hi, func(seq uint64, stamp time.Time, data []byte) {
+			if !s.Since.IsZero() && stamp.Before(s.Since) {
+				older = true // stored before the range: so is all before it
+				return
+			}
+			msgs = append(msgs, msg{seq, data})
+		})
+		if err != nil {
+			return nil, err
+		}
+		for i := len(msgs) - 1; i >= 0; i-- {
+			mm := msgs[i]
+			pg.Scanned++
+			var evs [][]byte
+			_ = events.SplitEvents(mm.data, func(ev []byte) error {
+				evs = append(evs, ev)
+				return nil
+			})
+			end := len(evs)
+			if mm.seq == hi && cut >= 0 {
+				end = min(cut, end)
+			}
+			for j := end - 1; j >= 0; j-- {
+				row, ok := m.match(evs[j])
+				if !ok {
+					continue
+				}
+				row.Pos = Position{Seq: mm.seq, Index: j}
+				pg.Rows = append(pg.Rows, row)
+				if len(pg.Rows) == limit {
+					pg.Next = row.Pos
+					return pg, nil
+				}
+			}
+			if pg.Scanned >= maxScan && mm.seq > first {
+				pg.Limited, pg.Next = true, Position{Seq: mm.seq}
+				return pg, nil
+			}
+		}
+		if older || lo == first {
+			return pg, nil
+		}
+		hi, cut = lo-1, -1
+		size = min(2*size, maxChunk)
+	}
+	return pg, nil
+}
+
+// readRange calls fn with each message stored at sequences lo to hi, in
+// order.
+func readRange(ctx context.Context, st jetstream.Stream, lo, hi uint64, fn func(seq uint64, stamp time.Time, data []byte)) error {
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: lo})
+	if err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	// Nothing stored from lo on: waiting would wait for a new message.
+	if info, err := cons.Info(ctx); err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	} else if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(int(min(hi-lo+1, 1000))))
+	if err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("audit stream at %d: %w", lo, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		seq := md.Sequence.Stream
+		if seq > hi {
+			return nil
+		}
+		fn(seq, md.Timestamp, m.Data())
+		if seq == hi || md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+type matcher struct {
+	s    Search
+	text []byte // lower case
+}
+
+func newMatcher(s Search) *matcher {
+	return &matcher{s: s, text: []byte(strings.ToLower(s.Text))}
+}
+
+// match reads an event's envelope and applies the search; only events
+// that may match are decoded further.
+func (m *matcher) match(ev []byte) (Row, bool) {
+	s := m.s
+	if len(m.text) > 0 && !bytes.Contains(ev, []byte(`"db_query"`)) {
+		return Row{}, false
+	}
+	env, err := format.Scan(ev)
+	if err != nil {
+		return Row{}, false
+	}
+	if (!s.Since.IsZero() && env.Time.Before(s.Since)) || (!s.Until.IsZero() && env.Time.After(s.Until)) ||
+		(s.User != "" && env.User != s.User) || (s.Database != "" && env.DBService != s.Database) ||
+		(s.Session != "" && env.SID != s.Session) || (s.TypePrefix != "" && !strings.HasPrefix(env.Type, s.TypePrefix)) {
+		return Row{}, false
+	}
+	var q struct {
+		Query string `json:"db_query"`
+	}
+	if bytes.Contains(ev, []byte(`"db_query"`)) {
+		_ = json.Unmarshal(ev, &q)
+	}
+	if len(m.text) > 0 && !strings.Contains(strings.ToLower(q.Query), string(m.text)) {
+		return Row{}, false
+	}
+	return Row{Env: env, Statement: q.Query, JSON: indentJSON(ev)}, true
+}
+
+func indentJSON(ev []byte) string {
+	var b bytes.Buffer
+	if json.Indent(&b, ev, "", "  ") != nil {
+		return string(ev)
+	}
+	return b.String()
+}
+
+// pageSize is how many events an audit page shows.
+const pageSize = 50
+
+type auditData struct {
+	Q                 url.Values
+	Since, Until      string
+	Page              *Page
+	NextURL, FirstURL string
+}
+
+// parseSearch reads the search form; times are RFC 3339 or the
+// datetime-local form (taken as UTC).
+func parseSearch(q url.Values) (Search, error) {
+	s := Search{User: strings.TrimSpace(q.Get("user")), Database: strings.TrimSpace(q.Get("db")),
+		Session: strings.TrimSpace(q.Get("sid")), TypePrefix: strings.TrimSuffix(strings.TrimSpace(q.Get("type")), "*"),
+		Text: strings.TrimSpace(q.Get("q"))}
+	var err error
+	if s.Since, err = parseTime(q.Get("since")); err != nil {
+		return s, fmt.Errorf("from: %w", err)
+	}
+	if s.Until, err = parseTime(q.Get("until")); err != nil {
+		return s, fmt.Errorf("to: %w", err)
+	}
+	if b := q.Get("before"); b != "" {
+		if s.Before, err = parsePosition(b); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func parseTime(v string) (time.Time, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errors.New("want a time such as 2026-01-02T15:04 (UTC)")
+}
+
+// audit is the audit page. The trail is the API's to show to editors
+// (as the sessions API is), so the page asks for the same role.
+func (u *UI) audit(w http.ResponseWriter, r *http.Request, c *caller) {
+	if !c.editor() {
+		u.forbidden(w, c, "editor")
+		return
+	}
+	q := r.URL.Query()
+	d := auditData{Q: q, Since: q.Get("since"), Until: q.Get("until")}
+	v := u.view(c, "Audit", "audit", &d)
+	s, err := parseSearch(q)
+	if err != nil {
+		v.Error = err.Error()
+		u.render(w, http.StatusBadRequest, "audit", v)
+		return
+	}
+	if d.Page, err = SearchAudit(r.Context(), u.o.JS, s, pageSize); err != nil {
+		v.Error = err.Error()
+		u.render(w, http.StatusServiceUnavailable, "audit", v)
+		return
+	}
+	if d.Page.Next.Seq != 0 {
+		nq := url.Values{}
+		for k, vs := range q {
+			nq[k] = vs
+		}
+		nq.Set("before", d.Page.Next.String())
+		d.NextURL = "/audit?" + nq.Encode()
+	}
+	if s.Before.Seq != 0 {
+		fq := url.Values{}
+		for k, vs := range q {
+			fq[k] = vs
+		}
+		fq.Del("before")
+		d.FirstURL = "/audit?" + fq.Encode()
+	}
+	u.render(w, http.StatusOK, "audit", v)
+}

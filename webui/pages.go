@@ -1,0 +1,134 @@
+package webui
+
+import (
+	"errors"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/requests"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/sessions"
+)
+
+// sessionList lists sessions from the SESSIONS index, for editors as
+// GET /v1/admin/sessions serves them.
+func (u *UI) sessionList(w http.ResponseWriter, r *http.Request, c *caller) {
+	if !c.editor() {
+		u.forbidden(w, c, "editor")
+		return
+	}
+	q := r.URL.Query()
+	f := sessions.Filter{LiveOnly: q.Get("live") == "on", User: strings.TrimSpace(q.Get("user")), Database: strings.TrimSpace(q.Get("db"))}
+	ss, err := sessions.List(r.Context(), u.o.JS, f)
+	// Newest first, as the audit page.
+	sort.SliceStable(ss, func(i, j int) bool { return ss[i].Start.After(ss[j].Start) })
+	v := u.view(c, "Sessions", "sessions", map[string]any{"Sessions": ss, "F": f})
+	if err != nil {
+		v.Error = err.Error()
+	}
+	u.render(w, http.StatusOK, "sessions", v)
+}
+
+// sessionPage is a session's replay: its statements and results on a
+// timeline (sessions.Load).
+func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, c *caller) {
+	if !c.editor() {
+		u.forbidden(w, c, "editor")
+		return
+	}
+	sid := r.PathValue("sid")
+	t, err := sessions.Load(r.Context(), u.o.JS, sid)
+	if err != nil {
+		u.render(w, http.StatusNotFound, "error", u.view(c, "Session "+sid, "sessions", err.Error()))
+		return
+	}
+	u.render(w, http.StatusOK, "session", u.view(c, "Session "+sid, "sessions", t))
+}
+
+// pendingReviews counts the pending requests the caller may still
+// review: not their own, not reviewed by them, and visible to them as the
+// API shows requests (requests.Service.Visible).
+func (u *UI) pendingReviews(id identity.Identity) int {
+	if u.o.Requests == nil {
+		return 0
+	}
+	n := 0
+	for _, r := range u.o.Requests.Visible(id) {
+		if r.State == state.RequestPending && r.Requester != id.User && !reviewedBy(r, id.User) {
+			n++
+		}
+	}
+	return n
+}
+
+func reviewedBy(r requests.Request, user string) bool {
+	for _, v := range r.Reviews {
+		if v.Reviewer == user {
+			return true
+		}
+	}
+	return false
+}
+
+type requestRow struct {
+	api.AccessRequest
+	CanReview bool
+}
+
+// requestList shows the requests the caller may see, as GET
+// /v1/requests does, with a review form on those they may still review.
+func (u *UI) requestList(w http.ResponseWriter, r *http.Request, c *caller) {
+	var rows []requestRow
+	for _, req := range u.o.Requests.Visible(c.id) {
+		rows = append(rows, requestRow{AccessRequest: requests.ToAPI(req),
+			CanReview: req.State == state.RequestPending && req.Requester != c.id.User && !reviewedBy(req, c.id.User)})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
+	v := u.view(c, "Access requests", "requests", rows)
+	u.render(w, http.StatusOK, "requests", v)
+}
+
+// review records a verdict through the workflow the API and CLI use
+// (requests.Service.Review), which checks the reviewer's roles and
+// stores the event with its actor.
+func (u *UI) review(w http.ResponseWriter, r *http.Request, c *caller) {
+	verdict := r.PostFormValue("verdict")
+	_, err := u.o.Requests.Review(r.Context(), c.id, r.PathValue("id"), verdict, r.PostFormValue("reason"))
+	if err != nil {
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, requests.ErrForbidden):
+			status = http.StatusForbidden
+		case errors.Is(err, state.ErrNotFound):
+			status = http.StatusNotFound
+		case errors.Is(err, state.ErrConflict):
+			status = http.StatusConflict
+		}
+		u.render(w, status, "error", u.view(c, "Review refused", "requests", err.Error()))
+		return
+	}
+	http.Redirect(w, r, "/requests", http.StatusSeeOther)
+}
+
+type dbRow struct {
+	api.Database
+	Labels string
+}
+
+// databases lists what GET /v1/databases answers the caller.
+func (u *UI) databases(w http.ResponseWriter, r *http.Request, c *caller) {
+	dbs, reason := u.api.VisibleDatabases(c.id)
+	var rows []dbRow
+	for _, d := range dbs {
+		var ls []string
+		for k, v := range d.Labels {
+			ls = append(ls, k+"="+v)
+		}
+		sort.Strings(ls)
+		rows = append(rows, dbRow{Database: d, Labels: strings.Join(ls, ", ")})
+	}
+	u.render(w, http.StatusOK, "databases", u.view(c, "Databases", "databases", map[string]any{"Rows": rows, "Empty": reason}))
+}
