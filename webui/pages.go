@@ -130,5 +130,13 @@ func (u *UI) databases(w http.ResponseWriter, r *http.Request, c *caller) {
 		sort.Strings(ls)
 		rows = append(rows, dbRow{Database: d, Labels: strings.Join(ls, ", ")})
 	}
-	u.render(w, http.StatusOK, "databases", u.view(c, "Databases", "databases", map[string]any{"Rows": rows, "Empty": reason}))
+	u.render(w, http.StatusOK, "databases", u.view(c, "Databases", "databases", map[string]any{"Rows": rows, "Empty": emptyReasons[reason]}))
+}
+
+// emptyReasons say in words why GET /v1/databases is empty, so nobody is
+// left guessing at a blank table.
+var emptyReasons = map[string]string{
+	api.EmptyNoneRegistered: "no agent has registered a database yet",
+	api.EmptyNoneAllowed:    "databases exist, but none of your roles allows one; an access request can grant one",
+	api.EmptyNoneLive:       "the agents of the databases you may use stopped sending heartbeats",
 }
