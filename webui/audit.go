@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters/format"
+	"github.com/tollgate-db/tollgate/sessions"
 )
 
 // Search is an audit query: every set field must match.
@@ -64,7 +65,9 @@ type Row struct {
 	Pos       Position
 	Env       format.Envelope
 	Statement string
-	JSON      string
+	// JSON is the event as stored, indented.
+	JSON string
+	raw  []byte
 }
 
 // Page is one page of results, newest first.
@@ -73,16 +76,16 @@ type Page struct {
 	// Next is where the next (older) page starts; zero when the stream's
 	// first message was reached.
 	Next Position
-	// Scanned counts the messages read; Limited says the scan stopped at
+	// Scanned counts the events read; Limited says the scan stopped at
 	// its bound before the page was full, so Next continues the search.
 	Scanned int
 	Limited bool
 }
 
-// maxScan bounds the messages one page reads, so a search that matches
+// maxScan bounds the events one page reads, so a search that matches
 // little never reads the whole stream in one request; the page then says
 // so and links to the older part.
-const maxScan = 20000
+const maxScan = 200_000
 
 // readChunk is the first range of messages read backwards; each further
 // range doubles up to maxChunk.
@@ -97,6 +100,9 @@ const (
 // messages are read in stream order with an ordered consumer and walked
 // back.
 func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit int) (*Page, error) {
+	if s.Session != "" {
+		return searchSession(ctx, js, s, limit)
+	}
 	st, err := js.Stream(ctx, events.AuditStream)
 	if err != nil {
 		return nil, fmt.Errorf("audit stream: %w", err)
@@ -142,12 +148,12 @@ func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit in
 		}
 		for i := len(msgs) - 1; i >= 0; i-- {
 			mm := msgs[i]
-			pg.Scanned++
 			var evs [][]byte
 			_ = events.SplitEvents(mm.data, func(ev []byte) error {
 				evs = append(evs, ev)
 				return nil
 			})
+			pg.Scanned += len(evs)
 			end := len(evs)
 			if mm.seq == hi && cut >= 0 {
 				end = min(cut, end)
@@ -161,21 +167,74 @@ func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit in
 				pg.Rows = append(pg.Rows, row)
 				if len(pg.Rows) == limit {
 					pg.Next = row.Pos
-					return pg, nil
+					return pg.done(), nil
 				}
 			}
 			if pg.Scanned >= maxScan && mm.seq > first {
 				pg.Limited, pg.Next = true, Position{Seq: mm.seq}
-				return pg, nil
+				return pg.done(), nil
 			}
 		}
 		if older || lo == first {
-			return pg, nil
+			return pg.done(), nil
 		}
 		hi, cut = lo-1, -1
 		size = min(2*size, maxChunk)
 	}
-	return pg, nil
+	return pg.done(), nil
+}
+
+// done indents the JSON of the rows shown, and only theirs.
+func (pg *Page) done() *Page {
+	for i := range pg.Rows {
+		pg.Rows[i].JSON, pg.Rows[i].raw = indentJSON(pg.Rows[i].raw), nil
+	}
+	return pg
+}
+
+// searchSession answers a search within one session from the messages
+// the sessions index names for it (sessions.Events), so its cost is the
+// session's size, not the stream's.
+func searchSession(ctx context.Context, js jetstream.JetStream, s Search, limit int) (*Page, error) {
+	m := newMatcher(s)
+	pg := &Page{}
+	var rows []Row // the newest matches before s.Before, oldest first
+	dropped := false
+	lastSeq := uint64(0)
+	err := sessions.Events(ctx, js, s.Session, func(seq uint64, idx int, ev []byte) error {
+		if seq != lastSeq {
+			pg.Scanned++
+			lastSeq = seq
+		}
+		if s.Before.Seq != 0 && (seq > s.Before.Seq || (seq == s.Before.Seq && idx >= s.Before.Index)) {
+			return nil
+		}
+		row, ok := m.match(ev)
+		if !ok {
+			return nil
+		}
+		row.Pos, row.raw = Position{Seq: seq, Index: idx}, bytes.Clone(row.raw)
+		rows = append(rows, row)
+		// Only the newest limit are shown: a long session is not held
+		// whole.
+		if len(rows) >= 2*limit {
+			rows, dropped = append(rows[:0], rows[len(rows)-limit:]...), true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) > limit {
+		rows, dropped = rows[len(rows)-limit:], true
+	}
+	for i := len(rows) - 1; i >= 0; i-- {
+		pg.Rows = append(pg.Rows, rows[i])
+	}
+	if dropped && len(pg.Rows) > 0 {
+		pg.Next = pg.Rows[len(pg.Rows)-1].Pos
+	}
+	return pg.done(), nil
 }
 
 // readRange calls fn with each message stored at sequences lo to hi, in
@@ -218,19 +277,47 @@ func readRange(ctx context.Context, st jetstream.Stream, lo, hi uint64, fn func(
 }
 
 type matcher struct {
-	s    Search
-	text []byte // lower case
+	s Search
+	// quoted are the exact values searched for as JSON strings: an event
+	// without one of them in its bytes cannot match, so most events of a
+	// narrow search are passed over without being read.
+	quoted [][]byte
+	text   []byte // lower case
+	// rawText is set when the text cannot appear escaped in JSON, so its
+	// absence from the event's bytes (ignoring ASCII case) rules the event
+	// out before its statement is decoded.
+	rawText bool
 }
 
 func newMatcher(s Search) *matcher {
-	return &matcher{s: s, text: []byte(strings.ToLower(s.Text))}
+	m := &matcher{s: s, text: []byte(strings.ToLower(s.Text)), rawText: true}
+	for _, v := range []string{s.User, s.Database, s.Session} {
+		if v != "" {
+			q, _ := json.Marshal(v)
+			m.quoted = append(m.quoted, q)
+		}
+	}
+	for _, c := range m.text {
+		// encoding/json escapes these (and <, >, & as \u00XX); other
+		// bytes, UTF-8 included, are stored as they are.
+		if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
+			m.rawText = false
+		}
+	}
+	return m
 }
 
 // match reads an event's envelope and applies the search; only events
 // that may match are decoded further.
 func (m *matcher) match(ev []byte) (Row, bool) {
 	s := m.s
-	if len(m.text) > 0 && !bytes.Contains(ev, []byte(`"db_query"`)) {
+	for _, q := range m.quoted {
+		if !bytes.Contains(ev, q) {
+			return Row{}, false
+		}
+	}
+	hasQuery := bytes.Contains(ev, []byte(`"db_query"`))
+	if len(m.text) > 0 && (!hasQuery || (m.rawText && !containsFold(ev, m.text))) {
 		return Row{}, false
 	}
 	env, err := format.Scan(ev)
@@ -245,13 +332,45 @@ func (m *matcher) match(ev []byte) (Row, bool) {
 	var q struct {
 		Query string `json:"db_query"`
 	}
-	if bytes.Contains(ev, []byte(`"db_query"`)) {
+	if hasQuery {
 		_ = json.Unmarshal(ev, &q)
 	}
 	if len(m.text) > 0 && !strings.Contains(strings.ToLower(q.Query), string(m.text)) {
 		return Row{}, false
 	}
-	return Row{Env: env, Statement: q.Query, JSON: indentJSON(ev)}, true
+	return Row{Env: env, Statement: q.Query, raw: ev}, true
+}
+
+// containsFold reports whether b holds lower, ignoring ASCII case; lower
+// is in lower case.
+func containsFold(b, lower []byte) bool {
+	if len(lower) == 0 {
+		return true
+	}
+	first := lower[0]
+	upper := first
+	if 'a' <= first && first <= 'z' {
+		upper -= 'a' - 'A'
+	}
+	for i := 0; i+len(lower) <= len(b); i++ {
+		if c := b[i]; c != first && c != upper {
+			continue
+		}
+		j := 1
+		for ; j < len(lower); j++ {
+			c := b[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				break
+			}
+		}
+		if j == len(lower) {
+			return true
+		}
+	}
+	return false
 }
 
 func indentJSON(ev []byte) string {
