@@ -123,6 +123,13 @@ func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit in
 			cut = -1
 		}
 	}
+	if !s.Until.IsZero() && s.Before.Seq == 0 {
+		// Skip what was stored after the range: the stream stores in
+		// time order. The minute of grace keeps events stored shortly
+		// after their time (their time decides, below); events held
+		// through a longer outage are found by a search without "to".
+		hi = lastStoredBy(ctx, st, first, last, s.Until.Add(untilGrace))
+	}
 	m := newMatcher(s)
 	size := uint64(readChunk)
 	for hi >= first && hi > 0 {
@@ -235,6 +242,31 @@ func searchSession(ctx context.Context, js jetstream.JetStream, s Search, limit 
 		pg.Next = pg.Rows[len(pg.Rows)-1].Pos
 	}
 	return pg.done(), nil
+}
+
+// untilGrace is how long after a search's end the messages stored are
+// still read for events whose time is within it.
+const untilGrace = time.Minute
+
+// lastStoredBy is the last sequence from first to last stored by t, found
+// by bisection (as `tollgate audit tail --until` finds it); 0 when none
+// is. Where a sequence cannot be read it answers last, so the walk back
+// reads more rather than less.
+func lastStoredBy(ctx context.Context, st jetstream.Stream, first, last uint64, t time.Time) uint64 {
+	lo, hi := first, last // the answer is in [lo-1, hi]
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		m, err := st.GetMsg(ctx, mid)
+		if err != nil {
+			return last
+		}
+		if m.Time.After(t) {
+			hi = mid - 1
+		} else {
+			lo = mid + 1
+		}
+	}
+	return hi
 }
 
 // readRange calls fn with each message stored at sequences lo to hi, in

@@ -109,7 +109,8 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("POST /logout", u.page(u.logout))
 	srv.Handle("GET /audit", u.page(u.audit))
 	srv.Handle("GET /sessions", u.page(u.sessionList))
-	srv.Handle("GET /sessions/{sid}", u.page(u.sessionPage))
+	// A session id may hold a slash, so the rest of the path is the id.
+	srv.Handle("GET /sessions/{sid...}", u.page(u.sessionPage))
 	srv.Handle("GET /requests", u.page(u.requestList))
 	srv.Handle("POST /requests/{id}/review", u.page(u.review))
 	srv.Handle("GET /databases", u.page(u.databases))
