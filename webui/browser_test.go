@@ -12,8 +12,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/identity"
-	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/webui"
@@ -100,6 +98,22 @@ func location(t *testing.T, ctx context.Context) string {
 	return eval[string](t, ctx, `location.pathname + location.search`)
 }
 
+// signIn signs in through the form, typing as a person does: the user
+// name, Tab to the password, Enter.
+func signIn(t *testing.T, ctx context.Context, base, user, pw string) {
+	t.Helper()
+	step(t, ctx, "sign-in page", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	status := submit(t, ctx, "sign in as "+user,
+		chromedp.Focus(chromedp.CSS("#user")),
+		chromedp.KeyEvent(user+"\t"+pw+"\r"))
+	if status != 200 && status != 403 {
+		t.Fatalf("sign in as %s: status %d: %q", user, status, text(t, ctx, "main"))
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('#signin').length`); n != 0 {
+		t.Fatalf("sign in as %s: still on the form: %q", user, text(t, ctx, "main"))
+	}
+}
+
 // publishSession stores a session's events through the publisher, as an
 // agent does: its start, the statements with their results, its end.
 func publishSession(t *testing.T, w *world, sid, user string, queries ...string) {
@@ -138,11 +152,6 @@ func TestBrowser(t *testing.T) {
 	}
 	if _, err := w.Store.RegisterDatabase(ctxT(t), admin, state.NewDatabase{Name: "pg1", Protocol: "postgres", URI: "127.0.0.1:5432",
 		Labels: map[string]string{"env": "dev"}, HostID: "agent1", AgentAddr: "127.0.0.1:3036"}); err != nil {
-		t.Fatal(err)
-	}
-	req, err := w.Requests.Create(ctxT(t), identity.Identity{User: "bob", Roles: []string{access.RoleRequester}},
-		requests.CreateRequest{Roles: []string{access.RoleAccess}, Reason: "fix the orders table"})
-	if err != nil {
 		t.Fatal(err)
 	}
 	base := "https://" + w.Addr
@@ -195,14 +204,38 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("forged sign-in CSRF token: status %d, page %q", status, text(t, ctx, "main"))
 	}
 
+	// bob signs in, is kept off the audit trail (for editors, as the
+	// API's sessions are), requests access and signs out.
+	signIn(t, ctx, base, "bob", bobPW)
+	if got := text(t, ctx, "#refused"); !strings.Contains(got, "needs the editor role") {
+		t.Fatalf("bob on the audit page: %q", got)
+	}
+	step(t, ctx, "bob's requests", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS("#create")))
+	status = submit(t, ctx, "request editor",
+		chromedp.SendKeys(chromedp.CSS("#roles"), "editor"),
+		chromedp.Click(chromedp.CSS("#create")))
+	if got := text(t, ctx, "#error"); status != 403 || !strings.Contains(got, `allows requesting role "editor"`) {
+		t.Fatalf("request for a role bob may not request: status %d, %q", status, got)
+	}
+	status = submit(t, ctx, "request access",
+		chromedp.SendKeys(chromedp.CSS("#roles"), access.RoleAccess),
+		chromedp.SendKeys(chromedp.CSS("#duration"), "2h"),
+		chromedp.SendKeys(chromedp.CSS("#reason"), "fix the orders table"),
+		chromedp.Click(chromedp.CSS("#create")))
+	reqs := w.Requests.List()
+	if status != 200 || len(reqs) != 1 || reqs[0].Requester != "bob" || reqs[0].Reason != "fix the orders table" || reqs[0].State != state.RequestPending {
+		t.Fatalf("bob's request: status %d, %+v", status, reqs)
+	}
+	req := reqs[0]
+	if got := text(t, ctx, "#requests tbody"); !strings.Contains(got, "pending") || strings.Contains(got, "Approve") {
+		t.Fatalf("bob's requests: %q", got)
+	}
+	submit(t, ctx, "bob signs out", chromedp.Click(`//button[normalize-space()="Sign out"]`))
+
 	// Sign in; the cookie is out of the page's reach.
-	step(t, ctx, "sign-in page", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#signin")))
-	status = submit(t, ctx, "sign in",
-		chromedp.SendKeys(chromedp.CSS("#user"), "alice"),
-		chromedp.SendKeys(chromedp.CSS("#password"), alicePW),
-		chromedp.Click(chromedp.CSS("#signin")))
-	if status != 200 || location(t, ctx) != "/audit" {
-		t.Fatalf("sign in: status %d at %s: %q", status, location(t, ctx), text(t, ctx, "main"))
+	signIn(t, ctx, base, "alice", alicePW)
+	if location(t, ctx) != "/audit" {
+		t.Fatalf("signed in at %s: %q", location(t, ctx), text(t, ctx, "main"))
 	}
 	if c := eval[string](t, ctx, `document.cookie`); c != "" {
 		t.Fatalf("a cookie is readable by scripts: %q", c)
@@ -300,25 +333,35 @@ func TestBrowser(t *testing.T) {
 		t.Fatal("the pending badge stayed after the review")
 	}
 
+	// Every page fits a 1280 px screen and a phone's without sideways
+	// scrolling.
+	for _, vp := range []struct {
+		w, h   int64
+		mobile bool
+	}{{1280, 900, false}, {390, 844, true}} {
+		emu := chromedp.EmulateViewport(vp.w, vp.h)
+		if vp.mobile {
+			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(3))
+		}
+		step(t, ctx, "viewport", emu)
+		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases"} {
+			step(t, ctx, path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("h1")))
+			if over := eval[int](t, ctx, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
+				t.Errorf("%s at %d px is %d px too wide", path, vp.w, over)
+			}
+		}
+	}
+	step(t, ctx, "desktop again", chromedp.EmulateViewport(1280, 900))
+
 	// Sign out: the session is gone on the server too.
 	status = submit(t, ctx, "sign out", chromedp.Click(`//button[normalize-space()="Sign out"]`))
 	if status != 200 || !strings.HasPrefix(location(t, ctx), "/login") {
 		t.Fatalf("sign out: status %d at %s", status, location(t, ctx))
 	}
 	step(t, ctx, "audit after sign-out", chromedp.Navigate(base+"/audit"), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	bobs, _ := w.Requests.Get(req.ID)
+	if bobs.State != state.RequestApproved {
+		t.Fatalf("bob's request after the review: %s", bobs.State)
+	}
 
-	// bob may sign in but the audit trail is for editors, as the API's
-	// sessions are.
-	step(t, ctx, "sign-in page", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#signin")))
-	submit(t, ctx, "bob signs in",
-		chromedp.SendKeys(chromedp.CSS("#user"), "bob"),
-		chromedp.SendKeys(chromedp.CSS("#password"), bobPW),
-		chromedp.Click(chromedp.CSS("#signin")))
-	if got := text(t, ctx, "#refused"); !strings.Contains(got, "needs the editor role") {
-		t.Fatalf("bob on the audit page: %q", got)
-	}
-	step(t, ctx, "bob's requests", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS("#requests")))
-	if got := text(t, ctx, "#requests tbody"); !strings.Contains(got, "approved") || strings.Contains(got, "Approve") {
-		t.Fatalf("bob's requests: %q", got)
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -81,6 +82,10 @@ type requestRow struct {
 // requestList shows the requests the caller may see, as GET
 // /v1/requests does, with a review form on those they may still review.
 func (u *UI) requestList(w http.ResponseWriter, r *http.Request, c *caller) {
+	u.requestPage(w, c, http.StatusOK, "")
+}
+
+func (u *UI) requestPage(w http.ResponseWriter, c *caller, status int, msg string) {
 	var rows []requestRow
 	for _, req := range u.o.Requests.Visible(c.id) {
 		rows = append(rows, requestRow{AccessRequest: requests.ToAPI(req),
@@ -88,7 +93,42 @@ func (u *UI) requestList(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
 	v := u.view(c, "Access requests", "requests", rows)
-	u.render(w, http.StatusOK, "requests", v)
+	v.Error = msg
+	u.render(w, status, "requests", v)
+}
+
+// createRequest stores an access request through the workflow the API
+// and `tg request create` use (requests.Service.Create), which checks
+// that the caller's roles allow requesting each role.
+func (u *UI) createRequest(w http.ResponseWriter, r *http.Request, c *caller) {
+	var d time.Duration
+	if v := strings.TrimSpace(r.PostFormValue("duration")); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			u.requestPage(w, c, http.StatusBadRequest, "Duration: want a duration such as 30m or 4h.")
+			return
+		}
+	}
+	_, err := u.o.Requests.Create(r.Context(), c.id, requests.CreateRequest{Roles: strings.Split(r.PostFormValue("roles"), ","),
+		Reason: r.PostFormValue("reason"), Duration: d})
+	if err != nil {
+		u.requestPage(w, c, statusOf(err), err.Error())
+		return
+	}
+	http.Redirect(w, r, "/requests", http.StatusSeeOther)
+}
+
+// statusOf is the status the API answers a workflow error with.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, requests.ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, state.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrExists):
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
 }
 
 // review records a verdict through the workflow the API and CLI use
@@ -98,16 +138,7 @@ func (u *UI) review(w http.ResponseWriter, r *http.Request, c *caller) {
 	verdict := r.PostFormValue("verdict")
 	_, err := u.o.Requests.Review(r.Context(), c.id, r.PathValue("id"), verdict, r.PostFormValue("reason"))
 	if err != nil {
-		status := http.StatusBadRequest
-		switch {
-		case errors.Is(err, requests.ErrForbidden):
-			status = http.StatusForbidden
-		case errors.Is(err, state.ErrNotFound):
-			status = http.StatusNotFound
-		case errors.Is(err, state.ErrConflict):
-			status = http.StatusConflict
-		}
-		u.render(w, status, "error", u.view(c, "Review refused", "requests", err.Error()))
+		u.render(w, statusOf(err), "error", u.view(c, "Review refused", "requests", err.Error()))
 		return
 	}
 	http.Redirect(w, r, "/requests", http.StatusSeeOther)

@@ -112,6 +112,7 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	// A session id may hold a slash, so the rest of the path is the id.
 	srv.Handle("GET /sessions/{sid...}", u.page(u.sessionPage))
 	srv.Handle("GET /requests", u.page(u.requestList))
+	srv.Handle("POST /requests", u.page(u.createRequest))
 	srv.Handle("POST /requests/{id}/review", u.page(u.review))
 	srv.Handle("GET /databases", u.page(u.databases))
 	return u
