@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +98,31 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 
 func location(t *testing.T, ctx context.Context) string {
 	return eval[string](t, ctx, `location.pathname + location.search`)
+}
+
+// shots are the pages pictured in docs/screenshots.
+var shots = map[string]bool{"/audit?q=marker_4242": true, "/sessions/S-web-1": true, "/requests": true, "/databases": true}
+
+// shoot writes a PNG of the whole page (`make screenshots` sets
+// TOLLGATE_WEBUI_SCREENSHOTS to docs/screenshots).
+func shoot(t *testing.T, ctx context.Context, file string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", file, err)
+	}
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pageName names a page's screenshot after its path.
+func pageName(path string) string {
+	name := strings.Trim(strings.NewReplacer("/", "-", "?", "-", "=", "-").Replace(path), "-")
+	if name == "" {
+		return "home"
+	}
+	return name
 }
 
 // signIn signs in through the form, typing as a person does: the user
@@ -341,13 +368,16 @@ func TestBrowser(t *testing.T) {
 	}{{1280, 900, false}, {390, 844, true}} {
 		emu := chromedp.EmulateViewport(vp.w, vp.h)
 		if vp.mobile {
-			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(3))
+			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(2))
 		}
 		step(t, ctx, "viewport", emu)
 		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases"} {
 			step(t, ctx, path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("h1")))
 			if over := eval[int](t, ctx, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 				t.Errorf("%s at %d px is %d px too wide", path, vp.w, over)
+			}
+			if dir := os.Getenv("TOLLGATE_WEBUI_SCREENSHOTS"); dir != "" && shots[path] {
+				shoot(t, ctx, filepath.Join(dir, fmt.Sprintf("%s-%d.png", pageName(path), vp.w)))
 			}
 		}
 	}
