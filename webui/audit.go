@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -65,9 +66,8 @@ type Row struct {
 	Pos       Position
 	Env       format.Envelope
 	Statement string
-	// JSON is the event as stored, indented.
-	JSON string
-	raw  []byte
+	// Raw is the event as stored.
+	Raw []byte
 }
 
 // Page is one page of results, newest first.
@@ -174,29 +174,21 @@ func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit in
 				pg.Rows = append(pg.Rows, row)
 				if len(pg.Rows) == limit {
 					pg.Next = row.Pos
-					return pg.done(), nil
+					return pg, nil
 				}
 			}
 			if pg.Scanned >= maxScan && mm.seq > first {
 				pg.Limited, pg.Next = true, Position{Seq: mm.seq}
-				return pg.done(), nil
+				return pg, nil
 			}
 		}
 		if older || lo == first {
-			return pg.done(), nil
+			return pg, nil
 		}
 		hi, cut = lo-1, -1
 		size = min(2*size, maxChunk)
 	}
-	return pg.done(), nil
-}
-
-// done indents the JSON of the rows shown, and only theirs.
-func (pg *Page) done() *Page {
-	for i := range pg.Rows {
-		pg.Rows[i].JSON, pg.Rows[i].raw = indentJSON(pg.Rows[i].raw), nil
-	}
-	return pg
+	return pg, nil
 }
 
 // searchSession answers a search within one session from the messages
@@ -220,7 +212,7 @@ func searchSession(ctx context.Context, js jetstream.JetStream, s Search, limit 
 		if !ok {
 			return nil
 		}
-		row.Pos, row.raw = Position{Seq: seq, Index: idx}, bytes.Clone(row.raw)
+		row.Pos, row.Raw = Position{Seq: seq, Index: idx}, bytes.Clone(row.Raw)
 		rows = append(rows, row)
 		// Only the newest limit are shown: a long session is not held
 		// whole.
@@ -241,7 +233,7 @@ func searchSession(ctx context.Context, js jetstream.JetStream, s Search, limit 
 	if dropped && len(pg.Rows) > 0 {
 		pg.Next = pg.Rows[len(pg.Rows)-1].Pos
 	}
-	return pg.done(), nil
+	return pg, nil
 }
 
 // untilGrace is how long after a search's end the messages stored are
@@ -370,7 +362,7 @@ func (m *matcher) match(ev []byte) (Row, bool) {
 	if len(m.text) > 0 && !strings.Contains(strings.ToLower(q.Query), string(m.text)) {
 		return Row{}, false
 	}
-	return Row{Env: env, Statement: q.Query, raw: ev}, true
+	return Row{Env: env, Statement: q.Query, Raw: ev}, true
 }
 
 // containsFold reports whether b holds lower, ignoring ASCII case; lower
@@ -421,6 +413,7 @@ type auditData struct {
 	Since, Until      string
 	Page              *Page
 	NextURL, FirstURL string
+	DownloadURL       string
 }
 
 // parseSearch reads the search form; times are RFC 3339 or the
@@ -478,6 +471,12 @@ func (u *UI) audit(w http.ResponseWriter, r *http.Request, c *caller) {
 		u.render(w, http.StatusServiceUnavailable, "audit", v)
 		return
 	}
+	dq := url.Values{}
+	for k, vs := range q {
+		dq[k] = vs
+	}
+	dq.Del("before")
+	d.DownloadURL = "/audit/download?" + dq.Encode()
 	if d.Page.Next.Seq != 0 {
 		nq := url.Values{}
 		for k, vs := range q {
@@ -495,4 +494,55 @@ func (u *UI) audit(w http.ResponseWriter, r *http.Request, c *caller) {
 		d.FirstURL = "/audit?" + fq.Encode()
 	}
 	u.render(w, http.StatusOK, "audit", v)
+}
+
+// maxDownload bounds the events one download holds.
+const maxDownload = 100_000
+
+// auditDownload answers the events the search selects as JSON lines, as
+// stored (what exporters and `tollgate audit verify --file` read), newest
+// first, up to maxDownload; a trailer says when that bound cut it.
+func (u *UI) auditDownload(w http.ResponseWriter, r *http.Request, c *caller) {
+	if !c.editor() {
+		u.forbidden(w, c, "editor")
+		return
+	}
+	s, err := parseSearch(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	// The first page is read before anything is sent, so a failure is
+	// still an error status.
+	pg, err := SearchAudit(r.Context(), u.o.JS, s, 1000)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", `attachment; filename="tollgate-audit.jsonl"`)
+	w.Header().Set("Trailer", "Tollgate-Truncated")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	defer bw.Flush()
+	n := 0
+	for {
+		for _, row := range pg.Rows {
+			if n == maxDownload {
+				bw.Flush()
+				w.Header().Set("Tollgate-Truncated", strconv.Itoa(maxDownload))
+				return
+			}
+			bw.Write(row.Raw)
+			bw.WriteByte('\n')
+			n++
+		}
+		if pg.Next.Seq == 0 || r.Context().Err() != nil {
+			return
+		}
+		s.Before = pg.Next
+		if pg, err = SearchAudit(r.Context(), u.o.JS, s, 1000); err != nil {
+			u.o.Log.Warn("audit download cut short", "err", err)
+			return
+		}
+	}
 }

@@ -89,7 +89,7 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(sctx, chromedp.Evaluate[T](js))
+	v, err := chromedp.Run(sctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 	if err != nil {
 		t.Fatalf("%s: %v", js, err)
 	}
@@ -212,7 +212,7 @@ func TestBrowser(t *testing.T) {
 			Reason  string `json:"reason"`
 			Path    string `json:"path"`
 		}
-		if json.Unmarshal([]byte(r.JSON), &ev) == nil && !ev.Success && ev.Reason == events.LoginWrongPassword && ev.Path == "POST /login" {
+		if json.Unmarshal(r.Raw, &ev) == nil && !ev.Success && ev.Reason == events.LoginWrongPassword && ev.Path == "POST /login" {
 			refused = true
 		}
 	}
@@ -287,6 +287,10 @@ func TestBrowser(t *testing.T) {
 	if status != 200 || eval[int](t, ctx, `document.querySelectorAll('#events tbody tr').length`) != 1 ||
 		!strings.Contains(rows, "select marker_4242 from orders") || !strings.Contains(rows, "S-web-1") {
 		t.Fatalf("search for the statement: status %d, rows %q", status, rows)
+	}
+	dl := eval[string](t, ctx, `fetch(document.getElementById('download').href).then(r => r.text())`)
+	if lines := strings.Split(strings.TrimSpace(dl), "\n"); len(lines) != 1 || !strings.Contains(lines[0], `"db_query":"select marker_4242 from orders"`) {
+		t.Fatalf("download of the search: %q", dl)
 	}
 	step(t, ctx, "expand the event", chromedp.Click(chromedp.CSS("#events summary")), chromedp.WaitVisible(chromedp.CSS("#events pre.json")))
 	if js := text(t, ctx, "#events pre.json"); !strings.Contains(js, `"db_query": "select marker_4242 from orders"`) || !strings.Contains(js, `"sid": "S-web-1"`) {

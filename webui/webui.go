@@ -108,6 +108,7 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("POST /login", http.HandlerFunc(u.loginSubmit))
 	srv.Handle("POST /logout", u.page(u.logout))
 	srv.Handle("GET /audit", u.page(u.audit))
+	srv.Handle("GET /audit/download", u.page(u.auditDownload))
 	srv.Handle("GET /sessions", u.page(u.sessionList))
 	// A session id may hold a slash, so the rest of the path is the id.
 	srv.Handle("GET /sessions/{sid...}", u.page(u.sessionPage))
@@ -126,6 +127,8 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05.000Z")
 	},
 	"join": strings.Join,
+	// indent shows an event's JSON as stored, indented for reading.
+	"indent": indentJSON,
 	"ms": func(d time.Duration) string {
 		return fmt.Sprintf("%.3f", float64(d)/float64(time.Second))
 	},
@@ -197,12 +200,8 @@ func (u *UI) page(h func(http.ResponseWriter, *http.Request, *caller)) http.Hand
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := u.authenticate(r)
 		if err != nil {
-			if r.Method != http.MethodGet {
-				u.render(w, http.StatusUnauthorized, "login", view{Title: "Sign in", Error: "Your session ended; sign in again."})
-				return
-			}
 			next := "/login"
-			if r.URL.Path != "/" {
+			if r.Method == http.MethodGet && r.URL.Path != "/" {
 				next += "?next=" + url.QueryEscape(r.URL.RequestURI())
 			}
 			if !errors.Is(err, errNoSession) {
