@@ -80,6 +80,9 @@ type Page struct {
 	// its bound before the page was full, so Next continues the search.
 	Scanned int
 	Limited bool
+	// Last is the stream's last sequence when the page was read: a live
+	// tail of the page starts after it.
+	Last uint64
 }
 
 // maxScan bounds the events one page reads, so a search that matches
@@ -112,7 +115,7 @@ func SearchAudit(ctx context.Context, js jetstream.JetStream, s Search, limit in
 		return nil, fmt.Errorf("audit stream: %w", err)
 	}
 	first, last := info.State.FirstSeq, info.State.LastSeq
-	pg := &Page{}
+	pg := &Page{Last: last}
 	if info.State.Msgs == 0 {
 		return pg, nil
 	}
@@ -414,6 +417,9 @@ type auditData struct {
 	Page              *Page
 	NextURL, FirstURL string
 	DownloadURL       string
+	// LiveURL follows the search from the newest event shown; empty on
+	// older pages, which a live tail would not continue.
+	LiveURL string
 }
 
 // parseSearch reads the search form; times are RFC 3339 or the
@@ -477,6 +483,10 @@ func (u *UI) audit(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	dq.Del("before")
 	d.DownloadURL = "/audit/download?" + dq.Encode()
+	if s.Before.Seq == 0 {
+		dq.Set("from", strconv.FormatUint(d.Page.Last, 10))
+		d.LiveURL = "/audit/live?" + dq.Encode()
+	}
 	if d.Page.Next.Seq != 0 {
 		nq := url.Values{}
 		for k, vs := range q {

@@ -312,6 +312,19 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("older page: status %d, %d events", status, len(second))
 	}
 
+	// The live tail: a statement run after the page loaded appears on it.
+	step(t, ctx, "live search", chromedp.Navigate(base+"/audit?q=live_9999"), chromedp.WaitVisible(chromedp.CSS("#live")))
+	step(t, ctx, "follow live", chromedp.Click(chromedp.CSS("#live")),
+		chromedp.WaitVisible(chromedp.CSS(`#live-controls[data-state=following]`)))
+	publishSession(t, w, "S-live", "bob", "select live_9999")
+	step(t, ctx, "live event", chromedp.WaitVisible(chromedp.CSS(`#events tbody tr.new a.sid`)))
+	if got := text(t, ctx, "#events tbody tr.new"); !strings.Contains(got, "select live_9999") || !strings.Contains(got, "S-live") {
+		t.Fatalf("live row: %q", got)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('#events tbody tr.new').length`); n != 1 {
+		t.Fatalf("%d live rows, want the one statement", n)
+	}
+
 	// The session's replay.
 	step(t, ctx, "search again", chromedp.Navigate(base+"/audit?q=marker_4242"), chromedp.WaitVisible(chromedp.CSS("a.sid")))
 	status = submit(t, ctx, "open the session", chromedp.Click(chromedp.CSS("a.sid")))

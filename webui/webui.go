@@ -109,6 +109,7 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("POST /logout", u.page(u.logout))
 	srv.Handle("GET /audit", u.page(u.audit))
 	srv.Handle("GET /audit/download", u.page(u.auditDownload))
+	srv.Handle("GET /audit/live", u.page(u.auditLive))
 	srv.Handle("GET /sessions", u.page(u.sessionList))
 	// A session id may hold a slash, so the rest of the path is the id.
 	srv.Handle("GET /sessions/{sid...}", u.page(u.sessionPage))
