@@ -377,6 +377,40 @@ func TestBrowser(t *testing.T) {
 		t.Fatal("the pending badge stayed after the review")
 	}
 
+	// An editor ends a live session from its page with a lock; the lock
+	// is listed and can be lifted.
+	{
+		db := events.Database{Service: "pg1", Protocol: "postgres", URI: "127.0.0.1:5432", User: "app", Name: "shop"}
+		start := &events.SessionStart{Database: db, Status: events.Status{Success: true}}
+		start.Header().User, start.SID = "bob", "S-open"
+		if err := w.pub.Publish(ctxT(t), start); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(t, ctx, "live session", chromedp.Navigate(base+"/sessions/S-open"), chromedp.WaitVisible(chromedp.CSS("#end-session")))
+	status = submit(t, ctx, "end the session",
+		chromedp.SendKeys(chromedp.CSS("#end-message"), "please stop, maintenance"),
+		chromedp.Click(chromedp.CSS("#end-session")))
+	var lock state.Lock
+	for _, k := range w.Store.Locks() {
+		if k.TargetSession == "S-open" {
+			lock = k
+		}
+	}
+	if status != 200 || lock.CreatedBy != "alice" || lock.Message != "please stop, maintenance" || !strings.Contains(text(t, ctx, "#notice"), "lock on this session") {
+		t.Fatalf("end session: status %d, lock %+v", status, lock)
+	}
+	status = submit(t, ctx, "Locks link", chromedp.Click(`//nav//a[normalize-space()="Locks"]`))
+	if got := text(t, ctx, "#locks tbody"); status != 200 || !strings.Contains(got, "session S-open") || !strings.Contains(got, "by alice") {
+		t.Fatalf("locks page: status %d, %q", status, got)
+	}
+	status = submit(t, ctx, "remove the lock", chromedp.Click(chromedp.CSS(`#locks button`)))
+	for _, k := range w.Store.Locks() {
+		if k.ID == lock.ID && k.Active(time.Now()) {
+			t.Fatalf("lock %s still in force after its removal (status %d)", k.ID, status)
+		}
+	}
+
 	// Every page fits a 1280 px screen and a phone's without sideways
 	// scrolling.
 	for _, vp := range []struct {
@@ -388,7 +422,7 @@ func TestBrowser(t *testing.T) {
 			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(2))
 		}
 		step(t, ctx, "viewport", emu)
-		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases"} {
+		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases", "/locks"} {
 			step(t, ctx, path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("h1")))
 			if over := eval[int](t, ctx, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 				t.Errorf("%s at %d px is %d px too wide", path, vp.w, over)

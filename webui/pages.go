@@ -46,7 +46,11 @@ func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, c *caller) {
 		u.render(w, http.StatusNotFound, "error", u.view(c, "Session "+sid, "sessions", err.Error()))
 		return
 	}
-	u.render(w, http.StatusOK, "session", u.view(c, "Session "+sid, "sessions", t))
+	v := u.view(c, "Session "+sid, "sessions", t)
+	if r.URL.Query().Get("ended") != "" {
+		v.Notice = "A lock on this session is in place: its agent ends it and refuses it from now on."
+	}
+	u.render(w, http.StatusOK, "session", v)
 }
 
 // pendingReviews counts the pending requests the caller may still

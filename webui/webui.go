@@ -43,6 +43,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/requests"
+	"github.com/tollgate-db/tollgate/broker/state"
 )
 
 //go:embed templates/*.html
@@ -66,6 +67,7 @@ const (
 type Options struct {
 	Login    *login.Service
 	Requests *requests.Service
+	Store    *state.Store
 	JS       jetstream.JetStream
 	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -117,6 +119,9 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("POST /requests", u.page(u.createRequest))
 	srv.Handle("POST /requests/{id}/review", u.page(u.review))
 	srv.Handle("GET /databases", u.page(u.databases))
+	srv.Handle("GET /locks", u.page(u.lockList))
+	srv.Handle("POST /locks", u.page(u.addLock))
+	srv.Handle("POST /locks/{id}/remove", u.page(u.removeLock))
 	return u
 }
 
@@ -169,7 +174,9 @@ type view struct {
 	Editor  bool
 	Pending int
 	Error   string
-	Data    any
+	// Notice says what an action just did.
+	Notice string
+	Data   any
 }
 
 func (u *UI) render(w http.ResponseWriter, status int, name string, v view) {
