@@ -272,7 +272,7 @@ func TestBrowser(t *testing.T) {
 	// shown, its session opened.
 	step(t, ctx, "follow Audit", chromedp.Navigate(base+"/databases"), chromedp.WaitVisible(chromedp.CSS("#databases")))
 	if got := text(t, ctx, "#databases tbody"); !strings.Contains(got, "pg1") || !strings.Contains(got, "env=dev") ||
-		!strings.Contains(got, "tg db connect pg1") || !strings.Contains(got, "online") {
+		!strings.Contains(got, "tg db connect pg1") || !strings.Contains(got, `psql "service=tollgate-pg1"`) || !strings.Contains(got, "online") {
 		t.Fatalf("databases page: %q", got)
 	}
 	status = submit(t, ctx, "Audit link", chromedp.Click(`//nav//a[normalize-space()="Audit"]`))

@@ -151,6 +151,23 @@ func (u *UI) review(w http.ResponseWriter, r *http.Request, c *caller) {
 type dbRow struct {
 	api.Database
 	Labels string
+	// Commands are the lines that reach the database, as tg's help
+	// gives them for its protocol.
+	Commands []string
+}
+
+// connectCommands are the ways to reach a database: tg db connect opens
+// the protocol's own client (psql, mariadb) through a tunnel; libpq
+// clients may use the service entry tg db login writes; any client may
+// use a tunnel on a local port.
+func connectCommands(d api.Database) []string {
+	switch d.Protocol {
+	case "postgres", "cockroachdb":
+		return []string{"tg db connect " + d.Name, "tg db login " + d.Name + ` && psql "service=tollgate-` + d.Name + `"`}
+	case "mysql":
+		return []string{"tg db connect " + d.Name, "tg proxy db " + d.Name + " --tunnel --port=3307 && mariadb --host=127.0.0.1 --port=3307 --skip-ssl"}
+	}
+	return []string{"tg proxy db " + d.Name + " --tunnel --port=11433"}
 }
 
 // databases lists what GET /v1/databases answers the caller.
@@ -163,7 +180,7 @@ func (u *UI) databases(w http.ResponseWriter, r *http.Request, c *caller) {
 			ls = append(ls, k+"="+v)
 		}
 		sort.Strings(ls)
-		rows = append(rows, dbRow{Database: d, Labels: strings.Join(ls, ", ")})
+		rows = append(rows, dbRow{Database: d, Labels: strings.Join(ls, ", "), Commands: connectCommands(d)})
 	}
 	u.render(w, http.StatusOK, "databases", u.view(c, "Databases", "databases", map[string]any{"Rows": rows, "Empty": emptyReasons[reason]}))
 }
