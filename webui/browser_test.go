@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -411,6 +412,40 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 
+	// Users and roles, for editors, through the API's admin operations.
+	if status = submit(t, ctx, "Users link", chromedp.Click(`//nav//a[normalize-space()="Users"]`)); status != 200 {
+		t.Fatalf("users page: %d", status)
+	}
+	status = submit(t, ctx, "add a user",
+		chromedp.SendKeys(chromedp.CSS("#user-name"), "dora"),
+		chromedp.SendKeys(chromedp.CSS("#user-roles"), "access, requester"),
+		chromedp.Click(chromedp.CSS("#add-user")))
+	if got := text(t, ctx, "#login-command"); status != 200 || !strings.Contains(got, "tg login") || !strings.Contains(got, "dora") {
+		t.Fatalf("add user: status %d, login command %q", status, got)
+	}
+	if u, ok := w.Store.User("dora"); !ok || u.CreatedBy != "alice" || !slices.Equal(u.Roles, []string{"access", "requester"}) {
+		t.Fatalf("dora in STATE: %+v %v", u, ok)
+	}
+	status = submit(t, ctx, "remove the user", chromedp.Click(chromedp.CSS(`#users button[aria-label="Remove user dora"]`)))
+	if _, ok := w.Store.User("dora"); status != 200 || ok {
+		t.Fatalf("remove user: status %d, still there %v", status, ok)
+	}
+	if status = submit(t, ctx, "Roles link", chromedp.Click(`//nav//a[normalize-space()="Roles"]`)); status != 200 {
+		t.Fatalf("roles page: %d", status)
+	}
+	status = submit(t, ctx, "apply a role",
+		chromedp.SetValue(chromedp.CSS("#roles-yaml"), "kind: role\nmetadata: {name: dba, description: production admins}\nspec:\n  allow:\n    db_labels: {env: prod}\n    db_users: [admin]\n"),
+		chromedp.Click(chromedp.CSS("#apply-roles")))
+	if got := text(t, ctx, "#applied"); status != 200 || !strings.Contains(got, "dba: created") || !strings.Contains(text(t, ctx, "#roles tbody"), "production admins") {
+		t.Fatalf("apply role: status %d, %q", status, got)
+	}
+	status = submit(t, ctx, "apply a broken role",
+		chromedp.SetValue(chromedp.CSS("#roles-yaml"), "kind: role\nmetadata: {name: dba}\nspec: {allow: {no_such_rule: 1}}\n"),
+		chromedp.Click(chromedp.CSS("#apply-roles")))
+	if got := text(t, ctx, "#error"); status != 400 || !strings.Contains(got, "Roles not changed") {
+		t.Fatalf("broken role: status %d, %q", status, got)
+	}
+
 	// Every page fits a 1280 px screen and a phone's without sideways
 	// scrolling.
 	for _, vp := range []struct {
@@ -422,7 +457,7 @@ func TestBrowser(t *testing.T) {
 			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(2))
 		}
 		step(t, ctx, "viewport", emu)
-		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases", "/locks"} {
+		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases", "/locks", "/users", "/roles"} {
 			step(t, ctx, path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("h1")))
 			if over := eval[int](t, ctx, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 				t.Errorf("%s at %d px is %d px too wide", path, vp.w, over)

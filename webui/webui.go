@@ -39,6 +39,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/admin"
 	"github.com/tollgate-db/tollgate/broker/apiserver"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
@@ -68,6 +69,7 @@ type Options struct {
 	Login    *login.Service
 	Requests *requests.Service
 	Store    *state.Store
+	Admin    *admin.Service
 	JS       jetstream.JetStream
 	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -122,6 +124,11 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("GET /locks", u.page(u.lockList))
 	srv.Handle("POST /locks", u.page(u.addLock))
 	srv.Handle("POST /locks/{id}/remove", u.page(u.removeLock))
+	srv.Handle("GET /users", u.page(u.userList))
+	srv.Handle("POST /users", u.page(u.addUser))
+	srv.Handle("POST /users/{name}/remove", u.page(u.removeUser))
+	srv.Handle("GET /roles", u.page(u.roleList))
+	srv.Handle("POST /roles", u.page(u.upsertRoles))
 	return u
 }
 
