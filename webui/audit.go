@@ -529,6 +529,8 @@ func (u *UI) auditDownload(w http.ResponseWriter, r *http.Request, c *caller) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	// A large download outlasts the server's write timeout for answers.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10 * time.Minute))
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Content-Disposition", `attachment; filename="tollgate-audit.jsonl"`)
 	w.Header().Set("Trailer", "Tollgate-Truncated")

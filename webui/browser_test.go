@@ -235,8 +235,12 @@ func TestBrowser(t *testing.T) {
 	// bob signs in, is kept off the audit trail (for editors, as the
 	// API's sessions are), requests access and signs out.
 	signIn(t, ctx, base, "bob", bobPW)
-	if got := text(t, ctx, "#refused"); !strings.Contains(got, "needs the editor role") {
-		t.Fatalf("bob on the audit page: %q", got)
+	if loc := location(t, ctx); loc != "/databases" || eval[int](t, ctx, `document.querySelectorAll('nav a[href="/audit"]').length`) != 0 {
+		t.Fatalf("bob landed on %s, or sees the Audit link", loc)
+	}
+	status = submit(t, ctx, "bob on the audit page", chromedp.Navigate(base+"/audit"))
+	if got := text(t, ctx, "#refused"); status != 403 || !strings.Contains(got, "needs the editor role") {
+		t.Fatalf("bob on the audit page: status %d, %q", status, got)
 	}
 	step(t, ctx, "bob's requests", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS("#create")))
 	status = submit(t, ctx, "request editor",

@@ -5,10 +5,12 @@ import "testing"
 func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{
 		"/sessions/S1?x=1":     "/sessions/S1?x=1",
-		"":                     "/audit",
-		"https://evil.example": "/audit",
-		"//evil.example/x":     "/audit",
-		"/\\evil.example":      "/audit",
+		"":                     "/",
+		"https://evil.example": "/",
+		"//evil.example/x":     "/",
+		"/\\evil.example":      "/",
+		"/\t/evil.example":     "/",
+		"/\n/evil.example":     "/",
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)

@@ -105,8 +105,13 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	u := &UI{o: o, api: srv, tmpl: parseTemplates(), sessions: map[string]*webSession{}}
 	static, _ := fs.Sub(staticFS, "static")
 	srv.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	// Editors start on the audit trail; others on what they may use.
 	srv.Handle("GET /{$}", u.page(func(w http.ResponseWriter, r *http.Request, c *caller) {
-		http.Redirect(w, r, "/audit", http.StatusSeeOther)
+		if c.editor() {
+			http.Redirect(w, r, "/audit", http.StatusSeeOther)
+			return
+		}
+		http.Redirect(w, r, "/databases", http.StatusSeeOther)
 	}))
 	srv.Handle("GET /login", http.HandlerFunc(u.loginForm))
 	srv.Handle("POST /login", http.HandlerFunc(u.loginSubmit))
@@ -313,10 +318,14 @@ func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 }
 
 // safeNext keeps a return path on this site: a path, never a URL another
-// site could be reached by.
+// site could be reached by. Browsers drop tabs and newlines from URLs and
+// read a backslash as a slash, so a path holding any of them is refused
+// too ("/\t/evil.example" would become "//evil.example").
 func safeNext(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
-		return "/audit"
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsFunc(p, func(r rune) bool {
+		return r < 0x20 || r == 0x7f || r == '\\'
+	}) {
+		return "/"
 	}
 	return p
 }
