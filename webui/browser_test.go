@@ -450,6 +450,17 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("broken role: status %d, %q", status, got)
 	}
 
+	// Health: the agent serving pg1 and its heartbeat.
+	if status = submit(t, ctx, "Health link", chromedp.Click(`//nav//a[normalize-space()="Health"]`)); status != 200 {
+		t.Fatalf("health page: %d", status)
+	}
+	if got := text(t, ctx, "#agents tbody"); !strings.Contains(got, "agent1") || !strings.Contains(got, "pg1") || !strings.Contains(got, "online") {
+		t.Fatalf("agents: %q", got)
+	}
+	if got := text(t, ctx, "#exporters tbody"); !strings.Contains(got, "No exporter") {
+		t.Fatalf("exporters: %q", got)
+	}
+
 	// Every page fits a 1280 px screen and a phone's without sideways
 	// scrolling.
 	for _, vp := range []struct {
@@ -461,7 +472,7 @@ func TestBrowser(t *testing.T) {
 			emu = chromedp.EmulateViewport(vp.w, vp.h, chromedp.EmulateMobile, chromedp.EmulateScale(2))
 		}
 		step(t, ctx, "viewport", emu)
-		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases", "/locks", "/users", "/roles"} {
+		for _, path := range []string{"/audit", "/audit?q=marker_4242", "/sessions", "/sessions/S-web-1", "/requests", "/databases", "/locks", "/users", "/roles", "/health"} {
 			step(t, ctx, path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("h1")))
 			if over := eval[int](t, ctx, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 				t.Errorf("%s at %d px is %d px too wide", path, vp.w, over)

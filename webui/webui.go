@@ -45,6 +45,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
 )
 
 //go:embed templates/*.html
@@ -70,8 +71,11 @@ type Options struct {
 	Requests *requests.Service
 	Store    *state.Store
 	Admin    *admin.Service
-	JS       jetstream.JetStream
-	Log      *slog.Logger
+	// Exporters are the configured exporters, listed even before they
+	// first run.
+	Exporters []config.Exporter
+	JS        jetstream.JetStream
+	Log       *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -134,6 +138,7 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("POST /users/{name}/remove", u.page(u.removeUser))
 	srv.Handle("GET /roles", u.page(u.roleList))
 	srv.Handle("POST /roles", u.page(u.upsertRoles))
+	srv.Handle("GET /health", u.page(u.health))
 	return u
 }
 

@@ -173,7 +173,8 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	locks.Mount(b.API, b.Store)
 	sessions.Mount(b.API, o.JS)
 	// The web UI at /, beside the API's /v1/ paths on the same listener.
-	webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS, Log: o.Log.With("component", "webui")})
+	webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
+		Exporters: cfg.Exporters, Log: o.Log.With("component", "webui")})
 	go b.Requests.Run(ctx)
 	go func() {
 		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))
