@@ -24,7 +24,8 @@ import (
 // in to the web UI in headless Chromium, finds a statement a live session
 // ran a moment earlier by its text, opens the session's replay, and ends
 // the session from its page: the user's open connection is refused its
-// next statement, with the editor's message.
+// next statement, with the editor's message. A lock on the user, placed
+// on the locks page, then ends the user's next session.
 func TestWebUIEndsALiveSession(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -129,5 +130,27 @@ func TestWebUIEndsALiveSession(t *testing.T) {
 	}
 	if w.logged("webui after the end") {
 		t.Fatal("a statement of the ended session reached PostgreSQL")
+	}
+
+	// A lock on the user from the locks page ends bob's next session too.
+	again, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(context.Background())
+	do("Locks link", chromedp.Click(`//nav//a[normalize-space()="Locks"]`))
+	do("lock bob", chromedp.SendKeys(chromedp.CSS("#lock-user"), "bob"),
+		chromedp.SendKeys(chromedp.CSS("#lock-message"), "bob is locked from the web UI"),
+		chromedp.Click(chromedp.CSS("#lock")))
+	if got := text("#locks tbody"); !strings.Contains(got, "user bob") || !strings.Contains(got, "by alice") {
+		t.Fatalf("locks page: %q", got)
+	}
+	after, err = waitRefused(t, "bob's session after the user lock", func() error {
+		_, err := again.Exec(ctx, "SELECT 'webui after the user lock'")
+		return err
+	})
+	t.Logf("user lock: session refused %v later: %v", after, err)
+	if !strings.Contains(err.Error(), "bob is locked from the web UI") || w.logged("webui after the user lock") {
+		t.Fatalf("after the user lock: %v", err)
 	}
 }
