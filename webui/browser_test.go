@@ -342,6 +342,10 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("timeline lacks %q: %q", want, tl)
 		}
 	}
+	step(t, ctx, "jump", chromedp.Click(chromedp.CSS(`#timeline button[aria-label="Jump to +0.300 s"]`)))
+	if got, pending := text(t, ctx, "#clock"), eval[int](t, ctx, `document.querySelectorAll('#timeline .entry.pending').length`); got != "0.300 s" || pending != 3 {
+		t.Fatalf("after a jump to 0.300 s: clock %q, %d entries pending (want 3)", got, pending)
+	}
 	step(t, ctx, "play", chromedp.Click(chromedp.CSS("#play")),
 		chromedp.WaitVisible(chromedp.CSS(`#player[data-state=ended]`), chromedp.NodeVisible))
 	if n := eval[int](t, ctx, `document.querySelectorAll('#timeline .entry.pending').length`); n != 0 {

@@ -40,6 +40,22 @@
     play.textContent = "Play";
     player.dataset.state = "ended";
   }
+  // Each entry's time jumps the replay there.
+  entries.forEach(function (e, i) {
+    var span = e.querySelector(".offset");
+    if (!span) return;
+    var jump = document.createElement("button");
+    jump.type = "button";
+    jump.className = "offset jump";
+    jump.textContent = span.textContent;
+    jump.setAttribute("aria-label", "Jump to " + span.textContent);
+    jump.addEventListener("click", function () {
+      pos = offsets[i];
+      last = performance.now();
+      show();
+    });
+    span.replaceWith(jump);
+  });
   play.addEventListener("click", function () {
     if (timer) {
       clearInterval(timer);
