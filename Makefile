@@ -7,7 +7,7 @@ BIN      := bin
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all deps build deb rpm image run test bench faults fuzz lint generate clean
+.PHONY: all deps build deb rpm image run test bench faults fuzz lint generate screenshots clean
 
 all: build
 
@@ -51,6 +51,12 @@ run: deps build
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -p 2 -timeout 25m $(PKGS)
+
+# Pictures of the web UI's pages, at 1280 px and on a phone, taken by its
+# browser test in headless Chromium.
+screenshots: deps
+	mkdir -p docs/screenshots
+	TOLLGATE_WEBUI_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestBrowser$$' ./webui
 
 # End-to-end benchmark settings: pgbench -T per run, client counts, pgbench
 # scale, COPY size, repetitions (median kept), where the report goes.

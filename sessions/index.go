@@ -205,17 +205,19 @@ func sessionFilters(sid string) []string {
 // session's newest messages, not indexed yet, are among those stored since
 // the index last read AUDIT, which are read too (a few seconds of them
 // while the broker runs).
-func loadEvents(ctx context.Context, js jetstream.JetStream, sid string, fn func(ev []byte) error) error {
+func loadEvents(ctx context.Context, js jetstream.JetStream, sid string, fn func(seq uint64, idx int, ev []byte) error) error {
 	kv, from, err := openIndex(ctx, js)
 	if err != nil {
 		return err
 	}
-	each := func(_ uint64, data []byte) error {
+	each := func(seq uint64, data []byte) error {
+		idx := -1
 		return events.SplitEvents(data, func(ev []byte) error {
+			idx++
 			if eventSID(ev) != sid {
 				return nil
 			}
-			return fn(ev)
+			return fn(seq, idx, ev)
 		})
 	}
 	var e indexed
@@ -245,6 +247,17 @@ func loadEvents(ctx context.Context, js jetstream.JetStream, sid string, fn func
 		return nil // ended: the entry names all its messages
 	}
 	return readFrom(ctx, js, max(from, e.LastSeq)+1, sessionFilters(sid), each)
+}
+
+// Events calls fn with every event of session sid stored in AUDIT, as
+// Load reads them (the messages the index names, then those stored since
+// it last read AUDIT), with the stream sequence of its message and its
+// index in that message, so a caller can page by stream position.
+func Events(ctx context.Context, js jetstream.JetStream, sid string, fn func(seq uint64, idx int, ev []byte) error) error {
+	if err := events.ValidToken(sid); err != nil {
+		return fmt.Errorf("session id: %w", err)
+	}
+	return loadEvents(ctx, js, sid, fn)
 }
 
 // indexedSeqs reads the AUDIT sequences of an entry's messages.

@@ -92,7 +92,7 @@ func Load(ctx context.Context, js jetstream.JetStream, sid string) (*Timeline, e
 		return nil, fmt.Errorf("session id: %w", err)
 	}
 	var recs []*record
-	err := loadEvents(ctx, js, sid, func(ev []byte) error {
+	err := loadEvents(ctx, js, sid, func(_ uint64, _ int, ev []byte) error {
 		r := &record{}
 		if err := json.Unmarshal(ev, r); err != nil {
 			return fmt.Errorf("sessions: an event of session %s does not decode: %w", sid, err)

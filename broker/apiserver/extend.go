@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
 )
@@ -53,3 +54,15 @@ func WriteError(w http.ResponseWriter, status int, msg string) { writeError(w, s
 
 // RequestMeta is what the audit trail records of a request.
 func RequestMeta(r *http.Request) login.Meta { return meta(r) }
+
+// Handle mounts a handler that does its own authentication, such as the
+// web UI's pages, on the API's listener. The API's own paths keep theirs:
+// a pattern more specific than another wins in the mux.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// VisibleDatabases is what GET /v1/databases answers id: the live
+// databases some role of id may open a session to, and when there are
+// none, why (an api.Empty* reason).
+func (s *Server) VisibleDatabases(id identity.Identity) ([]api.Database, string) {
+	return visibleDatabases(s.store, id)
+}

@@ -321,10 +321,21 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request, id identit
 // it by labels alone (access.CanSee). Which db_user and db_name work is
 // decided when a session opens, by access.Decide on the agent.
 func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id identity.Identity) {
-	roles, _ := s.store.ResolveRoles(id.Roles)
+	out, reason := visibleDatabases(s.store, id)
+	// An empty list says why, so the client need not leave the user guessing.
+	if reason != "" {
+		w.Header().Set(api.HeaderEmptyReason, reason)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// visibleDatabases lists the live databases id may see (access.CanSee);
+// for an empty list it says why.
+func visibleDatabases(store *state.Store, id identity.Identity) ([]api.Database, string) {
+	roles, _ := store.ResolveRoles(id.Roles)
 	now := time.Now()
 	out := []api.Database{}
-	all := s.store.Databases()
+	all := store.Databases()
 	seen := false
 	for _, d := range all {
 		if !access.CanSee(id, roles, d.AccessDatabase()) {
@@ -335,18 +346,16 @@ func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id iden
 			out = append(out, admin.APIDatabase(d, now))
 		}
 	}
-	// An empty list says why, so the client need not leave the user guessing.
-	if len(out) == 0 {
-		reason := api.EmptyNoneLive
-		switch {
-		case len(all) == 0:
-			reason = api.EmptyNoneRegistered
-		case !seen:
-			reason = api.EmptyNoneAllowed
-		}
-		w.Header().Set(api.HeaderEmptyReason, reason)
+	if len(out) > 0 {
+		return out, ""
 	}
-	writeJSON(w, http.StatusOK, out)
+	switch {
+	case len(all) == 0:
+		return out, api.EmptyNoneRegistered
+	case !seen:
+		return out, api.EmptyNoneAllowed
+	}
+	return out, api.EmptyNoneLive
 }
 
 // decode reads a JSON body strictly; it answers the error itself.

@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/sessions"
+	"github.com/tollgate-db/tollgate/webui"
 )
 
 // Actor is who the broker itself is in the events it writes.
@@ -171,6 +172,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	requests.Mount(b.API, b.Requests, b.Login, b.Admin.Certificate)
 	locks.Mount(b.API, b.Store)
 	sessions.Mount(b.API, o.JS)
+	// The web UI at /, beside the API's /v1/ paths on the same listener.
+	webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
+		Exporters: cfg.Exporters, Log: o.Log.With("component", "webui")})
 	go b.Requests.Run(ctx)
 	go func() {
 		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))

@@ -1,0 +1,124 @@
+package webui_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
+)
+
+// world is a broker in-process as tollgate start runs it: an embedded
+// NATS server with every part's identity, the streams, a strict
+// publisher, and the API (with the web UI) on a free loopback port.
+type world struct {
+	*daemon.Broker
+	js  jetstream.JetStream
+	pub *events.Publisher
+}
+
+// startNATS starts the embedded server on a fresh data dir and returns
+// the broker's JetStream with the streams made.
+func startNATS(tb testing.TB) (string, *natsserver.Server, jetstream.JetStream) {
+	tb.Helper()
+	dir := tb.TempDir()
+	ncfg := config.Default()
+	ncfg.DataDir = dir
+	ncfg.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	ncfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	so, err := natsserver.FromConfig(ncfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := natsserver.Start(so)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	nc, err := srv.ConnectAs(natsserver.Broker)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := events.EnsureStreams(ctxT(tb), js, events.StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	return dir, srv, js
+}
+
+func startWorld(tb testing.TB) *world {
+	tb.Helper()
+	dir, srv, js := startNATS(tb)
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	pub, err := events.NewPublisher(js, config.DefaultCluster)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	cfg.NATS.Embedded.Listen = srv.NATSServer().Addr().String()
+	cfg.Proxy.Listen = ln.Addr().String()
+	cfg.Proxy.PublicAddr = ln.Addr().String()
+	b, err := daemon.Start(ctx, daemon.Options{Config: cfg, JS: js, Audit: pub, Listener: ln, Login: login.Options{}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		cancel()
+		if err := b.Wait(); err != nil {
+			tb.Errorf("broker: %v", err)
+		}
+		cctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c2()
+		_ = pub.Close(cctx)
+	})
+	return &world{Broker: b, js: js, pub: pub}
+}
+
+func ctxT(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+var admin = state.Actor{User: "admin", Roles: []string{access.RoleEditor}}
+
+// addUser creates a user as `tollgate users add` does and sets their
+// password with the invite, as a first `tg login` does.
+func (w *world) addUser(tb testing.TB, name, password string, roles ...string) {
+	tb.Helper()
+	res, err := w.Admin.As(admin, "").AddUser(ctxT(tb), api.AddUserRequest{Name: name, Roles: roles, DBUsers: []string{"*"}, DBNames: []string{"*"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := w.Login.Login(ctxT(tb), login.Request{User: name, Password: password, Invite: res.Invite, PublicKey: k.Public()}); err != nil {
+		tb.Fatal(err)
+	}
+}
