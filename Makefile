@@ -74,7 +74,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
 	$(GO) test -count=1 -v -timeout 90m -run '^TestPgbenchReport$$' ./test/bench -args -bench-report \
 		-bench-time=$(BENCH_TIME) -bench-clients=$(BENCH_CLIENTS) -bench-scale=$(BENCH_SCALE) \
-		-bench-copy-mb=$(BENCH_COPY_MB) -bench-rounds=$(BENCH_ROUNDS) -bench-out=$(BENCH_REPORT)
+		-bench-copy-mb=$(BENCH_COPY_MB) -bench-rounds=$(BENCH_ROUNDS) -bench-unsigned -bench-out=$(BENCH_REPORT)
 
 # Fault campaign and load: load through the agent while NATS, the agent, the
 # broker and the exporter are SIGKILLed, the store fills up and the agent is

@@ -21,7 +21,16 @@ const (
 	// recorder that discards every event, which separates the engine's
 	// own cost (TLS, decoding, building events) from storing them.
 	TargetNoStore = "agent, events discarded"
+	// TargetUnsigned is a diagnostic too: strict audit with frames chained
+	// but never signed, so that the signatures' share of strict's cost is
+	// measured in the same run.
+	TargetUnsigned = "strict, unsigned"
 )
+
+// stores reports whether target is an agent that stores its events.
+func stores(target string) bool {
+	return target == TargetStrict || target == TargetAsync || target == TargetUnsigned
+}
 
 // Targets lists the targets measured by default, in column order.
 var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync}
@@ -207,7 +216,7 @@ func (r *Report) Markdown() string {
 			if c.Target != TargetDirect {
 				cpu = fmt.Sprintf("%.2f / %.2f", c.OutCPU.Seconds(), c.InCPU.Seconds())
 			}
-			if c.Target == TargetStrict || c.Target == TargetAsync {
+			if stores(c.Target) {
 				evs = fmt.Sprintf("%d / %d", c.OutEvents, c.InEvents)
 			}
 			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s | %s |\n", c.Target,
@@ -307,7 +316,7 @@ func (r *Report) cpuTable(b *strings.Builder) {
 			switch {
 			case !ok:
 				b.WriteString(" – |")
-			case t == TargetStrict || t == TargetAsync:
+			case stores(t):
 				fmt.Fprintf(b, " %.1f (%.2f ev) |", m.CPUPerTx(), m.EventsPerTx())
 			default:
 				fmt.Fprintf(b, " %.1f |", m.CPUPerTx())
@@ -340,7 +349,7 @@ func (r *Report) percentileTable(b *strings.Builder) {
 				continue
 			}
 			fmt.Fprintf(b, " %.3f / %.3f", res.P50Ms, res.P99Ms)
-			if hasRelay && relay.P50Ms > 0 && (t == TargetStrict || t == TargetAsync) {
+			if hasRelay && relay.P50Ms > 0 && stores(t) {
 				fmt.Fprintf(b, " (%+.3f / %+.3f)", res.P50Ms-relay.P50Ms, res.P99Ms-relay.P99Ms)
 			}
 			b.WriteString(" |")

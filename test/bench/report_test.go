@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ var (
 	flagCopyMB   = flag.Int("bench-copy-mb", 320, "size of the COPY data set in MB (full benchmark)")
 	flagRounds   = flag.Int("bench-rounds", 1, "measure every configuration this many times and keep the median (full benchmark)")
 	flagOut      = flag.String("bench-out", "report.md", "file the full benchmark's report is written to")
+	flagUnsigned = flag.Bool("bench-unsigned", false, "also measure strict audit with frames that are never signed (the signatures' share of strict's cost)")
 	flagNoStore  = flag.Bool("bench-nostore", true, "also measure the agent with a recorder that discards events (a diagnostic of where the agent's time goes)")
 	flagProfiles = flag.String("bench-cpuprofile", "", "directory for CPU profiles of this process (relay and agents) during each in-process target's runs")
 )
@@ -48,12 +50,15 @@ func configFromFlags(t *testing.T) benchConfig {
 	if !*flagReport {
 		// Smoke: every target, both protocols, one client, one second.
 		return benchConfig{duration: time.Second, clients: []int{1}, modes: []string{"simple", "prepared"},
-			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles, targets: append(Targets[:len(Targets):len(Targets)], TargetNoStore)}
+			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles, targets: append(Targets[:len(Targets):len(Targets)], TargetNoStore, TargetUnsigned)}
 	}
 	c := benchConfig{duration: *flagTime, modes: splitList(*flagModes), scale: *flagScale, copyMB: *flagCopyMB,
 		rounds: max(*flagRounds, 1), out: *flagOut, profileDir: *flagProfiles, targets: Targets}
 	if *flagNoStore {
-		c.targets = append(Targets[:len(Targets):len(Targets)], TargetNoStore)
+		c.targets = append(c.targets[:len(c.targets):len(c.targets)], TargetNoStore)
+	}
+	if *flagUnsigned {
+		c.targets = append(c.targets[:len(c.targets):len(c.targets)], TargetUnsigned)
 	}
 	for _, s := range splitList(*flagClients) {
 		n, err := strconv.Atoi(s)
@@ -183,7 +188,7 @@ func TestPgbenchReport(t *testing.T) {
 	if stored < uint64(strictTx) {
 		t.Errorf("the AUDIT stream gained %d events, fewer than the %d transactions run through the strict agent", stored, strictTx)
 	}
-	for _, target := range []string{TargetStrict, TargetAsync} {
+	for _, target := range []string{TargetStrict, TargetAsync, TargetUnsigned} {
 		if pub := s.pubs[target]; pub != nil {
 			st := pub.Stats()
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %d events in %d frames (%.1f events per frame)", target, st.Acked, st.Frames, float64(st.Acked)/max(float64(st.Frames), 1)))
@@ -195,6 +200,9 @@ func TestPgbenchReport(t *testing.T) {
 		"Tollgate = the agent (TLS from the client with a user certificate, access decision, full decoding of both directions, audit events) with an embedded JetStream server (file storage) reached in-process",
 		"\"agent, events discarded\" is a diagnostic, not a product mode: the same agent with a recorder that drops every event; its distance to the relay is the engine's cost (decoding, building events), its distance to Tollgate strict the cost of storing the events (publisher, JetStream, the garbage they make)")
 
+	if slices.Contains(cfg.targets, TargetUnsigned) {
+		rep.Notes = append(rep.Notes, "\"strict, unsigned\" is a diagnostic: strict audit whose frames are chained but never signed; its distance to Tollgate strict is what the signatures cost (hashing is in both)")
+	}
 	md := rep.Markdown()
 	fmt.Println(md)
 	if cfg.out != "" {
@@ -216,7 +224,7 @@ func cellSummary(c Cell) string {
 
 func targetsOf(c Cell) []string {
 	var names []string
-	for _, t := range append(Targets[:len(Targets):len(Targets)], TargetNoStore) {
+	for _, t := range append(Targets[:len(Targets):len(Targets)], TargetNoStore, TargetUnsigned) {
 		if _, ok := c.Results[t]; ok {
 			names = append(names, t)
 		}
@@ -265,7 +273,7 @@ func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, client
 	m.PgbenchResult = res
 	// Every statement has its client event(s) and a result event: a
 	// stream with fewer than two per transaction lost some.
-	if (name == TargetStrict || name == TargetAsync) && m.Events < 2*uint64(res.Transactions) {
+	if stores(name) && m.Events < 2*uint64(res.Transactions) {
 		t.Errorf("%s -M %s -c %d: %d transactions stored only %d audit events", name, mode, clients, res.Transactions, m.Events)
 	}
 	t.Logf("%-15s -M %-8s -c %-2d %8.0f tps %7.3f ms (p50 %.3f, p99 %.3f)  proxy %6.1f µs/tx", name, mode, clients, res.TPS, res.LatencyMs, res.P50Ms, res.P99Ms, m.CPUPerTx())
@@ -278,7 +286,7 @@ func (s *stack) pgbench(t *testing.T, cfg benchConfig, name, mode string, client
 // counted here and their cost does not spill into the next run.
 func (s *stack) measure(t *testing.T, cfg benchConfig, file, target string, fn func() error) Measure {
 	t.Helper()
-	agentTarget := target == TargetStrict || target == TargetAsync
+	agentTarget := stores(target)
 	var before uint64
 	if agentTarget {
 		before = s.auditEvents(t)

@@ -212,10 +212,14 @@ spec:
 	for _, m := range []struct {
 		target string
 		mode   events.Mode
-	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}} {
+	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}, {TargetUnsigned, events.ModeStrict}} {
 		var rec agent.Recorder = discard{}
 		if m.target != TargetNoStore {
-			pub, err := events.NewPublisher(s.js, "bench", events.WithMode(m.mode), events.WithLogger(quietLogger()), events.WithSigner(signer))
+			opts := []events.PublisherOption{events.WithMode(m.mode), events.WithLogger(quietLogger())}
+			if m.target != TargetUnsigned {
+				opts = append(opts, events.WithSigner(signer))
+			}
+			pub, err := events.NewPublisher(s.js, "bench", opts...)
 			if err != nil {
 				tb.Fatal(err)
 			}
