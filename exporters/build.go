@@ -79,6 +79,30 @@ func Build(ctx context.Context, i int, c config.Exporter, d Deps) (*Exporter, er
 	return x, nil
 }
 
+// Check validates what Build would decode of c without building its sink:
+// the sink type is registered, the format known, the delivery settings
+// valid. The sink's own settings are decoded only when it is built,
+// because building a sink may dial it; `tollgate start --check` uses this
+// so it can run where the sinks are not reachable.
+func Check(i int, c config.Exporter) error {
+	where := fmt.Sprintf("exporters[%d]", i)
+	if c.Name != "" {
+		where = fmt.Sprintf("exporters[%d] (%s)", i, c.Name)
+	}
+	if _, ok := factory(c.Type); !ok {
+		return fmt.Errorf("%s.type: %q is not a sink type (want one of %s)", where, c.Type, strings.Join(Types(), ", "))
+	}
+	if _, err := format.New(c.Format, format.Options{}); err != nil {
+		return fmt.Errorf("%s.format: %w", where, err)
+	}
+	dn, _, err := splitSettings(&c.Settings)
+	if err != nil {
+		return fmt.Errorf("%s.settings: %w", where, err)
+	}
+	var del Delivery
+	return decodeStrict(dn, &del, where+".settings")
+}
+
 // RunAll builds every exporter of the configuration and runs them until
 // ctx ends. A configuration error stops it before any exporter starts.
 func RunAll(ctx context.Context, cs []config.Exporter, d Deps) error {
