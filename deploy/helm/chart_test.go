@@ -16,6 +16,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
@@ -521,6 +523,11 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 		"agent without pin":       {func(v map[string]any) { delete(v["agent"].(map[string]any), "brokerCAPin") }, "agent.brokerCAPin: required"},
 		"agent without databases": {func(v map[string]any) { delete(v["agent"].(map[string]any), "databases") }, "agent.databases: list at least one"},
 		"exporter without sinks":  {func(v map[string]any) { delete(v["exporter"].(map[string]any), "exporters") }, "exporter.exporters: list at least one"},
+		// values.schema.json: a misspelt or impossible value is refused,
+		// not ignored.
+		"misspelt key":  {func(v map[string]any) { v["agent"].(map[string]any)["joinTokn"] = "x" }, "joinTokn"},
+		"audit mode":    {func(v map[string]any) { v["audit"] = map[string]any{"mode": "lax"} }, "/audit/mode"},
+		"stream copies": {func(v map[string]any) { v["nats"].(map[string]any)["replicas"] = 2 }, "/nats/replicas"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			v := values()
@@ -534,5 +541,16 @@ func TestChartRefusesIncompleteValues(t *testing.T) {
 	// The chart's defaults alone name no NATS cluster.
 	if _, err := render(t, nil); err == nil || !strings.Contains(err.Error(), "nats.urls: required") {
 		t.Fatalf("defaults: %v", err)
+	}
+}
+
+// `helm lint` with a complete release's values finds nothing to warn of.
+func TestChartLints(t *testing.T) {
+	l := lint.RunAll("tollgate", values(), namespace)
+	for _, m := range l.Messages {
+		t.Log(m)
+	}
+	if l.HighestSeverity >= support.WarningSev {
+		t.Fatalf("helm lint: highest severity %d", l.HighestSeverity)
 	}
 }
