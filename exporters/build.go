@@ -80,8 +80,8 @@ func Build(ctx context.Context, i int, c config.Exporter, d Deps) (*Exporter, er
 }
 
 // Check validates what Build would decode of c without building its sink:
-// the sink type is registered, the format known, the delivery settings
-// valid. The sink's own settings are decoded only when it is built,
+// the name, the sink type is registered, the format known, the filter's
+// types and the delivery settings valid. The sink's own settings are decoded only when it is built,
 // because building a sink may dial it; `tollgate start --check` uses this
 // so it can run where the sinks are not reachable.
 func Check(i int, c config.Exporter) error {
@@ -99,8 +99,21 @@ func Check(i int, c config.Exporter) error {
 	if err != nil {
 		return fmt.Errorf("%s.settings: %w", where, err)
 	}
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("%s.name: %q: want 1 to 64 letters, digits, '-' or '_'", where, c.Name)
+	}
+	if err := (Filter{Types: c.Filter.Types}).validate(); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	var del Delivery
-	return decodeStrict(dn, &del, where+".settings")
+	if err := decodeStrict(dn, &del, where+".settings"); err != nil {
+		return err
+	}
+	del.fillDefaults()
+	if err := del.validate(); err != nil {
+		return fmt.Errorf("%s.settings: %w", where, err)
+	}
+	return nil
 }
 
 // RunAll builds every exporter of the configuration and runs them until

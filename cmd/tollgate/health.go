@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/exporters"
 )
@@ -103,6 +104,11 @@ func checkStart(w io.Writer, cfg *config.Config) error {
 		}
 		if !slices.Contains(roles, "broker") && cfg.DBService.JoinToken != "" && cfg.DBService.BrokerCAPin == "" {
 			errs = append(errs, errors.New("agent: db_service.join_token without db_service.broker_ca_pin: the broker could not be checked on joining"))
+		}
+		if p := cfg.DBService.BrokerCAPin; p != "" {
+			if _, err := api.ParsePin(p); err != nil {
+				errs = append(errs, fmt.Errorf("agent: db_service.broker_ca_pin: %w", err))
+			}
 		}
 	}
 	// A cluster may allow anonymous clients, so this is only a warning;

@@ -58,6 +58,8 @@ func TestStartCheck(t *testing.T) {
 		"agent no db":       {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  broker_ca_pin: sha256:ab\n", "agent: db_service.databases lists no database", true},
 		"agent no pin": {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  databases: [{name: a, protocol: postgres, uri: 'db:5432'}]\n",
 			"join_token without db_service.broker_ca_pin", true},
+		"agent bad pin": {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  broker_ca_pin: sha256:zz\n  databases: [{name: a, protocol: postgres, uri: 'db:5432'}]\n",
+			"db_service.broker_ca_pin: CA pin", true},
 		"anonymous": {[]string{"broker"}, "nats:\n  urls: [nats://n:4222]\n", "warning: nats.urls without credentials", false},
 	} {
 		t.Run(name, func(t *testing.T) {
