@@ -245,7 +245,7 @@ func configureAgentCmd() *cobra.Command {
 			return o.finish(cmd, "agent", doc)
 		},
 	}
-	o.flags(c, "/var/lib/tollgate")
+	o.flags(c, "/var/lib/tollgate/agent")
 	f := c.Flags()
 	f.StringSliceVar(&proxies, "proxy", nil, "the proxy (HOST:PORT) to keep a reverse tunnel with (repeat for several)")
 	f.StringVar(&token, "token", "", "join token from `tollgate tokens add --type=db`")
