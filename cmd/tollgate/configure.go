@@ -384,7 +384,7 @@ func configureExporterCmd() *cobra.Command {
 	f.StringVar(&name, "name", "", "the exporter's name")
 	f.StringVar(&typ, "type", "", "the sink: "+strings.Join(exporters.Types(), ", "))
 	f.StringVar(&format, "format", "native", "native, cloudevents or ocsf")
-	f.StringArrayVar(&sets, "set", nil, "a sink or delivery setting, KEY=VALUE (KEY may be dotted: tls.ca_file); checked when the exporter starts (repeat)")
+	f.StringArrayVar(&sets, "set", nil, "a sink or delivery setting, KEY=VALUE (KEY may be dotted: tls.ca_file; VALUE is YAML: 500, true, [a, b]) (repeat)")
 	f.StringSliceVar(&types, "filter-type", nil, "deliver only these event types (prefixes with *, e.g. db.session.*)")
 	return c
 }

@@ -183,6 +183,7 @@ func TestConfigureBadFlags(t *testing.T) {
 		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--set=batch_size=many"}, "batch_size"},
 		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--set=a=1", "--set=a.b=2"}, "--set a.b: a is a value, not a mapping"},
 		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--filter-type=DB"}, `filter.types: "DB" is not an event type`},
+		{[]string{"exporter", "--name=x", "--type=splunk_hec", "--nats-url=tls://n:1", "--set=urll=https://s:8088"}, `unknown key "exporters[0] (x).settings.urll"`},
 	} {
 		out, _, err := configure(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -49,13 +49,15 @@ func TestStartCheck(t *testing.T) {
 		want  string // in the output, or in the error when bad
 		bad   bool
 	}{
-		"defaults":          {nil, "", "roles broker, nats embedded, audit strict", false},
-		"exporter":          {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {path: /tmp/x}}\n", "roles exporter, nats tls://nats:4222", false},
-		"exporter none":     {[]string{"exporter"}, nats, "exporter: no exporters in the configuration", true},
-		"exporter sink":     {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: fax}\n", `exporters[0] (f).type: "fax" is not a sink type (want one of`, true},
-		"exporter format":   {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, format: xml}\n", `exporters[0] (f).format`, true},
-		"exporter delivery": {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {batch_size: many}}\n", `batch_size`, true},
-		"agent no db":       {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  broker_ca_pin: sha256:ab\n", "agent: db_service.databases lists no database", true},
+		"defaults":           {nil, "", "roles broker, nats embedded, audit strict", false},
+		"exporter":           {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {path: /tmp/x}}\n", "roles exporter, nats tls://nats:4222", false},
+		"exporter none":      {[]string{"exporter"}, nats, "exporter: no exporters in the configuration", true},
+		"exporter sink":      {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: fax}\n", `exporters[0] (f).type: "fax" is not a sink type (want one of`, true},
+		"exporter format":    {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, format: xml}\n", `exporters[0] (f).format`, true},
+		"exporter sink key":  {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {pth: /tmp/x}}\n", `unknown key "exporters[0] (f).settings.pth"`, true},
+		"exporter sink type": {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {path: /tmp/x, max_files: lots}}\n", "max_files", true},
+		"exporter delivery":  {[]string{"exporter"}, nats + "exporters:\n  - {name: f, type: file, settings: {batch_size: many}}\n", `batch_size`, true},
+		"agent no db":        {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  broker_ca_pin: sha256:ab\n", "agent: db_service.databases lists no database", true},
 		"agent no pin": {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  databases: [{name: a, protocol: postgres, uri: 'db:5432'}]\n",
 			"join_token without db_service.broker_ca_pin", true},
 		"agent bad pin": {[]string{"agent"}, nats + "broker: {enabled: false}\nproxy: {enabled: false}\ndb_service:\n  proxy_addrs: [p:3080]\n  join_token: x\n  broker_ca_pin: sha256:zz\n  databases: [{name: a, protocol: postgres, uri: 'db:5432'}]\n",
