@@ -23,6 +23,7 @@ BUILDINFO := github.com/tollgate-db/tollgate/internal/buildinfo
 LDFLAGS   := -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT) -X $(BUILDINFO).Date=$(DATE)
 
 build:
+	@echo "build: $(BIN)/tollgate and $(BIN)/tg (a first build compiles every dependency and takes a few minutes)"
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # Packages and the container image in dist/, built in Go (deploy/pkg,

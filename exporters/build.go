@@ -79,6 +79,59 @@ func Build(ctx context.Context, i int, c config.Exporter, d Deps) (*Exporter, er
 	return x, nil
 }
 
+// Check validates what Build would decode of c without building its sink:
+// the name, the sink type is registered, the format known, the filter's
+// types, the delivery settings and the sink's own keys and their types
+// valid. What a sink checks only as it is built (a required URL, a file
+// it opens) is not: building a sink may dial it, and `tollgate start
+// --check` must run where the sinks are not reachable.
+func Check(i int, c config.Exporter) error {
+	where := fmt.Sprintf("exporters[%d]", i)
+	if c.Name != "" {
+		where = fmt.Sprintf("exporters[%d] (%s)", i, c.Name)
+	}
+	f, ok := factory(c.Type)
+	if !ok {
+		return fmt.Errorf("%s.type: %q is not a sink type (want one of %s)", where, c.Type, strings.Join(Types(), ", "))
+	}
+	if _, err := format.New(c.Format, format.Options{}); err != nil {
+		return fmt.Errorf("%s.format: %w", where, err)
+	}
+	dn, sn, err := splitSettings(&c.Settings)
+	if err != nil {
+		return fmt.Errorf("%s.settings: %w", where, err)
+	}
+	// The sink's own keys and their types, as its factory decodes them;
+	// it stops at Decode, before building anything.
+	decoded := false
+	p := Params{Name: c.Name, Log: slog.New(slog.DiscardHandler), settings: sn, where: where + ".settings", decoded: &decoded, checkOnly: true}
+	sink, err := f(context.Background(), p)
+	if sink != nil {
+		_ = sink.Close()
+	}
+	if err != nil && !errors.Is(err, errSettingsChecked) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if !decoded && sn != nil && len(sn.Content) > 0 {
+		return fmt.Errorf("line %d: unknown key %q: sink %s takes no settings of its own", sn.Content[0].Line, where+".settings."+sn.Content[0].Value, c.Type)
+	}
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("%s.name: %q: want 1 to 64 letters, digits, '-' or '_'", where, c.Name)
+	}
+	if err := (Filter{Types: c.Filter.Types}).validate(); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	var del Delivery
+	if err := decodeStrict(dn, &del, where+".settings"); err != nil {
+		return err
+	}
+	del.fillDefaults()
+	if err := del.validate(); err != nil {
+		return fmt.Errorf("%s.settings: %w", where, err)
+	}
+	return nil
+}
+
 // RunAll builds every exporter of the configuration and runs them until
 // ctx ends. A configuration error stops it before any exporter starts.
 func RunAll(ctx context.Context, cs []config.Exporter, d Deps) error {

@@ -122,7 +122,15 @@ type Params struct {
 	settings *yaml.Node
 	where    string
 	decoded  *bool
+	// checkOnly makes Decode stop the factory once the settings decoded,
+	// before it builds the sink (which may open a file or dial): Check
+	// validates the keys and their types without side effects.
+	checkOnly bool
 }
+
+// errSettingsChecked is what Decode returns under checkOnly when the
+// settings decoded: every factory returns Decode's error before building.
+var errSettingsChecked = errors.New("exporters: settings checked")
 
 // Decode decodes the sink's settings into v strictly: a key v has no field
 // for, or a value of the wrong type, is an error naming the key and its
@@ -132,7 +140,13 @@ func (p Params) Decode(v any) error {
 	if p.decoded != nil {
 		*p.decoded = true
 	}
-	return decodeStrict(p.settings, v, p.where)
+	if err := decodeStrict(p.settings, v, p.where); err != nil {
+		return err
+	}
+	if p.checkOnly {
+		return errSettingsChecked
+	}
+	return nil
 }
 
 // NewParams is Params for settings given as a YAML node (tests and callers

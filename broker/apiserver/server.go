@@ -149,7 +149,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) err
 		_ = hs.Shutdown(sctx)
 	}()
 	err := hs.Serve(tls.NewListener(ln, tc))
-	if errors.Is(err, http.ErrServerClosed) {
+	// At shutdown the listener may be closed by its owner (the proxy's
+	// handoff ends with the same ctx) before Shutdown marks the server
+	// closed: that too is a shutdown, not a failure.
+	if errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
 		<-done
 		return nil
 	}

@@ -31,35 +31,40 @@ import (
 
 // Names the demo creates.
 const (
-	demoDatabase = "demo-postgres"
-	demoUser     = "demo"
-	demoDBName   = "demo"
+	demoDatabase    = "demo-postgres"
+	demoMariaDBName = "demo-mariadb"
+	demoUser        = "demo"
+	demoDBName      = "demo"
 )
 
 type demoFlags struct {
-	nats, proxy, agent string
-	pgPort             int
+	nats, proxy, agent  string
+	pgPort, mariadbPort int
+	noMariaDB           bool
 }
 
 func init() {
 	var f demoFlags
 	c := &cobra.Command{
 		Use:   "demo [--data-dir=DIR]",
-		Short: "Everything in one process with a throwaway PostgreSQL, a demo user and its identity file",
+		Short: "Everything in one process with a throwaway PostgreSQL (and MariaDB), a demo user and its identity file",
 		Long: `Run NATS (embedded), the broker and an agent in one process, as tollgate start
-does, plus a throwaway PostgreSQL started from the installed server programs.
-The database is registered as demo-postgres; it has a database user and a
-database both called demo, and trusts Tollgate's db-client CA for certificate
-logins only. The Tollgate user demo (role access, db_users demo, db_names
-demo and postgres) gets an identity file in the data dir.
+does, plus a throwaway PostgreSQL started from the installed server programs,
+and a throwaway MariaDB when mariadbd and mariadb-install-db are installed
+(--no-mariadb leaves it out). They are registered as demo-postgres and
+demo-mariadb; each has a database user and a database both called demo, and
+trusts Tollgate's db-client CA for certificate logins only. The Tollgate user
+demo (role access, db_users demo, db_names demo and postgres) gets an
+identity file in the data dir.
 
-The demo prints two commands: one opens psql through Tollgate, the other
-follows the audit events. Ctrl-C stops everything and removes the
-throwaway PostgreSQL; the data dir (default ./tollgate-demo) is kept: it
-holds the audit events (read them with the printed tail command without
---follow), the CAs, the identity file, the written configuration
-tollgate.yaml and postgres.log, PostgreSQL's own statement log. A later
-demo on the same data dir reuses them with a fresh PostgreSQL.`,
+The demo prints one command per database, which opens psql or mariadb
+through Tollgate, and one that follows the audit events. Ctrl-C stops
+everything and removes the throwaway databases; the data dir (default
+./tollgate-demo) is kept: it holds the audit events (read them with the
+printed tail command without --follow), the CAs, the identity file, the
+written configuration tollgate.yaml, and postgres.log and mariadb.log, the
+databases' own statement logs. A later demo on the same data dir reuses
+them with fresh databases.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if flagConfig != "" {
@@ -80,6 +85,8 @@ demo on the same data dir reuses them with a fresh PostgreSQL.`,
 	fl.StringVar(&f.proxy, "proxy-listen", config.DefaultProxyAddr, "broker API (proxy) address")
 	fl.StringVar(&f.agent, "agent-listen", config.DefaultAgentAddr, "agent address")
 	fl.IntVar(&f.pgPort, "pg-port", 0, "port of the throwaway PostgreSQL (0: any free port)")
+	fl.IntVar(&f.mariadbPort, "mariadb-port", 0, "port of the throwaway MariaDB (0: any free port)")
+	fl.BoolVar(&f.noMariaDB, "no-mariadb", false, "no throwaway MariaDB, even when its server programs are installed")
 	root.AddCommand(c)
 
 	addStartRole(startRole{
@@ -125,6 +132,9 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	if f.pgPort != 0 {
 		addrs = append(addrs, listenAddr{addr: fmt.Sprintf("127.0.0.1:%d", f.pgPort), flag: "--pg-port"})
 	}
+	if f.mariadbPort != 0 && !f.noMariaDB {
+		addrs = append(addrs, listenAddr{addr: fmt.Sprintf("127.0.0.1:%d", f.mariadbPort), flag: "--mariadb-port"})
+	}
 	if err := checkListenAddrs(addrs, ""); err != nil {
 		return err
 	}
@@ -132,7 +142,10 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// What takes time on a first start is said before it is done, so a
+	// newcomer never watches a silent terminal.
 	pgLog := filepath.Join(dataDir, "postgres.log")
+	log.Info("starting a throwaway PostgreSQL (initdb takes a few seconds)", "data_dir", dataDir)
 	pg, err := startDemoPostgres(ctx, cas, f.pgPort, pgLog)
 	if err != nil {
 		return fmt.Errorf("throwaway PostgreSQL: %w", err)
@@ -149,8 +162,38 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	}
 	log.Info("throwaway PostgreSQL running", "addr", fmt.Sprintf("127.0.0.1:%d", pg.Port), "dir", pg.Dir, "statement_log", pgLog)
 
+	mariadbPort := 0
+	if f.noMariaDB {
+		log.Info("no throwaway MariaDB: --no-mariadb")
+	} else if _, _, err := mariadbPrograms(); err != nil {
+		log.Info("no throwaway MariaDB", "why", err.Error())
+	} else {
+		mLog := filepath.Join(dataDir, "mariadb.log")
+		log.Info("starting a throwaway MariaDB (mariadb-install-db takes a few seconds)")
+		m, err := startDemoMariaDB(ctx, cas, f.mariadbPort, mLog)
+		if err != nil {
+			return fmt.Errorf("throwaway MariaDB: %w (--no-mariadb runs the demo without it)", err)
+		}
+		defer func() {
+			if err := m.Stop(); err != nil {
+				log.Error("stopping the throwaway MariaDB", "err", err)
+			} else {
+				log.Info("throwaway MariaDB stopped and removed", "statement_log", mLog)
+			}
+		}()
+		// The agent logs in with a db-client certificate whose subject is
+		// the database user: no password.
+		if err := m.Exec(ctx, "CREATE DATABASE "+demoDBName,
+			"CREATE USER '"+demoUser+"'@'%' REQUIRE SUBJECT '/CN="+demoUser+"'",
+			"GRANT ALL ON "+demoDBName+".* TO '"+demoUser+"'@'%'"); err != nil {
+			return fmt.Errorf("throwaway MariaDB: %w", err)
+		}
+		mariadbPort = m.Port
+		log.Info("throwaway MariaDB running", "addr", fmt.Sprintf("127.0.0.1:%d", m.Port), "dir", m.Dir, "statement_log", mLog)
+	}
+
 	cfgFile := filepath.Join(dataDir, "tollgate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(demoConfig(dataDir, f, pg.Port)), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(demoConfig(dataDir, f, pg.Port, mariadbPort)), 0o600); err != nil {
 		return err
 	}
 	cfg, err := startConfig(cfgFile, "")
@@ -159,13 +202,26 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	}
 	activeDemo = &demoRun{cfg: cfg, cfgFile: cfgFile, identity: filepath.Join(dataDir, "demo.identity"), out: stdout}
 	defer func() { activeDemo = nil }()
+	log.Info("starting NATS, the broker and the agent", "config", cfgFile)
 	return runStart(ctx, cfg, log)
 }
 
 // demoConfig is the configuration the demo runs with, written to the data
 // dir so that admin commands (audit tail) find the same servers.
-func demoConfig(dataDir string, f demoFlags, pgPort int) string {
+func demoConfig(dataDir string, f demoFlags, pgPort, mariadbPort int) string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	mariadb := ""
+	if mariadbPort != 0 {
+		mariadb = fmt.Sprintf(`    - name: %s
+      description: throwaway MariaDB of tollgate demo
+      protocol: mysql
+      uri: %s
+      static_labels:
+        env: demo
+      tls:
+        mode: verify-full
+`, demoMariaDBName, q(fmt.Sprintf("127.0.0.1:%d", mariadbPort)))
+	}
 	return fmt.Sprintf(`# Written by tollgate demo; rewritten at every demo start.
 cluster_name: tollgate
 data_dir: %s
@@ -185,7 +241,7 @@ db_service:
         env: demo
       tls:
         mode: verify-full
-`, q(dataDir), q(f.nats), q(f.proxy), q(f.agent), demoDatabase, q(fmt.Sprintf("127.0.0.1:%d", pgPort)))
+%s`, q(dataDir), q(f.nats), q(f.proxy), q(f.agent), demoDatabase, q(fmt.Sprintf("127.0.0.1:%d", pgPort)), mariadb)
 }
 
 // run is the demo role: once broker and agent are up, the demo user and
@@ -199,13 +255,15 @@ func (r *demoRun) run(ctx context.Context, d *startDeps) error {
 	if err != nil {
 		return err
 	}
-	// The agent registers the database once it listens; the broker's API
+	// The agent registers the databases once it listens; the broker's API
 	// answers once its listener is up.
-	if err := waitFor(ctx, 60*time.Second, "the agent to register "+demoDatabase, func() bool {
-		db, ok := store.Database(demoDatabase)
-		return ok && !db.Expired(time.Now()) && db.URI == r.cfg.DBService.Databases[0].URI
-	}); err != nil {
-		return err
+	for _, want := range r.cfg.DBService.Databases {
+		if err := waitFor(ctx, 60*time.Second, "the agent to register "+want.Name, func() bool {
+			db, ok := store.Database(want.Name)
+			return ok && !db.Expired(time.Now()) && db.URI == want.URI
+		}); err != nil {
+			return err
+		}
 	}
 	if err := waitFor(ctx, 60*time.Second, "the broker API at "+r.cfg.Proxy.Listen, func() bool {
 		c, err := net.DialTimeout("tcp", r.cfg.Proxy.Listen, time.Second)
@@ -234,10 +292,16 @@ func (r *demoRun) run(ctx context.Context, d *startDeps) error {
 		return err
 	}
 	tg, tollgate := siblingCommand("tg"), siblingCommand("tollgate")
-	fmt.Fprintf(r.out, "%s -i %s db connect %s --db-user=%s --db-name=%s\n",
-		tg, displayPath(r.identity), demoDatabase, demoUser, demoDBName)
+	for _, db := range r.cfg.DBService.Databases {
+		fmt.Fprintf(r.out, "%s -i %s db connect %s --db-user=%s --db-name=%s\n",
+			tg, displayPath(r.identity), db.Name, demoUser, demoDBName)
+	}
 	fmt.Fprintf(r.out, "%s --config=%s audit tail --follow\n", tollgate, displayPath(r.cfgFile))
-	d.Log.Info("demo ready: the first command opens psql through Tollgate, the second follows its audit events; Ctrl-C stops the demo")
+	what := "the first command opens psql through Tollgate"
+	if len(r.cfg.DBService.Databases) > 1 {
+		what = "the first commands open psql and mariadb through Tollgate"
+	}
+	d.Log.Info("demo ready: " + what + ", the last follows their audit events; Ctrl-C stops the demo")
 	<-ctx.Done()
 	return nil
 }

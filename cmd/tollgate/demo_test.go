@@ -34,6 +34,7 @@ type demoEnv struct {
 	config   string
 	home     string
 	pgDir    string
+	mdbDir   string // the throwaway MariaDB's directory
 	// tunnelHint is the connect command tg proxy db printed.
 	tunnelHint string
 	stderr     *lockedBuffer
@@ -99,7 +100,7 @@ func startDemo(t *testing.T) *demoEnv {
 // commands it prints name the data dir by relative paths.
 func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	t.Helper()
-	needPrograms(t, "psql", "pgbench", "java", "javac")
+	needPrograms(t, "psql", "pgbench", "java", "javac", "mariadb", "mariadbd", "mariadb-install-db")
 	if _, err := os.Stat("/usr/share/java/postgresql.jar"); err != nil {
 		t.Fatalf("the PostgreSQL JDBC driver is not installed (Debian: libpostgresql-jdbc-java): %v", err)
 	}
@@ -165,7 +166,10 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 		if _, err := os.Stat(d.pgDir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("throwaway PostgreSQL directory %s still there after the demo stopped: %v", d.pgDir, err)
 		}
-		for _, f := range []string{d.identity, filepath.Join(d.data, "postgres.log")} {
+		if _, err := os.Stat(d.mdbDir); d.mdbDir != "" && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("throwaway MariaDB directory %s still there after the demo stopped: %v", d.mdbDir, err)
+		}
+		for _, f := range []string{d.identity, filepath.Join(d.data, "postgres.log"), filepath.Join(d.data, "mariadb.log")} {
 			if _, err := os.Stat(f); err != nil {
 				t.Errorf("the data dir should keep %s: %v", f, err)
 			}
@@ -173,7 +177,7 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	})
 	var printed []string
 	timeout := time.After(90 * time.Second)
-	for len(printed) < 2 {
+	for len(printed) < 3 {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -188,15 +192,31 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	}
 	d.identity = filepath.Join(d.data, "demo.identity")
 	d.config = filepath.Join(d.data, "tollgate.yaml")
-	// Exactly the two commands a user needs, runnable as printed.
+	// Exactly the commands a user needs, runnable as printed: one per
+	// database (MariaDB is installed here, so the demo has one), and the
+	// audit tail.
 	shownIdentity, shownConfig := d.identity, d.config
 	if workDir != "" {
 		shownIdentity, shownConfig = "tollgate-demo/demo.identity", "tollgate-demo/tollgate.yaml"
 	}
-	wantConnect := fmt.Sprintf("%s -i %s db connect demo-postgres --db-user=demo --db-name=demo", d.tg, shownIdentity)
-	wantTail := fmt.Sprintf("%s --config=%s audit tail --follow", d.tollgate, shownConfig)
-	if printed[0] != wantConnect || printed[1] != wantTail {
-		t.Fatalf("demo printed\n%s\n%s\nwant\n%s\n%s", printed[0], printed[1], wantConnect, wantTail)
+	want := []string{
+		fmt.Sprintf("%s -i %s db connect demo-postgres --db-user=demo --db-name=demo", d.tg, shownIdentity),
+		fmt.Sprintf("%s -i %s db connect demo-mariadb --db-user=demo --db-name=demo", d.tg, shownIdentity),
+		fmt.Sprintf("%s --config=%s audit tail --follow", d.tollgate, shownConfig),
+	}
+	if !slices.Equal(printed, want) {
+		t.Fatalf("demo printed\n%s\nwant\n%s", strings.Join(printed, "\n"), strings.Join(want, "\n"))
+	}
+	// Before anything was ready, it said what it was doing.
+	for _, step := range []string{"starting a throwaway PostgreSQL", "starting a throwaway MariaDB", "starting NATS, the broker and the agent"} {
+		if !strings.Contains(d.stderr.String(), step) {
+			t.Errorf("the demo's log does not say %q before it is ready:\n%s", step, d.stderr)
+		}
+	}
+	if m := regexp.MustCompile(`throwaway MariaDB running.* dir=(\S+)`).FindStringSubmatch(d.stderr.String()); m != nil {
+		d.mdbDir = m[1]
+	} else {
+		t.Fatalf("no MariaDB directory in the demo's log:\n%s", d.stderr)
 	}
 	if m := regexp.MustCompile(`throwaway PostgreSQL running.* dir=(\S+)`).FindStringSubmatch(d.stderr.String()); m != nil {
 		d.pgDir = m[1]
@@ -459,6 +479,17 @@ func TestDemoEndToEnd(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, `column "nosuch" does not exist`) {
 		t.Fatalf("tg db connect with a failing statement: %v %q", err, errOut)
+	}
+
+	// The printed MariaDB command: the mariadb client through tg's tunnel,
+	// as the demo user, the statement in MariaDB's own general log.
+	out = d.mustRun(d.tg, "-i", d.identity, "db", "connect", "demo-mariadb", "--db-user=demo", "--db-name=demo", "--",
+		"-N", "-B", "-e", "select concat('via mariadb ', current_user(), ' ', database())")
+	if strings.TrimSpace(out) != "via mariadb demo@% demo" {
+		t.Fatalf("tg db connect demo-mariadb: %q", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(d.data, "mariadb.log")); err != nil || !strings.Contains(string(b), "select concat('via mariadb '") {
+		t.Fatalf("MariaDB's general log lacks the statement: %v\n%s", err, b)
 	}
 
 	phase("connect")

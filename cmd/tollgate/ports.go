@@ -38,6 +38,9 @@ func startListenAddrs(cfg *config.Config) []listenAddr {
 	if roleSelectedByName("exporter", cfg) && flagMetricsListen != "" {
 		out = append(out, listenAddr{addr: flagMetricsListen, flag: "--metrics-listen"})
 	}
+	if flagHealthListen != "" {
+		out = append(out, listenAddr{addr: flagHealthListen, flag: "--health-listen"})
+	}
 	return out
 }
 

@@ -62,4 +62,28 @@ func TestPortInUseFailsAtOnce(t *testing.T) {
 	if strings.Contains(out, "PostgreSQL") {
 		t.Errorf("demo started a PostgreSQL before failing:\n%s", out)
 	}
+	// The MariaDB port too is tried before any database starts.
+	_, port, _ := net.SplitHostPort(addr)
+	out = run("demo", "--data-dir", demoDir, "--nats-listen=127.0.0.1:0", "--proxy-listen=127.0.0.1:0", "--agent-listen=127.0.0.1:0", "--mariadb-port="+port)
+	for _, want := range []string{"address " + addr + " is already in use", "change --mariadb-port"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo: %q lacks %q", out, want)
+		}
+	}
+	if strings.Contains(out, "PostgreSQL") || strings.Contains(out, "MariaDB running") {
+		t.Errorf("demo started a database before failing:\n%s", out)
+	}
+	// --health-listen is tried with the others, before NATS starts.
+	free := filepath.Join(dir, "free.yaml")
+	if err := os.WriteFile(free, []byte("nats:\n  embedded:\n    listen: 127.0.0.1:0\nproxy:\n  listen: 127.0.0.1:0\n"+
+		"db_service:\n  listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = run("start", "--config", free, "--data-dir", filepath.Join(dir, "data2"), "--health-listen="+addr)
+	if !strings.Contains(out, "address "+addr+" is already in use") || !strings.Contains(out, "change --health-listen") {
+		t.Errorf("start --health-listen: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data2", "nats")); err == nil {
+		t.Errorf("start made a NATS store before failing")
+	}
 }

@@ -171,6 +171,9 @@ func init() {
 			if err := checkRoles(flagRoles); err != nil {
 				return err
 			}
+			if flagCheck {
+				return checkStart(cmd.OutOrStdout(), cfg)
+			}
 			tuneGC()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -181,6 +184,10 @@ func init() {
 		"run only these roles (e.g. --roles=exporter), even one the configuration does not enable")
 	start.Flags().StringVar(&flagMetricsListen, "metrics-listen", "",
 		"serve the exporters' Prometheus metrics at http://ADDR/metrics")
+	start.Flags().StringVar(&flagHealthListen, "health-listen", "",
+		"answer probes at http://ADDR/healthz (the process runs) and /readyz (every role started, AUDIT sound)")
+	start.Flags().BoolVar(&flagCheck, "check", false,
+		"validate the configuration for the roles that would run, print them and exit; opens no file it names and connects to nothing")
 	root.AddCommand(start)
 }
 
@@ -247,6 +254,14 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 		return err
 	}
 	d := &startDeps{Config: cfg, Log: log, storeReady: make(chan struct{})}
+	var hc *health
+	if flagHealthListen != "" {
+		var stop func()
+		if hc, stop, err = serveHealth(flagHealthListen); err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	if len(cfg.NATS.URLs) == 0 {
 		o, err := natsserver.FromConfig(cfg)
@@ -332,8 +347,12 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	if f := guard.Fault(); f != nil {
 		log.Error("the AUDIT stream is not what it must be: strict statements are refused until it is restored", "fault", f.Error())
 	}
+	if hc != nil {
+		fault := guard.Fault
+		hc.fault.Store(&fault)
+	}
 
-	err = runRoles(ctx, d)
+	err = runRoles(ctx, d, hc)
 	log.Info("shutting down", "cause", context.Cause(ctx))
 	return err
 }
@@ -380,7 +399,7 @@ func ensureStreams(ctx context.Context, d *startDeps, so events.StreamOptions) e
 
 // runRoles runs every enabled role in its own goroutine. The first to fail
 // ends the others; all have returned when runRoles does.
-func runRoles(ctx context.Context, d *startDeps) error {
+func runRoles(ctx context.Context, d *startDeps, hc *health) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -405,6 +424,9 @@ func runRoles(ctx context.Context, d *startDeps) error {
 				cancel(err)
 			}
 		})
+	}
+	if hc != nil {
+		hc.started.Store(true)
 	}
 	d.Log.Info("tollgate started", "cluster", d.Config.ClusterName, "data_dir", d.Config.DataDir, "roles", names, "audit_mode", d.Publisher.Mode())
 	<-ctx.Done()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,8 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 	}
 	dataDir := filepath.Join(dir, "data")
 
-	cmd := exec.Command(bin, "start", "--config", cfgFile, "--data-dir", dataDir)
+	healthAddr := freeAddr(t)
+	cmd := exec.Command(bin, "start", "--config", cfgFile, "--data-dir", dataDir, "--health-listen="+healthAddr)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +86,19 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "streams ready") {
 		t.Fatalf("streams not logged:\n%s", log.String())
+	}
+	// The probes an orchestrator uses: alive, and ready once started with
+	// a sound AUDIT stream.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + healthAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s %s", path, resp.Status, body)
+		}
 	}
 
 	// Anonymous connections are refused; the auditor's identity made in

@@ -88,6 +88,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	// Extra checks beside the README's commands; each must find its
 	// command in the block, so a README that drops one fails here.
 	const query = "select current_user || '/' || current_database() as walkthrough;\n"
+	const mariadbQuery = "select concat(current_user(), '/', database()) as walkthrough;\n"
 	dbLs := func(what string) string {
 		out, errb, err := d.run(d.tg, "db", "ls")
 		if err != nil {
@@ -107,6 +108,11 @@ func TestReadmeWalkthrough(t *testing.T) {
 		{match: "-i tollgate-demo/demo.identity db ls", check: func(out string) {
 			if !strings.Contains(out, "demo-postgres") {
 				t.Fatalf("the demo user's db ls does not list demo-postgres:\n%s", out)
+			}
+		}},
+		{match: "-i tollgate-demo/demo.identity db connect demo-mariadb", check: func(out string) {
+			if !strings.Contains(out, "demo@%/demo") {
+				t.Fatalf("mariadb through tg db connect as demo printed:\n%s", out)
 			}
 		}},
 		{match: "-i tollgate-demo/demo.identity db connect demo-postgres", check: func(out string) {
@@ -219,6 +225,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		var stdin string
 		fields := strings.Fields(line)
 		switch {
+		case fields[0] == "tg" && strings.Contains(line, " db connect demo-mariadb "):
+			stdin = mariadbQuery
 		case fields[0] == "tg" && strings.Contains(line, " db connect "):
 			stdin = query
 		case fields[0] == "tg" && strings.Contains(line, " --invite="):

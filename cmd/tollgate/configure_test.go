@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-db/tollgate/config"
+)
+
+var testPin = "sha256:" + strings.Repeat("0f", 32)
+
+// configure runs `tollgate configure ARGS` in-process.
+func configure(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	c := newConfigureCmd()
+	var o, e bytes.Buffer
+	c.SetOut(&o)
+	c.SetErr(&e)
+	c.SetArgs(args)
+	c.SilenceUsage, c.SilenceErrors = true, true
+	err = c.Execute()
+	return o.String(), e.String(), err
+}
+
+// checked parses what configure wrote and runs start --check's checks on
+// it for role.
+func checked(t *testing.T, file, role string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(file))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, file)
+	}
+	defer func(r []string) { flagRoles = r }(flagRoles)
+	flagRoles = []string{role}
+	var out bytes.Buffer
+	if err := checkStart(&out, cfg); err != nil {
+		t.Fatalf("start --check: %v\n%s", err, file)
+	}
+	if !strings.Contains(out.String(), "roles "+role+",") {
+		t.Fatalf("start --check: %s", out.String())
+	}
+	return cfg
+}
+
+func TestConfigureAgent(t *testing.T) {
+	out, _, err := configure(t, "agent", "--proxy=tollgate.example.com:3080", "--token=tok123", "--ca-pin="+strings.ToUpper(testPin[7:]),
+		"--nats-url=tls://nats-1:4222,tls://nats-2:4222", "--nats-ca=/etc/tollgate/nats-ca.crt",
+		"--db=orders=postgres://orders-db:5432", "--db=billing=mariadb://billing-db:3306", "--db=crm=sqlserver://crm:1433",
+		"--db-ca=orders=/etc/tollgate/orders-ca.crt", "--cluster=prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checked(t, out, "agent")
+	d := cfg.DBService
+	if cfg.ClusterName != "prod" || !slices.Equal(cfg.NATS.URLs, []string{"tls://nats-1:4222", "tls://nats-2:4222"}) ||
+		cfg.NATS.CredentialsDir != "/etc/tollgate/nats-auth" || cfg.NATS.TLS.CAFile != "/etc/tollgate/nats-ca.crt" || cfg.NATS.Replicas != 3 {
+		t.Errorf("nats %+v", cfg.NATS)
+	}
+	if cfg.Broker.Enabled == nil || *cfg.Broker.Enabled || !slices.Equal(d.ProxyAddrs, []string{"tollgate.example.com:3080"}) ||
+		d.Listen != "" || d.JoinToken != "tok123" || d.BrokerCAPin != testPin {
+		t.Errorf("db_service %+v", d)
+	}
+	want := []config.Database{
+		{Name: "orders", Protocol: "postgres", URI: "orders-db:5432", TLS: config.DatabaseTLS{Mode: "verify-full", CACertFile: "/etc/tollgate/orders-ca.crt"}},
+		{Name: "billing", Protocol: "mysql", URI: "billing-db:3306", TLS: config.DatabaseTLS{Mode: "verify-full"}},
+		{Name: "crm", Protocol: "sqlserver", URI: "crm:1433", TLS: config.DatabaseTLS{Mode: "verify-full"}},
+	}
+	if len(d.Databases) != len(want) {
+		t.Fatalf("databases %+v", d.Databases)
+	}
+	for i, w := range want {
+		g := d.Databases[i]
+		if g.Name != w.Name || g.Protocol != w.Protocol || g.URI != w.URI || g.TLS != w.TLS {
+			t.Errorf("database %d: %+v, want %+v", i, g, w)
+		}
+	}
+}
+
+func TestConfigureProxyAndExporter(t *testing.T) {
+	out, _, err := configure(t, "proxy", "--public-addr=tollgate.example.com:443", "--nats-listen=0.0.0.0:4250", "--log-format=json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checked(t, out, "broker")
+	if cfg.Proxy.Listen != "0.0.0.0:3080" || cfg.Proxy.PublicAddr != "tollgate.example.com:443" || len(cfg.NATS.URLs) != 0 ||
+		cfg.NATS.Embedded.Listen != "0.0.0.0:4250" || cfg.NATS.Replicas != 1 || cfg.Log.Format != "json" || cfg.DataDir != "/var/lib/tollgate" {
+		t.Errorf("proxy configuration %+v", cfg)
+	}
+
+	out, _, err = configure(t, "exporter", "--name=siem", "--type=kafka", "--format=ocsf", "--nats-url=tls://nats:4222",
+		"--set=brokers=[k1:9092, k2:9092]", "--set=topic=audit", "--set=tls.ca_file=/etc/kafka-ca.crt", "--set=batch_size=200",
+		"--filter-type=db.session.*,access_request.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = checked(t, out, "exporter")
+	if len(cfg.Exporters) != 1 {
+		t.Fatalf("exporters %+v", cfg.Exporters)
+	}
+	e := cfg.Exporters[0]
+	if e.Name != "siem" || e.Type != "kafka" || e.Format != "ocsf" || !slices.Equal(e.Filter.Types, []string{"db.session.*", "access_request.>"}) {
+		t.Errorf("exporter %+v", e)
+	}
+	var settings struct {
+		Brokers   []string          `yaml:"brokers"`
+		Topic     string            `yaml:"topic"`
+		TLS       map[string]string `yaml:"tls"`
+		BatchSize int               `yaml:"batch_size"`
+	}
+	if err := e.Settings.Decode(&settings); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(settings.Brokers, []string{"k1:9092", "k2:9092"}) || settings.Topic != "audit" ||
+		settings.TLS["ca_file"] != "/etc/kafka-ca.crt" || settings.BatchSize != 200 {
+		t.Errorf("settings %+v", settings)
+	}
+}
+
+// A written file is 0600 (it may hold a join token), is not overwritten
+// without --force, and the real `tollgate start --check` accepts it.
+func TestConfigureWritesAFileStartAccepts(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	args := []string{"agent", "--proxy=p.example:3080", "--token=t", "--ca-pin=" + testPin, "--nats-url=tls://n:4222",
+		"--db=pg=postgres://pg:5432", "-o", file}
+	if _, stderr, err := configure(t, args...); err != nil || !strings.Contains(stderr, "run: tollgate start --config="+file+" --roles=agent") {
+		t.Fatalf("%v; stderr %q", err, stderr)
+	}
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("%v %v", st.Mode(), err)
+	}
+	if _, _, err := configure(t, args...); err == nil || !strings.Contains(err.Error(), "exists; --force overwrites it") {
+		t.Fatalf("second write: %v", err)
+	}
+	if _, _, err := configure(t, append(args, "--force")...); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tollgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "start", "--check", "--config="+file, "--roles=agent").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration ok: cluster tollgate, roles agent, nats tls://n:4222") {
+		t.Fatalf("start --check: %v\n%s", err, out)
+	}
+}
+
+func TestConfigureBadFlags(t *testing.T) {
+	agent := []string{"agent", "--proxy=p:3080", "--token=t", "--ca-pin=" + testPin, "--nats-url=tls://n:4222"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent"}, "--proxy: required"},
+		{[]string{"agent", "--proxy=p"}, `--proxy: proxy address "p": want HOST:PORT`},
+		{[]string{"agent", "--proxy=p:1"}, "--token: required"},
+		{[]string{"agent", "--proxy=p:1", "--token=t"}, "--ca-pin: required"},
+		{[]string{"agent", "--proxy=p:1", "--token=t", "--ca-pin=abc"}, `--ca-pin: CA pin "abc": want sha256: and 64 hex digits`},
+		{agent, "--db: required"},
+		{append(agent, "--db=orders"), `--db "orders": want NAME=PROTOCOL://HOST:PORT`},
+		{append(agent, "--db=o=oracle://h:1521"), `protocol "oracle" is not postgres, cockroachdb, mysql, mariadb or sqlserver`},
+		{append(agent, "--db=o=postgres://h"), `"h" is not HOST:PORT`},
+		{append(agent, "--db=o=postgres://h:1", "--db=o=mysql://h:2"), `--db: "o" given twice`},
+		{append(agent, "--db=o=postgres://h:1", "--db-ca=x=/ca"), "--db-ca x: no --db of that name"},
+		{[]string{"agent", "--proxy=p:1", "--token=t", "--ca-pin=" + testPin, "--db=o=postgres://h:1"}, "--nats-url: required"},
+		{append(agent, "--db=o=postgres://h:1", "--audit-mode=lax"), `--audit-mode: "lax" is not strict or async`},
+		{[]string{"proxy"}, "--public-addr: required"},
+		{[]string{"proxy", "--public-addr=x"}, `--public-addr: proxy address "x": want HOST:PORT`},
+		{[]string{"proxy", "--public-addr=x:1", "--nats-ca=/ca"}, "--nats-ca: only with --nats-url"},
+		{[]string{"proxy", "--public-addr=x:1", "--nats-url=nats:4222"}, `--nats-url "nats:4222": want scheme://host:port`},
+		{[]string{"proxy", "--public-addr=x:1", "--replicas=2"}, "nats.replicas: 2 (want 1, 3 or 5)"},
+		{[]string{"exporter"}, "--name: required"},
+		{[]string{"exporter", "--name=x"}, "--type: required: one of"},
+		{[]string{"exporter", "--name=x", "--type=splunk"}, `--type: "splunk" is not a sink type (want one of`},
+		{[]string{"exporter", "--name=x y", "--type=file", "--nats-url=tls://n:1"}, `name: "x y": want 1 to 64 letters`},
+		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--format=xml"}, `.format: format "xml"`},
+		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--set=path"}, `--set "path": want KEY=VALUE`},
+		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--set=batch_size=many"}, "batch_size"},
+		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--set=a=1", "--set=a.b=2"}, "--set a.b: a is a value, not a mapping"},
+		{[]string{"exporter", "--name=x", "--type=file", "--nats-url=tls://n:1", "--filter-type=DB"}, `filter.types: "DB" is not an event type`},
+		{[]string{"exporter", "--name=x", "--type=splunk_hec", "--nats-url=tls://n:1", "--set=urll=https://s:8088"}, `unknown key "exporters[0] (x).settings.urll"`},
+	} {
+		out, _, err := configure(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("configure %q: got %v, want an error with %q", tc.args, err, tc.want)
+		}
+		if out != "" {
+			t.Errorf("configure %q wrote %q despite the error", tc.args, out)
+		}
+	}
+}
