@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // ServerConfig configures the agent's listener.
@@ -145,7 +146,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	sort.Strings(s.names)
 	if s.cfg.Plaintext == nil {
-		if p, ok := cfg.Engines["postgres"].(PlaintextNegotiator); ok {
+		if p, ok := cfg.Engines[protocol.Postgres].(PlaintextNegotiator); ok {
 			s.cfg.Plaintext = p
 		}
 	}
@@ -453,10 +454,11 @@ func (s *Server) route(sni, proto string) (*Database, error) {
 		}
 		return nil, fmt.Errorf("the connection names no database: its TLS server name (SNI) must be one of %s", listNames(names))
 	}
-	d, ok := s.databases[sni]
-	if !ok {
-		if i := strings.IndexByte(sni, '.'); i > 0 {
-			d, ok = s.databases[sni[:i]]
+	var d *Database
+	ok := false
+	for _, n := range protocol.Databases(sni) {
+		if d, ok = s.databases[n]; ok {
+			break
 		}
 	}
 	if !ok {
