@@ -7,7 +7,7 @@
 // Clients reach a database by dialing the agent's public address (the
 // database record in STATE carries it as AgentAddr) with TLS server name
 // (SNI) equal to the database name, presenting a user certificate; see
-// ServerName.
+// protocol.ServerName.
 package service
 
 import (
@@ -45,13 +45,6 @@ import (
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 )
-
-// ServerName is the TLS server name (SNI) a client sends to reach database
-// name through an agent: the name itself. agent.Server routes on it (and
-// on the first label of a longer name), and the agent's certificate lists
-// every database it serves as a DNS name, so a client verifies the agent
-// with the database name as the expected host.
-func ServerName(database string) string { return database }
 
 // Default heartbeat timing: a database is listed for HeartbeatTTL after
 // its last heartbeat, and heartbeats come three times per TTL so that one
