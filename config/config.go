@@ -182,6 +182,11 @@ type Database struct {
 	// logging or auditing; "pgaudit.*" names a prefix. Unset means the
 	// agent's default list; an empty list refuses none.
 	RefuseStartupParameters []string `yaml:"refuse_startup_parameters"`
+	// Settings of the protocol's engine for this database; decoded
+	// strictly by the engine when the agent starts, so a key the engine
+	// does not know is an error there (this package does not know the
+	// engines).
+	Settings yaml.Node `yaml:"settings"`
 }
 
 // DatabaseTLS says how the agent verifies the database's certificate.
