@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -41,10 +42,12 @@ type ServerConfig struct {
 	Recorder Recorder
 	// ClientCert provides the certificate presented to databases.
 	ClientCert ClientCertProvider
-	// Engines by protocol name (postgres, cockroachdb, mysql, sqlserver).
+	// Engines by protocol name (protocol.Protocol.Name).
 	Engines map[string]Engine
 	// Plaintext answers connections that do not start with TLS; when nil,
-	// the postgres engine does if it implements PlaintextNegotiator.
+	// the engine that implements PlaintextNegotiator does (PostgreSQL's,
+	// whose clients ask for TLS in their own protocol), the first by
+	// protocol name should there be several.
 	Plaintext PlaintextNegotiator
 	// HandshakeTimeout bounds everything before the engine takes over
 	// (10s by default).
@@ -146,8 +149,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	sort.Strings(s.names)
 	if s.cfg.Plaintext == nil {
-		if p, ok := cfg.Engines[protocol.Postgres].(PlaintextNegotiator); ok {
-			s.cfg.Plaintext = p
+		for _, name := range slices.Sorted(maps.Keys(cfg.Engines)) {
+			if p, ok := cfg.Engines[name].(PlaintextNegotiator); ok {
+				s.cfg.Plaintext = p
+				break
+			}
 		}
 	}
 	if e, ok := s.cfg.Plaintext.(Engine); ok {

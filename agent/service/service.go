@@ -33,9 +33,6 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/awsiam"
-	"github.com/tollgate-db/tollgate/agent/mysql"
-	"github.com/tollgate-db/tollgate/agent/postgres"
-	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/api"
@@ -44,6 +41,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Default heartbeat timing: a database is listed for HeartbeatTTL after
@@ -67,10 +65,6 @@ type Options struct {
 	// HeartbeatTTL defaults to DefaultHeartbeatTTL; heartbeats are sent
 	// every third of it.
 	HeartbeatTTL time.Duration
-	// Engine options of the PostgreSQL engine (postgres and cockroachdb).
-	Postgres postgres.Options
-	// Engine options of the MySQL/MariaDB engine.
-	MySQL mysql.Options
 	// Register records a database the agent serves, beside the broker
 	// (broker.enabled): the broker's own registration, so that the
 	// agent's connection to NATS may stay read-only on STATE. nil means
@@ -84,9 +78,10 @@ type Service struct {
 	// Addr is where the agent listens; PublicAddr is where clients reach
 	// it, as registered with every database.
 	Addr, PublicAddr string
-	// MySQLAddr is where MySQL clients connect without tg
-	// (db_service.mysql_listen); empty when not configured.
-	MySQLAddr string
+	// Ports are the addresses of the ports engines serve of their own
+	// (agent.PortServer), by engine: MySQL's is where MySQL clients
+	// connect without tg (db_service.mysql_listen).
+	Ports map[string]string
 	// HostID names the agent in STATE (the CN of its host certificate).
 	HostID string
 	// HostCA verifies the agent's certificate (what clients trust).
@@ -130,17 +125,14 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if o.HeartbeatTTL <= 0 {
 		o.HeartbeatTTL = DefaultHeartbeatTTL
 	}
-	if o.Postgres.Logger == nil {
-		o.Postgres.Logger = o.Log
-	}
 	if len(cfg.DBService.Databases) == 0 {
 		return nil, errors.New("db_service: no databases configured (db_service.databases)")
 	}
 	local := brokerInProcess(cfg)
 	if !local {
 		for i, d := range cfg.DBService.Databases {
-			if d.Protocol == "sqlserver" {
-				return nil, fmt.Errorf("db_service.databases[%d] (%s): SQL Server needs the broker in the agent's process for now: its Kerberos PKINIT certificates are signed with the CAs of the data dir", i, d.Name)
+			if r, ok := agent.LookupEngine(protocol.EngineOf(d.Protocol)); ok && r.LocalCAs != "" {
+				return nil, fmt.Errorf("db_service.databases[%d] (%s): %s needs the broker in the agent's process for now: %s", i, d.Name, protocol.Get(d.Protocol).Display, r.LocalCAs)
 			}
 		}
 	}
@@ -167,7 +159,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if ln == nil && len(cfg.DBService.ProxyAddrs) == 0 {
 		return nil, errors.New("db_service: neither listen nor proxy_addrs is set: clients could not reach the agent")
 	}
-	s = &Service{HostID: hostID, log: o.Log, done: make(chan error, 1)}
+	s = &Service{HostID: hostID, Ports: map[string]string{}, log: o.Log, done: make(chan error, 1)}
 	var names []string
 	if ln != nil {
 		lns = append(lns, ln)
@@ -249,23 +241,13 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	}()
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
-	// Databases behind RDS Proxy get an IAM token as their password.
-	iam := awsiam.NewRegistry(awsiam.Options{})
-	if o.Postgres.Password == nil {
-		o.Postgres.Password = iam.Token
-	}
-	if o.MySQL.Password == nil {
-		o.MySQL.Password = iam.Token
-	}
-	pg := postgres.New(o.Postgres)
-	my := mysql.New(o.MySQL)
-	engines := map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": my}
-	if auth.local != nil {
-		ms, err := sqlserver.NewStandard(ctx, auth.local, filepath.Join(cfg.DataDir, "agent", "krb5"), auth.host, o.Log)
-		if err != nil {
-			return nil, err
-		}
-		engines["sqlserver"] = ms
+	engines, byProtocol, err := buildEngines(ctx, dbs, agent.EngineParams{
+		Config: cfg, Recorder: o.Recorder, Host: auth.host, CAs: auth.local, DataDir: cfg.DataDir, Log: o.Log,
+		// Databases behind RDS Proxy get an IAM token as their password.
+		Password: awsiam.NewRegistry(awsiam.Options{}).Token,
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.Server, err = agent.NewServer(agent.ServerConfig{
 		Cluster:   cfg.ClusterName,
@@ -279,11 +261,9 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}),
 		Recorder:   o.Recorder,
 		ClientCert: agent.CachedDatabaseClientCerts(auth.issue, ca.DefaultDBClientTTL),
-		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
-		// cancel keys of both.
-		Engines:   engines,
-		Logger:    o.Log,
-		Lifecycle: life,
+		Engines:    byProtocol,
+		Logger:     o.Log,
+		Lifecycle:  life,
 		// db_service connection limits, refused in the protocol's form.
 		MaxConnections:        cfg.DBService.MaxConnections,
 		MaxConnectionsPerUser: cfg.DBService.MaxConnectionsPerUser,
@@ -307,29 +287,19 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		lns = append(lns, tl)
 		s.Tunnels = tl
 	}
-	if a := cfg.DBService.MySQLListen; a != "" {
-		mln, lerr := net.Listen("tcp", a)
-		if lerr != nil {
-			return nil, fmt.Errorf("db_service.mysql_listen: %w", lerr)
+	for _, name := range agent.EngineNames() {
+		ps, ok := engines[name].(agent.PortServer)
+		if !ok {
+			continue
 		}
-		defer func() {
-			if err != nil {
-				mln.Close()
-			}
-		}()
-		s.MySQLAddr = mln.Addr().String()
-		lo := mysql.ListenerOptions{Cluster: cfg.ClusterName, Recorder: o.Recorder}
-		var only []*agent.Database
-		for _, d := range dbs {
-			if d.Protocol == "mysql" {
-				db, _ := s.Server.Database(d.Name)
-				only = append(only, db)
-			}
+		pln, perr := ps.OpenPort(s.Server)
+		if perr != nil {
+			return nil, perr
 		}
-		if len(only) == 1 {
-			lo.Database = only[0]
+		if pln != nil {
+			lns = append(lns, pln)
+			s.Ports[name] = pln.Addr().String()
 		}
-		lns = append(lns, my.Listener(mln, lo))
 	}
 	reg := &registrar{state: store, register: register, heartbeat: beat, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
 	for _, d := range dbs {
@@ -351,9 +321,42 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		store.Close()
 		s.done <- err
 	}()
-	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
+	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "ports", s.Ports, "host_id", hostID,
 		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
 	return s, nil
+}
+
+// buildEngines builds every engine registered in this program that the
+// agent can run, each with the databases of dbs it serves, and maps every
+// protocol to the engine serving it (CockroachDB's is PostgreSQL's: one
+// engine holds the cancel keys of both). An engine that needs the data
+// dir's certificate authorities is left out without them; Start has
+// refused its databases by then.
+func buildEngines(ctx context.Context, dbs []config.Database, base agent.EngineParams) (byName, byProtocol map[string]agent.Engine, err error) {
+	byName, byProtocol = map[string]agent.Engine{}, map[string]agent.Engine{}
+	for _, name := range agent.EngineNames() {
+		if r, _ := agent.LookupEngine(name); r.LocalCAs != "" && base.CAs == nil {
+			continue
+		}
+		p := base
+		p.Databases = nil
+		for _, d := range dbs {
+			if protocol.EngineOf(d.Protocol) == name {
+				p.Databases = append(p.Databases, d)
+			}
+		}
+		e, err := agent.NewEngine(ctx, name, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		byName[name] = e
+		for _, pr := range protocol.All() {
+			if pr.Engine == name {
+				byProtocol[pr.Name] = e
+			}
+		}
+	}
+	return byName, byProtocol, nil
 }
 
 // Wait blocks until the agent stopped and returns why (nil after ctx of
