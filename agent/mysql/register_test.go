@@ -13,18 +13,15 @@ import (
 )
 
 func TestSettings(t *testing.T) {
-	db := func(name, settings string) config.Database {
-		d := config.Database{Name: name, Protocol: protocol.MySQL}
-		if settings != "" {
-			var doc yaml.Node
-			if err := yaml.Unmarshal([]byte(settings), &doc); err != nil {
-				t.Fatal(err)
-			}
-			d.Settings = *doc.Content[0]
+	// A database as the configuration file gives it.
+	db := func(src string) config.Database {
+		var d config.Database
+		if err := yaml.Unmarshal([]byte("protocol: mysql\n"+src), &d); err != nil {
+			t.Fatal(err)
 		}
 		return d
 	}
-	p := agent.EngineParams{Config: &config.Config{}, Databases: []config.Database{db("old", "server_version: 5.7.44-log"), db("plain", "")}}
+	p := agent.EngineParams{Config: &config.Config{}, Databases: []config.Database{db("name: old\nsettings: {server_version: 5.7.44-log}"), db("name: plain")}}
 	e, err := agent.NewEngine(context.Background(), protocol.MySQL, p)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +33,7 @@ func TestSettings(t *testing.T) {
 	if v := my.versionFor(&agent.Database{Config: p.Databases[1]}); v != DefaultServerVersion {
 		t.Errorf("greeting version of plain: %q", v)
 	}
-	p.Databases = []config.Database{db("typo", "server_verion: 8.0")}
+	p.Databases = []config.Database{db("name: typo\nsettings: {server_verion: '8.0'}")}
 	if _, err := agent.NewEngine(context.Background(), protocol.MySQL, p); err == nil || !strings.Contains(err.Error(), "server_verion") {
 		t.Errorf("unknown setting: %v", err)
 	}
