@@ -45,6 +45,10 @@ const (
 type Protocol struct {
 	// Name is the protocol's name (one of the constants above).
 	Name string
+	// Aliases are other spellings people and URL schemes use for it
+	// (postgresql://, mariadb, mssql), which Resolve accepts. Stored
+	// configuration and events always carry Name.
+	Aliases []string
 	// Engine names the agent engine that serves it: a protocol spoken by
 	// another product (CockroachDB speaks PostgreSQL's) names that
 	// protocol's engine, which then serves both.
@@ -67,7 +71,7 @@ type Protocol struct {
 
 // all is every protocol, in the order they are listed to people.
 var all = []Protocol{
-	{Name: Postgres, Engine: Postgres, DefaultPort: "5432", Display: "PostgreSQL", OCSF: "PostgreSQL",
+	{Name: Postgres, Aliases: []string{"postgresql"}, Engine: Postgres, DefaultPort: "5432", Display: "PostgreSQL", OCSF: "PostgreSQL",
 		DBName: DBNameFixed, StartupParameters: true, Clients: []string{"psql"}},
 	// CockroachDB's SQL shell speaks PostgreSQL's protocol; the PostgreSQL
 	// engine serves it and psql reaches it.
@@ -75,9 +79,9 @@ var all = []Protocol{
 		DBName: DBNameFixed, StartupParameters: true, Clients: []string{"psql"}},
 	// MariaDB speaks MySQL's protocol; its client comes first because it
 	// is what the distributions ship.
-	{Name: MySQL, Engine: MySQL, DefaultPort: "3306", Display: "MySQL", OCSF: "MySQL",
+	{Name: MySQL, Aliases: []string{"mariadb"}, Engine: MySQL, DefaultPort: "3306", Display: "MySQL", OCSF: "MySQL",
 		DBName: DBNameChecked, Clients: []string{"mariadb", "mysql"}},
-	{Name: SQLServer, Engine: SQLServer, DefaultPort: "1433", Display: "SQL Server", OCSF: "Microsoft SQL Server",
+	{Name: SQLServer, Aliases: []string{"mssql"}, Engine: SQLServer, DefaultPort: "1433", Display: "SQL Server", OCSF: "Microsoft SQL Server",
 		DBName: DBNameUnchecked},
 }
 
@@ -86,6 +90,23 @@ func Lookup(name string) (Protocol, bool) {
 	for _, p := range all {
 		if p.Name == name {
 			return p, true
+		}
+	}
+	return Protocol{}, false
+}
+
+// Resolve returns the protocol that s names, by name or alias, in any
+// case: for what people type (a command-line flag, a URL scheme), not for
+// stored names, which Lookup takes as they are.
+func Resolve(s string) (Protocol, bool) {
+	for _, p := range all {
+		if strings.EqualFold(p.Name, s) {
+			return p, true
+		}
+		for _, a := range p.Aliases {
+			if strings.EqualFold(a, s) {
+				return p, true
+			}
 		}
 	}
 	return Protocol{}, false

@@ -14,6 +14,12 @@ func TestTable(t *testing.T) {
 			t.Fatalf("protocol %q: empty or listed twice", p.Name)
 		}
 		seen[p.Name] = true
+		for _, a := range p.Aliases {
+			if seen[a] || Known(a) {
+				t.Errorf("%s: alias %q is listed twice or is a name", p.Name, a)
+			}
+			seen[a] = true
+		}
 		if p.DefaultPort == "" || p.Display == "" || p.OCSF == "" {
 			t.Errorf("%s: port, display and OCSF names are required: %+v", p.Name, p)
 		}
@@ -34,6 +40,24 @@ func TestTable(t *testing.T) {
 	}
 	if Get(SQLServer).DBName != DBNameUnchecked || Get(MySQL).DBName != DBNameChecked || Get(Postgres).DBName != DBNameFixed {
 		t.Error("db_name meanings changed")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres": Postgres, "PostgreSQL": Postgres, "cockroachdb": CockroachDB,
+		"mysql": MySQL, "MariaDB": MySQL, "sqlserver": SQLServer, "mssql": SQLServer,
+	} {
+		if p, ok := Resolve(in); !ok || p.Name != want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q", in, p.Name, ok, want)
+		}
+	}
+	if _, ok := Resolve("oracle"); ok {
+		t.Error("Resolve(oracle) found a protocol")
+	}
+	// Stored names are exact: an alias is not a name.
+	if Known("mariadb") || Known("Postgres") {
+		t.Error("Known accepts an alias or another case")
 	}
 }
 
