@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Database is one configured database with what the agent derives from its
@@ -26,17 +27,9 @@ type Database struct {
 	roots  *x509.CertPool
 }
 
-// DefaultPorts maps a protocol to the port assumed when the URI has none.
-var DefaultPorts = map[string]string{
-	"postgres":    "5432",
-	"cockroachdb": "26257",
-	"mysql":       "3306",
-	"sqlserver":   "1433",
-}
-
 // NewDatabase checks a database's configuration and loads its CA file.
 func NewDatabase(c config.Database) (*Database, error) {
-	host, port, err := SplitURI(c.URI, DefaultPorts[c.Protocol])
+	host, port, err := SplitURI(c.URI, protocol.Get(c.Protocol).DefaultPort)
 	if err != nil {
 		return nil, fmt.Errorf("database %q: uri: %w", c.Name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -18,6 +19,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // ServerConfig configures the agent's listener.
@@ -40,10 +42,12 @@ type ServerConfig struct {
 	Recorder Recorder
 	// ClientCert provides the certificate presented to databases.
 	ClientCert ClientCertProvider
-	// Engines by protocol name (postgres, cockroachdb, mysql, sqlserver).
+	// Engines by protocol name (protocol.Protocol.Name).
 	Engines map[string]Engine
 	// Plaintext answers connections that do not start with TLS; when nil,
-	// the postgres engine does if it implements PlaintextNegotiator.
+	// the engine that implements PlaintextNegotiator does (PostgreSQL's,
+	// whose clients ask for TLS in their own protocol), the first by
+	// protocol name should there be several.
 	Plaintext PlaintextNegotiator
 	// HandshakeTimeout bounds everything before the engine takes over
 	// (10s by default).
@@ -145,8 +149,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	sort.Strings(s.names)
 	if s.cfg.Plaintext == nil {
-		if p, ok := cfg.Engines["postgres"].(PlaintextNegotiator); ok {
-			s.cfg.Plaintext = p
+		for _, name := range slices.Sorted(maps.Keys(cfg.Engines)) {
+			if p, ok := cfg.Engines[name].(PlaintextNegotiator); ok {
+				s.cfg.Plaintext = p
+				break
+			}
 		}
 	}
 	if e, ok := s.cfg.Plaintext.(Engine); ok {
@@ -453,10 +460,11 @@ func (s *Server) route(sni, proto string) (*Database, error) {
 		}
 		return nil, fmt.Errorf("the connection names no database: its TLS server name (SNI) must be one of %s", listNames(names))
 	}
-	d, ok := s.databases[sni]
-	if !ok {
-		if i := strings.IndexByte(sni, '.'); i > 0 {
-			d, ok = s.databases[sni[:i]]
+	var d *Database
+	ok := false
+	for _, n := range protocol.Databases(sni) {
+		if d, ok = s.databases[n]; ok {
+			break
 		}
 	}
 	if !ok {

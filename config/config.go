@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/config/strictyaml"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Default ports. They stay clear of the standard ports of the databases and
@@ -181,6 +182,11 @@ type Database struct {
 	// logging or auditing; "pgaudit.*" names a prefix. Unset means the
 	// agent's default list; an empty list refuses none.
 	RefuseStartupParameters []string `yaml:"refuse_startup_parameters"`
+	// Settings of the protocol's engine for this database; decoded
+	// strictly by the engine when the agent starts, so a key the engine
+	// does not know is an error there (this package does not know the
+	// engines).
+	Settings yaml.Node `yaml:"settings"`
 }
 
 // DatabaseTLS says how the agent verifies the database's certificate.
@@ -400,7 +406,7 @@ func (c *Config) Validate() error {
 		} else {
 			mysql := false
 			for _, d := range c.DBService.Databases {
-				mysql = mysql || d.Protocol == "mysql"
+				mysql = mysql || protocol.EngineOf(d.Protocol) == protocol.MySQL
 			}
 			if !mysql {
 				bad("db_service.mysql_listen: set, but no database in db_service.databases has protocol mysql")
@@ -430,8 +436,8 @@ func (c *Config) Validate() error {
 			bad("%s.name: %q is used twice", where, d.Name)
 		}
 		seen[d.Name] = true
-		if !oneOf(d.Protocol, "postgres", "cockroachdb", "mysql", "sqlserver") {
-			bad("%s.protocol: %q is not postgres, cockroachdb, mysql or sqlserver", where, d.Protocol)
+		if !protocol.Known(d.Protocol) {
+			bad("%s.protocol: %q is not %s", where, d.Protocol, protocol.List())
 		}
 		if d.URI == "" {
 			bad("%s.uri: required", where)
@@ -442,7 +448,7 @@ func (c *Config) Validate() error {
 		if !oneOf(d.AuditMode, "strict", "async") {
 			bad("%s.audit_mode: %q is not strict or async", where, d.AuditMode)
 		}
-		if d.RefuseStartupParameters != nil && !oneOf(d.Protocol, "postgres", "cockroachdb") {
+		if d.RefuseStartupParameters != nil && !protocol.Get(d.Protocol).StartupParameters {
 			bad("%s.refuse_startup_parameters: only PostgreSQL and CockroachDB have startup parameters", where)
 		}
 		for j, n := range d.RefuseStartupParameters {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestParseFull(t *testing.T) {
@@ -117,5 +119,18 @@ func TestRefuseStartupParameters(t *testing.T) {
 		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+// An engine's settings are kept as written for the engine to decode: this
+// package does not know them.
+func TestDatabaseSettingsKeptForTheEngine(t *testing.T) {
+	c, err := Parse([]byte("db_service:\n  databases:\n    - name: my1\n      protocol: mysql\n      uri: localhost:3306\n      settings:\n        server_version: 8.0.36\n        anything: [1, 2]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.DBService.Databases[0].Settings
+	if s.Kind != yaml.MappingNode || len(s.Content) != 4 || s.Content[0].Value != "server_version" || s.Content[1].Value != "8.0.36" {
+		t.Fatalf("settings %+v", s)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Paces of a re-execution.
@@ -60,10 +62,16 @@ type Report struct {
 // in text form and the parameter types their Parse declared.
 func Execute(ctx context.Context, t *Timeline, o ExecOptions) (*Report, error) {
 	var newRunner func(ctx context.Context, target string) (runner, error)
-	switch t.Session.Protocol {
-	case "postgres", "cockroachdb", "":
+	// A timeline whose events name no protocol is replayed as PostgreSQL,
+	// as it always was.
+	engine := protocol.Postgres
+	if t.Session.Protocol != "" {
+		engine = protocol.EngineOf(t.Session.Protocol)
+	}
+	switch engine {
+	case protocol.Postgres:
 		newRunner = newPGRunner
-	case "mysql":
+	case protocol.MySQL:
 		newRunner = newMySQLRunner
 	default:
 		return nil, fmt.Errorf("re-executing %s sessions is not supported yet (PostgreSQL, CockroachDB and MySQL sessions are)", t.Session.Protocol)

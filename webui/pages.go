@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/sessions"
 )
 
@@ -161,10 +162,10 @@ type dbRow struct {
 // clients may use the service entry tg db login writes; any client may
 // use a tunnel on a local port.
 func connectCommands(d api.Database) []string {
-	switch d.Protocol {
-	case "postgres", "cockroachdb":
+	switch protocol.EngineOf(d.Protocol) {
+	case protocol.Postgres:
 		return []string{"tg db connect " + d.Name, "tg db login " + d.Name + ` && psql "service=tollgate-` + d.Name + `"`}
-	case "mysql":
+	case protocol.MySQL:
 		return []string{"tg db connect " + d.Name, "tg proxy db " + d.Name + " --tunnel --port=3307 && mariadb --host=127.0.0.1 --port=3307 --skip-ssl"}
 	}
 	return []string{"tg proxy db " + d.Name + " --tunnel --port=11433"}

@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // ListenerOptions configures Engine.Listener.
@@ -57,7 +58,7 @@ func connKey(local, remote string) string { return local + "|" + remote }
 
 // Protocol tells the agent's server that this port serves MySQL only
 // (agent.ProtocolConn).
-func (c *directConn) Protocol() string { return "mysql" }
+func (c *directConn) Protocol() string { return protocol.MySQL }
 
 // directConn runs the plaintext part of the connection phase on its first
 // Read, which the agent's server makes (under its handshake deadline) to

@@ -74,6 +74,13 @@ type Engine struct {
 	mu       sync.Mutex
 	direct   map[string]*greeting // by connection, for clients greeted before TLS
 	versions map[string]string    // database name → last server version seen
+
+	// port, when set, is the address of the engine's own port
+	// (db_service.mysql_listen), opened by OpenPort with portOpts for the
+	// databases portDBs.
+	port     string
+	portOpts ListenerOptions
+	portDBs  []string
 }
 
 var _ agent.Engine = (*Engine)(nil)

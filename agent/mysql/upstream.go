@@ -61,38 +61,11 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	_ = raw.SetDeadline(time.Now().Add(timeout))
 	r := wire.NewReader(raw, 1<<20)
 	w := wire.NewWriter(raw)
-	p, err := r.ReadPacket()
-	if err != nil {
-		return nil, fmt.Errorf("reading the database's greeting: %w", err)
-	}
 	up := &upstream{}
-	if err := up.greeting.Decode(p); err != nil {
-		var ep *wire.ErrPacket
-		if errors.As(err, &ep) {
-			return nil, ep
-		}
-		return nil, fmt.Errorf("the database's greeting: %w", err)
+	if err := readGreeting(r, &up.greeting, addr, caps); err != nil {
+		return nil, err
 	}
-	g := &up.greeting
-	if !g.Capabilities.Has(wire.ClientSSL) {
-		return nil, fmt.Errorf("the database at %s does not offer TLS", addr)
-	}
-	if missing := (caps & wireCaps) &^ g.Capabilities; missing != 0 {
-		return nil, fmt.Errorf("the database lacks capabilities the client negotiated: %s", missing)
-	}
-	// The agent's own request: what the client negotiated (compression
-	// too, where the database offers it), with TLS, the plugin protocol
-	// and MariaDB's extended flags left off (CLIENT_MYSQL).
-	ours := caps&^wire.ClientZstdCompressionAlgorithm |
-		wire.ClientSSL | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth |
-		wire.ClientPluginAuthLenEncClientData | wire.ClientLongPassword
-	ours &= g.Capabilities | wire.ClientLongPassword
-	if dbName != "" {
-		ours |= wire.ClientConnectWithDB
-	} else {
-		ours &^= wire.ClientConnectWithDB
-	}
-	ours &= 0xffffffff
+	ours := upstreamCaps(caps, up.greeting.Capabilities, dbName)
 	r.SetSeq(1)
 	w.SetSeq(1)
 	ssl := wire.SSLRequest{Capabilities: ours, MaxPacketSize: resp.MaxPacketSize, CharacterSet: resp.CharacterSet}
@@ -106,6 +79,65 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 	br := bufio.NewReaderSize(tc, 4096)
 	r.Reset(br)
 	w.Reset(tc)
+	plugin, err := sendLogin(r, w, &up.greeting, ours, resp, dbUser, dbName, token)
+	if err != nil {
+		return nil, err
+	}
+	if up.ok, up.plugin, err = authenticate(r, w, plugin, token); err != nil {
+		return nil, err
+	}
+	up.conn = &bufConn{Conn: tc, r: br}
+	if ours.Has(wire.ClientCompress) {
+		up.conn = newCompressedConn(up.conn, true)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	ok = true
+	return up, nil
+}
+
+// readGreeting reads the database's greeting into g and checks that it
+// offers TLS and what the client negotiated; a refusal in its place is
+// returned as *wire.ErrPacket.
+func readGreeting(r *wire.Reader, g *wire.HandshakeV10, addr string, caps wire.Capabilities) error {
+	p, err := r.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("reading the database's greeting: %w", err)
+	}
+	if err := g.Decode(p); err != nil {
+		var ep *wire.ErrPacket
+		if errors.As(err, &ep) {
+			return ep
+		}
+		return fmt.Errorf("the database's greeting: %w", err)
+	}
+	if !g.Capabilities.Has(wire.ClientSSL) {
+		return fmt.Errorf("the database at %s does not offer TLS", addr)
+	}
+	if missing := (caps & wireCaps) &^ g.Capabilities; missing != 0 {
+		return fmt.Errorf("the database lacks capabilities the client negotiated: %s", missing)
+	}
+	return nil
+}
+
+// upstreamCaps is the agent's own request: what the client negotiated
+// (compression too, where the database offers it), with TLS, the plugin
+// protocol and MariaDB's extended flags left off (CLIENT_MYSQL).
+func upstreamCaps(client, server wire.Capabilities, dbName string) wire.Capabilities {
+	ours := client&^wire.ClientZstdCompressionAlgorithm |
+		wire.ClientSSL | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth |
+		wire.ClientPluginAuthLenEncClientData | wire.ClientLongPassword
+	ours &= server | wire.ClientLongPassword
+	if dbName != "" {
+		ours |= wire.ClientConnectWithDB
+	} else {
+		ours &^= wire.ClientConnectWithDB
+	}
+	return ours & 0xffffffff
+}
+
+// sendLogin sends the handshake response inside TLS and returns the
+// plugin it answered for.
+func sendLogin(r *wire.Reader, w *wire.Writer, g *wire.HandshakeV10, ours wire.Capabilities, resp *wire.HandshakeResponse41, dbUser, dbName, token string) (string, error) {
 	plugin := g.AuthPluginName
 	if plugin == "" {
 		plugin = wire.PluginNativePassword
@@ -128,51 +160,46 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 		hr.Attributes = resp.Attributes
 	}
 	r.SetSeq(w.Seq() + 1)
-	if err := w.WritePacket(hr.Encode(nil)); err != nil {
-		return nil, err
-	}
+	return plugin, w.WritePacket(hr.Encode(nil))
+}
+
+// authenticate answers the database until it accepts (its OK packet and
+// the plugin it ended with are returned) or refuses (*wire.ErrPacket).
+func authenticate(r *wire.Reader, w *wire.Writer, plugin, token string) (ok []byte, _ string, err error) {
+	var auth []byte
 	for {
 		p, err := r.ReadPacket()
 		if err != nil {
-			return nil, fmt.Errorf("authenticating to the database: %w", err)
+			return nil, "", fmt.Errorf("authenticating to the database: %w", err)
 		}
 		if len(p) == 0 {
-			return nil, errors.New("authenticating to the database: empty packet")
+			return nil, "", errors.New("authenticating to the database: empty packet")
 		}
 		switch p[0] {
 		case wire.OKHeader:
-			up.ok = append([]byte(nil), p...)
-			up.plugin = plugin
-			up.conn = &bufConn{Conn: tc, r: br}
-			if ours.Has(wire.ClientCompress) {
-				up.conn = newCompressedConn(up.conn, true)
-			}
-			_ = raw.SetDeadline(time.Time{})
-			ok = true
-			return up, nil
+			return append([]byte(nil), p...), plugin, nil
 		case wire.ErrHeader:
 			var ep wire.ErrPacket
 			if err := ep.Decode(p); err != nil {
-				return nil, fmt.Errorf("the database's refusal: %w", err)
+				return nil, "", fmt.Errorf("the database's refusal: %w", err)
 			}
-			return nil, &ep
+			return nil, "", &ep
 		case wire.AuthSwitchHeader:
 			var sw wire.AuthSwitchRequest
 			if err := sw.Decode(p); err != nil {
-				return nil, fmt.Errorf("the database's auth switch: %w", err)
+				return nil, "", fmt.Errorf("the database's auth switch: %w", err)
 			}
 			plugin = sw.PluginName
-			auth, err = authResponse(plugin, sw.PluginData, token)
-			if err != nil {
-				return nil, err
+			if auth, err = authResponse(plugin, sw.PluginData, token); err != nil {
+				return nil, "", err
 			}
 		case wire.AuthMoreDataHeader:
 			var more wire.AuthMoreData
 			if err := more.Decode(p); err != nil {
-				return nil, fmt.Errorf("the database's auth data: %w", err)
+				return nil, "", fmt.Errorf("the database's auth data: %w", err)
 			}
 			if plugin != wire.PluginCachingSHA2 || len(more.Data) != 1 {
-				return nil, fmt.Errorf("unexpected authentication data from the database for plugin %s", plugin)
+				return nil, "", fmt.Errorf("unexpected authentication data from the database for plugin %s", plugin)
 			}
 			switch more.Data[0] {
 			case wire.CachingSHA2FastAuthSuccess:
@@ -181,15 +208,15 @@ func dialUpstream(ctx context.Context, addr string, cfg *tls.Config, dialTimeout
 				// Over TLS the password goes in clear: the empty one.
 				auth = wire.CleartextPassword("")
 			default:
-				return nil, fmt.Errorf("unexpected caching_sha2_password state 0x%02x", more.Data[0])
+				return nil, "", fmt.Errorf("unexpected caching_sha2_password state 0x%02x", more.Data[0])
 			}
 		default:
-			return nil, fmt.Errorf("unexpected packet 0x%02x while authenticating to the database", p[0])
+			return nil, "", fmt.Errorf("unexpected packet 0x%02x while authenticating to the database", p[0])
 		}
 		w.SetSeq(r.Seq())
 		r.SetSeq(r.Seq() + 1)
 		if err := w.WritePacket(auth); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 }

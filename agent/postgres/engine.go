@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Default limits on client messages. A message over its limit closes the
@@ -519,7 +520,7 @@ func (e *Engine) unknownCancel(env *agent.Env, c *agent.ClientConn, pid uint32, 
 		how = "over TLS"
 	}
 	ev := agent.RejectedFrom(addr, events.RejectUnknownCancelKey, fmt.Errorf("cancel request %s for backend %d with a key no session holds", how, pid))
-	ev.Protocol = "postgres"
+	ev.Protocol = protocol.Postgres
 	if c != nil {
 		ev.Envelope.User, ev.Roles = c.Identity.User, c.Identity.Roles
 		ev.SNI = c.ServerName

@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -55,8 +56,8 @@ db_service:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(s.MySQLAddr, "127.0.0.1:") || s.MySQLAddr == s.Addr {
-		t.Fatalf("mysql port %q, main port %q", s.MySQLAddr, s.Addr)
+	if !strings.HasPrefix(s.Ports[protocol.MySQL], "127.0.0.1:") || s.Ports[protocol.MySQL] == s.Addr {
+		t.Fatalf("mysql port %q, main port %q", s.Ports[protocol.MySQL], s.Addr)
 	}
 	id := identity.Identity{User: "alice", Roles: []string{"access"},
 		Traits: map[string][]string{identity.TraitDBUsers: {"app"}, identity.TraitDBNames: {my.Database}}}
@@ -66,7 +67,7 @@ db_service:
 		if err := mysql.RegisterTLSConfig(key, f.userTLS(t, name, id)); err != nil {
 			t.Fatal(err)
 		}
-		db, err := sql.Open("mysql", "app@tcp("+s.MySQLAddr+")/"+my.Database+"?tls="+key+"&timeout=10s")
+		db, err := sql.Open("mysql", "app@tcp("+s.Ports[protocol.MySQL]+")/"+my.Database+"?tls="+key+"&timeout=10s")
 		if err != nil {
 			t.Fatal(err)
 		}

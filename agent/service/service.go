@@ -7,7 +7,7 @@
 // Clients reach a database by dialing the agent's public address (the
 // database record in STATE carries it as AgentAddr) with TLS server name
 // (SNI) equal to the database name, presenting a user certificate; see
-// ServerName.
+// protocol.ServerName.
 package service
 
 import (
@@ -33,9 +33,6 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/awsiam"
-	"github.com/tollgate-db/tollgate/agent/mysql"
-	"github.com/tollgate-db/tollgate/agent/postgres"
-	"github.com/tollgate-db/tollgate/agent/sqlserver"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/api"
@@ -44,14 +41,8 @@ import (
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
-
-// ServerName is the TLS server name (SNI) a client sends to reach database
-// name through an agent: the name itself. agent.Server routes on it (and
-// on the first label of a longer name), and the agent's certificate lists
-// every database it serves as a DNS name, so a client verifies the agent
-// with the database name as the expected host.
-func ServerName(database string) string { return database }
 
 // Default heartbeat timing: a database is listed for HeartbeatTTL after
 // its last heartbeat, and heartbeats come three times per TTL so that one
@@ -74,10 +65,6 @@ type Options struct {
 	// HeartbeatTTL defaults to DefaultHeartbeatTTL; heartbeats are sent
 	// every third of it.
 	HeartbeatTTL time.Duration
-	// Engine options of the PostgreSQL engine (postgres and cockroachdb).
-	Postgres postgres.Options
-	// Engine options of the MySQL/MariaDB engine.
-	MySQL mysql.Options
 	// Register records a database the agent serves, beside the broker
 	// (broker.enabled): the broker's own registration, so that the
 	// agent's connection to NATS may stay read-only on STATE. nil means
@@ -91,9 +78,10 @@ type Service struct {
 	// Addr is where the agent listens; PublicAddr is where clients reach
 	// it, as registered with every database.
 	Addr, PublicAddr string
-	// MySQLAddr is where MySQL clients connect without tg
-	// (db_service.mysql_listen); empty when not configured.
-	MySQLAddr string
+	// Ports are the addresses of the ports engines serve of their own
+	// (agent.PortServer), by engine: MySQL's is where MySQL clients
+	// connect without tg (db_service.mysql_listen).
+	Ports map[string]string
 	// HostID names the agent in STATE (the CN of its host certificate).
 	HostID string
 	// HostCA verifies the agent's certificate (what clients trust).
@@ -127,36 +115,21 @@ func Enabled(c *config.Config) bool {
 // to databases. An agent on another machine would join with
 // db_service.join_token; see errRemoteJoin for what that still needs.
 func Start(ctx context.Context, o Options) (s *Service, err error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	cfg := o.Config
-	if cfg == nil || o.JS == nil || o.Recorder == nil {
-		return nil, errors.New("agent service: Config, JS and Recorder are required")
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.HeartbeatTTL <= 0 {
-		o.HeartbeatTTL = DefaultHeartbeatTTL
-	}
-	if o.Postgres.Logger == nil {
-		o.Postgres.Logger = o.Log
-	}
-	if len(cfg.DBService.Databases) == 0 {
-		return nil, errors.New("db_service: no databases configured (db_service.databases)")
-	}
 	local := brokerInProcess(cfg)
 	if !local {
-		for i, d := range cfg.DBService.Databases {
-			if d.Protocol == "sqlserver" {
-				return nil, fmt.Errorf("db_service.databases[%d] (%s): SQL Server needs the broker in the agent's process for now: its Kerberos PKINIT certificates are signed with the CAs of the data dir", i, d.Name)
-			}
+		if err := needLocalCAs(cfg.DBService.Databases); err != nil {
+			return nil, err
 		}
 	}
 	hostID, err := loadHostID(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	// An agent that tunnels to proxies listens only when db_service.listen
-	// says so.
+	s = &Service{HostID: hostID, Ports: map[string]string{}, log: o.Log, done: make(chan error, 1)}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -165,88 +138,24 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 			}
 		}
 	}()
-	ln := o.Listener
-	if ln == nil && cfg.DBService.Listen != "" {
-		if ln, err = net.Listen("tcp", cfg.DBService.Listen); err != nil {
-			return nil, fmt.Errorf("db_service.listen: %w", err)
-		}
-	}
-	if ln == nil && len(cfg.DBService.ProxyAddrs) == 0 {
-		return nil, errors.New("db_service: neither listen nor proxy_addrs is set: clients could not reach the agent")
-	}
-	s = &Service{HostID: hostID, log: o.Log, done: make(chan error, 1)}
-	var names []string
+	ln, names, err := s.listen(cfg, o.Listener)
 	if ln != nil {
 		lns = append(lns, ln)
-		s.Addr = ln.Addr().String()
-		if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
-			return nil, err
-		}
-		names = hostNames(cfg.DBService.Databases, s.PublicAddr, s.Addr)
-	} else {
-		// Clients reach a tunneled agent through a proxy, with the
-		// database as SNI. The proxy's host is not put in the agent's
-		// certificate: that would let the agent pass for the proxy.
-		s.PublicAddr = cfg.DBService.PublicAddr
-		if s.PublicAddr == "" {
-			s.PublicAddr = cfg.DBService.ProxyAddrs[0]
-		}
-		names = hostNames(cfg.DBService.Databases)
-	}
-	var auth *authorities
-	if local {
-		auth, err = localAuthorities(cfg.DataDir, hostID, names)
-	} else {
-		auth, err = joinedAuthorities(ctx, cfg, hostID, names)
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.HostCA = auth.hostCA
-	// The agent signs its frames and seals its sessions with its host key:
-	// `audit verify` trusts what the host CA certified.
-	if sp, ok := o.Recorder.(interface{ SetSigner(*events.Signer) }); ok {
-		key, _ := auth.host.PrivateKey.(crypto.Signer)
-		signer, err := events.NewSigner(key, auth.host.Leaf)
-		if err != nil {
-			return nil, fmt.Errorf("agent service: signing key: %w", err)
-		}
-		sp.SetSigner(signer)
+	auth, err := s.authorities(ctx, cfg, local, names, o.Recorder)
+	if err != nil {
+		return nil, err
 	}
 	dbs, err := withDBCA(cfg.DBService.Databases, auth.dbCAPEM, filepath.Join(cfg.DataDir, "agent"))
 	if err != nil {
 		return nil, err
 	}
-	// The agent reads STATE and writes only heartbeats, unless it is to
-	// register beside the broker with the broker's store on JS.
-	var (
-		store    *state.Projection
-		beat     func(ctx context.Context, by state.Actor, name, hostID string) error
-		register = o.Register
-	)
-	if auth.broker == nil && register == nil {
-		if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
-			return nil, fmt.Errorf("agent service: %w", err)
-		}
-		st := s.Store
-		store, beat = st.Projection, st.Heartbeat
-		register = func(ctx context.Context, d state.NewDatabase) error {
-			_, err := st.RegisterDatabase(ctx, state.Actor{User: "host:" + hostID}, d)
-			return err
-		}
-	} else {
-		if store, err = state.Follow(ctx, o.JS); err != nil {
-			return nil, fmt.Errorf("agent service: %w", err)
-		}
-		b, berr := state.NewBeater(ctx, o.JS, store, cfg.ClusterName)
-		if berr != nil {
-			store.Close()
-			return nil, fmt.Errorf("agent service: %w", berr)
-		}
-		beat = b.Beat
-		if auth.broker != nil {
-			register = apiRegister(auth.broker)
-		}
+	store, reg, err := s.openState(ctx, o, auth, dbs)
+	if err != nil {
+		return nil, err
 	}
 	// s is nil once an error is returned.
 	defer func() {
@@ -256,92 +165,19 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	}()
 	// Locks, certificate and grant ends and idleness end live sessions.
 	life := agent.NewLifecycle(store, agent.LifecycleOptions{Logger: o.Log})
-	// Databases behind RDS Proxy get an IAM token as their password.
-	iam := awsiam.NewRegistry(awsiam.Options{})
-	if o.Postgres.Password == nil {
-		o.Postgres.Password = iam.Token
-	}
-	if o.MySQL.Password == nil {
-		o.MySQL.Password = iam.Token
-	}
-	pg := postgres.New(o.Postgres)
-	my := mysql.New(o.MySQL)
-	engines := map[string]agent.Engine{"postgres": pg, "cockroachdb": pg, "mysql": my}
-	if auth.local != nil {
-		ms, err := sqlserver.NewStandard(ctx, auth.local, filepath.Join(cfg.DataDir, "agent", "krb5"), auth.host, o.Log)
-		if err != nil {
-			return nil, err
-		}
-		engines["sqlserver"] = ms
-	}
-	s.Server, err = agent.NewServer(agent.ServerConfig{
-		Cluster:   cfg.ClusterName,
-		Databases: dbs,
-		TLS:       &tls.Config{Certificates: []tls.Certificate{auth.host}},
-		UserCAs:   auth.userCAs,
-		Identify:  identity.FromCertificate,
-		Authorize: agent.RoleAuthorizer(func(names []string) []access.Role {
-			roles, _ := store.ResolveRoles(names)
-			return roles
-		}),
-		Recorder:   o.Recorder,
-		ClientCert: agent.CachedDatabaseClientCerts(auth.issue, ca.DefaultDBClientTTL),
-		// CockroachDB speaks the PostgreSQL protocol; one engine holds the
-		// cancel keys of both.
-		Engines:   engines,
-		Logger:    o.Log,
-		Lifecycle: life,
-		// db_service connection limits, refused in the protocol's form.
-		MaxConnections:        cfg.DBService.MaxConnections,
-		MaxConnectionsPerUser: cfg.DBService.MaxConnectionsPerUser,
-	})
+	engines, err := s.newServer(ctx, o, auth, dbs, store, life)
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.DBService.ProxyAddrs) > 0 {
-		roots := x509.NewCertPool()
-		roots.AddCert(auth.hostCA)
-		var served []string
-		for _, d := range dbs {
-			served = append(served, d.Name)
-		}
-		tl, terr := tunnel.Listen(tunnel.Options{Addrs: cfg.DBService.ProxyAddrs, HostID: hostID, Databases: served,
-			TLS: &tls.Config{Certificates: []tls.Certificate{auth.host}, RootCAs: roots, MinVersion: tls.VersionTLS13},
-			Log: o.Log.With("component", "tunnel")})
-		if terr != nil {
-			return nil, fmt.Errorf("db_service.proxy_addrs: %w", terr)
-		}
-		lns = append(lns, tl)
-		s.Tunnels = tl
+	more, err := s.openTunnels(cfg, auth, dbs, o.Log)
+	lns = append(lns, more...)
+	if err != nil {
+		return nil, err
 	}
-	if a := cfg.DBService.MySQLListen; a != "" {
-		mln, lerr := net.Listen("tcp", a)
-		if lerr != nil {
-			return nil, fmt.Errorf("db_service.mysql_listen: %w", lerr)
-		}
-		defer func() {
-			if err != nil {
-				mln.Close()
-			}
-		}()
-		s.MySQLAddr = mln.Addr().String()
-		lo := mysql.ListenerOptions{Cluster: cfg.ClusterName, Recorder: o.Recorder}
-		var only []*agent.Database
-		for _, d := range dbs {
-			if d.Protocol == "mysql" {
-				db, _ := s.Server.Database(d.Name)
-				only = append(only, db)
-			}
-		}
-		if len(only) == 1 {
-			lo.Database = only[0]
-		}
-		lns = append(lns, my.Listener(mln, lo))
-	}
-	reg := &registrar{state: store, register: register, heartbeat: beat, hostID: hostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
-	for _, d := range dbs {
-		reg.dbs = append(reg.dbs, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI,
-			Labels: d.StaticLabels, HostID: hostID, AgentAddr: s.PublicAddr, HeartbeatTTL: o.HeartbeatTTL})
+	more, err = s.openPorts(engines)
+	lns = append(lns, more...)
+	if err != nil {
+		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = reg.registerAll(rctx)
@@ -358,9 +194,250 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		store.Close()
 		s.done <- err
 	}()
-	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
+	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "ports", s.Ports, "host_id", hostID,
 		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
 	return s, nil
+}
+
+// check says what Start lacks and fills in the defaults.
+func (o *Options) check() error {
+	if o.Config == nil || o.JS == nil || o.Recorder == nil {
+		return errors.New("agent service: Config, JS and Recorder are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.HeartbeatTTL <= 0 {
+		o.HeartbeatTTL = DefaultHeartbeatTTL
+	}
+	if len(o.Config.DBService.Databases) == 0 {
+		return errors.New("db_service: no databases configured (db_service.databases)")
+	}
+	return nil
+}
+
+// needLocalCAs refuses, on an agent without the broker in its process,
+// databases whose engine needs the data dir's certificate authorities:
+// before anything is joined or listened on.
+func needLocalCAs(dbs []config.Database) error {
+	for i, d := range dbs {
+		if r, ok := agent.LookupEngine(protocol.EngineOf(d.Protocol)); ok && r.LocalCAs != "" {
+			return fmt.Errorf("db_service.databases[%d] (%s): %s needs the broker in the agent's process for now: %s", i, d.Name, protocol.Get(d.Protocol).Display, r.LocalCAs)
+		}
+	}
+	return nil
+}
+
+// listen opens db_service.listen (or takes ln), sets the service's
+// addresses and returns the host names its certificate must hold. An
+// agent that tunnels to proxies listens only when db_service.listen says
+// so; ln is nil then.
+func (s *Service) listen(cfg *config.Config, given net.Listener) (ln net.Listener, names []string, err error) {
+	ln = given
+	if ln == nil && cfg.DBService.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.DBService.Listen); err != nil {
+			return nil, nil, fmt.Errorf("db_service.listen: %w", err)
+		}
+	}
+	if ln == nil && len(cfg.DBService.ProxyAddrs) == 0 {
+		return nil, nil, errors.New("db_service: neither listen nor proxy_addrs is set: clients could not reach the agent")
+	}
+	if ln == nil {
+		// Clients reach a tunneled agent through a proxy, with the
+		// database as SNI. The proxy's host is not put in the agent's
+		// certificate: that would let the agent pass for the proxy.
+		s.PublicAddr = cfg.DBService.PublicAddr
+		if s.PublicAddr == "" {
+			s.PublicAddr = cfg.DBService.ProxyAddrs[0]
+		}
+		return nil, hostNames(cfg.DBService.Databases), nil
+	}
+	s.Addr = ln.Addr().String()
+	if s.PublicAddr, err = publicAddr(cfg.DBService.PublicAddr, s.Addr); err != nil {
+		return ln, nil, err
+	}
+	return ln, hostNames(cfg.DBService.Databases, s.PublicAddr, s.Addr), nil
+}
+
+// authorities gets the agent's certificates, from the data dir's CAs
+// beside the broker or by joining one elsewhere, and makes the recorder
+// sign with the host key.
+func (s *Service) authorities(ctx context.Context, cfg *config.Config, local bool, names []string, rec agent.Recorder) (auth *authorities, err error) {
+	if local {
+		auth, err = localAuthorities(cfg.DataDir, s.HostID, names)
+	} else {
+		auth, err = joinedAuthorities(ctx, cfg, s.HostID, names)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.HostCA = auth.hostCA
+	// The agent signs its frames and seals its sessions with its host key:
+	// `audit verify` trusts what the host CA certified.
+	if sp, ok := rec.(interface{ SetSigner(*events.Signer) }); ok {
+		key, _ := auth.host.PrivateKey.(crypto.Signer)
+		signer, err := events.NewSigner(key, auth.host.Leaf)
+		if err != nil {
+			return nil, fmt.Errorf("agent service: signing key: %w", err)
+		}
+		sp.SetSigner(signer)
+	}
+	return auth, nil
+}
+
+// openState opens what the agent reads of STATE and the registrar of its
+// databases. The agent reads STATE and writes only heartbeats, unless it
+// is to register beside the broker with the broker's store on JS.
+func (s *Service) openState(ctx context.Context, o Options, auth *authorities, dbs []config.Database) (*state.Projection, *registrar, error) {
+	cfg := o.Config
+	var (
+		store    *state.Projection
+		beat     func(ctx context.Context, by state.Actor, name, hostID string) error
+		register = o.Register
+		err      error
+	)
+	if auth.broker == nil && register == nil {
+		if s.Store, err = state.Open(ctx, o.JS, cfg.ClusterName); err != nil {
+			return nil, nil, fmt.Errorf("agent service: %w", err)
+		}
+		st, hostID := s.Store, s.HostID
+		store, beat = st.Projection, st.Heartbeat
+		register = func(ctx context.Context, d state.NewDatabase) error {
+			_, err := st.RegisterDatabase(ctx, state.Actor{User: "host:" + hostID}, d)
+			return err
+		}
+	} else {
+		if store, err = state.Follow(ctx, o.JS); err != nil {
+			return nil, nil, fmt.Errorf("agent service: %w", err)
+		}
+		b, berr := state.NewBeater(ctx, o.JS, store, cfg.ClusterName)
+		if berr != nil {
+			store.Close()
+			return nil, nil, fmt.Errorf("agent service: %w", berr)
+		}
+		beat = b.Beat
+		if auth.broker != nil {
+			register = apiRegister(auth.broker)
+		}
+	}
+	reg := &registrar{state: store, register: register, heartbeat: beat, hostID: s.HostID, addr: s.PublicAddr, ttl: o.HeartbeatTTL, log: o.Log}
+	for _, d := range dbs {
+		reg.dbs = append(reg.dbs, state.NewDatabase{Name: d.Name, Protocol: d.Protocol, URI: d.URI,
+			Labels: d.StaticLabels, HostID: s.HostID, AgentAddr: s.PublicAddr, HeartbeatTTL: o.HeartbeatTTL})
+	}
+	return store, reg, nil
+}
+
+// newServer builds the engines and the agent's server; it returns the
+// engines by name.
+func (s *Service) newServer(ctx context.Context, o Options, auth *authorities, dbs []config.Database, store *state.Projection, life *agent.Lifecycle) (map[string]agent.Engine, error) {
+	cfg := o.Config
+	engines, byProtocol, err := buildEngines(ctx, dbs, agent.EngineParams{
+		Config: cfg, Recorder: o.Recorder, Host: auth.host, CAs: auth.local, DataDir: cfg.DataDir, Log: o.Log,
+		// Databases behind RDS Proxy get an IAM token as their password.
+		Password: awsiam.NewRegistry(awsiam.Options{}).Token,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Server, err = agent.NewServer(agent.ServerConfig{
+		Cluster:   cfg.ClusterName,
+		Databases: dbs,
+		TLS:       &tls.Config{Certificates: []tls.Certificate{auth.host}},
+		UserCAs:   auth.userCAs,
+		Identify:  identity.FromCertificate,
+		Authorize: agent.RoleAuthorizer(func(names []string) []access.Role {
+			roles, _ := store.ResolveRoles(names)
+			return roles
+		}),
+		Recorder:   o.Recorder,
+		ClientCert: agent.CachedDatabaseClientCerts(auth.issue, ca.DefaultDBClientTTL),
+		Engines:    byProtocol,
+		Logger:     o.Log,
+		Lifecycle:  life,
+		// db_service connection limits, refused in the protocol's form.
+		MaxConnections:        cfg.DBService.MaxConnections,
+		MaxConnectionsPerUser: cfg.DBService.MaxConnectionsPerUser,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return engines, nil
+}
+
+// openTunnels opens the reverse tunnels to db_service.proxy_addrs, if any.
+func (s *Service) openTunnels(cfg *config.Config, auth *authorities, dbs []config.Database, log *slog.Logger) ([]net.Listener, error) {
+	if len(cfg.DBService.ProxyAddrs) == 0 {
+		return nil, nil
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(auth.hostCA)
+	var served []string
+	for _, d := range dbs {
+		served = append(served, d.Name)
+	}
+	tl, err := tunnel.Listen(tunnel.Options{Addrs: cfg.DBService.ProxyAddrs, HostID: s.HostID, Databases: served,
+		TLS: &tls.Config{Certificates: []tls.Certificate{auth.host}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+		Log: log.With("component", "tunnel")})
+	if err != nil {
+		return nil, fmt.Errorf("db_service.proxy_addrs: %w", err)
+	}
+	s.Tunnels = tl
+	return []net.Listener{tl}, nil
+}
+
+// openPorts opens the ports engines serve of their own (agent.PortServer);
+// on an error it returns those already opened, for the caller to close.
+func (s *Service) openPorts(engines map[string]agent.Engine) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, name := range agent.EngineNames() {
+		ps, ok := engines[name].(agent.PortServer)
+		if !ok {
+			continue
+		}
+		ln, err := ps.OpenPort(s.Server)
+		if err != nil {
+			return lns, err
+		}
+		if ln != nil {
+			lns = append(lns, ln)
+			s.Ports[name] = ln.Addr().String()
+		}
+	}
+	return lns, nil
+}
+
+// buildEngines builds every engine registered in this program that the
+// agent can run, each with the databases of dbs it serves, and maps every
+// protocol to the engine serving it (CockroachDB's is PostgreSQL's: one
+// engine holds the cancel keys of both). An engine that needs the data
+// dir's certificate authorities is left out without them; Start has
+// refused its databases by then.
+func buildEngines(ctx context.Context, dbs []config.Database, base agent.EngineParams) (byName, byProtocol map[string]agent.Engine, err error) {
+	byName, byProtocol = map[string]agent.Engine{}, map[string]agent.Engine{}
+	for _, name := range agent.EngineNames() {
+		if r, _ := agent.LookupEngine(name); r.LocalCAs != "" && base.CAs == nil {
+			continue
+		}
+		p := base
+		p.Databases = nil
+		for _, d := range dbs {
+			if protocol.EngineOf(d.Protocol) == name {
+				p.Databases = append(p.Databases, d)
+			}
+		}
+		e, err := agent.NewEngine(ctx, name, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		byName[name] = e
+		for _, pr := range protocol.All() {
+			if pr.Engine == name {
+				byProtocol[pr.Name] = e
+			}
+		}
+	}
+	return byName, byProtocol, nil
 }
 
 // Wait blocks until the agent stopped and returns why (nil after ctx of

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -118,7 +119,7 @@ func (f *fixture) userTLS(t *testing.T, name string, id identity.Identity) *tls.
 	}
 	roots, _ := f.cas.Pool(ca.Host)
 	return &tls.Config{
-		ServerName:   service.ServerName(name),
+		ServerName:   protocol.ServerName(name),
 		RootCAs:      roots,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
 	}

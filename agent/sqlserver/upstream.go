@@ -78,6 +78,35 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
+	if err := prelogin(raw); err != nil {
+		return nil, err
+	}
+	tc, err := startTLS(ctx, raw, db)
+	if err != nil {
+		return nil, err
+	}
+	ul := upstreamLogin(l, db, creds)
+	payload, err := ul.Append(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tc.Write(tds.AppendPackets(nil, tds.PacketLogin7, payload, tds.DefaultPacketSize, 0)); err != nil {
+		return nil, err
+	}
+	up = &upstream{conn: tc, packetSize: int(l.PacketSize), version: min(l.TDSVersion, tds.Version74)}
+	if up.packetSize == 0 {
+		up.packetSize = tds.DefaultPacketSize
+	}
+	if err := up.readLoginAnswer(tc, creds); err != nil {
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return up, nil
+}
+
+// prelogin sends the agent's PRELOGIN, asking for encryption, and checks
+// that the database answers with TLS on.
+func prelogin(raw net.Conn) error {
 	pre := &tds.Prelogin{}
 	pre.Set(tds.PreloginVersion, tds.VersionBytes(16, 0, 0, 0))
 	pre.Set(tds.PreloginEncryption, []byte{tds.EncryptOn})
@@ -85,25 +114,31 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 	pre.Set(tds.PreloginThreadID, []byte{0, 0, 0, 0})
 	pre.Set(tds.PreloginMARS, []byte{0})
 	if _, err := raw.Write(tds.AppendPackets(nil, tds.PacketPrelogin, pre.Append(nil), tds.DefaultPacketSize, 0)); err != nil {
-		return nil, err
+		return err
 	}
 	m, err := tds.NewReader(raw).ReadMessage()
 	if err != nil {
-		return nil, fmt.Errorf("reading the database's PRELOGIN answer: %w", err)
+		return fmt.Errorf("reading the database's PRELOGIN answer: %w", err)
 	}
 	if m.Type != tds.PacketReply {
-		return nil, fmt.Errorf("the database answered PRELOGIN with a %s message", tds.PacketTypeName(m.Type))
+		return fmt.Errorf("the database answered PRELOGIN with a %s message", tds.PacketTypeName(m.Type))
 	}
 	ans, err := tds.ParsePrelogin(m.Payload)
 	if err != nil {
-		return nil, fmt.Errorf("the database's PRELOGIN answer: %w", err)
+		return fmt.Errorf("the database's PRELOGIN answer: %w", err)
 	}
 	if !ans.HasEncryption {
-		return nil, errors.New("the database's PRELOGIN answer has no ENCRYPTION")
+		return errors.New("the database's PRELOGIN answer has no ENCRYPTION")
 	}
 	if ans.Encryption != tds.EncryptOn && ans.Encryption != tds.EncryptReq {
-		return nil, fmt.Errorf("the database answered %s to ENCRYPT_ON: the agent logs in only over TLS; give SQL Server a certificate", tds.EncryptionName(ans.Encryption))
+		return fmt.Errorf("the database answered %s to ENCRYPT_ON: the agent logs in only over TLS; give SQL Server a certificate", tds.EncryptionName(ans.Encryption))
 	}
+	return nil
+}
+
+// startTLS runs the TLS handshake inside TDS PRELOGIN packets, then lets
+// TLS records pass as they are, as SQL Server does after the handshake.
+func startTLS(ctx context.Context, raw net.Conn, db *agent.Database) (*tls.Conn, error) {
 	cfg := db.UpstreamTLS(nil)
 	// SQL Server expects one TLS record per TDS packet; Go's dynamic
 	// record sizing would split them.
@@ -117,7 +152,13 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 		return nil, err
 	}
 	hc.Passthrough()
+	return tc, nil
+}
 
+// upstreamLogin is the client's LOGIN7 as the agent sends it on: the
+// agent's credentials instead of the client's, and only the features the
+// agent can decode.
+func upstreamLogin(l *tds.Login7, db *agent.Database, creds *Credentials) tds.Login7 {
 	ul := *l
 	ul.ServerName = db.Host
 	ul.Password, ul.ChangePassword, ul.SSPI = "", "", nil
@@ -139,17 +180,14 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 		ul.UserName, ul.Password = creds.User, creds.Password
 		ul.OptionFlags2 &^= tds.FlagIntSecurity
 	}
-	payload, err := ul.Append(nil)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := tc.Write(tds.AppendPackets(nil, tds.PacketLogin7, payload, tds.DefaultPacketSize, 0)); err != nil {
-		return nil, err
-	}
-	up = &upstream{conn: tc, packetSize: int(l.PacketSize), version: min(l.TDSVersion, tds.Version74)}
-	if up.packetSize == 0 {
-		up.packetSize = tds.DefaultPacketSize
-	}
+	return ul
+}
+
+// readLoginAnswer reads the database's answer to LOGIN7 until its final
+// DONE, answering SSPI rounds with creds, and records in up what the
+// client will be told (loginResp) and what the session runs with. A login
+// without LOGINACK is a *loginFailed.
+func (up *upstream) readLoginAnswer(tc *tls.Conn, creds *Credentials) error {
 	r := tds.NewReader(tc)
 	sc := &tds.Scanner{Version: up.version}
 	var (
@@ -159,10 +197,10 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 	for done := false; !done; {
 		m, err := r.ReadMessage()
 		if err != nil {
-			return nil, fmt.Errorf("reading the database's login answer: %w", err)
+			return fmt.Errorf("reading the database's login answer: %w", err)
 		}
 		if m.Type != tds.PacketReply {
-			return nil, fmt.Errorf("the database answered LOGIN7 with a %s message", tds.PacketTypeName(m.Type))
+			return fmt.Errorf("the database answered LOGIN7 with a %s message", tds.PacketTypeName(m.Type))
 		}
 		var reply []byte
 		err = sc.ScanAll(m.Payload, func(t *tds.Token) error {
@@ -187,14 +225,7 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 				acked = true
 				up.version, up.progName, up.progVersion = t.TDSVersion, t.ProgName, t.ProgVersion
 			case tds.TokenEnvChange:
-				switch t.EnvType {
-				case tds.EnvDatabase:
-					up.database = t.EnvNew
-				case tds.EnvPacketSize:
-					if n, err := strconv.Atoi(t.EnvNew); err == nil && n >= tds.MinPacketSize && n <= tds.MaxPacketSize {
-						up.packetSize = n
-					}
-				}
+				up.envChange(t)
 			case tds.TokenDone:
 				if t.Status&tds.DoneMore == 0 {
 					done = true
@@ -203,11 +234,11 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if reply != nil {
 			if _, err := tc.Write(tds.AppendPackets(nil, tds.PacketSSPI, reply, tds.DefaultPacketSize, 0)); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -216,8 +247,20 @@ func (e *Engine) dial(ctx context.Context, db *agent.Database, l *tds.Login7, cr
 			fail = &loginFailed{msg: "no LOGINACK"}
 		}
 		fail.tokens = up.loginResp
-		return nil, fail
+		return fail
 	}
-	_ = raw.SetDeadline(time.Time{})
-	return up, nil
+	return nil
+}
+
+// envChange keeps what a login's ENVCHANGE says of the session: its
+// database and the packet size the server agreed to.
+func (up *upstream) envChange(t *tds.Token) {
+	switch t.EnvType {
+	case tds.EnvDatabase:
+		up.database = t.EnvNew
+	case tds.EnvPacketSize:
+		if n, err := strconv.Atoi(t.EnvNew); err == nil && n >= tds.MinPacketSize && n <= tds.MaxPacketSize {
+			up.packetSize = n
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // What a refused decision refused (Decision.Refused).
@@ -31,12 +32,8 @@ type Database struct {
 
 // IgnoresDBName reports whether the decision should leave db_names out for
 // a protocol (Database.IgnoreDBName).
-func IgnoresDBName(protocol string) bool {
-	switch protocol {
-	case "sqlserver":
-		return true
-	}
-	return false
+func IgnoresDBName(name string) bool {
+	return protocol.Get(name).DBName == protocol.DBNameUnchecked
 }
 
 // Decision is the outcome of Decide.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // DefaultHeartbeatTTL is how long a database stays live without a heartbeat
@@ -33,8 +34,6 @@ type NewDatabase struct {
 	Exclusive bool
 }
 
-var protocols = map[string]bool{"postgres": true, "cockroachdb": true, "mysql": true, "sqlserver": true}
-
 // RegisterDatabase records a database an agent serves (db.create) and its
 // first heartbeat. Registering again with the same details writes only the
 // heartbeat; with new details (labels, URI, another host), a new db.create.
@@ -42,8 +41,8 @@ func (s *Store) RegisterDatabase(ctx context.Context, by Actor, nd NewDatabase) 
 	if err := ValidDatabaseName(nd.Name); err != nil {
 		return Database{}, invalid("%v", err)
 	}
-	if !protocols[nd.Protocol] {
-		return Database{}, invalid("database %s: protocol %q (want postgres, cockroachdb, mysql or sqlserver)", nd.Name, nd.Protocol)
+	if !protocol.Known(nd.Protocol) {
+		return Database{}, invalid("database %s: protocol %q (want %s)", nd.Name, nd.Protocol, protocol.List())
 	}
 	if nd.URI == "" {
 		return Database{}, invalid("database %s: empty uri", nd.Name)

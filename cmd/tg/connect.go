@@ -17,8 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tollgate-db/tollgate/agent/service"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 func init() {
@@ -76,22 +76,17 @@ keeps it working.`,
 
 // clientFor returns the client program for a protocol, the first found of
 // its candidates.
-func clientFor(protocol string) (string, error) {
-	var names []string
-	switch protocol {
-	case "postgres", "cockroachdb":
-		names = []string{"psql"}
-	case "mysql":
-		names = []string{"mariadb", "mysql"}
-	default:
-		return "", fmt.Errorf("tg db connect does not support %s databases yet: use tg proxy db --tunnel and your own client", protocol)
+func clientFor(proto string) (string, error) {
+	names := protocol.Get(proto).Clients
+	if len(names) == 0 {
+		return "", fmt.Errorf("tg db connect does not support %s databases yet: use tg proxy db --tunnel and your own client", proto)
 	}
 	for _, n := range names {
 		if p, err := exec.LookPath(n); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("no %s client found in PATH (looked for %s)", protocol, strings.Join(names, ", "))
+	return "", fmt.Errorf("no %s client found in PATH (looked for %s)", proto, strings.Join(names, ", "))
 }
 
 func runConnect(cmd *cobra.Command, name string, f dbFlags, extra []string) error {
@@ -108,8 +103,8 @@ func runConnect(cmd *cobra.Command, name string, f dbFlags, extra []string) erro
 	}
 	host, port, _ := net.SplitHostPort(t.Addr())
 	var args []string
-	switch db.Protocol {
-	case "mysql":
+	switch protocol.EngineOf(db.Protocol) {
+	case protocol.MySQL:
 		args = []string{"--host=" + host, "--port=" + port, "--skip-ssl"}
 		if t.user != "" {
 			args = append(args, "--user="+t.user)
@@ -187,7 +182,7 @@ func runDBLogin(cmd *cobra.Command, name string, f dbFlags) error {
 	if err != nil {
 		return err
 	}
-	if db.Protocol != "postgres" && db.Protocol != "cockroachdb" {
+	if protocol.EngineOf(db.Protocol) != protocol.Postgres {
 		return fmt.Errorf("tg db login writes PostgreSQL connection services; %s is a %s database: use tg proxy db %s --tunnel", name, db.Protocol, name)
 	}
 	host, port, err := net.SplitHostPort(db.AgentAddr)
@@ -217,7 +212,7 @@ func runDBLogin(cmd *cobra.Command, name string, f dbFlags) error {
 		dbName = defaultTrait(id.Identity, identity.TraitDBNames)
 	}
 	params := [][2]string{
-		{"host", service.ServerName(db.Name)},
+		{"host", protocol.ServerName(db.Name)},
 		{"hostaddr", addr},
 		{"port", port},
 		{"sslmode", "verify-full"},

@@ -18,9 +18,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tollgate-db/tollgate/agent/service"
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // dbFlags are the database user and name a command connects as.
@@ -178,14 +178,14 @@ func openTunnel(ctx context.Context, name string, f dbFlags, listen string) (*tu
 	return t, db, nil
 }
 
-func newTunnel(ln net.Listener, agentAddr, protocol, database string, id *identity.File) *tunnel {
+func newTunnel(ln net.Listener, agentAddr, proto, database string, id *identity.File) *tunnel {
 	return &tunnel{
-		ln: ln, agent: agentAddr, protocol: protocol, conns: map[net.Conn]struct{}{},
+		ln: ln, agent: agentAddr, protocol: proto, conns: map[net.Conn]struct{}{},
 		tls: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			// The agent routes on the server name and its certificate
 			// names every database it serves.
-			ServerName:   service.ServerName(database),
+			ServerName:   protocol.ServerName(database),
 			RootCAs:      id.CAs,
 			Certificates: []tls.Certificate{id.Cert},
 		},
@@ -248,8 +248,8 @@ func (t *tunnel) dial(ctx context.Context) (*tls.Conn, error) {
 }
 
 func (t *tunnel) handle(ctx context.Context, c net.Conn) error {
-	switch t.protocol {
-	case "postgres", "cockroachdb":
+	switch protocol.EngineOf(t.protocol) {
+	case protocol.Postgres:
 		return t.handlePostgres(ctx, c)
 	}
 	up, err := t.dial(ctx)
@@ -425,13 +425,13 @@ func pipe(client net.Conn, up *tls.Conn) error {
 }
 
 // connectHint is the command that connects a client to the tunnel.
-func connectHint(protocol, addr, dbUser, dbName string) string {
+func connectHint(proto, addr, dbUser, dbName string) string {
 	host, port, _ := net.SplitHostPort(addr)
 	if dbUser == "" {
 		dbUser = "DBUSER"
 	}
-	switch protocol {
-	case "mysql":
+	switch protocol.EngineOf(proto) {
+	case protocol.MySQL:
 		s := fmt.Sprintf("mariadb --host=%s --port=%s --user=%s --skip-ssl", host, port, dbUser)
 		if dbName != "" {
 			s += " --database=" + dbName

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // OCSF mapping; schemas/ocsf.md documents it class by class.
@@ -258,13 +259,6 @@ func endpoint(addr string) obj {
 	return e
 }
 
-var protocolNames = map[string]string{
-	"postgres":    "PostgreSQL",
-	"cockroachdb": "CockroachDB",
-	"mysql":       "MySQL",
-	"sqlserver":   "Microsoft SQL Server",
-}
-
 func database(ev obj) obj {
 	d := obj{"type_id": 1, "type": "Relational"}
 	if s := str(ev, "db_service"); s != "" {
@@ -274,7 +268,7 @@ func database(ev obj) obj {
 	if n := str(ev, "db_name"); n != "" {
 		d["name"] = n
 	}
-	if p := protocolNames[str(ev, "db_protocol")]; p != "" {
+	if p := protocol.Get(str(ev, "db_protocol")).OCSF; p != "" {
 		d["desc"] = p
 	}
 	return d

@@ -257,210 +257,66 @@ func (s *Scanner) ScanAll(b []byte, fn func(*Token) error) error {
 func (s *Scanner) wide() bool { return s.Version == 0 || s.Version >= Version72 }
 
 // token scans one token at the start of b; start is its offset in the
-// data given to Feed.
+// data given to Feed. Rows are counted, not reported: the next reported
+// token carries their number.
 func (s *Scanner) token(b []byte, start int, fn func(*Token) error) (int, error) {
 	kind := b[0]
 	r := &rd{b: b, off: 1, what: TokenName(kind)}
 	t := &s.tok
-	report := true
+	var err error
 	switch kind {
 	case TokenRow, TokenNBCRow:
-		if s.cols == nil {
-			return 0, fmt.Errorf("%s before any COLMETADATA", TokenName(kind))
-		}
-		if kind == TokenRow {
-			for i := range s.cols {
-				skipValue(r, &s.cols[i], true)
-				if r.err != nil {
-					return 0, colErr(r.err, i)
-				}
-			}
-		} else {
-			nb := (len(s.cols) + 7) / 8
-			bitmap := r.bytes("null bitmap", nb)
-			if r.err != nil {
-				return 0, r.err
-			}
-			for i := range s.cols {
-				if bitmap[i/8]&(1<<(i%8)) != 0 {
-					continue
-				}
-				skipValue(r, &s.cols[i], true)
-				if r.err != nil {
-					return 0, colErr(r.err, i)
-				}
-			}
+		if err := s.row(r, kind); err != nil {
+			return 0, err
 		}
 		s.rows++
 		return r.off, nil
 	case TokenColMetadata:
-		n := int(r.u16("column count"))
-		if r.err != nil {
-			return 0, r.err
-		}
-		var cols []TypeInfo
-		if n != 0xFFFF {
-			cols = make([]TypeInfo, 0, n)
-			for i := 0; i < n; i++ {
-				if s.wide() {
-					r.u32("user type")
-				} else {
-					r.u16("user type")
-				}
-				flags := r.u16("column flags")
-				if r.err == nil && flags&columnFlagEncrypted != 0 {
-					return 0, fmt.Errorf("COLMETADATA: column %d is encrypted (Always Encrypted is not supported)", i+1)
-				}
-				ti := readTypeInfo(r, true)
-				r.bvarchar("column name")
-				if r.err != nil {
-					return 0, colErr(r.err, i)
-				}
-				cols = append(cols, ti)
-			}
-		}
-		// A count of 0xFFFF (NoMetaData) keeps the previous metadata.
-		if n != 0xFFFF {
-			s.cols = cols
-		}
-		*t = Token{Kind: kind, Columns: len(s.cols)}
+		err = s.colMetadata(r, t)
 	case TokenDone, TokenDoneProc, TokenDoneInProc:
-		status := r.u16("status")
-		cmd := r.u16("current command")
-		var count uint64
-		if s.wide() {
-			count = r.u64("row count")
-		} else {
-			count = uint64(r.u32("row count"))
-		}
-		if r.err != nil {
-			return 0, r.err
-		}
-		*t = Token{Kind: kind, Status: status, CurCmd: cmd, RowCount: count}
+		err = s.done(r, t, kind)
 	case TokenError, TokenInfo:
-		body, err := lenPrefixed16(r)
-		if err != nil {
-			return 0, err
-		}
-		br := &rd{b: body, what: TokenName(kind)}
-		*t = Token{Kind: kind}
-		t.Number = int32(br.u32("number"))
-		t.State = br.u8("state")
-		t.Class = br.u8("class")
-		t.Message = br.usvarchar("message")
-		t.ServerName = br.bvarchar("server name")
-		t.ProcName = br.bvarchar("procedure name")
-		if s.wide() {
-			t.LineNumber = int32(br.u32("line number"))
-		} else {
-			t.LineNumber = int32(br.u16("line number"))
-		}
-		if err := exact(br); err != nil {
-			return 0, err
-		}
+		err = s.message(r, t, kind)
 	case TokenEnvChange:
-		body, err := lenPrefixed16(r)
-		if err != nil {
-			return 0, err
-		}
-		*t = Token{Kind: kind}
-		if err := parseEnvChange(body, t); err != nil {
-			return 0, err
+		var body []byte
+		if body, err = lenPrefixed16(r); err == nil {
+			*t = Token{Kind: kind}
+			err = parseEnvChange(body, t)
 		}
 	case TokenLoginAck:
-		body, err := lenPrefixed16(r)
-		if err != nil {
-			return 0, err
-		}
-		br := &rd{b: body, what: "LOGINACK"}
-		*t = Token{Kind: kind}
-		t.Interface = br.u8("interface")
-		if v := br.bytes("TDS version", 4); br.err == nil {
-			t.TDSVersion = binary.BigEndian.Uint32(v)
-		}
-		t.ProgName = br.bvarchar("program name")
-		if v := br.bytes("program version", 4); br.err == nil {
-			t.ProgVersion = binary.BigEndian.Uint32(v)
-		}
-		if err := exact(br); err != nil {
-			return 0, err
-		}
+		err = loginAck(r, t)
 	case TokenReturnValue:
-		ord := r.u16("parameter ordinal")
-		name := r.bvarchar("parameter name")
-		status := r.u8("status")
-		if s.wide() {
-			r.u32("user type")
-		} else {
-			r.u16("user type")
-		}
-		flags := r.u16("flags")
-		if r.err != nil {
-			return 0, r.err
-		}
-		if flags&columnFlagEncrypted != 0 {
-			return 0, fmt.Errorf("RETURNVALUE: parameter %q is encrypted (Always Encrypted is not supported)", name)
-		}
-		if status != 0x01 && status != 0x02 {
-			return 0, fmt.Errorf("RETURNVALUE: unknown status 0x%02X", status)
-		}
-		ti := readTypeInfo(r, false)
-		limit := s.MaxValue
-		if limit == 0 {
-			limit = 64 << 10
-		}
-		v := readValue(r, &ti, limit)
-		if r.err != nil {
-			return 0, r.err
-		}
-		*t = Token{Kind: kind, Ordinal: ord, ParamName: name, ValueType: ti, Value: v}
+		err = s.returnValue(r, t)
 	case TokenReturnStatus:
 		v := r.u32("status")
-		if r.err != nil {
-			return 0, r.err
+		if err = r.err; err == nil {
+			*t = Token{Kind: kind, ReturnStatus: int32(v)}
 		}
-		*t = Token{Kind: kind, ReturnStatus: int32(v)}
 	case TokenSSPI:
-		body, err := lenPrefixed16(r)
-		if err != nil {
-			return 0, err
+		var body []byte
+		if body, err = lenPrefixed16(r); err == nil {
+			*t = Token{Kind: kind, Data: body}
 		}
-		*t = Token{Kind: kind, Data: body}
 	case TokenFeatureExtAck:
-		st := r.off
-		for {
-			id := r.u8("feature id")
-			if r.err != nil {
-				return 0, r.err
-			}
-			if id == featureTerminator {
-				break
-			}
-			n := r.u32("feature data length")
-			r.bytes("feature data", int(n))
-			if r.err != nil {
-				return 0, r.err
-			}
-		}
-		*t = Token{Kind: kind, Data: b[st:r.off]}
+		err = featureExtAck(r, t)
 	case TokenSessionState, TokenFedAuthInfo:
 		n := r.u32("length")
 		r.bytes("data", int(n))
-		if r.err != nil {
-			return 0, r.err
+		if err = r.err; err == nil {
+			*t = Token{Kind: kind}
 		}
-		*t = Token{Kind: kind}
+	// Tokens of no interest to the audit are skipped unreported.
 	case TokenTabName, TokenColInfo, TokenOrder:
 		if _, err := lenPrefixed16(r); err != nil {
 			return 0, err
 		}
-		report = false
+		return r.off, nil
 	case TokenOffset:
 		r.bytes("offset", 4)
 		if r.err != nil {
 			return 0, r.err
 		}
-		report = false
+		return r.off, nil
 	case TokenAltMetadata, TokenAltRow:
 		return 0, fmt.Errorf("%s (COMPUTE BY results) is not supported", TokenName(kind))
 	case TokenDataClassification:
@@ -468,8 +324,8 @@ func (s *Scanner) token(b []byte, start int, fn func(*Token) error) (int, error)
 	default:
 		return 0, fmt.Errorf("unknown token 0x%02X", kind)
 	}
-	if !report {
-		return r.off, nil
+	if err != nil {
+		return 0, err
 	}
 	t.Start, t.End = start, start+r.off
 	t.Rows, s.rows = s.rows, 0
@@ -477,6 +333,176 @@ func (s *Scanner) token(b []byte, start int, fn func(*Token) error) (int, error)
 		return 0, err
 	}
 	return r.off, nil
+}
+
+// row skips a ROW or NBCROW (whose null bitmap says which columns are
+// absent) by the current COLMETADATA.
+func (s *Scanner) row(r *rd, kind byte) error {
+	if s.cols == nil {
+		return fmt.Errorf("%s before any COLMETADATA", TokenName(kind))
+	}
+	var bitmap []byte
+	if kind == TokenNBCRow {
+		bitmap = r.bytes("null bitmap", (len(s.cols)+7)/8)
+		if r.err != nil {
+			return r.err
+		}
+	}
+	for i := range s.cols {
+		if bitmap != nil && bitmap[i/8]&(1<<(i%8)) != 0 {
+			continue
+		}
+		skipValue(r, &s.cols[i], true)
+		if r.err != nil {
+			return colErr(r.err, i)
+		}
+	}
+	return nil
+}
+
+// colMetadata reads COLMETADATA into the scanner's columns.
+func (s *Scanner) colMetadata(r *rd, t *Token) error {
+	n := int(r.u16("column count"))
+	if r.err != nil {
+		return r.err
+	}
+	// A count of 0xFFFF (NoMetaData) keeps the previous metadata.
+	if n != 0xFFFF {
+		cols := make([]TypeInfo, 0, n)
+		for i := 0; i < n; i++ {
+			if s.wide() {
+				r.u32("user type")
+			} else {
+				r.u16("user type")
+			}
+			flags := r.u16("column flags")
+			if r.err == nil && flags&columnFlagEncrypted != 0 {
+				return fmt.Errorf("COLMETADATA: column %d is encrypted (Always Encrypted is not supported)", i+1)
+			}
+			ti := readTypeInfo(r, true)
+			r.bvarchar("column name")
+			if r.err != nil {
+				return colErr(r.err, i)
+			}
+			cols = append(cols, ti)
+		}
+		s.cols = cols
+	}
+	*t = Token{Kind: TokenColMetadata, Columns: len(s.cols)}
+	return nil
+}
+
+// done reads DONE, DONEPROC and DONEINPROC.
+func (s *Scanner) done(r *rd, t *Token, kind byte) error {
+	status := r.u16("status")
+	cmd := r.u16("current command")
+	var count uint64
+	if s.wide() {
+		count = r.u64("row count")
+	} else {
+		count = uint64(r.u32("row count"))
+	}
+	if r.err != nil {
+		return r.err
+	}
+	*t = Token{Kind: kind, Status: status, CurCmd: cmd, RowCount: count}
+	return nil
+}
+
+// message reads ERROR and INFO.
+func (s *Scanner) message(r *rd, t *Token, kind byte) error {
+	body, err := lenPrefixed16(r)
+	if err != nil {
+		return err
+	}
+	br := &rd{b: body, what: TokenName(kind)}
+	*t = Token{Kind: kind}
+	t.Number = int32(br.u32("number"))
+	t.State = br.u8("state")
+	t.Class = br.u8("class")
+	t.Message = br.usvarchar("message")
+	t.ServerName = br.bvarchar("server name")
+	t.ProcName = br.bvarchar("procedure name")
+	if s.wide() {
+		t.LineNumber = int32(br.u32("line number"))
+	} else {
+		t.LineNumber = int32(br.u16("line number"))
+	}
+	return exact(br)
+}
+
+// loginAck reads LOGINACK.
+func loginAck(r *rd, t *Token) error {
+	body, err := lenPrefixed16(r)
+	if err != nil {
+		return err
+	}
+	br := &rd{b: body, what: "LOGINACK"}
+	*t = Token{Kind: TokenLoginAck}
+	t.Interface = br.u8("interface")
+	if v := br.bytes("TDS version", 4); br.err == nil {
+		t.TDSVersion = binary.BigEndian.Uint32(v)
+	}
+	t.ProgName = br.bvarchar("program name")
+	if v := br.bytes("program version", 4); br.err == nil {
+		t.ProgVersion = binary.BigEndian.Uint32(v)
+	}
+	return exact(br)
+}
+
+// returnValue reads RETURNVALUE, its value kept up to MaxValue.
+func (s *Scanner) returnValue(r *rd, t *Token) error {
+	ord := r.u16("parameter ordinal")
+	name := r.bvarchar("parameter name")
+	status := r.u8("status")
+	if s.wide() {
+		r.u32("user type")
+	} else {
+		r.u16("user type")
+	}
+	flags := r.u16("flags")
+	if r.err != nil {
+		return r.err
+	}
+	if flags&columnFlagEncrypted != 0 {
+		return fmt.Errorf("RETURNVALUE: parameter %q is encrypted (Always Encrypted is not supported)", name)
+	}
+	if status != 0x01 && status != 0x02 {
+		return fmt.Errorf("RETURNVALUE: unknown status 0x%02X", status)
+	}
+	ti := readTypeInfo(r, false)
+	limit := s.MaxValue
+	if limit == 0 {
+		limit = 64 << 10
+	}
+	v := readValue(r, &ti, limit)
+	if r.err != nil {
+		return r.err
+	}
+	*t = Token{Kind: TokenReturnValue, Ordinal: ord, ParamName: name, ValueType: ti, Value: v}
+	return nil
+}
+
+// featureExtAck reads FEATUREEXTACK up to its terminator; its data is
+// kept whole.
+func featureExtAck(r *rd, t *Token) error {
+	st := r.off
+	for {
+		id := r.u8("feature id")
+		if r.err != nil {
+			return r.err
+		}
+		if id == featureTerminator {
+			break
+		}
+		n := r.u32("feature data length")
+		r.bytes("feature data", int(n))
+		if r.err != nil {
+			return r.err
+		}
+	}
+	*t = Token{Kind: TokenFeatureExtAck, Data: r.b[st:r.off]}
+	return nil
 }
 
 func colErr(err error, i int) error {
