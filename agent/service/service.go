@@ -41,6 +41,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -313,6 +314,15 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 		}
 		lns = append(lns, tl)
 		s.Tunnels = tl
+		// The other proxies are learned from presence: an agent given
+		// one proxy keeps a tunnel to every one.
+		if kv, perr := presence.Open(ctx, o.JS); perr != nil {
+			o.Log.Warn("agent: proxies not learned from presence: tunnels only to db_service.proxy_addrs", "err", perr)
+		} else if pv, perr := presence.Watch(ctx, kv); perr != nil {
+			o.Log.Warn("agent: proxies not learned from presence: tunnels only to db_service.proxy_addrs", "err", perr)
+		} else {
+			go learnProxies(ctx, pv, tl)
+		}
 	}
 	if a := cfg.DBService.MySQLListen; a != "" {
 		mln, lerr := net.Listen("tcp", a)
@@ -361,6 +371,27 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	o.Log.Info("agent listening", "addr", s.Addr, "proxy_addrs", cfg.DBService.ProxyAddrs, "public_addr", s.PublicAddr, "mysql_addr", s.MySQLAddr, "host_id", hostID,
 		"databases", len(dbs), "heartbeat_ttl", o.HeartbeatTTL)
 	return s, nil
+}
+
+// learnProxies hands the tunnels every proxy presence names, again at
+// each change and as leases run out, until ctx ends.
+func learnProxies(ctx context.Context, v *presence.View, tl *tunnel.Listener) {
+	t := time.NewTicker(presence.DefaultLease / 3)
+	defer t.Stop()
+	for {
+		changed := v.Changed()
+		var peers []tunnel.Peer
+		for _, p := range v.Proxies() {
+			peers = append(peers, tunnel.Peer{ID: p.ID, Addr: p.Addr})
+		}
+		tl.Learn(peers)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
 }
 
 // Wait blocks until the agent stopped and returns why (nil after ctx of

@@ -38,6 +38,9 @@ type Hello struct {
 type Ack struct {
 	Databases []string `json:"databases,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// Proxy is the proxy's id in presence, so an agent that learns the
+	// proxies from there knows which it already has a tunnel to.
+	Proxy string `json:"proxy,omitempty"`
 }
 
 // Preamble opens every stream the proxy opens for a client connection.

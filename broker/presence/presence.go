@@ -250,7 +250,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue) (*View, error) {
 	}
 	v := &View{now: time.Now, proxies: map[string]Proxy{}, routes: map[string]Route{}, changed: make(chan struct{})}
 	ready := make(chan struct{})
-	go v.follow(w, ready)
+	go v.follow(ctx, w, ready)
 	select {
 	case <-ready:
 		return v, nil
@@ -259,11 +259,21 @@ func Watch(ctx context.Context, kv jetstream.KeyValue) (*View, error) {
 	}
 }
 
-func (v *View) follow(w jetstream.KeyWatcher, ready chan struct{}) {
+func (v *View) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
 	defer func() { _ = w.Stop() }()
 	readyOnce := sync.OnceFunc(func() { close(ready) })
 	defer readyOnce()
-	for e := range w.Updates() {
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case e, ok = <-w.Updates():
+		case <-ctx.Done():
+			return
+		}
+		if !ok {
+			return
+		}
 		if e == nil {
 			readyOnce()
 			continue
