@@ -238,7 +238,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	mustContain(t, "tokens add", errOut, "single use", "join_token:")
 	out, _ = e.run(false, "", e.tgl, "db", "ls")
-	mustContain(t, "tollgate db ls", out, "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432", "live")
+	mustContain(t, "tollgate db ls", out, "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432", "online")
 	_, errOut = e.run(true, "", e.tgl, "users", "add", "bob", "--roles=nosuch")
 	mustContain(t, "unknown role", errOut, "unknown role nosuch")
 
