@@ -236,12 +236,23 @@ func TestEndToEnd(t *testing.T) {
 	mustContain(t, "tg db ls, no tunnel", lineOf(out, "pg-behind"), "offline")
 	out, _ = e.run(false, "", e.tgl, "db", "ls")
 	mustContain(t, "tollgate db ls, no tunnel", lineOf(out, "pg-behind"), "offline")
-	ann := presence.NewAnnouncer(e.b.PresenceKV, "proxy-e2e", e.proxy, 0, nil)
+	ann := presence.NewAnnouncer(e.b.PresenceKV, "proxy-e2e", "192.0.2.1:3080", 0, nil)
 	ann.Add(ctx, "pg-behind", "agent-2")
 	out, _ = e.run(false, "", e.tg, "db", "ls")
 	mustContain(t, "tg db ls, a tunnel", lineOf(out, "pg-behind"), "online")
 	out, _ = e.run(false, "", e.tgl, "db", "ls")
 	mustContain(t, "tollgate db ls, a tunnel", lineOf(out, "pg-behind"), "online", "proxy-e2e")
+	// tg goes through the proxy it logged in to, whichever proxy the
+	// agent registered with or holds its tunnel: the service entry names
+	// the login's proxy.
+	if _, err := e.b.Store.RegisterDatabase(ctx, daemon.Actor, state.NewDatabase{Name: "pg-far", Protocol: "postgres",
+		URI: "10.0.0.10:5432", HostID: "agent-3", AgentAddr: "192.0.2.1:3080"}); err != nil {
+		t.Fatal(err)
+	}
+	ann.Add(ctx, "pg-far", "agent-3")
+	out, _ = e.run(false, "", e.tg, "db", "login", "pg-far")
+	proxyHost, proxyPort, _ := net.SplitHostPort(e.proxy)
+	mustContain(t, "tg db login, through the proxy", out, "export PGHOST=pg-far", "export PGHOSTADDR="+proxyHost, "export PGPORT="+proxyPort)
 	_, errOut = e.run(true, "", e.tg, "db", "connect", "pg-behind-nosuch")
 	mustContain(t, "tg db connect, unknown", errOut, "pg-behind-nosuch")
 	ann.Remove(ctx, "pg-behind", "agent-2")

@@ -108,6 +108,12 @@ func findDatabase(ctx context.Context, f *identity.File, name string) (api.Datab
 			if !d.Online {
 				return api.Database{}, offlineError(name)
 			}
+			if len(d.Proxies) > 0 {
+				// Reached through proxies, any of which routes to the
+				// agent: go through the one this login knows rather than
+				// the one the agent registered with, which may be down.
+				d.AgentAddr = f.ProxyAddr
+			}
 			if d.AgentAddr == "" {
 				return api.Database{}, fmt.Errorf("database %s is registered without an agent address: its agent must set db_service.public_addr", name)
 			}
