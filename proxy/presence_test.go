@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent/service"
@@ -249,4 +250,82 @@ func TestForwardThroughPresence(t *testing.T) {
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("an agent's certificate forwarding: %v", err)
 	}
+}
+
+// A PostgreSQL cancel request travels, like the session, inside TLS with
+// the database as SNI (as tg's tunnel and pgx with a TLS dialer send it):
+// the proxy routes it to the agent holding the session, which cancels
+// the running statement in the database.
+func TestCancelThroughTheProxy(t *testing.T) {
+	w := newWorld(t)
+	kv, view := w.presenceOf(t)
+	p := w.startProxy(t, "127.0.0.1:0", announced(kv, view, "proxy-1"))
+	cfg, err := config.Parse([]byte(`
+cluster_name: test
+db_service:
+  proxy_addrs: [` + p.Addr().String() + `]
+  databases:
+    - name: pg1
+      protocol: postgres
+      uri: ` + w.pg.Addr() + `
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = w.dir
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	actx, stopAgent := context.WithCancel(ctx)
+	agent, err := service.Start(actx, service.Options{Config: cfg, JS: w.js, Recorder: w.pub, Log: quiet().With("component", "agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stopAgent(); _ = agent.Wait() }()
+	waitUntil(t, 10*time.Second, "the tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
+	admin, err := pgconn.Connect(ctx, w.pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	conn, err := connectDirectTLS(ctx, p.Addr().String(), w.userTLS(t, "pg1", alice), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	sleeping := func() string {
+		res, err := admin.Exec(ctx, "select count(*) from pg_stat_activity where query like 'select pg_sleep(30)%' and state = 'active'").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res[0].Rows[0][0])
+	}
+	began := time.Now()
+	errc := make(chan error, 1)
+	go func() { _, err := conn.Exec(ctx, "select pg_sleep(30)"); errc <- err }()
+	waitUntil(t, 10*time.Second, "pg_sleep running", func() bool { return sleeping() == "1" })
+	// pgx sends the cancel request through its dialer: TLS to the proxy
+	// with SNI pg1, on a connection of its own.
+	cancelled := time.Now()
+	if err := conn.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("pg_sleep ended with %v, want 57014 query_canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pg_sleep still running 20s after the cancel")
+	}
+	// Cancelled, not disconnected: the session goes on.
+	var n int
+	if err := conn.QueryRow(ctx, "select 7").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("the session after the cancel: %d, %v", n, err)
+	}
+	if got := sleeping(); got != "0" {
+		t.Fatalf("%s pg_sleep still running", got)
+	}
+	t.Logf("pg_sleep(30) cancelled through the proxy %s after the request (%s after it began)",
+		time.Since(cancelled).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 }
