@@ -1,0 +1,237 @@
+package faults
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/presence"
+)
+
+// proxyStack is a broker+proxy process (tollgate start, broker role) on
+// its own NATS server, an agent process configured only with the proxy's
+// address, a join token and the host CA's pin (plus nats.urls: the event
+// plane does not go through the proxy yet), and PostgreSQL.
+type proxyStack struct {
+	*Stack
+	agentCfg string
+	agent    *Node
+	view     *presence.View
+}
+
+// newProxyStack starts the broker+proxy of a Stack without its agent and
+// an agent that dials out to the proxy; it returns once PostgreSQL is
+// online through the proxy.
+func newProxyStack(t *testing.T) *proxyStack {
+	t.Helper()
+	bin := binaries(t)
+	s := &Stack{Dir: t.TempDir(), Bin: bin}
+	s.DataDir = filepath.Join(s.Dir, "data")
+	var err error
+	s.NATS, err = StartNATS(bin.NATSServer, NATSOptions{Dir: filepath.Join(s.Dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.NATS.Stop() })
+	s.NATSURLs = []string{s.NATS.URL()}
+	ps := &proxyStack{Stack: s}
+	ps.startBroker(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	kv, err := presence.Open(ctx, s.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.view, err = presence.Watch(ctx, kv); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := exec.Command(bin.Tollgate, "--config", s.Config, "tokens", "add", "--type=db").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tokens add: %v\n%s", err, out)
+	}
+	token := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	pin := ""
+	for l := range strings.Lines(string(out)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "broker_ca_pin: "); ok {
+			pin = v
+		}
+	}
+	if pin == "" {
+		t.Fatalf("no broker_ca_pin in:\n%s", out)
+	}
+	q := strconv.Quote
+	ps.agentCfg = filepath.Join(s.Dir, "agent.yaml")
+	yaml := fmt.Sprintf(`cluster_name: %s
+data_dir: %s
+nats:
+  urls: [%s]
+broker: {enabled: false}
+proxy: {enabled: false}
+db_service:
+  proxy_addrs: [%s]
+  join_token: %s
+  broker_ca_pin: %s
+  databases:
+    - name: %s
+      protocol: postgres
+      uri: %s
+      tls: {mode: verify-full, ca_cert_file: %s}
+log: {level: info}
+`, Cluster, q(filepath.Join(s.Dir, "agent-data")), q(s.NATS.URL()), q(s.ProxyAddr), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile))
+	if err := os.WriteFile(ps.agentCfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ps.agent = &Node{Name: "agent", Bin: bin.Tollgate, Config: ps.agentCfg, Log: filepath.Join(s.Dir, "agent.log"),
+		Ready: func() error {
+			if !ps.view.Online(PGName) {
+				return fmt.Errorf("%s has no route in presence", PGName)
+			}
+			return nil
+		}}
+	if err := ps.agent.Start(); err != nil {
+		t.Fatalf("%v\n%s", err, ps.agent.LogTail())
+	}
+	t.Cleanup(func() { _ = ps.agent.Stop() })
+	return ps
+}
+
+// startBroker starts PostgreSQL and the broker with its proxy, as
+// NewStack does, without an agent.
+func (ps *proxyStack) startBroker(t *testing.T) {
+	s := ps.Stack
+	var err error
+	if s.CAs, err = ca.Open(s.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	s.PG = StartPostgres(t, s.CAs, 0, 1)
+	s.HostCAFile, s.UserCertFile, s.UserKeyFile = UserFiles(t, s.CAs, s.Dir, TollgateUser)
+	if s.NC, err = nats.Connect(s.NATS.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.NC.Close)
+	if s.JS, err = jetstream.New(s.NC); err != nil {
+		t.Fatal(err)
+	}
+	s.ProxyAddr = freeAddr(t)
+	s.Config = WriteConfig(t, filepath.Join(s.Dir, "tollgate.yaml"), ConfigParams{DataDir: s.DataDir, NATSURLs: s.NATSURLs,
+		ProxyListen: s.ProxyAddr, AgentListen: freeAddr(t), PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile})
+	s.Broker = &Node{Name: "broker", Bin: s.Bin.Tollgate, Config: s.Config, Roles: []string{"broker"},
+		Ready: dialable(s.ProxyAddr), Log: filepath.Join(s.Dir, "broker.log")}
+	if err := s.Broker.Start(); err != nil {
+		t.Fatalf("%v\n%s", err, s.Broker.LogTail())
+	}
+	t.Cleanup(func() { _ = s.Broker.Stop() })
+}
+
+// listeningSockets are the TCP sockets of process pid in the LISTEN
+// state, and how many TCP sockets it has in all: its open socket inodes
+// looked up in its network namespace's tables.
+func listeningSockets(t *testing.T, pid int) (listening []string, total int) {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	for _, table := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // the header
+		for sc.Scan() {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 10 || !inodes[fs[9]] {
+				continue
+			}
+			total++
+			if fs[3] == "0A" {
+				listening = append(listening, table+" "+fs[1])
+			}
+		}
+		f.Close()
+	}
+	return listening, total
+}
+
+// An agent on another machine, configured with the proxy's address, a
+// join token and the pin, joins through the proxy's port, listens on no
+// port, and serves psql and pgbench through the proxy; every statement in
+// PostgreSQL's log has its event.
+func TestAgentBehindProxyProcesses(t *testing.T) {
+	ps := newProxyStack(t)
+	listening, total := listeningSockets(t, ps.agent.Pid())
+	if len(listening) > 0 {
+		t.Fatalf("the agent listens on %v", listening)
+	}
+	if total < 2 {
+		t.Fatalf("the agent has %d TCP sockets: want its tunnel and NATS (is /proc read right?)", total)
+	}
+	// `tollgate db ls` on the broker's configuration: online, through
+	// the proxy.
+	out, err := exec.Command(ps.Bin.Tollgate, "--config", ps.Config, "db", "ls").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "online") {
+		t.Fatalf("db ls: %v\n%s", err, out)
+	}
+	env := ClientEnv(ps.ProxyAddr, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	psql := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", "select 'through the proxy'", "-c", "select count(*) from pgbench_branches")
+	psql.Env = env
+	if out, err := psql.CombinedOutput(); err != nil || !strings.Contains(string(out), "through the proxy") {
+		t.Fatalf("psql through the proxy: %v\n%s", err, out)
+	}
+	pb := exec.Command("pgbench", "-n", "-c", "4", "-T", "5", "postgres")
+	pb.Env = env
+	pbOut, err := pb.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgbench through the proxy: %v\n%s", err, pbOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l := &Ledger{JS: ps.JS, PG: ps.PG}
+	var now Totals
+	for {
+		if now, _, err = l.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if now.Missing == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("through the proxy: %d statements in PostgreSQL's log, %d events, %d without an event; pgbench: %s",
+		now.Statements, now.Events, now.Missing, lastLines(string(pbOut), "tps ="))
+	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
+		t.Fatalf("ledger %+v", now)
+	}
+}
+
+// lastLines are the lines of out containing s.
+func lastLines(out, s string) string {
+	var got []string
+	for l := range strings.Lines(out) {
+		if strings.Contains(l, s) {
+			got = append(got, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(got, "; ")
+}
