@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -234,4 +236,134 @@ func lastLines(out, s string) string {
 		}
 	}
 	return strings.Join(got, "; ")
+}
+
+// copyDataDir copies the broker's data dir (CAs, signing key) for a
+// second broker+proxy process, leaving out its lock.
+func copyDataDir(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	_ = os.Remove(filepath.Join(to, "broker.lock"))
+}
+
+// Two broker+proxy processes; the agent is given the first and learns the
+// second from presence. The first is SIGKILLed during a pgbench run
+// through the second: that run and a session through the second go on,
+// new connections through it succeed at once, the dead proxy's routes
+// lapse, and every statement in PostgreSQL's log has its event.
+func TestProxySIGKILLDuringPgbench(t *testing.T) {
+	ps := newProxyStack(t)
+	// The second proxy: a broker process of its own on a copy of the
+	// data dir (same CAs), the same NATS.
+	dir2 := filepath.Join(ps.Dir, "data2")
+	copyDataDir(t, ps.DataDir, dir2)
+	proxy2 := freeAddr(t)
+	cfg2 := WriteConfig(t, filepath.Join(ps.Dir, "tollgate2.yaml"), ConfigParams{DataDir: dir2, NATSURLs: ps.NATSURLs,
+		ProxyListen: proxy2, AgentListen: freeAddr(t), PGAddr: ps.PG.Addr(), PGCAFile: ps.PG.ServerCAFile})
+	second := &Node{Name: "broker2", Bin: ps.Bin.Tollgate, Config: cfg2, Roles: []string{"broker"},
+		Ready: dialable(proxy2), Log: filepath.Join(ps.Dir, "broker2.log")}
+	if err := second.Start(); err != nil {
+		t.Fatalf("%v\n%s", err, second.LogTail())
+	}
+	t.Cleanup(func() { _ = second.Stop() })
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ps.view.ProxyIDs(PGName)) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent has no tunnel to the second proxy: routes %v\n%s", ps.view.Routes(PGName), ps.agent.LogTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	routes := ps.view.Routes(PGName)
+	var firstID string
+	for _, r := range routes {
+		if r.ProxyAddr == ps.ProxyAddr {
+			firstID = r.Proxy
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	through2, err := PgxConfig(proxy2, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	session, err := pgxConnect(ctx, through2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close(ctx)
+	pb := exec.CommandContext(ctx, "pgbench", "-n", "-c", "4", "-j", "2", "-T", "6", "postgres")
+	pb.Env = ClientEnv(proxy2, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	pbDone := make(chan error, 1)
+	var pbOut []byte
+	go func() {
+		var err error
+		pbOut, err = pb.CombinedOutput()
+		pbDone <- err
+	}()
+	time.Sleep(2 * time.Second)
+	if err := ps.Broker.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	// New connections through the second proxy, at once.
+	var firstOK time.Duration
+	for {
+		c, err := pgxConnect(ctx, through2)
+		if err == nil {
+			_, err = c.Exec(ctx, "select 'after the kill'")
+			c.Close(ctx)
+		}
+		if err == nil {
+			firstOK = time.Since(killed)
+			break
+		}
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("no new connection through the second proxy 10s after the kill: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := session.Exec(ctx, "select 'the session goes on'"); err != nil {
+		t.Fatalf("the session through the second proxy: %v", err)
+	}
+	if err := <-pbDone; err != nil || strings.Contains(string(pbOut), "aborted") {
+		t.Fatalf("pgbench through the second proxy: %v\n%s", err, pbOut)
+	}
+	// The dead proxy's routes lapse with their lease.
+	lapse := time.Now()
+	for slices.Contains(ps.view.ProxyIDs(PGName), firstID) {
+		if time.Since(lapse) > presence.DefaultLease+5*time.Second {
+			t.Fatalf("the killed proxy's route is still in presence %s after the kill", time.Since(killed))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	lapsed := time.Since(killed)
+	l := &Ledger{JS: ps.JS, PG: ps.PG}
+	var now Totals
+	for {
+		if now, _, err = l.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if now.Missing == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("proxy SIGKILL during pgbench through the other: first new connection %s after the kill, route of the dead proxy gone %s after it; pgbench %s; %d statements, %d without an event",
+		firstOK.Round(time.Millisecond), lapsed.Round(100*time.Millisecond), lastLines(string(pbOut), "tps ="), now.Statements, now.Missing)
+	if firstOK > time.Second {
+		t.Fatalf("a new connection took %s after the kill, want under 1s", firstOK)
+	}
+	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
+		t.Fatalf("ledger %+v", now)
+	}
+}
+
+// pgxConnect opens a session with a bound on the wait.
+func pgxConnect(ctx context.Context, c *pgx.ConnConfig) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return pgx.ConnectConfig(ctx, c)
 }
