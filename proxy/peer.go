@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,9 @@ import (
 	"net"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // Answers of a proxy to a forwarded connection's preamble: whether it
@@ -143,4 +146,70 @@ func (s *Server) servePeer(ctx context.Context, raw net.Conn, log *slog.Logger) 
 		return
 	}
 	s.splice(conn, p.ClientAddr, t, db, p.ServerName, log.With("forwarded_by", raw.RemoteAddr().String()))
+}
+
+// routeCancel serves a PostgreSQL cancel request sent without TLS (libpq
+// before 17 sends them so, whatever the session used). It names no
+// database, only a backend's process id and a secret an agent issued, so
+// it is offered to every agent this proxy holds a tunnel of; the agent
+// whose key it is cancels and records it, the others only say no. Agents
+// keep a tunnel to every proxy, so every agent is asked. A request no
+// agent knew is recorded here, as an agent records one.
+func (s *Server) routeCancel(c net.Conn, log *slog.Logger) {
+	key := make([]byte, len(cancelRequest)+8)
+	copy(key, cancelRequest)
+	_ = c.SetReadDeadline(time.Now().Add(s.o.HelloTimeout))
+	if _, err := io.ReadFull(c, key[len(cancelRequest):]); err != nil {
+		return
+	}
+	s.mu.Lock()
+	seen := map[*agentTunnel]bool{}
+	var ts []*agentTunnel
+	for _, list := range s.agents {
+		for _, t := range list {
+			if !seen[t] {
+				seen[t] = true
+				ts = append(ts, t)
+			}
+		}
+	}
+	s.mu.Unlock()
+	answers := make(chan bool, len(ts))
+	for _, t := range ts {
+		go func() { answers <- s.offerCancel(t, c.RemoteAddr().String(), key) }()
+	}
+	matched := false
+	for range ts {
+		matched = <-answers || matched
+	}
+	if !matched {
+		pid := binary.BigEndian.Uint32(key[8:12])
+		err := fmt.Errorf("cancel request without TLS for backend %d with a key no agent connected to this proxy holds", pid)
+		log.Info("proxy: refused", "err", err)
+		ev := agent.RejectedFrom(c.RemoteAddr().String(), events.RejectUnknownCancelKey, err)
+		ev.Protocol = "postgres"
+		if s.rejects != nil {
+			s.rejects.Add(ev)
+		}
+	}
+}
+
+// offerCancel sends a cancel request to the agent of t and says whether
+// the key was that agent's.
+func (s *Server) offerCancel(t *agentTunnel, clientAddr string, key []byte) bool {
+	st, err := t.sess.OpenStream()
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(s.o.HelloTimeout))
+	if err := tunnel.WritePreamble(st, tunnel.Preamble{ClientAddr: clientAddr, CancelProbe: true}); err != nil {
+		return false
+	}
+	if _, err := st.Write(key); err != nil {
+		return false
+	}
+	var ans [1]byte
+	_, err = io.ReadFull(st, ans[:])
+	return err == nil && ans[0] == tunnel.CancelMatched
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/binary"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -328,4 +329,111 @@ db_service:
 	}
 	t.Logf("pg_sleep(30) cancelled through the proxy %s after the request (%s after it began)",
 		time.Since(cancelled).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+}
+
+// A cancel request sent without TLS, as libpq before 17 and pgx with
+// sslmode=require send it, names no database: the proxy offers it to
+// every agent it holds a tunnel of and the one whose key it is cancels
+// the statement and records it. A key no agent issued is recorded once,
+// by the proxy, and by no agent.
+func TestPlaintextCancelThroughTheProxy(t *testing.T) {
+	w := newWorld(t)
+	kv, view := w.presenceOf(t)
+	p := w.startProxy(t, "127.0.0.1:0", announced(kv, view, "proxy-1"))
+	cfg, err := config.Parse([]byte(`
+cluster_name: test
+db_service:
+  proxy_addrs: [` + p.Addr().String() + `]
+  databases:
+    - name: pg1
+      protocol: postgres
+      uri: ` + w.pg.Addr() + `
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = w.dir
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	actx, stopAgent := context.WithCancel(ctx)
+	agent, err := service.Start(actx, service.Options{Config: cfg, JS: w.js, Recorder: w.pub, Log: quiet().With("component", "agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stopAgent(); _ = agent.Wait() }()
+	waitUntil(t, 10*time.Second, "the tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
+	conn, err := connectSSLRequest(ctx, p.Addr().String(), w.userTLS(t, "pg1", alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	errc := make(chan error, 1)
+	go func() { _, err := conn.Exec(ctx, "select pg_sleep(30)"); errc <- err }()
+	admin, err := pgconn.Connect(ctx, w.pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	waitUntil(t, 10*time.Second, "pg_sleep running", func() bool {
+		res, err := admin.Exec(ctx, "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'").ReadAll()
+		return err == nil && string(res[0].Rows[0][0]) == "1"
+	})
+	// The request as libpq 15 sends it: plain TCP, the 16 bytes, no SNI.
+	sendCancel := func(pid uint32, secret []byte) {
+		t.Helper()
+		c, err := net.Dial("tcp", p.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := binary.BigEndian.AppendUint32([]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, pid)
+		if _, err := c.Write(append(msg, secret...)); err != nil {
+			t.Fatal(err)
+		}
+		// The proxy answers nothing and closes, as a server does.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || n > 0 {
+			t.Fatalf("the proxy answered a cancel request: %d bytes, %v", n, err)
+		}
+	}
+	if len(conn.PgConn().SecretKey()) != 4 {
+		t.Fatalf("a secret of %d bytes, want protocol 3.0's 4", len(conn.PgConn().SecretKey()))
+	}
+	began := time.Now()
+	sendCancel(conn.PgConn().PID(), conn.PgConn().SecretKey())
+	select {
+	case err := <-errc:
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("pg_sleep ended with %v, want 57014 query_canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pg_sleep still running 20s after the cancel")
+	}
+	t.Logf("pg_sleep(30) cancelled by a plaintext cancel request through the proxy in %s", time.Since(began).Round(time.Millisecond))
+	var n int
+	if err := conn.QueryRow(ctx, "select 8").Scan(&n); err != nil || n != 8 {
+		t.Fatalf("the session after the cancel: %d, %v", n, err)
+	}
+	waitEvent(t, w.js, "the agent's record of the cancel", func(ev map[string]any) bool {
+		return ev["type"] == "db.session.postgres.cancel" && ev["success"] == true && ev["tls"] != true
+	})
+
+	// A key no agent issued.
+	sendCancel(12345, []byte{1, 2, 3, 4})
+	ev := waitEvent(t, w.js, "the proxy's record of the unknown key", func(ev map[string]any) bool {
+		return ev["type"] == "db.session.rejected" && ev["reason"] == events.RejectUnknownCancelKey
+	})
+	if !strings.Contains(ev["error"].(string), "backend 12345") || !strings.Contains(ev["error"].(string), "no agent connected to this proxy") {
+		t.Fatalf("refusal %v", ev)
+	}
+	n = 0
+	for _, ev := range audit(t, w.js) {
+		if ev["type"] == "db.session.rejected" && ev["reason"] == events.RejectUnknownCancelKey {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d records of one unknown cancel key, want the proxy's alone", n)
+	}
 }

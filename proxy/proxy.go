@@ -348,9 +348,8 @@ func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool 
 					continue
 				}
 			case string(cancelRequest):
-				// It names no database: routing it means asking every
-				// agent, which is not built yet.
-				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
+				s.routeCancel(c, log)
+				return false
 			}
 		}
 		log.Info("proxy: refused", "err", err)

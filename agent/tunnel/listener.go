@@ -303,7 +303,7 @@ func (l *Listener) stream(st *yamux.Stream) {
 		return
 	}
 	_ = st.SetReadDeadline(time.Time{})
-	c := &streamConn{Stream: st, remote: tunnelAddr(p.ClientAddr)}
+	c := &streamConn{Stream: st, remote: tunnelAddr(p.ClientAddr), probe: p.CancelProbe}
 	select {
 	case l.conns <- c:
 	case <-l.ctx.Done():
@@ -315,9 +315,14 @@ func (l *Listener) stream(st *yamux.Stream) {
 type streamConn struct {
 	*yamux.Stream
 	remote net.Addr
+	probe  bool
 }
 
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+
+// CancelProbe says whether the stream carries a cancel request the proxy
+// offers to every agent (Preamble.CancelProbe).
+func (c *streamConn) CancelProbe() bool { return c.probe }
 
 // CloseWrite half-closes the stream: yamux sends its FIN and the stream
 // still reads what the proxy sends.

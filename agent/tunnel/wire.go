@@ -50,7 +50,19 @@ type Preamble struct {
 	ClientAddr string `json:"client_addr"`
 	// ServerName is the SNI the proxy routed on.
 	ServerName string `json:"server_name,omitempty"`
+	// CancelProbe marks a PostgreSQL cancel request sent without TLS: it
+	// names no database, so the proxy offers it to every agent it holds a
+	// tunnel of, and each answers one byte, CancelMatched or
+	// CancelUnknown, after the request. Only the agent whose key it is
+	// records it; the proxy records one no agent knew.
+	CancelProbe bool `json:"cancel_probe,omitempty"`
 }
+
+// Answers of an agent to a cancel probe.
+const (
+	CancelMatched = 'Y'
+	CancelUnknown = 'N'
+)
 
 // maxPreamble bounds what a reader of a preamble accepts.
 const maxPreamble = 4096
