@@ -3,10 +3,10 @@ package proxy_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/binary"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"

@@ -201,6 +201,30 @@ func TestAgentBehindProxyProcesses(t *testing.T) {
 	if out, err := psql.CombinedOutput(); err != nil || !strings.Contains(string(out), "through the proxy") {
 		t.Fatalf("psql through the proxy: %v\n%s", err, out)
 	}
+	// Ctrl-C in psql: libpq 15 sends the cancel request without TLS to
+	// the proxy, which finds the agent whose key it is.
+	sleeper := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", "select pg_sleep(30)")
+	sleeper.Env = env
+	var sleepOut strings.Builder
+	sleeper.Stdout, sleeper.Stderr = &sleepOut, &sleepOut
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); !sleepingInPG(t, ps.Stack); {
+		if time.Now().After(deadline) {
+			t.Fatalf("pg_sleep never ran: %s", sleepOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	interrupted := time.Now()
+	if err := sleeper.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	_ = sleeper.Wait()
+	if took := time.Since(interrupted); !strings.Contains(sleepOut.String(), "canceling statement due to user request") || took > 10*time.Second {
+		t.Fatalf("psql after Ctrl-C (%s): %s", took, sleepOut.String())
+	}
+	t.Logf("psql Ctrl-C through the proxy: pg_sleep(30) cancelled in %s", time.Since(interrupted).Round(time.Millisecond))
 	pb := exec.Command("pgbench", "-n", "-c", "4", "-T", "5", "postgres")
 	pb.Env = env
 	pbOut, err := pb.CombinedOutput()
@@ -225,6 +249,19 @@ func TestAgentBehindProxyProcesses(t *testing.T) {
 	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
 		t.Fatalf("ledger %+v", now)
 	}
+}
+
+// sleepingInPG says whether pg_sleep runs in PostgreSQL, asked as its
+// superuser over its socket.
+func sleepingInPG(t *testing.T, s *Stack) bool {
+	t.Helper()
+	cmd := exec.Command("psql", "-X", "-At", "-c", "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'")
+	cmd.Env = AdminEnv(s.PG)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_stat_activity: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out)) == "1"
 }
 
 // lastLines are the lines of out containing s.
