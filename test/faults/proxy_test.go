@@ -30,12 +30,16 @@ type proxyStack struct {
 	agentCfg string
 	agent    *Node
 	view     *presence.View
+	// link, when set, carries the agent's tunnel to the proxy: the
+	// proxy announces the link's address, so the agent learns no other
+	// way to it.
+	link *Link
 }
 
 // newProxyStack starts the broker+proxy of a Stack without its agent and
 // an agent that dials out to the proxy; it returns once PostgreSQL is
 // online through the proxy.
-func newProxyStack(t *testing.T) *proxyStack {
+func newProxyStack(t *testing.T, linked bool) *proxyStack {
 	t.Helper()
 	bin := binaries(t)
 	s := &Stack{Dir: t.TempDir(), Bin: bin}
@@ -48,7 +52,7 @@ func newProxyStack(t *testing.T) *proxyStack {
 	t.Cleanup(func() { _ = s.NATS.Stop() })
 	s.NATSURLs = []string{s.NATS.URL()}
 	ps := &proxyStack{Stack: s}
-	ps.startBroker(t)
+	ps.startBroker(t, linked)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	kv, err := presence.Open(ctx, s.JS)
@@ -75,6 +79,10 @@ func newProxyStack(t *testing.T) *proxyStack {
 	}
 	q := strconv.Quote
 	ps.agentCfg = filepath.Join(s.Dir, "agent.yaml")
+	tunnelTo := s.ProxyAddr
+	if ps.link != nil {
+		tunnelTo = ps.link.Addr()
+	}
 	yaml := fmt.Sprintf(`cluster_name: %s
 data_dir: %s
 nats:
@@ -91,7 +99,7 @@ db_service:
       uri: %s
       tls: {mode: verify-full, ca_cert_file: %s}
 log: {level: info}
-`, Cluster, q(filepath.Join(s.Dir, "agent-data")), q(s.NATS.URL()), q(s.ProxyAddr), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile))
+`, Cluster, q(filepath.Join(s.Dir, "agent-data")), q(s.NATS.URL()), q(tunnelTo), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile))
 	if err := os.WriteFile(ps.agentCfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +119,7 @@ log: {level: info}
 
 // startBroker starts PostgreSQL and the broker with its proxy, as
 // NewStack does, without an agent.
-func (ps *proxyStack) startBroker(t *testing.T) {
+func (ps *proxyStack) startBroker(t *testing.T, linked bool) {
 	s := ps.Stack
 	var err error
 	if s.CAs, err = ca.Open(s.DataDir); err != nil {
@@ -127,8 +135,16 @@ func (ps *proxyStack) startBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ProxyAddr = freeAddr(t)
+	public := ""
+	if linked {
+		if ps.link, err = NewLink(s.ProxyAddr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ps.link.Close)
+		public = ps.link.Addr()
+	}
 	s.Config = WriteConfig(t, filepath.Join(s.Dir, "tollgate.yaml"), ConfigParams{DataDir: s.DataDir, NATSURLs: s.NATSURLs,
-		ProxyListen: s.ProxyAddr, AgentListen: freeAddr(t), PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile})
+		ProxyListen: s.ProxyAddr, ProxyPublic: public, AgentListen: freeAddr(t), PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile})
 	s.Broker = &Node{Name: "broker", Bin: s.Bin.Tollgate, Config: s.Config, Roles: []string{"broker"},
 		Ready: dialable(s.ProxyAddr), Log: filepath.Join(s.Dir, "broker.log")}
 	if err := s.Broker.Start(); err != nil {
@@ -181,7 +197,7 @@ func listeningSockets(t *testing.T, pid int) (listening []string, total int) {
 // port, and serves psql and pgbench through the proxy; every statement in
 // PostgreSQL's log has its event.
 func TestAgentBehindProxyProcesses(t *testing.T) {
-	ps := newProxyStack(t)
+	ps := newProxyStack(t, false)
 	listening, total := listeningSockets(t, ps.agent.Pid())
 	if len(listening) > 0 {
 		t.Fatalf("the agent listens on %v", listening)
@@ -291,7 +307,7 @@ func copyDataDir(t *testing.T, from, to string) {
 // new connections through it succeed at once, the dead proxy's routes
 // lapse, and every statement in PostgreSQL's log has its event.
 func TestProxySIGKILLDuringPgbench(t *testing.T) {
-	ps := newProxyStack(t)
+	ps := newProxyStack(t, false)
 	// The second proxy: a broker process of its own on a copy of the
 	// data dir (same CAs), the same NATS.
 	dir2 := filepath.Join(ps.Dir, "data2")
@@ -393,6 +409,10 @@ func TestProxySIGKILLDuringPgbench(t *testing.T) {
 	if firstOK > time.Second {
 		t.Fatalf("a new connection took %s after the kill, want under 1s", firstOK)
 	}
+	report.Add(fmt.Sprintf("## Proxy SIGKILL\n\n`go test ./test/faults -run TestProxySIGKILLDuringPgbench`: two broker+proxy processes, the agent given the first and learning the second from presence; "+
+		"the first SIGKILLed during pgbench through the second. pgbench: %s, no client aborted; first new session through the second %s after the kill; "+
+		"the dead proxy's route left presence %s after it (its lease); %d statements in PostgreSQL's log, %d without an event.\n",
+		lastLines(string(pbOut), "tps ="), firstOK.Round(time.Millisecond), lapsed.Round(100*time.Millisecond), now.Statements, now.Missing))
 	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
 		t.Fatalf("ledger %+v", now)
 	}
@@ -403,4 +423,97 @@ func pgxConnect(ctx context.Context, c *pgx.ConnConfig) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return pgx.ConnectConfig(ctx, c)
+}
+
+// Faults of the path through the proxy, under pgbench through it: the
+// agent's tunnel cut for a while (a pausable link between agent and
+// proxy) and the agent process SIGKILLed and started again. Each row: what
+// clients saw, how long until a new session succeeded again, and the
+// statements without an event (0).
+func TestProxyPathFaults(t *testing.T) {
+	ps := newProxyStack(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ledger := &Ledger{JS: ps.JS, PG: ps.PG}
+	if _, _, err := ledger.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := PgxConfig(ps.ProxyAddr, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outage := cfg.outage
+	if cfg.full {
+		outage = 10 * time.Second
+	}
+	type row struct {
+		name   string
+		inject func()
+		heal   func()
+	}
+	rows := []row{
+		{fmt.Sprintf("tunnel cut for %s", outage), ps.link.Cut, ps.link.Restore},
+		{"agent SIGKILLed and started again", func() {
+			if err := ps.agent.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}, func() {
+			if err := ps.agent.Start(); err != nil {
+				t.Fatalf("%v\n%s", err, ps.agent.LogTail())
+			}
+		}},
+	}
+	var table [][]string
+	for _, r := range rows {
+		rctx, stop := context.WithCancel(ctx)
+		probe := &Probe{Config: pc, Interval: 100 * time.Millisecond}
+		pb := &Pgbench{Env: ClientEnv(ps.ProxyAddr, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile), Clients: 4, Rate: cfg.rate, Slice: 2 * time.Second}
+		done := make(chan struct{}, 2)
+		until := time.Now().Add(3*time.Second + outage + 6*time.Second)
+		go func() { probe.Run(rctx); done <- struct{}{} }()
+		go func() { pb.Run(rctx, until); done <- struct{}{} }()
+		time.Sleep(3 * time.Second)
+		r.inject()
+		time.Sleep(outage)
+		// Measured from the start of the healing: an agent's restart
+		// counts in full.
+		healed := time.Now()
+		r.heal()
+		var recovered time.Duration
+		for {
+			if ok, found := probe.FirstOKAfter(healed); found {
+				recovered = ok.Sub(healed)
+				break
+			}
+			if time.Since(healed) > 60*time.Second {
+				t.Fatalf("%s: no session through the proxy 60s after it healed; probe errors %v\n%s", r.name, probe.Errors(), ps.agent.LogTail())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		<-done // pgbench, at until
+		stop()
+		<-done
+		_, delta, err := ledger.Check(ctx)
+		for err == nil && delta.Missing != 0 && ctx.Err() == nil {
+			time.Sleep(200 * time.Millisecond)
+			var more Totals
+			_, more, err = ledger.Check(ctx)
+			delta.Missing += more.Missing
+			delta.Statements += more.Statements
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := append(TopErrors(probe.Errors(), 2), TopErrors(pb.Errors(), 2)...)
+		t.Logf("%s: new sessions again %s after it healed; %d statements, %d without an event; clients saw %v",
+			r.name, recovered.Round(time.Millisecond), delta.Statements, delta.Missing, seen)
+		if delta.Statements == 0 || delta.Missing != 0 || delta.DuplicateIDs != 0 {
+			t.Fatalf("%s: ledger %+v", r.name, delta)
+		}
+		table = append(table, []string{r.name, strconv.Itoa(delta.Statements), strconv.Itoa(delta.Missing),
+			recovered.Round(time.Millisecond).String(), strings.Join(seen, "; ")})
+	}
+	report.Add("## Through the proxy\n\n`go test ./test/faults -run 'TestProxyPathFaults|TestProxySIGKILLDuringPgbench'`: a broker+proxy process, " +
+		"an agent process tunneled to it (listening on no port), pgbench and a probe through the proxy.\n\n" +
+		Table([]string{"fault", "statements", "without an event", "new sessions again after healing", "clients saw"}, table))
 }
