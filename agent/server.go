@@ -286,6 +286,13 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	}
 	remote := raw.RemoteAddr()
 	pc := &prefixConn{Conn: raw, r: bufio.NewReaderSize(raw, 512)}
+	if cp, ok := raw.(CancelProber); ok {
+		pc.probe = cp.CancelProbe()
+	} else if act != nil {
+		if cp, ok := act.Conn.(CancelProber); ok {
+			pc.probe = cp.CancelProbe()
+		}
+	}
 	first, err := pc.r.Peek(1)
 	if err != nil {
 		// Opened and closed without a byte (a port check): nothing was
@@ -490,8 +497,19 @@ const tlsHandshakeRecord = 0x16
 // are not lost.
 type prefixConn struct {
 	net.Conn
-	r *bufio.Reader
+	r     *bufio.Reader
+	probe bool
 }
+
+// CancelProber is a connection that may carry a cancel request a proxy
+// offers to every agent (tunnel.Preamble.CancelProbe): the engine answers
+// whether the key is its own and records it only then.
+type CancelProber interface {
+	CancelProbe() bool
+}
+
+// CancelProbe passes on the connection's CancelProbe.
+func (c *prefixConn) CancelProbe() bool { return c.probe }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 

@@ -18,6 +18,9 @@ const (
 	RejectBadIdentity   = "bad_identity"
 	RejectUnknownDB     = "unknown_database"
 	RejectTooMany       = "too_many_connections"
+	// RejectOffline is a registered database that no agent serves through
+	// any proxy at the moment (the proxy's refusal).
+	RejectOffline = "database_offline"
 	// RejectUnknownCancelKey is a PostgreSQL cancel request with a key no
 	// session holds: anyone who can reach the port can send one, so they
 	// are aggregated like the other refusals.
@@ -38,7 +41,7 @@ type SessionRejected struct {
 	// reported; ClientIP the source they are counted by.
 	ClientAddr string `json:"client_addr" jsonschema:"description=Remote address of the (last) refused connection"`
 	ClientIP   string `json:"client_ip" jsonschema:"description=Source address the refusals are counted by"`
-	Reason     string `json:"reason" jsonschema:"enum=not_tls,enum=bad_startup,enum=tls_handshake,enum=no_certificate,enum=cert_expired,enum=cert_untrusted,enum=bad_identity,enum=unknown_database,enum=too_many_connections,enum=unknown_cancel_key,enum=overflow,description=Why the connections were refused"`
+	Reason     string `json:"reason" jsonschema:"enum=not_tls,enum=bad_startup,enum=tls_handshake,enum=no_certificate,enum=cert_expired,enum=cert_untrusted,enum=bad_identity,enum=unknown_database,enum=database_offline,enum=too_many_connections,enum=unknown_cancel_key,enum=overflow,description=Why the connections were refused"`
 	// Error is the agent's message for the last refusal, as the client
 	// was told it where its protocol allows.
 	Error string `json:"error,omitempty" jsonschema:"description=The agent's message for the (last) refusal"`

@@ -9,6 +9,11 @@
 //     connection is spliced, ClientHello included, onto a new stream of
 //     that agent's tunnel. The client's TLS ends at the agent, so the
 //     proxy holds no key that decrypts a database session.
+//   - an SNI naming a database some agent serves through another proxy
+//     (presence in JetStream says which): the connection goes on to that
+//     proxy over mutual TLS with ALPN PeerALPN, still unread.
+//   - a registered database no agent serves through any proxy: a TLS
+//     alert unrecognized_name (see OfflineAlert) and an event.
 //   - anything else (the HTTPS API) is handed to the server reading
 //     Handoff, in the same process.
 //
@@ -36,6 +41,8 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
+	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -75,7 +82,31 @@ type Options struct {
 	// HelloTimeout bounds the wait for the first bytes and the
 	// ClientHello; 10 s when zero.
 	HelloTimeout time.Duration
+	// Presence, when set, records in JetStream the proxy itself and the
+	// routes of the agent tunnels it holds, while Serve runs; View reads the routes of every proxy, so
+	// that a connection for an agent tunneled to another proxy goes on
+	// there and a database no agent serves anywhere is answered offline.
+	Presence *presence.Announcer
+	View     *presence.View
 }
+
+// PeerALPN is the TLS application protocol of a connection one proxy
+// forwards to another that holds the agent's tunnel. Both present the
+// proxy's host certificate (common name PeerCommonName).
+const PeerALPN = "tollgate-peer/1"
+
+// PeerCommonName is the common name of the proxies' host certificate;
+// the broker refuses it as an agent's host id, so no agent can pose as a
+// proxy forwarding a connection.
+const PeerCommonName = ca.ProxyHostID
+
+// OfflineAlert is the TLS alert (unrecognized_name, 112) a proxy answers
+// a ClientHello for a registered database no agent serves. The user's TLS
+// ends at the agent, and the proxy holds no certificate for a database
+// name (that key would let it read sessions), so it cannot say more
+// inside TLS; tg turns this alert into the protocol's own error,
+// "database X is offline: no agent connected".
+const OfflineAlert = 112
 
 // Server is a running proxy.
 type Server struct {
@@ -128,7 +159,7 @@ func New(o Options) (*Server, error) {
 		Certificates: []tls.Certificate{o.Cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    o.AgentCAs,
-		NextProtos:   []string{tunnel.ALPN},
+		NextProtos:   []string{tunnel.ALPN, PeerALPN},
 	}
 	return s, nil
 }
@@ -159,6 +190,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stop()
 	if s.rejects != nil {
 		defer s.rejects.Close()
+	}
+	if p := s.o.Presence; p != nil {
+		// Withdrawn when Serve returns: a proxy stopped cleanly is gone
+		// from presence at once; one that dies lapses with its lease.
+		pctx, cancel := context.WithCancel(ctx)
+		announced := make(chan struct{})
+		go func() { p.Run(pctx); close(announced) }()
+		defer func() { cancel(); <-announced }()
 	}
 	for {
 		c, err := s.o.Listener.Accept()
@@ -245,18 +284,27 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	case slices.Contains(hello.ALPN, tunnel.ALPN):
 		s.serveTunnel(ctx, conn, log)
 		return
+	case slices.Contains(hello.ALPN, PeerALPN):
+		s.servePeer(ctx, conn, log)
+		return
 	case hello.ServerName != "":
 		if t, db := s.route(hello.ServerName); t != nil {
-			s.splice(conn, t, db, hello.ServerName, log)
+			s.splice(conn, c.RemoteAddr().String(), t, db, hello.ServerName, log)
+			return
+		}
+		if s.forward(conn, c.RemoteAddr().String(), hello.ServerName, log) {
 			return
 		}
 		if known := s.isDatabase(hello.ServerName); postgres || known {
-			err := fmt.Errorf("no database %s", hello.ServerName)
+			err, reason := fmt.Errorf("no database %s", hello.ServerName), events.RejectUnknownDB
 			if known {
-				err = fmt.Errorf("database %s is offline: no agent connected", hello.ServerName)
+				db := firstLabelIfKnown(hello.ServerName, s.isDatabase)
+				err, reason = fmt.Errorf("database %s is offline: no agent connected", db), events.RejectOffline
+				// Fatal alert, unrecognized_name: see OfflineAlert.
+				_, _ = c.Write([]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, OfflineAlert})
 			}
 			log.Info("proxy: refused", "sni", hello.ServerName, "err", err)
-			s.reject(c, events.RejectUnknownDB, hello.ServerName, err)
+			s.reject(c, reason, hello.ServerName, err)
 			c.Close()
 			return
 		}
@@ -300,9 +348,8 @@ func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool 
 					continue
 				}
 			case string(cancelRequest):
-				// It names no database: routing it means asking every
-				// agent, which is not built yet.
-				err = errors.New("PostgreSQL cancel requests are not routed through the proxy")
+				s.routeCancel(c, log)
+				return false
 			}
 		}
 		log.Info("proxy: refused", "err", err)
@@ -379,7 +426,7 @@ func (s *Server) reject(c net.Conn, reason, sni string, err error) {
 	}
 	ev := agent.RejectedFrom(c.RemoteAddr().String(), reason, err)
 	ev.SNI = sni
-	if reason == events.RejectUnknownDB && s.isDatabase(sni) {
+	if (reason == events.RejectUnknownDB || reason == events.RejectOffline) && s.isDatabase(sni) {
 		// Registered, but no agent connected.
 		ev.Service = firstLabelIfKnown(sni, s.isDatabase)
 	}
@@ -438,6 +485,9 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 		}
 	}
 	ack := tunnel.Ack{Databases: dbs}
+	if s.o.Presence != nil {
+		ack.Proxy = s.o.Presence.ID()
+	}
 	if len(dbs) == 0 {
 		ack.Error = fmt.Sprintf("the host certificate of %s names none of the databases %v", hostID, h.Databases)
 	}
@@ -460,16 +510,34 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 		s.known[d] = true
 	}
 	s.mu.Unlock()
+	if p := s.o.Presence; p != nil {
+		for _, d := range dbs {
+			p.Add(ctx, d, hostID)
+		}
+	}
 	log.Info("proxy: agent tunnel open", "databases", dbs)
 	defer func() {
 		s.mu.Lock()
+		var gone []string
 		for _, d := range dbs {
 			s.agents[d] = slices.DeleteFunc(s.agents[d], func(x *agentTunnel) bool { return x == t })
+			if !slices.ContainsFunc(s.agents[d], func(x *agentTunnel) bool { return x.hostID == hostID }) {
+				gone = append(gone, d)
+			}
 			if len(s.agents[d]) == 0 {
 				delete(s.agents, d)
 			}
 		}
 		s.mu.Unlock()
+		// The route goes at once, not when its lease runs out: another
+		// proxy must not forward to a tunnel that is gone.
+		if p := s.o.Presence; p != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			for _, d := range gone {
+				p.Remove(rctx, d, hostID)
+			}
+			cancel()
+		}
 		log.Info("proxy: agent tunnel closed")
 	}()
 	// The agent opens no stream after the control stream; the session
@@ -491,9 +559,10 @@ func closed(ctl net.Conn) <-chan struct{} {
 	return ch
 }
 
-// splice opens a stream to the agent, sends the preamble, and copies
-// bytes both ways until both sides are done.
-func (s *Server) splice(c net.Conn, t *agentTunnel, db, sni string, log *slog.Logger) {
+// splice opens a stream to the agent, sends the preamble naming the
+// client at clientAddr, and copies bytes both ways until both sides are
+// done.
+func (s *Server) splice(c net.Conn, clientAddr string, t *agentTunnel, db, sni string, log *slog.Logger) {
 	st, err := t.sess.OpenStream()
 	if err != nil {
 		log.Info("proxy: agent tunnel cannot open a stream", "database", db, "host_id", t.hostID, "err", err)
@@ -501,7 +570,7 @@ func (s *Server) splice(c net.Conn, t *agentTunnel, db, sni string, log *slog.Lo
 		c.Close()
 		return
 	}
-	if err := tunnel.WritePreamble(st, tunnel.Preamble{ClientAddr: c.RemoteAddr().String(), ServerName: sni}); err != nil {
+	if err := tunnel.WritePreamble(st, tunnel.Preamble{ClientAddr: clientAddr, ServerName: sni}); err != nil {
 		st.Close()
 		c.Close()
 		return

@@ -154,7 +154,7 @@ type runningProxy struct {
 	done   chan error
 }
 
-func (w *world) startProxy(t *testing.T, addr string) *runningProxy {
+func (w *world) startProxy(t *testing.T, addr string, opts ...func(*proxy.Options)) *runningProxy {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -177,9 +177,13 @@ func (w *world) startProxy(t *testing.T, addr string) *runningProxy {
 	api := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) { io.WriteString(rw, "api") })}
 	go func() { _ = api.Serve(tls.NewListener(ho, &tls.Config{Certificates: []tls.Certificate{cert}})) }()
 	t.Cleanup(func() { api.Close() })
-	px, err := proxy.New(proxy.Options{Listener: rec, Handoff: ho, Cert: cert, AgentCAs: hosts,
+	o := proxy.Options{Listener: rec, Handoff: ho, Cert: cert, AgentCAs: hosts,
 		Registered: func(n string) (string, bool) { d, ok := w.store.Database(n); return d.HostID, ok },
-		Recorder:   w.pub, Cluster: "test", RejectWindow: 3 * time.Second, Log: quiet().With("component", "proxy")})
+		Recorder:   w.pub, Cluster: "test", RejectWindow: 3 * time.Second, Log: quiet().With("component", "proxy")}
+	for _, f := range opts {
+		f(&o)
+	}
+	px, err := proxy.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,14 +470,16 @@ db_service:
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "the registration", func() bool { _, ok := w.store.Database("offline"); return ok })
-	if c, err := connectDirectTLS(ctx, addr, w.userTLS(t, "offline", id), nil); err == nil {
-		c.Close(ctx)
-		t.Fatal("connected to an offline database")
+	if c, err := connectDirectTLS(ctx, addr, w.userTLS(t, "offline", id), nil); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		if err == nil {
+			c.Close(ctx)
+		}
+		t.Fatalf("an offline database: %v, want the TLS alert unrecognized_name", err)
 	}
 	off := waitEvent(t, w.js, "the refusal of the offline database", func(ev map[string]any) bool {
 		return ev["type"] == "db.session.rejected" && ev["sni"] == "offline"
 	})
-	if off["db_service"] != "offline" || off["reason"] != events.RejectUnknownDB || !strings.Contains(off["error"].(string), "no agent connected") {
+	if off["db_service"] != "offline" || off["reason"] != events.RejectOffline || !strings.Contains(off["error"].(string), "database offline is offline: no agent connected") {
 		t.Fatalf("refusal %v", off)
 	}
 

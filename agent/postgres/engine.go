@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/protocol"
 )
@@ -120,6 +121,9 @@ func (e *Engine) NegotiatePlaintext(ctx context.Context, conn net.Conn, env *age
 		// session used. The key it carries was only ever sent inside TLS
 		// and a cancel reads or changes no data, so it is honoured (and
 		// recorded as sent without TLS) unless the engine refuses it.
+		if cp, ok := conn.(agent.CancelProber); ok && cp.CancelProbe() {
+			return false, e.probedCancel(ctx, env, conn, body)
+		}
 		return false, e.cancel(ctx, env, nil, body, conn.RemoteAddr().String(), false)
 	case code>>16 == 3:
 		_, _ = conn.Write(errorResponse("FATAL", stateInvalidAuthorization,
@@ -505,6 +509,20 @@ func (e *Engine) cancel(ctx context.Context, env *agent.Env, c *agent.ClientConn
 		return errors.New(ev.Error)
 	}
 	return t.send(ctx, e.opt.DialTimeout)
+}
+
+// probedCancel answers a cancel request a proxy offers to every agent
+// (tunnel.Preamble.CancelProbe): one byte saying whether the key is one
+// this agent issued, after handling it as cancel does. A key of another
+// agent is not recorded here: the proxy records one no agent knew.
+func (e *Engine) probedCancel(ctx context.Context, env *agent.Env, conn net.Conn, body []byte) error {
+	if len(body) < 4+minSecretKey || len(body) > 4+maxSecretKey || e.keys.get(binary.BigEndian.Uint32(body), body[4:]) == nil {
+		_, _ = conn.Write([]byte{tunnel.CancelUnknown})
+		return nil
+	}
+	err := e.cancel(ctx, env, nil, body, conn.RemoteAddr().String(), false)
+	_, _ = conn.Write([]byte{tunnel.CancelMatched})
+	return err
 }
 
 // unknownCancel records a cancel request whose key no session holds,

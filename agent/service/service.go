@@ -38,6 +38,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -169,7 +170,7 @@ func Start(ctx context.Context, o Options) (s *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
-	more, err := s.openTunnels(cfg, auth, dbs, o.Log)
+	more, err := s.openTunnels(ctx, o.JS, cfg, auth, dbs, o.Log)
 	lns = append(lns, more...)
 	if err != nil {
 		return nil, err
@@ -366,7 +367,7 @@ func (s *Service) newServer(ctx context.Context, o Options, auth *authorities, d
 }
 
 // openTunnels opens the reverse tunnels to db_service.proxy_addrs, if any.
-func (s *Service) openTunnels(cfg *config.Config, auth *authorities, dbs []config.Database, log *slog.Logger) ([]net.Listener, error) {
+func (s *Service) openTunnels(ctx context.Context, js jetstream.JetStream, cfg *config.Config, auth *authorities, dbs []config.Database, log *slog.Logger) ([]net.Listener, error) {
 	if len(cfg.DBService.ProxyAddrs) == 0 {
 		return nil, nil
 	}
@@ -383,6 +384,15 @@ func (s *Service) openTunnels(cfg *config.Config, auth *authorities, dbs []confi
 		return nil, fmt.Errorf("db_service.proxy_addrs: %w", err)
 	}
 	s.Tunnels = tl
+	// The other proxies are learned from presence: an agent given one
+	// proxy keeps a tunnel to every one.
+	if kv, err := presence.Open(ctx, js); err != nil {
+		log.Warn("agent: proxies not learned from presence: tunnels only to db_service.proxy_addrs", "err", err)
+	} else if pv, err := presence.Watch(ctx, kv); err != nil {
+		log.Warn("agent: proxies not learned from presence: tunnels only to db_service.proxy_addrs", "err", err)
+	} else {
+		go learnProxies(ctx, pv, tl)
+	}
 	return []net.Listener{tl}, nil
 }
 
@@ -438,6 +448,27 @@ func buildEngines(ctx context.Context, dbs []config.Database, base agent.EngineP
 		}
 	}
 	return byName, byProtocol, nil
+}
+
+// learnProxies hands the tunnels every proxy presence names, again at
+// each change and as leases run out, until ctx ends.
+func learnProxies(ctx context.Context, v *presence.View, tl *tunnel.Listener) {
+	t := time.NewTicker(presence.DefaultLease / 3)
+	defer t.Stop()
+	for {
+		changed := v.Changed()
+		var peers []tunnel.Peer
+		for _, p := range v.Proxies() {
+			peers = append(peers, tunnel.Peer{ID: p.ID, Addr: p.Addr})
+		}
+		tl.Learn(peers)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
 }
 
 // Wait blocks until the agent stopped and returns why (nil after ctx of

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +50,18 @@ type Listener struct {
 	mu       sync.Mutex
 	sessions map[string]*yamux.Session
 	routed   map[string][]string
-	once     sync.Once
+	// ids are the proxy ids the open sessions' acks named, by address;
+	// learned are the proxies kept because presence names them, not the
+	// configuration, each with what stops its keeper.
+	ids     map[string]string
+	learned map[string]context.CancelFunc
+	once    sync.Once
+}
+
+// Peer is a proxy an agent learned of: its id in presence and its
+// address.
+type Peer struct {
+	ID, Addr string
 }
 
 // Listen starts keeping a tunnel to every proxy of o.Addrs until the
@@ -75,11 +87,52 @@ func Listen(o Options) (*Listener, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{o: o, conns: make(chan net.Conn), ctx: ctx, cancel: cancel,
-		sessions: map[string]*yamux.Session{}, routed: map[string][]string{}}
+		sessions: map[string]*yamux.Session{}, routed: map[string][]string{},
+		ids: map[string]string{}, learned: map[string]context.CancelFunc{}}
 	for _, a := range o.Addrs {
-		l.wg.Go(func() { l.keep(a) })
+		l.wg.Go(func() { l.keep(ctx, a) })
 	}
 	return l, nil
+}
+
+// Learn sets the proxies the agent keeps a tunnel to besides those of
+// Options.Addrs: the proxies presence names, so that an agent given one
+// proxy reaches all of them and any can route to it. A proxy no longer
+// named has its tunnel closed; one already reached at another address
+// (its ack named the same id) is not dialed twice.
+func (l *Listener) Learn(peers []Peer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, p := range peers {
+		if p.Addr == "" || slices.Contains(l.o.Addrs, p.Addr) {
+			continue
+		}
+		elsewhere := false
+		for a, id := range l.ids {
+			elsewhere = elsewhere || (id == p.ID && a != p.Addr)
+		}
+		if elsewhere {
+			continue
+		}
+		want[p.Addr] = true
+		if _, ok := l.learned[p.Addr]; !ok {
+			ctx, cancel := context.WithCancel(l.ctx)
+			l.learned[p.Addr] = cancel
+			l.o.Log.Info("tunnel: proxy learned from presence", "proxy", p.Addr, "id", p.ID)
+			l.wg.Go(func() { l.keep(ctx, p.Addr) })
+		}
+	}
+	for a, cancel := range l.learned {
+		if !want[a] {
+			l.o.Log.Info("tunnel: proxy no longer in presence", "proxy", a)
+			cancel()
+			delete(l.learned, a)
+		}
+	}
 }
 
 // Accept returns the next client connection from any tunnel; it blocks
@@ -97,8 +150,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 // session is gone.
 func (l *Listener) Close() error {
 	l.once.Do(func() {
-		l.cancel()
+		// Cancelled under the lock, so that Learn starts no keeper the
+		// Wait below would miss.
 		l.mu.Lock()
+		l.cancel()
 		for _, s := range l.sessions {
 			s.Close()
 		}
@@ -126,11 +181,11 @@ func (l *Listener) Connected() map[string][]string {
 // keep dials addr, serves the tunnel until it breaks, and dials again
 // after a backoff that grows with each failure and starts over once a
 // tunnel was up.
-func (l *Listener) keep(addr string) {
+func (l *Listener) keep(ctx context.Context, addr string) {
 	backoff := l.o.MinBackoff
-	for l.ctx.Err() == nil {
-		up, err := l.session(addr)
-		if l.ctx.Err() != nil {
+	for ctx.Err() == nil {
+		up, err := l.session(ctx, addr)
+		if ctx.Err() != nil {
 			return
 		}
 		if up {
@@ -142,7 +197,7 @@ func (l *Listener) keep(addr string) {
 		// Equal jitter: between half the backoff and all of it.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
-		case <-l.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
@@ -152,8 +207,8 @@ func (l *Listener) keep(addr string) {
 
 // session opens one tunnel to addr and serves it until it ends; up says
 // whether the proxy acknowledged it.
-func (l *Listener) session(addr string) (up bool, err error) {
-	dctx, cancel := context.WithTimeout(l.ctx, 15*time.Second)
+func (l *Listener) session(ctx context.Context, addr string) (up bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	raw, err := l.o.Dial(dctx, "tcp", addr)
 	if err != nil {
@@ -182,21 +237,25 @@ func (l *Listener) session(addr string) (up bool, err error) {
 		return false, err
 	}
 	defer sess.Close()
+	// A learned proxy dropped from presence: its tunnel ends.
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
 	ack, err := l.hello(dctx, sess)
 	if err != nil {
 		return false, err
 	}
 	l.mu.Lock()
-	if l.ctx.Err() != nil {
+	if ctx.Err() != nil {
 		l.mu.Unlock()
-		return false, l.ctx.Err()
+		return false, ctx.Err()
 	}
-	l.sessions[addr], l.routed[addr] = sess, ack.Databases
+	l.sessions[addr], l.routed[addr], l.ids[addr] = sess, ack.Databases, ack.Proxy
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		delete(l.sessions, addr)
 		delete(l.routed, addr)
+		delete(l.ids, addr)
 		l.mu.Unlock()
 	}()
 	l.o.Log.Info("tunnel: open", "proxy", addr, "databases", ack.Databases)
@@ -244,7 +303,7 @@ func (l *Listener) stream(st *yamux.Stream) {
 		return
 	}
 	_ = st.SetReadDeadline(time.Time{})
-	c := &streamConn{Stream: st, remote: tunnelAddr(p.ClientAddr)}
+	c := &streamConn{Stream: st, remote: tunnelAddr(p.ClientAddr), probe: p.CancelProbe}
 	select {
 	case l.conns <- c:
 	case <-l.ctx.Done():
@@ -256,9 +315,14 @@ func (l *Listener) stream(st *yamux.Stream) {
 type streamConn struct {
 	*yamux.Stream
 	remote net.Addr
+	probe  bool
 }
 
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+
+// CancelProbe says whether the stream carries a cancel request the proxy
+// offers to every agent (Preamble.CancelProbe).
+func (c *streamConn) CancelProbe() bool { return c.probe }
 
 // CloseWrite half-closes the stream: yamux sends its FIN and the stream
 // still reads what the proxy sends.

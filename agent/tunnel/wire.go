@@ -38,6 +38,9 @@ type Hello struct {
 type Ack struct {
 	Databases []string `json:"databases,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// Proxy is the proxy's id in presence, so an agent that learns the
+	// proxies from there knows which it already has a tunnel to.
+	Proxy string `json:"proxy,omitempty"`
 }
 
 // Preamble opens every stream the proxy opens for a client connection.
@@ -47,7 +50,19 @@ type Preamble struct {
 	ClientAddr string `json:"client_addr"`
 	// ServerName is the SNI the proxy routed on.
 	ServerName string `json:"server_name,omitempty"`
+	// CancelProbe marks a PostgreSQL cancel request sent without TLS: it
+	// names no database, so the proxy offers it to every agent it holds a
+	// tunnel of, and each answers one byte, CancelMatched or
+	// CancelUnknown, after the request. Only the agent whose key it is
+	// records it; the proxy records one no agent knew.
+	CancelProbe bool `json:"cancel_probe,omitempty"`
 }
+
+// Answers of an agent to a cancel probe.
+const (
+	CancelMatched = 'Y'
+	CancelUnknown = 'N'
+)
 
 // maxPreamble bounds what a reader of a preamble accepts.
 const maxPreamble = 4096

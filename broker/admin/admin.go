@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -46,7 +47,14 @@ type Service struct {
 	// proxy is the public address users log in to, for the invite command.
 	proxy string
 	now   func() time.Time
+	// presence says which databases some proxy routes; nil before
+	// SetPresence.
+	presence *presence.View
 }
+
+// SetPresence lets the database lists say online or offline from the
+// proxies' routes (broker/presence).
+func (s *Service) SetPresence(v *presence.View) { s.presence = v }
 
 // New returns the admin operations of a broker whose proxy is reached at
 // proxyAddr (HOST:PORT).
@@ -245,17 +253,45 @@ func (b *bound) Tokens(context.Context) ([]api.Token, error) {
 	return out, nil
 }
 
-// APIDatabase is a database as the API lists it.
+// APIDatabase is a database as the API lists it, without presence: online
+// while its agent's heartbeats come.
 func APIDatabase(d state.Database, now time.Time) api.Database {
+	live := !d.Expired(now)
 	return api.Database{Name: d.Name, Protocol: d.Protocol, URI: d.URI, Labels: d.Labels, HostID: d.HostID,
-		AgentAddr: d.AgentAddr, Live: !d.Expired(now), LastHeartbeat: d.LastHeartbeat}
+		AgentAddr: d.AgentAddr, Live: live, Online: live, LastHeartbeat: d.LastHeartbeat}
+}
+
+// Database is d as the API lists it. A database whose agent is reached
+// through a proxy (its address is a proxy's) is online while some proxy
+// holds a tunnel of that agent: a heartbeat through NATS says nothing of
+// whether a client can reach it. One reached directly is online while
+// its heartbeats come.
+func (s *Service) Database(d state.Database, now time.Time) api.Database {
+	out := APIDatabase(d, now)
+	if s == nil || s.presence == nil {
+		return out
+	}
+	for _, r := range s.presence.Routes(d.Name) {
+		if r.HostID == d.HostID && !slices.Contains(out.Proxies, r.Proxy) {
+			out.Proxies = append(out.Proxies, r.Proxy)
+		}
+	}
+	slices.Sort(out.Proxies)
+	tunneled := len(out.Proxies) > 0 || d.AgentAddr == s.proxy
+	for _, p := range s.presence.Proxies() {
+		tunneled = tunneled || p.Addr == d.AgentAddr
+	}
+	if tunneled {
+		out.Online = len(out.Proxies) > 0
+	}
+	return out
 }
 
 func (b *bound) Databases(context.Context) ([]api.Database, error) {
 	now := b.s.now()
 	var out []api.Database
 	for _, d := range b.s.store.Databases() {
-		out = append(out, APIDatabase(d, now))
+		out = append(out, b.s.Database(d, now))
 	}
 	return out, nil
 }

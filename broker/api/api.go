@@ -173,7 +173,12 @@ type Database struct {
 	// with the database name as TLS server name (SNI).
 	AgentAddr string `json:"agent_addr,omitempty"`
 	// Live is false once the agent's heartbeats stopped.
-	Live          bool      `json:"live"`
+	Live bool `json:"live"`
+	// Online says whether a client can reach the database now: for an
+	// agent behind proxies, whether some proxy holds its tunnel (Proxies
+	// names them); else whether its heartbeats come.
+	Online        bool      `json:"online"`
+	Proxies       []string  `json:"proxies,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
 }
 

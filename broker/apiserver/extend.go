@@ -64,5 +64,5 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // databases some role of id may open a session to, and when there are
 // none, why (an api.Empty* reason).
 func (s *Server) VisibleDatabases(id identity.Identity) ([]api.Database, string) {
-	return visibleDatabases(s.store, id)
+	return visibleDatabases(s.store, s.admin, id)
 }

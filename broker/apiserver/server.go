@@ -244,7 +244,7 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := make([]api.Database, 0, len(dbs))
 	for _, d := range dbs {
-		out = append(out, admin.APIDatabase(d, now))
+		out = append(out, s.admin.Database(d, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -324,7 +324,7 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request, id identit
 // it by labels alone (access.CanSee). Which db_user and db_name work is
 // decided when a session opens, by access.Decide on the agent.
 func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id identity.Identity) {
-	out, reason := visibleDatabases(s.store, id)
+	out, reason := visibleDatabases(s.store, s.admin, id)
 	// An empty list says why, so the client need not leave the user guessing.
 	if reason != "" {
 		w.Header().Set(api.HeaderEmptyReason, reason)
@@ -334,7 +334,7 @@ func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id iden
 
 // visibleDatabases lists the live databases id may see (access.CanSee);
 // for an empty list it says why.
-func visibleDatabases(store *state.Store, id identity.Identity) ([]api.Database, string) {
+func visibleDatabases(store *state.Store, as *admin.Service, id identity.Identity) ([]api.Database, string) {
 	roles, _ := store.ResolveRoles(id.Roles)
 	now := time.Now()
 	out := []api.Database{}
@@ -345,8 +345,11 @@ func visibleDatabases(store *state.Store, id identity.Identity) ([]api.Database,
 			continue
 		}
 		seen = true
-		if !d.Expired(now) {
-			out = append(out, admin.APIDatabase(d, now))
+		// Listed while live or online, with its status: a tunneled
+		// database whose agent still beats but has no tunnel shows as
+		// offline rather than vanishing.
+		if ad := as.Database(d, now); ad.Live || ad.Online {
+			out = append(out, ad)
 		}
 	}
 	if len(out) > 0 {

@@ -68,6 +68,11 @@ func (a *Authorities) IssueUser(pub crypto.PublicKey, id identity.Identity, ttl 
 	return ca.sign(tmpl, pub)
 }
 
+// ProxyHostID is the host id (common name) of the proxies' certificate.
+// Proxies trust a connection forwarded by a holder of it to name the
+// client truly, so no agent may join under it.
+const ProxyHostID = "proxy"
+
 // IssueHost signs the certificate of an agent or proxy: CN is hostID,
 // dnsNames become SANs (IP addresses as IP SANs), usages ServerAuth and
 // ClientAuth (agents are servers to users and clients of the broker). ttl 0

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/admin"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/broker/trail"
 	"github.com/tollgate-db/tollgate/config"
@@ -151,6 +152,13 @@ func Attach(ctx context.Context, cfg *config.Config) (_ *Local, err error) {
 	})
 	l.Login = login.New(l.Store, l.CAs, l.Publisher, login.Options{Log: slog.New(slog.DiscardHandler)})
 	l.Admin = admin.New(l.Store, l.CAs, l.Login, cfg.Proxy.PublicAddr)
+	// db ls says online or offline from the proxies' routes; without the
+	// bucket (no broker started since it exists) it goes by heartbeats.
+	if pkv, perr := presence.Open(ctx, js); perr == nil {
+		if pv, perr := presence.Watch(ctx, pkv); perr == nil {
+			l.Admin.SetPresence(pv)
+		}
+	}
 	if startedHere {
 		// No daemon runs to copy this command's changes into AUDIT: do it
 		// before the in-process server stops (and, should that fail, the

@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/locks"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/broker/trail"
@@ -78,6 +79,10 @@ type Broker struct {
 	Addr, ProxyAddr string
 	// HostCert is the API's TLS certificate: leaf then host CA.
 	HostCert tls.Certificate
+	// Presence follows the PRESENCE bucket (PresenceKV): proxies and the
+	// agent tunnels they hold.
+	Presence   *presence.View
+	PresenceKV jetstream.KeyValue
 
 	unlock func()
 	done   chan error
@@ -157,12 +162,24 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	if b.ProxyAddr == "" || strings.HasSuffix(b.ProxyAddr, ":0") {
 		b.ProxyAddr = b.Addr
 	}
-	if b.HostCert, err = HostCertificate(b.CAs, "proxy", hostNames(cfg, b.ProxyAddr, b.Addr)); err != nil {
+	if b.HostCert, err = HostCertificate(b.CAs, ca.ProxyHostID, hostNames(cfg, b.ProxyAddr, b.Addr)); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	b.Login = login.New(b.Store, b.CAs, o.Audit, o.Login)
 	b.Admin = admin.New(b.Store, b.CAs, b.Login, b.ProxyAddr)
+	// Which databases some proxy routes: the lists say online or offline.
+	pkv, err := presence.Ensure(ctx, o.JS, cfg.NATS.Replicas)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if b.Presence, err = presence.Watch(ctx, pkv); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.PresenceKV = pkv
+	b.Admin.SetPresence(b.Presence)
 	b.API = apiserver.New(b.Store, b.Login, b.Admin, o.Log.With("component", "api"))
 	// The access-request workflow and locks serve their own API paths.
 	if b.Requests, err = requests.New(ctx, o.JS, b.Store, requests.Options{Log: o.Log.With("component", "requests"), Actor: Actor}); err != nil {

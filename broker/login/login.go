@@ -448,6 +448,9 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 	if token == "" || hostID == "" {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "join: token and host_id are required"}
 	}
+	if hostID == ca.ProxyHostID {
+		return nil, &Refusal{Status: http.StatusBadRequest, Message: fmt.Sprintf("join: host_id %q is reserved for the proxies", hostID)}
+	}
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "join: " + err.Error()}
 	}

@@ -56,7 +56,7 @@ func init() {
 				return nil
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tPROTOCOL\tLABELS\tURI")
+			fmt.Fprintln(w, "NAME\tPROTOCOL\tLABELS\tURI\tSTATUS")
 			for _, d := range dbs {
 				kv := make([]string, 0, len(d.Labels))
 				for k, v := range d.Labels {
@@ -67,7 +67,11 @@ func init() {
 				if labels == "" {
 					labels = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", d.Name, d.Protocol, labels, d.URI)
+				status := "online"
+				if !d.Online {
+					status = "offline"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Protocol, labels, d.URI, status)
 			}
 			return w.Flush()
 		},

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -145,6 +146,16 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 	}
 }
 
+// lineOf is the first line of out that contains s.
+func lineOf(out, s string) string {
+	for l := range strings.Lines(out) {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
+}
+
 func modeOf(t *testing.T, path string) os.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -211,7 +222,42 @@ func TestEndToEnd(t *testing.T) {
 	out, _ = e.run(false, "", e.tg, "status")
 	mustContain(t, "tg status", out, "alice", "roles:", "access", "db_names=*; db_users=*", "proxy:", e.proxy, "expires:", pin)
 	out, _ = e.run(false, "", e.tg, "db", "ls")
-	mustContain(t, "tg db ls", out, "NAME", "LABELS", "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432")
+	mustContain(t, "tg db ls", out, "NAME", "LABELS", "STATUS", "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432")
+	mustContain(t, "tg db ls", lineOf(out, "pg-main"), "online")
+
+	// A database whose agent is reached through the proxy is online only
+	// while some proxy holds its tunnel (a route in presence), whatever
+	// its heartbeats say.
+	if _, err := e.b.Store.RegisterDatabase(ctx, daemon.Actor, state.NewDatabase{Name: "pg-behind", Protocol: "postgres",
+		URI: "10.0.0.9:5432", HostID: "agent-2", AgentAddr: e.proxy}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = e.run(false, "", e.tg, "db", "ls")
+	mustContain(t, "tg db ls, no tunnel", lineOf(out, "pg-behind"), "offline")
+	out, _ = e.run(false, "", e.tgl, "db", "ls")
+	mustContain(t, "tollgate db ls, no tunnel", lineOf(out, "pg-behind"), "offline")
+	ann := presence.NewAnnouncer(e.b.PresenceKV, "proxy-e2e", "192.0.2.1:3080", 0, nil)
+	ann.Add(ctx, "pg-behind", "agent-2")
+	out, _ = e.run(false, "", e.tg, "db", "ls")
+	mustContain(t, "tg db ls, a tunnel", lineOf(out, "pg-behind"), "online")
+	out, _ = e.run(false, "", e.tgl, "db", "ls")
+	mustContain(t, "tollgate db ls, a tunnel", lineOf(out, "pg-behind"), "online", "proxy-e2e")
+	// tg goes through the proxy it logged in to, whichever proxy the
+	// agent registered with or holds its tunnel: the service entry names
+	// the login's proxy.
+	if _, err := e.b.Store.RegisterDatabase(ctx, daemon.Actor, state.NewDatabase{Name: "pg-far", Protocol: "postgres",
+		URI: "10.0.0.10:5432", HostID: "agent-3", AgentAddr: "192.0.2.1:3080"}); err != nil {
+		t.Fatal(err)
+	}
+	ann.Add(ctx, "pg-far", "agent-3")
+	out, _ = e.run(false, "", e.tg, "db", "login", "pg-far")
+	proxyHost, proxyPort, _ := net.SplitHostPort(e.proxy)
+	mustContain(t, "tg db login, through the proxy", out, "export PGHOST=pg-far", "export PGHOSTADDR="+proxyHost, "export PGPORT="+proxyPort)
+	_, errOut = e.run(true, "", e.tg, "db", "connect", "pg-behind-nosuch")
+	mustContain(t, "tg db connect, unknown", errOut, "pg-behind-nosuch")
+	ann.Remove(ctx, "pg-behind", "agent-2")
+	_, errOut = e.run(true, "", e.tg, "proxy", "db", "pg-behind", "--tunnel")
+	mustContain(t, "tg proxy db, offline", errOut, "database pg-behind is offline: no agent connected")
 
 	// Later logins: no invite, the proxy pinned in known_proxies, the
 	// password on standard input.
@@ -238,7 +284,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	mustContain(t, "tokens add", errOut, "single use", "join_token:")
 	out, _ = e.run(false, "", e.tgl, "db", "ls")
-	mustContain(t, "tollgate db ls", out, "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432", "live")
+	mustContain(t, "tollgate db ls", out, "pg-main", "postgres", "env=prod,team=core", "127.0.0.1:5432", "online")
 	_, errOut = e.run(true, "", e.tgl, "users", "add", "bob", "--roles=nosuch")
 	mustContain(t, "unknown role", errOut, "unknown role nosuch")
 

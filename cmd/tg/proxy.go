@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-db/tollgate/broker/api"
@@ -103,6 +104,15 @@ func findDatabase(ctx context.Context, f *identity.File, name string) (api.Datab
 	names := make([]string, 0, len(dbs))
 	for _, d := range dbs {
 		if d.Name == name {
+			if !d.Online {
+				return api.Database{}, offlineError(name)
+			}
+			if len(d.Proxies) > 0 {
+				// Reached through proxies, any of which routes to the
+				// agent: go through the one this login knows rather than
+				// the one the agent registered with, which may be down.
+				d.AgentAddr = f.ProxyAddr
+			}
 			if d.AgentAddr == "" {
 				return api.Database{}, fmt.Errorf("database %s is registered without an agent address: its agent must set db_service.public_addr", name)
 			}
@@ -133,6 +143,7 @@ type tunnel struct {
 	ln       net.Listener
 	agent    string
 	protocol string
+	database string
 	tls      *tls.Config
 	// dbUser and dbName replace those of PostgreSQL startup messages when
 	// set (--db-user, --db-name).
@@ -180,7 +191,7 @@ func openTunnel(ctx context.Context, name string, f dbFlags, listen string) (*tu
 
 func newTunnel(ln net.Listener, agentAddr, proto, database string, id *identity.File) *tunnel {
 	return &tunnel{
-		ln: ln, agent: agentAddr, protocol: proto, conns: map[net.Conn]struct{}{},
+		ln: ln, agent: agentAddr, protocol: proto, database: database, conns: map[net.Conn]struct{}{},
 		tls: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			// The agent routes on the server name and its certificate
@@ -240,6 +251,9 @@ func (t *tunnel) track(c net.Conn, add bool) {
 func (t *tunnel) dial(ctx context.Context) (*tls.Conn, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: t.tls}
 	c, err := d.DialContext(ctx, "tcp", t.agent)
+	if isOfflineAlert(err) {
+		return nil, offlineError(t.database)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w", t.agent, err)
 	}
@@ -253,12 +267,53 @@ func (t *tunnel) handle(ctx context.Context, c net.Conn) error {
 		return t.handlePostgres(ctx, c)
 	}
 	up, err := t.dial(ctx)
+	if errors.Is(err, errOffline) && protocol.EngineOf(t.protocol) == protocol.MySQL {
+		// A MySQL client waits for the server's greeting; an ERR packet
+		// in its place is how a server refuses before the handshake (no
+		// SQL state then).
+		_, _ = c.Write(mysqlErrPacket(mysqlUnknownError, err.Error()))
+	}
 	if err != nil {
 		return err
 	}
 	defer t.track(up, false)
 	return pipe(c, up)
 }
+
+// errOffline is the proxy's answer for a database no agent serves.
+var errOffline = errors.New("no agent connected")
+
+// offlineError is the message every client sees for an offline
+// database, whichever protocol carries it.
+func offlineError(database string) error {
+	return fmt.Errorf("database %s is offline: %w", database, errOffline)
+}
+
+// isOfflineAlert says whether err is the TLS alert a proxy sends for a
+// registered database no agent serves (proxy.OfflineAlert,
+// unrecognized_name). crypto/tls reports a received alert only as a
+// net.OpError "remote error" with the alert's text.
+func isOfflineAlert(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && op.Err.Error() == "tls: unrecognized name"
+}
+
+// mysqlUnknownError is ER_UNKNOWN_ERROR: MySQL has no code of its own
+// for a server that is not there behind a reachable port.
+const mysqlUnknownError = 1105
+
+// mysqlErrPacket is a MySQL ERR packet with sequence id 0, as a server
+// sends it in place of its greeting: written here rather than taken from
+// the agent's codec, which tg does not link.
+func mysqlErrPacket(code uint16, msg string) []byte {
+	payload := append([]byte{0xff, byte(code), byte(code >> 8)}, msg...)
+	n := len(payload)
+	return append([]byte{byte(n), byte(n >> 8), byte(n >> 16), 0}, payload...)
+}
+
+// pgCannotConnectNow is the SQLSTATE of a server that exists but takes no
+// connection at the moment (57P03 cannot_connect_now).
+const pgCannotConnectNow = "57P03"
 
 // PostgreSQL startup request codes.
 const (
@@ -298,6 +353,12 @@ func (t *tunnel) handlePostgres(ctx context.Context, c net.Conn) error {
 	// own, so it gets a tunnel connection of its own: the agent matches
 	// its key to the session's backend.
 	up, err := t.dial(ctx)
+	if errors.Is(err, errOffline) && binary.BigEndian.Uint32(pkt[4:8])>>16 == 3 {
+		// The client waits for the answer to its startup message: an
+		// ErrorResponse, as from a server that cannot take it.
+		msg, _ := (&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: pgCannotConnectNow, Message: err.Error()}).Encode(nil)
+		_, _ = c.Write(msg)
+	}
 	if err != nil {
 		return err
 	}

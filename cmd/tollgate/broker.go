@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/proxy"
@@ -51,9 +55,14 @@ func init() {
 				if err != nil {
 					return err
 				}
+				// The proxy announces itself and its tunnels in PRESENCE:
+				// agents find every proxy there, other proxies route
+				// through it, db ls says online.
+				ann := presence.NewAnnouncer(b.PresenceKV, proxyID(), b.ProxyAddr, 0, d.Log.With("component", "presence"))
 				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
 					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
-					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy")})
+					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy"),
+					Presence: ann, View: b.Presence})
 				if err != nil {
 					return err
 				}
@@ -85,6 +94,19 @@ func init() {
 			}
 		},
 	})
+}
+
+// proxyID names this proxy in PRESENCE: the machine and a random part,
+// new at every start, so that two proxies on one machine, or a proxy
+// and its restarted self, are never taken for one another.
+func proxyID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "proxy"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // brokerEnabled says whether the configuration runs the broker (the

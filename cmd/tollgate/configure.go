@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/exporters"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // `tollgate configure ROLE` writes a configuration for one role from flags,
@@ -267,14 +268,11 @@ func parseDBFlag(s string) (config.Database, error) {
 	if !ok {
 		return config.Database{}, fmt.Errorf("--db %q: no protocol; %s", s, want)
 	}
-	protocols := map[string]string{
-		"postgres": "postgres", "postgresql": "postgres", "cockroachdb": "cockroachdb",
-		"mysql": "mysql", "mariadb": "mysql", "sqlserver": "sqlserver", "mssql": "sqlserver",
-	}
-	proto, ok := protocols[strings.ToLower(scheme)]
+	p, ok := protocol.Resolve(scheme)
 	if !ok {
-		return config.Database{}, fmt.Errorf("--db %q: protocol %q is not postgres, cockroachdb, mysql, mariadb or sqlserver", s, scheme)
+		return config.Database{}, fmt.Errorf("--db %q: protocol %q is not %s", s, scheme, protocol.List())
 	}
+	proto := p.Name
 	if host, port, err := net.SplitHostPort(hostport); err != nil || host == "" || port == "" {
 		return config.Database{}, fmt.Errorf("--db %q: %q is not HOST:PORT; %s", s, hostport, want)
 	}

@@ -20,7 +20,7 @@ func dbLsCmd() *cobra.Command {
 	var format string
 	c := &cobra.Command{
 		Use:   "ls",
-		Short: "List every registered database, live or not",
+		Short: "List every registered database, online or not, with the proxies that route it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd, func(ctx context.Context, a api.Admin, _ string) error {
@@ -28,18 +28,26 @@ func dbLsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printList(cmd.OutOrStdout(), format, ds, []string{"NAME", "PROTOCOL", "LABELS", "URI", "STATUS"}, func(d api.Database) []string {
-					st := "live"
-					if !d.Live {
-						st = "expired"
+				return printList(cmd.OutOrStdout(), format, ds, []string{"NAME", "PROTOCOL", "LABELS", "URI", "STATUS", "PROXIES"}, func(d api.Database) []string {
+					proxies := "-"
+					if len(d.Proxies) > 0 {
+						proxies = strings.Join(d.Proxies, ",")
 					}
-					return []string{d.Name, d.Protocol, labelText(d.Labels), d.URI, st}
+					return []string{d.Name, d.Protocol, labelText(d.Labels), d.URI, statusText(d), proxies}
 				})
 			})
 		},
 	}
 	c.Flags().StringVar(&format, "format", "text", "text or json")
 	return c
+}
+
+// statusText is online or offline (see api.Database.Online).
+func statusText(d api.Database) string {
+	if d.Online {
+		return "online"
+	}
+	return "offline"
 }
 
 // labelText writes labels as k=v,k=v sorted by key.

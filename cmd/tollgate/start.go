@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -373,6 +374,9 @@ func ensureStreams(ctx context.Context, d *startDeps, so events.StreamOptions) e
 		}
 		// The buckets beside STATE too, before parts that only read them.
 		if _, _, _, err := state.EnsureBuckets(sctx, js); err != nil {
+			return err
+		}
+		if _, err := presence.Ensure(sctx, js, so.Replicas); err != nil {
 			return err
 		}
 		d.Log.Info("streams ready", "streams", []string{events.AuditStream, events.StateStream}, "object_store", events.LargeFieldsBucket,

@@ -64,6 +64,9 @@ const (
 	streamExporters  = "KV_EXPORTERS"
 	// streamSessions is the broker's session index (sessions.IndexBucket).
 	streamSessions = "KV_SESSIONS"
+	// streamPresence holds the proxies and agent routes
+	// (presence.Bucket): agents read it to find every proxy.
+	streamPresence = "KV_PRESENCE"
 )
 
 // protectedStreams may never lose a message through the API: only their
@@ -115,7 +118,7 @@ func Permissions(p Part) *server.Permissions {
 	case Agent:
 		pub = append(pub, common...)
 		pub = append(pub, "audit.>", "$O.AUDIT_LARGE.>", "$KV.DB_HEARTBEATS.>")
-		for _, s := range []string{streamState, streamBeats, streamSnapshots, streamLarge} {
+		for _, s := range []string{streamState, streamBeats, streamSnapshots, streamLarge, streamPresence} {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, "$JS.API.STREAM.INFO."+streamAudit)
@@ -136,7 +139,7 @@ func Permissions(p Part) *server.Permissions {
 		sub = []string{inbox}
 	case Auditor:
 		pub = append(pub, common...)
-		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters, streamSessions} {
+		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters, streamSessions, streamPresence} {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")

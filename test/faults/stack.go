@@ -219,6 +219,9 @@ type ConfigParams struct {
 	DataDir     string
 	NATSURLs    []string
 	ProxyListen string
+	// ProxyPublic, when set, is proxy.public_addr: what the proxy
+	// announces to agents.
+	ProxyPublic string
 	AgentListen string
 	PGAddr      string
 	PGCAFile    string
@@ -261,6 +264,9 @@ func WriteConfig(t testing.TB, path string, p ConfigParams) string {
 		fmt.Fprintf(&b, "  replicas: %d\n", p.Replicas)
 	}
 	fmt.Fprintf(&b, "proxy:\n  listen: %s\n", q(p.ProxyListen))
+	if p.ProxyPublic != "" {
+		fmt.Fprintf(&b, "  public_addr: %s\n", q(p.ProxyPublic))
+	}
 	fmt.Fprintf(&b, "db_service:\n  listen: %s\n", q(p.AgentListen))
 	if p.MaxConnections > 0 {
 		fmt.Fprintf(&b, "  max_connections: %d\n", p.MaxConnections)
