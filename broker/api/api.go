@@ -23,6 +23,13 @@
 //	GET    /v1/admin/databases       every registered database
 //	POST   /v1/admin/sign/identity   public key → user certificate for an identity file
 //	POST   /v1/admin/sign/db         hosts → database server certificate, key and client CA
+//	GET    /v1/admin/sso             single sign-on connectors (never their secrets)
+//	POST   /v1/admin/sso             add or replace connectors from YAML
+//	DELETE /v1/admin/sso/{name}
+//	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
+//
+// Outside /v1, for browsers: GET /sso/oidc/{name}/login starts a single
+// sign-on and GET /sso/oidc/{name}/callback is where the provider returns.
 package api
 
 import (
@@ -36,6 +43,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // Paths of the API.
@@ -54,6 +62,8 @@ const (
 	PathAdminDatabases = "/v1/admin/databases"
 	PathAdminSignID    = "/v1/admin/sign/identity"
 	PathAdminSignDB    = "/v1/admin/sign/db"
+	PathAdminSSO       = "/v1/admin/sso"
+	PathSSOLogin       = "/v1/sso/login"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -289,6 +299,48 @@ type SignDBResponse struct {
 	KeyPEM  string `json:"key_pem"`
 	CAsPEM  string `json:"cas_pem"`
 }
+
+// ConnectorsRequest adds or replaces the connectors of a YAML text
+// (documents separated by ---).
+type ConnectorsRequest struct {
+	YAML string `json:"yaml"`
+}
+
+// ConnectorResult says what happened to one connector: "created",
+// "updated" or "unchanged".
+type ConnectorResult struct {
+	Name   string `json:"name"`
+	Result string `json:"result"`
+}
+
+// Connector is a single sign-on connector as listed, without its secret.
+type Connector = events.Connector
+
+// SSOLoginRequest is tg starting a single sign-on: the broker answers with
+// the URL the browser opens. When the login succeeds, the browser is sent
+// to RedirectURL (a loopback address tg listens on) with the certificate
+// sealed with Secret, so only the tg that started this attempt can read it
+// and a forged redirect cannot pass itself off as the broker's answer.
+type SSOLoginRequest struct {
+	Connector   string   `json:"connector"`
+	PublicKey   string   `json:"public_key"`
+	RedirectURL string   `json:"redirect_url"`
+	Secret      string   `json:"secret"` // base64url of 32 random bytes
+	TTL         Duration `json:"ttl,omitempty"`
+}
+
+// SSOLoginResponse is the URL to open in the browser.
+type SSOLoginResponse struct {
+	URL string `json:"url"`
+}
+
+// SSOResponseParam is the query parameter of the loopback redirect that
+// carries the sealed Certificate (base64url of nonce and AES-GCM
+// ciphertext); SSOErrorParam carries a refusal's message instead.
+const (
+	SSOResponseParam = "response"
+	SSOErrorParam    = "error"
+)
 
 // Duration is a time.Duration written as "12h" in JSON.
 type Duration time.Duration

@@ -102,6 +102,22 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 			respond(a.SignDB(r.Context(), req))(w)
 		}
 	}))
+	s.mux.HandleFunc("GET "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		respond(a.Connectors(r.Context()))(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		var req api.ConnectorsRequest
+		if decode(w, r, &req) {
+			respond(a.UpsertConnectors(r.Context(), req.YAML))(w)
+		}
+	}))
+	s.mux.HandleFunc("DELETE "+api.PathAdminSSO+"/{name}", s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		if err := a.RemoveConnector(r.Context(), r.PathValue("name")); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API operation %s %s", r.Method, r.URL.Path), 0)
 	})

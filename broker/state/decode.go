@@ -52,6 +52,12 @@ func newEvent(typ string) events.Event {
 		return new(events.RoleUpdate)
 	case "role.delete":
 		return new(events.RoleDelete)
+	case "connector.create":
+		return new(events.ConnectorCreate)
+	case "connector.update":
+		return new(events.ConnectorUpdate)
+	case "connector.delete":
+		return new(events.ConnectorDelete)
 	case "token.create":
 		return new(events.TokenCreate)
 	case "token.use":
