@@ -38,6 +38,7 @@ require (
 require (
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
 	github.com/coreos/go-oidc/v3 v3.21.0 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect
 	github.com/zitadel/oidc/v3 v3.52.0 // indirect
 	golang.org/x/oauth2 v0.38.0 // indirect

@@ -35,7 +35,12 @@ package api
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -397,4 +402,60 @@ func DecodePublicKey(s string) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("public_key: %w", err)
 	}
 	return pub, nil
+}
+
+// ssoAAD ties a sealed single sign-on answer to its purpose.
+var ssoAAD = []byte("tollgate sso certificate v1")
+
+// SealSSO encrypts a single sign-on answer for the tg that holds secret
+// (32 bytes): AES-256-GCM, base64url of nonce and ciphertext.
+func SealSSO(secret []byte, c *Certificate) (string, error) {
+	if len(secret) != 32 {
+		return "", fmt.Errorf("sso secret of %d bytes; want 32", len(secret))
+	}
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	blk, err := aes.NewCipher(secret)
+	if err != nil {
+		return "", err
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(g.Seal(nonce, nonce, plain, ssoAAD)), nil
+}
+
+// OpenSSO decrypts what SealSSO sealed; anything else is refused.
+func OpenSSO(secret []byte, sealed string) (*Certificate, error) {
+	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	if err != nil {
+		return nil, errors.New("the single sign-on answer is not base64url")
+	}
+	blk, err := aes.NewCipher(secret)
+	if err != nil {
+		return nil, err
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < g.NonceSize() {
+		return nil, errors.New("the single sign-on answer is too short")
+	}
+	plain, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], ssoAAD)
+	if err != nil {
+		return nil, errors.New("the single sign-on answer was not sealed for this login attempt")
+	}
+	var c Certificate
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return nil, fmt.Errorf("the single sign-on answer: %w", err)
+	}
+	return &c, nil
 }
