@@ -158,7 +158,9 @@ type opStorage struct {
 	p     *Provider
 }
 
-func (s *opStorage) SigningKey(context.Context) (op.SigningKey, error) { return signingKey{s.p.key}, nil }
+func (s *opStorage) SigningKey(context.Context) (op.SigningKey, error) {
+	return signingKey{s.p.key}, nil
+}
 
 func (s *opStorage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
 	return []jose.SignatureAlgorithm{jose.RS256}, nil
@@ -208,4 +210,3 @@ func (s userStore) GetUserByUsername(name string) *storage.User {
 }
 
 func (s userStore) ExampleClientID() string { return "" }
-
