@@ -139,7 +139,7 @@ func (p *Provider) Sign(tb testing.TB, claims map[string]any) string {
 // Claims decodes the payload of a JWT the provider issued, unverified.
 func Claims(tb testing.TB, jwt string) map[string]any {
 	tb.Helper()
-	t, err := jose.ParseSigned(jwt, []jose.SignatureAlgorithm{jose.RS256})
+	t, err := jose.ParseSignedCompact(jwt, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		tb.Fatal(err)
 	}
