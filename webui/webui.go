@@ -351,7 +351,7 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// The API's password login: the same checks, limits and user.login
 	// event; the certificate it issues is the web session.
-	is, err := u.o.Login.Login(r.Context(), login.Request{User: user, Password: pw, PublicKey: key.Public(), Meta: apiserver.RequestMeta(r)})
+	is, err := u.o.Login.Login(r.Context(), login.Request{User: user, Password: pw, OTP: r.PostFormValue("otp"), PublicKey: key.Public(), Meta: apiserver.RequestMeta(r)})
 	if err != nil {
 		status, msg := http.StatusInternalServerError, err.Error()
 		var ref *login.Refusal

@@ -26,6 +26,8 @@
 //	GET    /v1/admin/sso             single sign-on connectors (never their secrets)
 //	POST   /v1/admin/sso             add or replace connectors from YAML
 //	DELETE /v1/admin/sso/{name}
+//	POST   /v1/mfa/totp              mTLS → a new TOTP secret and its otpauth:// URL, shown once
+//	POST   /v1/mfa/totp/confirm      mTLS, a code of that secret → enrolled
 //	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
 //
 // Outside /v1, for browsers: GET /sso/oidc/{name}/login starts a single
@@ -69,6 +71,8 @@ const (
 	PathAdminSignDB    = "/v1/admin/sign/db"
 	PathAdminSSO       = "/v1/admin/sso"
 	PathSSOLogin       = "/v1/sso/login"
+	PathMFATOTP        = "/v1/mfa/totp"
+	PathMFATOTPConfirm = "/v1/mfa/totp/confirm"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -98,6 +102,9 @@ type LoginRequest struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	Invite   string `json:"invite,omitempty"`
+	// OTP is the code of the user's authenticator app, once one is
+	// enrolled.
+	OTP string `json:"otp,omitempty"`
 	// PublicKey is the PEM "PUBLIC KEY" (PKIX) of the key the client
 	// generated; the private key never leaves the client.
 	PublicKey string `json:"public_key"`
@@ -303,6 +310,18 @@ type SignDBResponse struct {
 	CertPEM string `json:"cert_pem"`
 	KeyPEM  string `json:"key_pem"`
 	CAsPEM  string `json:"cas_pem"`
+}
+
+// TOTPEnrollment is a new TOTP secret: shown once, to put in an
+// authenticator app (URL is the otpauth:// form QR codes carry).
+type TOTPEnrollment struct {
+	Secret string `json:"secret"`
+	URL    string `json:"url"`
+}
+
+// TOTPConfirmRequest proves the authenticator holds the new secret.
+type TOTPConfirmRequest struct {
+	Code string `json:"code"`
 }
 
 // ConnectorsRequest adds or replaces the connectors of a YAML text

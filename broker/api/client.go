@@ -380,6 +380,17 @@ func (c *Client) RemoveConnector(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, PathAdminSSO+"/"+url.PathEscape(name), nil, nil)
 }
 
+// BeginTOTP asks for a new TOTP secret for the caller (mTLS).
+func (c *Client) BeginTOTP(ctx context.Context) (*TOTPEnrollment, error) {
+	var out TOTPEnrollment
+	return &out, c.do(ctx, http.MethodPost, PathMFATOTP, struct{}{}, &out)
+}
+
+// ConfirmTOTP enrolls the secret BeginTOTP gave with one of its codes.
+func (c *Client) ConfirmTOTP(ctx context.Context, code string) error {
+	return c.do(ctx, http.MethodPost, PathMFATOTPConfirm, TOTPConfirmRequest{Code: code}, nil)
+}
+
 // SSOLogin starts a single sign-on for tg.
 func (c *Client) SSOLogin(ctx context.Context, req SSOLoginRequest) (*SSOLoginResponse, error) {
 	var out SSOLoginResponse

@@ -46,6 +46,8 @@ func newEvent(typ string) events.Event {
 		return new(events.UserDelete)
 	case "user.password_set":
 		return new(events.UserPasswordSet)
+	case "user.mfa_add":
+		return new(events.UserMFAAdd)
 	case "role.create":
 		return new(events.RoleCreate)
 	case "role.update":

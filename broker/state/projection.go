@@ -291,6 +291,11 @@ func (p *Projection) apply(ev events.Event) {
 			u.PasswordSet, u.PasswordSetAt, u.InviteExpires, u.Updated = true, h.Time, time.Time{}, h.Time
 			p.users[e.Name] = u
 		}
+	case *events.UserMFAAdd:
+		if u, ok := p.users[e.Name]; ok {
+			u.TOTP, u.Updated = true, h.Time
+			p.users[e.Name] = u
+		}
 	case *events.RoleCreate:
 		p.roles[e.Role.Metadata.Name] = e.Role
 	case *events.RoleUpdate:

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,7 @@ type loginFlags struct {
 	caPin, caFile       string
 	insecure            bool
 	ttl                 time.Duration
+	otp                 string
 	// auth names a single sign-on connector; browser "none" only prints
 	// the URL to open.
 	auth, browser string
@@ -74,6 +76,7 @@ and a proxy showing another CA later is refused, as SSH does for host keys.`,
 	fl.StringVar(&f.caPin, "ca-pin", "", "fingerprint of the proxy's host CA, sha256:HEX")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the proxy's host CA (tollgate auth export --type=host)")
 	fl.BoolVar(&f.insecure, "insecure", false, "trust the proxy's host CA on first use without checking its fingerprint")
+	fl.StringVar(&f.otp, "otp", "", "one-time code of your authenticator app, once enrolled (tg mfa add; or TG_OTP)")
 	fl.StringVar(&f.auth, "auth", "", "single sign-on connector to log in with (tollgate sso ls names them)")
 	fl.StringVar(&f.browser, "browser", "", "none: print the sign-in URL instead of opening a browser")
 	fl.DurationVar(&f.ttl, "ttl", 0, "certificate lifetime (default and maximum set by the broker, 12h unless roles say otherwise)")
@@ -139,7 +142,21 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 		return err
 	}
 	defer c.Close()
-	res, err := c.Login(ctx, api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, PublicKey: pub, TTL: api.Duration(f.ttl)})
+	otp := f.otp
+	if otp == "" {
+		otp = os.Getenv("TG_OTP")
+	}
+	req := api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, OTP: otp, PublicKey: pub, TTL: api.Duration(f.ttl)}
+	res, err := c.Login(ctx, req)
+	var se *api.StatusError
+	if otp == "" && errors.As(err, &se) && se.Status == http.StatusForbidden && strings.Contains(se.Message, "one-time code") && stdinTerminal() {
+		// The password was right and an authenticator is enrolled: ask.
+		fmt.Fprint(cmd.ErrOrStderr(), "One-time code: ")
+		if req.OTP, err = firstLine(os.Stdin); err != nil {
+			return err
+		}
+		res, err = c.Login(ctx, req)
+	}
 	if err != nil {
 		return err
 	}
