@@ -72,8 +72,8 @@ type Service struct {
 	// enrolling are TOTP secrets shown to a user and not yet confirmed
 	// with a code, by user name.
 	enrolling sync.Map
-	log     *slog.Logger
-	now     func() time.Time
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // New returns the authentication service over the broker's state and CAs.
