@@ -53,11 +53,11 @@ func Identity(c events.Connector, claims map[string]any) (identity.Identity, err
 		add(identity.TraitDBNames, m.DBNames)
 	}
 	if len(id.Roles) == 0 {
-		var seen []string
+		var names, seen []string
 		for _, m := range c.ClaimsToRoles {
-			vs := claimValues(claims[m.Claim])
-			if !slices.Contains(seen, m.Claim) {
-				seen = append(seen, m.Claim+"="+strings.Join(vs, ","))
+			if !slices.Contains(names, m.Claim) {
+				names = append(names, m.Claim)
+				seen = append(seen, m.Claim+"="+strings.Join(claimValues(claims[m.Claim]), ","))
 			}
 		}
 		sort.Strings(seen)
