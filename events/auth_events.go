@@ -24,6 +24,9 @@ const (
 	LoginPassword    = "password"
 	LoginInvite      = "invite"
 	LoginCertificate = "certificate"
+	// LoginOIDC is a single sign-on through an OpenID Connect provider;
+	// UserLogin.Connector names it.
+	LoginOIDC = "oidc"
 )
 
 // Login failure reasons (UserLogin.Reason). The client never learns which
@@ -45,6 +48,19 @@ const (
 	LoginCertInvalid     = "cert_invalid"
 	LoginNoCert          = "no_cert"
 	LoginBadRequest      = "bad_request"
+	// Single sign-on refusals.
+	LoginSSOUnknownConnector = "sso_unknown_connector"
+	LoginSSOBadState         = "sso_bad_state"
+	LoginSSOProviderError    = "sso_provider_error"
+	LoginSSOCodeRejected     = "sso_code_rejected"
+	LoginSSOBadToken         = "sso_bad_token"
+	LoginSSOBadNonce         = "sso_bad_nonce"
+	LoginSSONoUsername       = "sso_no_username"
+	LoginSSONoRole           = "sso_no_role"
+	// Second-factor refusals: the password was right.
+	LoginMFARequired = "mfa_required"
+	LoginMFAWrong    = "mfa_wrong"
+	LoginMFAReused   = "mfa_reused"
 )
 
 // UserLogin records one authentication attempt. The envelope's user is the
@@ -53,9 +69,13 @@ const (
 type UserLogin struct {
 	Envelope
 	Status
-	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,description=How the client authenticated: password, invite (first login, sets the password) or certificate (mTLS)"`
+	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS) or oidc (single sign-on)"`
+	// Connector names the single sign-on connector of an oidc login.
+	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
+	// MFA names the second factor checked, empty when none was.
+	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,description=Second factor checked at login (empty: none)"`
 	// Reason is a stable code for a refusal; Status.Error says it in words.
-	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,description=Why the login was refused"`
+	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,enum=sso_unknown_connector,enum=sso_bad_state,enum=sso_provider_error,enum=sso_code_rejected,enum=sso_bad_token,enum=sso_bad_nonce,enum=sso_no_username,enum=sso_no_role,enum=mfa_required,enum=mfa_wrong,enum=mfa_reused,description=Why the login was refused"`
 	SourceAddr string `json:"source_addr,omitempty" jsonschema:"description=Client IP address as the API saw it"`
 	UserAgent  string `json:"user_agent,omitempty" jsonschema:"description=Client program and version"`
 	// Path is the API operation that was asked for.

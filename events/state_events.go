@@ -26,6 +26,8 @@ func init() {
 		"A user was deleted.")
 	Register[UserPasswordSet]("user.password_set", "TGUS004I",
 		"A user's password was set or changed; the hash is never part of the event.")
+	Register[UserMFAAdd]("user.mfa_add", "TGUS005I",
+		"A user enrolled a second factor (TOTP); its secret is never part of the event.")
 
 	Register[RoleCreate]("role.create", "TGRL001I",
 		"A role was created; the event holds the full role.")
@@ -95,6 +97,17 @@ type UserPasswordSet struct {
 	Name string `json:"name" jsonschema:"description=User name"`
 	// InviteUsed is true when the password was set with an invite.
 	InviteUsed bool `json:"invite_used" jsonschema:"description=The password was set with an invite"`
+}
+
+// MFA methods (UserMFAAdd.Method, UserLogin.MFA).
+const MFATOTP = "totp"
+
+// UserMFAAdd records that a user enrolled a second factor; the secret is
+// kept in the CREDENTIALS bucket only.
+type UserMFAAdd struct {
+	Envelope
+	Name   string `json:"name" jsonschema:"description=User name"`
+	Method string `json:"method" jsonschema:"enum=totp,description=Second factor enrolled: totp (RFC 6238 one-time codes)"`
 }
 
 // RoleCreate records a new role.

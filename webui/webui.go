@@ -44,6 +44,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/requests"
+	"github.com/tollgate-db/tollgate/broker/sso"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 )
@@ -309,13 +310,14 @@ func randomToken() string {
 
 type loginData struct {
 	User, Next string
+	Connectors []ssoButton
 }
 
 func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 	tok := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
-	v := view{Title: "Sign in", CSRF: tok, Data: loginData{Next: safeNext(r.URL.Query().Get("next"))}}
+	v := view{Title: "Sign in", CSRF: tok, Data: loginData{Next: safeNext(r.URL.Query().Get("next")), Connectors: u.connectors()}}
 	if r.URL.Query().Get("ended") != "" {
 		v.Error = "Your session ended; sign in again."
 	}
@@ -349,7 +351,7 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// The API's password login: the same checks, limits and user.login
 	// event; the certificate it issues is the web session.
-	is, err := u.o.Login.Login(r.Context(), login.Request{User: user, Password: pw, PublicKey: key.Public(), Meta: apiserver.RequestMeta(r)})
+	is, err := u.o.Login.Login(r.Context(), login.Request{User: user, Password: pw, OTP: r.PostFormValue("otp"), PublicKey: key.Public(), Meta: apiserver.RequestMeta(r)})
 	if err != nil {
 		status, msg := http.StatusInternalServerError, err.Error()
 		var ref *login.Refusal
@@ -358,10 +360,16 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		} else if errors.Is(err, login.ErrAudit) || errors.Is(err, context.Canceled) {
 			status = http.StatusServiceUnavailable
 		}
-		v := view{Title: "Sign in", CSRF: ck.Value, Error: msg, Data: loginData{User: user, Next: next}}
+		v := view{Title: "Sign in", CSRF: ck.Value, Error: msg, Data: loginData{User: user, Next: next, Connectors: u.connectors()}}
 		u.render(w, status, "login", v)
 		return
 	}
+	u.SignedIn(w, r, is.Cert, next)
+}
+
+// SignedIn makes cert the browser's session and sends it to next: the end
+// of a password sign-in, and of a single sign-on (broker/sso/oidcflow).
+func (u *UI) SignedIn(w http.ResponseWriter, r *http.Request, cert *x509.Certificate, next string) {
 	tok := randomToken()
 	u.mu.Lock()
 	now := u.o.Now()
@@ -370,13 +378,46 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 			delete(u.sessions, k)
 		}
 	}
-	u.sessions[tok] = &webSession{cert: is.Cert, csrf: randomToken()}
+	u.sessions[tok] = &webSession{cert: cert, csrf: randomToken()}
 	u.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
-		SameSite: http.SameSiteStrictMode, Expires: is.Cert.NotAfter})
+		SameSite: http.SameSiteStrictMode, Expires: cert.NotAfter})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	if r.Method == http.MethodGet {
+		// A single sign-on ends on a redirect from the identity provider,
+		// a cross-site navigation that does not carry SameSite=Strict
+		// cookies; a page of this site moving on does.
+		w.Header().Set("Refresh", "0;url="+safeNext(next))
+		u.render(w, http.StatusOK, "continue", view{Title: "Signed in", Data: safeNext(next)})
+		return
+	}
+	http.Redirect(w, r, safeNext(next), http.StatusSeeOther)
+}
+
+// Refused shows why a single sign-on failed, with the way back.
+func (u *UI) Refused(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	v := view{Title: "Sign in", Error: msg, Data: loginData{Next: "/", Connectors: u.connectors()}}
+	tok := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	v.CSRF = tok
+	u.render(w, status, "login", v)
+}
+
+// ssoButton is a connector as the sign-in page offers it.
+type ssoButton struct{ Name, Label, URL string }
+
+func (u *UI) connectors() []ssoButton {
+	var out []ssoButton
+	for _, c := range u.o.Store.Connectors() {
+		label := c.Display
+		if label == "" {
+			label = c.Name
+		}
+		out = append(out, ssoButton{Name: c.Name, Label: label, URL: sso.LoginPath(c.Name)})
+	}
+	return out
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, c *caller) {

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/presence"
+	"github.com/tollgate-db/tollgate/broker/sso"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -401,4 +402,47 @@ func AuditIssued(ctx context.Context, a login.Auditor, by state.Actor, caType ca
 func IsClientError(err error) bool {
 	return errors.Is(err, state.ErrInvalid) || errors.Is(err, state.ErrExists) ||
 		errors.Is(err, state.ErrNotFound) || errors.Is(err, state.ErrInUse)
+}
+
+func (b *bound) UpsertConnectors(ctx context.Context, yaml string) ([]api.ConnectorResult, error) {
+	cs, err := sso.Parse([]byte(yaml))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", state.ErrInvalid, err)
+	}
+	// Every mapped role must exist: a misspelt role would make the
+	// mapping grant nothing, and logins fail later with a puzzling refusal.
+	for _, p := range cs {
+		for i, m := range p.Connector.ClaimsToRoles {
+			if _, missing := b.s.store.ResolveRoles(m.Roles); len(missing) > 0 {
+				return nil, fmt.Errorf("%w: connector %s: claims_to_roles[%d]: unknown role %s (tollgate roles ls)",
+					state.ErrInvalid, p.Connector.Name, i, strings.Join(missing, ", "))
+			}
+		}
+	}
+	var out []api.ConnectorResult
+	for _, p := range cs {
+		cur, existed := b.s.store.Connector(p.Connector.Name)
+		created, err := b.s.store.UpsertConnector(ctx, b.by, p.Connector, p.Secret)
+		if err != nil {
+			return out, fmt.Errorf("connector %s: %w", p.Connector.Name, err)
+		}
+		res := "updated"
+		now, _ := b.s.store.Connector(p.Connector.Name)
+		switch {
+		case created:
+			res = "created"
+		case existed && reflect.DeepEqual(cur, now):
+			res = "unchanged"
+		}
+		out = append(out, api.ConnectorResult{Name: p.Connector.Name, Result: res})
+	}
+	return out, nil
+}
+
+func (b *bound) Connectors(context.Context) ([]api.Connector, error) {
+	return b.s.store.Connectors(), nil
+}
+
+func (b *bound) RemoveConnector(ctx context.Context, name string) error {
+	return b.s.store.DeleteConnector(ctx, b.by, name)
 }

@@ -23,12 +23,26 @@
 //	GET    /v1/admin/databases       every registered database
 //	POST   /v1/admin/sign/identity   public key → user certificate for an identity file
 //	POST   /v1/admin/sign/db         hosts → database server certificate, key and client CA
+//	GET    /v1/admin/sso             single sign-on connectors (never their secrets)
+//	POST   /v1/admin/sso             add or replace connectors from YAML
+//	DELETE /v1/admin/sso/{name}
+//	POST   /v1/mfa/totp              mTLS → a new TOTP secret and its otpauth:// URL, shown once
+//	POST   /v1/mfa/totp/confirm      mTLS, a code of that secret → enrolled
+//	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
+//
+// Outside /v1, for browsers: GET /sso/oidc/{name}/login starts a single
+// sign-on and GET /sso/oidc/{name}/callback is where the provider returns.
 package api
 
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -36,6 +50,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // Paths of the API.
@@ -54,6 +69,10 @@ const (
 	PathAdminDatabases = "/v1/admin/databases"
 	PathAdminSignID    = "/v1/admin/sign/identity"
 	PathAdminSignDB    = "/v1/admin/sign/db"
+	PathAdminSSO       = "/v1/admin/sso"
+	PathSSOLogin       = "/v1/sso/login"
+	PathMFATOTP        = "/v1/mfa/totp"
+	PathMFATOTPConfirm = "/v1/mfa/totp/confirm"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -83,6 +102,9 @@ type LoginRequest struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	Invite   string `json:"invite,omitempty"`
+	// OTP is the code of the user's authenticator app, once one is
+	// enrolled.
+	OTP string `json:"otp,omitempty"`
 	// PublicKey is the PEM "PUBLIC KEY" (PKIX) of the key the client
 	// generated; the private key never leaves the client.
 	PublicKey string `json:"public_key"`
@@ -295,6 +317,60 @@ type SignDBResponse struct {
 	CAsPEM  string `json:"cas_pem"`
 }
 
+// TOTPEnrollment is a new TOTP secret: shown once, to put in an
+// authenticator app (URL is the otpauth:// form QR codes carry).
+type TOTPEnrollment struct {
+	Secret string `json:"secret"`
+	URL    string `json:"url"`
+}
+
+// TOTPConfirmRequest proves the authenticator holds the new secret.
+type TOTPConfirmRequest struct {
+	Code string `json:"code"`
+}
+
+// ConnectorsRequest adds or replaces the connectors of a YAML text
+// (documents separated by ---).
+type ConnectorsRequest struct {
+	YAML string `json:"yaml"`
+}
+
+// ConnectorResult says what happened to one connector: "created",
+// "updated" or "unchanged".
+type ConnectorResult struct {
+	Name   string `json:"name"`
+	Result string `json:"result"`
+}
+
+// Connector is a single sign-on connector as listed, without its secret.
+type Connector = events.Connector
+
+// SSOLoginRequest is tg starting a single sign-on: the broker answers with
+// the URL the browser opens. When the login succeeds, the browser is sent
+// to RedirectURL (a loopback address tg listens on) with the certificate
+// sealed with Secret, so only the tg that started this attempt can read it
+// and a forged redirect cannot pass itself off as the broker's answer.
+type SSOLoginRequest struct {
+	Connector   string   `json:"connector"`
+	PublicKey   string   `json:"public_key"`
+	RedirectURL string   `json:"redirect_url"`
+	Secret      string   `json:"secret"` // base64url of 32 random bytes
+	TTL         Duration `json:"ttl,omitempty"`
+}
+
+// SSOLoginResponse is the URL to open in the browser.
+type SSOLoginResponse struct {
+	URL string `json:"url"`
+}
+
+// SSOResponseParam is the query parameter of the loopback redirect that
+// carries the sealed Certificate (base64url of nonce and AES-GCM
+// ciphertext); SSOErrorParam carries a refusal's message instead.
+const (
+	SSOResponseParam = "response"
+	SSOErrorParam    = "error"
+)
+
 // Duration is a time.Duration written as "12h" in JSON.
 type Duration time.Duration
 
@@ -350,4 +426,60 @@ func DecodePublicKey(s string) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("public_key: %w", err)
 	}
 	return pub, nil
+}
+
+// ssoAAD ties a sealed single sign-on answer to its purpose.
+var ssoAAD = []byte("tollgate sso certificate v1")
+
+// SealSSO encrypts a single sign-on answer for the tg that holds secret
+// (32 bytes): AES-256-GCM, base64url of nonce and ciphertext.
+func SealSSO(secret []byte, c *Certificate) (string, error) {
+	if len(secret) != 32 {
+		return "", fmt.Errorf("sso secret of %d bytes; want 32", len(secret))
+	}
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	blk, err := aes.NewCipher(secret)
+	if err != nil {
+		return "", err
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(g.Seal(nonce, nonce, plain, ssoAAD)), nil
+}
+
+// OpenSSO decrypts what SealSSO sealed; anything else is refused.
+func OpenSSO(secret []byte, sealed string) (*Certificate, error) {
+	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	if err != nil {
+		return nil, errors.New("the single sign-on answer is not base64url")
+	}
+	blk, err := aes.NewCipher(secret)
+	if err != nil {
+		return nil, err
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < g.NonceSize() {
+		return nil, errors.New("the single sign-on answer is too short")
+	}
+	plain, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], ssoAAD)
+	if err != nil {
+		return nil, errors.New("the single sign-on answer was not sealed for this login attempt")
+	}
+	var c Certificate
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return nil, fmt.Errorf("the single sign-on answer: %w", err)
+	}
+	return &c, nil
 }

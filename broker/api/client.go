@@ -32,6 +32,9 @@ type Admin interface {
 	Databases(ctx context.Context) ([]Database, error)
 	SignIdentity(ctx context.Context, req SignIdentityRequest) (*Certificate, error)
 	SignDB(ctx context.Context, req SignDBRequest) (*SignDBResponse, error)
+	UpsertConnectors(ctx context.Context, yaml string) ([]ConnectorResult, error)
+	Connectors(ctx context.Context) ([]Connector, error)
+	RemoveConnector(ctx context.Context, name string) error
 }
 
 // Fingerprint is how CA certificates are named to people and pinned:
@@ -358,6 +361,40 @@ func (c *Client) SignIdentity(ctx context.Context, req SignIdentityRequest) (*Ce
 func (c *Client) SignDB(ctx context.Context, req SignDBRequest) (*SignDBResponse, error) {
 	var out SignDBResponse
 	return &out, c.do(ctx, http.MethodPost, PathAdminSignDB, req, &out)
+}
+
+// UpsertConnectors adds or replaces the connectors of a YAML text.
+func (c *Client) UpsertConnectors(ctx context.Context, yaml string) ([]ConnectorResult, error) {
+	var out []ConnectorResult
+	return out, c.do(ctx, http.MethodPost, PathAdminSSO, ConnectorsRequest{YAML: yaml}, &out)
+}
+
+// Connectors lists the single sign-on connectors.
+func (c *Client) Connectors(ctx context.Context) ([]Connector, error) {
+	var out []Connector
+	return out, c.do(ctx, http.MethodGet, PathAdminSSO, nil, &out)
+}
+
+// RemoveConnector removes a connector.
+func (c *Client) RemoveConnector(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, PathAdminSSO+"/"+url.PathEscape(name), nil, nil)
+}
+
+// BeginTOTP asks for a new TOTP secret for the caller (mTLS).
+func (c *Client) BeginTOTP(ctx context.Context) (*TOTPEnrollment, error) {
+	var out TOTPEnrollment
+	return &out, c.do(ctx, http.MethodPost, PathMFATOTP, struct{}{}, &out)
+}
+
+// ConfirmTOTP enrolls the secret BeginTOTP gave with one of its codes.
+func (c *Client) ConfirmTOTP(ctx context.Context, code string) error {
+	return c.do(ctx, http.MethodPost, PathMFATOTPConfirm, TOTPConfirmRequest{Code: code}, nil)
+}
+
+// SSOLogin starts a single sign-on for tg.
+func (c *Client) SSOLogin(ctx context.Context, req SSOLoginRequest) (*SSOLoginResponse, error) {
+	var out SSOLoginResponse
+	return &out, c.do(ctx, http.MethodPost, PathSSOLogin, req, &out)
 }
 
 var _ Admin = (*Client)(nil)

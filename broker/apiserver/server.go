@@ -102,6 +102,37 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 			respond(a.SignDB(r.Context(), req))(w)
 		}
 	}))
+	s.mux.HandleFunc("POST "+api.PathMFATOTP, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		secret, url, err := s.login.BeginTOTP(id)
+		respond(&api.TOTPEnrollment{Secret: secret, URL: url}, err)(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFATOTPConfirm, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.TOTPConfirmRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		if err := s.login.ConfirmTOTP(r.Context(), id, req.Code); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	s.mux.HandleFunc("GET "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		respond(a.Connectors(r.Context()))(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		var req api.ConnectorsRequest
+		if decode(w, r, &req) {
+			respond(a.UpsertConnectors(r.Context(), req.YAML))(w)
+		}
+	}))
+	s.mux.HandleFunc("DELETE "+api.PathAdminSSO+"/{name}", s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		if err := a.RemoveConnector(r.Context(), r.PathValue("name")); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API operation %s %s", r.Method, r.URL.Path), 0)
 	})
@@ -177,7 +208,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "login: "+err.Error(), 0)
 		return
 	}
-	is, err := s.login.Login(r.Context(), login.Request{User: req.User, Password: req.Password, Invite: req.Invite,
+	is, err := s.login.Login(r.Context(), login.Request{User: req.User, Password: req.Password, Invite: req.Invite, OTP: req.OTP,
 		PublicKey: pub, TTL: req.TTL.Std(), Meta: meta(r)})
 	if err != nil {
 		fail(w, err)

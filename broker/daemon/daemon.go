@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/requests"
+	"github.com/tollgate-db/tollgate/broker/sso/oidcflow"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/broker/trail"
 	"github.com/tollgate-db/tollgate/config"
@@ -190,8 +191,11 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	locks.Mount(b.API, b.Store)
 	sessions.Mount(b.API, o.JS)
 	// The web UI at /, beside the API's /v1/ paths on the same listener.
-	webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
+	flow := oidcflow.Mount(b.API, oidcflow.Options{Store: b.Store, Login: b.Login, Certificate: b.Admin.Certificate,
+		ProxyAddr: b.ProxyAddr, Log: o.Log.With("component", "sso")})
+	ui := webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
 		Exporters: cfg.Exporters, Log: o.Log.With("component", "webui")})
+	flow.SetWeb(ui)
 	go b.Requests.Run(ctx)
 	go func() {
 		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))

@@ -69,8 +69,11 @@ type Service struct {
 	sources *limiter
 	hashing chan struct{}
 	invite  sync.Mutex // serialises first logins, so an invite is used once
-	log     *slog.Logger
-	now     func() time.Time
+	// enrolling are TOTP secrets shown to a user and not yet confirmed
+	// with a code, by user name.
+	enrolling sync.Map
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // New returns the authentication service over the broker's state and CAs.
@@ -129,7 +132,10 @@ type Request struct {
 	User     string
 	Password string
 	// Invite, on the first login, lets the password be set.
-	Invite    string
+	Invite string
+	// OTP is the one-time code of the user's authenticator, required once
+	// one is enrolled.
+	OTP       string
 	PublicKey crypto.PublicKey
 	TTL       time.Duration
 	Meta
@@ -196,6 +202,10 @@ func (s *Service) Login(ctx context.Context, req Request) (*Issued, error) {
 	}
 	r := s.check(ctx, req, u, known)
 	<-s.hashing
+	if r == nil && req.Invite == "" && u.TOTP {
+		ev.MFA = events.MFATOTP
+		r = s.checkTOTP(ctx, req, u, now)
+	}
 	if r != nil {
 		if r.Status == http.StatusUnauthorized {
 			s.failed(ctx, req, known, now)

@@ -46,12 +46,20 @@ func newEvent(typ string) events.Event {
 		return new(events.UserDelete)
 	case "user.password_set":
 		return new(events.UserPasswordSet)
+	case "user.mfa_add":
+		return new(events.UserMFAAdd)
 	case "role.create":
 		return new(events.RoleCreate)
 	case "role.update":
 		return new(events.RoleUpdate)
 	case "role.delete":
 		return new(events.RoleDelete)
+	case "connector.create":
+		return new(events.ConnectorCreate)
+	case "connector.update":
+		return new(events.ConnectorUpdate)
+	case "connector.delete":
+		return new(events.ConnectorDelete)
 	case "token.create":
 		return new(events.TokenCreate)
 	case "token.use":

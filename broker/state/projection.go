@@ -39,6 +39,8 @@ type Projection struct {
 	cas      map[string]CA
 	requests map[string]AccessRequest
 	locks    map[string]Lock
+	// connectors are the single sign-on connectors, without secrets.
+	connectors map[string]events.Connector
 
 	onApply func(ev events.Event, live bool)
 
@@ -71,18 +73,19 @@ func OnApply(fn func(ev events.Event, live bool)) FollowOption {
 
 func newProjection() *Projection {
 	return &Projection{
-		users:    map[string]User{},
-		removed:  map[string]time.Time{},
-		roles:    map[string]access.Role{},
-		tokens:   map[string]Token{},
-		dbs:      map[string]Database{},
-		beats:    map[string]events.DBHeartbeat{},
-		beatCh:   make(chan struct{}),
-		cas:      map[string]CA{},
-		requests: map[string]AccessRequest{},
-		locks:    map[string]Lock{},
-		done:     make(chan struct{}),
-		intern:   newInterner(),
+		users:      map[string]User{},
+		removed:    map[string]time.Time{},
+		roles:      map[string]access.Role{},
+		tokens:     map[string]Token{},
+		dbs:        map[string]Database{},
+		beats:      map[string]events.DBHeartbeat{},
+		beatCh:     make(chan struct{}),
+		cas:        map[string]CA{},
+		requests:   map[string]AccessRequest{},
+		locks:      map[string]Lock{},
+		connectors: map[string]events.Connector{},
+		done:       make(chan struct{}),
+		intern:     newInterner(),
 	}
 }
 
@@ -288,12 +291,23 @@ func (p *Projection) apply(ev events.Event) {
 			u.PasswordSet, u.PasswordSetAt, u.InviteExpires, u.Updated = true, h.Time, time.Time{}, h.Time
 			p.users[e.Name] = u
 		}
+	case *events.UserMFAAdd:
+		if u, ok := p.users[e.Name]; ok {
+			u.TOTP, u.Updated = true, h.Time
+			p.users[e.Name] = u
+		}
 	case *events.RoleCreate:
 		p.roles[e.Role.Metadata.Name] = e.Role
 	case *events.RoleUpdate:
 		p.roles[e.Role.Metadata.Name] = e.Role
 	case *events.RoleDelete:
 		delete(p.roles, e.Name)
+	case *events.ConnectorCreate:
+		p.connectors[e.Connector.Name] = e.Connector
+	case *events.ConnectorUpdate:
+		p.connectors[e.Connector.Name] = e.Connector
+	case *events.ConnectorDelete:
+		delete(p.connectors, e.Name)
 	case *events.TokenCreate:
 		p.tokens[e.TokenID] = Token{ID: e.TokenID, Type: e.TokenType, Expires: e.Expires,
 			SingleUse: e.SingleUse, Created: h.Time, CreatedBy: h.User}

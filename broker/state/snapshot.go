@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/events"
 )
 
 // STATE is kept forever, so a full replay grows with the cluster's age
@@ -50,6 +51,7 @@ type snapshotFile struct {
 	CAs            map[string]CA
 	AccessRequests map[string]AccessRequest
 	Locks          map[string]Lock
+	Connectors     map[string]events.Connector
 }
 
 // FromScratch makes Follow replay the whole stream and ignore snapshots.
@@ -112,6 +114,7 @@ func (p *Projection) loadSnapshot(ctx context.Context, js jetstream.JetStream, i
 	p.cas = orEmpty(f.CAs)
 	p.requests = orEmpty(f.AccessRequests)
 	p.locks = orEmpty(f.Locks)
+	p.connectors = orEmpty(f.Connectors)
 	p.seq, p.snapSeq = f.Seq, f.Seq
 	return f.Seq, nil
 }
@@ -140,6 +143,7 @@ func (p *Projection) writeSnapshot(ctx context.Context, obs jetstream.ObjectStor
 		CAs:            maps.Clone(p.cas),
 		AccessRequests: maps.Clone(p.requests),
 		Locks:          maps.Clone(p.locks),
+		Connectors:     maps.Clone(p.connectors),
 	}
 	p.mu.RUnlock()
 	if f.Seq == 0 {

@@ -71,6 +71,9 @@ type User struct {
 	// PasswordSet says a password hash is stored in CREDENTIALS.
 	PasswordSet   bool
 	PasswordSetAt time.Time
+	// TOTP says a TOTP secret is enrolled (kept in CREDENTIALS): the
+	// password alone no longer logs the user in.
+	TOTP bool
 	// LockedUntil is set while the user is locked out after failed logins.
 	LockedUntil time.Time
 	LockReason  string

@@ -36,6 +36,11 @@ type Credentials struct {
 	PasswordHash  string    `json:"password_hash,omitempty"`
 	InviteHash    string    `json:"invite_hash,omitempty"`
 	InviteExpires time.Time `json:"invite_expires,omitzero"`
+	// TOTPSecret is the base32 RFC 6238 secret of an enrolled
+	// authenticator; TOTPLastStep the last time step a code was accepted
+	// for, so that no code works twice.
+	TOTPSecret   string `json:"totp_secret,omitempty"`
+	TOTPLastStep int64  `json:"totp_last_step,omitempty"`
 }
 
 // CreateUser adds a user whose roles all exist.
@@ -147,7 +152,72 @@ func (s *Store) SetPassword(ctx context.Context, by Actor, name, hash string, in
 	if err != nil {
 		return err
 	}
-	return s.putCredentials(ctx, name, Credentials{PasswordHash: hash})
+	// A second factor outlives a password change; an invite does not.
+	cur, err := s.Credentials(ctx, name)
+	if err != nil {
+		return err
+	}
+	return s.putCredentials(ctx, name, Credentials{PasswordHash: hash, TOTPSecret: cur.TOTPSecret, TOTPLastStep: cur.TOTPLastStep})
+}
+
+// EnrollTOTP records that the user enrolled an authenticator
+// (user.mfa_add) and stores its secret in CREDENTIALS, replacing any
+// earlier one; the caller checked a code of it first. step is the time
+// step of that code, which cannot log in again.
+func (s *Store) EnrollTOTP(ctx context.Context, by Actor, name, secret string, step int64) error {
+	if secret == "" {
+		return invalid("user %s: empty TOTP secret", name)
+	}
+	cur, err := s.Credentials(ctx, name)
+	if err != nil {
+		return err
+	}
+	// The secret is stored first: an event saying a factor is enrolled
+	// whose secret was lost would lock the user out.
+	cur.TOTPSecret, cur.TOTPLastStep = secret, step
+	if err := s.putCredentials(ctx, name, cur); err != nil {
+		return err
+	}
+	_, err = s.change(ctx, by, subject(AggUser, name), func() (events.Event, error) {
+		if _, ok := s.users[name]; !ok {
+			return nil, fmt.Errorf("user %s: %w", name, ErrNotFound)
+		}
+		return &events.UserMFAAdd{Name: name, Method: events.MFATOTP}, nil
+	})
+	return err
+}
+
+// ErrTOTPReused is a code of a time step already used, or being used by a
+// concurrent login.
+var ErrTOTPReused = errors.New("this one-time code was already used")
+
+// UseTOTPStep marks time step as used for the user's authenticator; a step
+// at or before the last one used is refused. The bucket's revision makes
+// two logins racing with the same code see one success.
+func (s *Store) UseTOTPStep(ctx context.Context, name string, step int64) error {
+	e, err := s.credsKV.Get(ctx, escapeKey(name))
+	if err != nil {
+		return fmt.Errorf("state: credentials of %s: %w", name, err)
+	}
+	var c Credentials
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return fmt.Errorf("state: credentials of %s: %w", name, err)
+	}
+	if step <= c.TOTPLastStep {
+		return ErrTOTPReused
+	}
+	c.TOTPLastStep = step
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.credsKV.Update(ctx, escapeKey(name), b, e.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return ErrTOTPReused
+		}
+		return fmt.Errorf("state: credentials of %s: %w", name, err)
+	}
+	return nil
 }
 
 // Credentials returns a user's secrets. A user without any has zero

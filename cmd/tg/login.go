@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,13 +31,17 @@ type loginFlags struct {
 	caPin, caFile       string
 	insecure            bool
 	ttl                 time.Duration
+	otp                 string
+	// auth names a single sign-on connector; browser "none" only prints
+	// the URL to open.
+	auth, browser string
 }
 
 func init() {
 	var f loginFlags
 	c := &cobra.Command{
-		Use:   "login --proxy=HOST:PORT --user=NAME [--invite=TOKEN] [--ca-pin=sha256:HEX | --ca-file=FILE]",
-		Short: "Log in with a password and keep a short-lived certificate under ~/.tg",
+		Use:   "login --proxy=HOST:PORT (--user=NAME [--invite=TOKEN] | --auth=CONNECTOR [--browser=none]) [--ca-pin=sha256:HEX | --ca-file=FILE]",
+		Short: "Log in with a password or single sign-on and keep a short-lived certificate under ~/.tg",
 		Long: `Log in to a Tollgate proxy. tg generates a key on this machine, sends the
 public half with the password, and keeps the certificate the broker signs, the
 key and the CAs in ~/.tg/identity (mode 0600; ~/.tg is 0700). The first login
@@ -44,6 +49,12 @@ uses the one-time --invite an administrator gave you and sets your password.
 
 The password is read from the terminal, or from the TG_PASSWORD environment
 variable, or, when standard input is not a terminal, from its first line.
+
+With --auth=CONNECTOR, tg logs in through the organisation's identity
+provider instead: it opens the browser at the proxy (--browser=none prints the
+URL to open instead), the proxy runs the sign-in with the provider, and the
+browser hands the certificate back to tg on a loopback address, sealed with a
+secret only this tg knows.
 
 Trusting the proxy: the proxy presents a certificate of the cluster's host CA.
 tg trusts that CA when
@@ -65,6 +76,9 @@ and a proxy showing another CA later is refused, as SSH does for host keys.`,
 	fl.StringVar(&f.caPin, "ca-pin", "", "fingerprint of the proxy's host CA, sha256:HEX")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the proxy's host CA (tollgate auth export --type=host)")
 	fl.BoolVar(&f.insecure, "insecure", false, "trust the proxy's host CA on first use without checking its fingerprint")
+	fl.StringVar(&f.otp, "otp", "", "one-time code of your authenticator app, once enrolled (tg mfa add; or TG_OTP)")
+	fl.StringVar(&f.auth, "auth", "", "single sign-on connector to log in with (tollgate sso ls names them)")
+	fl.StringVar(&f.browser, "browser", "", "none: print the sign-in URL instead of opening a browser")
 	fl.DurationVar(&f.ttl, "ttl", 0, "certificate lifetime (default and maximum set by the broker, 12h unless roles say otherwise)")
 	root.AddCommand(c)
 }
@@ -73,7 +87,6 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if flagIdentity != "" {
 		return errors.New("tg login keeps its own identity under ~/.tg; -i is for using an identity file instead of logging in")
 	}
-	stderr := cmd.ErrOrStderr()
 	if cur, _, err := currentIdentity(); err == nil {
 		if f.proxy == "" {
 			f.proxy = cur.ProxyAddr
@@ -89,7 +102,14 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if err != nil {
 		return fmt.Errorf("--proxy: %w", err)
 	}
-	if f.user == "" {
+	if f.auth != "" {
+		if f.invite != "" {
+			return errors.New("--invite sets a password; it does not go with --auth")
+		}
+		if f.browser != "" && f.browser != "none" {
+			return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", f.browser)
+		}
+	} else if f.user == "" {
 		return errors.New("--user is required")
 	}
 	ctx, cancel := withTimeout(cmd.Context())
@@ -99,7 +119,9 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if err != nil {
 		return err
 	}
-	pin := api.Fingerprint(hostCA)
+	if f.auth != "" {
+		return ssoLogin(ctx, cmd, f, host, hostCA)
+	}
 
 	pw, err := readPassword(cmd, f.invite != "")
 	if err != nil {
@@ -120,10 +142,31 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 		return err
 	}
 	defer c.Close()
-	res, err := c.Login(ctx, api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, PublicKey: pub, TTL: api.Duration(f.ttl)})
+	otp := f.otp
+	if otp == "" {
+		otp = os.Getenv("TG_OTP")
+	}
+	req := api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, OTP: otp, PublicKey: pub, TTL: api.Duration(f.ttl)}
+	res, err := c.Login(ctx, req)
+	var se *api.StatusError
+	if otp == "" && errors.As(err, &se) && se.Status == http.StatusForbidden && strings.Contains(se.Message, "one-time code") && stdinTerminal() {
+		// The password was right and an authenticator is enrolled: ask.
+		fmt.Fprint(cmd.ErrOrStderr(), "One-time code: ")
+		if req.OTP, err = firstLine(os.Stdin); err != nil {
+			return err
+		}
+		res, err = c.Login(ctx, req)
+	}
 	if err != nil {
 		return err
 	}
+	return keepLogin(cmd, f.proxy, key, hostCA, res)
+}
+
+// keepLogin checks the broker's answer and keeps it in ~/.tg/identity.
+func keepLogin(cmd *cobra.Command, proxy string, key *ecdsa.PrivateKey, hostCA *x509.Certificate, res *api.Certificate) error {
+	stderr := cmd.ErrOrStderr()
+	pin := api.Fingerprint(hostCA)
 	cert, err := parseCert(res.CertPEM)
 	if err != nil {
 		return fmt.Errorf("the broker's answer: certificate: %w", err)
@@ -139,7 +182,7 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if api.Fingerprint(gotHostCA) != pin {
 		return fmt.Errorf("the broker names host CA %s but the proxy presented %s; refusing the login", api.Fingerprint(gotHostCA), pin)
 	}
-	file, err := identity.NewFile(f.proxy, key, cert, []*x509.Certificate{userCA, hostCA})
+	file, err := identity.NewFile(proxy, key, cert, []*x509.Certificate{userCA, hostCA})
 	if err != nil {
 		return err
 	}
@@ -151,11 +194,11 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if err := identity.WriteFile(path, file); err != nil {
 		return err
 	}
-	if err := rememberProxy(f.proxy, pin); err != nil {
+	if err := rememberProxy(proxy, pin); err != nil {
 		return err
 	}
 	id := file.Identity
-	fmt.Fprintf(cmd.OutOrStdout(), "logged in as %s (roles %s) at %s until %s\n", id.User, strings.Join(id.Roles, ","), f.proxy, id.Expires.Local().Format(time.RFC3339))
+	fmt.Fprintf(cmd.OutOrStdout(), "logged in as %s (roles %s) at %s until %s\n", id.User, strings.Join(id.Roles, ","), proxy, id.Expires.Local().Format(time.RFC3339))
 	fmt.Fprintf(stderr, "certificate and key in %s\n", path)
 	return nil
 }
