@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/exporters"
 	"github.com/tollgate-db/tollgate/exporters/format"
+	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -96,7 +97,7 @@ func Connect(t testing.TB, n *harness.NATSServer) *Env {
 func Query(i int) *events.Query {
 	q := &events.Query{
 		Session:    events.Session{SID: fmt.Sprintf("s%05d", i/100), EI: uint64(i % 100)},
-		Database:   events.Database{Service: "pg-main", Protocol: "postgres", URI: "10.1.2.3:5432", User: "app", Name: "orders"},
+		Database:   events.Database{Service: "pg-main", Protocol: protocol.Postgres, URI: "10.1.2.3:5432", User: "app", Name: "orders"},
 		Query:      fmt.Sprintf("SELECT id, customer_id, total, created_at FROM orders WHERE customer_id = $1 AND created_at > now() - interval '30 days' /* %d */", i),
 		Parameters: []string{strconv.Itoa(i)},
 	}
