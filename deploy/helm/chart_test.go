@@ -258,7 +258,9 @@ func checkPod(t *testing.T, objs []object, d *appsv1.Deployment, role string, se
 	}
 	ps := p.SecurityContext
 	if ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot || ps.RunAsUser == nil || *ps.RunAsUser != 10001 ||
-		ps.FSGroup == nil || *ps.FSGroup != 10001 || ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		ps.FSGroup == nil || *ps.FSGroup != 10001 || ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		// Always would widen the CA keys' mode at every start.
+		ps.FSGroupChangePolicy == nil || *ps.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
 		t.Errorf("pod securityContext %+v", ps)
 	}
 	if len(p.Containers) != 1 {
