@@ -12,8 +12,9 @@ import (
 // on db_service.listen and registered in STATE with heartbeats.
 func init() {
 	addStartRole(startRole{
-		Name:    "agent",
-		Enabled: service.Enabled,
+		Name:         "agent",
+		Enabled:      service.Enabled,
+		SignalsReady: true,
 		Run: func(ctx context.Context, d *startDeps) error {
 			_, js, err := d.As(natsserver.Agent)
 			if err != nil {
@@ -36,6 +37,7 @@ func init() {
 			if err != nil {
 				return err
 			}
+			d.Ready("agent")
 			return s.Wait()
 		},
 	})

@@ -22,8 +22,9 @@ import (
 // sessions through them on the same port) unless proxy.enabled is false.
 func init() {
 	addStartRole(startRole{
-		Name:    "broker",
-		Enabled: brokerEnabled,
+		Name:         "broker",
+		Enabled:      brokerEnabled,
+		SignalsReady: true,
 		Run: func(ctx context.Context, d *startDeps) error {
 			_, js, err := d.As(natsserver.Broker)
 			if err != nil {
@@ -80,6 +81,7 @@ func init() {
 			}
 			pin, _ := b.Admin.HostCAPin()
 			d.Log.Info("broker API listening", "addr", b.Addr, "public_addr", b.ProxyAddr, "host_ca", pin, "proxy", raw != nil)
+			d.Ready("broker")
 			// The proxy failing takes the API with it: the process ends.
 			brokerDone := make(chan error, 1)
 			go func() { brokerDone <- b.Wait() }()

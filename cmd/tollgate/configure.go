@@ -52,7 +52,15 @@ func (o *configureOpts) flags(c *cobra.Command, dataDir string) {
 	f.StringSliceVar(&o.natsURLs, "nats-url", nil, "a NATS server of the event plane (repeat, or comma-separated), e.g. tls://nats-1:4222")
 	f.StringVar(&o.natsCreds, "nats-credentials-dir", "/etc/tollgate/nats-auth", "folder with this role's nkey seed and the auditor's (tollgate auth nats --dir)")
 	f.StringVar(&o.natsCA, "nats-ca", "", "CA file of the NATS servers' certificates (default: the system's roots)")
-	f.IntVar(&o.replicas, "replicas", 0, "replicas of the AUDIT and STATE streams: 1, 3 or 5 (default 3 with --nats-url, else 1)")
+	if o.needsExtern {
+		// The broker makes the streams; an agent or exporter only insists
+		// on at least this many copies (a strict agent refuses statements
+		// while AUDIT has fewer), so a default above 1 would stop it on a
+		// single-node cluster.
+		f.IntVar(&o.replicas, "replicas", 1, "the AUDIT replicas to insist on (1, 3 or 5): a strict agent refuses statements while the stream has fewer")
+	} else {
+		f.IntVar(&o.replicas, "replicas", 0, "replicas of the AUDIT and STATE streams the broker makes: 1, 3 or 5 (default 3 with --nats-url, else 1)")
+	}
 	f.StringVar(&o.auditMode, "audit-mode", "strict", "strict (no statement before its event is stored) or async")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tollgate-db/tollgate/config"
 )
@@ -51,7 +55,7 @@ func TestConfigureAgent(t *testing.T) {
 	out, _, err := configure(t, "agent", "--proxy=tollgate.example.com:3080", "--token=tok123", "--ca-pin="+strings.ToUpper(testPin[7:]),
 		"--nats-url=tls://nats-1:4222,tls://nats-2:4222", "--nats-ca=/etc/tollgate/nats-ca.crt",
 		"--db=orders=postgres://orders-db:5432", "--db=billing=mariadb://billing-db:3306", "--db=crm=sqlserver://crm:1433",
-		"--db-ca=orders=/etc/tollgate/orders-ca.crt", "--cluster=prod")
+		"--db-ca=orders=/etc/tollgate/orders-ca.crt", "--cluster=prod", "--replicas=3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,5 +196,110 @@ func TestConfigureBadFlags(t *testing.T) {
 		if out != "" {
 			t.Errorf("configure %q wrote %q despite the error", tc.args, out)
 		}
+	}
+}
+
+// The files configure writes run: a broker with its proxy on an embedded
+// NATS server, and an agent on "another machine" given only its own seed
+// and the auditor's, which joins with a token and registers its database.
+func TestConfigureOutputsRun(t *testing.T) {
+	bin := authTestBinary(t)
+	dir := t.TempDir()
+	proxy, natsAddr, health := freeAddr(t), freeAddr(t), freeAddr(t)
+	brokerFile, agentFile := filepath.Join(dir, "broker.yaml"), filepath.Join(dir, "agent.yaml")
+	authRun(t, bin, false, "configure", "proxy", "--public-addr="+proxy, "--listen="+proxy, "--nats-listen="+natsAddr,
+		"--data-dir="+filepath.Join(dir, "broker"), "-o", brokerFile)
+	broker := startDaemon(t, bin, "start", "--config="+brokerFile, "--roles=broker", "--health-listen="+health)
+	waitReady(t, health, broker)
+
+	token := strings.TrimSpace(string(authRun(t, bin, false, "--config="+brokerFile, "tokens", "add", "--type=db")))
+	cmd := exec.Command(bin, "--config="+brokerFile, "tokens", "add", "--type=db")
+	cmd.Env = append(os.Environ(), "TOLLGATE_CONFIG=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pin := regexp.MustCompile(`broker_ca_pin: (sha256:[0-9a-f]{64})`).FindStringSubmatch(stderr.String())
+	if pin == nil {
+		t.Fatalf("tokens add printed no pin:\n%s", stderr.String())
+	}
+	// The agent's machine gets its own seed and the auditor's only.
+	seeds := filepath.Join(dir, "agent-seeds")
+	if err := os.MkdirAll(seeds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"agent.nk", "auditor.nk"} {
+		b, err := os.ReadFile(filepath.Join(dir, "broker", "nats-auth", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(seeds, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	authRun(t, bin, false, "configure", "agent", "--proxy="+proxy, "--token="+token, "--ca-pin="+pin[1],
+		"--nats-url=tls://"+natsAddr, "--nats-ca="+filepath.Join(dir, "broker", "nats-auth", "server.crt"),
+		"--nats-credentials-dir="+seeds, "--db=orders=postgres://127.0.0.1:5432", "--data-dir="+filepath.Join(dir, "agent"), "-o", agentFile)
+	agentHealth := freeAddr(t)
+	agent := startDaemon(t, bin, "start", "--config="+agentFile, "--roles=agent", "--health-listen="+agentHealth)
+	waitReady(t, agentHealth, agent)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := string(authRun(t, bin, false, "--config="+brokerFile, "db", "ls"))
+		if regexp.MustCompile(`(?m)^orders +postgres .* live$`).MatchString(out) && strings.Contains(agent.String(), "tunnel: open") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's database is not registered live, or no tunnel to the proxy %s:\n%s\nagent log:\n%s", proxy, out, agent)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// startDaemon starts bin with args until the test ends; its log goes to
+// the returned buffer.
+func startDaemon(t *testing.T, bin string, args ...string) *lockedBuffer {
+	t.Helper()
+	var log lockedBuffer
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "TOLLGATE_CONFIG=")
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("%v exited with %v after SIGTERM:\n%s", args, err, log.String())
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%v did not stop within 30s", args)
+		}
+	})
+	return &log
+}
+
+// waitReady waits for /readyz at addr.
+func waitReady(t *testing.T, addr string, log *lockedBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready at %s within 60s:\n%s", addr, log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -26,12 +26,18 @@ var flagHealthListen string
 var flagCheck bool
 
 // health answers /healthz while the process runs, and /readyz once NATS
-// and the streams are up and every role is launched, and while the AUDIT
+// and the streams are up, every role is launched and those that say so
+// serve, their listen addresses accept connections, and while the AUDIT
 // stream is what it must be (strict statements are refused otherwise, so
 // the process is not ready for traffic).
 type health struct {
-	started atomic.Bool
-	fault   atomic.Pointer[func() error]
+	started  atomic.Bool
+	fault    atomic.Pointer[func() error]
+	starting atomic.Pointer[startingFunc]
+	// dial are the roles' own listen addresses: a role is launched before
+	// it listens (the broker's API opens after its state is loaded), and
+	// a process is ready for traffic only once they accept connections.
+	dial []listenAddr
 }
 
 func (h *health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +48,20 @@ func (h *health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !h.started.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
+		}
+		if f := h.starting.Load(); f != nil {
+			if rs := f.roles(); len(rs) > 0 {
+				http.Error(w, "starting: "+strings.Join(rs, ", "), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		for _, a := range h.dial {
+			c, err := net.DialTimeout("tcp", dialable(a.addr), time.Second)
+			if err != nil {
+				http.Error(w, fmt.Sprintf("%s (%s) does not accept connections yet", a.addr, a.key), http.StatusServiceUnavailable)
+				return
+			}
+			c.Close()
 		}
 		if f := h.fault.Load(); f != nil {
 			if err := (*f)(); err != nil {
@@ -55,14 +75,41 @@ func (h *health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// startingFunc lists the roles not serving yet.
+type startingFunc struct{ roles func() []string }
+
+// dialable is where to reach a listen address from this host: the
+// loopback address for an unspecified host.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // serveHealth listens on addr (checked beforehand with the other listen
 // addresses) and returns the handler and a function that stops it.
-func serveHealth(addr string) (*health, func(), error) {
+// readyWhen are the listen addresses of the configuration's roles: those
+// of a known port (not :0) and keyed in the configuration, not flags such
+// as --metrics-listen, which serve no traffic of the roles.
+func serveHealth(addr string, readyWhen []listenAddr) (*health, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--health-listen: %w", err)
 	}
 	h := &health{}
+	for _, a := range readyWhen {
+		if _, port, err := net.SplitHostPort(a.addr); err == nil && port != "0" && a.key != "" {
+			h.dial = append(h.dial, a)
+		}
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return h, func() { _ = srv.Close() }, nil

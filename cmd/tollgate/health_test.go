@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,6 +26,12 @@ func TestReadyzFollowsStartAndAudit(t *testing.T) {
 		t.Fatalf("readyz before start: %d %q", c, b)
 	}
 	h.started.Store(true)
+	waiting := []string{"broker"}
+	h.starting.Store(&startingFunc{func() []string { return waiting }})
+	if c, b := get("/readyz"); c != http.StatusServiceUnavailable || !strings.Contains(b, "starting: broker") {
+		t.Fatalf("readyz while the broker starts: %d %q", c, b)
+	}
+	waiting = nil
 	var fault error
 	f := func() error { return fault }
 	h.fault.Store(&f)
@@ -37,6 +44,27 @@ func TestReadyzFollowsStartAndAudit(t *testing.T) {
 	}
 	if c, _ := get("/other"); c != http.StatusNotFound {
 		t.Fatalf("other path %d", c)
+	}
+
+	// Ready only once the roles' own ports accept connections.
+	fault = nil
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	closed := freeAddr(t)
+	h.dial = []listenAddr{{addr: "0.0.0.0:" + port, key: "proxy.listen"}, {addr: closed, key: "db_service.listen"}}
+	if c, b := get("/readyz"); c != http.StatusServiceUnavailable || !strings.Contains(b, closed+" (db_service.listen) does not accept connections yet") {
+		t.Fatalf("readyz with the agent's port closed: %d %q", c, b)
+	}
+	h.dial = h.dial[:1]
+	if c, b := get("/readyz"); c != http.StatusOK {
+		t.Fatalf("readyz with the proxy's port open (dialled on loopback): %d %q", c, b)
+	}
+	ln.Close()
+	if c, _ := get("/readyz"); c != http.StatusServiceUnavailable {
+		t.Fatalf("readyz after the proxy's port closed: %d", c)
 	}
 }
 

@@ -49,6 +49,28 @@ type startDeps struct {
 	// single credential (no nats.credentials_dir): every part uses it.
 	shared *nats.Conn
 	conns  map[natsserver.Part]*nats.Conn
+	// starting are the roles that said they would tell when they serve
+	// (startRole.SignalsReady) and have not yet: /readyz waits for them.
+	starting map[string]bool
+}
+
+// Ready marks role as serving (its listeners open, its state loaded).
+func (d *startDeps) Ready(role string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.starting, role)
+}
+
+// Starting lists the roles not yet serving, sorted.
+func (d *startDeps) Starting() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.starting))
+	for r := range d.starting {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // As is the connection and JetStream of part p. Each part connects with its
@@ -143,6 +165,9 @@ type startRole struct {
 	// always.
 	Enabled func(*config.Config) bool
 	Run     func(ctx context.Context, d *startDeps) error
+	// SignalsReady says the role calls d.Ready(Name) once it serves;
+	// until then the process is not ready (--health-listen's /readyz).
+	SignalsReady bool
 }
 
 var startRoles []startRole
@@ -186,7 +211,7 @@ func init() {
 	start.Flags().StringVar(&flagMetricsListen, "metrics-listen", "",
 		"serve the exporters' Prometheus metrics at http://ADDR/metrics")
 	start.Flags().StringVar(&flagHealthListen, "health-listen", "",
-		"answer probes at http://ADDR/healthz (the process runs) and /readyz (every role started, AUDIT sound)")
+		"answer probes at http://ADDR/healthz (the process runs) and /readyz (the roles serve, AUDIT sound)")
 	start.Flags().BoolVar(&flagCheck, "check", false,
 		"validate the configuration for the roles that would run, print them and exit; opens no file it names and connects to nothing")
 	root.AddCommand(start)
@@ -258,7 +283,7 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	var hc *health
 	if flagHealthListen != "" {
 		var stop func()
-		if hc, stop, err = serveHealth(flagHealthListen); err != nil {
+		if hc, stop, err = serveHealth(flagHealthListen, startListenAddrs(cfg)); err != nil {
 			return err
 		}
 		defer stop()
@@ -351,6 +376,7 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	if hc != nil {
 		fault := guard.Fault
 		hc.fault.Store(&fault)
+		hc.starting.Store(&startingFunc{d.Starting})
 	}
 
 	err = runRoles(ctx, d, hc)
@@ -412,6 +438,14 @@ func runRoles(ctx context.Context, d *startDeps, hc *health) error {
 		first error
 		names []string
 	)
+	d.mu.Lock()
+	d.starting = map[string]bool{}
+	for _, r := range startRoles {
+		if r.SignalsReady && roleSelected(r, d.Config) {
+			d.starting[r.Name] = true
+		}
+	}
+	d.mu.Unlock()
 	for _, r := range startRoles {
 		if !roleSelected(r, d.Config) {
 			continue

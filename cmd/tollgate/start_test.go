@@ -87,17 +87,27 @@ func TestStartServesStreamsAndStopsCleanly(t *testing.T) {
 	if !strings.Contains(log.String(), "streams ready") {
 		t.Fatalf("streams not logged:\n%s", log.String())
 	}
-	// The probes an orchestrator uses: alive, and ready once started with
-	// a sound AUDIT stream.
-	for _, path := range []string{"/healthz", "/readyz"} {
+	// The probes an orchestrator uses: alive at once, and ready once the
+	// broker serves, with a sound AUDIT stream.
+	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + healthAddr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %s %s", path, resp.Status, body)
+		return resp.StatusCode, string(body)
+	}
+	if c, b := get("/healthz"); c != http.StatusOK {
+		t.Fatalf("/healthz: %d %s", c, b)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c, b := get("/readyz")
+		if c == http.StatusOK {
+			break
+		}
+		if c != http.StatusServiceUnavailable || !strings.HasPrefix(b, "starting") || time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %s", c, b)
 		}
 	}
 

@@ -258,7 +258,9 @@ func checkPod(t *testing.T, objs []object, d *appsv1.Deployment, role string, se
 	}
 	ps := p.SecurityContext
 	if ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot || ps.RunAsUser == nil || *ps.RunAsUser != 10001 ||
-		ps.FSGroup == nil || *ps.FSGroup != 10001 || ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		ps.FSGroup == nil || *ps.FSGroup != 10001 || ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		// Always would widen the CA keys' mode at every start.
+		ps.FSGroupChangePolicy == nil || *ps.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
 		t.Errorf("pod securityContext %+v", ps)
 	}
 	if len(p.Containers) != 1 {
@@ -553,4 +555,46 @@ func TestChartLints(t *testing.T) {
 	if l.HighestSeverity >= support.WarningSev {
 		t.Fatalf("helm lint: highest severity %d", l.HighestSeverity)
 	}
+}
+
+// An agent alone, in another cluster or namespace than its broker: only
+// its own seed and the auditor's are needed, and it tunnels to the proxy
+// named.
+func TestChartAgentAlone(t *testing.T) {
+	v := values()
+	v["broker"] = map[string]any{"enabled": false}
+	v["exporter"] = map[string]any{"enabled": false}
+	v["agent"].(map[string]any)["proxyAddrs"] = []any{"tollgate.example.com:443"}
+	v["agent"].(map[string]any)["persistence"] = map[string]any{"enabled": false}
+	creds := v["nats"].(map[string]any)["credentials"].(map[string]any)
+	creds["seeds"] = map[string]any{"agent": agentSeed, "auditor": auditorSeed}
+	out, err := render(t, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := decodeAll(t, out)
+	var got []string
+	for _, o := range objs {
+		got = append(got, o.kind+"/"+o.name)
+	}
+	sort.Strings(got)
+	want := []string{"Deployment/tg-tollgate-agent", "Secret/tg-tollgate-agent", "Secret/tg-tollgate-nats-agent", "Secret/tg-tollgate-nats-auditor"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("objects %q, want %q", got, want)
+	}
+	d := find[appsv1.Deployment](t, objs, "Deployment", "tg-tollgate-agent")
+	for _, vol := range d.Spec.Template.Spec.Volumes {
+		if vol.Name == "data" && vol.EmptyDir == nil {
+			t.Errorf("data volume %+v, want an emptyDir without persistence", vol)
+		}
+	}
+	file := find[corev1.Secret](t, objs, "Secret", "tg-tollgate-agent").StringData["tollgate.yaml"]
+	cfg, err := config.Parse([]byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.DBService.ProxyAddrs, []string{"tollgate.example.com:443"}) {
+		t.Errorf("proxy_addrs %q", cfg.DBService.ProxyAddrs)
+	}
+	startCheck(t, file, "agent")
 }

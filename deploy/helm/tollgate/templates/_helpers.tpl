@@ -71,13 +71,16 @@ log:
   format: {{ .Values.log.format | quote }}
 {{- end -}}
 
-{{/* The pod's security context: the image's non-root user, its files
-group-owned so the data volume is writable. */}}
+{{/* The pod's security context: the image's non-root user, the data
+volume group-owned so it is writable. Only a volume whose root does not
+match yet is changed: changing every file at each start would add group
+bits to the CA keys, which the broker refuses (wider than 0600). */}}
 {{- define "tollgate.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 10001
 runAsGroup: 10001
 fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
