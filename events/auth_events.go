@@ -73,7 +73,11 @@ type UserLogin struct {
 	// Connector names the single sign-on connector of an oidc login.
 	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
 	// MFA names the second factor checked, empty when none was.
-	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,description=Second factor checked at login (empty: none)"`
+	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=provider,description=Second factor used at login: totp, or provider (the identity provider says it checked one); empty: none"`
+	// WithheldRoles are roles of the user that require a second factor
+	// (require_mfa) and were left out of the certificate because none was
+	// used.
+	WithheldRoles []string `json:"withheld_roles,omitempty" jsonschema:"description=Roles left out of the certificate: they require a second factor and none was used"`
 	// Reason is a stable code for a refusal; Status.Error says it in words.
 	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,enum=sso_unknown_connector,enum=sso_bad_state,enum=sso_provider_error,enum=sso_code_rejected,enum=sso_bad_token,enum=sso_bad_nonce,enum=sso_no_username,enum=sso_no_role,enum=mfa_required,enum=mfa_wrong,enum=mfa_reused,description=Why the login was refused"`
 	SourceAddr string `json:"source_addr,omitempty" jsonschema:"description=Client IP address as the API saw it"`

@@ -99,8 +99,12 @@ type UserPasswordSet struct {
 	InviteUsed bool `json:"invite_used" jsonschema:"description=The password was set with an invite"`
 }
 
-// MFA methods (UserMFAAdd.Method, UserLogin.MFA).
-const MFATOTP = "totp"
+// MFA methods (UserMFAAdd.Method, UserLogin.MFA). MFAProvider is a single
+// sign-on whose provider said it checked a second factor (amr "mfa").
+const (
+	MFATOTP     = "totp"
+	MFAProvider = "provider"
+)
 
 // UserMFAAdd records that a user enrolled a second factor; the secret is
 // kept in the CREDENTIALS bucket only.

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/pquerna/otp/totp"
 
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/sso"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/oidcop"
@@ -117,4 +121,39 @@ func idpLogin(t *testing.T, ctx context.Context, user, pw string, start chromedp
 		chromedp.SendKeys(chromedp.CSS("#username"), user),
 		chromedp.SendKeys(chromedp.CSS("#password"), pw),
 		chromedp.Click(chromedp.CSS(`button[type=submit]`)))
+}
+
+// TestTOTPSignIn: once alice enrolled an authenticator, the sign-in form
+// needs its code besides the password; without it the page says so.
+func TestTOTPSignIn(t *testing.T) {
+	w := startWorld(t)
+	base := "https://" + w.ProxyAddr
+	w.addUser(t, "alice", alicePW, access.RoleAccess)
+	id := identity.Identity{User: "alice", Roles: []string{access.RoleAccess}}
+	secret, _, err := w.Login.BeginTOTP(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	code, _ := totp.GenerateCode(secret, now)
+	if err := w.Login.ConfirmTOTP(ctxT(t), id, code); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	step(t, ctx, "sign-in page", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	status := submit(t, ctx, "password alone",
+		chromedp.SendKeys(chromedp.CSS("#user"), "alice"),
+		chromedp.SendKeys(chromedp.CSS("#password"), alicePW),
+		chromedp.Click(chromedp.CSS("#signin")))
+	if status != 403 || !strings.Contains(text(t, ctx, "#error"), "one-time code") {
+		t.Fatalf("password alone: status %d, page %q", status, text(t, ctx, "main"))
+	}
+	next, _ := totp.GenerateCode(secret, now.Add(30*time.Second))
+	status = submit(t, ctx, "password and code",
+		chromedp.SendKeys(chromedp.CSS("#password"), alicePW),
+		chromedp.SendKeys(chromedp.CSS("#otp"), next),
+		chromedp.Click(chromedp.CSS("#signin")))
+	if status != 200 || eval[int](t, ctx, `document.querySelectorAll('form.signout').length`) != 1 {
+		t.Fatalf("password and code: status %d, page %q", status, text(t, ctx, "main"))
+	}
 }

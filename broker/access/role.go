@@ -92,6 +92,13 @@ type OptionSpec struct {
 	DisconnectExpiredCert *bool  `yaml:"disconnect_expired_cert,omitempty" json:"disconnect_expired_cert,omitempty" jsonschema:"description=End sessions when the user's certificate expires"`
 	AuditMode             string `yaml:"audit_mode,omitempty" json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How sessions are audited"`
 	MySQLLocalInfile      *bool  `yaml:"mysql_local_infile,omitempty" json:"mysql_local_infile,omitempty" jsonschema:"description=Whether MySQL and MariaDB clients may send files with LOAD DATA LOCAL INFILE (default true; false in any role refuses it)"`
+	RequireMFA            *bool  `yaml:"require_mfa,omitempty" json:"require_mfa,omitempty" jsonschema:"description=The role is granted only by a login that used a second factor (TOTP, or the identity provider's)"`
+}
+
+// RequiresMFA reports whether r is granted only to logins with a second
+// factor.
+func (r Role) RequiresMFA() bool {
+	return r.Spec.Options.RequireMFA != nil && *r.Spec.Options.RequireMFA
 }
 
 // Labels maps a label key to the values it accepts.

@@ -353,7 +353,8 @@ func (s *Service) Certificate(is *login.Issued) (*api.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &api.Certificate{CertPEM: string(is.CertPEM), UserCAPEM: string(userCA), HostCAPEM: string(hostCA), DBCAPEM: string(dbCA), Identity: is.Identity}, nil
+	return &api.Certificate{CertPEM: string(is.CertPEM), UserCAPEM: string(userCA), HostCAPEM: string(hostCA), DBCAPEM: string(dbCA),
+		Identity: is.Identity, WithheldRoles: is.Withheld}, nil
 }
 
 func (b *bound) SignDB(ctx context.Context, req api.SignDBRequest) (*api.SignDBResponse, error) {

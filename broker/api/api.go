@@ -124,6 +124,9 @@ type Certificate struct {
 	// a joining agent verifies databases with by default.
 	DBCAPEM  string            `json:"db_ca_pem,omitempty"`
 	Identity identity.Identity `json:"identity"`
+	// WithheldRoles are roles of the user left out of the certificate:
+	// they require a second factor (require_mfa) and the login used none.
+	WithheldRoles []string `json:"withheld_roles,omitempty"`
 }
 
 // JoinRequest exchanges a join token for a host certificate.

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"net/http"
 	"strings"
 	"testing"
@@ -110,5 +111,62 @@ func TestTOTP(t *testing.T) {
 				t.Fatalf("%s %d holds the TOTP secret", name, seq)
 			}
 		}
+	}
+}
+
+// A role with require_mfa is left out of certificates of logins that used
+// no second factor, and out of their reissues, and says so; once the user
+// enrolled an authenticator, a login with its code gets it.
+func TestRequireMFARole(t *testing.T) {
+	b := startBroker(t, login.Options{})
+	ctx := ctxT(t)
+	if _, err := b.Admin.As(admin, "").UpsertRoles(ctx, "kind: role\nmetadata: {name: dba}\nspec:\n  options: {require_mfa: true}\n  allow: {db_labels: {'*': '*'}, db_users: ['*'], db_names: ['*']}\n"); err != nil {
+		t.Fatal(err)
+	}
+	c := b.client(t, nil)
+	cert, res, err := b.login(t, c, "bob", goodPassword, b.addUser(t, "bob", "access", "dba"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Identity.Roles, ",") != "access" || strings.Join(res.WithheldRoles, ",") != "dba" {
+		t.Fatalf("first login without a factor: roles %v, withheld %v", res.Identity.Roles, res.WithheldRoles)
+	}
+	if e := b.lastAudit(t, "user.login"); e.m["success"] != true || strings.Contains(string(e.raw), `"roles":["access","dba"]`) ||
+		!strings.Contains(string(e.raw), `"withheld_roles":["dba"]`) {
+		t.Fatalf("login event: %s", e.raw)
+	}
+	bob := b.client(t, cert)
+	re, err := bob.Reissue(ctx, api.ReissueRequest{PublicKey: pubPEM(t, newKey(t))})
+	if err != nil || strings.Join(re.Identity.Roles, ",") != "access" {
+		t.Fatalf("reissue of a certificate without the factor: %+v %v", re, err)
+	}
+
+	en, err := bob.BeginTOTP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	code, _ := totp.GenerateCode(en.Secret, now)
+	if err := bob.ConfirmTOTP(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := totp.GenerateCode(en.Secret, now.Add(30*time.Second))
+	k := newKey(t)
+	full, err := c.Login(ctx, api.LoginRequest{User: "bob", Password: goodPassword, OTP: next, PublicKey: pubPEM(t, k)})
+	if err != nil || strings.Join(full.Identity.Roles, ",") != "access,dba" || len(full.WithheldRoles) != 0 {
+		t.Fatalf("login with the code: %+v %v", full, err)
+	}
+	if e := b.lastAudit(t, "user.login"); e.str("mfa") != events.MFATOTP || !strings.Contains(string(e.raw), `"roles":["access","dba"]`) {
+		t.Fatalf("login event: %s", e.raw)
+	}
+	// A certificate that got the role with a factor renews it.
+	leaf, err := api.ParseCertificatePEM([]byte(full.CertPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	re, err = b.client(t, &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: k, Leaf: leaf}).
+		Reissue(ctx, api.ReissueRequest{PublicKey: pubPEM(t, newKey(t))})
+	if err != nil || strings.Join(re.Identity.Roles, ",") != "access,dba" {
+		t.Fatalf("reissue of a certificate with the factor: %+v %v", re, err)
 	}
 }

@@ -18,6 +18,9 @@ import (
 type External struct {
 	Method    string // events.LoginOIDC
 	Connector string
+	// MFA is events.MFAProvider when the provider says it checked a
+	// second factor.
+	MFA       string
 	Identity  identity.Identity
 	PublicKey crypto.PublicKey
 	TTL       time.Duration
@@ -44,8 +47,12 @@ func (s *Service) LoginExternal(ctx context.Context, x External) (*Issued, error
 		s.RefuseExternal(ctx, x, r)
 		return nil, r
 	}
-	ev.Success, ev.Roles = true, x.Identity.Roles
-	return s.issueUser(ctx, state.Actor{User: x.Identity.User, Roles: x.Identity.Roles}, x.Identity, x.PublicKey, x.TTL, events.IssueLogin, x.Source, ev)
+	id := x.Identity
+	if x.MFA == "" {
+		id.Roles, ev.WithheldRoles = s.withholdMFA(id.Roles, nil)
+	}
+	ev.Success, ev.Roles = true, id.Roles
+	return s.issueUser(ctx, state.Actor{User: id.User, Roles: id.Roles}, id, x.PublicKey, x.TTL, events.IssueLogin, x.Source, ev)
 }
 
 // RefuseExternal records a refused single sign-on: the user.login event
@@ -60,6 +67,6 @@ func (s *Service) RefuseExternal(ctx context.Context, x External, r *Refusal) {
 }
 
 func (x External) event() *events.UserLogin {
-	return &events.UserLogin{Method: x.Method, Connector: x.Connector, SourceAddr: x.Source,
+	return &events.UserLogin{Method: x.Method, Connector: x.Connector, MFA: x.MFA, SourceAddr: x.Source,
 		UserAgent: clip(x.UserAgent, 200), Path: x.Path}
 }

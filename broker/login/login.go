@@ -146,6 +146,8 @@ type Issued struct {
 	Cert     *x509.Certificate
 	CertPEM  []byte
 	Identity identity.Identity
+	// Withheld are the user's roles left out for want of a second factor.
+	Withheld []string
 }
 
 // The one message for every wrong user name or password, so a client
@@ -214,7 +216,10 @@ func (s *Service) Login(ctx context.Context, req Request) (*Issued, error) {
 	}
 	u, _ = s.store.User(req.User) // the invite path changed it
 	id := identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}
-	ev.Success, ev.Roles = true, u.Roles
+	if ev.MFA == "" {
+		id.Roles, ev.WithheldRoles = s.withholdMFA(u.Roles, nil)
+	}
+	ev.Success, ev.Roles = true, id.Roles
 	return s.issueUser(ctx, state.Actor{User: u.Name, Roles: u.Roles}, id, req.PublicKey, req.TTL, events.IssueLogin, req.Source, ev)
 }
 
@@ -384,8 +389,11 @@ func (s *Service) Reissue(ctx context.Context, caller identity.Identity, pub cry
 		return nil, &Refusal{Status: http.StatusForbidden, Reason: ev.Reason, Detail: ev.Error,
 			Message: fmt.Sprintf("reissue: %q is not a Tollgate user; an identity file is renewed with `tollgate auth sign --format=identity`", caller.User)}
 	}
-	ev.Success, ev.Roles = true, u.Roles
 	id := identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}
+	// A role that needs a second factor is renewed only for a certificate
+	// that got it with one.
+	id.Roles, ev.WithheldRoles = s.withholdMFA(u.Roles, caller.Roles)
+	ev.Success, ev.Roles = true, id.Roles
 	return s.issueUser(ctx, state.Actor{User: u.Name, Roles: caller.Roles}, id, pub, ttl, events.IssueReissue, m.Source, ev)
 }
 
@@ -429,7 +437,11 @@ func (s *Service) issue(ctx context.Context, by state.Actor, id identity.Identit
 	if err := s.audit.PublishBatch(ctx, evs); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrAudit, err)
 	}
-	return &Issued{Cert: cert, CertPEM: certPEM, Identity: out}, nil
+	is := &Issued{Cert: cert, CertPEM: certPEM, Identity: out}
+	if login != nil {
+		is.Withheld = login.WithheldRoles
+	}
+	return is, nil
 }
 
 // UserTTL is the lifetime of a user certificate for roles: the ttl asked

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -85,4 +86,29 @@ func (s *Service) ConfirmTOTP(ctx context.Context, id identity.Identity, code st
 	}
 	s.enrolling.Delete(id.User)
 	return nil
+}
+
+// withholdMFA splits roles into those a login without a second factor
+// gets and those it does not: roles with require_mfa, unless proven (the
+// roles of a certificate that got them with a factor) holds them.
+func (s *Service) withholdMFA(roles, proven []string) (kept, withheld []string) {
+	resolved, _ := s.store.ResolveRoles(roles)
+	need := map[string]bool{}
+	for _, r := range resolved {
+		if r.RequiresMFA() && !slices.Contains(proven, r.Name()) {
+			need[r.Name()] = true
+		}
+	}
+	if len(need) == 0 {
+		return roles, nil
+	}
+	kept = []string{}
+	for _, r := range roles {
+		if need[r] {
+			withheld = append(withheld, r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	return kept, withheld
 }

@@ -200,6 +200,10 @@ func keepLogin(cmd *cobra.Command, proxy string, key *ecdsa.PrivateKey, hostCA *
 	id := file.Identity
 	fmt.Fprintf(cmd.OutOrStdout(), "logged in as %s (roles %s) at %s until %s\n", id.User, strings.Join(id.Roles, ","), proxy, id.Expires.Local().Format(time.RFC3339))
 	fmt.Fprintf(stderr, "certificate and key in %s\n", path)
+	if len(res.WithheldRoles) > 0 {
+		fmt.Fprintf(stderr, "roles %s need a second factor and were left out: enroll an authenticator with tg mfa add, then log in again with its code\n",
+			strings.Join(res.WithheldRoles, ","))
+	}
 	return nil
 }
 

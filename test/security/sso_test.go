@@ -323,3 +323,52 @@ func TestSSONoRole(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestSSORequireMFA: a role with require_mfa that the claims map to is
+// left out of a single sign-on whose provider checked only a password
+// (amr [pwd]), and granted when the provider's token says it checked more
+// (amr with mfa, signed by the provider).
+func TestSSORequireMFA(t *testing.T) {
+	w := newSSOWorld(t)
+	admin := state.Actor{User: "admin", Roles: []string{access.RoleEditor}}
+	ctx := context.Background()
+	if _, err := w.b.Admin.As(admin, "").UpsertRoles(ctx, "kind: role\nmetadata: {name: dba}\nspec:\n  options: {require_mfa: true}\n  allow: {db_users: ['*'], db_names: ['*']}\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.b.Admin.As(admin, "").UpsertConnectors(ctx, fmt.Sprintf(`kind: connector
+metadata: {name: corp}
+spec:
+  type: oidc
+  issuer_url: %s
+  client_id: tollgate
+  client_secret: client-secret
+  scopes: [email]
+  claims_to_roles: [{claim: groups, value: dba, roles: [access, dba]}]
+`, w.idp.Issuer)); err != nil {
+		t.Fatal(err)
+	}
+	c := w.browser()
+	if st, page, ok := w.finish(t, c, w.begin(t, c, "alice")); st != 200 || !ok {
+		t.Fatalf("sign-in: %d %v\n%s", st, ok, page)
+	}
+	ev := w.lastLogin(t)
+	if fmt.Sprint(ev["roles"]) != "[access]" || fmt.Sprint(ev["withheld_roles"]) != "[dba]" || ev["mfa"] != nil {
+		t.Fatalf("password-only sign-in: %v", ev)
+	}
+	c = w.browser()
+	cb := w.begin(t, c, "alice")
+	w.idp.TamperTokens(func(answer map[string]any) {
+		claims := oidcop.Claims(t, answer["id_token"].(string))
+		claims["amr"] = []string{"pwd", "otp", "mfa"}
+		answer["id_token"] = w.idp.Sign(t, claims)
+	})
+	st, page, ok := w.finish(t, c, cb)
+	w.idp.TamperTokens(nil)
+	if st != 200 || !ok {
+		t.Fatalf("sign-in with a second factor: %d %v\n%s", st, ok, page)
+	}
+	ev = w.lastLogin(t)
+	if fmt.Sprint(ev["roles"]) != "[access dba]" || ev["withheld_roles"] != nil || ev["mfa"] != events.MFAProvider {
+		t.Fatalf("sign-in with a second factor: %v", ev)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -324,7 +325,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, x, a, *ref)
 		return
 	}
-	x.Identity, x.TTL = id.Identity, a.ttl
+	x.Identity, x.TTL, x.MFA = id.Identity, a.ttl, id.MFA
 	if !a.tg {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -425,6 +426,11 @@ func (s *Service) verify(ctx context.Context, c api.Connector, a *attempt, code 
 		return out, &refusal{http.StatusForbidden, reason, "sign-in refused: " + err.Error(), err.Error()}
 	}
 	out.Identity = id
+	// RFC 8176: "mfa" in amr says the provider checked more than one
+	// factor; roles with require_mfa are granted only then.
+	if slices.Contains(claimStrings(claims["amr"]), "mfa") {
+		out.MFA = events.MFAProvider
+	}
 	return out, nil
 }
 
@@ -491,6 +497,19 @@ func (s *Service) toTG(w http.ResponseWriter, r *http.Request, a *attempt, v url
 	}
 	u.RawQuery = q.Encode()
 	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+}
+
+// claimStrings reads a claim that is a list of strings.
+func claimStrings(v any) []string {
+	var out []string
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 func clip(s string, n int) string {
