@@ -242,14 +242,3 @@ type jsError struct {
 func (e *jsError) Error() string {
 	return fmt.Sprintf("JetStream refused the event: %s (code %d, err_code %d)", e.desc, e.code, e.errCode)
 }
-
-// retryable reports whether a failed publish may succeed if sent again
-// soon: no stream answered (a leader election in a cluster) or JetStream
-// said it is temporarily unavailable (503).
-func retryable(err error) bool {
-	var je *jsError
-	if errors.As(err, &je) {
-		return je.code == 503
-	}
-	return errors.Is(err, errNoStream)
-}

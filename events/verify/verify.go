@@ -284,6 +284,12 @@ func (c *Checker) addEvent(seq uint64, data []byte, fr *frameRead) (fields, bool
 	case typeStart:
 		s.started, s.startEI = true, *f.EI
 		s.refused = s.refused || f.Failed
+	case typeEnd:
+		if s.ended {
+			c.defect(seq, f.ID, f.SID, "a second %s", typeEnd)
+		}
+		s.ended, s.endEI = true, *f.EI
+		s.hasSeal = f.HasSeal || len(f.Signer) > 0
 	default:
 		if *f.EI == 0 {
 			// A session whose first event is not its start was refused
@@ -291,12 +297,6 @@ func (c *Checker) addEvent(seq uint64, data []byte, fr *frameRead) (fields, bool
 			// its own).
 			s.refused = true
 		}
-	case typeEnd:
-		if s.ended {
-			c.defect(seq, f.ID, f.SID, "a second %s", typeEnd)
-		}
-		s.ended, s.endEI = true, *f.EI
-		s.hasSeal = f.HasSeal || len(f.Signer) > 0
 	}
 	return f, true
 }
