@@ -43,6 +43,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/apiserver"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/sso"
 	"github.com/tollgate-db/tollgate/broker/state"
@@ -75,8 +76,11 @@ type Options struct {
 	// Exporters are the configured exporters, listed even before they
 	// first run.
 	Exporters []config.Exporter
-	JS        jetstream.JetStream
-	Log       *slog.Logger
+	// Presence follows the proxies and the agent tunnels they hold, for
+	// the health page; nil shows no proxies.
+	Presence *presence.View
+	JS       jetstream.JetStream
+	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -194,7 +194,7 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	flow := oidcflow.Mount(b.API, oidcflow.Options{Store: b.Store, Login: b.Login, Certificate: b.Admin.Certificate,
 		ProxyAddr: b.ProxyAddr, Log: o.Log.With("component", "sso")})
 	ui := webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
-		Exporters: cfg.Exporters, Log: o.Log.With("component", "webui")})
+		Exporters: cfg.Exporters, Presence: b.Presence, Log: o.Log.With("component", "webui")})
 	flow.SetWeb(ui)
 	go b.Requests.Run(ctx)
 	go func() {
