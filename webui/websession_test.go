@@ -193,3 +193,47 @@ func TestWebSessionAcrossBrokers(t *testing.T) {
 		t.Fatalf("a session ended by a lock came back when it was lifted: %d", status)
 	}
 }
+
+// TestWebSessionExpires: a web session lasts as long as its certificate.
+// Its record carries a TTL at the certificate's expiry, so the bucket
+// drops it on its own, and the browser is then sent to sign in.
+func TestWebSessionExpires(t *testing.T) {
+	w := startWorld(t)
+	if _, err := w.Admin.As(admin, "").UpsertRoles(ctxT(t), "kind: role\nmetadata: {name: brief}\nspec:\n  options: {max_session_ttl: 3s}\n"); err != nil {
+		t.Fatal(err)
+	}
+	w.addUser(t, "erin", alicePW, access.RoleAccess, "brief")
+	base := "https://" + w.Addr
+	ctx := browser(t)
+	signIn(t, ctx, base, "erin", alicePW)
+	if loc := location(t, ctx); loc != "/databases" {
+		t.Fatalf("signed in at %s", loc)
+	}
+	handle := sessionCookieOf(t, ctx, base)
+	kv, err := w.js.KeyValue(ctxT(t), webui.SessionBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(handle))
+	key := hex.EncodeToString(sum[:])
+	msg, err := w.js.Stream(ctxT(t), "KV_"+webui.SessionBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.GetLastMsgForSubject(ctxT(t), "$KV."+webui.SessionBucket+"."+key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl := raw.Header.Get("Nats-TTL"); ttl != "3s" && ttl != "4s" {
+		t.Fatalf("the record's TTL is %q, want the certificate's 3 s rounded up", ttl)
+	}
+	// Nobody reads the session in the meantime: the bucket drops it.
+	waitUntil(t, "the record to expire", func() bool {
+		_, err := kv.Get(ctxT(t), key)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	step(t, ctx, "a page after expiry", chromedp.Navigate(base+"/requests"), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	if loc := location(t, ctx); !strings.HasPrefix(loc, "/login?next=%2Frequests") {
+		t.Fatalf("after expiry the browser is at %s", loc)
+	}
+}
