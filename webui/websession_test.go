@@ -192,6 +192,29 @@ func TestWebSessionAcrossBrokers(t *testing.T) {
 	if status, _ := get(t, client, b2.Addr, handle); status != http.StatusSeeOther {
 		t.Fatalf("a session ended by a lock came back when it was lifted: %d", status)
 	}
+
+	// Removing the user ends their web session on every broker too.
+	waitUntil(t, "the lock lifted on both brokers", func() bool { return len(b3.Store.Locks()) == 0 && len(b2.Store.Locks()) == 0 })
+	signIn(t, ctx, "https://"+b2.Addr, "alice", alicePW)
+	handle = sessionCookieOf(t, ctx, "https://"+b2.Addr)
+	if status, _ := get(t, client, b3.Addr, handle); status != http.StatusOK {
+		t.Fatalf("a session after the lock was lifted: %d", status)
+	}
+	if err := b2.Admin.As(admin, "").RemoveUser(ctxT(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the removal on both brokers", func() bool {
+		_, on2 := b2.Store.User("alice")
+		_, on3 := b3.Store.User("alice")
+		return !on2 && !on3
+	})
+	if status, loc := get(t, client, b3.Addr, handle); status != http.StatusSeeOther || loc != "/login?next=%2Faudit&ended=1" {
+		t.Fatalf("a removed user's cookie: status %d to %q", status, loc)
+	}
+	sum = sha256.Sum256([]byte(handle))
+	if _, err := kv.Get(ctxT(t), hex.EncodeToString(sum[:])); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the record of a removed user's session: %v", err)
+	}
 }
 
 // TestWebSessionExpires: a web session lasts as long as its certificate.
