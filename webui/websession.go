@@ -28,8 +28,10 @@ import (
 // browser), and the certificate's private key is never kept, because the
 // certificate is only ever checked by the broker itself
 // (login.Service.Authenticate) and never presented to an agent. So the
-// bucket is no secret store and needs no encryption; its records are as
-// public as the certificates in the audit trail.
+// bucket is no secret store and needs no encryption. Writing a record
+// grants nothing either: its certificate must be one the user CA issued
+// and the API still accepts, and whoever holds such a certificate with
+// its key can use the API already.
 const SessionBucket = "WEB_SESSIONS"
 
 // markerTTL is how long the bucket keeps the marker of a session that
