@@ -28,10 +28,13 @@ import (
 // browser), and the certificate's private key is never kept, because the
 // certificate is only ever checked by the broker itself
 // (login.Service.Authenticate) and never presented to an agent. So the
-// bucket is no secret store and needs no encryption. Writing a record
-// grants nothing either: its certificate must be one the user CA issued
-// and the API still accepts, and whoever holds such a certificate with
-// its key can use the API already.
+// bucket is no secret store and needs no encryption. Writing it is
+// another matter: a record planted with any certificate of a user (a
+// public thing) would make a cookie for that user. Only the broker's NATS
+// identity may write it (events/natsserver), and that identity can
+// already change users and roles in STATE, so a planted record grants
+// nothing its writer did not hold; the page still accepts only a
+// certificate the user CA issued and the API accepts now.
 const SessionBucket = "WEB_SESSIONS"
 
 // markerTTL is how long the bucket keeps the marker of a session that
