@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/webui"
@@ -102,7 +103,7 @@ func location(t *testing.T, ctx context.Context) string {
 }
 
 // shots are the pages pictured in docs/screenshots.
-var shots = map[string]bool{"/audit?q=marker_4242": true, "/sessions/S-web-1": true, "/requests": true, "/databases": true}
+var shots = map[string]bool{"/audit?q=marker_4242": true, "/sessions/S-web-1": true, "/requests": true, "/databases": true, "/health": true}
 
 // shoot writes a PNG of the whole page (`make screenshots` sets
 // TOLLGATE_WEBUI_SCREENSHOTS to docs/screenshots).
@@ -182,6 +183,18 @@ func TestBrowser(t *testing.T) {
 		Labels: map[string]string{"env": "dev"}, HostID: "agent1", AgentAddr: "127.0.0.1:3036"}); err != nil {
 		t.Fatal(err)
 	}
+	// A database whose agent is reached through a proxy's tunnel, as
+	// PRESENCE announces it.
+	if _, err := w.Store.RegisterDatabase(ctxT(t), admin, state.NewDatabase{Name: "maria1", Protocol: "mysql", URI: "10.0.0.7:3306",
+		Labels: map[string]string{"env": "prod"}, HostID: "agent2", AgentAddr: w.ProxyAddr}); err != nil {
+		t.Fatal(err)
+	}
+	pctx, stopProxy := context.WithCancel(context.Background())
+	t.Cleanup(stopProxy)
+	proxy := presence.NewAnnouncer(w.PresenceKV, "proxy-1", w.ProxyAddr, 0, nil)
+	go proxy.Run(pctx)
+	proxy.Add(pctx, "maria1", "agent2")
+	waitUntil(t, "maria1's route", func() bool { return w.Presence.Online("maria1") })
 	base := "https://" + w.Addr
 	ctx := browser(t)
 
@@ -277,7 +290,7 @@ func TestBrowser(t *testing.T) {
 	// shown, its session opened.
 	step(t, ctx, "follow Audit", chromedp.Navigate(base+"/databases"), chromedp.WaitVisible(chromedp.CSS("#databases")))
 	if got := text(t, ctx, "#databases tbody"); !strings.Contains(got, "pg1") || !strings.Contains(got, "env=dev") ||
-		!strings.Contains(got, "tg db connect pg1") || !strings.Contains(got, `psql "service=tollgate-pg1"`) || !strings.Contains(got, "online") {
+		!strings.Contains(got, "tg db connect pg1") || !strings.Contains(got, `psql "service=tollgate-pg1"`) || !strings.Contains(got, "online") || !strings.Contains(got, "via proxy-1") {
 		t.Fatalf("databases page: %q", got)
 	}
 	status = submit(t, ctx, "Audit link", chromedp.Click(`//nav//a[normalize-space()="Audit"]`))
@@ -460,6 +473,9 @@ func TestBrowser(t *testing.T) {
 	}
 	if got := text(t, ctx, "#agents tbody"); !strings.Contains(got, "agent1") || !strings.Contains(got, "pg1") || !strings.Contains(got, "online") {
 		t.Fatalf("agents: %q", got)
+	}
+	if got := text(t, ctx, "#proxy-proxy-1"); !strings.Contains(got, w.ProxyAddr) || !strings.Contains(got, "maria1") {
+		t.Fatalf("proxies: %q", got)
 	}
 	if got := text(t, ctx, "#exporters tbody"); !strings.Contains(got, "No exporter") {
 		t.Fatalf("exporters: %q", got)

@@ -45,3 +45,23 @@ func TestParsePosition(t *testing.T) {
 		}
 	}
 }
+
+// A session's CSRF token is the same on every broker (derived from the
+// handle), differs between sessions, and cookies that randomToken could
+// not have made never reach the bucket.
+func TestSessionHandle(t *testing.T) {
+	a, b := randomToken(), randomToken()
+	// Two brokers compute the token for the same handle.
+	onOne, onOther := csrfToken(a), csrfToken(a)
+	if !validHandle(a) || onOne != onOther || onOne == csrfToken(b) || onOne == a {
+		t.Fatalf("handle %q: valid %v, csrf %q / %q", a, validHandle(a), csrfToken(a), csrfToken(b))
+	}
+	if sessionKey(a) == sessionKey(b) || len(sessionKey(a)) != 64 || sessionKey(a) == a {
+		t.Fatalf("keys %q %q", sessionKey(a), sessionKey(b))
+	}
+	for _, bad := range []string{"", "forged", a + "x", a[:42], "../" + a[3:], "AAAA" + a[4:] + "==="} {
+		if validHandle(bad) {
+			t.Errorf("validHandle(%q) accepted", bad)
+		}
+	}
+}

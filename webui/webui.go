@@ -6,13 +6,14 @@
 //
 // A web session is a user certificate like the one `tg login` gets: the
 // sign-in runs the API's password login (login.Service.Login, with its
-// rate limits and user.login events) for a key the broker makes and keeps
-// in memory, and every page authenticates that certificate as the API
+// rate limits and user.login events) for a key the broker makes and then
+// forgets, and every page authenticates that certificate as the API
 // authenticates a client's (login.Service.Authenticate), so a removed
 // user, a role taken away or a lock ends the web session as it ends API
 // access, and the session ends when the certificate expires. The cookie
-// holds only a random handle; sessions live in the process that signed
-// them in, so behind several brokers a browser must stick to one.
+// holds only a random handle; the certificate is kept under the handle's
+// hash in the WEB_SESSIONS bucket (websession.go), so any broker of the
+// cluster serves the session, and a restart does not end it.
 package webui
 
 import (
@@ -33,7 +34,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +43,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/apiserver"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/login"
+	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/requests"
 	"github.com/tollgate-db/tollgate/broker/sso"
 	"github.com/tollgate-db/tollgate/broker/state"
@@ -75,8 +76,13 @@ type Options struct {
 	// Exporters are the configured exporters, listed even before they
 	// first run.
 	Exporters []config.Exporter
-	JS        jetstream.JetStream
-	Log       *slog.Logger
+	// Presence follows the proxies and the agent tunnels they hold, for
+	// the health page; nil shows no proxies.
+	Presence *presence.View
+	JS       jetstream.JetStream
+	// Sessions is the WEB_SESSIONS bucket (EnsureSessions).
+	Sessions jetstream.KeyValue
+	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -86,16 +92,6 @@ type UI struct {
 	o    Options
 	api  *apiserver.Server
 	tmpl map[string]*template.Template
-
-	mu       sync.Mutex
-	sessions map[string]*webSession
-}
-
-// webSession is a signed-in browser: the certificate its login issued
-// and the token its forms must carry.
-type webSession struct {
-	cert *x509.Certificate
-	csrf string
 }
 
 // Mount serves the UI at / on the API's server. The API's /v1/ paths are
@@ -107,7 +103,12 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	u := &UI{o: o, api: srv, tmpl: parseTemplates(), sessions: map[string]*webSession{}}
+	if o.Sessions == nil {
+		// A wiring mistake, not a condition to run with: sign-ins would
+		// have nowhere to live.
+		panic("webui: Options.Sessions (the WEB_SESSIONS bucket) is required")
+	}
+	u := &UI{o: o, api: srv, tmpl: parseTemplates()}
 	static, _ := fs.Sub(staticFS, "static")
 	srv.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	// Editors start on the audit trail; others on what they may use.
@@ -225,6 +226,11 @@ func (u *UI) view(c *caller, title, nav string, data any) view {
 func (u *UI) page(h func(http.ResponseWriter, *http.Request, *caller)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := u.authenticate(r)
+		if errors.Is(err, errStore) {
+			u.o.Log.Error("web session", "err", err)
+			u.render(w, http.StatusServiceUnavailable, "error", view{Title: "Unavailable", Data: "Web sessions cannot be read now; try again shortly."})
+			return
+		}
 		if err != nil {
 			next := "/login"
 			if r.Method == http.MethodGet && r.URL.Path != "/" {
@@ -259,31 +265,35 @@ func (u *UI) authenticate(r *http.Request) (*caller, error) {
 	if err != nil {
 		return nil, errNoSession
 	}
-	u.mu.Lock()
-	s := u.sessions[ck.Value]
-	u.mu.Unlock()
-	if s == nil {
-		return nil, errNoSession
+	rec, cert, err := u.getSession(r.Context(), ck.Value)
+	if err != nil {
+		return nil, err
 	}
-	if !u.o.Now().Before(s.cert.NotAfter) {
-		u.drop(ck.Value)
+	if !u.o.Now().Before(rec.Expires) || !u.o.Now().Before(cert.NotAfter) {
+		u.drop(r.Context(), ck.Value)
 		return nil, errors.New("certificate expired")
 	}
 	// The API's own check of a client certificate, so a web page is
 	// refused exactly when the API would refuse the user (and the refusal
 	// is audited the same way).
-	id, err := u.o.Login.Authenticate(r.Context(), []*x509.Certificate{s.cert}, apiserver.RequestMeta(r))
+	id, err := u.o.Login.Authenticate(r.Context(), []*x509.Certificate{cert}, apiserver.RequestMeta(r))
 	if err != nil {
-		u.drop(ck.Value)
+		u.drop(r.Context(), ck.Value)
 		return nil, err
 	}
-	return &caller{id: id, token: ck.Value, csrf: s.csrf}, nil
+	if id.User != rec.User {
+		u.drop(r.Context(), ck.Value)
+		return nil, fmt.Errorf("web session of %s holds a certificate of %s", rec.User, id.User)
+	}
+	return &caller{id: id, token: ck.Value, csrf: csrfToken(ck.Value)}, nil
 }
 
-func (u *UI) drop(token string) {
-	u.mu.Lock()
-	delete(u.sessions, token)
-	u.mu.Unlock()
+// drop ends a session that may no longer be used; should the bucket not
+// take the deletion, the next page refuses it again.
+func (u *UI) drop(ctx context.Context, handle string) {
+	if err := u.dropSession(ctx, handle); err != nil {
+		u.o.Log.Warn("web session not deleted", "err", err)
+	}
 }
 
 // postAllowed checks a form post: the CSRF token of the form against
@@ -371,15 +381,11 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 // of a password sign-in, and of a single sign-on (broker/sso/oidcflow).
 func (u *UI) SignedIn(w http.ResponseWriter, r *http.Request, cert *x509.Certificate, next string) {
 	tok := randomToken()
-	u.mu.Lock()
-	now := u.o.Now()
-	for k, s := range u.sessions {
-		if !now.Before(s.cert.NotAfter) {
-			delete(u.sessions, k)
-		}
+	if err := u.putSession(r.Context(), tok, cert); err != nil {
+		u.o.Log.Error("web session", "err", err)
+		u.render(w, http.StatusServiceUnavailable, "error", view{Title: "Unavailable", Data: "The sign-in succeeded but its web session could not be stored; try again shortly."})
+		return
 	}
-	u.sessions[tok] = &webSession{cert: cert, csrf: randomToken()}
-	u.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, Expires: cert.NotAfter})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", HttpOnly: true, Secure: true,
@@ -421,7 +427,13 @@ func (u *UI) connectors() []ssoButton {
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, c *caller) {
-	u.drop(c.token)
+	// Deleted before the cookie is cleared: a copy of the cookie must
+	// not outlive the sign-out on any broker.
+	if err := u.dropSession(r.Context(), c.token); err != nil {
+		u.o.Log.Error("sign out", "err", err)
+		u.render(w, http.StatusServiceUnavailable, "error", u.view(c, "Not signed out", "", "The session could not be deleted; try signing out again."))
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,9 @@ type world struct {
 	*daemon.Broker
 	js  jetstream.JetStream
 	pub *events.Publisher
+	srv *natsserver.Server
+	// stop stops the broker (not NATS), as for a restart.
+	stop func()
 }
 
 // startNATS starts the embedded server on a fresh data dir and returns
@@ -66,14 +70,29 @@ func startNATS(tb testing.TB) (string, *natsserver.Server, jetstream.JetStream) 
 func startWorld(tb testing.TB) *world {
 	tb.Helper()
 	dir, srv, js := startNATS(tb)
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
 	pub, err := events.NewPublisher(js, config.DefaultCluster)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() {
+		cctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c2()
+		_ = pub.Close(cctx)
+	})
+	b, stop := startBroker(tb, dir, srv, js, pub)
+	return &world{Broker: b, js: js, pub: pub, srv: srv, stop: stop}
+}
+
+// startBroker runs a broker on the data dir dir and the NATS server srv
+// until stop (or the test's end): a restart is a stop and another
+// startBroker on the same dir; a second broker of the cluster is one on a
+// data dir holding a copy of the first's CAs.
+func startBroker(tb testing.TB, dir string, srv *natsserver.Server, js jetstream.JetStream, pub *events.Publisher) (*daemon.Broker, func()) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cancel()
 		tb.Fatal(err)
 	}
 	cfg := config.Default()
@@ -84,18 +103,17 @@ func startWorld(tb testing.TB) *world {
 	cfg.Proxy.PublicAddr = ln.Addr().String()
 	b, err := daemon.Start(ctx, daemon.Options{Config: cfg, JS: js, Audit: pub, Listener: ln, Login: login.Options{}})
 	if err != nil {
+		cancel()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := b.Wait(); err != nil {
 			tb.Errorf("broker: %v", err)
 		}
-		cctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c2()
-		_ = pub.Close(cctx)
 	})
-	return &world{Broker: b, js: js, pub: pub}
+	tb.Cleanup(stop)
+	return b, stop
 }
 
 func ctxT(tb testing.TB) context.Context {

@@ -193,8 +193,15 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	// The web UI at /, beside the API's /v1/ paths on the same listener.
 	flow := oidcflow.Mount(b.API, oidcflow.Options{Store: b.Store, Login: b.Login, Certificate: b.Admin.Certificate,
 		ProxyAddr: b.ProxyAddr, Log: o.Log.With("component", "sso")})
-	ui := webui.Mount(b.API, webui.Options{Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
-		Exporters: cfg.Exporters, Log: o.Log.With("component", "webui")})
+	// Web sessions live in NATS, so every broker serves them and they
+	// outlive a restart.
+	webSessions, err := webui.EnsureSessions(ctx, o.JS, cfg.NATS.Replicas)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	ui := webui.Mount(b.API, webui.Options{Sessions: webSessions, Login: b.Login, Requests: b.Requests, Store: b.Store, Admin: b.Admin, JS: o.JS,
+		Exporters: cfg.Exporters, Presence: b.Presence, Log: o.Log.With("component", "webui")})
 	flow.SetWeb(ui)
 	go b.Requests.Run(ctx)
 	go func() {

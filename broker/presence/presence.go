@@ -40,7 +40,10 @@ const DefaultLease = 15 * time.Second
 type Proxy struct {
 	ID string `json:"id"`
 	// Addr is where agents and other proxies reach this proxy (host:port).
-	Addr    string    `json:"addr"`
+	Addr string `json:"addr"`
+	// Renewed is when the proxy last renewed its lease (by its clock, as
+	// Expires is): how long ago says whether it keeps up.
+	Renewed time.Time `json:"renewed,omitzero"`
 	Expires time.Time `json:"expires"`
 }
 
@@ -176,7 +179,8 @@ func (a *Announcer) put(ctx context.Context, key string, v any) {
 		x.Expires = a.now().Add(a.lease)
 		v = x
 	case Proxy:
-		x.Expires = a.now().Add(a.lease)
+		x.Renewed = a.now()
+		x.Expires = x.Renewed.Add(a.lease)
 		v = x
 	}
 	b, _ := json.Marshal(v)
@@ -337,6 +341,27 @@ func (v *View) Routes(db string) []Route {
 		}
 	}
 	slices.SortFunc(out, func(a, b Route) int { return b.Expires.Compare(a.Expires) })
+	return out
+}
+
+// Tunnels are the live routes through proxy id (the agent tunnels it
+// holds), by database then host.
+func (v *View) Tunnels(id string) []Route {
+	now := v.now()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []Route
+	for _, r := range v.routes {
+		if r.Proxy == id && r.Expires.After(now) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := strings.Compare(a.Database, b.Database); c != 0 {
+			return c
+		}
+		return strings.Compare(a.HostID, b.HostID)
+	})
 	return out
 }
 

@@ -69,6 +69,15 @@ func TestLeases(t *testing.T) {
 	if v.Online("pg") {
 		t.Fatal("pg is online through the route of pg.1")
 	}
+	if tun := v.Tunnels("proxy-a"); len(tun) != 1 || tun[0].Database != "pg.1" || tun[0].HostID != "host/1" {
+		t.Fatalf("tunnels of proxy-a: %+v", tun)
+	}
+	if tun := v.Tunnels("proxy-b"); len(tun) != 0 {
+		t.Fatalf("tunnels of a proxy that holds none: %+v", tun)
+	}
+	if p := v.Proxies()[0]; p.Renewed.IsZero() || p.Expires.Sub(p.Renewed) != 3*time.Second {
+		t.Fatalf("proxy record renewed %s, expires %s: want the lease between them", p.Renewed, p.Expires)
+	}
 	// Renewed past its first lease.
 	time.Sleep(4 * time.Second)
 	if !v.Online("pg.1") {
