@@ -44,6 +44,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // Recorder stores the proxy's audit events.
@@ -88,6 +89,9 @@ type Options struct {
 	// there and a database no agent serves anywhere is answered offline.
 	Presence *presence.Announcer
 	View     *presence.View
+	// Events, when set, relays agents' NATS connections (ALPN
+	// natsserver.ProxyALPN) to the event plane.
+	Events *EventPlane
 }
 
 // PeerALPN is the TLS application protocol of a connection one proxy
@@ -159,7 +163,7 @@ func New(o Options) (*Server, error) {
 		Certificates: []tls.Certificate{o.Cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    o.AgentCAs,
-		NextProtos:   []string{tunnel.ALPN, PeerALPN},
+		NextProtos:   []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }
@@ -286,6 +290,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		return
 	case slices.Contains(hello.ALPN, PeerALPN):
 		s.servePeer(ctx, conn, log)
+		return
+	case slices.Contains(hello.ALPN, natsserver.ProxyALPN):
+		s.serveEvents(ctx, conn, log)
 		return
 	case hello.ServerName != "":
 		if t, db := s.route(hello.ServerName); t != nil {
