@@ -19,7 +19,10 @@
 //
 // PostgreSQL clients that open with an SSLRequest get their 'S' from the
 // proxy, which then routes on the ClientHello that follows; the agent
-// accepts TLS from the first byte, so nothing else changes for it.
+// accepts TLS from the first byte, so nothing else changes for it. A
+// cancel request sent without TLS names no database and is offered to
+// every agent (routeCancel). ALPN natsserver.ProxyALPN is an agent's
+// event-plane connection, relayed to the NATS server (serveEvents).
 package proxy
 
 import (
@@ -330,8 +333,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 // postgresStartup answers a PostgreSQL client that opens in plain text:
 // a GSSENCRequest gets 'N' (the client then asks for TLS, as it would of
 // a server without GSSAPI encryption), an SSLRequest 'S'; after that the
-// client sends its ClientHello. Anything else is refused and recorded.
-// first is the byte already read.
+// client sends its ClientHello. A cancel request goes to routeCancel.
+// Anything else is refused and recorded. first is the byte already read.
 func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool {
 	msg := make([]byte, len(sslRequest))
 	msg[0] = first
