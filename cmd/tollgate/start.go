@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
@@ -269,7 +270,8 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 			return err
 		}
 		d.viaProxy = true
-		if d.shared, err = natsserver.ConnectViaProxy(cfg.DBService.ProxyAddrs, tc); err != nil {
+		// HTTPS_PROXY applies as to the tunnels.
+		if d.shared, err = natsserver.ConnectViaProxy(cfg.DBService.ProxyAddrs, tc, tunnel.Dial); err != nil {
 			return err
 		}
 		defer d.closeConns()

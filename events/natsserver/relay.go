@@ -42,10 +42,11 @@ func (s *Server) Sign(p Part, nonce []byte) (string, []byte, error) {
 
 // ConnectViaProxy connects as the agent part through the proxies at
 // addrs (any one, another when it fails): TLS with ALPN ProxyALPN and the
-// agent's host certificate (tc), after which the proxy speaks for the
-// agent to the embedded server. Servers the cluster announces are
-// ignored: the proxies are the only way in.
-func ConnectViaProxy(addrs []string, tc *tls.Config, extra ...nats.Option) (*nats.Conn, error) {
+// agent's host certificate (tc) over a connection dial opens (nil: a
+// direct one), after which the proxy speaks for the agent to the embedded
+// server. Servers the cluster announces are ignored: the proxies are the
+// only way in.
+func ConnectViaProxy(addrs []string, tc *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error), extra ...nats.Option) (*nats.Conn, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("natsserver: no proxy address")
 	}
@@ -64,7 +65,7 @@ func ConnectViaProxy(addrs []string, tc *tls.Config, extra ...nats.Option) (*nat
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.IgnoreDiscoveredServers(),
 		nats.CustomInboxPrefix(Agent.InboxPrefix()),
-		nats.SetCustomDialer(proxyDialer{tls: tc}),
+		nats.SetCustomDialer(proxyDialer{tls: tc, dial: dial}),
 	}, extra...)
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
@@ -76,7 +77,8 @@ func ConnectViaProxy(addrs []string, tc *tls.Config, extra ...nats.Option) (*nat
 // proxyDialer opens the TLS connection to a proxy for the NATS client,
 // which then speaks plain NATS inside it.
 type proxyDialer struct {
-	tls *tls.Config
+	tls  *tls.Config
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (d proxyDialer) Dial(network, addr string) (net.Conn, error) {
@@ -91,12 +93,20 @@ func (d proxyDialer) Dial(network, addr string) (net.Conn, error) {
 		tc = tc.Clone()
 		tc.ServerName = host
 	}
-	dl := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 30 * time.Second}, Config: tc}
-	c, err := dl.DialContext(ctx, network, addr)
+	dial := d.dial
+	if dial == nil {
+		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
+	raw, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != ProxyALPN {
+	c := tls.Client(raw, tc)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != ProxyALPN {
 		c.Close()
 		return nil, fmt.Errorf("%s does not relay the event plane (ALPN %q)", addr, p)
 	}
