@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/test/harness"
 )
 
 // proxyStack is a broker+proxy process (tollgate start, broker role) on
@@ -47,6 +49,8 @@ type proxyStackOptions struct {
 	// embedded runs NATS in the broker's process, reached by the agent
 	// through the proxy only: its configuration has no nats section.
 	embedded bool
+	// mariadb adds MariaDB (database MyName) to the agent.
+	mariadb bool
 }
 
 // newProxyStack starts the broker+proxy of a Stack without its agent and
@@ -97,6 +101,18 @@ func newProxyStack(t *testing.T, o proxyStackOptions) *proxyStack {
 	if o.embedded {
 		natsYAML = ""
 	}
+	myYAML := ""
+	if o.mariadb {
+		dbClient, err := s.CAs.CertPEM(ca.DBClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// general_log is on: the server's own record of every statement.
+		s.MariaDB = harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: dbClient},
+			Users: []string{MyUser}, Args: []string{"--max-connections=100"}})
+		myYAML = fmt.Sprintf("    - name: %s\n      protocol: mysql\n      uri: %s\n      tls: {mode: verify-full, ca_cert_file: %s}\n",
+			MyName, q(s.MariaDB.Addr()), q(s.MariaDB.ServerCAFile))
+	}
 	ps.agentCfg = filepath.Join(s.Dir, "agent.yaml")
 	tunnelTo := s.ProxyAddr
 	if ps.link != nil {
@@ -115,8 +131,8 @@ db_service:
       protocol: postgres
       uri: %s
       tls: {mode: verify-full, ca_cert_file: %s}
-log: {level: info}
-`, Cluster, q(filepath.Join(s.Dir, "agent-data")), natsYAML, q(tunnelTo), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile))
+%slog: {level: info}
+`, Cluster, q(filepath.Join(s.Dir, "agent-data")), natsYAML, q(tunnelTo), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile), myYAML)
 	if err := os.WriteFile(ps.agentCfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +253,7 @@ func listeningSockets(t *testing.T, pid int) (listening []string, total int) {
 // serves psql and pgbench through the proxy; every statement in
 // PostgreSQL's log has its event.
 func TestAgentBehindProxyProcesses(t *testing.T) {
-	ps := newProxyStack(t, proxyStackOptions{embedded: true})
+	ps := newProxyStack(t, proxyStackOptions{embedded: true, mariadb: true})
 	if b, err := os.ReadFile(ps.agentCfg); err != nil || strings.Contains(string(b), "nats") {
 		t.Fatalf("the agent's configuration names NATS (%v):\n%s", err, b)
 	}
@@ -293,22 +309,49 @@ func TestAgentBehindProxyProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pgbench through the proxy: %v\n%s", err, pbOut)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := &Ledger{JS: ps.JS, PG: ps.PG}
+	for _, bin := range []string{"mariadb", "sysbench"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is not installed (Debian: mariadb-client, sysbench)", bin)
+		}
+	}
+	// MariaDB through the proxy: the mariadb client and sysbench over a
+	// plaintext local port carried in TLS with SNI my, as tg's tunnel does.
+	tun, err := NewTunnel(ps.ProxyAddr, MyName, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	host, port, _ := net.SplitHostPort(tun.Addr())
+	my := exec.CommandContext(ctx, "mariadb", "--host="+host, "--port="+port, "--skip-ssl", "--user="+MyUser, "--database="+MyDatabase,
+		"-N", "-e", "select 'mariadb through the proxy'")
+	my.Env = childEnv()
+	if out, err := my.CombinedOutput(); err != nil || !strings.Contains(string(out), "mariadb through the proxy") {
+		t.Fatalf("mariadb through the proxy: %v\n%s", err, out)
+	}
+	if err := SysbenchPrepare(ctx, tun.Addr()); err != nil {
+		t.Fatalf("%v\nagent:\n%s", err, ps.agent.LogTail())
+	}
+	sb := &Sysbench{Addr: tun.Addr(), Threads: 2, Slice: 4 * time.Second}
+	sb.Run(ctx, time.Now().Add(4*time.Second+500*time.Millisecond))
+	if sb.Transactions() == 0 {
+		t.Fatalf("sysbench through the proxy: no transaction; errors %v", sb.Errors())
+	}
+	l := &Ledger{JS: ps.JS, PG: ps.PG, MariaDB: ps.MariaDB}
 	var now Totals
 	for {
 		if now, _, err = l.Check(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if now.Missing == 0 || ctx.Err() != nil {
+		if (now.Missing == 0 && now.MyMissing == 0) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("through the proxy: %d statements in PostgreSQL's log, %d events, %d without an event; pgbench: %s",
-		now.Statements, now.Events, now.Missing, lastLines(string(pbOut), "tps ="))
-	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
+	t.Logf("through the proxy: %d statements in PostgreSQL's log, %d in MariaDB's general log, %d events, %d and %d without an event; pgbench: %s; sysbench: %d transactions",
+		now.Statements, now.MyStatements, now.Events, now.Missing, now.MyMissing, lastLines(string(pbOut), "tps ="), sb.Transactions())
+	if now.Statements < 100 || now.MyStatements < 100 || now.Missing != 0 || now.MyMissing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
 		t.Fatalf("ledger %+v", now)
 	}
 }
