@@ -19,7 +19,10 @@
 //
 // PostgreSQL clients that open with an SSLRequest get their 'S' from the
 // proxy, which then routes on the ClientHello that follows; the agent
-// accepts TLS from the first byte, so nothing else changes for it.
+// accepts TLS from the first byte, so nothing else changes for it. A
+// cancel request sent without TLS names no database and is offered to
+// every agent (routeCancel). ALPN natsserver.ProxyALPN is an agent's
+// event-plane connection, relayed to the NATS server (serveEvents).
 package proxy
 
 import (
@@ -44,6 +47,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // Recorder stores the proxy's audit events.
@@ -88,6 +92,9 @@ type Options struct {
 	// there and a database no agent serves anywhere is answered offline.
 	Presence *presence.Announcer
 	View     *presence.View
+	// Events, when set, relays agents' NATS connections (ALPN
+	// natsserver.ProxyALPN) to the event plane.
+	Events *EventPlane
 }
 
 // PeerALPN is the TLS application protocol of a connection one proxy
@@ -159,7 +166,7 @@ func New(o Options) (*Server, error) {
 		Certificates: []tls.Certificate{o.Cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    o.AgentCAs,
-		NextProtos:   []string{tunnel.ALPN, PeerALPN},
+		NextProtos:   []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }
@@ -287,6 +294,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	case slices.Contains(hello.ALPN, PeerALPN):
 		s.servePeer(ctx, conn, log)
 		return
+	case slices.Contains(hello.ALPN, natsserver.ProxyALPN):
+		s.serveEvents(ctx, conn, log)
+		return
 	case hello.ServerName != "":
 		if t, db := s.route(hello.ServerName); t != nil {
 			s.splice(conn, c.RemoteAddr().String(), t, db, hello.ServerName, log)
@@ -323,8 +333,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 // postgresStartup answers a PostgreSQL client that opens in plain text:
 // a GSSENCRequest gets 'N' (the client then asks for TLS, as it would of
 // a server without GSSAPI encryption), an SSLRequest 'S'; after that the
-// client sends its ClientHello. Anything else is refused and recorded.
-// first is the byte already read.
+// client sends its ClientHello. A cancel request goes to routeCancel.
+// Anything else is refused and recorded. first is the byte already read.
 func (s *Server) postgresStartup(c net.Conn, first byte, log *slog.Logger) bool {
 	msg := make([]byte, len(sslRequest))
 	msg[0] = first

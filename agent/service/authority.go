@@ -285,3 +285,21 @@ func loadJoined(dir string) (*authorities, error) {
 	}
 	return a, nil
 }
+
+// HostTLS is the client TLS of an agent that joined a broker elsewhere:
+// its host certificate, joining with db_service.join_token the first
+// time, and the host CA that verifies proxies. It is what the agent
+// reaches the event plane through a proxy with, before it starts.
+func HostTLS(ctx context.Context, cfg *config.Config) (*tls.Config, error) {
+	hostID, err := loadHostID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a, err := joinedAuthorities(ctx, cfg, hostID, hostNames(cfg.DBService.Databases))
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(a.hostCA)
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{a.host}, RootCAs: roots}, nil
+}

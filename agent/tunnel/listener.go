@@ -334,6 +334,12 @@ type tunnelAddr string
 func (a tunnelAddr) Network() string { return "tcp" }
 func (a tunnelAddr) String() string  { return string(a) }
 
+// Dial opens a TCP connection to a proxy as tunnels do: directly, or
+// through the HTTP proxy HTTPS_PROXY names (NO_PROXY excepting).
+func Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialEnv(ctx, network, addr)
+}
+
 // dialEnv dials addr directly or through the egress proxy the
 // environment names.
 func dialEnv(ctx context.Context, network, addr string) (net.Conn, error) {

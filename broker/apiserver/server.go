@@ -180,10 +180,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tc *tls.Config) err
 		_ = hs.Shutdown(sctx)
 	}()
 	err := hs.Serve(tls.NewListener(ln, tc))
-	// At shutdown the listener may be closed by its owner (the proxy's
-	// handoff ends with the same ctx) before Shutdown marks the server
-	// closed: that too is a shutdown, not a failure.
-	if errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+	// The proxy closes its handoff listener when ctx ends, which may come
+	// before Shutdown: that is a shutdown too, not a failure.
+	if errors.Is(err, http.ErrServerClosed) || (ctx.Err() != nil && errors.Is(err, net.ErrClosed)) {
 		<-done
 		return nil
 	}

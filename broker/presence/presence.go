@@ -159,6 +159,10 @@ func (a *Announcer) Add(ctx context.Context, db, hostID string) {
 	}
 	a.routes[k] = r
 	a.mu.Unlock()
+	// Bounded: a proxy cut from NATS still routes its own tunnels, and
+	// the next renewal writes the route.
+	ctx, cancel := context.WithTimeout(ctx, a.lease/3)
+	defer cancel()
 	a.put(ctx, k, r)
 }
 

@@ -63,7 +63,7 @@ func init() {
 				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
 					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
 					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy"),
-					Presence: ann, View: b.Presence})
+					Presence: ann, View: b.Presence, Events: eventPlane(d)})
 				if err != nil {
 					return err
 				}
@@ -96,6 +96,17 @@ func init() {
 			}
 		},
 	})
+}
+
+// eventPlane relays agents' NATS connections through the proxy to the
+// embedded server, signed as the agent part; nil with an external
+// cluster, which agents reach themselves (nats.urls).
+func eventPlane(d *startDeps) *proxy.EventPlane {
+	if d.NATS == nil {
+		return nil
+	}
+	return &proxy.EventPlane{Dial: d.NATS.InProcessConn,
+		SignAgent: func(nonce []byte) (string, []byte, error) { return d.NATS.Sign(natsserver.Agent, nonce) }}
 }
 
 // proxyID names this proxy in PRESENCE: the machine and a random part,

@@ -41,6 +41,10 @@ type configureOpts struct {
 	auditMode   string
 	logFormat   string
 	needsExtern bool // the role cannot run on an embedded server of its own
+	// viaProxy: without --nats-url the role reaches the event plane
+	// through its proxies (an agent behind NAT, when the broker runs the
+	// embedded server), so it has no NATS settings of its own.
+	viaProxy bool
 }
 
 func (o *configureOpts) flags(c *cobra.Command, dataDir string) {
@@ -91,6 +95,10 @@ func (o *configureOpts) base() (*yamlMap, error) {
 		}
 		if o.replicas == 0 {
 			o.replicas = 3
+		}
+	case o.viaProxy:
+		if o.natsCA != "" {
+			return nil, errors.New("--nats-ca: only with --nats-url (without it the events go through the proxy)")
 		}
 	case o.needsExtern:
 		return nil, errors.New("--nats-url: required: this role shares the broker's NATS cluster (tls://HOST:4222)")
@@ -174,16 +182,18 @@ func newConfigureCmd() *cobra.Command {
 }
 
 func configureAgentCmd() *cobra.Command {
-	o := &configureOpts{needsExtern: true}
+	o := &configureOpts{needsExtern: true, viaProxy: true}
 	var proxies, dbs, dbCAs []string
 	var token, pin, listen string
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "An agent beside databases, joining the broker through its proxy with a join token",
 		Example: `  tollgate configure agent --proxy=tollgate.example.com:3080 \
-    --token=TOKEN --ca-pin=sha256:HEX --nats-url=tls://nats-1:4222 \
+    --token=TOKEN --ca-pin=sha256:HEX \
     --db=orders=postgres://orders-db:5432 --db=billing=mysql://billing-db:3306 \
-    -o /etc/tollgate/agent.yaml`,
+    -o /etc/tollgate/agent.yaml
+  # the same, with the broker on an external NATS cluster the agent reaches itself:
+  tollgate configure agent ... --nats-url=tls://nats-1:4222`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(proxies) == 0 {

@@ -154,6 +154,25 @@ func TestConfigureWritesAFileStartAccepts(t *testing.T) {
 	}
 }
 
+// An agent given no --nats-url reaches the event plane through its
+// proxies: its file has no NATS servers of its own, and the check says so.
+func TestConfigureAgentEventsThroughTheProxy(t *testing.T) {
+	out, _, err := configure(t, "agent", "--proxy=p.example:3080", "--token=t", "--ca-pin="+testPin, "--db=pg=postgres://pg:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checked(t, out, "agent")
+	if len(cfg.NATS.URLs) != 0 || !eventsViaProxy(cfg) {
+		t.Fatalf("urls %v, through the proxy %v\n%s", cfg.NATS.URLs, eventsViaProxy(cfg), out)
+	}
+	defer func(r []string) { flagRoles = r }(flagRoles)
+	flagRoles = []string{"agent"}
+	var b strings.Builder
+	if err := checkStart(&b, cfg); err != nil || !strings.Contains(b.String(), "nats through the proxy p.example:3080") {
+		t.Fatalf("check: %v %q", err, b.String())
+	}
+}
+
 func TestConfigureBadFlags(t *testing.T) {
 	agent := []string{"agent", "--proxy=p:3080", "--token=t", "--ca-pin=" + testPin, "--nats-url=tls://n:4222"}
 	for _, tc := range []struct {
@@ -171,7 +190,8 @@ func TestConfigureBadFlags(t *testing.T) {
 		{append(agent, "--db=o=postgres://h"), `"h" is not HOST:PORT`},
 		{append(agent, "--db=o=postgres://h:1", "--db=o=mysql://h:2"), `--db: "o" given twice`},
 		{append(agent, "--db=o=postgres://h:1", "--db-ca=x=/ca"), "--db-ca x: no --db of that name"},
-		{[]string{"agent", "--proxy=p:1", "--token=t", "--ca-pin=" + testPin, "--db=o=postgres://h:1"}, "--nats-url: required"},
+		{[]string{"agent", "--proxy=p:1", "--token=t", "--ca-pin=" + testPin, "--db=o=postgres://h:1", "--nats-ca=/ca"}, "--nats-ca: only with --nats-url"},
+		{[]string{"exporter", "--name=x", "--type=file"}, "--nats-url: required"},
 		{append(agent, "--db=o=postgres://h:1", "--audit-mode=lax"), `--audit-mode: "lax" is not strict or async`},
 		{[]string{"proxy"}, "--public-addr: required"},
 		{[]string{"proxy", "--public-addr=x"}, `--public-addr: proxy address "x": want HOST:PORT`},
@@ -200,8 +220,9 @@ func TestConfigureBadFlags(t *testing.T) {
 }
 
 // The files configure writes run: a broker with its proxy on an embedded
-// NATS server, and an agent on "another machine" given only its own seed
-// and the auditor's, which joins with a token and registers its database.
+// NATS server, and an agent on "another machine" given only the proxy's
+// address, a join token and the CA pin, which joins, reaches the event
+// plane through the proxy and serves its database through its tunnel.
 func TestConfigureOutputsRun(t *testing.T) {
 	bin := authTestBinary(t)
 	dir := t.TempDir()
@@ -224,30 +245,18 @@ func TestConfigureOutputsRun(t *testing.T) {
 	if pin == nil {
 		t.Fatalf("tokens add printed no pin:\n%s", stderr.String())
 	}
-	// The agent's machine gets its own seed and the auditor's only.
-	seeds := filepath.Join(dir, "agent-seeds")
-	if err := os.MkdirAll(seeds, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"agent.nk", "auditor.nk"} {
-		b, err := os.ReadFile(filepath.Join(dir, "broker", "nats-auth", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(seeds, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// The agent is given the proxy, the token and the pin: it reaches the
+	// event plane through the proxy too, with its host certificate.
 	authRun(t, bin, false, "configure", "agent", "--proxy="+proxy, "--token="+token, "--ca-pin="+pin[1],
-		"--nats-url=tls://"+natsAddr, "--nats-ca="+filepath.Join(dir, "broker", "nats-auth", "server.crt"),
-		"--nats-credentials-dir="+seeds, "--db=orders=postgres://127.0.0.1:5432", "--data-dir="+filepath.Join(dir, "agent"), "-o", agentFile)
+		"--db=orders=postgres://127.0.0.1:5432", "--data-dir="+filepath.Join(dir, "agent"), "-o", agentFile)
 	agentHealth := freeAddr(t)
 	agent := startDaemon(t, bin, "start", "--config="+agentFile, "--roles=agent", "--health-listen="+agentHealth)
 	waitReady(t, agentHealth, agent)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := string(authRun(t, bin, false, "--config="+brokerFile, "db", "ls"))
-		if regexp.MustCompile(`(?m)^orders +postgres .* live$`).MatchString(out) && strings.Contains(agent.String(), "tunnel: open") {
+		if regexp.MustCompile(`(?m)^orders +postgres .* online +\S+$`).MatchString(out) && strings.Contains(agent.String(), "tunnel: open") &&
+			strings.Contains(agent.String(), "nats connected through the proxy") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -171,8 +171,11 @@ func checkStart(w io.Writer, cfg *config.Config) error {
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	nats := "embedded"
-	if len(cfg.NATS.URLs) > 0 {
+	switch {
+	case len(cfg.NATS.URLs) > 0:
 		nats = strings.Join(cfg.NATS.URLs, ",")
+	case eventsViaProxy(cfg):
+		nats = "through the proxy " + strings.Join(cfg.DBService.ProxyAddrs, ",")
 	}
 	fmt.Fprintf(w, "configuration ok: cluster %s, roles %s, nats %s, audit %s\n", cfg.ClusterName, strings.Join(roles, ","), nats, cfg.Audit.Mode)
 	return nil

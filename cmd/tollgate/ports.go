@@ -21,7 +21,7 @@ type listenAddr struct {
 // startListenAddrs are the addresses runStart will listen on for cfg.
 func startListenAddrs(cfg *config.Config) []listenAddr {
 	var out []listenAddr
-	if l := cfg.NATS.Embedded.Listen; len(cfg.NATS.URLs) == 0 && l != "" && l != natsserver.InProcessOnly {
+	if l := cfg.NATS.Embedded.Listen; len(cfg.NATS.URLs) == 0 && !eventsViaProxy(cfg) && l != "" && l != natsserver.InProcessOnly {
 		out = append(out, listenAddr{addr: l, key: "nats.embedded.listen"})
 	}
 	if roleSelectedByName("broker", cfg) {

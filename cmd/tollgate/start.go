@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/presence"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
@@ -52,6 +54,9 @@ type startDeps struct {
 	// starting are the roles that said they would tell when they serve
 	// (startRole.SignalsReady) and have not yet: /readyz waits for them.
 	starting map[string]bool
+	// viaProxy: shared reaches the event plane through a proxy, where
+	// every connection is the agent part.
+	viaProxy bool
 }
 
 // Ready marks role as serving (its listeners open, its state loaded).
@@ -71,6 +76,13 @@ func (d *startDeps) Starting() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// eventsViaProxy says whether the process is an agent that reaches the
+// event plane through its proxies: no broker beside it, no nats.urls, no
+// leaf node, and db_service.proxy_addrs set.
+func eventsViaProxy(c *config.Config) bool {
+	return !brokerEnabled(c) && len(c.NATS.URLs) == 0 && c.NATS.Leaf == nil && len(c.DBService.ProxyAddrs) > 0
 }
 
 // As is the connection and JetStream of part p. Each part connects with its
@@ -289,7 +301,22 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 		defer stop()
 	}
 
-	if len(cfg.NATS.URLs) == 0 {
+	if eventsViaProxy(cfg) {
+		// An agent behind NAT reaches the event plane through the proxy's
+		// port, as the agent part, with its host certificate: it joins
+		// first if it has not yet.
+		tc, err := service.HostTLS(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		d.viaProxy = true
+		// HTTPS_PROXY applies as to the tunnels.
+		if d.shared, err = natsserver.ConnectViaProxy(cfg.DBService.ProxyAddrs, tc, tunnel.Dial); err != nil {
+			return err
+		}
+		defer d.closeConns()
+		log.Info("nats connected through the proxy", "proxies", cfg.DBService.ProxyAddrs)
+	} else if len(cfg.NATS.URLs) == 0 {
 		o, err := natsserver.FromConfig(cfg)
 		if err != nil {
 			return err
@@ -390,7 +417,7 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 func ensureStreams(ctx context.Context, d *startDeps, so events.StreamOptions) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if d.NATS != nil || !d.perPart() || roleSelectedByName("broker", d.Config) {
+	if !d.viaProxy && (d.NATS != nil || !d.perPart() || roleSelectedByName("broker", d.Config)) {
 		_, js, err := d.As(natsserver.Broker)
 		if err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/presence"
+	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/test/harness"
 )
 
 // proxyStack is a broker+proxy process (tollgate start, broker role) on
@@ -34,25 +37,41 @@ type proxyStack struct {
 	// proxy announces the link's address, so the agent learns no other
 	// way to it.
 	link *Link
+	// embedded: the broker process runs the NATS server and the agent
+	// reaches it through the proxy; else both use a nats-server process.
+	embedded bool
+}
+
+// proxyStackOptions shape newProxyStack.
+type proxyStackOptions struct {
+	// linked puts a Link between the agent and the proxy.
+	linked bool
+	// embedded runs NATS in the broker's process, reached by the agent
+	// through the proxy only: its configuration has no nats section.
+	embedded bool
+	// mariadb adds MariaDB (database MyName) to the agent.
+	mariadb bool
 }
 
 // newProxyStack starts the broker+proxy of a Stack without its agent and
 // an agent that dials out to the proxy; it returns once PostgreSQL is
 // online through the proxy.
-func newProxyStack(t *testing.T, linked bool) *proxyStack {
+func newProxyStack(t *testing.T, o proxyStackOptions) *proxyStack {
 	t.Helper()
 	bin := binaries(t)
 	s := &Stack{Dir: t.TempDir(), Bin: bin}
 	s.DataDir = filepath.Join(s.Dir, "data")
 	var err error
-	s.NATS, err = StartNATS(bin.NATSServer, NATSOptions{Dir: filepath.Join(s.Dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
+	if !o.embedded {
+		s.NATS, err = StartNATS(bin.NATSServer, NATSOptions{Dir: filepath.Join(s.Dir, "nats")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.NATS.Stop() })
+		s.NATSURLs = []string{s.NATS.URL()}
 	}
-	t.Cleanup(func() { _ = s.NATS.Stop() })
-	s.NATSURLs = []string{s.NATS.URL()}
-	ps := &proxyStack{Stack: s}
-	ps.startBroker(t, linked)
+	ps := &proxyStack{Stack: s, embedded: o.embedded}
+	ps.startBroker(t, o.linked)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	kv, err := presence.Open(ctx, s.JS)
@@ -78,6 +97,22 @@ func newProxyStack(t *testing.T, linked bool) *proxyStack {
 		t.Fatalf("no broker_ca_pin in:\n%s", out)
 	}
 	q := strconv.Quote
+	natsYAML := "nats:\n  urls: [" + q(strings.Join(s.NATSURLs, ",")) + "]\n"
+	if o.embedded {
+		natsYAML = ""
+	}
+	myYAML := ""
+	if o.mariadb {
+		dbClient, err := s.CAs.CertPEM(ca.DBClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// general_log is on: the server's own record of every statement.
+		s.MariaDB = harness.MariaDBWith(t, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: dbClient},
+			Users: []string{MyUser}, Args: []string{"--max-connections=100"}})
+		myYAML = fmt.Sprintf("    - name: %s\n      protocol: mysql\n      uri: %s\n      tls: {mode: verify-full, ca_cert_file: %s}\n",
+			MyName, q(s.MariaDB.Addr()), q(s.MariaDB.ServerCAFile))
+	}
 	ps.agentCfg = filepath.Join(s.Dir, "agent.yaml")
 	tunnelTo := s.ProxyAddr
 	if ps.link != nil {
@@ -85,9 +120,7 @@ func newProxyStack(t *testing.T, linked bool) *proxyStack {
 	}
 	yaml := fmt.Sprintf(`cluster_name: %s
 data_dir: %s
-nats:
-  urls: [%s]
-broker: {enabled: false}
+%sbroker: {enabled: false}
 proxy: {enabled: false}
 db_service:
   proxy_addrs: [%s]
@@ -98,8 +131,8 @@ db_service:
       protocol: postgres
       uri: %s
       tls: {mode: verify-full, ca_cert_file: %s}
-log: {level: info}
-`, Cluster, q(filepath.Join(s.Dir, "agent-data")), q(s.NATS.URL()), q(tunnelTo), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile))
+%slog: {level: info}
+`, Cluster, q(filepath.Join(s.Dir, "agent-data")), natsYAML, q(tunnelTo), q(token), q(pin), PGName, q(s.PG.Addr()), q(s.PG.ServerCAFile), myYAML)
 	if err := os.WriteFile(ps.agentCfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -127,14 +160,11 @@ func (ps *proxyStack) startBroker(t *testing.T, linked bool) {
 	}
 	s.PG = StartPostgres(t, s.CAs, 0, 1)
 	s.HostCAFile, s.UserCertFile, s.UserKeyFile = UserFiles(t, s.CAs, s.Dir, TollgateUser)
-	if s.NC, err = nats.Connect(s.NATS.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.NC.Close)
-	if s.JS, err = jetstream.New(s.NC); err != nil {
-		t.Fatal(err)
-	}
 	s.ProxyAddr = freeAddr(t)
+	natsAddr := ""
+	if ps.embedded {
+		natsAddr = freeAddr(t)
+	}
 	public := ""
 	if linked {
 		if ps.link, err = NewLink(s.ProxyAddr); err != nil {
@@ -144,13 +174,38 @@ func (ps *proxyStack) startBroker(t *testing.T, linked bool) {
 		public = ps.link.Addr()
 	}
 	s.Config = WriteConfig(t, filepath.Join(s.Dir, "tollgate.yaml"), ConfigParams{DataDir: s.DataDir, NATSURLs: s.NATSURLs,
-		ProxyListen: s.ProxyAddr, ProxyPublic: public, AgentListen: freeAddr(t), PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile})
+		ProxyListen: s.ProxyAddr, ProxyPublic: public, AgentListen: freeAddr(t), PGAddr: s.PG.Addr(), PGCAFile: s.PG.ServerCAFile,
+		Embedded: map[bool]string{true: fmt.Sprintf("  embedded:\n    listen: %q\n", natsAddr)}[ps.embedded]})
 	s.Broker = &Node{Name: "broker", Bin: s.Bin.Tollgate, Config: s.Config, Roles: []string{"broker"},
 		Ready: dialable(s.ProxyAddr), Log: filepath.Join(s.Dir, "broker.log")}
 	if err := s.Broker.Start(); err != nil {
 		t.Fatalf("%v\n%s", err, s.Broker.LogTail())
 	}
 	t.Cleanup(func() { _ = s.Broker.Stop() })
+	// The test reads the event store: the nats-server process openly, the
+	// embedded server as the auditor over its TLS listener.
+	var url string
+	var opts []nats.Option
+	if !ps.embedded {
+		url = s.NATS.URL()
+	} else {
+		creds, err := natsserver.LoadCredentials(filepath.Join(s.DataDir, "nats-auth"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts, err = creds.Options(natsserver.Auditor); err != nil {
+			t.Fatal(err)
+		}
+		url = "tls://" + natsAddr
+		opts = append(opts, nats.RootCAs(filepath.Join(creds.Dir, natsserver.TLSCertFile)))
+	}
+	if s.NC, err = nats.Connect(url, append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.NC.Close)
+	if s.JS, err = jetstream.New(s.NC); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // listeningSockets are the TCP sockets of process pid in the LISTEN
@@ -193,11 +248,18 @@ func listeningSockets(t *testing.T, pid int) (listening []string, total int) {
 }
 
 // An agent on another machine, configured with the proxy's address, a
-// join token and the pin, joins through the proxy's port, listens on no
-// port, and serves psql and pgbench through the proxy; every statement in
+// join token and the pin and nothing of NATS, joins through the proxy's
+// port, reaches the event plane through it, listens on no port, and
+// serves psql and pgbench through the proxy; every statement in
 // PostgreSQL's log has its event.
 func TestAgentBehindProxyProcesses(t *testing.T) {
-	ps := newProxyStack(t, false)
+	ps := newProxyStack(t, proxyStackOptions{embedded: true, mariadb: true})
+	if b, err := os.ReadFile(ps.agentCfg); err != nil || strings.Contains(string(b), "nats") {
+		t.Fatalf("the agent's configuration names NATS (%v):\n%s", err, b)
+	}
+	if b, err := os.ReadFile(ps.agent.Log); err != nil || !strings.Contains(string(b), "nats connected through the proxy") {
+		t.Fatalf("the agent did not reach NATS through the proxy (%v):\n%s", err, ps.agent.LogTail())
+	}
 	listening, total := listeningSockets(t, ps.agent.Pid())
 	if len(listening) > 0 {
 		t.Fatalf("the agent listens on %v", listening)
@@ -247,22 +309,49 @@ func TestAgentBehindProxyProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pgbench through the proxy: %v\n%s", err, pbOut)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := &Ledger{JS: ps.JS, PG: ps.PG}
+	for _, bin := range []string{"mariadb", "sysbench"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is not installed (Debian: mariadb-client, sysbench)", bin)
+		}
+	}
+	// MariaDB through the proxy: the mariadb client and sysbench over a
+	// plaintext local port carried in TLS with SNI my, as tg's tunnel does.
+	tun, err := NewTunnel(ps.ProxyAddr, MyName, ps.HostCAFile, ps.UserCertFile, ps.UserKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	host, port, _ := net.SplitHostPort(tun.Addr())
+	my := exec.CommandContext(ctx, "mariadb", "--host="+host, "--port="+port, "--skip-ssl", "--user="+MyUser, "--database="+MyDatabase,
+		"-N", "-e", "select 'mariadb through the proxy'")
+	my.Env = childEnv()
+	if out, err := my.CombinedOutput(); err != nil || !strings.Contains(string(out), "mariadb through the proxy") {
+		t.Fatalf("mariadb through the proxy: %v\n%s", err, out)
+	}
+	if err := SysbenchPrepare(ctx, tun.Addr()); err != nil {
+		t.Fatalf("%v\nagent:\n%s", err, ps.agent.LogTail())
+	}
+	sb := &Sysbench{Addr: tun.Addr(), Threads: 2, Slice: 4 * time.Second}
+	sb.Run(ctx, time.Now().Add(4*time.Second+500*time.Millisecond))
+	if sb.Transactions() == 0 {
+		t.Fatalf("sysbench through the proxy: no transaction; errors %v", sb.Errors())
+	}
+	l := &Ledger{JS: ps.JS, PG: ps.PG, MariaDB: ps.MariaDB}
 	var now Totals
 	for {
 		if now, _, err = l.Check(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if now.Missing == 0 || ctx.Err() != nil {
+		if (now.Missing == 0 && now.MyMissing == 0) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("through the proxy: %d statements in PostgreSQL's log, %d events, %d without an event; pgbench: %s",
-		now.Statements, now.Events, now.Missing, lastLines(string(pbOut), "tps ="))
-	if now.Statements < 100 || now.Missing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
+	t.Logf("through the proxy: %d statements in PostgreSQL's log, %d in MariaDB's general log, %d events, %d and %d without an event; pgbench: %s; sysbench: %d transactions",
+		now.Statements, now.MyStatements, now.Events, now.Missing, now.MyMissing, lastLines(string(pbOut), "tps ="), sb.Transactions())
+	if now.Statements < 100 || now.MyStatements < 100 || now.Missing != 0 || now.MyMissing != 0 || now.DuplicateIDs != 0 || now.Gaps != 0 {
 		t.Fatalf("ledger %+v", now)
 	}
 }
@@ -307,7 +396,7 @@ func copyDataDir(t *testing.T, from, to string) {
 // new connections through it succeed at once, the dead proxy's routes
 // lapse, and every statement in PostgreSQL's log has its event.
 func TestProxySIGKILLDuringPgbench(t *testing.T) {
-	ps := newProxyStack(t, false)
+	ps := newProxyStack(t, proxyStackOptions{})
 	// The second proxy: a broker process of its own on a copy of the
 	// data dir (same CAs), the same NATS.
 	dir2 := filepath.Join(ps.Dir, "data2")
@@ -431,7 +520,7 @@ func pgxConnect(ctx context.Context, c *pgx.ConnConfig) (*pgx.Conn, error) {
 // clients saw, how long until a new session succeeded again, and the
 // statements without an event (0).
 func TestProxyPathFaults(t *testing.T) {
-	ps := newProxyStack(t, true)
+	ps := newProxyStack(t, proxyStackOptions{linked: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ledger := &Ledger{JS: ps.JS, PG: ps.PG}
