@@ -190,8 +190,6 @@ func (s *stack) client(t testing.TB, user string, proto int) *goredis.Client {
 	return c
 }
 
-func (s *stack) audit(t testing.TB) []map[string]any { return agenttest.Audit(t, s.js) }
-
 func (s *stack) waitAudit(t testing.TB, what string, cond func([]map[string]any) bool) []map[string]any {
 	t.Helper()
 	return agenttest.WaitAudit(t, s.js, what, cond)

@@ -45,8 +45,7 @@ type frame struct {
 // buffered (up to maxLine), bulk payloads are skipped.
 type ReplyScanner struct {
 	line     []byte
-	lineLen  int  // bytes of the current line seen, beyond what line keeps
-	lineType byte // type byte of the current line, 0 before it is read
+	lineLen  int // bytes of the current line seen, beyond what line keeps
 	bulk     int64
 	bulkType byte
 	bulkBuf  []byte
@@ -73,6 +72,13 @@ func (s *ReplyScanner) Feed(b []byte, done func(start, end int, r *Reply)) error
 		}
 		if s.bulk > 0 {
 			k := int(min(s.bulk, int64(len(b)-i)))
+			// The payload ends in CRLF, which may straddle reads: each of
+			// its two bytes is checked where it arrives.
+			for j := max(0, int(s.bulk)-2); j < k; j++ {
+				if want := "\n\r"[s.bulk-int64(j)-1]; b[i+j] != want {
+					return fmt.Errorf("bulk reply not followed by CRLF")
+				}
+			}
 			if keep := s.keepBulk(); keep > 0 {
 				payload := min(k, int(max(s.bulk-2, 0)))
 				s.bulkBuf = append(s.bulkBuf, b[i:i+min(payload, keep)]...)
@@ -81,7 +87,7 @@ func (s *ReplyScanner) Feed(b []byte, done func(start, end int, r *Reply)) error
 			s.cur.Bytes += int64(k)
 			i += k
 			if s.bulk == 0 {
-				if err := s.bulkDone(b[i-k : i]); err != nil {
+				if err := s.bulkDone(); err != nil {
 					return err
 				}
 				if s.complete(done, &start, i) {
@@ -133,13 +139,7 @@ func (s *ReplyScanner) keepBulk() int {
 	return 0
 }
 
-func (s *ReplyScanner) bulkDone(tail []byte) error {
-	if len(tail) < 2 || tail[len(tail)-2] != '\r' || tail[len(tail)-1] != '\n' {
-		// The CRLF may straddle reads; only a complete tail is checked.
-		if len(tail) >= 2 || (len(tail) == 1 && tail[0] != '\n') {
-			return fmt.Errorf("bulk reply not followed by CRLF")
-		}
-	}
+func (s *ReplyScanner) bulkDone() error {
 	v := string(s.bulkBuf)
 	s.bulkBuf = s.bulkBuf[:0]
 	switch {

@@ -167,6 +167,12 @@ func parseInline(b []byte, lim Limits) (Command, int, int, error) {
 	if len(line) > 0 && line[len(line)-1] == '\r' {
 		line = line[:len(line)-1]
 	}
+	// Redis stops reading an inline command at a NUL byte: what follows
+	// it would be left out of the command it runs, so the agent takes
+	// the line for the error it is.
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		return Command{}, 0, 0, protoErr(i, "NUL byte at %d in an inline command", i)
+	}
 	args, perr := splitArgs(line)
 	if perr != nil {
 		return Command{}, 0, 0, perr
@@ -265,7 +271,7 @@ func splitArgs(line []byte) ([][]byte, *ProtocolError) {
 				}
 			default:
 				switch c {
-				case ' ', '\n', '\r', '\t', 0:
+				case ' ', '\n', '\r', '\t':
 					break word
 				case '"':
 					inq = true
