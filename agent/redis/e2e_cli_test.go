@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,4 +218,89 @@ func TestOutage(t *testing.T) {
 	if qs := strings.Join(queries(evs), "\n"); !strings.Contains(qs, "set during 1") || !strings.Contains(qs, "incr during3") {
 		t.Errorf("the refused commands' events are missing:\n%s", qs)
 	}
+}
+
+// tunnel is what tg proxy db --tunnel does: a local plaintext port whose
+// connections are carried in TLS to the agent.
+func (s *stack) tunnel(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.agentTLS(t)
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				up, err := tls.Dial("tcp", s.addr, cfg)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() { _, _ = io.Copy(up, c); _ = up.CloseWrite(); close(done) }()
+				_, _ = io.Copy(c, up)
+				c.Close()
+				<-done
+			})
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// TestRedisBenchmark runs redis-benchmark through a tunnel, one command
+// at a time and pipelined: every SET and GET Redis counted has its event.
+func TestRedisBenchmark(t *testing.T) {
+	bin, err := exec.LookPath("redis-benchmark")
+	if err != nil {
+		t.Fatalf("redis-benchmark not found: install the Debian package redis-tools (%v)", err)
+	}
+	s := newStack(t, stackOptions{})
+	host, port, _ := net.SplitHostPort(s.tunnel(t))
+	before, err := s.db.CommandStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pipeline := range []string{"1", "16"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "-h", host, "-p", port, "--user", "app", "-a", "bench-secret-pw",
+			"-t", "set,get", "-n", "2000", "-c", "4", "-P", pipeline, "-q").CombinedOutput()
+		cancel()
+		if err != nil || !strings.Contains(string(out), "SET:") || !strings.Contains(string(out), "GET:") {
+			t.Fatalf("redis-benchmark -P %s: %v\n%s", pipeline, err, out)
+		}
+		for _, l := range strings.FieldsFunc(string(out), func(r rune) bool { return r == '\r' || r == '\n' }) {
+			if strings.Contains(l, "requests per second") {
+				t.Logf("redis-benchmark -P %s through the agent (strict): %s", pipeline, strings.TrimSpace(l))
+			}
+		}
+	}
+	after, err := s.db.CommandStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := statsDelta(before, after)
+	if delta["set"] < 4000 || delta["get"] < 4000 {
+		t.Fatalf("Redis counted %v", delta)
+	}
+	evs := s.waitAudit(t, "every SET and GET", func(evs []map[string]any) bool {
+		got := countByCommand(queries(evs))
+		return got["set"] >= delta["set"] && got["get"] >= delta["get"] &&
+			len(agenttest.OfType(evs, "db.session.end")) == len(agenttest.OfType(evs, "db.session.start"))
+	})
+	got := countByCommand(queries(evs))
+	for k, v := range delta {
+		if k != "auth" && got[k] != v {
+			t.Errorf("%s: Redis counted %d, %d query events", k, v, got[k])
+		}
+	}
+	agenttest.NoSecret(t, evs, s.dir, "bench-secret-pw")
+	agenttest.CheckGapless(t, evs)
 }
