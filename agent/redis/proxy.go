@@ -384,7 +384,9 @@ func (p *proxy) allowDB(db string) (string, bool) {
 	return agent.Denial(c.Identity.User, c.Database.Config.Name, p.dbUser, db, dec) + "; it was not sent to the database", false
 }
 
-func (p *proxy) monitorAllowed() bool { return false }
+// monitorAllowed: MONITOR shows every client's commands, not only this
+// session's, so it needs a role's redis_monitor: true.
+func (p *proxy) monitorAllowed() bool { return p.sess.Options.RedisMonitor }
 
 // flush gates the batch's events and forwards its bytes, or refuses every
 // command of it when the store cannot take the events.

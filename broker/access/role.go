@@ -92,6 +92,7 @@ type OptionSpec struct {
 	DisconnectExpiredCert *bool  `yaml:"disconnect_expired_cert,omitempty" json:"disconnect_expired_cert,omitempty" jsonschema:"description=End sessions when the user's certificate expires"`
 	AuditMode             string `yaml:"audit_mode,omitempty" json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How sessions are audited"`
 	MySQLLocalInfile      *bool  `yaml:"mysql_local_infile,omitempty" json:"mysql_local_infile,omitempty" jsonschema:"description=Whether MySQL and MariaDB clients may send files with LOAD DATA LOCAL INFILE (default true; false in any role refuses it)"`
+	RedisMonitor          *bool  `yaml:"redis_monitor,omitempty" json:"redis_monitor,omitempty" jsonschema:"description=Whether Redis clients may run MONITOR, which streams every client's commands (default false; true in a role allows it unless another role says false)"`
 }
 
 // Labels maps a label key to the values it accepts.
