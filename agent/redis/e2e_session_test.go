@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/broker/access"
+	"github.com/tollgate-db/tollgate/broker/state"
 )
 
 // rawConn is a RESP connection to the agent that reads replies as lines.
@@ -115,4 +119,70 @@ func TestMonitorAllowedByRole(t *testing.T) {
 		t.Error("no successful MONITOR result")
 	}
 	agenttest.CheckGapless(t, evs)
+}
+
+// lockSource is a control plane with one lock that a test turns on.
+type lockSource struct {
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	locked *state.Lock
+}
+
+func (l *lockSource) Seq() uint64 { return l.seq.Load() }
+
+func (l *lockSource) LockedOut(_ time.Time, user string, _ []string, _ string) (state.Lock, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.locked != nil && l.locked.TargetUser == user {
+		return *l.locked, true
+	}
+	return state.Lock{}, false
+}
+
+func (l *lockSource) AccessRequest(string) (state.AccessRequest, bool) {
+	return state.AccessRequest{}, false
+}
+
+func (l *lockSource) ResolveRoles([]string) ([]access.Role, []string) { return nil, nil }
+
+// TestLockEndsTheSession: a lock closes a live session; the client reads
+// why, and a new session is refused.
+func TestLockEndsTheSession(t *testing.T) {
+	src := &lockSource{}
+	s := newStack(t, stackOptions{state: src})
+	r := s.raw(t)
+	r.send("AUTH app pw", "SET before 1")
+	if got := r.lines(2); got[1] != "+OK" {
+		t.Fatalf("before the lock: %q", got)
+	}
+	src.mu.Lock()
+	src.locked = &state.Lock{ID: "lk1", TargetUser: "alice", Message: "incident 42", Created: time.Now()}
+	src.mu.Unlock()
+	src.seq.Add(1)
+	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	if end := agenttest.OfType(evs, "db.session.end")[0]; end["reason"] != "locked" {
+		t.Fatalf("end %v", end)
+	}
+	if got := r.lines(1)[0]; !strings.HasPrefix(got, "-ERR tollgate: ") || !strings.Contains(got, "incident 42") {
+		t.Fatalf("the client read %q", got)
+	}
+	err := s.client(t, "app", 2).Ping(context.Background()).Err()
+	if err == nil || !strings.Contains(err.Error(), "incident 42") {
+		t.Fatalf("new session under the lock: %v", err)
+	}
+}
+
+// TestDeniedUser: a db user the roles do not allow gets the denial from
+// go-redis's first command, and the refusal is recorded.
+func TestDeniedUser(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	err := s.client(t, "other", 3).Ping(context.Background()).Err()
+	if err == nil || !strings.Contains(err.Error(), "NOPERM tollgate: access denied") || !strings.Contains(err.Error(), `db_user "other"`) {
+		t.Fatalf("denied user: %v", err)
+	}
+	evs := s.waitAudit(t, "the refused start", agenttest.Count("db.session.start", 1))
+	if st := agenttest.OfType(evs, "db.session.start")[0]; st["success"] != false || st["db_user"] != "other" {
+		t.Fatalf("start %v", st)
+	}
+	agenttest.NoSecret(t, evs, s.dir, "client-secret-pw")
 }

@@ -53,6 +53,8 @@ type stackOptions struct {
 	mode string
 	// roleOptions is the role's options block.
 	roleOptions string
+	// state, when set, gives the agent a Lifecycle reading it.
+	state agent.StateSource
 }
 
 const roleYAML = `
@@ -131,6 +133,11 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	dbConf := config.Database{Name: "rd1", Protocol: protocol.Redis, URI: db.Addr(), AuditMode: o.mode,
 		StaticLabels: map[string]string{"env": "test"},
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile, ServerName: "localhost"}}
+	var life *agent.Lifecycle
+	if o.state != nil {
+		life = agent.NewLifecycle(o.state, agent.LifecycleOptions{Interval: 20 * time.Millisecond, Logger: quiet()})
+		go life.Run(ctx)
+	}
 	srv, err := agent.NewServer(agent.ServerConfig{
 		Cluster:   "test",
 		Databases: []config.Database{dbConf},
@@ -142,8 +149,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 			return cas.IssueDBClient(pub, u, ttl)
 		}, time.Hour),
-		Engines: map[string]agent.Engine{protocol.Redis: eng},
-		Logger:  quiet(),
+		Engines:   map[string]agent.Engine{protocol.Redis: eng},
+		Logger:    quiet(),
+		Lifecycle: life,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -78,10 +78,6 @@ func New(o Options) *Engine {
 // Serve runs one client connection.
 func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	defer c.Close()
-	if c.Reject != nil {
-		_, _ = c.Write(AppendError(nil, "ERR tollgate: "+c.Reject.Error()))
-		return c.Reject
-	}
 	_ = c.SetDeadline(time.Now().Add(e.opt.StartupTimeout))
 	buf := make([]byte, clientBuffer)
 	w := 0
@@ -90,7 +86,7 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		cmd, size, need, err := ParseCommand(buf[:w], e.opt.Limits)
 		if err != nil {
 			var pe *ProtocolError
-			if errors.As(err, &pe) {
+			if errors.As(err, &pe) && c.Reject == nil {
 				e.early(c, DefaultUser, malformedEvent(pe.Error(), int64(w), buf[:w]), "ERR "+pe.Error()+"; tollgate closed the connection and forwarded nothing of it")
 			}
 			return err
@@ -112,11 +108,18 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		n, rerr := c.Read(buf[w:])
 		w += n
 		if rerr != nil && n == 0 {
-			if w > 0 && errors.Is(rerr, io.EOF) {
+			if w > 0 && errors.Is(rerr, io.EOF) && c.Reject == nil {
 				e.early(c, DefaultUser, malformedEvent(fmt.Sprintf("truncated: the client closed the connection %d bytes into its first command", w), int64(w), buf[:w]), "")
 			}
 			return rerr
 		}
+	}
+	if c.Reject != nil {
+		// Answered once the client's first command is read: closing with
+		// it unread would reset the connection before the client could
+		// read why.
+		e.refuseAll(c, buf[:w], "ERR tollgate: "+c.Reject.Error())
+		return c.Reject
 	}
 	dbUser, ok := namedUser(first.Args)
 	if !ok {
@@ -126,23 +129,58 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	if err != nil {
 		var denied *agent.DeniedError
 		if errors.As(err, &denied) {
-			_, _ = c.Write(AppendError(nil, "NOPERM tollgate: "+denied.Message))
+			e.refuseAll(c, buf[:w], "NOPERM tollgate: "+denied.Message)
 		} else {
-			_, _ = c.Write(AppendError(nil, "ERR tollgate: "+err.Error()+"; the command was not sent to the database"))
+			e.refuseAll(c, buf[:w], "ERR tollgate: "+err.Error()+"; the command was not sent to the database")
 		}
 		return err
 	}
 	p := newProxy(e, sess, c, dbUser)
 	up, err := e.connect(ctx, c, dbUser)
 	if err != nil {
-		_, _ = c.Write(AppendError(nil, "ERR tollgate: "+err.Error()))
 		sess.Close(p.End("database connection failed: " + err.Error()))
+		e.refuseAll(c, buf[:w], "ERR tollgate: "+err.Error())
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
 	p.server = up
 	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, buf[:w])
+}
+
+// maxRefused bounds how many commands a refused connection is answered.
+const maxRefused = 16
+
+// refuseAll answers the commands in b, and those the client sends after
+// them, with msg until it closes, for a while: a client library that
+// pipelines its handshake (HELLO, then AUTH when HELLO fails, CLIENT
+// SETINFO) reads the reason instead of a reset connection.
+func (e *Engine) refuseAll(c *agent.ClientConn, b []byte, msg string) {
+	reply := AppendError(nil, msg)
+	buf := make([]byte, 4096)
+	w := copy(buf, b)
+	_ = c.SetDeadline(time.Now().Add(min(e.opt.StartupTimeout, 5*time.Second)))
+	for answered := 0; answered < maxRefused; {
+		cmd, size, need, err := ParseCommand(buf[:w], e.opt.Limits)
+		if err != nil || need > len(buf) {
+			return
+		}
+		if size > 0 {
+			w = copy(buf, buf[size:w])
+			if len(cmd.Args) > 0 {
+				if _, err := c.Write(reply); err != nil {
+					return
+				}
+				answered++
+			}
+			continue
+		}
+		n, rerr := c.Read(buf[w:])
+		w += n
+		if rerr != nil && n == 0 {
+			return
+		}
+	}
 }
 
 // namedUser returns the user an AUTH or HELLO ... AUTH names: AUTH with
