@@ -186,3 +186,31 @@ func TestDeniedUser(t *testing.T) {
 	}
 	agenttest.NoSecret(t, evs, s.dir, "client-secret-pw")
 }
+
+// TestRefusedCommands: commands that would break pairing commands with
+// replies, or leave the session's user, are answered by the agent and
+// never reach Redis; the session goes on.
+func TestRefusedCommands(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	before, _ := s.db.CommandStats()
+	r := s.raw(t)
+	r.send("AUTH app pw", "CLIENT REPLY OFF", "PSYNC ? -1", "SYNC", "RESET", "MONITOR", "HELLO 3 AUTH other pw", "PING")
+	got := r.lines(8)
+	want := []string{"+OK", "-ERR tollgate: CLIENT REPLY OFF is refused", "-NOPERM tollgate: PSYNC is refused", "-NOPERM tollgate: SYNC is refused",
+		"-NOPERM tollgate: RESET is refused", "-NOPERM tollgate: MONITOR is refused", "-WRONGPASS tollgate: this session is signed in as db user \"app\"", "+PONG"}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Fatalf("reply %d: %q, want %q", i+1, got[i], w)
+		}
+	}
+	after, _ := s.db.CommandStats()
+	if d := statsDelta(before, after); d["client|reply"]+d["psync"]+d["sync"]+d["reset"]+d["monitor"]+d["hello"] != 0 || d["ping"] != 1 {
+		t.Fatalf("Redis ran %v", d)
+	}
+	r.c.Close()
+	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	if n := len(agenttest.OfType(evs, "db.session.query")); n != 8 {
+		t.Errorf("%d query events, want 8", n)
+	}
+	agenttest.CheckGapless(t, evs)
+}

@@ -157,9 +157,15 @@ func (p *proxy) clientLoop(ctx context.Context, first []byte) error {
 		p.BytesIn.Add(uint64(n))
 		if rerr != nil {
 			if n > 0 {
-				if consumed, _, err := p.process(ctx, buf[:w]); err == nil {
-					w = copy(buf, buf[consumed:w])
+				consumed, _, err := p.process(ctx, buf[:w])
+				var pe *ProtocolError
+				switch {
+				case errors.As(err, &pe):
+					return p.malformed(ctx, pe.Error(), buf[consumed:w])
+				case err != nil:
+					return err
 				}
+				w = copy(buf, buf[consumed:w])
 			}
 			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
 				return p.malformed(ctx, fmt.Sprintf("truncated: the client closed the connection %d bytes into a command", w), buf[:w])
@@ -354,6 +360,18 @@ func (p *proxy) command(d *batch, off, size int, cmd Command) {
 		// which would leave the db user the session was allowed.
 		refuse("NOPERM", "RESET is refused: it would sign the connection in as Redis's default user; reconnect instead")
 		return
+	case "CLIENT":
+		// Without replies the agent could not pair commands with their
+		// results, nor place its own answers among Redis's.
+		if len(args) > 2 && strings.EqualFold(string(args[1]), "REPLY") && !strings.EqualFold(string(args[2]), "ON") {
+			refuse("ERR", "CLIENT REPLY "+strings.ToUpper(string(args[2]))+" is refused: the agent pairs every command with its reply")
+			return
+		}
+	case "SYNC", "PSYNC":
+		// A replica's stream is an RDB file and the write stream of
+		// every client, not replies this session's audit could follow.
+		refuse("NOPERM", name+" is refused: replication does not go through Tollgate")
+		return
 	case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE":
 		e.subKind = strings.ToLower(name)
 		e.subLeft = max(len(args)-1, 1)
@@ -486,10 +504,19 @@ func (p *proxy) pop() {
 }
 
 // waitIdle blocks until every command sent has its reply, so that the
-// agent's last words come after Redis's.
-func (p *proxy) waitIdle() {
+// agent's last words come after Redis's; at most for limit, as a blocking
+// command or MONITOR may never be answered.
+func (p *proxy) waitIdle(limit time.Duration) {
+	timedOut := false
+	t := time.AfterFunc(limit, func() {
+		p.qmu.Lock()
+		timedOut = true
+		p.idle.Broadcast()
+		p.qmu.Unlock()
+	})
+	defer t.Stop()
 	p.qmu.Lock()
-	for len(p.queue) > 0 && !p.closed {
+	for len(p.queue) > 0 && !p.closed && !timedOut {
 		p.idle.Wait()
 	}
 	p.qmu.Unlock()
@@ -500,7 +527,7 @@ func (p *proxy) waitIdle() {
 func (p *proxy) malformed(ctx context.Context, reason string, rest []byte) error {
 	_ = p.sess.Gate(ctx, malformedEvent(reason, int64(len(rest)), rest))
 	p.SetReason("malformed client command: " + reason)
-	p.waitIdle()
+	p.waitIdle(5 * time.Second)
 	p.qmu.Lock()
 	_, _ = p.client.Write(AppendError(nil, "ERR "+reason+"; tollgate closed the connection and forwarded nothing of it"))
 	p.qmu.Unlock()
