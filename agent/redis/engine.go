@@ -220,11 +220,11 @@ func (e *Engine) early(c *agent.ClientConn, dbUser string, ev events.Event, msg 
 
 func malformedEvent(reason string, length int64, prefix []byte) *events.MalformedPacket {
 	ev := &events.MalformedPacket{Direction: "client", Reason: reason, Length: length}
-	// The prefix may hold an AUTH password: it is recorded only when no
-	// AUTH or HELLO is in it.
+	// The prefix may hold a password: it is recorded only when none of
+	// the commands that carry one is in it.
 	if len(prefix) > 0 {
 		up := bytes.ToUpper(prefix[:min(len(prefix), 64)])
-		if !bytes.Contains(up, []byte("AUTH")) && !bytes.Contains(up, []byte("HELLO")) && !bytes.Contains(up, []byte("ACL")) && !bytes.Contains(up, []byte("CONFIG")) {
+		if !bytes.Contains(up, []byte("AUTH")) && !bytes.Contains(up, []byte("HELLO")) && !bytes.Contains(up, []byte("ACL")) && !bytes.Contains(up, []byte("CONFIG")) && !bytes.Contains(up, []byte("MIGRATE")) {
 			ev.Prefix = fmt.Sprintf("%x", prefix[:min(len(prefix), 64)])
 		}
 	}
