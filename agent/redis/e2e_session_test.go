@@ -214,3 +214,40 @@ func TestRefusedCommands(t *testing.T) {
 	}
 	agenttest.CheckGapless(t, evs)
 }
+
+// TestLargeValue: a 4 MiB value crosses many reads both ways; Redis gets
+// it whole, the event keeps its first 64 KiB and says how large it was.
+func TestLargeValue(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	ctx := context.Background()
+	c := s.client(t, "app", 3)
+	big := strings.Repeat("0123456789abcdef", 256<<10)
+	if err := c.Set(ctx, "big", big, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Get(ctx, "big").Result(); err != nil || got != big {
+		t.Fatalf("GET big: %d bytes, %v", len(got), err)
+	}
+	if n := s.db.MustDo(t, "STRLEN", "big"); n != "4194304" {
+		t.Fatalf("Redis holds %s bytes", n)
+	}
+	c.Close()
+	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	found := false
+	for _, q := range queries(evs) {
+		if strings.HasPrefix(q, "set big 0123456789abcdef") {
+			found = true
+			if !strings.HasSuffix(q, "...(4194304 bytes)") || len(q) > 70<<10 {
+				t.Errorf("SET big recorded as %d bytes ending %q", len(q), q[len(q)-30:])
+			}
+		}
+	}
+	if !found {
+		t.Error("no event for SET big")
+	}
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
+		if r["db_command_tag"] == "GET bulk" && r["db_bytes"].(float64) < 4194304 {
+			t.Errorf("GET result %v", r)
+		}
+	}
+}
