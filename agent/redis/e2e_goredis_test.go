@@ -102,12 +102,24 @@ func TestGoRedis(t *testing.T) {
 			if err != nil || msg.Payload != "hello" {
 				t.Fatalf("message: %v %v", msg, err)
 			}
+			// A ping on the subscribed connection is answered in order;
+			// go-redis only writes PING and UNSUBSCRIBE, their replies
+			// come through Receive.
+			if err := sub.Ping(ctx); err != nil {
+				t.Fatalf("ping in subscribe mode: %v", err)
+			}
+			if m, err := sub.Receive(mctx); err != nil {
+				t.Fatalf("pong: %v", err)
+			} else if _, ok := m.(*goredis.Pong); !ok {
+				t.Fatalf("pong: got %T %v", m, m)
+			}
 			if err := sub.Unsubscribe(ctx, "news"+key); err != nil {
 				t.Fatal(err)
 			}
-			// A ping on the subscribed connection is answered in order.
-			if err := sub.Ping(ctx); err != nil {
-				t.Fatalf("ping in subscribe mode: %v", err)
+			if m, err := sub.Receive(mctx); err != nil {
+				t.Fatalf("unsubscribe: %v", err)
+			} else if u, ok := m.(*goredis.Subscription); !ok || u.Kind != "unsubscribe" || u.Count != 0 {
+				t.Fatalf("unsubscribe: got %T %v", m, m)
 			}
 		})
 	}
@@ -146,6 +158,7 @@ func TestGoRedis(t *testing.T) {
 	}
 	agenttest.NoSecret(t, evs, s.dir, "client-secret-pw")
 	agenttest.CheckGapless(t, evs)
+	eachAnswered(t, evs)
 	results := agenttest.OfType(evs, "db.session.result")
 	if len(results) == 0 {
 		t.Fatal("no result events")

@@ -251,3 +251,68 @@ func TestLargeValue(t *testing.T) {
 		}
 	}
 }
+
+// TestPubSubRESP2: in RESP2 subscribe mode, confirmations answer their
+// commands one per channel, messages are relayed between them, and once
+// every subscription is gone replies pair with commands again: each
+// command has exactly one result.
+func TestPubSubRESP2(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	r := s.raw(t)
+	r.send("AUTH app pw", "SUBSCRIBE a b", "PSUBSCRIBE p*")
+	got := r.lines(1 + 3*6)
+	if got[0] != "+OK" || got[5] != "a" || got[11] != "b" || got[18] != ":3" {
+		t.Fatalf("subscribe: %q", got)
+	}
+	pub := s.client(t, "app", 2)
+	ctx := context.Background()
+	if n := pub.Publish(ctx, "a", "m1").Val(); n != 1 {
+		t.Fatalf("PUBLISH a: %d receivers", n)
+	}
+	if n := pub.Publish(ctx, "pq", "m2").Val(); n != 1 {
+		t.Fatalf("PUBLISH pq: %d receivers", n)
+	}
+	// message a m1, then pmessage p* pq m2.
+	msgs := r.lines(7 + 9)
+	if msgs[6] != "m1" || msgs[15] != "m2" {
+		t.Fatalf("messages: %q", msgs)
+	}
+	r.send("PING", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SET after 1", "GET after")
+	rest := r.lines(5 + 2*6 + 6 + 1 + 2)
+	if rest[1] != "$4" || rest[2] != "pong" || rest[len(rest)-3] != "+OK" || rest[len(rest)-1] != "1" {
+		t.Fatalf("after: %q", rest)
+	}
+	r.c.Close()
+	pub.Close()
+	evs := s.waitAudit(t, "both sessions end", agenttest.Count("db.session.end", 2))
+	eachAnswered(t, evs)
+	agenttest.CheckGapless(t, evs)
+}
+
+// eachAnswered checks that every session has as many results as queries:
+// every command was paired with one reply.
+func eachAnswered(t testing.TB, evs []map[string]any) {
+	t.Helper()
+	bySession := map[string][2]int{}
+	for _, e := range evs {
+		sid := e["sid"].(string)
+		c := bySession[sid]
+		switch e["type"] {
+		case "db.session.query":
+			c[0]++
+		case "db.session.result":
+			c[1]++
+		}
+		bySession[sid] = c
+	}
+	for sid, c := range bySession {
+		if c[0] != c[1] {
+			t.Errorf("session %s: %d queries, %d results", sid, c[0], c[1])
+			for _, e := range evs {
+				if e["sid"] == sid {
+					t.Logf("  %v %v %v %v", e["type"], e["db_query"], e["db_command_tag"], e["reason"])
+				}
+			}
+		}
+	}
+}
