@@ -221,7 +221,8 @@ func (d *batch) materialize() {
 
 // process handles the complete commands at the start of b. It returns how
 // many bytes it consumed and, when the next command is incomplete, how
-// many bytes that command needs at least.
+// many bytes that command needs at least, counted from its start (the
+// caller moves it to the buffer's start).
 func (p *proxy) process(ctx context.Context, b []byte) (consumed, need int, err error) {
 	d := &batch{b: b, direct: true, inMulti: p.inMulti, dirty: p.dirty}
 	off := 0
@@ -236,7 +237,7 @@ func (p *proxy) process(ctx context.Context, b []byte) (consumed, need int, err 
 			return off, 0, perr
 		}
 		if size == 0 {
-			need = off + nd
+			need = nd
 			break
 		}
 		if len(cmd.Args) > 0 {
