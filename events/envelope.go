@@ -68,7 +68,7 @@ func (s *Status) Succeeded() bool { return s.Success }
 // Database describes the database a session event concerns.
 type Database struct {
 	Service  string `json:"db_service" jsonschema:"description=Name of the database in Tollgate"`
-	Protocol string `json:"db_protocol" jsonschema:"description=Wire protocol: postgres, cockroachdb, mysql or sqlserver"`
+	Protocol string `json:"db_protocol" jsonschema:"description=Wire protocol: postgres, cockroachdb, mysql, sqlserver or redis"`
 	URI      string `json:"db_uri" jsonschema:"description=Address of the database"`
 	User     string `json:"db_user,omitempty" jsonschema:"description=Database user"`
 	Name     string `json:"db_name,omitempty" jsonschema:"description=Database name"`

@@ -21,6 +21,7 @@ const (
 	CockroachDB = "cockroachdb"
 	MySQL       = "mysql"
 	SQLServer   = "sqlserver"
+	Redis       = "redis"
 )
 
 // DBName says what a session's db_name is for a protocol, and so whether
@@ -83,6 +84,12 @@ var all = []Protocol{
 		DBName: DBNameChecked, Clients: []string{"mariadb", "mysql"}},
 	{Name: SQLServer, Aliases: []string{"mssql"}, Engine: SQLServer, DefaultPort: "1433", Display: "SQL Server", OCSF: "Microsoft SQL Server",
 		DBName: DBNameUnchecked},
+	// A Redis db_name is the logical database number (0 at connect time);
+	// the engine checks every SELECT, SWAPDB, MOVE and COPY ... DB against
+	// db_names. tg db connect does not run redis-cli yet: it reaches
+	// Redis through tg proxy db --tunnel.
+	{Name: Redis, Engine: Redis, DefaultPort: "6379", Display: "Redis", OCSF: "Redis",
+		DBName: DBNameChecked},
 }
 
 // Lookup returns the protocol named name.

@@ -35,7 +35,7 @@ func TestTable(t *testing.T) {
 	if Known("oracle") || EngineOf("oracle") != "" || Get("oracle").DefaultPort != "" {
 		t.Error("unknown protocols must be unknown")
 	}
-	if got := List(); got != "postgres, cockroachdb, mysql or sqlserver" {
+	if got := List(); got != "postgres, cockroachdb, mysql, sqlserver or redis" {
 		t.Errorf("List() = %q", got)
 	}
 	if Get(SQLServer).DBName != DBNameUnchecked || Get(MySQL).DBName != DBNameChecked || Get(Postgres).DBName != DBNameFixed {

@@ -5,5 +5,6 @@ package service
 import (
 	_ "github.com/tollgate-db/tollgate/agent/mysql"
 	_ "github.com/tollgate-db/tollgate/agent/postgres"
+	_ "github.com/tollgate-db/tollgate/agent/redis"
 	_ "github.com/tollgate-db/tollgate/agent/sqlserver"
 )

@@ -237,6 +237,8 @@ func TestOptionsMostRestrictiveWins(t *testing.T) {
 	none := role(t, "none", "allow: {}\n")
 	infileOn := role(t, "on", "options:\n  mysql_local_infile: true\n")
 	infileOff := role(t, "off", "options:\n  mysql_local_infile: false\n")
+	monitorOn := role(t, "mon", "options:\n  redis_monitor: true\n")
+	monitorOff := role(t, "nomon", "options:\n  redis_monitor: false\n")
 
 	cases := []struct {
 		roles []Role
@@ -250,6 +252,9 @@ func TestOptionsMostRestrictiveWins(t *testing.T) {
 		{[]Role{a, b, c, none}, RoleOptions{MaxSessionTTL: 30 * time.Minute, ClientIdleTimeout: 10 * time.Minute, DisconnectExpiredCert: true, AuditMode: AuditStrict}},
 		{[]Role{infileOn, none}, RoleOptions{}},
 		{[]Role{infileOn, infileOff}, RoleOptions{NoMySQLLocalInfile: true}},
+		{[]Role{monitorOn, none}, RoleOptions{RedisMonitor: true}},
+		{[]Role{monitorOn, monitorOff}, RoleOptions{}},
+		{[]Role{monitorOff, monitorOn}, RoleOptions{}},
 	}
 	for i, tc := range cases {
 		if got := Options(tc.roles); got != tc.want {

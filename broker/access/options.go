@@ -30,11 +30,16 @@ type RoleOptions struct {
 	// NoMySQLLocalInfile is true when any role sets mysql_local_infile:
 	// false: the MySQL engine then refuses LOAD DATA LOCAL INFILE.
 	NoMySQLLocalInfile bool
+	// RedisMonitor is true when some role sets redis_monitor: true and
+	// none sets it false: MONITOR shows every client's commands, so it
+	// takes an explicit grant and any refusal wins.
+	RedisMonitor bool
 }
 
 // Options merges the options of roles; the most restrictive value wins.
 func Options(roles []Role) RoleOptions {
 	var o RoleOptions
+	monitorDenied := false
 	for i := range roles {
 		ro := &roles[i].Spec.Options
 		o.MaxSessionTTL = smaller(o.MaxSessionTTL, ro.MaxSessionTTL)
@@ -45,6 +50,13 @@ func Options(roles []Role) RoleOptions {
 		if ro.MySQLLocalInfile != nil && !*ro.MySQLLocalInfile {
 			o.NoMySQLLocalInfile = true
 		}
+		if ro.RedisMonitor != nil {
+			if *ro.RedisMonitor {
+				o.RedisMonitor = true
+			} else {
+				monitorDenied = true
+			}
+		}
 		switch ro.AuditMode {
 		case AuditStrict:
 			o.AuditMode = AuditStrict
@@ -53,6 +65,9 @@ func Options(roles []Role) RoleOptions {
 				o.AuditMode = AuditAsync
 			}
 		}
+	}
+	if monitorDenied {
+		o.RedisMonitor = false
 	}
 	return o
 }

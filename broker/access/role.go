@@ -93,6 +93,7 @@ type OptionSpec struct {
 	AuditMode             string `yaml:"audit_mode,omitempty" json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How sessions are audited"`
 	MySQLLocalInfile      *bool  `yaml:"mysql_local_infile,omitempty" json:"mysql_local_infile,omitempty" jsonschema:"description=Whether MySQL and MariaDB clients may send files with LOAD DATA LOCAL INFILE (default true; false in any role refuses it)"`
 	RequireMFA            *bool  `yaml:"require_mfa,omitempty" json:"require_mfa,omitempty" jsonschema:"description=The role is granted only by a login that used a second factor (TOTP, or the identity provider's)"`
+	RedisMonitor          *bool  `yaml:"redis_monitor,omitempty" json:"redis_monitor,omitempty" jsonschema:"description=Whether Redis clients may run MONITOR, which streams every client's commands (default false; true in a role allows it unless another role says false)"`
 }
 
 // RequiresMFA reports whether r is granted only to logins with a second

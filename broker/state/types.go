@@ -290,5 +290,9 @@ func cloneRole(r access.Role) access.Role {
 		v := *c.Options.MySQLLocalInfile
 		c.Options.MySQLLocalInfile = &v
 	}
+	if c.Options.RedisMonitor != nil {
+		v := *c.Options.RedisMonitor
+		c.Options.RedisMonitor = &v
+	}
 	return r
 }

@@ -186,7 +186,7 @@ func TestConfigureBadFlags(t *testing.T) {
 		{[]string{"agent", "--proxy=p:1", "--token=t", "--ca-pin=abc"}, `--ca-pin: CA pin "abc": want sha256: and 64 hex digits`},
 		{agent, "--db: required"},
 		{append(agent, "--db=orders"), `--db "orders": want NAME=PROTOCOL://HOST:PORT`},
-		{append(agent, "--db=o=oracle://h:1521"), `protocol "oracle" is not postgres, cockroachdb, mysql or sqlserver`},
+		{append(agent, "--db=o=oracle://h:1521"), `protocol "oracle" is not postgres, cockroachdb, mysql, sqlserver or redis`},
 		{append(agent, "--db=o=postgres://h"), `"h" is not HOST:PORT`},
 		{append(agent, "--db=o=postgres://h:1", "--db=o=mysql://h:2"), `--db: "o" given twice`},
 		{append(agent, "--db=o=postgres://h:1", "--db-ca=x=/ca"), "--db-ca x: no --db of that name"},
