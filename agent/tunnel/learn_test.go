@@ -107,9 +107,10 @@ func TestLearnProxies(t *testing.T) {
 		t.Fatalf("tunnels to %q (proxy-a routes %v), want %q", got, a.Databases()["pg1"], want)
 	}
 
+	// The proxy drops its routes when the stream ends, which can be just
+	// before the listener has let go of its end: both are waited for.
 	tl.Learn(nil)
-	waitFor(t, "the learned tunnel closed", func() bool { return len(b.Databases()["pg1"]) == 0 })
-	if got := connected(tl); got != a.Addr().String() {
-		t.Fatalf("tunnels to %q after presence forgot proxy-b", got)
-	}
+	waitFor(t, "the learned tunnel closed on both ends", func() bool {
+		return len(b.Databases()["pg1"]) == 0 && connected(tl) == a.Addr().String()
+	})
 }
