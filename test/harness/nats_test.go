@@ -72,7 +72,9 @@ func TestNATSClusterSurvivesANode(t *testing.T) {
 	if r := len(st.CachedInfo().Cluster.Replicas); r != 2 {
 		t.Fatalf("stream has %d followers, want 2", r)
 	}
-	if _, err := js.Publish(ctx, "r3.a", []byte("before")); err != nil {
+	// A stream just created may not answer until its replicas have
+	// elected a leader (seconds on a loaded machine): retried, deduplicated.
+	if err := publishUntilAcked(js, "r3.a", "before", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
