@@ -207,7 +207,7 @@ func TestPgbenchReport(t *testing.T) {
 		}
 	}
 	rep.Notes = append(rep.Notes,
-		fmt.Sprintf("audit events stored during the pgbench and COPY runs: %d (both agents; every statement is a query or execute event, carrying its bound parameters, plus a result event; COPY data is summarised every 8 MiB or second)", stored),
+		fmt.Sprintf("audit events stored during the pgbench and COPY runs: %d (every agent that stores them; every statement is a query or execute event, carrying its bound parameters, plus a result event; COPY data is summarised every 8 MiB or second)", stored),
 		"relay, pgbouncer and the agents run in this process or beside it on the same 2 cores as pgbench and PostgreSQL: every proxy competes with both for CPU, which is why even the relay, which only copies bytes, falls well short of direct",
 		"Tollgate = the agent (TLS from the client with a user certificate, access decision, full decoding of both directions, audit events) with an embedded JetStream server (file storage) reached in-process",
 		"\"agent, events discarded\" is a diagnostic, not a product mode: the same agent with a recorder that drops every event; its distance to the relay is the engine's cost (decoding, building events), its distance to Tollgate strict the cost of storing the events (publisher, JetStream, the garbage they make)")
