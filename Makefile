@@ -69,8 +69,10 @@ BENCH_ROUNDS  ?= 3
 BENCH_REPORT  ?= report.md
 
 # Go benchmarks of the hot paths, then the end-to-end benchmarks: pgbench -S
-# and COPY directly, through a byte-copying TLS relay, pgbouncer and the
-# agent (strict and async audit), printed and written to test/bench/report.md.
+# and COPY directly, through a byte-copying TLS relay, pgbouncer, the agent
+# (strict and async audit) and the strict agent through the proxy and its
+# reverse tunnel, and the memory of 1,000 idle sessions directly and over
+# one tunnel, printed and written to test/bench/report.md.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
 	$(GO) test -count=1 -v -timeout 90m -run '^TestPgbenchReport$$' ./test/bench -args -bench-report \

@@ -19,6 +19,11 @@ import (
 // against the database, the relay, pgbouncer and the agent.
 type Conn struct {
 	Host, Port, User, DBName string
+	// HostAddr, when set, is the IP address libpq connects to; Host is
+	// then only the name it sends as SNI and checks the certificate
+	// against (libpq sends no SNI for an IP address, and the proxy
+	// routes on SNI alone).
+	HostAddr string
 	// SSLMode is require, verify-ca or verify-full; every target here
 	// speaks TLS.
 	SSLMode     string
@@ -35,6 +40,9 @@ func (c Conn) Env() []string {
 		"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "TZ=UTC",
 		"PGHOST=" + c.Host, "PGPORT=" + c.Port, "PGUSER=" + c.User, "PGDATABASE=" + c.DBName,
 		"PGSSLMODE=" + c.SSLMode, "PGGSSENCMODE=disable", "PGAPPNAME=tollgate-bench",
+	}
+	if c.HostAddr != "" {
+		env = append(env, "PGHOSTADDR="+c.HostAddr)
 	}
 	if c.SSLRootCert != "" {
 		env = append(env, "PGSSLROOTCERT="+c.SSLRootCert)

@@ -96,22 +96,41 @@ func TestReportRatios(t *testing.T) {
 		Cells: []Cell{{Mode: "prepared", Clients: 8, Results: map[string]Measure{
 			TargetDirect: m(20000, 0.4, 200000, 0, 0), TargetRelay: m(10000, 0.8, 100000, 2*time.Second, 0),
 			TargetPgBouncer: m(8000, 1, 80000, time.Second, 0), TargetStrict: m(9000, 0.9, 90000, 3*time.Second, 270000),
-			TargetAsync: m(9500, 0.85, 95000, 3*time.Second, 285000),
+			TargetAsync: m(9500, 0.85, 95000, 3*time.Second, 285000), TargetStrictViaProxy: m(8100, 1, 81000, 3*time.Second, 243000),
 		}}},
 		Copy: []CopyResult{
 			{Target: TargetDirect, OutBytes: 300e6, Out: 3 * time.Second, InBytes: 300e6, In: 6 * time.Second},
 			{Target: TargetStrict, OutBytes: 300e6, Out: 4 * time.Second, InBytes: 300e6, In: 6 * time.Second, OutCPU: time.Second, InCPU: 2 * time.Second},
+			{Target: TargetStrictViaProxy, OutBytes: 300e6, Out: 5 * time.Second, InBytes: 300e6, In: 6 * time.Second, OutCPU: time.Second, InCPU: 2 * time.Second},
 		},
+		Idle: &IdleResult{Sessions: 1000, Direct: 40 << 20, ViaProxy: 50 << 20},
 	}
 	md := r.Markdown()
 	for _, want := range []string{
-		"| prepared | 8 | 20000 | 10000 (0.50×) | 8000 (0.40×) | 9000 (0.45×) | 9500 (0.47×) | 0.90× | 1.12× |",
-		"| prepared | 8 | 20.0 | 12.5 | 33.3 (3.00 ev) | 31.6 (3.00 ev) |",
-		"| tollgate strict | 75.0 (0.75×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 | 0 / 0 |",
+		"| -M | clients | direct | relay | pgbouncer | tollgate strict | tollgate async | strict via proxy | strict / relay | strict / pgbouncer | via proxy / strict direct |",
+		"| prepared | 8 | 20000 | 10000 (0.50×) | 8000 (0.40×) | 9000 (0.45×) | 9500 (0.47×) | 8100 (0.41×) | 0.90× | 1.12× | 0.90× |",
+		"| prepared | 8 | 20.0 | 12.5 | 33.3 (3.00 ev) | 31.6 (3.00 ev) | 37.0 (3.00 ev) |",
+		"| tollgate strict | 75.0 (0.75×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 | 0 / 0 | – |",
+		"| strict via proxy | 60.0 (0.60×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 | 0 / 0 | 0.80× / 1.00× |",
+		"## 1000 idle sessions over one tunnel: memory per session",
+		"| 1000 | 41.0 | 51.2 | 10.2 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+
+	// Without the proxy's target the report has none of its columns.
+	r = &Report{Targets: []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict},
+		Cells: r.Cells, Copy: r.Copy[:2]}
+	md = r.Markdown()
+	for _, unwanted := range []string{"via proxy / strict", "to strict direct", "idle sessions"} {
+		if strings.Contains(md, unwanted) {
+			t.Errorf("report without the proxy's target has %q:\n%s", unwanted, md)
+		}
+	}
+	if want := "| tollgate strict | 75.0 (0.75×) | 50.0 (1.00×) | 300 | 1.00 / 2.00 | 0 / 0 |\n"; !strings.Contains(md, want) {
+		t.Errorf("report lacks %q:\n%s", want, md)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,15 +26,21 @@ const (
 	// but never signed, so that the signatures' share of strict's cost is
 	// measured in the same run.
 	TargetUnsigned = "strict, unsigned"
+	// TargetStrictViaProxy is the strict agent reached as a database
+	// behind NAT is: the client connects to the proxy's port, the proxy
+	// routes on the SNI and splices the connection onto the agent's
+	// reverse tunnel. Its distance to TargetStrict is what the proxy and
+	// the tunnel cost.
+	TargetStrictViaProxy = "strict via proxy"
 )
 
 // stores reports whether target is an agent that stores its events.
 func stores(target string) bool {
-	return target == TargetStrict || target == TargetAsync || target == TargetUnsigned
+	return target == TargetStrict || target == TargetAsync || target == TargetUnsigned || target == TargetStrictViaProxy
 }
 
 // Targets lists the targets measured by default, in column order.
-var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync}
+var Targets = []string{TargetDirect, TargetRelay, TargetPgBouncer, TargetStrict, TargetAsync, TargetStrictViaProxy}
 
 // Measure is one target's pgbench run with what it cost the proxy.
 type Measure struct {
@@ -105,7 +112,34 @@ type Report struct {
 	Settings string
 	Cells    []Cell
 	Copy     []CopyResult
-	Notes    []string
+	// Idle is the memory of idle sessions through the proxy and one
+	// tunnel, when measured.
+	Idle  *IdleResult
+	Notes []string
+}
+
+// IdleResult is the memory held by idle sessions opened to the strict
+// agent directly and through the proxy and one reverse tunnel: the heap
+// and goroutine stacks of this process, which holds the clients, the
+// proxy and the agent, before and after the sessions were opened.
+type IdleResult struct {
+	Sessions int
+	// Direct and ViaProxy are the bytes the sessions added, in total.
+	Direct, ViaProxy int64
+}
+
+// DirectPerSession, ViaProxyPerSession and ProxyPerSession are bytes per
+// session: directly, through the proxy, and what the proxy and the
+// tunnel add.
+func (r IdleResult) DirectPerSession() float64   { return perSession(r.Direct, r.Sessions) }
+func (r IdleResult) ViaProxyPerSession() float64 { return perSession(r.ViaProxy, r.Sessions) }
+func (r IdleResult) ProxyPerSession() float64    { return perSession(r.ViaProxy-r.Direct, r.Sessions) }
+
+func perSession(b int64, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(b) / float64(n)
 }
 
 // Machine describes where the numbers were measured.
@@ -199,18 +233,32 @@ func (r *Report) Markdown() string {
 	b.WriteString("From pgbench's log of every transaction (one statement each). The added latency is the target's percentile less the relay's, from the same run.\n\n")
 	r.percentileTable(&b)
 	b.WriteString("\n## Proxy CPU time per transaction in µs (audit events per transaction)\n\n")
-	b.WriteString("CPU used by the proxy alone during the run, divided by the transactions pgbench completed: the relay and the agents are this process (the agents with the embedded JetStream server), pgbouncer its own process. It depends far less on the machine's other load than TPS does.\n\n")
+	b.WriteString("CPU used by the proxy alone during the run, divided by the transactions pgbench completed: the relay, the agents and the proxy are this process (the agents with the embedded JetStream server; strict via proxy is the proxy, the tunnel and the agent together), pgbouncer its own process. It depends far less on the machine's other load than TPS does.\n\n")
 	r.cpuTable(&b)
 
 	if len(r.Copy) > 0 {
 		b.WriteString("\n## COPY through each target: MB/s (ratio to direct)\n\n")
-		b.WriteString("| target | COPY TO STDOUT | COPY FROM STDIN | MB each way | proxy CPU out / in (s) | audit events out / in |\n|---|---:|---:|---:|---:|---:|\n")
-		var direct CopyResult
+		var direct, strict CopyResult
+		viaProxy := false
 		for _, c := range r.Copy {
-			if c.Target == TargetDirect {
+			switch c.Target {
+			case TargetDirect:
 				direct = c
+			case TargetStrict:
+				strict = c
+			case TargetStrictViaProxy:
+				viaProxy = true
 			}
 		}
+		b.WriteString("| target | COPY TO STDOUT | COPY FROM STDIN | MB each way | proxy CPU out / in (s) | audit events out / in |")
+		if viaProxy {
+			b.WriteString(" out / in to strict direct |")
+		}
+		b.WriteString("\n|---|---:|---:|---:|---:|---:|")
+		if viaProxy {
+			b.WriteString("---:|")
+		}
+		b.WriteString("\n")
 		for _, c := range r.Copy {
 			cpu, evs := "–", "–"
 			if c.Target != TargetDirect {
@@ -219,10 +267,26 @@ func (r *Report) Markdown() string {
 			if stores(c.Target) {
 				evs = fmt.Sprintf("%d / %d", c.OutEvents, c.InEvents)
 			}
-			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s | %s |\n", c.Target,
+			fmt.Fprintf(&b, "| %s | %.1f (%.2f×) | %.1f (%.2f×) | %.0f | %s | %s |", c.Target,
 				c.OutMBps(), ratio(c.OutMBps(), direct.OutMBps()),
 				c.InMBps(), ratio(c.InMBps(), direct.InMBps()), float64(c.OutBytes)/1e6, cpu, evs)
+			switch {
+			case c.Target == TargetStrictViaProxy:
+				fmt.Fprintf(&b, " %.2f× / %.2f× |", ratio(c.OutMBps(), strict.OutMBps()), ratio(c.InMBps(), strict.InMBps()))
+			case viaProxy:
+				b.WriteString(" – |")
+			}
+			b.WriteString("\n")
 		}
+	}
+	if r.Idle != nil {
+		i := r.Idle
+		fmt.Fprintf(&b, "\n## %d idle sessions over one tunnel: memory per session\n\n", i.Sessions)
+		b.WriteString("Sessions opened to the strict agent, directly and through the proxy and its one reverse tunnel, and left idle after the TLS handshake (user certificate verified, the agent waiting for the startup message; no database connection yet). " +
+			"The figure is the growth of this process's live heap and goroutine stacks (Go runtime, after collecting), which holds the clients, the proxy and the agent; the clients and the agent are the same on both paths, so the difference is what the proxy and the tunnel hold per session. " +
+			"`BenchmarkIdleSessions` in proxy/ measures the same against a bare TLS sink, and runs in the Go benchmarks `make bench` starts with.\n\n")
+		b.WriteString("| sessions | directly (KiB/session) | via proxy + tunnel (KiB/session) | proxy + tunnel add (KiB/session) |\n|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %.1f |\n", i.Sessions, i.DirectPerSession()/1024, i.ViaProxyPerSession()/1024, i.ProxyPerSession()/1024)
 	}
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
@@ -242,8 +306,14 @@ func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format
 	for _, t := range targets {
 		fmt.Fprintf(b, " %s |", t)
 	}
+	// The proxy's aim is measured against the strict agent reached
+	// directly, the same agent without the proxy and the tunnel.
+	viaProxy := throughput && slices.Contains(targets, TargetStrictViaProxy)
 	if throughput {
 		b.WriteString(" strict / relay | strict / pgbouncer |")
+	}
+	if viaProxy {
+		b.WriteString(" via proxy / strict direct |")
 	}
 	b.WriteString("\n|---|---:|")
 	for range targets {
@@ -251,6 +321,9 @@ func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format
 	}
 	if throughput {
 		b.WriteString("---:|---:|")
+	}
+	if viaProxy {
+		b.WriteString("---:|")
 	}
 	b.WriteString("\n")
 	for _, c := range r.sortedCells() {
@@ -272,6 +345,9 @@ func (r *Report) cellTable(b *strings.Builder, val func(Measure) float64, format
 		if throughput {
 			s := val(c.Results[TargetStrict])
 			fmt.Fprintf(b, " %.2f× | %.2f× |", ratio(s, val(c.Results[TargetRelay])), ratio(s, val(c.Results[TargetPgBouncer])))
+		}
+		if viaProxy {
+			fmt.Fprintf(b, " %.2f× |", ratio(val(c.Results[TargetStrictViaProxy]), val(c.Results[TargetStrict])))
 		}
 		b.WriteString("\n")
 	}

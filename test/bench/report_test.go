@@ -31,6 +31,7 @@ var (
 	flagOut      = flag.String("bench-out", "report.md", "file the full benchmark's report is written to")
 	flagUnsigned = flag.Bool("bench-unsigned", false, "also measure strict audit with frames that are never signed (the signatures' share of strict's cost)")
 	flagNoStore  = flag.Bool("bench-nostore", true, "also measure the agent with a recorder that discards events (a diagnostic of where the agent's time goes)")
+	flagIdle     = flag.Int("bench-idle-sessions", 1000, "idle sessions opened to the strict agent directly and through the proxy and one tunnel, whose memory per session is reported (full benchmark; 0: not measured)")
 	flagProfiles = flag.String("bench-cpuprofile", "", "directory for CPU profiles of this process (relay and agents) during each in-process target's runs")
 )
 
@@ -44,16 +45,19 @@ type benchConfig struct {
 	out        string
 	profileDir string
 	targets    []string
+	// idle is the number of idle sessions measured; 0 skips it.
+	idle int
 }
 
 func configFromFlags(t *testing.T) benchConfig {
 	if !*flagReport {
 		// Smoke: every target, both protocols, one client, one second.
 		return benchConfig{duration: time.Second, clients: []int{1}, modes: []string{"simple", "prepared"},
-			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles, targets: append(Targets[:len(Targets):len(Targets)], TargetNoStore, TargetUnsigned)}
+			scale: 1, copyMB: 8, rounds: 1, profileDir: *flagProfiles, targets: append(Targets[:len(Targets):len(Targets)], TargetNoStore, TargetUnsigned),
+			idle: 100}
 	}
 	c := benchConfig{duration: *flagTime, modes: splitList(*flagModes), scale: *flagScale, copyMB: *flagCopyMB,
-		rounds: max(*flagRounds, 1), out: *flagOut, profileDir: *flagProfiles, targets: Targets}
+		rounds: max(*flagRounds, 1), out: *flagOut, profileDir: *flagProfiles, targets: Targets, idle: max(*flagIdle, 0)}
 	if *flagNoStore {
 		c.targets = append(c.targets[:len(c.targets):len(c.targets)], TargetNoStore)
 	}
@@ -99,8 +103,9 @@ var benchSettings = map[string]string{
 }
 
 // TestPgbenchReport measures pgbench -S and COPY directly, through the
-// byte-copying relay, pgbouncer, and the agent in strict and async audit
-// mode, all in one run, and (with -bench-report) writes the report.
+// byte-copying relay, pgbouncer, the agent in strict and async audit mode,
+// and the strict agent through the proxy and its reverse tunnel, all in
+// one run, and (with -bench-report) writes the report.
 func TestPgbenchReport(t *testing.T) {
 	for _, p := range []string{"pgbench", "psql"} {
 		if _, err := exec.LookPath(p); err != nil {
@@ -133,6 +138,13 @@ func TestPgbenchReport(t *testing.T) {
 	warm := Pgbench{Conn: s.conns[TargetDirect], Mode: "prepared", Clients: 2, Duration: 2 * time.Second}
 	if _, out, err := warm.Run(context.Background()); err != nil {
 		t.Fatalf("warm-up: %v\n%s", err, out)
+	}
+
+	// Idle sessions are measured before the busy runs, whose buffers the
+	// process would still be giving back.
+	if cfg.idle > 0 {
+		idle := s.idleSessions(t, cfg.idle)
+		rep.Idle = &idle
 	}
 
 	eventsBefore := s.auditEvents(t)
@@ -195,11 +207,14 @@ func TestPgbenchReport(t *testing.T) {
 		}
 	}
 	rep.Notes = append(rep.Notes,
-		fmt.Sprintf("audit events stored during the pgbench and COPY runs: %d (both agents; every statement is a query or execute event, carrying its bound parameters, plus a result event; COPY data is summarised every 8 MiB or second)", stored),
+		fmt.Sprintf("audit events stored during the pgbench and COPY runs: %d (every agent that stores them; every statement is a query or execute event, carrying its bound parameters, plus a result event; COPY data is summarised every 8 MiB or second)", stored),
 		"relay, pgbouncer and the agents run in this process or beside it on the same 2 cores as pgbench and PostgreSQL: every proxy competes with both for CPU, which is why even the relay, which only copies bytes, falls well short of direct",
 		"Tollgate = the agent (TLS from the client with a user certificate, access decision, full decoding of both directions, audit events) with an embedded JetStream server (file storage) reached in-process",
 		"\"agent, events discarded\" is a diagnostic, not a product mode: the same agent with a recorder that drops every event; its distance to the relay is the engine's cost (decoding, building events), its distance to Tollgate strict the cost of storing the events (publisher, JetStream, the garbage they make)")
 
+	if slices.Contains(cfg.targets, TargetStrictViaProxy) {
+		rep.Notes = append(rep.Notes, "\"strict via proxy\" is the strict agent reached as a database behind NAT is: the agent has no listening socket and keeps a reverse tunnel (TLS, yamux) to an in-process proxy; pgbench and psql connect to the proxy's port with the database's name as SNI (PGHOST=pg, PGHOSTADDR=127.0.0.1, verify-full), the proxy routes on the ClientHello and splices the bytes onto a tunnel stream, and the client's TLS ends at the agent. Its proxy CPU is this process's: proxy, tunnel and agent together, so its distance to Tollgate strict's is the proxy's and the tunnel's share. The aim is ≥ 0.9× the strict agent reached directly, in TPS and in COPY each way (the \"via proxy / strict direct\" and \"to strict direct\" columns)")
+	}
 	if slices.Contains(cfg.targets, TargetUnsigned) {
 		rep.Notes = append(rep.Notes, "\"strict, unsigned\" is a diagnostic: strict audit whose frames are chained but never signed; its distance to Tollgate strict is what the signatures cost (hashing is in both)")
 	}

@@ -22,12 +22,15 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/postgres"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
+	"github.com/tollgate-db/tollgate/proxy"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
@@ -50,6 +53,12 @@ type stack struct {
 	// auditSeq is the last AUDIT sequence counted, auditN the events
 	// held up to it.
 	auditSeq, auditN uint64
+	// proxy is the public port the tunneled agent is reached through;
+	// hostRoots and userPair are what a client needs to open sessions
+	// through it (the idle-session measurement).
+	proxy     *proxy.Server
+	hostRoots *x509.CertPool
+	userPair  tls.Certificate
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -206,13 +215,33 @@ spec:
 		tb.Fatal(err)
 	}
 
+	s.hostRoots, err = cas.Pool(ca.Host)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.userPair = tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey}
+	// The tunneled agent's certificate names its database: the proxy
+	// routes to an agent only the databases its certificate names, and
+	// libpq's verify-full checks the name it sent as SNI.
+	tunnelKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tunnelCert, _, err := cas.IssueHost(tunnelKey.Public(), "bench-tunnel-agent", []string{"pg"}, 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tunnelPair := tls.Certificate{Certificate: [][]byte{tunnelCert.Raw}, PrivateKey: tunnelKey}
+	s.proxy = s.startProxy(tb, cas)
+
 	// One agent per audit mode, each with one database so that pgbench,
 	// which sends no SNI for an IP address, reaches it; the async agent's
 	// publisher is asynchronous too, as audit.mode: async configures it.
+	// The agent of TargetStrictViaProxy is the strict one again, but with
+	// no listening socket: it dials the proxy and serves the streams of
+	// its reverse tunnel.
 	for _, m := range []struct {
 		target string
 		mode   events.Mode
-	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}, {TargetUnsigned, events.ModeStrict}} {
+	}{{TargetStrict, events.ModeStrict}, {TargetAsync, events.ModeAsync}, {TargetNoStore, events.ModeStrict}, {TargetUnsigned, events.ModeStrict},
+		{TargetStrictViaProxy, events.ModeStrict}} {
 		var rec agent.Recorder = discard{}
 		if m.target != TargetNoStore {
 			opts := []events.PublisherOption{events.WithMode(m.mode), events.WithLogger(quietLogger())}
@@ -227,12 +256,16 @@ spec:
 			tb.Cleanup(func() { _ = pub.Close(context.Background()) })
 			rec = pub
 		}
+		pair := hostPair
+		if m.target == TargetStrictViaProxy {
+			pair = tunnelPair
+		}
 		srv, err := agent.NewServer(agent.ServerConfig{
 			Cluster: "bench",
 			Databases: []config.Database{{Name: "pg", Protocol: "postgres", URI: s.pg.Addr(), AuditMode: m.mode.String(),
 				StaticLabels: map[string]string{"env": "bench"},
 				TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: s.pg.ServerCAFile}}},
-			TLS:        &tls.Config{Certificates: []tls.Certificate{hostPair}},
+			TLS:        &tls.Config{Certificates: []tls.Certificate{pair}},
 			UserCAs:    userPool,
 			Identify:   identity.FromCertificate,
 			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
@@ -244,10 +277,74 @@ spec:
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s.conns[m.target] = s.serve(tb, func(ctx context.Context, ln net.Listener) error { return srv.Serve(ctx, ln) },
-			Conn{SSLMode: "verify-full", SSLRootCert: hostCAFile, SSLCert: userCertFile, SSLKey: userKeyFile})
+		c := Conn{SSLMode: "verify-full", SSLRootCert: hostCAFile, SSLCert: userCertFile, SSLKey: userKeyFile}
+		if m.target == TargetStrictViaProxy {
+			s.conns[m.target] = s.serveTunnel(tb, srv, tunnelPair, c)
+			continue
+		}
+		s.conns[m.target] = s.serve(tb, func(ctx context.Context, ln net.Listener) error { return srv.Serve(ctx, ln) }, c)
 	}
 	return s
+}
+
+// startProxy runs the proxy's public port in this process, with the
+// certificate tollgate start gives it, until the test ends.
+func (s *stack) startProxy(tb testing.TB, cas *ca.Authorities) *proxy.Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := daemon.HostCertificate(cas, ca.ProxyHostID, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	px, err := proxy.New(proxy.Options{Listener: ln, Cert: cert, AgentCAs: s.hostRoots, Log: quietLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- px.Serve(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("proxy: %v", err)
+		}
+	})
+	return px
+}
+
+// serveTunnel serves srv on a reverse tunnel to the proxy, as an agent
+// configured with db_service.proxy_addrs and no listen address does, and
+// returns c pointed at the proxy's port. libpq connects to the address
+// and sends the database's name as SNI, which the proxy routes on and the
+// agent's certificate is verified against.
+func (s *stack) serveTunnel(tb testing.TB, srv *agent.Server, pair tls.Certificate, c Conn) Conn {
+	tb.Helper()
+	tl, err := tunnel.Listen(tunnel.Options{Addrs: []string{s.proxy.Addr().String()}, HostID: "bench-tunnel-agent", Databases: []string{"pg"},
+		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: s.hostRoots}, Log: quietLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, tl) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("serve the tunnel: %v", err)
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); len(s.proxy.Databases()["pg"]) == 0; {
+		if time.Now().After(deadline) {
+			tb.Fatal("the agent's tunnel to the proxy did not open in 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	host, port, _ := net.SplitHostPort(s.proxy.Addr().String())
+	c.Host, c.HostAddr, c.Port, c.User, c.DBName = "pg", host, port, benchUser, "postgres"
+	return c
 }
 
 // discard is a recorder that stores nothing.
