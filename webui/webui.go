@@ -415,7 +415,7 @@ func (u *UI) connectors() []ssoButton {
 		if label == "" {
 			label = c.Name
 		}
-		out = append(out, ssoButton{Name: c.Name, Label: label, URL: sso.LoginPath(c.Name)})
+		out = append(out, ssoButton{Name: c.Name, Label: label, URL: sso.ConnectorLoginPath(c)})
 	}
 	return out
 }
