@@ -384,10 +384,11 @@ func (u *UI) SignedIn(w http.ResponseWriter, r *http.Request, cert *x509.Certifi
 		SameSite: http.SameSiteStrictMode, Expires: cert.NotAfter})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	if r.Method == http.MethodGet {
-		// A single sign-on ends on a redirect from the identity provider,
-		// a cross-site navigation that does not carry SameSite=Strict
-		// cookies; a page of this site moving on does.
+	if r.Method == http.MethodGet || strings.HasPrefix(r.URL.Path, "/sso/") {
+		// A single sign-on ends on a redirect (OIDC) or a form post (SAML)
+		// from the identity provider, a cross-site navigation that does not
+		// carry SameSite=Strict cookies, nor does a redirect that follows
+		// it; a page of this site moving on does.
 		w.Header().Set("Refresh", "0;url="+safeNext(next))
 		u.render(w, http.StatusOK, "continue", view{Title: "Signed in", Data: safeNext(next)})
 		return

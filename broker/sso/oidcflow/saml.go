@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/crewjam/saml"
@@ -237,7 +238,10 @@ func samlRefusal(err error) refusal {
 		return refusal{http.StatusForbidden, events.LoginSSOExpired,
 			"the SAML assertion is expired or not yet valid; start again (and check the clocks)", detail}
 	case errors.Is(err, saml.ErrInvalidSignature), errors.Is(err, saml.ErrUntrustedCertificate),
-		errors.Is(err, saml.ErrCertificateNotValidNow):
+		errors.Is(err, saml.ErrCertificateNotValidNow),
+		// crewjam/saml's error for a response and assertion both unsigned
+		// is unexported: its text is all there is to match.
+		strings.Contains(detail, "signature element not present"):
 		return refusal{http.StatusForbidden, events.LoginSSOBadSignature,
 			"the SAML response is not signed by the identity provider (a signed response or assertion is required)", detail}
 	}
