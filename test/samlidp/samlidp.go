@@ -208,4 +208,3 @@ func Post(c *http.Client, r Response) (*http.Response, string, error) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b), nil
 }
-
