@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/sso"
 )
 
 func init() {
@@ -99,7 +100,16 @@ func ssoLsCmd() *cobra.Command {
 					for _, m := range c.ClaimsToRoles {
 						ms = append(ms, fmt.Sprintf("%s=%s→%s", m.Claim, m.Value, strings.Join(m.Roles, ",")))
 					}
-					return []string{c.Name, c.Type, c.IssuerURL, c.ClientID, secret, strings.Join(ms, "; ")}
+					issuer, client := c.IssuerURL, c.ClientID
+					if c.Type == sso.TypeSAML {
+						// A SAML connector has its provider's metadata
+						// and no client.
+						issuer, client, secret = c.EntityDescriptorURL, "-", "-"
+						if issuer == "" {
+							issuer = "(inline metadata)"
+						}
+					}
+					return []string{c.Name, c.Type, issuer, client, secret, strings.Join(ms, "; ")}
 				})
 			})
 		},
