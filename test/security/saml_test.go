@@ -3,6 +3,7 @@ package security
 import (
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crewjam/saml"
 
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/sso"
@@ -209,5 +212,37 @@ func TestSAMLNoRole(t *testing.T) {
 	}
 	if ev := w.lastSAML(t); ev["user"] != "eve@example.com" {
 		t.Fatalf("refusal without the user: %v", ev)
+	}
+}
+
+// TestSAMLMetadata: the service provider's metadata names the entity id
+// and ACS the checks use, both derived from the proxy's public address;
+// a SAML connector cannot be started through the OIDC path.
+func TestSAMLMetadata(t *testing.T) {
+	w := newSAMLWorld(t)
+	c := w.browser()
+	resp, err := c.Get(w.base + sso.SAMLMetadataPath("ent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var md saml.EntityDescriptor
+	if err := xml.Unmarshal(b, &md); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metadata: %d %v\n%s", resp.StatusCode, err, b)
+	}
+	if md.EntityID != w.base+sso.SAMLMetadataPath("ent") || len(md.SPSSODescriptors) != 1 ||
+		len(md.SPSSODescriptors[0].AssertionConsumerServices) != 1 ||
+		md.SPSSODescriptors[0].AssertionConsumerServices[0].Location != w.base+sso.SAMLACSPath("ent") ||
+		md.SPSSODescriptors[0].AssertionConsumerServices[0].Binding != saml.HTTPPostBinding {
+		t.Fatalf("metadata:\n%s", b)
+	}
+	resp, err = c.Get(w.base + sso.LoginPath("ent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a SAML connector started as OIDC: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 }
