@@ -84,7 +84,7 @@ type UserLogin struct {
 	// Connector names the single sign-on connector of an oidc or saml login.
 	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
 	// MFA names the second factor checked, empty when none was.
-	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=provider,description=Second factor used at login: totp, or provider (the identity provider says it checked one); empty: none"`
+	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=webauthn,enum=provider,description=Second factor used at login: totp, webauthn (a security key or passkey), or provider (the identity provider says it checked one); empty: none"`
 	// WithheldRoles are roles of the user that require a second factor
 	// (require_mfa) and were left out of the certificate because none was
 	// used.

@@ -120,6 +120,10 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	}))
 	srv.Handle("GET /login", http.HandlerFunc(u.loginForm))
 	srv.Handle("POST /login", http.HandlerFunc(u.loginSubmit))
+	srv.Handle("POST /login/webauthn", http.HandlerFunc(u.loginKey))
+	srv.Handle("GET /mfa", u.page(u.mfaPage))
+	srv.Handle("POST /mfa/webauthn/begin", u.page(u.registerBegin))
+	srv.Handle("POST /mfa/webauthn/finish", u.page(u.registerFinish))
 	srv.Handle("POST /logout", u.page(u.logout))
 	srv.Handle("GET /audit", u.page(u.audit))
 	srv.Handle("GET /audit/download", u.page(u.auditDownload))
@@ -357,6 +361,10 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		var ref *login.Refusal
 		if errors.As(err, &ref) {
 			status, msg = ref.Status, ref.Message
+			if ref.WebAuthn != nil {
+				u.askKey(w, ck.Value, user, next, ref.WebAuthn)
+				return
+			}
 		} else if errors.Is(err, login.ErrAudit) || errors.Is(err, context.Canceled) {
 			status = http.StatusServiceUnavailable
 		}
