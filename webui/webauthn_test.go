@@ -25,7 +25,11 @@ import (
 func TestWebAuthnSignIn(t *testing.T) {
 	w := startWorldAt(t, "localhost")
 	base := "https://" + w.ProxyAddr
-	w.addUser(t, "alice", alicePW, access.RoleAccess)
+	// dba requires a second factor: a key login gets it.
+	if _, err := w.Admin.As(admin, "").UpsertRoles(ctxT(t), "kind: role\nmetadata: {name: dba}\nspec:\n  options: {require_mfa: true}\n  allow: {db_users: ['*'], db_names: ['*']}\n"); err != nil {
+		t.Fatal(err)
+	}
+	w.addUser(t, "alice", alicePW, access.RoleAccess, "dba")
 
 	ctx := browser(t)
 	if _, err := chromedp.Call(ctx, webauthn.Enable, webauthn.EnableParams{}); err != nil {
@@ -53,6 +57,7 @@ func TestWebAuthnSignIn(t *testing.T) {
 	step(t, ctx, "signed in with the key", chromedp.WaitVisible(chromedp.CSS("form.signout")))
 	evs := loginEvents(t, w)
 	if len(evs) < 2 || !evs[0].Success || evs[0].MFA != events.MFAWebAuthn || evs[0].User != "alice" ||
+		strings.Join(evs[0].Roles, ",") != "access,dba" || len(evs[0].Withheld) != 0 ||
 		evs[1].Success || evs[1].Reason != events.LoginMFARequired {
 		t.Fatalf("user.login events (newest first): %+v", evs[:min(len(evs), 3)])
 	}
@@ -84,10 +89,12 @@ func TestWebAuthnSignIn(t *testing.T) {
 }
 
 type loginEvent struct {
-	User    string `json:"user"`
-	Success bool   `json:"success"`
-	MFA     string `json:"mfa"`
-	Reason  string `json:"reason"`
+	User     string   `json:"user"`
+	Success  bool     `json:"success"`
+	MFA      string   `json:"mfa"`
+	Reason   string   `json:"reason"`
+	Roles    []string `json:"roles"`
+	Withheld []string `json:"withheld_roles"`
 }
 
 func loginEvents(t *testing.T, w *world) []loginEvent {

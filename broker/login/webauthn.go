@@ -6,8 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -56,11 +56,11 @@ func relyingParty(origin string) (*webauthn.WebAuthn, error) {
 	if origin == "" {
 		return nil, nil
 	}
-	host := origin
-	if h, _, err := net.SplitHostPort(origin[len("https://"):]); err == nil {
-		host = h
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return nil, fmt.Errorf("origin %q: want https://HOST:PORT", origin)
 	}
-	return webauthn.New(&webauthn.Config{RPID: host, RPDisplayName: "Tollgate", RPOrigins: []string{origin}})
+	return webauthn.New(&webauthn.Config{RPID: u.Hostname(), RPDisplayName: "Tollgate", RPOrigins: []string{origin}})
 }
 
 func (s *Service) webauthn() (*webauthn.WebAuthn, error) {
@@ -159,6 +159,15 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 		return refused("begin: " + err.Error())
 	}
 	ticket := base64.RawURLEncoding.EncodeToString(randomBytes(32))
+	// Challenges never answered are dropped here, so that abandoned
+	// sign-ins do not pile up.
+	now := s.now()
+	s.asserting.Range(func(k, v any) bool {
+		if p, _ := v.(waPending); now.After(p.expires) {
+			s.asserting.Delete(k)
+		}
+		return true
+	})
 	s.asserting.Store(ticket, waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL)})
 	return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for",
 		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI; tg cannot use one yet, so a user who also enrolled an authenticator app gives its code with tg login --otp)",
