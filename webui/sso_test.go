@@ -160,7 +160,8 @@ func TestTOTPSignIn(t *testing.T) {
 }
 
 // TestSAMLSignIn signs in to the web UI through a real SAML identity
-// provider (crewjam/saml's samlidp) in headless Chromium: its login form,
+// provider (crewjam/saml's samlidp), its metadata given inline, in
+// headless Chromium: its login form,
 // its signed response posted back to the ACS, the groups attribute mapped
 // to the editor role; a user whose attributes map to no role is refused
 // with a page and an event that say so.
@@ -175,10 +176,11 @@ metadata: {name: ent}
 spec:
   type: saml
   display: Enterprise SAML
-  entity_descriptor_url: %s
+  entity_descriptor: |
+    %s
   attributes_to_roles:
     - {name: %s, value: dba, roles: [editor], db_users: [postgres]}
-`, idp.MetadataURL, samlidp.GroupsAttribute))
+`, strings.ReplaceAll(string(idp.Metadata), "\n", "\n    "), samlidp.GroupsAttribute))
 	if err != nil || len(res) != 1 || res[0].Result != "created" {
 		t.Fatalf("add connector: %v %+v", err, res)
 	}
