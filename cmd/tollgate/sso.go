@@ -47,7 +47,25 @@ roles and traits:
 
 Register https://<proxy address>/sso/oidc/<name>/callback with the provider.
 The client secret is kept in the broker's credentials store, never in the
-state stream or its events.`,
+state stream or its events.
+
+A SAML 2.0 identity provider is named by its metadata, and attributes grant
+roles and traits as claims do:
+
+  kind: connector
+  metadata:
+    name: ent
+  spec:
+    type: saml
+    entity_descriptor_url: https://idp.example.com/saml/metadata
+    # or entity_descriptor: | with the metadata XML
+    username_attribute: mail         # default: the subject's NameID
+    attributes_to_roles:
+      - {name: groups, value: dba, roles: [access], db_users: [postgres]}
+
+Register Tollgate with the provider from its metadata at
+https://<proxy address>/sso/saml/<name>/metadata (the entity id; the ACS is
+/sso/saml/<name>/acs).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
