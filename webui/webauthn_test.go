@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
@@ -38,6 +39,17 @@ func TestWebAuthnSignIn(t *testing.T) {
 	if _, err := chromedp.Call(ctx, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{Options: &webauthn.VirtualAuthenticatorOptions{
 		Protocol: webauthn.AuthenticatorProtocolCtap2, Transport: webauthn.AuthenticatorTransportUsb,
 		HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true}}); err != nil {
+		t.Fatal(err)
+	}
+	// Keep a copy of every answer the page posts, as someone watching
+	// the browser could, to replay it below.
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+		const submit = HTMLFormElement.prototype.submit;
+		HTMLFormElement.prototype.submit = function () {
+			const c = this.querySelector("#credential");
+			if (c) { sessionStorage.setItem("captured", c.value); }
+			submit.call(this);
+		};`}); err != nil {
 		t.Fatal(err)
 	}
 	signIn(t, ctx, base, "alice", alicePW)
@@ -70,8 +82,24 @@ func TestWebAuthnSignIn(t *testing.T) {
 	if n := eval[int](t, ctx2, `document.querySelectorAll('form.signout').length`); n != 0 {
 		t.Fatal("signed in with the password alone")
 	}
+	// The key's genuine answer to an earlier challenge, replayed to a new
+	// one, is refused and audited.
+	captured := eval[string](t, ctx, `sessionStorage.getItem("captured") || ""`)
+	if !strings.Contains(captured, "authenticatorData") {
+		t.Fatalf("no answer captured: %q", captured)
+	}
+	js, _ := json.Marshal(captured)
+	status := submit(t, ctx2, "replayed answer", chromedp.Evaluate[chromedp.Void](`document.getElementById("credential").value = `+string(js)+`; document.getElementById("webauthn-login").submit()`))
+	if status != 401 || !strings.Contains(text(t, ctx2, "#error"), "security key's answer was not accepted") {
+		t.Fatalf("replayed answer: %d %q", status, text(t, ctx2, "main"))
+	}
+	if evs := loginEvents(t, w); evs[0].Success || evs[0].Reason != events.LoginMFAWrong || evs[0].User != "alice" || !strings.Contains(evs[0].Error, "hallenge") {
+		t.Fatalf("replayed answer's event: %+v", evs[0])
+	}
+	step(t, ctx2, "password again", chromedp.SendKeys(chromedp.CSS("#user"), "alice"), chromedp.SendKeys(chromedp.CSS("#password"), alicePW),
+		chromedp.Click(chromedp.CSS("#signin")), chromedp.WaitVisible(chromedp.CSS("#webauthn-prompt")))
 	// An answer made up instead of the key's is refused and audited.
-	status := submit(t, ctx2, "forged answer", chromedp.Evaluate[chromedp.Void](`document.getElementById("credential").value = JSON.stringify({id: "AAAA", rawId: "AAAA", type: "public-key", response: {authenticatorData: "AAAA", clientDataJSON: "e30", signature: "AAAA"}}); document.getElementById("webauthn-login").submit()`))
+	status = submit(t, ctx2, "forged answer", chromedp.Evaluate[chromedp.Void](`document.getElementById("credential").value = JSON.stringify({id: "AAAA", rawId: "AAAA", type: "public-key", response: {authenticatorData: "AAAA", clientDataJSON: "e30", signature: "AAAA"}}); document.getElementById("webauthn-login").submit()`))
 	if status != 401 || !strings.Contains(text(t, ctx2, "#error"), "security key's answer was not accepted") {
 		t.Fatalf("forged answer: %d %q", status, text(t, ctx2, "main"))
 	}
@@ -93,6 +121,7 @@ type loginEvent struct {
 	Success  bool     `json:"success"`
 	MFA      string   `json:"mfa"`
 	Reason   string   `json:"reason"`
+	Error    string   `json:"error"`
 	Roles    []string `json:"roles"`
 	Withheld []string `json:"withheld_roles"`
 }
