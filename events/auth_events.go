@@ -27,6 +27,9 @@ const (
 	// LoginOIDC is a single sign-on through an OpenID Connect provider;
 	// UserLogin.Connector names it.
 	LoginOIDC = "oidc"
+	// LoginSAML is a single sign-on through a SAML 2.0 identity provider;
+	// UserLogin.Connector names it.
+	LoginSAML = "saml"
 )
 
 // Login failure reasons (UserLogin.Reason). The client never learns which
@@ -57,6 +60,14 @@ const (
 	LoginSSOBadNonce         = "sso_bad_nonce"
 	LoginSSONoUsername       = "sso_no_username"
 	LoginSSONoRole           = "sso_no_role"
+	// SAML refusals: the response's signature is missing or not the
+	// identity provider's, its time window has passed (or not begun), it
+	// was issued for another service provider, or it answers no request
+	// this browser made.
+	LoginSSOBadSignature  = "sso_bad_signature"
+	LoginSSOExpired       = "sso_expired"
+	LoginSSOWrongAudience = "sso_wrong_audience"
+	LoginSSOBadRequestID  = "sso_bad_request_id"
 	// Second-factor refusals: the password was right.
 	LoginMFARequired = "mfa_required"
 	LoginMFAWrong    = "mfa_wrong"
@@ -69,17 +80,17 @@ const (
 type UserLogin struct {
 	Envelope
 	Status
-	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS) or oidc (single sign-on)"`
-	// Connector names the single sign-on connector of an oidc login.
+	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,enum=saml,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS), oidc or saml (single sign-on)"`
+	// Connector names the single sign-on connector of an oidc or saml login.
 	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
 	// MFA names the second factor checked, empty when none was.
-	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=provider,description=Second factor used at login: totp, or provider (the identity provider says it checked one); empty: none"`
+	MFA string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=webauthn,enum=provider,description=Second factor used at login: totp, webauthn (a security key or passkey), or provider (the identity provider says it checked one); empty: none"`
 	// WithheldRoles are roles of the user that require a second factor
 	// (require_mfa) and were left out of the certificate because none was
 	// used.
 	WithheldRoles []string `json:"withheld_roles,omitempty" jsonschema:"description=Roles left out of the certificate: they require a second factor and none was used"`
 	// Reason is a stable code for a refusal; Status.Error says it in words.
-	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,enum=sso_unknown_connector,enum=sso_bad_state,enum=sso_provider_error,enum=sso_code_rejected,enum=sso_bad_token,enum=sso_bad_nonce,enum=sso_no_username,enum=sso_no_role,enum=mfa_required,enum=mfa_wrong,enum=mfa_reused,description=Why the login was refused"`
+	Reason     string `json:"reason,omitempty" jsonschema:"enum=unknown_user,enum=wrong_password,enum=no_password,enum=invite_invalid,enum=invite_expired,enum=invite_used,enum=weak_password,enum=rate_limited,enum=locked,enum=cert_expired,enum=cert_not_yet_valid,enum=cert_untrusted,enum=cert_altered,enum=cert_invalid,enum=no_cert,enum=bad_request,enum=sso_unknown_connector,enum=sso_bad_state,enum=sso_provider_error,enum=sso_code_rejected,enum=sso_bad_token,enum=sso_bad_nonce,enum=sso_no_username,enum=sso_no_role,enum=sso_bad_signature,enum=sso_expired,enum=sso_wrong_audience,enum=sso_bad_request_id,enum=mfa_required,enum=mfa_wrong,enum=mfa_reused,description=Why the login was refused"`
 	SourceAddr string `json:"source_addr,omitempty" jsonschema:"description=Client IP address as the API saw it"`
 	UserAgent  string `json:"user_agent,omitempty" jsonschema:"description=Client program and version"`
 	// Path is the API operation that was asked for.

@@ -19,23 +19,29 @@ func init() {
 // client secret.
 type Connector struct {
 	Name string `json:"name" jsonschema:"description=Connector name: what tg login --auth and the sign-in page use"`
-	// Type is the protocol; only oidc today.
-	Type          string   `json:"type" jsonschema:"enum=oidc,description=Protocol of the identity provider"`
-	Display       string   `json:"display,omitempty" jsonschema:"description=Label of the sign-in button"`
-	IssuerURL     string   `json:"issuer_url" jsonschema:"description=OpenID Provider issuer URL"`
-	ClientID      string   `json:"client_id" jsonschema:"description=OAuth 2.0 client id registered with the provider"`
-	RedirectURL   string   `json:"redirect_url,omitempty" jsonschema:"description=Callback URL registered with the provider"`
-	Scopes        []string `json:"scopes,omitempty" jsonschema:"description=Scopes asked for besides openid"`
-	UsernameClaim string   `json:"username_claim,omitempty" jsonschema:"description=Claim that names the user"`
+	// Type is the protocol: oidc or saml.
+	Type      string `json:"type" jsonschema:"enum=oidc,enum=saml,description=Protocol of the identity provider"`
+	Display   string `json:"display,omitempty" jsonschema:"description=Label of the sign-in button"`
+	IssuerURL string `json:"issuer_url,omitempty" jsonschema:"description=OpenID Provider issuer URL (oidc)"`
+	ClientID  string `json:"client_id,omitempty" jsonschema:"description=OAuth 2.0 client id registered with the provider (oidc)"`
+	// A SAML identity provider's metadata: where it is published, or the
+	// document itself. Metadata holds only public keys and endpoints.
+	EntityDescriptorURL string   `json:"entity_descriptor_url,omitempty" jsonschema:"description=URL of the SAML identity provider's metadata (saml)"`
+	EntityDescriptor    string   `json:"entity_descriptor,omitempty" jsonschema:"description=The SAML identity provider's metadata XML (saml)"`
+	RedirectURL         string   `json:"redirect_url,omitempty" jsonschema:"description=Callback URL registered with the provider"`
+	Scopes              []string `json:"scopes,omitempty" jsonschema:"description=Scopes asked for besides openid"`
+	UsernameClaim       string   `json:"username_claim,omitempty" jsonschema:"description=Claim (oidc) or attribute (saml) that names the user"`
 	// SecretSet says a client secret is stored for the connector.
-	SecretSet     bool           `json:"secret_set" jsonschema:"description=A client secret is stored (never its value)"`
-	ClaimsToRoles []ClaimMapping `json:"claims_to_roles" jsonschema:"description=Claim values and the roles and traits they grant"`
+	SecretSet bool `json:"secret_set" jsonschema:"description=A client secret is stored (never its value)"`
+	// ClaimsToRoles holds a SAML connector's attributes_to_roles too: an
+	// attribute is mapped as a claim is.
+	ClaimsToRoles []ClaimMapping `json:"claims_to_roles" jsonschema:"description=Claim (or SAML attribute) values and the roles and traits they grant"`
 }
 
 // ClaimMapping grants roles and traits to a login whose claim has a value
 // matching Value (a glob: * matches any run of characters).
 type ClaimMapping struct {
-	Claim   string   `json:"claim" jsonschema:"description=Claim name, e.g. groups or email"`
+	Claim   string   `json:"claim" jsonschema:"description=Claim (or SAML attribute) name, e.g. groups or email"`
 	Value   string   `json:"value" jsonschema:"description=Value or glob pattern the claim must match"`
 	Roles   []string `json:"roles" jsonschema:"description=Roles granted"`
 	DBUsers []string `json:"db_users,omitempty" jsonschema:"description=Values added to the db_users trait"`

@@ -27,7 +27,7 @@ func init() {
 	Register[UserPasswordSet]("user.password_set", "TGUS004I",
 		"A user's password was set or changed; the hash is never part of the event.")
 	Register[UserMFAAdd]("user.mfa_add", "TGUS005I",
-		"A user enrolled a second factor (TOTP); its secret is never part of the event.")
+		"A user enrolled a second factor (TOTP or WebAuthn); its secret is never part of the event.")
 
 	Register[RoleCreate]("role.create", "TGRL001I",
 		"A role was created; the event holds the full role.")
@@ -104,6 +104,8 @@ type UserPasswordSet struct {
 const (
 	MFATOTP     = "totp"
 	MFAProvider = "provider"
+	// MFAWebAuthn is a security key or passkey (WebAuthn).
+	MFAWebAuthn = "webauthn"
 )
 
 // UserMFAAdd records that a user enrolled a second factor; the secret is
@@ -111,7 +113,7 @@ const (
 type UserMFAAdd struct {
 	Envelope
 	Name   string `json:"name" jsonschema:"description=User name"`
-	Method string `json:"method" jsonschema:"enum=totp,description=Second factor enrolled: totp (RFC 6238 one-time codes)"`
+	Method string `json:"method" jsonschema:"enum=totp,enum=webauthn,description=Second factor enrolled: totp (RFC 6238 one-time codes) or webauthn (a security key or passkey)"`
 }
 
 // RoleCreate records a new role.

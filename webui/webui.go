@@ -121,6 +121,10 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	}))
 	srv.Handle("GET /login", http.HandlerFunc(u.loginForm))
 	srv.Handle("POST /login", http.HandlerFunc(u.loginSubmit))
+	srv.Handle("POST /login/webauthn", http.HandlerFunc(u.loginKey))
+	srv.Handle("GET /mfa", u.page(u.mfaPage))
+	srv.Handle("POST /mfa/webauthn/begin", u.page(u.registerBegin))
+	srv.Handle("POST /mfa/webauthn/finish", u.page(u.registerFinish))
 	srv.Handle("POST /logout", u.page(u.logout))
 	srv.Handle("GET /audit", u.page(u.audit))
 	srv.Handle("GET /audit/download", u.page(u.auditDownload))
@@ -367,6 +371,10 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		var ref *login.Refusal
 		if errors.As(err, &ref) {
 			status, msg = ref.Status, ref.Message
+			if ref.WebAuthn != nil {
+				u.askKey(w, ck.Value, user, next, ref.WebAuthn)
+				return
+			}
 		} else if errors.Is(err, login.ErrAudit) || errors.Is(err, context.Canceled) {
 			status = http.StatusServiceUnavailable
 		}
@@ -390,10 +398,11 @@ func (u *UI) SignedIn(w http.ResponseWriter, r *http.Request, cert *x509.Certifi
 		SameSite: http.SameSiteStrictMode, Expires: cert.NotAfter})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	if r.Method == http.MethodGet {
-		// A single sign-on ends on a redirect from the identity provider,
-		// a cross-site navigation that does not carry SameSite=Strict
-		// cookies; a page of this site moving on does.
+	if r.Method == http.MethodGet || strings.HasPrefix(r.URL.Path, "/sso/") {
+		// A single sign-on ends on a redirect (OIDC) or a form post (SAML)
+		// from the identity provider, a cross-site navigation that does not
+		// carry SameSite=Strict cookies, nor does a redirect that follows
+		// it; a page of this site moving on does.
 		w.Header().Set("Refresh", "0;url="+safeNext(next))
 		u.render(w, http.StatusOK, "continue", view{Title: "Signed in", Data: safeNext(next)})
 		return
@@ -421,7 +430,7 @@ func (u *UI) connectors() []ssoButton {
 		if label == "" {
 			label = c.Name
 		}
-		out = append(out, ssoButton{Name: c.Name, Label: label, URL: sso.LoginPath(c.Name)})
+		out = append(out, ssoButton{Name: c.Name, Label: label, URL: sso.ConnectorLoginPath(c)})
 	}
 	return out
 }

@@ -67,7 +67,12 @@ func startNATS(tb testing.TB) (string, *natsserver.Server, jetstream.JetStream) 
 	return dir, srv, js
 }
 
-func startWorld(tb testing.TB) *world {
+func startWorld(tb testing.TB) *world { return startWorldAt(tb, "") }
+
+// startWorldAt starts the world with the proxy's public address on host
+// (and its listener's port): "localhost" for the pages that use security
+// keys, which browsers do not offer to IP addresses.
+func startWorldAt(tb testing.TB, host string) *world {
 	tb.Helper()
 	dir, srv, js := startNATS(tb)
 	pub, err := events.NewPublisher(js, config.DefaultCluster)
@@ -101,6 +106,10 @@ func startBroker(tb testing.TB, dir string, srv *natsserver.Server, js jetstream
 	cfg.NATS.Embedded.Listen = srv.NATSServer().Addr().String()
 	cfg.Proxy.Listen = ln.Addr().String()
 	cfg.Proxy.PublicAddr = ln.Addr().String()
+	if host != "" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		cfg.Proxy.PublicAddr = net.JoinHostPort(host, port)
+	}
 	b, err := daemon.Start(ctx, daemon.Options{Config: cfg, JS: js, Audit: pub, Listener: ln, Login: login.Options{}})
 	if err != nil {
 		cancel()

@@ -167,6 +167,11 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 		ln.Close()
 		return nil, err
 	}
+	if o.Login.WebAuthnOrigin == "" {
+		// Security keys are bound to the origin browsers reach the web
+		// UI at.
+		o.Login.WebAuthnOrigin = "https://" + b.ProxyAddr
+	}
 	b.Login = login.New(b.Store, b.CAs, o.Audit, o.Login)
 	b.Admin = admin.New(b.Store, b.CAs, b.Login, b.ProxyAddr)
 	// Which databases some proxy routes: the lists say online or offline.

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
+
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -57,6 +59,10 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// WebAuthnOrigin is the web UI's origin (https://HOST:PORT, the
+	// proxy's public address) that security keys are registered for;
+	// empty, none can be.
+	WebAuthnOrigin string
 }
 
 // Service is the broker's authentication.
@@ -72,8 +78,13 @@ type Service struct {
 	// enrolling are TOTP secrets shown to a user and not yet confirmed
 	// with a code, by user name.
 	enrolling sync.Map
-	log       *slog.Logger
-	now       func() time.Time
+	// wa is the WebAuthn relying party; registering and asserting are
+	// ceremonies in progress, by user name and by ticket.
+	wa          *webauthn.WebAuthn
+	registering sync.Map
+	asserting   sync.Map
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // New returns the authentication service over the broker's state and CAs.
@@ -93,11 +104,17 @@ func New(store *state.Store, cas *ca.Authorities, audit Auditor, o Options) *Ser
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	wa, err := relyingParty(o.WebAuthnOrigin)
+	if err != nil {
+		// A public address that is no valid relying party (an IP
+		// address, say) only disables security keys.
+		o.Log.Warn("security keys disabled", "origin", o.WebAuthnOrigin, "err", err)
+	}
 	return &Service{
 		store: store, cas: cas, audit: audit, params: o.Params,
 		users: newLimiter(o.Limit), sources: newLimiter(o.Limit),
 		hashing: make(chan struct{}, o.MaxHashing),
-		log:     o.Log, now: o.Now,
+		log:     o.Log, now: o.Now, wa: wa,
 	}
 }
 
@@ -112,6 +129,9 @@ type Refusal struct {
 	// Detail says for the audit trail what exactly failed.
 	Detail     string
 	RetryAfter time.Duration
+	// WebAuthn, on a right password of a user with a security key, is
+	// the challenge the key must answer (LoginWebAuthn).
+	WebAuthn *WebAuthnChallenge
 }
 
 func (r *Refusal) Error() string { return r.Message }
@@ -204,7 +224,14 @@ func (s *Service) Login(ctx context.Context, req Request) (*Issued, error) {
 	}
 	r := s.check(ctx, req, u, known)
 	<-s.hashing
-	if r == nil && req.Invite == "" && u.TOTP {
+	switch {
+	case r != nil || req.Invite != "":
+	case u.WebAuthn && (!u.TOTP || req.OTP == ""):
+		// A user with a security key and no code given: the login
+		// waits for the key.
+		ev.MFA = events.MFAWebAuthn
+		r = s.askWebAuthn(ctx, u, req)
+	case u.TOTP:
 		ev.MFA = events.MFATOTP
 		r = s.checkTOTP(ctx, req, u, now)
 	}

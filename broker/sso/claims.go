@@ -12,8 +12,8 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
-// Identity maps a provider's claims to a Tollgate identity with the
-// connector's claims_to_roles: every entry whose claim holds a value
+// Identity maps a provider's claims (a SAML assertion's attributes) to a
+// Tollgate identity with the connector's claims_to_roles (attributes_to_roles): every entry whose claim holds a value
 // matching its pattern adds its roles and traits. A login matching no
 // entry gets an error that says which claims were seen, so an
 // administrator can fix the mapping without reading tokens.
@@ -21,6 +21,9 @@ func Identity(c events.Connector, claims map[string]any) (identity.Identity, err
 	uc := c.UsernameClaim
 	if uc == "" {
 		uc = DefaultUsernameClaim
+		if c.Type == TypeSAML {
+			uc = NameIDClaim
+		}
 	}
 	names := claimValues(claims[uc])
 	if len(names) != 1 || names[0] == "" {
@@ -76,9 +79,9 @@ type MappingError struct {
 
 func (e *MappingError) Error() string {
 	if e.NoUser {
-		return fmt.Sprintf("the identity provider gave no single value for the claim %q that names the user (username_claim)", e.Claim)
+		return fmt.Sprintf("the identity provider gave no single value for the claim or attribute %q that names the user (username_claim, username_attribute)", e.Claim)
 	}
-	return fmt.Sprintf("user %s has no role: no claims_to_roles entry of the connector matches the claims [%s]; ask an administrator to map them",
+	return fmt.Sprintf("user %s has no role: no claims_to_roles (attributes_to_roles) entry of the connector matches [%s]; ask an administrator to map them",
 		e.User, strings.Join(e.Seen, " "))
 }
 

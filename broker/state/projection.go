@@ -293,7 +293,12 @@ func (p *Projection) apply(ev events.Event) {
 		}
 	case *events.UserMFAAdd:
 		if u, ok := p.users[e.Name]; ok {
-			u.TOTP, u.Updated = true, h.Time
+			if e.Method == events.MFAWebAuthn {
+				u.WebAuthn = true
+			} else {
+				u.TOTP = true
+			}
+			u.Updated = h.Time
 			p.users[e.Name] = u
 		}
 	case *events.RoleCreate:

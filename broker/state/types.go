@@ -74,6 +74,9 @@ type User struct {
 	// TOTP says a TOTP secret is enrolled (kept in CREDENTIALS): the
 	// password alone no longer logs the user in.
 	TOTP bool
+	// WebAuthn says a security key or passkey is registered (its public
+	// key kept in CREDENTIALS): a password sign-in needs it too.
+	WebAuthn bool
 	// LockedUntil is set while the user is locked out after failed logins.
 	LockedUntil time.Time
 	LockReason  string

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -41,6 +43,11 @@ type Credentials struct {
 	// for, so that no code works twice.
 	TOTPSecret   string `json:"totp_secret,omitempty"`
 	TOTPLastStep int64  `json:"totp_last_step,omitempty"`
+	// WebAuthnID is the user handle given to the user's security keys,
+	// random so that it reveals nothing; WebAuthn their credentials
+	// (public keys and signature counters).
+	WebAuthnID []byte                `json:"webauthn_id,omitempty"`
+	WebAuthn   []webauthn.Credential `json:"webauthn,omitempty"`
 }
 
 // CreateUser adds a user whose roles all exist.
@@ -157,7 +164,8 @@ func (s *Store) SetPassword(ctx context.Context, by Actor, name, hash string, in
 	if err != nil {
 		return err
 	}
-	return s.putCredentials(ctx, name, Credentials{PasswordHash: hash, TOTPSecret: cur.TOTPSecret, TOTPLastStep: cur.TOTPLastStep})
+	cur.PasswordHash, cur.InviteHash, cur.InviteExpires = hash, "", time.Time{}
+	return s.putCredentials(ctx, name, cur)
 }
 
 // EnrollTOTP records that the user enrolled an authenticator
@@ -185,6 +193,44 @@ func (s *Store) EnrollTOTP(ctx context.Context, by Actor, name, secret string, s
 		return &events.UserMFAAdd{Name: name, Method: events.MFATOTP}, nil
 	})
 	return err
+}
+
+// EnrollWebAuthn adds a registered security key to the user's
+// credentials and records it (user.mfa_add, method webauthn). handle is
+// the user handle the key was registered with.
+func (s *Store) EnrollWebAuthn(ctx context.Context, by Actor, name string, handle []byte, cred webauthn.Credential) error {
+	cur, err := s.Credentials(ctx, name)
+	if err != nil {
+		return err
+	}
+	cur.WebAuthnID = handle
+	cur.WebAuthn = append(cur.WebAuthn, cred)
+	if err := s.putCredentials(ctx, name, cur); err != nil {
+		return err
+	}
+	_, err = s.change(ctx, by, subject(AggUser, name), func() (events.Event, error) {
+		if _, ok := s.users[name]; !ok {
+			return nil, fmt.Errorf("user %s: %w", name, ErrNotFound)
+		}
+		return &events.UserMFAAdd{Name: name, Method: events.MFAWebAuthn}, nil
+	})
+	return err
+}
+
+// UpdateWebAuthn stores a key's state after a sign-in (its signature
+// counter, by which a cloned key shows).
+func (s *Store) UpdateWebAuthn(ctx context.Context, name string, cred webauthn.Credential) error {
+	cur, err := s.Credentials(ctx, name)
+	if err != nil {
+		return err
+	}
+	for i := range cur.WebAuthn {
+		if bytes.Equal(cur.WebAuthn[i].ID, cred.ID) {
+			cur.WebAuthn[i] = cred
+			return s.putCredentials(ctx, name, cur)
+		}
+	}
+	return fmt.Errorf("user %s: no such security key", name)
 }
 
 // ErrTOTPReused is a code of a time step already used, or being used by a

@@ -95,13 +95,24 @@ spec:
 	}
 }
 
-// ssoLogin runs tg login --auth=corp --browser=none, opens the URL it
-// prints in the browser and signs in at the provider as user; it returns
-// tg's stdout, or its stderr when it must fail.
+// ssoLogin runs tg login --auth=corp and signs in at the OpenID
+// Provider's page as user.
 func (e *e2e) ssoLogin(ctx context.Context, user string, wantErr bool) string {
+	e.t.Helper()
+	return e.authLogin(ctx, "corp", wantErr,
+		chromedp.WaitVisible(chromedp.CSS("#username")),
+		chromedp.SendKeys(chromedp.CSS("#username"), user),
+		chromedp.SendKeys(chromedp.CSS("#password"), idpPassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)))
+}
+
+// authLogin runs tg login --auth=connector --browser=none, opens the URL
+// it prints in the browser and runs signIn at the provider's page; it
+// returns tg's stdout, or its stderr when it must fail.
+func (e *e2e) authLogin(ctx context.Context, connector string, wantErr bool, signIn ...chromedp.Action[chromedp.Void]) string {
 	t := e.t
 	t.Helper()
-	cmd := exec.Command(e.tg, "login", "--proxy="+e.proxy, "--auth=corp", "--browser=none", "--insecure")
+	cmd := exec.Command(e.tg, "login", "--proxy="+e.proxy, "--auth="+connector, "--browser=none", "--insecure")
 	cmd.Env = []string{"HOME=" + e.home, "PATH=" + os.Getenv("PATH")}
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
@@ -131,12 +142,8 @@ func (e *e2e) ssoLogin(ctx context.Context, user string, wantErr bool) string {
 		_ = cmd.Process.Kill()
 		t.Fatalf("tg printed no URL: %s", stderr.String())
 	}
-	ssoStep(t, ctx, "open the URL tg printed", chromedp.Navigate(u), chromedp.WaitVisible(chromedp.CSS("#username")))
-	ssoStep(t, ctx, "identity provider login",
-		chromedp.SendKeys(chromedp.CSS("#username"), user),
-		chromedp.SendKeys(chromedp.CSS("#password"), idpPassword),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS("#tg-result")))
+	ssoStep(t, ctx, "open the URL tg printed", chromedp.Navigate(u))
+	ssoStep(t, ctx, "identity provider login", append(signIn, chromedp.WaitVisible(chromedp.CSS("#tg-result")))...)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var err error
@@ -150,7 +157,7 @@ func (e *e2e) ssoLogin(ctx context.Context, user string, wantErr bool) string {
 	page, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#tg-result")))
 	if wantErr {
 		if err == nil {
-			t.Fatalf("tg login --auth as %s succeeded: %s", user, stdout.String())
+			t.Fatalf("tg login --auth=%s succeeded: %s", connector, stdout.String())
 		}
 		if !strings.Contains(page, "has no role") {
 			t.Fatalf("the browser was not told why: %q", page)
@@ -158,7 +165,7 @@ func (e *e2e) ssoLogin(ctx context.Context, user string, wantErr bool) string {
 		return stderr.String()
 	}
 	if err != nil {
-		t.Fatalf("tg login --auth as %s: %v\n%s", user, err, stderr.String())
+		t.Fatalf("tg login --auth=%s: %v\n%s", connector, err, stderr.String())
 	}
 	if !strings.Contains(page, "Signed in") {
 		t.Fatalf("the browser page after the login: %q", page)
@@ -170,6 +177,13 @@ func (e *e2e) ssoLogin(ctx context.Context, user string, wantErr bool) string {
 // events of STATE, each checked against its schema, and fails if either
 // stream holds the client secret or the provider password.
 func (e *e2e) ssoEvents(t *testing.T) (logins []map[string]any, connectors []string) {
+	return e.loginEvents(t, events.LoginOIDC, ssoClientSecret, idpPassword)
+}
+
+// loginEvents reads the user.login events of method and the connector
+// events, each checked against its schema, and fails if a stream holds
+// one of the secrets.
+func (e *e2e) loginEvents(t *testing.T, method string, secrets ...string) (logins []map[string]any, connectors []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := e.pub.Flush(ctx); err != nil {
@@ -189,8 +203,10 @@ func (e *e2e) ssoEvents(t *testing.T) (logins []map[string]any, connectors []str
 			if err != nil {
 				continue
 			}
-			if bytes.Contains(m.Data, []byte(ssoClientSecret)) || bytes.Contains(m.Data, []byte(idpPassword)) {
-				t.Errorf("%s %d holds a secret:\n%s", name, seq, m.Data)
+			for _, sec := range secrets {
+				if bytes.Contains(m.Data, []byte(sec)) {
+					t.Errorf("%s %d holds a secret:\n%s", name, seq, m.Data)
+				}
 			}
 			err = events.SplitEvents(m.Data, func(data []byte) error {
 				var ev map[string]any
@@ -199,7 +215,7 @@ func (e *e2e) ssoEvents(t *testing.T) (logins []map[string]any, connectors []str
 				}
 				typ, _ := ev["type"].(string)
 				switch {
-				case name == events.AuditStream && typ == "user.login" && ev["method"] == events.LoginOIDC:
+				case name == events.AuditStream && typ == "user.login" && ev["method"] == method:
 					logins = append(logins, ev)
 				case name == events.StateStream && strings.HasPrefix(typ, "connector."):
 					if ev["user"] == "" || ev["user"] == nil {

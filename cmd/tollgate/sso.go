@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/sso"
 )
 
 func init() {
@@ -46,7 +47,25 @@ roles and traits:
 
 Register https://<proxy address>/sso/oidc/<name>/callback with the provider.
 The client secret is kept in the broker's credentials store, never in the
-state stream or its events.`,
+state stream or its events.
+
+A SAML 2.0 identity provider is named by its metadata, and attributes grant
+roles and traits as claims do:
+
+  kind: connector
+  metadata:
+    name: ent
+  spec:
+    type: saml
+    entity_descriptor_url: https://idp.example.com/saml/metadata
+    # or entity_descriptor: | with the metadata XML
+    username_attribute: mail         # default: the subject's NameID
+    attributes_to_roles:
+      - {name: groups, value: dba, roles: [access], db_users: [postgres]}
+
+Register Tollgate with the provider from its metadata at
+https://<proxy address>/sso/saml/<name>/metadata (the entity id; the ACS is
+/sso/saml/<name>/acs).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -99,7 +118,16 @@ func ssoLsCmd() *cobra.Command {
 					for _, m := range c.ClaimsToRoles {
 						ms = append(ms, fmt.Sprintf("%s=%s→%s", m.Claim, m.Value, strings.Join(m.Roles, ",")))
 					}
-					return []string{c.Name, c.Type, c.IssuerURL, c.ClientID, secret, strings.Join(ms, "; ")}
+					issuer, client := c.IssuerURL, c.ClientID
+					if c.Type == sso.TypeSAML {
+						// A SAML connector has its provider's metadata
+						// and no client.
+						issuer, client, secret = c.EntityDescriptorURL, "-", "-"
+						if issuer == "" {
+							issuer = "(inline metadata)"
+						}
+					}
+					return []string{c.Name, c.Type, issuer, client, secret, strings.Join(ms, "; ")}
 				})
 			})
 		},

@@ -1,8 +1,10 @@
-// Package oidcflow runs the browser side of an OpenID Connect login: the
-// authorization code flow with PKCE, its state bound to the browser that
-// started it and used once, the nonce checked in the ID token, the claims
-// mapped to roles, and the certificate handed to the web UI or, sealed, to
-// the tg that started the attempt through its loopback callback.
+// Package oidcflow runs the browser side of a single sign-on: for OpenID
+// Connect the authorization code flow with PKCE, its state bound to the
+// browser that started it and used once, the nonce checked in the ID token;
+// for SAML 2.0 the SP-initiated flow (saml.go), its request id bound to the
+// browser and used once. Either way the claims are mapped to roles, and the
+// certificate handed to the web UI or, sealed, to the tg that started the
+// attempt through its loopback callback.
 package oidcflow
 
 import (
@@ -91,6 +93,9 @@ type attempt struct {
 	created   time.Time
 	// Set when the browser is sent to the provider.
 	state, nonce, verifier, binding string
+	// requestID is the id of a SAML attempt's AuthnRequest, which the
+	// response must answer (InResponseTo).
+	requestID string
 	// A tg attempt: the key to certify, the loopback URL and the secret
 	// that seals the answer.
 	tg       bool
@@ -118,6 +123,9 @@ func Mount(srv *apiserver.Server, o Options) *Service {
 	srv.Handle("POST "+api.PathSSOLogin, http.HandlerFunc(s.startTG))
 	srv.Handle("GET "+sso.LoginPath("{name}"), http.HandlerFunc(s.start))
 	srv.Handle("GET "+sso.CallbackPath("{name}"), http.HandlerFunc(s.callback))
+	srv.Handle("GET "+sso.SAMLLoginPath("{name}"), http.HandlerFunc(s.samlStart))
+	srv.Handle("POST "+sso.SAMLACSPath("{name}"), http.HandlerFunc(s.samlACS))
+	srv.Handle("GET "+sso.SAMLMetadataPath("{name}"), http.HandlerFunc(s.samlMetadata))
 	return s
 }
 
@@ -138,7 +146,8 @@ func (s *Service) startTG(w http.ResponseWriter, r *http.Request) {
 	if !apiserver.Decode(w, r, &req) {
 		return
 	}
-	if _, ok := s.o.Store.Connector(req.Connector); !ok {
+	c, ok := s.o.Store.Connector(req.Connector)
+	if !ok {
 		apiserver.WriteError(w, http.StatusNotFound, fmt.Sprintf("no single sign-on connector %q (an administrator adds one with tollgate sso add)", req.Connector))
 		return
 	}
@@ -169,7 +178,7 @@ func (s *Service) startTG(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteError(w, http.StatusServiceUnavailable, "too many single sign-on logins in progress; try again in a few minutes")
 		return
 	}
-	u := url.URL{Scheme: "https", Host: s.o.ProxyAddr, Path: sso.LoginPath(req.Connector), RawQuery: url.Values{"attempt": {id}}.Encode()}
+	u := url.URL{Scheme: "https", Host: s.o.ProxyAddr, Path: sso.ConnectorLoginPath(c), RawQuery: url.Values{"attempt": {id}}.Encode()}
 	apiserver.Respond(w, api.SSOLoginResponse{URL: u.String()}, nil)
 }
 
@@ -235,24 +244,12 @@ type refusal struct {
 // start sends the browser to the provider: with ?attempt= for tg's
 // attempt, else for a web sign-in.
 func (s *Service) start(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	x := login.External{Method: events.LoginOIDC, Connector: name, Meta: apiserver.RequestMeta(r)}
-	var a *attempt
-	if id := r.URL.Query().Get("attempt"); id != "" {
-		if a = s.take(s.pending, id); a == nil || a.connector != name {
-			s.refuse(w, r, x, nil, refusal{http.StatusBadRequest, events.LoginSSOBadState,
-				"this login link is unknown, expired or was already opened; run tg login again", "unknown, expired or reused attempt"})
-			return
-		}
-	} else {
-		a = &attempt{connector: name, created: s.o.Now(), next: safeNext(r.URL.Query().Get("next"))}
-	}
-	c, ok := s.o.Store.Connector(name)
+	x := login.External{Method: events.LoginOIDC, Connector: r.PathValue("name"), Meta: apiserver.RequestMeta(r)}
+	a, c, ok := s.begin(w, r, x, sso.TypeOIDC)
 	if !ok {
-		s.refuse(w, r, x, a, refusal{http.StatusNotFound, events.LoginSSOUnknownConnector,
-			fmt.Sprintf("no single sign-on connector %q", name), "unknown connector"})
 		return
 	}
+	name := c.Name
 	conf, _, err := s.config(r.Context(), c)
 	if err != nil {
 		s.refuse(w, r, x, a, refusal{http.StatusBadGateway, events.LoginSSOProviderError,
@@ -268,6 +265,30 @@ func (s *Service) start(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: bindCookie, Value: a.binding, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(attemptTTL / time.Second)})
 	http.Redirect(w, r, conf.AuthCodeURL(a.state, oidc.Nonce(a.nonce), oauth2.S256ChallengeOption(a.verifier)), http.StatusSeeOther)
+}
+
+// begin takes the attempt a browser starts (tg's, named by ?attempt=, or a
+// new web sign-in) and the connector of the path, which must be of type
+// typ; false when it refused.
+func (s *Service) begin(w http.ResponseWriter, r *http.Request, x login.External, typ string) (*attempt, api.Connector, bool) {
+	name := x.Connector
+	var a *attempt
+	if id := r.URL.Query().Get("attempt"); id != "" {
+		if a = s.take(s.pending, id); a == nil || a.connector != name {
+			s.refuse(w, r, x, nil, refusal{http.StatusBadRequest, events.LoginSSOBadState,
+				"this login link is unknown, expired or was already opened; run tg login again", "unknown, expired or reused attempt"})
+			return nil, api.Connector{}, false
+		}
+	} else {
+		a = &attempt{connector: name, created: s.o.Now(), next: safeNext(r.URL.Query().Get("next"))}
+	}
+	c, ok := s.o.Store.Connector(name)
+	if !ok || c.Type != typ {
+		s.refuse(w, r, x, a, refusal{http.StatusNotFound, events.LoginSSOUnknownConnector,
+			fmt.Sprintf("no %s single sign-on connector %q", typ, name), "unknown connector"})
+		return nil, api.Connector{}, false
+	}
+	return a, c, true
 }
 
 // config discovers the provider and makes the OAuth 2.0 configuration of
@@ -314,7 +335,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, ok := s.o.Store.Connector(name)
-	if !ok {
+	if !ok || c.Type != sso.TypeOIDC {
 		s.refuse(w, r, x, a, refusal{http.StatusNotFound, events.LoginSSOUnknownConnector,
 			fmt.Sprintf("no single sign-on connector %q (removed during the sign-in?)", name), "unknown connector"})
 		return
@@ -325,7 +346,14 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, x, a, *ref)
 		return
 	}
-	x.Identity, x.TTL, x.MFA = id.Identity, a.ttl, id.MFA
+	x.Identity, x.MFA = id.Identity, id.MFA
+	s.finish(w, r, a, x)
+}
+
+// finish issues the certificate of a verified login x: the web UI's
+// session, or sealed for the tg that started attempt a.
+func (s *Service) finish(w http.ResponseWriter, r *http.Request, a *attempt, x login.External) {
+	x.TTL = a.ttl
 	if !a.tg {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -416,14 +444,11 @@ func (s *Service) verify(ctx context.Context, c api.Connector, a *attempt, code 
 	id, err := sso.Identity(c, claims)
 	if err != nil {
 		var me *sso.MappingError
-		reason := events.LoginSSONoRole
-		if errors.As(err, &me) && me.NoUser {
-			reason = events.LoginSSONoUsername
-		}
-		if me != nil {
+		if errors.As(err, &me) {
 			out.Identity.User = me.User
 		}
-		return out, &refusal{http.StatusForbidden, reason, "sign-in refused: " + err.Error(), err.Error()}
+		ref := mappingRefusal(err)
+		return out, &ref
 	}
 	out.Identity = id
 	// RFC 8176: "mfa" in amr says the provider checked more than one

@@ -1,0 +1,106 @@
+package webui
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/go-webauthn/webauthn/protocol"
+
+	"github.com/tollgate-db/tollgate/broker/apiserver"
+	"github.com/tollgate-db/tollgate/broker/login"
+)
+
+// webauthnCookie names the sign-in waiting for a security key: the ticket
+// the broker gave for the right password. HttpOnly and SameSite=Strict, so
+// only this site's page holding the challenge can finish it.
+const webauthnCookie = "__Host-tollgate-webauthn"
+
+type webauthnData struct {
+	User, Next string
+	Options    *protocol.CredentialAssertion
+}
+
+// askKey shows the second step of a password sign-in: the page asks the
+// security key to sign the broker's challenge.
+func (u *UI) askKey(w http.ResponseWriter, csrf, user, next string, ch *login.WebAuthnChallenge) {
+	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: ch.Ticket, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 300})
+	u.render(w, http.StatusOK, "webauthn", view{Title: "Security key", CSRF: csrf, Data: webauthnData{User: user, Next: next, Options: ch.Options}})
+}
+
+// loginKey finishes a sign-in with the security key's answer.
+func (u *UI) loginKey(w http.ResponseWriter, r *http.Request) {
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || !u.postAllowed(r, ck.Value) {
+		u.render(w, http.StatusForbidden, "error", view{Title: "Refused", Data: "The sign-in form's security token does not match; reload the sign-in page and try again."})
+		return
+	}
+	var ticket string
+	if t, err := r.Cookie(webauthnCookie); err == nil {
+		ticket = t.Value
+	}
+	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	next := safeNext(r.PostFormValue("next"))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	is, err := u.o.Login.LoginWebAuthn(r.Context(), ticket, []byte(r.PostFormValue("credential")), key.Public(), 0, apiserver.RequestMeta(r))
+	if err != nil {
+		status, msg := http.StatusInternalServerError, err.Error()
+		var ref *login.Refusal
+		if errors.As(err, &ref) {
+			status, msg = ref.Status, ref.Message
+		}
+		u.render(w, status, "login", view{Title: "Sign in", CSRF: ck.Value, Error: msg, Data: loginData{Next: next, Connectors: u.connectors()}})
+		return
+	}
+	u.SignedIn(w, r, is.Cert, next)
+}
+
+type mfaData struct{ Enrolled bool }
+
+func (u *UI) mfaPage(w http.ResponseWriter, r *http.Request, c *caller) {
+	us, _ := u.o.Store.User(c.id.User)
+	u.render(w, http.StatusOK, "mfa", u.view(c, "Security keys", "mfa", mfaData{Enrolled: us.WebAuthn}))
+}
+
+// registerBegin answers the options of navigator.credentials.create.
+func (u *UI) registerBegin(w http.ResponseWriter, r *http.Request, c *caller) {
+	opts, err := u.o.Login.BeginWebAuthnRegistration(r.Context(), c.id)
+	if err != nil {
+		jsonError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, opts)
+}
+
+// registerFinish enrolls the key the browser created.
+func (u *UI) registerFinish(w http.ResponseWriter, r *http.Request, c *caller) {
+	if err := u.o.Login.FinishWebAuthnRegistration(r.Context(), c.id, []byte(r.PostFormValue("credential"))); err != nil {
+		jsonError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": "registered"})
+}
+
+func jsonError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	var ref *login.Refusal
+	if errors.As(err, &ref) {
+		status = ref.Status
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
