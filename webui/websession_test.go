@@ -111,7 +111,7 @@ func TestWebSessionAcrossBrokers(t *testing.T) {
 	// dir and NATS (on another port, which a cookie does not tell apart).
 	stopFirst := w.stop
 	stopFirst()
-	b2, _ := startBroker(t, dataDir, w.srv, w.js, w.pub)
+	b2, _ := startBroker(t, dataDir, "", w.srv, w.js, w.pub)
 	if b2.Addr == w.Addr {
 		t.Fatal("the restarted broker listens where the first did; the test wants another port")
 	}
@@ -136,7 +136,7 @@ func TestWebSessionAcrossBrokers(t *testing.T) {
 			}
 		}
 	}
-	b3, _ := startBroker(t, dir3, w.srv, w.js, w.pub)
+	b3, _ := startBroker(t, dir3, "", w.srv, w.js, w.pub)
 	if status, _ := get(t, client, b3.Addr, handle); status != http.StatusOK {
 		t.Fatalf("the second broker answers the session's cookie with %d", status)
 	}

@@ -84,15 +84,16 @@ func startWorldAt(tb testing.TB, host string) *world {
 		defer c2()
 		_ = pub.Close(cctx)
 	})
-	b, stop := startBroker(tb, dir, srv, js, pub)
+	b, stop := startBroker(tb, dir, host, srv, js, pub)
 	return &world{Broker: b, js: js, pub: pub, srv: srv, stop: stop}
 }
 
 // startBroker runs a broker on the data dir dir and the NATS server srv
-// until stop (or the test's end): a restart is a stop and another
-// startBroker on the same dir; a second broker of the cluster is one on a
-// data dir holding a copy of the first's CAs.
-func startBroker(tb testing.TB, dir string, srv *natsserver.Server, js jetstream.JetStream, pub *events.Publisher) (*daemon.Broker, func()) {
+// until stop (or the test's end), its public address on host when host is
+// not empty: a restart is a stop and another startBroker on the same dir;
+// a second broker of the cluster is one on a data dir holding a copy of
+// the first's CAs.
+func startBroker(tb testing.TB, dir, host string, srv *natsserver.Server, js jetstream.JetStream, pub *events.Publisher) (*daemon.Broker, func()) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
