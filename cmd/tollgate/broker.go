@@ -98,15 +98,14 @@ func init() {
 	})
 }
 
-// eventPlane relays agents' NATS connections through the proxy to the
-// embedded server, signed as the agent part; nil with an external
-// cluster, which agents reach themselves (nats.urls).
+// eventPlane relays agents' and proxies' NATS connections through the
+// proxy to the embedded server, signed as the agent or the proxy part;
+// nil with an external cluster, which they reach themselves (nats.urls).
 func eventPlane(d *startDeps) *proxy.EventPlane {
 	if d.NATS == nil {
 		return nil
 	}
-	return &proxy.EventPlane{Dial: d.NATS.InProcessConn,
-		SignAgent: func(nonce []byte) (string, []byte, error) { return d.NATS.Sign(natsserver.Agent, nonce) }}
+	return &proxy.EventPlane{Dial: d.NATS.InProcessConn, Sign: d.NATS.Sign}
 }
 
 // proxyID names this proxy in PRESENCE: the machine and a random part,
