@@ -67,6 +67,11 @@ type Options struct {
 	// broker's host certificate); AgentCAs verifies agents (the host CA).
 	Cert     tls.Certificate
 	AgentCAs *x509.CertPool
+	// GetCertificate, when set, may answer a ClientHello with another
+	// certificate than Cert (tls.Config.GetCertificate): the broker's
+	// proxy answers agents that reached it through a proxy without the
+	// broker under that proxy's name.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Registered looks a database up in STATE: whether it is one of the
 	// cluster's and the host id of the agent it is registered to. A
 	// ClientHello naming a registered database no connected agent serves
@@ -171,11 +176,12 @@ func New(o Options) (*Server, error) {
 		})
 	}
 	s.tun = &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{o.Cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    o.AgentCAs,
-		NextProtos:   []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
+		MinVersion:     tls.VersionTLS13,
+		Certificates:   []tls.Certificate{o.Cert},
+		GetCertificate: o.GetCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      o.AgentCAs,
+		NextProtos:     []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }

@@ -60,7 +60,7 @@ func init() {
 				// agents find every proxy there, other proxies route
 				// through it, db ls says online.
 				ann := presence.NewAnnouncer(b.PresenceKV, proxyID(), b.ProxyAddr, 0, d.Log.With("component", "presence"))
-				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
+				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents, GetCertificate: b.ProxyNames,
 					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
 					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy"),
 					Presence: ann, View: b.Presence, Events: eventPlane(d)})
