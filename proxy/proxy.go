@@ -372,7 +372,7 @@ func (s *Server) toUpstream(ctx context.Context, conn net.Conn, postgres bool, l
 	if postgres {
 		_ = up.SetDeadline(time.Now().Add(s.o.HelloTimeout))
 		var ans [1]byte
-		if _, err := up.Write(sslRequest); err == nil {
+		if _, err = up.Write(sslRequest); err == nil {
 			_, err = io.ReadFull(up, ans[:])
 		}
 		if err != nil || ans[0] != 'S' {
