@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/presence"
+	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
@@ -199,6 +203,24 @@ log: {level: info}
 		t.Fatalf("ledger %+v", now)
 	}
 
+	// A refusal of the separate proxy's own is stored, through its
+	// identity on the event plane.
+	plain, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedFrom := plain.LocalAddr().String()
+	_, _ = plain.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	_ = plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.Copy(io.Discard, plain)
+	plain.Close()
+	for !refusalStored(t, ctx, s.JS, refusedFrom) {
+		if ctx.Err() != nil {
+			t.Fatalf("no db.session.rejected event for %s\nproxy:\n%s", refusedFrom, proxyNode.LogTail())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
 	// tg login through the separate proxy: the API's TLS ends at the
 	// broker, which authenticates the identity it issues.
 	tgBin := filepath.Join(s.Dir, "tg")
@@ -271,4 +293,57 @@ log: {level: info}
 	case <-time.After(2 * time.Second):
 		t.Fatalf("STATE refused with %v but the server reported no permissions violation", err)
 	}
+}
+
+// refusalStored says whether AUDIT holds a db.session.rejected event for
+// a connection from client (host:port).
+func refusalStored(t *testing.T, ctx context.Context, js jetstream.JetStream, client string) bool {
+	t.Helper()
+	st, err := js.Stream(ctx, "AUDIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for seq := uint64(0); seq < info.State.LastSeq; {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			err = events.SplitEvents(m.Data(), func(raw []byte) error {
+				var ev struct {
+					Type       string `json:"type"`
+					ClientAddr string `json:"client_addr"`
+					Reason     string `json:"reason"`
+				}
+				if err := json.Unmarshal(raw, &ev); err != nil {
+					return err
+				}
+				found = found || (ev.Type == "db.session.rejected" && ev.ClientAddr == client && ev.Reason == events.RejectNotTLS)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return found
 }
