@@ -309,8 +309,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	case slices.Contains(hello.ALPN, PeerALPN):
 		s.servePeer(ctx, conn, log)
 		return
-	case slices.Contains(hello.ALPN, natsserver.ProxyALPN) && (s.o.Events != nil || s.o.Upstream == nil):
-		s.serveEvents(ctx, conn, log)
+	case slices.Contains(hello.ALPN, natsserver.ProxyALPN):
+		if s.o.Events == nil && s.o.Upstream != nil {
+			// The broker's proxy checks the agent's certificate and
+			// relays it to the event plane.
+			s.toUpstream(ctx, conn, false, log)
+		} else {
+			s.serveEvents(ctx, conn, log)
+		}
 		return
 	case hello.ServerName != "":
 		if t, db := s.route(hello.ServerName); t != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/proxy"
 )
 
@@ -95,10 +96,10 @@ func TestUpstreamGetsWhatTheProxyDoesNotRoute(t *testing.T) {
 	roots := x509.NewCertPool()
 	hostCA, _ := cas.Cert(ca.Host)
 	roots.AddCert(hostCA)
-	read := func(t *testing.T, raw net.Conn, sni string) {
+	read := func(t *testing.T, raw net.Conn, sni string, alpn ...string) {
 		t.Helper()
 		_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
-		c := tls.Client(raw, &tls.Config{ServerName: sni, RootCAs: roots})
+		c := tls.Client(raw, &tls.Config{ServerName: sni, RootCAs: roots, NextProtos: alpn})
 		b, err := io.ReadAll(c)
 		if err != nil || string(b) != "from the broker" {
 			t.Fatalf("through the proxy: %q, %v", b, err)
@@ -115,6 +116,19 @@ func TestUpstreamGetsWhatTheProxyDoesNotRoute(t *testing.T) {
 		}
 		defer raw.Close()
 		read(t, raw, "broker.example.test")
+		if <-sslRequests {
+			t.Fatal("the broker was sent an SSLRequest for a TLS client")
+		}
+	})
+	t.Run("an agent's event plane", func(t *testing.T) {
+		raw, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		// Not relayed here (no Events): the broker's proxy checks the
+		// agent's certificate.
+		read(t, raw, "broker.example.test", natsserver.ProxyALPN)
 		if <-sslRequests {
 			t.Fatal("the broker was sent an SSLRequest for a TLS client")
 		}
