@@ -122,10 +122,20 @@ type Broker struct {
 type Proxy struct {
 	// Enabled runs the proxy on listen in the broker's process (the
 	// default there); false serves the HTTPS API alone on listen, without
-	// tunnels.
+	// tunnels. With broker.enabled false, true runs a proxy of its own
+	// (the proxy role), which joins the broker at BrokerAddr.
 	Enabled    *bool  `yaml:"enabled"`
 	Listen     string `yaml:"listen"`
 	PublicAddr string `yaml:"public_addr"`
+	// BrokerAddr, JoinToken and BrokerCAPin are for a proxy without the
+	// broker: the broker's port (host:port) it joins at, forwards what it
+	// does not route to, and reaches the event plane through (unless
+	// nats.urls is set); the token (`tollgate tokens add --type=proxy`)
+	// is used once, for the certificate kept in the data dir, and the pin
+	// is the broker's host CA.
+	BrokerAddr  string `yaml:"broker_addr"`
+	JoinToken   string `yaml:"join_token"`
+	BrokerCAPin string `yaml:"broker_ca_pin"`
 }
 
 // DBService is the agent beside the databases.
@@ -414,7 +424,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Proxy.Enabled != nil && *c.Proxy.Enabled && c.Broker.Enabled != nil && !*c.Broker.Enabled {
-		bad("proxy.enabled: the proxy runs in the broker's process, and broker.enabled is false")
+		// The proxy role: a proxy of its own, in front of a broker elsewhere.
+		if host, port, err := net.SplitHostPort(c.Proxy.BrokerAddr); err != nil || host == "" || port == "" || port == "0" {
+			bad("proxy.broker_addr: %q is not host:port; a proxy without the broker (broker.enabled false) needs the broker's port", c.Proxy.BrokerAddr)
+		}
+		if len(c.DBService.Databases) > 0 {
+			bad("db_service.databases: a proxy without the broker serves no database; run the agent in a process of its own")
+		}
+	} else if c.Proxy.BrokerAddr != "" || c.Proxy.JoinToken != "" || c.Proxy.BrokerCAPin != "" {
+		bad("proxy.broker_addr, join_token, broker_ca_pin: only for a proxy without the broker (broker.enabled false, proxy.enabled true)")
 	}
 	for i, a := range c.DBService.ProxyAddrs {
 		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {

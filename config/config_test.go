@@ -69,7 +69,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"db_service:\n  listen: :3036\n  mysql_listen: :3036\n  databases:\n    - name: a\n      protocol: mysql\n      uri: x\n", `db_service.mysql_listen: ":3036" is db_service.listen too`},
 		{"db_service:\n  mysql_listen: :3037\n  databases:\n    - name: a\n      protocol: postgres\n      uri: x\n", `no database in db_service.databases has protocol mysql`},
 		{"db_service:\n  proxy_addrs: [proxy.example]\n", `db_service.proxy_addrs[0]: "proxy.example" is not host:port`},
-		{"broker: {enabled: false}\nproxy: {enabled: true}\n", `proxy.enabled: the proxy runs in the broker's process`},
+		{"broker: {enabled: false}\nproxy: {enabled: true}\n", `proxy.broker_addr: "" is not host:port`},
+		{"broker: {enabled: false}\nproxy: {enabled: true, broker_addr: b:3080}\ndb_service:\n  databases:\n    - name: a\n      protocol: postgres\n      uri: x\n", `a proxy without the broker serves no database`},
+		{"proxy: {broker_addr: b:3080}\n", `only for a proxy without the broker`},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/tollgate-db/tollgate/events/natsserver"
 )
 
 // EventPlane lets agents reach the embedded NATS server through the
@@ -19,10 +21,11 @@ import (
 type EventPlane struct {
 	// Dial opens a connection to the server (in-process).
 	Dial func() (net.Conn, error)
-	// SignAgent signs the server's nonce with the agent part's nkey: the
-	// proxy vouches for every host certificate the host CA signed with the
-	// agent's permissions, and no more.
-	SignAgent func(nonce []byte) (pub string, sig []byte, err error)
+	// Sign signs the server's nonce with the nkey of part: the proxy
+	// vouches for every host certificate the host CA signed with the
+	// agent's permissions, and for a proxy's (PeerCommonName) with the
+	// proxy part's, and no more.
+	Sign func(part natsserver.Part, nonce []byte) (pub string, sig []byte, err error)
 }
 
 // maxControlLine bounds the INFO and CONNECT lines the relay reads.
@@ -32,7 +35,8 @@ const maxControlLine = 64 << 10
 // relays the NATS protocol to the server: the server's INFO goes to the
 // agent without what would send it elsewhere (TLS, other servers'
 // addresses), the agent's CONNECT goes to the server signed as the agent
-// part, and the rest is copied both ways unread.
+// part (a proxy's as the proxy part), and the rest is copied both ways
+// unread.
 func (s *Server) serveEvents(ctx context.Context, raw net.Conn, log *slog.Logger) {
 	ep := s.o.Events
 	if ep == nil {
@@ -56,7 +60,11 @@ func (s *Server) serveEvents(ctx context.Context, raw net.Conn, log *slog.Logger
 		conn.Close()
 		return
 	}
-	if err := s.relayHandshake(conn, up, ep); err != nil {
+	part := natsserver.Agent
+	if hostID == PeerCommonName {
+		part = natsserver.Proxy
+	}
+	if err := s.relayHandshake(conn, up, ep, part); err != nil {
 		log.Info("proxy: event-plane connection refused", "err", err)
 		conn.Close()
 		up.Close()
@@ -75,7 +83,7 @@ func (s *Server) serveEvents(ctx context.Context, raw net.Conn, log *slog.Logger
 
 // relayHandshake passes INFO and CONNECT between agent and server as
 // serveEvents says, with deadlines on both.
-func (s *Server) relayHandshake(agent, up net.Conn, ep *EventPlane) error {
+func (s *Server) relayHandshake(agent, up net.Conn, ep *EventPlane, part natsserver.Part) error {
 	deadline := time.Now().Add(s.o.HelloTimeout)
 	_ = agent.SetDeadline(deadline)
 	_ = up.SetDeadline(deadline)
@@ -105,7 +113,7 @@ func (s *Server) relayHandshake(agent, up net.Conn, ep *EventPlane) error {
 	if nonce == "" {
 		return errors.New("server: no nonce to sign in its INFO")
 	}
-	pub, sig, err := ep.SignAgent([]byte(nonce))
+	pub, sig, err := ep.Sign(part, []byte(nonce))
 	if err != nil {
 		return err
 	}

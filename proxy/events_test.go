@@ -51,7 +51,7 @@ func TestEventPlaneThroughTheProxy(t *testing.T) {
 	hosts, _ := cas.Pool(ca.Host)
 	px, err := proxy.New(proxy.Options{Listener: ln, Cert: cert, AgentCAs: hosts,
 		Events: &proxy.EventPlane{Dial: ns.InProcessConn,
-			SignAgent: func(n []byte) (string, []byte, error) { return ns.Sign(natsserver.Agent, n) }}})
+			Sign: ns.Sign}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,8 @@
 //   - a registered database no agent serves through any proxy: a TLS
 //     alert unrecognized_name (see OfflineAlert) and an event.
 //   - anything else (the HTTPS API) is handed to the server reading
-//     Handoff, in the same process.
+//     Handoff, in the same process; a proxy without the broker beside it
+//     splices it, unread, to a broker's port (Options.Upstream).
 //
 // PostgreSQL clients that open with an SSLRequest get their 'S' from the
 // proxy, which then routes on the ClientHello that follows; the agent
@@ -66,6 +67,11 @@ type Options struct {
 	// broker's host certificate); AgentCAs verifies agents (the host CA).
 	Cert     tls.Certificate
 	AgentCAs *x509.CertPool
+	// GetCertificate, when set, may answer a ClientHello with another
+	// certificate than Cert (tls.Config.GetCertificate): the broker's
+	// proxy answers agents that reached it through a proxy without the
+	// broker under that proxy's name.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Registered looks a database up in STATE: whether it is one of the
 	// cluster's and the host id of the agent it is registered to. A
 	// ClientHello naming a registered database no connected agent serves
@@ -95,6 +101,14 @@ type Options struct {
 	// Events, when set, relays agents' NATS connections (ALPN
 	// natsserver.ProxyALPN) to the event plane.
 	Events *EventPlane
+	// Upstream, when set, opens a connection to a broker's port for a
+	// proxy without the broker beside it (Handoff nil): what this proxy
+	// does not route itself (the HTTPS API, the web UI, agents' event
+	// plane without Events, a database no proxy routes) goes there whole,
+	// ClientHello included and unread. The client's TLS, and the user
+	// certificate the API authenticates it by, then ends at the broker
+	// as if the client had dialed it; this proxy holds no key for it.
+	Upstream func(ctx context.Context) (net.Conn, error)
 }
 
 // PeerALPN is the TLS application protocol of a connection one proxy
@@ -162,11 +176,12 @@ func New(o Options) (*Server, error) {
 		})
 	}
 	s.tun = &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{o.Cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    o.AgentCAs,
-		NextProtos:   []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
+		MinVersion:     tls.VersionTLS13,
+		Certificates:   []tls.Certificate{o.Cert},
+		GetCertificate: o.GetCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      o.AgentCAs,
+		NextProtos:     []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }
@@ -295,7 +310,13 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		s.servePeer(ctx, conn, log)
 		return
 	case slices.Contains(hello.ALPN, natsserver.ProxyALPN):
-		s.serveEvents(ctx, conn, log)
+		if s.o.Events == nil && s.o.Upstream != nil {
+			// The broker's proxy checks the agent's certificate and
+			// relays it to the event plane.
+			s.toUpstream(ctx, conn, false, log)
+		} else {
+			s.serveEvents(ctx, conn, log)
+		}
 		return
 	case hello.ServerName != "":
 		if t, db := s.route(hello.ServerName); t != nil {
@@ -305,7 +326,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		if s.forward(conn, c.RemoteAddr().String(), hello.ServerName, log) {
 			return
 		}
-		if known := s.isDatabase(hello.ServerName); postgres || known {
+		known := s.isDatabase(hello.ServerName)
+		if s.o.Upstream != nil && !known {
+			// The broker knows every registered database: it answers
+			// an offline one, or the API takes the connection.
+			s.toUpstream(ctx, conn, postgres, log)
+			return
+		}
+		if postgres || known {
 			err, reason := fmt.Errorf("no database %s", hello.ServerName), events.RejectUnknownDB
 			if known {
 				db := firstLabelIfKnown(hello.ServerName, s.isDatabase)
@@ -325,9 +353,50 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
+	if s.o.Handoff == nil && s.o.Upstream != nil {
+		s.toUpstream(ctx, conn, false, log)
+		return
+	}
 	if s.o.Handoff == nil || !s.o.Handoff.deliver(conn) {
 		conn.Close()
 	}
+}
+
+// toUpstream splices conn, its first bytes unread, to a broker's port
+// (Options.Upstream). postgres says this proxy answered the client's
+// SSLRequest: the broker's port wants one too, and its 'S' is not passed
+// on.
+func (s *Server) toUpstream(ctx context.Context, conn net.Conn, postgres bool, log *slog.Logger) {
+	dctx, cancel := context.WithTimeout(ctx, s.o.HelloTimeout)
+	defer cancel()
+	up, err := s.o.Upstream(dctx)
+	if err != nil {
+		log.Warn("proxy: the broker is unreachable", "err", err)
+		conn.Close()
+		return
+	}
+	if postgres {
+		_ = up.SetDeadline(time.Now().Add(s.o.HelloTimeout))
+		var ans [1]byte
+		if _, err = up.Write(sslRequest); err == nil {
+			_, err = io.ReadFull(up, ans[:])
+		}
+		if err != nil || ans[0] != 'S' {
+			log.Warn("proxy: the broker did not accept TLS after an SSLRequest", "err", err, "answer", ans[0])
+			up.Close()
+			conn.Close()
+			return
+		}
+		_ = up.SetDeadline(time.Time{})
+	}
+	forget, ok := s.track(conn)
+	if !ok {
+		up.Close()
+		conn.Close()
+		return
+	}
+	defer forget()
+	Splice(conn, up)
 }
 
 // postgresStartup answers a PostgreSQL client that opens in plain text:

@@ -156,20 +156,33 @@ func joinedAuthorities(ctx context.Context, cfg *config.Config, hostID string, n
 // the pinned fingerprint of its host CA, and keeps what it got in dir.
 func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID string, names []string) (*authorities, error) {
 	d := cfg.DBService
-	if d.JoinToken == "" || d.BrokerCAPin == "" {
-		return nil, fmt.Errorf("agent service: joining the broker at %s needs db_service.join_token and db_service.broker_ca_pin (`tollgate tokens add --type=db` prints both)", d.BrokerAddr)
+	return joinAt(ctx, joinSpec{addr: d.BrokerAddr, token: d.JoinToken, pin: d.BrokerCAPin, section: "db_service", tokenType: "db"},
+		dir, serverName, hostID, names)
+}
+
+// joinSpec is where and with what a host joins: section is the
+// configuration's section that holds token and pin, tokenType what
+// `tollgate tokens add` makes them for.
+type joinSpec struct {
+	addr, token, pin   string
+	section, tokenType string
+}
+
+func joinAt(ctx context.Context, j joinSpec, dir, serverName, hostID string, names []string) (*authorities, error) {
+	if j.token == "" || j.pin == "" {
+		return nil, fmt.Errorf("joining the broker at %s needs %s.join_token and %s.broker_ca_pin (`tollgate tokens add --type=%s` prints both)", j.addr, j.section, j.section, j.tokenType)
 	}
-	pin, err := api.ParsePin(d.BrokerCAPin)
+	pin, err := api.ParsePin(j.pin)
 	if err != nil {
-		return nil, fmt.Errorf("db_service.broker_ca_pin: %w", err)
+		return nil, fmt.Errorf("%s.broker_ca_pin: %w", j.section, err)
 	}
 	tc := api.FirstUseTLSConfig(serverName, func(hostCA *x509.Certificate) error {
 		if got := api.Fingerprint(hostCA); got != pin {
-			return fmt.Errorf("the broker's host CA is %s, not db_service.broker_ca_pin %s", got, pin)
+			return fmt.Errorf("the broker's host CA is %s, not %s.broker_ca_pin %s", got, j.section, pin)
 		}
 		return nil
 	}, nil)
-	client, err := api.NewClient(d.BrokerAddr, tc, "tollgate-agent")
+	client, err := api.NewClient(j.addr, tc, "tollgate-"+j.tokenType)
 	if err != nil {
 		return nil, err
 	}
@@ -180,11 +193,45 @@ func join(ctx context.Context, cfg *config.Config, dir, serverName, hostID strin
 	}
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := client.Join(jctx, api.JoinRequest{Token: d.JoinToken, HostID: hostID, Hosts: names, PublicKey: pubPEM})
+	res, err := client.Join(jctx, api.JoinRequest{Token: j.token, HostID: hostID, Hosts: names, PublicKey: pubPEM})
 	if err != nil {
-		return nil, fmt.Errorf("agent service: joining the broker at %s: %w", d.BrokerAddr, err)
+		return nil, fmt.Errorf("joining the broker at %s: %w", j.addr, err)
 	}
 	return keep(dir, key, res)
+}
+
+// JoinProxy is the host certificate of a proxy without the broker beside
+// it, valid for names (the host of its public address), and the host CA
+// that verifies agents and other proxies. The first time it joins the
+// broker at brokerAddr with a token of type proxy, trusting the broker by
+// pin; it keeps what it got in dir and reads it back at every start
+// after.
+func JoinProxy(ctx context.Context, brokerAddr, token, pin, dir string, names []string) (tls.Certificate, *x509.Certificate, error) {
+	serverName, err := api.ServerName(brokerAddr)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("proxy.broker_addr: %w", err)
+	}
+	a, err := loadJoined(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		a, err = joinAt(ctx, joinSpec{addr: brokerAddr, token: token, pin: pin, section: "proxy", tokenType: "proxy"},
+			dir, serverName, ca.ProxyHostID, names)
+	}
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf := a.host.Leaf
+	if cn := leaf.Subject.CommonName; cn != ca.ProxyHostID {
+		return tls.Certificate{}, nil, fmt.Errorf("the certificate in %s is for host %q, not a proxy's", dir, cn)
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return tls.Certificate{}, nil, fmt.Errorf("the proxy's certificate expired at %s: remove %s and join again with a new proxy.join_token", leaf.NotAfter.UTC().Format(time.RFC3339), dir)
+	}
+	for _, n := range names {
+		if leaf.VerifyHostname(n) != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("the proxy's certificate in %s does not name %s (proxy.public_addr changed?): remove %s and join again with a new proxy.join_token", dir, n, dir)
+		}
+	}
+	return a.host, a.hostCA, nil
 }
 
 // renew asks for a fresh host certificate for names with the current one

@@ -215,7 +215,7 @@ func (b *bound) Roles(context.Context) ([]api.Role, error) {
 
 func (b *bound) AddToken(ctx context.Context, req api.AddTokenRequest) (*api.AddTokenResponse, error) {
 	if req.Type == "" {
-		return nil, fmt.Errorf("%w: token type is required (--type=db)", state.ErrInvalid)
+		return nil, fmt.Errorf("%w: token type is required (--type=db for an agent, --type=proxy for a proxy)", state.ErrInvalid)
 	}
 	ttl := req.TTL.Std()
 	switch {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,6 +81,10 @@ type Broker struct {
 	Addr, ProxyAddr string
 	// HostCert is the API's TLS certificate: leaf then host CA.
 	HostCert tls.Certificate
+	// ProxyNames answers, as tls.Config.GetCertificate, a ClientHello
+	// for a proxy without the broker whose connections reach the broker
+	// spliced (see proxyNames).
+	ProxyNames func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Presence follows the PRESENCE bucket (PresenceKV): proxies and the
 	// agent tunnels they hold.
 	Presence   *presence.View
@@ -185,6 +190,7 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b.PresenceKV = pkv
+	b.ProxyNames = proxyNames(b.CAs, b.HostCert, b.Presence)
 	b.Admin.SetPresence(b.Presence)
 	b.API = apiserver.New(b.Store, b.Login, b.Admin, o.Log.With("component", "api"))
 	// The access-request workflow and locks serve their own API paths.
@@ -210,7 +216,9 @@ func Start(ctx context.Context, o Options) (_ *Broker, err error) {
 	flow.SetWeb(ui)
 	go b.Requests.Run(ctx)
 	go func() {
-		err := b.API.Serve(ctx, ln, apiserver.TLSConfig(b.HostCert))
+		tc := apiserver.TLSConfig(b.HostCert)
+		tc.GetCertificate = b.ProxyNames
+		err := b.API.Serve(ctx, ln, tc)
 		b.close()
 		b.done <- err
 	}()
@@ -258,6 +266,45 @@ func HostCertificate(cas *ca.Authorities, hostID string, names []string) (tls.Ce
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{leaf.Raw, hostCA.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// proxyNames answers a ClientHello naming a host the API's certificate
+// does not: a proxy without the broker splices the API's connections here
+// unread, so a client that dialed that proxy by name expects a
+// certificate for it. The name must be the host of a proxy in presence
+// (which only proxies and brokers write); the certificate, issued once
+// per name and kept in memory, has the proxies' host id, and its key
+// never leaves this process. Any other name gets the API's own
+// certificate (nil, nil).
+func proxyNames(cas *ca.Authorities, own tls.Certificate, view *presence.View) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	var mu sync.Mutex
+	issued := map[string]*tls.Certificate{}
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		name := strings.ToLower(hello.ServerName)
+		if name == "" || own.Leaf.VerifyHostname(name) == nil {
+			return nil, nil
+		}
+		known := false
+		for _, p := range view.Proxies() {
+			if host, _, err := net.SplitHostPort(p.Addr); err == nil && strings.EqualFold(host, name) {
+				known = true
+			}
+		}
+		if !known {
+			return nil, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if c := issued[name]; c != nil && time.Now().Before(c.Leaf.NotAfter) {
+			return c, nil
+		}
+		c, err := HostCertificate(cas, ca.ProxyHostID, []string{name})
+		if err != nil {
+			return nil, err
+		}
+		issued[name] = &c
+		return &c, nil
+	}
 }
 
 // hostNames are the names the API's certificate is valid for: the hosts of

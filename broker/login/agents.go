@@ -16,7 +16,7 @@ import (
 // host registered and still heartbeats is not taken over (state.ErrInUse).
 // The agent's own connection to NATS need not write STATE.
 func (s *Service) RegisterDatabases(ctx context.Context, certs []*x509.Certificate, dbs []state.NewDatabase, m Meta) ([]state.Database, error) {
-	hostID, err := s.verifyHost(certs, "registration")
+	hostID, err := s.verifyAgent(certs, "registration")
 	if err != nil {
 		return nil, err
 	}

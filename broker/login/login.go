@@ -491,20 +491,25 @@ func FromCertificate(c *x509.Certificate) (identity.Identity, error) {
 	return identity.FromCertificate(c)
 }
 
-// Join exchanges a join token for a host certificate. A refused token is
-// audited (token.use, success false) with why.
+// Join exchanges a join token for a host certificate: an agent's with a
+// db token, a proxy's (host id ca.ProxyHostID) with a proxy token. A
+// refused token is audited (token.use, success false) with why.
 func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string, pub crypto.PublicKey, m Meta) (*Issued, error) {
 	if token == "" || hostID == "" {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "join: token and host_id are required"}
 	}
+	// The proxies' host id is what other proxies and the event plane
+	// recognise a proxy by, so only a proxy token issues it, and a proxy
+	// token issues nothing else.
+	tokenType := state.TokenDB
 	if hostID == ca.ProxyHostID {
-		return nil, &Refusal{Status: http.StatusBadRequest, Message: fmt.Sprintf("join: host_id %q is reserved for the proxies", hostID)}
+		tokenType = state.TokenProxy
 	}
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "join: " + err.Error()}
 	}
 	by := state.Actor{User: "host:" + hostID}
-	if _, err := s.store.UseToken(ctx, by, state.TokenID(token), hostID); err != nil {
+	if _, err := s.store.UseToken(ctx, by, state.TokenID(token), hostID, tokenType); err != nil {
 		var tr *state.TokenRefusal
 		if errors.As(err, &tr) {
 			if aerr := s.audit.Publish(ctx, tr.Event); aerr != nil {
@@ -537,7 +542,7 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 // log in to databases other agents serve. The db-client CA's key stays
 // here, and every certificate it signs for an agent is audited.
 func (s *Service) IssueDBClient(ctx context.Context, certs []*x509.Certificate, database, dbUser string, pub crypto.PublicKey, ttl time.Duration, m Meta) (*Issued, error) {
-	hostID, err := s.verifyHost(certs, "db-client certificate")
+	hostID, err := s.verifyAgent(certs, "db-client certificate")
 	if err != nil {
 		return nil, err
 	}
@@ -604,6 +609,17 @@ func (s *Service) verifyHost(certs []*x509.Certificate, what string) (string, er
 		return "", &Refusal{Status: http.StatusUnauthorized, Message: what + ": the host certificate is not valid: " + err.Error()}
 	}
 	return hostID, nil
+}
+
+// verifyAgent is verifyHost for what only agents may do: a proxy's
+// certificate serves no database, so it registers none and gets no
+// certificate to log in to one.
+func (s *Service) verifyAgent(certs []*x509.Certificate, what string) (string, error) {
+	hostID, err := s.verifyHost(certs, what)
+	if err == nil && hostID == ca.ProxyHostID {
+		return "", &Refusal{Status: http.StatusForbidden, Message: what + ": the certificate is a proxy's, and proxies serve no database"}
+	}
+	return hostID, err
 }
 
 // CheckPublicKey accepts the keys Tollgate certifies: ECDSA P-256 or

@@ -91,6 +91,9 @@ func TokenID(secret string) string {
 const (
 	// TokenDB lets an agent join and serve databases.
 	TokenDB = "db"
+	// TokenProxy lets a proxy join: its host certificate carries the
+	// proxies' host id, which no agent can get.
+	TokenProxy = "proxy"
 )
 
 // CA types whose public certificates are published.

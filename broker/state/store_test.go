@@ -183,11 +183,11 @@ func TestTokens(t *testing.T) {
 	if _, err := st.CreateToken(ctx, admin, NewToken{ID: id, Type: TokenDB, Expires: time.Now().Add(time.Hour)}); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	tok, err := st.UseToken(ctx, Actor{}, id, "host-1")
+	tok, err := st.UseToken(ctx, Actor{}, id, "host-1", TokenDB)
 	if err != nil || tok.Uses != 1 || tok.LastUsedBy != "host-1" {
 		t.Fatalf("first use: %v %+v", err, tok)
 	}
-	_, err = st.UseToken(ctx, Actor{}, id, "host-2")
+	_, err = st.UseToken(ctx, Actor{}, id, "host-2", TokenDB)
 	var ref *TokenRefusal
 	if !errors.As(err, &ref) || !strings.Contains(err.Error(), "already used by host-1") {
 		t.Fatalf("reuse: %v", err)
@@ -195,11 +195,25 @@ func TestTokens(t *testing.T) {
 	if ref.Event.Code != "TGTK002W" || ref.Event.Success || ref.Event.HostID != "host-2" || ref.Event.ID == "" {
 		t.Fatalf("refusal event %+v", ref.Event)
 	}
-	if _, err := st.UseToken(ctx, Actor{}, TokenID("other"), "host-3"); !errors.As(err, &ref) || ref.Reason != "unknown token" {
+	if _, err := st.UseToken(ctx, Actor{}, TokenID("other"), "host-3", TokenDB); !errors.As(err, &ref) || ref.Reason != "unknown token" {
 		t.Fatalf("unknown token: %v", err)
 	}
-	if _, err := st.UseToken(ctx, Actor{}, "s3cret-join-token", "host-3"); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "malformed") {
+	if _, err := st.UseToken(ctx, Actor{}, "s3cret-join-token", "host-3", TokenDB); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "malformed") {
 		t.Fatalf("raw secret presented as id: %v", err)
+	}
+	// A proxy token joins no agent, and a refusal leaves it usable.
+	pid := TokenID("proxy-join-token")
+	if _, err := st.CreateToken(ctx, admin, NewToken{ID: pid, Type: TokenProxy, Expires: time.Now().Add(time.Hour), SingleUse: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UseToken(ctx, Actor{}, pid, "host-4", TokenDB); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "type proxy cannot join a host of type db") {
+		t.Fatalf("proxy token used by an agent: %v", err)
+	}
+	if tok, err := st.UseToken(ctx, Actor{}, pid, "proxy", TokenProxy); err != nil || tok.Uses != 1 {
+		t.Fatalf("proxy token used by a proxy: %v %+v", err, tok)
+	}
+	if _, err := st.CreateToken(ctx, admin, NewToken{ID: TokenID("x"), Type: "nodes", Expires: time.Now().Add(time.Hour)}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"nodes"`) {
+		t.Fatalf("unknown token type: %v", err)
 	}
 	if tok, _ := st.Token(id); tok.Uses != 1 {
 		t.Fatalf("refused use changed the token: %+v", tok)
@@ -226,12 +240,12 @@ func TestSingleUseTokenRace(t *testing.T) {
 	// appends, so b's append conflicts, b catches up and is refused.
 	b.beforeAppend = func(attempt int) {
 		if attempt == 0 {
-			if _, err := a.UseToken(ctx, Actor{}, id, "host-a"); err != nil {
+			if _, err := a.UseToken(ctx, Actor{}, id, "host-a", TokenDB); err != nil {
 				t.Error(err)
 			}
 		}
 	}
-	_, err := b.UseToken(ctx, Actor{}, id, "host-b")
+	_, err := b.UseToken(ctx, Actor{}, id, "host-b", TokenDB)
 	var ref *TokenRefusal
 	if !errors.As(err, &ref) {
 		t.Fatalf("second use: %v", err)
@@ -380,7 +394,7 @@ func populate(t *testing.T, st *Store) {
 	must(err)
 	_, err = st.CreateToken(ctx, admin, NewToken{ID: TokenID("t1"), Type: TokenDB, Expires: time.Now().Add(time.Hour)})
 	must(err)
-	_, err = st.UseToken(ctx, Actor{}, TokenID("t1"), "host-1")
+	_, err = st.UseToken(ctx, Actor{}, TokenID("t1"), "host-1", TokenDB)
 	must(err)
 	_, err = st.RegisterDatabase(ctx, Actor{User: "host-1"}, NewDatabase{Name: "pg1", Protocol: "postgres",
 		URI: "127.0.0.1:5432", Labels: map[string]string{"env": "dev"}, HostID: "host-1"})
@@ -735,7 +749,7 @@ func TestEventsMatchSchemas(t *testing.T) {
 	if err := schemas.Validate(e.Value()); err != nil {
 		t.Errorf("heartbeat: %v\n%s", err, e.Value())
 	}
-	_, err = st.UseToken(c, Actor{}, TokenID("nope"), "h")
+	_, err = st.UseToken(c, Actor{}, TokenID("nope"), "h", TokenDB)
 	var ref *TokenRefusal
 	if !errors.As(err, &ref) {
 		t.Fatal(err)

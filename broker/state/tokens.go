@@ -22,8 +22,8 @@ func (s *Store) CreateToken(ctx context.Context, by Actor, nt NewToken) (Token, 
 	if !tokenIDRE.MatchString(nt.ID) {
 		return Token{}, invalid("token id %q: want the 64 hex digits of TokenID(secret)", nt.ID)
 	}
-	if nt.Type != TokenDB {
-		return Token{}, invalid("token type %q: want %q", nt.Type, TokenDB)
+	if nt.Type != TokenDB && nt.Type != TokenProxy {
+		return Token{}, invalid("token type %q: want %q or %q", nt.Type, TokenDB, TokenProxy)
 	}
 	if !nt.Expires.After(time.Now()) {
 		return Token{}, invalid("token expiry %s is not in the future", nt.Expires.UTC().Format(time.RFC3339))
@@ -51,12 +51,13 @@ type TokenRefusal struct {
 
 func (e *TokenRefusal) Error() string { return "join token refused: " + e.Reason }
 
-// UseToken records an agent (hostID) joining with the token whose TokenID is
-// id. A token that is unknown, expired or (single-use) already used is
-// refused with a *TokenRefusal; two agents racing for one single-use token
-// cannot both win, as the use is appended against the token's last
-// sequence.
-func (s *Store) UseToken(ctx context.Context, by Actor, id, hostID string) (Token, error) {
+// UseToken records a host (hostID) joining with the token whose TokenID is
+// id, which must be of type typ (TokenDB for an agent, TokenProxy for a
+// proxy). A token that is unknown, expired, (single-use) already used or
+// of another type is refused with a *TokenRefusal, and a refusal leaves
+// it usable; two agents racing for one single-use token cannot both win,
+// as the use is appended against the token's last sequence.
+func (s *Store) UseToken(ctx context.Context, by Actor, id, hostID, typ string) (Token, error) {
 	if hostID == "" {
 		return Token{}, invalid("host id is empty")
 	}
@@ -71,8 +72,8 @@ func (s *Store) UseToken(ctx context.Context, by Actor, id, hostID string) (Toke
 		reason := ""
 		if !ok {
 			reason = "unknown token"
-		} else {
-			reason = t.Usable(time.Now())
+		} else if reason = t.Usable(time.Now()); reason == "" && t.Type != typ {
+			reason = fmt.Sprintf("a token of type %s cannot join a host of type %s (tollgate tokens add --type=%s)", t.Type, typ, typ)
 		}
 		if reason != "" {
 			ev := &events.TokenUse{Status: events.Status{Success: false, Error: reason},

@@ -60,7 +60,7 @@ func init() {
 				// agents find every proxy there, other proxies route
 				// through it, db ls says online.
 				ann := presence.NewAnnouncer(b.PresenceKV, proxyID(), b.ProxyAddr, 0, d.Log.With("component", "presence"))
-				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents,
+				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents, GetCertificate: b.ProxyNames,
 					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
 					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy"),
 					Presence: ann, View: b.Presence, Events: eventPlane(d)})
@@ -98,15 +98,14 @@ func init() {
 	})
 }
 
-// eventPlane relays agents' NATS connections through the proxy to the
-// embedded server, signed as the agent part; nil with an external
-// cluster, which agents reach themselves (nats.urls).
+// eventPlane relays agents' and proxies' NATS connections through the
+// proxy to the embedded server, signed as the agent or the proxy part;
+// nil with an external cluster, which they reach themselves (nats.urls).
 func eventPlane(d *startDeps) *proxy.EventPlane {
 	if d.NATS == nil {
 		return nil
 	}
-	return &proxy.EventPlane{Dial: d.NATS.InProcessConn,
-		SignAgent: func(nonce []byte) (string, []byte, error) { return d.NATS.Sign(natsserver.Agent, nonce) }}
+	return &proxy.EventPlane{Dial: d.NATS.InProcessConn, Sign: d.NATS.Sign}
 }
 
 // proxyID names this proxy in PRESENCE: the machine and a random part,

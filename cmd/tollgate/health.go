@@ -176,6 +176,8 @@ func checkStart(w io.Writer, cfg *config.Config) error {
 		nats = strings.Join(cfg.NATS.URLs, ",")
 	case eventsViaProxy(cfg):
 		nats = "through the proxy " + strings.Join(cfg.DBService.ProxyAddrs, ",")
+	case eventsViaBroker(cfg):
+		nats = "through the broker's port " + cfg.Proxy.BrokerAddr
 	}
 	fmt.Fprintf(w, "configuration ok: cluster %s, roles %s, nats %s, audit %s\n", cfg.ClusterName, strings.Join(roles, ","), nats, cfg.Audit.Mode)
 	return nil

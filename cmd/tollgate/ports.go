@@ -21,10 +21,10 @@ type listenAddr struct {
 // startListenAddrs are the addresses runStart will listen on for cfg.
 func startListenAddrs(cfg *config.Config) []listenAddr {
 	var out []listenAddr
-	if l := cfg.NATS.Embedded.Listen; len(cfg.NATS.URLs) == 0 && !eventsViaProxy(cfg) && l != "" && l != natsserver.InProcessOnly {
+	if l := cfg.NATS.Embedded.Listen; len(cfg.NATS.URLs) == 0 && !eventsViaProxy(cfg) && !eventsViaBroker(cfg) && l != "" && l != natsserver.InProcessOnly {
 		out = append(out, listenAddr{addr: l, key: "nats.embedded.listen"})
 	}
-	if roleSelectedByName("broker", cfg) {
+	if roleSelectedByName("broker", cfg) || roleSelectedByName("proxy", cfg) {
 		out = append(out, listenAddr{addr: cfg.Proxy.Listen, key: "proxy.listen"})
 	}
 	if roleSelectedByName("agent", cfg) {

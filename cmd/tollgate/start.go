@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -316,6 +318,24 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 		}
 		defer d.closeConns()
 		log.Info("nats connected through the proxy", "proxies", cfg.DBService.ProxyAddrs)
+	} else if eventsViaBroker(cfg) {
+		// A proxy without the broker reaches the event plane through the
+		// broker's port with its proxy certificate, which the broker's
+		// proxy signs in as the proxy part; it joins first if it has not.
+		cert, hostCA, err := proxyCertificate(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(hostCA)
+		tc := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots}
+		d.viaProxy = true
+		if d.shared, err = natsserver.ConnectViaProxy([]string{cfg.Proxy.BrokerAddr}, tc, nil,
+			nats.Name("tollgate-proxy"), nats.CustomInboxPrefix(natsserver.Proxy.InboxPrefix())); err != nil {
+			return err
+		}
+		defer d.closeConns()
+		log.Info("nats connected through the broker's port", "broker", cfg.Proxy.BrokerAddr)
 	} else if len(cfg.NATS.URLs) == 0 {
 		o, err := natsserver.FromConfig(cfg)
 		if err != nil {
@@ -363,6 +383,8 @@ func runStart(ctx context.Context, cfg *config.Config, log *slog.Logger) (err er
 	pubPart := natsserver.Broker
 	if roleSelectedByName("agent", cfg) {
 		pubPart = natsserver.Agent
+	} else if proxyOnly(cfg) {
+		pubPart = natsserver.Proxy
 	}
 	_, pubJS, err := d.As(pubPart)
 	if err != nil {
@@ -436,7 +458,13 @@ func ensureStreams(ctx context.Context, d *startDeps, so events.StreamOptions) e
 			"replicas", so.Replicas, "audit_max_age", so.AuditMaxAge, "audit_max_bytes", so.AuditMaxBytes)
 		return nil
 	}
-	_, js, err := d.As(natsserver.Auditor)
+	// A proxy's own identity may see that the streams exist; it holds
+	// no auditor's seed.
+	waitPart := natsserver.Auditor
+	if proxyOnly(d.Config) {
+		waitPart = natsserver.Proxy
+	}
+	_, js, err := d.As(waitPart)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	tokens := &cobra.Command{Use: "tokens", Short: "Join tokens for agents"}
+	tokens := &cobra.Command{Use: "tokens", Short: "Join tokens for agents and proxies"}
 	tokens.AddCommand(tokensAddCmd(), tokensLsCmd())
 	root.AddCommand(tokens)
 }
@@ -21,7 +21,7 @@ func tokensAddCmd() *cobra.Command {
 	var req api.AddTokenRequest
 	var ttl time.Duration
 	c := &cobra.Command{
-		Use:   "add --type=db [--ttl=DUR] [--reusable]",
+		Use:   "add --type=db|proxy [--ttl=DUR] [--reusable]",
 		Short: "Create a join token and print it (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -37,13 +37,18 @@ func tokensAddCmd() *cobra.Command {
 				}
 				w := cmd.OutOrStdout()
 				fmt.Fprintf(w, "%s\n", res.Value)
-				fmt.Fprintf(cmd.ErrOrStderr(), "join token of type %s (%s, valid until %s, id %.12s…); in the agent's configuration:\n  broker:\n    enabled: false\n  db_service:\n    broker_addr: %s\n    join_token: %s\n    broker_ca_pin: %s\n",
-					res.Token.Type, use, res.Token.Expires.UTC().Format(time.RFC3339), res.Token.ID, proxy, res.Value, res.HostCAPin)
+				// A proxy joins as an agent does, from its own section.
+				role, section := "agent", "db_service"
+				if res.Token.Type == "proxy" {
+					role, section = "proxy", "proxy"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "join token of type %s (%s, valid until %s, id %.12s…); in the %s's configuration:\n  broker:\n    enabled: false\n  %s:\n    broker_addr: %s\n    join_token: %s\n    broker_ca_pin: %s\n",
+					res.Token.Type, use, res.Token.Expires.UTC().Format(time.RFC3339), res.Token.ID, role, section, proxy, res.Value, res.HostCAPin)
 				return nil
 			})
 		},
 	}
-	c.Flags().StringVar(&req.Type, "type", "", "what the token lets join: db")
+	c.Flags().StringVar(&req.Type, "type", "", "what the token lets join: db (an agent) or proxy (a proxy without the broker)")
 	c.Flags().DurationVar(&ttl, "ttl", 0, "how long the token works (default 30m, at most 720h)")
 	c.Flags().BoolVar(&req.Reusable, "reusable", false, "let the token be used by several agents until it expires (default: single use)")
 	return c

@@ -29,10 +29,14 @@ const (
 	// Auditor only reads AUDIT and STATE (`tollgate audit tail`), and
 	// what the broker and exporters derive from them.
 	Auditor Part = "auditor"
+	// Proxy is a proxy without the broker beside it: it keeps its own
+	// and its tunnels' leases in PRESENCE and records the connections
+	// it refuses. It reads no STATE and no audit event.
+	Proxy Part = "proxy"
 )
 
 // Parts lists every identity.
-var Parts = []Part{Broker, Agent, Exporter, Auditor}
+var Parts = []Part{Broker, Agent, Exporter, Auditor, Proxy}
 
 // ParsePart reads a part's name.
 func ParsePart(s string) (Part, error) {
@@ -137,6 +141,16 @@ func Permissions(p Part) *server.Permissions {
 		pub = append(pub, "$JS.API.STREAM.CREATE."+streamDeadLetter, "$JS.API.STREAM.UPDATE."+streamDeadLetter,
 			"$JS.API.STREAM.CREATE."+streamExporters, "$JS.API.STREAM.UPDATE."+streamExporters)
 		sub = []string{inbox}
+	case Proxy:
+		pub = append(pub, common...)
+		// Its refusals (db.session.rejected), framed by the publisher
+		// under audit.<cluster>.frame.<src>.
+		pub = append(pub, "audit.>", "$KV."+strings.TrimPrefix(streamPresence, "KV_")+".>")
+		pub = append(pub, readStream(streamPresence)...)
+		// The publisher checks AUDIT's configuration before it stores, and
+		// `tollgate start` waits for the broker to have made the streams.
+		pub = append(pub, "$JS.API.STREAM.INFO."+streamAudit, "$JS.API.STREAM.INFO."+streamState)
+		sub = []string{inbox, "$JS.EVENT.ADVISORY.STREAM.*.AUDIT"}
 	case Auditor:
 		pub = append(pub, common...)
 		for _, s := range []string{streamAudit, streamState, streamLarge, streamDeadLetter, streamExporters, streamSessions, streamPresence} {

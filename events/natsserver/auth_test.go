@@ -144,6 +144,35 @@ func TestPartsDoOnlyTheirOwnJob(t *testing.T) {
 		_, err := js.KeyValue(ctx(), "CREDENTIALS")
 		refused(t, "agent bind KV_CREDENTIALS", err, errs)
 	})
+	t.Run("proxy keeps PRESENCE and records its refusals, nothing else", func(t *testing.T) {
+		_, bjs, _ := dial(t, s, creds, Broker)
+		// The bucket presence.Ensure makes.
+		if _, err := bjs.CreateOrUpdateKeyValue(ctx(), jetstream.KeyValueConfig{Bucket: "PRESENCE"}); err != nil {
+			t.Fatal(err)
+		}
+		_, js, errs := dial(t, s, creds, Proxy)
+		kv, err := js.KeyValue(ctx(), "PRESENCE")
+		if err != nil {
+			t.Fatalf("proxy binds PRESENCE: %v", err)
+		}
+		if _, err := kv.Put(ctx(), "proxy.p1", []byte(`{"id":"p1"}`)); err != nil {
+			t.Fatalf("proxy writes PRESENCE: %v", err)
+		}
+		if err := kv.Delete(ctx(), "proxy.p1"); err != nil {
+			t.Fatalf("proxy deletes its lease: %v", err)
+		}
+		if _, err := js.Publish(ctx(), "audit.c.frame.proxy-1", []byte(`{}`)); err != nil {
+			t.Fatalf("proxy records its refusals: %v", err)
+		}
+		_, err = js.Publish(ctx(), "state.user.mallory", []byte(`{"type":"user.create"}`))
+		refused(t, "proxy publish state.>", err, errs)
+		_, js, errs = dial(t, s, creds, Proxy)
+		_, err = js.KeyValue(ctx(), "CREDENTIALS")
+		refused(t, "proxy bind KV_CREDENTIALS", err, errs)
+		_, js, errs = dial(t, s, creds, Proxy)
+		_, err = js.OrderedConsumer(ctx(), "STATE", jetstream.OrderedConsumerConfig{})
+		refused(t, "proxy reads STATE", err, errs)
+	})
 	t.Run("exporter cannot publish audit events", func(t *testing.T) {
 		_, js, errs := dial(t, s, creds, Exporter)
 		_, err := js.Publish(ctx(), "audit.c.s1.db.session.query", []byte(`{"db_query":"DROP TABLE t"}`))
@@ -197,7 +226,7 @@ func TestPartsDoOnlyTheirOwnJob(t *testing.T) {
 			t.Fatalf("the entry changed: %v", err)
 		}
 	})
-	for _, p := range []Part{Agent, Exporter, Auditor} {
+	for _, p := range []Part{Agent, Exporter, Auditor, Proxy} {
 		for _, op := range []string{"UPDATE", "DELETE", "PURGE"} {
 			t.Run(string(p)+" cannot "+strings.ToLower(op)+" AUDIT", func(t *testing.T) {
 				nc, _, errs := dial(t, s, creds, p)
