@@ -487,8 +487,15 @@ func TestAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	if _, ok := b.Store.User("gina"); !ok {
-		t.Fatal("the daemon does not see the user added through Attach")
+	// The daemon's projection follows STATE on its own consumer: it sees
+	// the user a moment after the append, not at once.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, ok := b.Store.User("gina"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon does not see the user added through Attach")
+		}
 	}
 
 	// Another data dir whose configuration names the same NATS address:
