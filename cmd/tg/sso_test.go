@@ -257,10 +257,15 @@ func ssoBrowser(t *testing.T) context.Context {
 
 func ssoStep(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := chromedp.Do(sctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
+		// Where the browser stopped says which hop of the flow hung.
+		dctx, c := context.WithTimeout(ctx, 5*time.Second)
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
+		body, _ := chromedp.Run(dctx, chromedp.Text(chromedp.CSS("body")))
+		c()
+		t.Fatalf("%s: %v\nthe browser is at %s showing %q", what, err, loc, body)
 	}
 }
 
