@@ -299,13 +299,16 @@ func parseDBFlag(s string) (config.Database, error) {
 
 func configureProxyCmd() *cobra.Command {
 	o := &configureOpts{}
-	var listen, public string
+	var listen, public, broker, token, pin string
 	c := &cobra.Command{
 		Use:   "proxy",
-		Short: "The broker with its proxy: the API users log in to and agents tunnel to",
+		Short: "The broker with its proxy, or with --broker a proxy of its own that joins a broker",
 		Example: `  tollgate configure proxy --public-addr=tollgate.example.com:3080 -o /etc/tollgate/tollgate.yaml
   tollgate configure proxy --public-addr=tollgate.example.com:3080 \
-    --nats-url=tls://nats-1:4222,tls://nats-2:4222,tls://nats-3:4222 --nats-ca=/etc/tollgate/nats-ca.crt`,
+    --nats-url=tls://nats-1:4222,tls://nats-2:4222,tls://nats-3:4222 --nats-ca=/etc/tollgate/nats-ca.crt
+  # a second proxy on its own machine, joined with ` + "`tollgate tokens add --type=proxy`" + `:
+  tollgate configure proxy --public-addr=proxy-2.example.com:3080 --broker=tollgate.example.com:3080 \
+    --token=TOKEN --ca-pin=sha256:HEX -o /etc/tollgate/proxy.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := api.ServerName(listen); err != nil {
@@ -317,14 +320,47 @@ func configureProxyCmd() *cobra.Command {
 			if _, err := api.ServerName(public); err != nil {
 				return fmt.Errorf("--public-addr: %w", err)
 			}
+			if broker == "" {
+				if token != "" || pin != "" {
+					return errors.New("--token and --ca-pin: only with --broker (a proxy that joins a broker)")
+				}
+				doc, err := o.base()
+				if err != nil {
+					return err
+				}
+				doc.set("broker", (&yamlMap{}).set("enabled", true))
+				doc.set("proxy", (&yamlMap{}).set("enabled", true).set("listen", listen).set("public_addr", public))
+				doc.set("db_service", (&yamlMap{}).set("enabled", false))
+				return o.finish(cmd, "broker", doc)
+			}
+			// A proxy of its own: it joins the broker with a proxy token
+			// and, without --nats-url, reaches the event plane through the
+			// broker's port.
+			if _, err := api.ServerName(broker); err != nil {
+				return fmt.Errorf("--broker: %w", err)
+			}
+			if token == "" {
+				return errors.New("--token: required with --broker: a join token from `tollgate tokens add --type=proxy`")
+			}
+			if pin == "" {
+				return errors.New("--ca-pin: required with --broker: the broker_ca_pin `tollgate tokens add` prints")
+			}
+			if _, err := api.ParsePin(pin); err != nil {
+				return fmt.Errorf("--ca-pin: %w", err)
+			}
+			o.viaProxy = true
+			if o.replicas == 0 {
+				o.replicas = 1
+			}
 			doc, err := o.base()
 			if err != nil {
 				return err
 			}
-			doc.set("broker", (&yamlMap{}).set("enabled", true))
-			doc.set("proxy", (&yamlMap{}).set("enabled", true).set("listen", listen).set("public_addr", public))
+			doc.set("broker", (&yamlMap{}).set("enabled", false))
+			doc.set("proxy", (&yamlMap{}).set("enabled", true).set("listen", listen).set("public_addr", public).
+				set("broker_addr", broker).set("join_token", token).set("broker_ca_pin", pin))
 			doc.set("db_service", (&yamlMap{}).set("enabled", false))
-			return o.finish(cmd, "broker", doc)
+			return o.finish(cmd, "proxy", doc)
 		},
 	}
 	o.flags(c, "/var/lib/tollgate")
@@ -334,6 +370,9 @@ func configureProxyCmd() *cobra.Command {
 	c.Flags().StringVar(&o.natsListen, "nats-listen", fmt.Sprintf("127.0.0.1:%d", config.DefaultNATSPort),
 		"without --nats-url: HOST:PORT the embedded NATS server listens on (TLS, every part authenticated)")
 	c.Flags().StringVar(&public, "public-addr", "", "HOST:PORT users and agents reach the proxy at")
+	c.Flags().StringVar(&broker, "broker", "", "a proxy of its own: HOST:PORT of the broker's proxy port it joins and forwards the API to")
+	c.Flags().StringVar(&token, "token", "", "with --broker: a join token from `tollgate tokens add --type=proxy`")
+	c.Flags().StringVar(&pin, "ca-pin", "", "with --broker: the broker_ca_pin (sha256:HEX) `tollgate tokens add` prints")
 	return c
 }
 

@@ -173,6 +173,26 @@ func TestConfigureAgentEventsThroughTheProxy(t *testing.T) {
 	}
 }
 
+// A proxy of its own joins the broker with a proxy token and reaches the
+// event plane through the broker's port: no NATS servers in its file.
+func TestConfigureSeparateProxy(t *testing.T) {
+	out, _, err := configure(t, "proxy", "--public-addr=p2.example:3080", "--broker=b.example:3080", "--token=t", "--ca-pin="+testPin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checked(t, out, "proxy")
+	if brokerEnabled(cfg) || cfg.Proxy.BrokerAddr != "b.example:3080" || cfg.Proxy.JoinToken != "t" ||
+		cfg.Proxy.BrokerCAPin != testPin || len(cfg.NATS.URLs) != 0 || !proxyOnly(cfg) {
+		t.Fatalf("separate proxy:\n%s", out)
+	}
+	defer func(r []string) { flagRoles = r }(flagRoles)
+	flagRoles = []string{"proxy"}
+	var b strings.Builder
+	if err := checkStart(&b, cfg); err != nil || !strings.Contains(b.String(), "nats through the broker's port b.example:3080") {
+		t.Fatalf("check: %v %q", err, b.String())
+	}
+}
+
 func TestConfigureBadFlags(t *testing.T) {
 	agent := []string{"agent", "--proxy=p:3080", "--token=t", "--ca-pin=" + testPin, "--nats-url=tls://n:4222"}
 	for _, tc := range []struct {
@@ -194,6 +214,11 @@ func TestConfigureBadFlags(t *testing.T) {
 		{[]string{"exporter", "--name=x", "--type=file"}, "--nats-url: required"},
 		{append(agent, "--db=o=postgres://h:1", "--audit-mode=lax"), `--audit-mode: "lax" is not strict or async`},
 		{[]string{"proxy"}, "--public-addr: required"},
+		{[]string{"proxy", "--public-addr=x:1", "--token=t"}, "--token and --ca-pin: only with --broker"},
+		{[]string{"proxy", "--public-addr=x:1", "--broker=b"}, `--broker: `},
+		{[]string{"proxy", "--public-addr=x:1", "--broker=b:1"}, "--token: required with --broker"},
+		{[]string{"proxy", "--public-addr=x:1", "--broker=b:1", "--token=t"}, "--ca-pin: required with --broker"},
+		{[]string{"proxy", "--public-addr=x:1", "--broker=b:1", "--token=t", "--ca-pin=x"}, "--ca-pin: "},
 		{[]string{"proxy", "--public-addr=x"}, `--public-addr: proxy address "x": want HOST:PORT`},
 		{[]string{"proxy", "--public-addr=x:1", "--nats-ca=/ca"}, "--nats-ca: only with --nats-url"},
 		{[]string{"proxy", "--public-addr=x:1", "--nats-url=nats:4222"}, `--nats-url "nats:4222": want scheme://host:port`},
