@@ -14,7 +14,7 @@ import (
 func TestLinksNoAgent(t *testing.T) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("no go command in PATH to list dependencies with")
+		t.Fatalf("no go command in PATH to list tg's dependencies with: %v", err)
 	}
 	out, err := exec.Command(goTool, "list", "-deps", ".").Output()
 	if err != nil {
