@@ -2,7 +2,6 @@ package security
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/samlidp"
-	"github.com/tollgate-db/tollgate/webui"
 )
 
 // samlWorld is the broker of ssoWorld with a SAML connector "ent" to a
@@ -81,51 +79,18 @@ func (w *samlWorld) post(t *testing.T, c *http.Client, r samlidp.Response) (int,
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	session := false
-	for _, ck := range resp.Cookies() {
-		if ck.Name == ssoSessionCookie && ck.Value != "" {
-			session = true
-		}
-	}
-	return resp.StatusCode, string(body), session
+	return answer(resp)
 }
 
 // lastSAML is the newest saml user.login event.
-func (w *samlWorld) lastSAML(t *testing.T) map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pg, err := webui.SearchAudit(ctx, w.js, webui.Search{TypePrefix: "user.login"}, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range pg.Rows {
-		var ev map[string]any
-		if json.Unmarshal(r.Raw, &ev) == nil && ev["method"] == events.LoginSAML {
-			return ev
-		}
-	}
-	t.Fatal("no saml user.login event in AUDIT")
-	return nil
-}
+func (w *samlWorld) lastSAML(t *testing.T) map[string]any { return w.lastLoginBy(t, events.LoginSAML) }
 
 // refused checks that a response was refused, that no web session was
 // made, and that the refusal is in AUDIT with reason and, in its error,
 // detail.
 func (w *samlWorld) refused(t *testing.T, what string, status int, page string, session bool, reason, detail string) {
 	t.Helper()
-	if status < 400 || session {
-		t.Fatalf("%s: the attack worked: status %d, session %v\n%s", what, status, session, page)
-	}
-	ev := w.lastSAML(t)
-	if ev["success"] != false || ev["reason"] != reason || ev["connector"] != "ent" {
-		t.Fatalf("%s: last user.login %v, want a refusal with reason %s", what, ev, reason)
-	}
-	if e, _ := ev["error"].(string); !strings.Contains(e, detail) {
-		t.Fatalf("%s: the event's error %q does not say %q", what, e, detail)
-	}
+	w.refusedBy(t, events.LoginSAML, "ent", what, status, page, session, reason, detail)
 }
 
 // signsIn checks that a genuine response still signs in, so that the

@@ -164,6 +164,12 @@ func (w *ssoWorld) finish(t *testing.T, c *http.Client, u *url.URL) (int, string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return answer(resp)
+}
+
+// answer is a broker's answer to a sign-in step: its status, its page and
+// whether it set a web session cookie.
+func answer(resp *http.Response) (int, string, bool) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	session := false
@@ -176,7 +182,10 @@ func (w *ssoWorld) finish(t *testing.T, c *http.Client, u *url.URL) (int, string
 }
 
 // lastLogin is the newest oidc user.login event.
-func (w *ssoWorld) lastLogin(t *testing.T) map[string]any {
+func (w *ssoWorld) lastLogin(t *testing.T) map[string]any { return w.lastLoginBy(t, events.LoginOIDC) }
+
+// lastLoginBy is the newest user.login event of method.
+func (w *ssoWorld) lastLoginBy(t *testing.T, method string) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -186,11 +195,11 @@ func (w *ssoWorld) lastLogin(t *testing.T) map[string]any {
 	}
 	for _, r := range pg.Rows {
 		var ev map[string]any
-		if json.Unmarshal(r.Raw, &ev) == nil && ev["method"] == events.LoginOIDC {
+		if json.Unmarshal(r.Raw, &ev) == nil && ev["method"] == method {
 			return ev
 		}
 	}
-	t.Fatal("no oidc user.login event in AUDIT")
+	t.Fatalf("no %s user.login event in AUDIT", method)
 	return nil
 }
 
@@ -199,11 +208,17 @@ func (w *ssoWorld) lastLogin(t *testing.T) map[string]any {
 // detail).
 func (w *ssoWorld) refusedWith(t *testing.T, what string, status int, page string, session bool, reason, detail string) {
 	t.Helper()
+	w.refusedBy(t, events.LoginOIDC, "corp", what, status, page, session, reason, detail)
+}
+
+// refusedBy is refusedWith for a login of method through connector.
+func (w *ssoWorld) refusedBy(t *testing.T, method, connector, what string, status int, page string, session bool, reason, detail string) {
+	t.Helper()
 	if status < 400 || session {
 		t.Fatalf("%s: the attack worked: status %d, session %v\n%s", what, status, session, page)
 	}
-	ev := w.lastLogin(t)
-	if ev["success"] != false || ev["reason"] != reason || ev["connector"] != "corp" {
+	ev := w.lastLoginBy(t, method)
+	if ev["success"] != false || ev["reason"] != reason || ev["connector"] != connector {
 		t.Fatalf("%s: last user.login %v, want a refusal with reason %s", what, ev, reason)
 	}
 	if e, _ := ev["error"].(string); !strings.Contains(e, detail) {
