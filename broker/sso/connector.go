@@ -5,10 +5,8 @@
 package sso
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"path"
 	"slices"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/crewjam/saml"
 	"github.com/crewjam/saml/samlsp"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config/strictyaml"
@@ -98,38 +95,12 @@ type Parsed struct {
 // an unknown key is an error naming it and its line, because a misspelt
 // claims_to_roles would silently grant nothing (or too much).
 func Parse(b []byte) ([]Parsed, error) {
-	var docs []*yaml.Node
-	nd := yaml.NewDecoder(bytes.NewReader(b))
-	for {
-		var n yaml.Node
-		if err := nd.Decode(&n); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return nil, fmt.Errorf("connectors: %w", err)
-		}
-		docs = append(docs, &n)
+	files, _, err := strictyaml.Documents[File](b, "connectors")
+	if err != nil {
+		return nil, err
 	}
 	var out []Parsed
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	for i := 0; ; i++ {
-		var f File
-		err := dec.Decode(&f)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			var te *yaml.TypeError
-			if !errors.As(err, &te) {
-				return nil, fmt.Errorf("connectors: %w", err)
-			}
-			var doc *yaml.Node
-			if i < len(docs) {
-				doc = docs[i]
-			}
-			return nil, strictyaml.Reword(err, doc, &f)
-		}
+	for _, f := range files {
 		if f.Kind == "" && f.Metadata.Name == "" && f.Spec.Type == "" {
 			continue // an empty document, e.g. after a trailing ---
 		}

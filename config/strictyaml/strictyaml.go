@@ -73,6 +73,50 @@ func DecodeNode(n *yaml.Node, v any, where string) error {
 	return nil
 }
 
+// Documents decodes every document of b (separated by ---) into a T,
+// strictly, and returns each with its node from a lenient pass over the
+// same bytes, so that errors found after decoding, which only know a
+// field's path, can still name its line. what prefixes the errors that are
+// not about a key ("roles", "connectors"). Empty documents come back as
+// zero values for the caller to skip.
+func Documents[T any](b []byte, what string) ([]T, []*yaml.Node, error) {
+	var docs []*yaml.Node
+	nd := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var n yaml.Node
+		if err := nd.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		docs = append(docs, &n)
+	}
+	var out []T
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	for i := 0; ; i++ {
+		var v T
+		err := dec.Decode(&v)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, nil, fmt.Errorf("%s: %w", what, err)
+			}
+			var doc *yaml.Node
+			if i < len(docs) {
+				doc = docs[i]
+			}
+			return nil, nil, Reword(err, doc, &v)
+		}
+		out = append(out, v)
+	}
+	return out, docs, nil
+}
+
 // Reword rewrites a yaml.v3 *TypeError from decoding root into v so that
 // each message names the key path and line instead of Go types. root is a
 // lenient parse of the same document (for a stream of documents, the one
