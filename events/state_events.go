@@ -160,7 +160,7 @@ type TokenUse struct {
 type DBCreate struct {
 	Envelope
 	Service  string            `json:"db_service" jsonschema:"description=Name of the database in Tollgate"`
-	Protocol string            `json:"db_protocol" jsonschema:"enum=postgres,enum=cockroachdb,enum=mysql,enum=sqlserver,description=Wire protocol"`
+	Protocol string            `json:"db_protocol" jsonschema:"enum=postgres,enum=cockroachdb,enum=mysql,enum=sqlserver,enum=redis,description=Wire protocol"`
 	URI      string            `json:"db_uri" jsonschema:"description=Address of the database as the agent reaches it"`
 	Labels   map[string]string `json:"db_labels,omitempty" jsonschema:"description=Labels roles select databases by"`
 	HostID   string            `json:"host_id" jsonschema:"description=Host id of the agent serving the database"`

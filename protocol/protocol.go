@@ -86,10 +86,9 @@ var all = []Protocol{
 		DBName: DBNameUnchecked},
 	// A Redis db_name is the logical database number (0 at connect time);
 	// the engine checks every SELECT, SWAPDB, MOVE and COPY ... DB against
-	// db_names. tg db connect does not run redis-cli yet: it reaches
-	// Redis through tg proxy db --tunnel.
+	// db_names.
 	{Name: Redis, Engine: Redis, DefaultPort: "6379", Display: "Redis", OCSF: "Redis",
-		DBName: DBNameChecked},
+		DBName: DBNameChecked, Clients: []string{"redis-cli"}},
 }
 
 // Lookup returns the protocol named name.

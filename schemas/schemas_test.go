@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/schemas/internal/generate"
 )
 
@@ -398,4 +399,28 @@ func BenchmarkValidate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// TestProtocolEnumComplete: a database of every protocol Tollgate speaks
+// must be registrable, so db.create's db_protocol enum names each of them
+// (the tag in events/state_events.go lists them by hand).
+func TestProtocolEnumComplete(t *testing.T) {
+	raw, err := os.ReadFile("db.create.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Properties map[string]struct {
+			Enum []string `json:"enum"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := doc.Properties["db_protocol"].Enum
+	for _, name := range protocol.Names() {
+		if !slices.Contains(got, name) {
+			t.Errorf("db.create's db_protocol enum %v lacks protocol %q: add it to events.DBCreate's tag", got, name)
+		}
+	}
 }

@@ -25,10 +25,10 @@ func init() {
 	var cf dbFlags
 	connect := &cobra.Command{
 		Use:   "connect NAME [--db-user=U] [--db-name=N] [-- CLIENT ARGS...]",
-		Short: "Open the database's own client (psql) through a tunnel on a free local port",
+		Short: "Open the database's own client (psql, mariadb, redis-cli) through a tunnel on a free local port",
 		Long: `Start a tunnel (as tg proxy db --tunnel does) on a free port of 127.0.0.1 and run
 the database's client against it: psql for PostgreSQL and CockroachDB, mariadb
-(or mysql) for MySQL. Arguments after -- go to the client, e.g.
+(or mysql) for MySQL, redis-cli for Redis. Arguments after -- go to the client, e.g.
   tg db connect pg1 --db-user=app -- -c 'select 1'
 tg exits with the client's exit status. Ctrl-C reaches the client (psql
 cancels the running statement through the tunnel); the tunnel stays up until
@@ -112,6 +112,8 @@ func runConnect(cmd *cobra.Command, name string, f dbFlags, extra []string) erro
 		if t.name != "" {
 			args = append(args, "--database="+t.name)
 		}
+	case protocol.Redis:
+		args = redisCLIArgs(host, port, t.user, t.name)
 	default:
 		conn := fmt.Sprintf("host=%s port=%s sslmode=disable gssencmode=disable application_name=tg", host, port)
 		if t.user != "" {
@@ -392,4 +394,20 @@ func ensureBlankLine(b *bytes.Buffer) {
 	if !bytes.HasSuffix(b.Bytes(), []byte("\n\n")) {
 		b.WriteByte('\n')
 	}
+}
+
+// redisCLIArgs are redis-cli's arguments for the tunnel at host:port. The
+// agent signs in to Redis itself as the db user the client's first AUTH
+// names, so the password redis-cli sends is a placeholder the agent
+// neither checks nor forwards; without a db user the agent signs in as
+// Redis's default user. A db name is the logical database number.
+func redisCLIArgs(host, port, dbUser, dbName string) []string {
+	args := []string{"-h", host, "-p", port}
+	if dbUser != "" {
+		args = append(args, "--user", dbUser, "-a", "tollgate", "--no-auth-warning")
+	}
+	if dbName != "" {
+		args = append(args, "-n", dbName)
+	}
+	return args
 }

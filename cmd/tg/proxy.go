@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -498,6 +499,8 @@ func connectHint(proto, addr, dbUser, dbName string) string {
 			s += " --database=" + dbName
 		}
 		return s
+	case protocol.Redis:
+		return "redis-cli " + strings.Join(redisCLIArgs(host, port, dbUser, dbName), " ")
 	}
 	s := fmt.Sprintf("host=%s port=%s user=%s", host, port, dbUser)
 	if dbName != "" {

@@ -165,4 +165,7 @@ func TestConnectHint(t *testing.T) {
 	if got := connectHint("cockroachdb", "127.0.0.1:5999", "", ""); got != `psql "host=127.0.0.1 port=5999 user=DBUSER sslmode=disable"` {
 		t.Fatal(got)
 	}
+	if got := connectHint("redis", "127.0.0.1:5999", "app", "2"); got != `redis-cli -h 127.0.0.1 -p 5999 --user app -a tollgate --no-auth-warning -n 2` {
+		t.Fatal(got)
+	}
 }

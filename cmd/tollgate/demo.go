@@ -27,38 +27,45 @@ import (
 	"github.com/tollgate-db/tollgate/broker/login"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
+	"github.com/tollgate-db/tollgate/protocol"
 )
 
 // Names the demo creates.
 const (
 	demoDatabase    = "demo-postgres"
 	demoMariaDBName = "demo-mariadb"
-	demoUser        = "demo"
-	demoDBName      = "demo"
+	demoRedisName   = "demo-redis"
+	// demoRedisDB is the logical database the demo user may select (a
+	// Redis db_name is a number).
+	demoRedisDB = "0"
+	demoUser    = "demo"
+	demoDBName  = "demo"
 )
 
 type demoFlags struct {
-	nats, proxy, agent  string
-	pgPort, mariadbPort int
-	noMariaDB           bool
+	nats, proxy, agent             string
+	pgPort, mariadbPort, redisPort int
+	noMariaDB, noRedis             bool
 }
 
 func init() {
 	var f demoFlags
 	c := &cobra.Command{
 		Use:   "demo [--data-dir=DIR]",
-		Short: "Everything in one process with a throwaway PostgreSQL (and MariaDB), a demo user and its identity file",
+		Short: "Everything in one process with a throwaway PostgreSQL (and MariaDB, Redis), a demo user and its identity file",
 		Long: `Run NATS (embedded), the broker and an agent in one process, as tollgate start
 does, plus a throwaway PostgreSQL started from the installed server programs,
 and a throwaway MariaDB when mariadbd and mariadb-install-db are installed
-(--no-mariadb leaves it out). They are registered as demo-postgres and
-demo-mariadb; each has a database user and a database both called demo, and
-trusts Tollgate's db-client CA for certificate logins only. The Tollgate user
-demo (role access, db_users demo, db_names demo and postgres) gets an
-identity file in the data dir.
+(--no-mariadb leaves it out), and a throwaway Redis when redis-server is
+installed (--no-redis leaves it out). They are registered as demo-postgres,
+demo-mariadb and demo-redis; PostgreSQL and MariaDB each have a database user
+and a database both called demo, Redis an ACL user demo; each trusts
+Tollgate's db-client CA for certificate logins only. The Tollgate user demo
+(role access, db_users demo, db_names demo, postgres and 0, Redis's first
+logical database) gets an identity file in the data dir.
 
-The demo prints one command per database, which opens psql or mariadb
-through Tollgate, and one that follows the audit events. Ctrl-C stops
+The demo prints one command per database, which opens psql, mariadb or
+redis-cli through Tollgate, and one that follows the audit events. Ctrl-C stops
 everything and removes the throwaway databases; the data dir (default
 ./tollgate-demo) is kept: it holds the audit events (read them with the
 printed tail command without --follow), the CAs, the identity file, the
@@ -87,6 +94,8 @@ them with fresh databases.`,
 	fl.IntVar(&f.pgPort, "pg-port", 0, "port of the throwaway PostgreSQL (0: any free port)")
 	fl.IntVar(&f.mariadbPort, "mariadb-port", 0, "port of the throwaway MariaDB (0: any free port)")
 	fl.BoolVar(&f.noMariaDB, "no-mariadb", false, "no throwaway MariaDB, even when its server programs are installed")
+	fl.IntVar(&f.redisPort, "redis-port", 0, "port of the throwaway Redis (0: any free port)")
+	fl.BoolVar(&f.noRedis, "no-redis", false, "no throwaway Redis, even when redis-server is installed")
 	root.AddCommand(c)
 
 	addStartRole(startRole{
@@ -134,6 +143,9 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	}
 	if f.mariadbPort != 0 && !f.noMariaDB {
 		addrs = append(addrs, listenAddr{addr: fmt.Sprintf("127.0.0.1:%d", f.mariadbPort), flag: "--mariadb-port"})
+	}
+	if f.redisPort != 0 && !f.noRedis {
+		addrs = append(addrs, listenAddr{addr: fmt.Sprintf("127.0.0.1:%d", f.redisPort), flag: "--redis-port"})
 	}
 	if err := checkListenAddrs(addrs, ""); err != nil {
 		return err
@@ -192,8 +204,29 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 		log.Info("throwaway MariaDB running", "addr", fmt.Sprintf("127.0.0.1:%d", m.Port), "dir", m.Dir, "statement_log", mLog)
 	}
 
+	redisPort := 0
+	if f.noRedis {
+		log.Info("no throwaway Redis: --no-redis")
+	} else if _, err := redisServerProgram(); err != nil {
+		log.Info("no throwaway Redis", "why", err.Error())
+	} else {
+		r, err := startDemoRedis(ctx, cas, f.redisPort, demoUser)
+		if err != nil {
+			return fmt.Errorf("throwaway Redis: %w (--no-redis runs the demo without it)", err)
+		}
+		defer func() {
+			if err := r.Stop(); err != nil {
+				log.Error("stopping the throwaway Redis", "err", err)
+			} else {
+				log.Info("throwaway Redis stopped and removed")
+			}
+		}()
+		redisPort = r.Port
+		log.Info("throwaway Redis running", "addr", fmt.Sprintf("127.0.0.1:%d", r.Port), "dir", r.Dir)
+	}
+
 	cfgFile := filepath.Join(dataDir, "tollgate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(demoConfig(dataDir, f, pg.Port, mariadbPort)), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(demoConfig(dataDir, f, pg.Port, mariadbPort, redisPort)), 0o600); err != nil {
 		return err
 	}
 	cfg, err := startConfig(cfgFile, "")
@@ -208,20 +241,23 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 
 // demoConfig is the configuration the demo runs with, written to the data
 // dir so that admin commands (audit tail) find the same servers.
-func demoConfig(dataDir string, f demoFlags, pgPort, mariadbPort int) string {
+func demoConfig(dataDir string, f demoFlags, pgPort, mariadbPort, redisPort int) string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
-	mariadb := ""
-	if mariadbPort != 0 {
-		mariadb = fmt.Sprintf(`    - name: %s
-      description: throwaway MariaDB of tollgate demo
-      protocol: mysql
+	db := func(name, what, proto string, port int) string {
+		if port == 0 {
+			return ""
+		}
+		return fmt.Sprintf(`    - name: %s
+      description: throwaway %s of tollgate demo
+      protocol: %s
       uri: %s
       static_labels:
         env: demo
       tls:
         mode: verify-full
-`, demoMariaDBName, q(fmt.Sprintf("127.0.0.1:%d", mariadbPort)))
+`, name, what, proto, q(fmt.Sprintf("127.0.0.1:%d", port)))
 	}
+	others := db(demoMariaDBName, "MariaDB", "mysql", mariadbPort) + db(demoRedisName, "Redis", "redis", redisPort)
 	return fmt.Sprintf(`# Written by tollgate demo; rewritten at every demo start.
 cluster_name: tollgate
 data_dir: %s
@@ -241,7 +277,7 @@ db_service:
         env: demo
       tls:
         mode: verify-full
-%s`, q(dataDir), q(f.nats), q(f.proxy), q(f.agent), demoDatabase, q(fmt.Sprintf("127.0.0.1:%d", pgPort)), mariadb)
+%s`, q(dataDir), q(f.nats), q(f.proxy), q(f.agent), demoDatabase, q(fmt.Sprintf("127.0.0.1:%d", pgPort)), others)
 }
 
 // run is the demo role: once broker and agent are up, the demo user and
@@ -275,7 +311,7 @@ func (r *demoRun) run(ctx context.Context, d *startDeps) error {
 		return err
 	}
 	actor := state.Actor{User: "tollgate:demo", Roles: []string{access.RoleEditor}}
-	traits := map[string][]string{identity.TraitDBUsers: {demoUser}, identity.TraitDBNames: {demoDBName, "postgres"}}
+	traits := map[string][]string{identity.TraitDBUsers: {demoUser}, identity.TraitDBNames: {demoDBName, "postgres", demoRedisDB}}
 	roles := []string{access.RoleAccess}
 	if _, err := store.CreateUser(ctx, actor, state.NewUser{Name: demoUser, Roles: roles, Traits: traits}); errors.Is(err, state.ErrExists) {
 		_, err = store.UpdateUser(ctx, actor, demoUser, func(u *state.User) error {
@@ -292,14 +328,22 @@ func (r *demoRun) run(ctx context.Context, d *startDeps) error {
 		return err
 	}
 	tg, tollgate := siblingCommand("tg"), siblingCommand("tollgate")
+	var clients []string
 	for _, db := range r.cfg.DBService.Databases {
+		dbName := demoDBName
+		if protocol.EngineOf(db.Protocol) == protocol.Redis {
+			dbName = demoRedisDB
+		}
 		fmt.Fprintf(r.out, "%s -i %s db connect %s --db-user=%s --db-name=%s\n",
-			tg, displayPath(r.identity), db.Name, demoUser, demoDBName)
+			tg, displayPath(r.identity), db.Name, demoUser, dbName)
+		if c := protocol.Get(db.Protocol).Clients; len(c) > 0 {
+			clients = append(clients, c[0])
+		}
 	}
 	fmt.Fprintf(r.out, "%s --config=%s audit tail --follow\n", tollgate, displayPath(r.cfgFile))
 	what := "the first command opens psql through Tollgate"
-	if len(r.cfg.DBService.Databases) > 1 {
-		what = "the first commands open psql and mariadb through Tollgate"
+	if len(clients) > 1 {
+		what = "the first commands open " + strings.Join(clients[:len(clients)-1], ", ") + " and " + clients[len(clients)-1] + " through Tollgate"
 	}
 	d.Log.Info("demo ready: " + what + ", the last follows their audit events; Ctrl-C stops the demo")
 	<-ctx.Done()

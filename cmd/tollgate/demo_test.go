@@ -35,6 +35,7 @@ type demoEnv struct {
 	home     string
 	pgDir    string
 	mdbDir   string // the throwaway MariaDB's directory
+	redisDir string // the throwaway Redis's directory
 	// tunnelHint is the connect command tg proxy db printed.
 	tunnelHint string
 	stderr     *lockedBuffer
@@ -169,6 +170,9 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 		if _, err := os.Stat(d.mdbDir); d.mdbDir != "" && !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("throwaway MariaDB directory %s still there after the demo stopped: %v", d.mdbDir, err)
 		}
+		if _, err := os.Stat(d.redisDir); d.redisDir != "" && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("throwaway Redis directory %s still there after the demo stopped: %v", d.redisDir, err)
+		}
 		for _, f := range []string{d.identity, filepath.Join(d.data, "postgres.log"), filepath.Join(d.data, "mariadb.log")} {
 			if _, err := os.Stat(f); err != nil {
 				t.Errorf("the data dir should keep %s: %v", f, err)
@@ -177,7 +181,7 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	})
 	var printed []string
 	timeout := time.After(90 * time.Second)
-	for len(printed) < 3 {
+	for len(printed) < 4 {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -193,8 +197,8 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	d.identity = filepath.Join(d.data, "demo.identity")
 	d.config = filepath.Join(d.data, "tollgate.yaml")
 	// Exactly the commands a user needs, runnable as printed: one per
-	// database (MariaDB is installed here, so the demo has one), and the
-	// audit tail.
+	// database (MariaDB and Redis are installed here, so the demo has
+	// them), and the audit tail.
 	shownIdentity, shownConfig := d.identity, d.config
 	if workDir != "" {
 		shownIdentity, shownConfig = "tollgate-demo/demo.identity", "tollgate-demo/tollgate.yaml"
@@ -202,6 +206,7 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 	want := []string{
 		fmt.Sprintf("%s -i %s db connect demo-postgres --db-user=demo --db-name=demo", d.tg, shownIdentity),
 		fmt.Sprintf("%s -i %s db connect demo-mariadb --db-user=demo --db-name=demo", d.tg, shownIdentity),
+		fmt.Sprintf("%s -i %s db connect demo-redis --db-user=demo --db-name=0", d.tg, shownIdentity),
 		fmt.Sprintf("%s --config=%s audit tail --follow", d.tollgate, shownConfig),
 	}
 	if !slices.Equal(printed, want) {
@@ -217,6 +222,11 @@ func startDemoIn(t *testing.T, workDir string) *demoEnv {
 		d.mdbDir = m[1]
 	} else {
 		t.Fatalf("no MariaDB directory in the demo's log:\n%s", d.stderr)
+	}
+	if m := regexp.MustCompile(`throwaway Redis running.* dir=(\S+)`).FindStringSubmatch(d.stderr.String()); m != nil {
+		d.redisDir = m[1]
+	} else {
+		t.Fatalf("no Redis directory in the demo's log:\n%s", d.stderr)
 	}
 	if m := regexp.MustCompile(`throwaway PostgreSQL running.* dir=(\S+)`).FindStringSubmatch(d.stderr.String()); m != nil {
 		d.pgDir = m[1]
@@ -492,6 +502,26 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatalf("MariaDB's general log lacks the statement: %v\n%s", err, b)
 	}
 
+	// The printed Redis command: redis-cli through tg's tunnel, signed in
+	// by the agent as the ACL user demo; the arguments after -- are the
+	// command. Both commands are audit events (checked below).
+	out = d.mustRun(d.tg, "-i", d.identity, "db", "connect", "demo-redis", "--db-user=demo", "--db-name=0", "--",
+		"SET", "demo-key", "via redis-cli")
+	if strings.TrimSpace(out) != "OK" {
+		t.Fatalf("tg db connect demo-redis SET: %q", out)
+	}
+	out = d.mustRun(d.tg, "-i", d.identity, "db", "connect", "demo-redis", "--db-user=demo", "--db-name=0", "--",
+		"ACL", "WHOAMI")
+	if strings.TrimSpace(out) != "demo" {
+		t.Fatalf("tg db connect demo-redis ACL WHOAMI: %q", out)
+	}
+	// A logical database outside db_names is refused by the agent.
+	out = d.mustRun(d.tg, "-i", d.identity, "db", "connect", "demo-redis", "--db-user=demo", "--db-name=0", "--",
+		"SELECT", "3")
+	if !strings.Contains(out, "tollgate") {
+		t.Fatalf("tg db connect demo-redis SELECT 3: %q, want the agent's refusal", out)
+	}
+
 	phase("connect")
 	// tg db login: libpq straight to the agent (SSLRequest, TLS with the
 	// database name as SNI, verify-full against the host CA, the identity
@@ -593,6 +623,23 @@ public class TollgateJDBC {
 	}
 	if len(eis) < 2*8+4 {
 		t.Fatalf("only %d sessions in the audit trail", len(eis))
+	}
+
+	// The Redis commands through tg db connect are events of demo-redis.
+	redisQueries := map[string]bool{}
+	for _, e := range ofType(evs, "db.session.query") {
+		if e["db_service"] == "demo-redis" {
+			redisQueries[e["db_query"].(string)] = true
+		}
+	}
+	for _, want := range []string{"SET demo-key", "ACL WHOAMI", "SELECT 3"} {
+		found := false
+		for q := range redisQueries {
+			found = found || strings.HasPrefix(q, want)
+		}
+		if !found {
+			t.Errorf("no db.session.query event of demo-redis for %q in %v", want, redisQueries)
+		}
 	}
 
 	// The cancel is an event; the JDBC binds carry their parameters.

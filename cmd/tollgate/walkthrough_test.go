@@ -89,6 +89,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	// command in the block, so a README that drops one fails here.
 	const query = "select current_user || '/' || current_database() as walkthrough;\n"
 	const mariadbQuery = "select concat(current_user(), '/', database()) as walkthrough;\n"
+	const redisCommands = "SET walkthrough redis\nACL WHOAMI\n"
 	dbLs := func(what string) string {
 		out, errb, err := d.run(d.tg, "db", "ls")
 		if err != nil {
@@ -113,6 +114,11 @@ func TestReadmeWalkthrough(t *testing.T) {
 		{match: "-i tollgate-demo/demo.identity db connect demo-mariadb", check: func(out string) {
 			if !strings.Contains(out, "demo@%/demo") {
 				t.Fatalf("mariadb through tg db connect as demo printed:\n%s", out)
+			}
+		}},
+		{match: "-i tollgate-demo/demo.identity db connect demo-redis", check: func(out string) {
+			if f := strings.Fields(out); len(f) != 2 || f[0] != "OK" || f[1] != "demo" {
+				t.Fatalf("redis-cli through tg db connect as demo printed:\n%s", out)
 			}
 		}},
 		{match: "-i tollgate-demo/demo.identity db connect demo-postgres", check: func(out string) {
@@ -227,6 +233,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		switch {
 		case fields[0] == "tg" && strings.Contains(line, " db connect demo-mariadb "):
 			stdin = mariadbQuery
+		case fields[0] == "tg" && strings.Contains(line, " db connect demo-redis "):
+			stdin = redisCommands
 		case fields[0] == "tg" && strings.Contains(line, " db connect "):
 			stdin = query
 		case fields[0] == "tg" && strings.Contains(line, " --invite="):
