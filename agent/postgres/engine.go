@@ -234,7 +234,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{}), refuseList: refuseList(db)}
+	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, refuseList: refuseList(db)}
 	defer func() {
 		if p.key != nil {
 			e.keys.remove(p.key)
@@ -250,7 +250,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.server = up.conn
+	p.bind(up.conn)
 	c.OnCancel(p.cancel)
 	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, up)

@@ -72,7 +72,7 @@ func FuzzClientMessages(f *testing.F) {
 				return
 			}
 			for _, s := range dec.segs {
-				if s.from < 0 || s.to > consumed || s.from >= s.to {
+				if s.From < 0 || s.To > consumed || s.From >= s.To {
 					t.Fatalf("segment %+v outside %d", s, consumed)
 				}
 			}
