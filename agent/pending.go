@@ -95,6 +95,13 @@ func (q *Pending[E]) Busy() bool {
 	return q.answered < q.sent && !q.closed
 }
 
+// Idle reports whether every answer owed was delivered.
+func (q *Pending[E]) Idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.answered >= q.sent
+}
+
 // WaitIdle blocks until every answer owed was delivered, or the server
 // stream ended.
 func (q *Pending[E]) WaitIdle() {

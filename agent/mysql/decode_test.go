@@ -135,7 +135,7 @@ func testDecoder(tb testing.TB, rec *recorder) (*clientDecoder, *sink, *sink) {
 	caps := serverCaps
 	p := newProxy(New(Options{}), sess, cc, caps, "app", "test")
 	p.server = server
-	p.q.close()
+	p.q.Close()
 	return &clientDecoder{p: p, maxPacket: 1 << 20, maxParam: 64}, client, server
 }
 

@@ -356,7 +356,7 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		}
 	}
 	_ = sess.Emit(connected)
-	p.server = up.conn
+	p.bind(up.conn)
 	p.connID = up.greeting.ConnectionID
 	p.kill = func(ctx context.Context) (string, error) {
 		return e.killQuery(ctx, c, db, resp, dbUser, up.greeting.ConnectionID)
