@@ -11,23 +11,34 @@ import (
 // one answer for several of them (PostgreSQL's extended protocol is
 // answered by one ReadyForQuery per Sync). The relay waits on the count
 // so that the agent's own replies never overtake the server's.
+//
+// The zero value is an empty queue without a limit.
 type Pending[E any] struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	items []E
-	head  int
-	// limit bounds the entries awaiting an answer (Full); 0 is no bound.
-	limit          int
+	// Limit, when above 0, bounds the entries awaiting an answer (Full):
+	// SQL Server takes one request at a time.
+	Limit int
+
+	mu             sync.Mutex
+	cond           *sync.Cond // made by the first wait
+	items          []E
+	head           int
 	sent, answered uint64
 	closed         bool
 }
 
-// NewPending returns an empty queue; limit > 0 bounds the entries awaiting
-// an answer (SQL Server: one request at a time).
-func NewPending[E any](limit int) *Pending[E] {
-	q := &Pending[E]{limit: limit}
-	q.cond = sync.NewCond(&q.mu)
-	return q
+// wait waits for a change of the counts. q.mu held.
+func (q *Pending[E]) wait() {
+	if q.cond == nil {
+		q.cond = sync.NewCond(&q.mu)
+	}
+	q.cond.Wait()
+}
+
+// wake ends the waits. q.mu held.
+func (q *Pending[E]) wake() {
+	if q.cond != nil {
+		q.cond.Broadcast()
+	}
 }
 
 // Push appends forwarded entries that are owed answers answers.
@@ -77,14 +88,14 @@ func (q *Pending[E]) Len() int {
 func (q *Pending[E]) Full() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.limit > 0 && len(q.items)-q.head >= q.limit
+	return q.Limit > 0 && len(q.items)-q.head >= q.Limit
 }
 
 // Answered records n answers delivered to the client.
 func (q *Pending[E]) Answered(n uint64) {
 	q.mu.Lock()
 	q.answered += n
-	q.cond.Broadcast()
+	q.wake()
 	q.mu.Unlock()
 }
 
@@ -107,7 +118,7 @@ func (q *Pending[E]) Idle() bool {
 func (q *Pending[E]) WaitIdle() {
 	q.mu.Lock()
 	for q.answered < q.sent && !q.closed {
-		q.cond.Wait()
+		q.wait()
 	}
 	q.mu.Unlock()
 }
@@ -117,14 +128,14 @@ func (q *Pending[E]) WaitIdle() {
 func (q *Pending[E]) WaitIdleCtx(ctx context.Context) bool {
 	stop := context.AfterFunc(ctx, func() {
 		q.mu.Lock()
-		q.cond.Broadcast()
+		q.wake()
 		q.mu.Unlock()
 	})
 	defer stop()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.answered < q.sent && !q.closed && ctx.Err() == nil {
-		q.cond.Wait()
+		q.wait()
 	}
 	return q.answered >= q.sent
 }
@@ -133,6 +144,6 @@ func (q *Pending[E]) WaitIdleCtx(ctx context.Context) bool {
 func (q *Pending[E]) Close() {
 	q.mu.Lock()
 	q.closed = true
-	q.cond.Broadcast()
+	q.wake()
 	q.mu.Unlock()
 }

@@ -40,6 +40,11 @@ type Codec interface {
 	// *Malformed closes the session; ErrClientLost says the engine wrote
 	// out itself and the client was gone.
 	Scan(b []byte) (out []byte, answers uint64, err error)
+	Terminator
+}
+
+// Terminator renders the end of a session in a protocol.
+type Terminator interface {
 	// Termination renders the error a session ended by the agent
 	// (Relay.Terminate) shows its client, once the server stream stopped;
 	// nil when the client's stream stands inside a message of the
@@ -149,14 +154,14 @@ func (r *Relay) Terminate(reason, message string) {
 
 // sendTermination writes Terminate's error, when there is one. Only after
 // the server loop returned.
-func (r *Relay) sendTermination() {
+func (r *Relay) sendTermination(t Terminator) {
 	r.termMu.Lock()
 	ok, reason, msg := r.terminated, r.termReason, r.term
 	r.termMu.Unlock()
 	if !ok {
 		return
 	}
-	if b := r.Codec.Termination(reason, msg); b != nil {
+	if b := t.Termination(reason, msg); b != nil {
 		_ = r.WriteClient(b)
 	}
 }
@@ -165,20 +170,21 @@ func (r *Relay) sendTermination() {
 // client input read before (decoded before anything else), server the
 // database's stream.
 func (r *Relay) Run(ctx context.Context, first []byte, server io.Reader) error {
-	return r.RunWith(ctx,
+	return r.RunWith(ctx, r.Codec,
 		func(ctx context.Context) error { return r.clientLoop(ctx, first) },
 		func() error { return r.serverLoop(server) })
 }
 
 // RunWith is Run for an engine with loops of its own, framed by whole
-// messages rather than by reads.
-func (r *Relay) RunWith(ctx context.Context, clientLoop func(context.Context) error, serverLoop func() error) error {
+// messages rather than by reads (they end with Fail); t renders a
+// termination.
+func (r *Relay) RunWith(ctx context.Context, t Terminator, clientLoop func(context.Context) error, serverLoop func() error) error {
 	return RunLoops(ctx, r.Tally, r.Sess, r.Client, r.Server, clientLoop, func() error {
 		err := serverLoop()
 		if r.Queue != nil {
 			r.Queue.Close()
 		}
-		r.sendTermination()
+		r.sendTermination(t)
 		return err
 	})
 }
@@ -193,7 +199,7 @@ func (r *Relay) clientLoop(ctx context.Context, first []byte) error {
 		if n > 0 {
 			consumed, need, err := r.Codec.Decode(ctx, buf[:w])
 			if err != nil {
-				return r.ClientError(ctx, err)
+				return r.Fail(ctx, err)
 			}
 			w = copy(buf, buf[consumed:w])
 			switch {
@@ -227,10 +233,9 @@ func (r *Relay) clientLoop(ctx context.Context, first []byte) error {
 	}
 }
 
-// ClientError ends the client loop for an error of the client's side:
-// malformed input is recorded and answered, a client that said it was done
-// ends the session in order.
-func (r *Relay) ClientError(ctx context.Context, err error) error {
+// Fail ends a loop for err: malformed input (of either side) is recorded
+// and answered, a client that said it was done ends the session in order.
+func (r *Relay) Fail(ctx context.Context, err error) error {
 	var m *Malformed
 	if errors.As(err, &m) {
 		return r.malformed(ctx, m)
@@ -308,15 +313,11 @@ func (r *Relay) serverLoop(src io.Reader) error {
 		if n > 0 {
 			out, answers, serr := r.Codec.Scan(buf[:n])
 			if serr != nil {
-				var m *Malformed
-				switch {
-				case errors.As(serr, &m):
-					return r.malformed(context.Background(), m)
-				case errors.Is(serr, ErrClientLost):
+				if errors.Is(serr, ErrClientLost) {
 					r.Tally.SetReason("client connection lost")
 					return nil
 				}
-				return serr
+				return r.Fail(context.Background(), serr)
 			}
 			if len(out) > 0 {
 				if werr := r.WriteClient(out); werr != nil {

@@ -28,6 +28,6 @@ type pending struct {
 // server loop pops.
 type cmdQueue struct{ *agent.Pending[pending] }
 
-func newCmdQueue() *cmdQueue { return &cmdQueue{agent.NewPending[pending](0)} }
+func newCmdQueue() *cmdQueue { return &cmdQueue{&agent.Pending[pending]{}} }
 
 func (q *cmdQueue) push(ps []pending) { q.Push(ps, uint64(len(ps))) }

@@ -47,7 +47,7 @@ type prepared struct {
 // waits for before the agent answers on its own.
 type stmtQueue struct{ *agent.Pending[entry] }
 
-func newStmtQueue() *stmtQueue { return &stmtQueue{agent.NewPending[entry](0)} }
+func newStmtQueue() *stmtQueue { return &stmtQueue{&agent.Pending[entry]{}} }
 
 func (q *stmtQueue) push(es []entry) {
 	var answers uint64
