@@ -143,7 +143,7 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.server = up
+	p.bind(up)
 	c.OnTerminate(sess, p.terminate)
 	return p.run(ctx, buf[:w])
 }
