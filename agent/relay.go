@@ -104,7 +104,7 @@ type Segment struct{ From, To int }
 // the agent's own replies never overtake the server's; and a session ended
 // by the agent tells its client why between two messages.
 type Relay struct {
-	Tally  *Tally
+	Tally
 	Sess   *Session
 	Client net.Conn
 	Server net.Conn
@@ -179,7 +179,7 @@ func (r *Relay) Run(ctx context.Context, first []byte, server io.Reader) error {
 // messages rather than by reads (they end with Fail); t renders a
 // termination.
 func (r *Relay) RunWith(ctx context.Context, t Terminator, clientLoop func(context.Context) error, serverLoop func() error) error {
-	return RunLoops(ctx, r.Tally, r.Sess, r.Client, r.Server, clientLoop, func() error {
+	return RunLoops(ctx, &r.Tally, r.Sess, r.Client, r.Server, clientLoop, func() error {
 		err := serverLoop()
 		if r.Queue != nil {
 			r.Queue.Close()

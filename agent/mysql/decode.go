@@ -488,7 +488,7 @@ func (d *clientDecoder) answer(ctx context.Context, b []byte, seq uint8, ev even
 		return err
 	} else if ae != nil {
 		code, state, msg = codeAuditUnavailable, stateAuditUnavailable, "tollgate: "+ae.Error()+"; the command was not sent to the database"
-		p.sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: strconv.Itoa(codeAuditUnavailable), ErrorMessage: msg})
+		p.Sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: strconv.Itoa(codeAuditUnavailable), ErrorMessage: msg})
 	}
 	p.Errors.Add(1)
 	p.q.WaitIdle()
@@ -514,7 +514,7 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 	p.q.push(d.entries)
 	p.Statements.Add(d.statements)
 	if d.to > d.from {
-		if _, err := p.server.Write(b[d.from:d.to]); err != nil {
+		if _, err := p.Server.Write(b[d.from:d.to]); err != nil {
 			p.SetReason("database connection lost")
 			return err
 		}
@@ -543,7 +543,7 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 	p := d.p
 	msg := "tollgate: " + ae.Error() + "; the command was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    strconv.Itoa(codeAuditUnavailable),
 		ErrorMessage: msg,

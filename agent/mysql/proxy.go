@@ -19,12 +19,10 @@ import (
 // proxy is one established session on the agent's relay: the client side
 // decodes and gates commands, the server side follows the responses.
 type proxy struct {
-	agent.Tally
 	agent.Relay
-	e      *Engine
-	sess   *agent.Session
+	e *Engine
+	// client is who the session is for.
 	client *agent.ClientConn
-	server net.Conn
 	caps   wire.Capabilities
 	dbUser string
 
@@ -53,11 +51,11 @@ type proxy struct {
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
-	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, Tally: agent.Tally{Started: time.Now()},
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: c}, e: e, client: c, caps: caps, dbUser: dbUser, schema: dbName,
 		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
 	p.sc = &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
 	p.dec = &clientDecoder{p: p, maxPacket: e.opt.MaxPacket, maxParam: e.opt.MaxParam}
-	p.Relay.Tally, p.Sess, p.Client, p.Codec, p.Queue = &p.Tally, sess, c, p, p.q
+	p.Codec, p.Queue = p, p.q
 	// MariaDB resets a connection it drops (wait_timeout): the client's
 	// connection is reset too, so that its next write fails as it would
 	// directly.
@@ -67,7 +65,7 @@ func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Cap
 
 // bind sets the database connection once it is up; before the lifecycle
 // may call terminate.
-func (p *proxy) bind(server net.Conn) { p.server, p.Server = server, server }
+func (p *proxy) bind(server net.Conn) { p.Server = server }
 
 // terminate is the engine's agent.TerminateFunc (a lock, the end of a
 // certificate or grant, idleness): the client gets an ERR saying why (see
@@ -382,7 +380,7 @@ func (s *serverScanner) packet(head []byte, total int, read []byte) error {
 // and the client, in place of the whole response, an ERR.
 func (s *serverScanner) localInfile(name string, read []byte) error {
 	p := s.p
-	if !p.sess.Options.NoMySQLLocalInfile {
+	if !p.Sess.Options.NoMySQLLocalInfile {
 		p.startInfile(name, s.lastSeq)
 		return nil
 	}
@@ -390,7 +388,7 @@ func (s *serverScanner) localInfile(name string, read []byte) error {
 		return fmt.Errorf("LOCAL INFILE request (refused by a role) split across reads, so part of it already reached the client")
 	}
 	msg := p.refuseInfile(name)
-	if _, err := p.server.Write([]byte{0, 0, 0, s.lastSeq + 1}); err != nil {
+	if _, err := p.Server.Write([]byte{0, 0, 0, s.lastSeq + 1}); err != nil {
 		return fmt.Errorf("sending the database an empty file: %w", err)
 	}
 	if !s.cut {
@@ -428,7 +426,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 		}
 		p.mu.Unlock()
 		if schemaChanged {
-			p.sess.SetDB(p.dbUser, schema)
+			p.Sess.SetDB(p.dbUser, schema)
 		}
 	}
 	ev := &events.Result{
@@ -446,7 +444,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 		ev.Error = ev.ErrorMessage
 	}
 	p.Rows.Add(r.Rows + r.AffectedRows)
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // commandTag summarises a response: the command, then rows returned and

@@ -136,7 +136,7 @@ func BenchmarkRelay(b *testing.B) {
 	sess := benchSession(b)
 	cTest, cAgent := net.Pipe()
 	sAgent, sTest := net.Pipe()
-	p := &proxy{e: New(Options{}), sess: sess, client: cAgent, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: cAgent}, e: New(Options{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.run(ctx, &upstream{conn: sAgent, r: sAgent}) }()

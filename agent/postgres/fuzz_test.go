@@ -116,7 +116,7 @@ func scanProxy(tb testing.TB) *proxy {
 	sess := agent.NewSession(agent.SessionOptions{Cluster: "c", Recorder: nopRecorder{}, Database: db,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	tb.Cleanup(func() { sess.Close(nil) })
-	return &proxy{sess: sess, q: newStmtQueue()}
+	return &proxy{Relay: agent.Relay{Sess: sess}, q: newStmtQueue()}
 }
 
 type scanOutcome struct {

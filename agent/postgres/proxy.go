@@ -17,12 +17,8 @@ import (
 // side decodes and gates client batches, the server side scans the
 // database's answers.
 type proxy struct {
-	agent.Tally
 	agent.Relay
 	e          *Engine
-	sess       *agent.Session
-	client     net.Conn
-	server     net.Conn
 	key        []byte // the secret key the client was given
 	target     *cancelTarget
 	backendPID uint32
@@ -41,14 +37,13 @@ type proxy struct {
 // bind readies the relay once the database connection is up; before the
 // lifecycle may call terminate.
 func (p *proxy) bind(server net.Conn) {
-	p.server = server
 	if p.q == nil {
 		p.q = newStmtQueue()
 	}
 	if p.txStatus.Load() == 0 {
 		p.txStatus.Store('I')
 	}
-	p.Relay.Tally, p.Sess, p.Client, p.Server, p.Codec, p.Queue = &p.Tally, p.sess, p.client, server, p, p.q
+	p.Server, p.Codec, p.Queue = server, p, p.q
 }
 
 // terminate is the engine's agent.TerminateFunc: the session ends with a
@@ -144,7 +139,7 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 		// Only copy summaries (or nothing): no statement waits on them,
 		// see flushCopy.
 		if len(dec.evs) > 0 {
-			if err := p.sess.Emit(dec.evs...); err != nil {
+			if err := p.Sess.Emit(dec.evs...); err != nil {
 				return err
 			}
 		}
@@ -172,7 +167,7 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 // refused events, to be stored when the store is back.
 func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 	msg := "tollgate: " + ae.Error() + "; the statement was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    stateAuditUnavailable,
 		ErrorMessage: msg,
@@ -244,7 +239,7 @@ func (p *proxy) answerRefused(dec *clientDecoder, code, msg string) error {
 	}
 	if abortCopy {
 		fail := appendMessage(nil, 'f', append([]byte(msg), 0))
-		if _, err := p.server.Write(fail); err != nil {
+		if _, err := p.Server.Write(fail); err != nil {
 			return err
 		}
 	}

@@ -48,12 +48,10 @@ type pending struct {
 // proxy is one established session: the client loop decodes and gates
 // commands, the server loop follows the replies.
 type proxy struct {
-	agent.Tally
 	agent.Relay
-	e      *Engine
-	sess   *agent.Session
+	e *Engine
+	// client is who the session is for.
 	client *agent.ClientConn
-	server net.Conn
 	dbUser string
 
 	// qmu guards the queue of commands owed a reply and every write to
@@ -80,15 +78,15 @@ type proxy struct {
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, dbUser string) *proxy {
-	p := &proxy{e: e, sess: sess, client: c, dbUser: dbUser, proto: 2, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: c}, e: e, client: c, dbUser: dbUser, proto: 2}
 	p.idle = sync.NewCond(&p.qmu)
-	p.Relay.Tally, p.Sess, p.Client, p.Codec, p.Queue = &p.Tally, sess, c, p, replies{p}
+	p.Codec, p.Queue = p, replies{p}
 	return p
 }
 
 // bind sets the database connection once it is up; before the lifecycle
 // may call terminate.
-func (p *proxy) bind(server net.Conn) { p.server, p.Server = server, server }
+func (p *proxy) bind(server net.Conn) { p.Server = server }
 
 // terminate is the engine's agent.TerminateFunc: the client reads why,
 // unless that would land inside a reply (see Termination).
@@ -123,7 +121,7 @@ func (r replies) Close() {
 	r.p.qmu.Unlock()
 }
 
-func (p *proxy) run(ctx context.Context, first []byte) error { return p.Run(ctx, first, p.server) }
+func (p *proxy) run(ctx context.Context, first []byte) error { return p.Run(ctx, first, p.Server) }
 
 // Decode handles a read's complete commands: decoded and gated as one
 // batch, and only then forwarded.
@@ -371,7 +369,7 @@ func (p *proxy) allowDB(db string) (string, bool) {
 
 // monitorAllowed: MONITOR shows every client's commands, not only this
 // session's, so it needs a role's redis_monitor: true.
-func (p *proxy) monitorAllowed() bool { return p.sess.Options.RedisMonitor }
+func (p *proxy) monitorAllowed() bool { return p.Sess.Options.RedisMonitor }
 
 // flush gates the batch's events and forwards its bytes, or refuses every
 // command of it when the store cannot take the events.
@@ -379,7 +377,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 	if len(d.entries) == 0 {
 		return nil
 	}
-	if err := p.sess.Gate(ctx, d.evs...); err != nil {
+	if err := p.Sess.Gate(ctx, d.evs...); err != nil {
 		var ae *agent.AuditError
 		if !errors.As(err, &ae) {
 			return err
@@ -400,7 +398,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 		out = d.b[d.from:d.to]
 	}
 	if len(out) > 0 {
-		if _, err := p.server.Write(out); err != nil {
+		if _, err := p.Server.Write(out); err != nil {
 			p.SetReason("database connection lost")
 			return err
 		}
@@ -413,7 +411,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 // once the store is back.
 func (p *proxy) refuse(d *batch, ae *agent.AuditError) error {
 	msg := "ERR tollgate: " + ae.Error() + "; the command was not sent to the database"
-	p.sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: "ERR", ErrorMessage: msg})
+	p.Sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: "ERR", ErrorMessage: msg})
 	p.Errors.Add(1)
 	p.inMulti, p.dirty = d.inMulti, d.dirty
 	if p.inMulti {
@@ -453,7 +451,7 @@ func (p *proxy) writeLocalsLocked(o *outBuilder) {
 				ev.ErrorMessage = strings.TrimSuffix(string(e.local[1:]), "\r\n")
 				ev.Error = ev.ErrorMessage
 			}
-			_ = p.sess.Emit(ev)
+			_ = p.Sess.Emit(ev)
 		}
 	}
 	if len(direct) > 0 {
@@ -674,7 +672,7 @@ func (p *proxy) finish(e *pending, r *Reply) {
 	} else {
 		switch {
 		case e.selectDB != "":
-			p.sess.SetDB(p.dbUser, e.selectDB)
+			p.Sess.SetDB(p.dbUser, e.selectDB)
 		case e.hello != 0:
 			p.proto = e.hello
 		case e.monitor:
@@ -682,7 +680,7 @@ func (p *proxy) finish(e *pending, r *Reply) {
 		}
 	}
 	p.Rows.Add(ev.Rows)
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // summary describes a reply in a few words: its RESP type and size.

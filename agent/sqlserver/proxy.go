@@ -46,12 +46,8 @@ type response struct {
 // proxy is one established session on the agent's relay, which it feeds
 // with whole TDS messages.
 type proxy struct {
-	agent.Tally
 	agent.Relay
 	e       *Engine
-	sess    *agent.Session
-	client  net.Conn
-	server  net.Conn
 	version uint32
 	dbUser  string
 	dbName  string
@@ -78,9 +74,8 @@ type proxy struct {
 // bind readies the relay once the database connection is up; before the
 // lifecycle may call terminate.
 func (p *proxy) bind(server net.Conn) {
-	p.server = server
 	p.q.Limit = 1
-	p.Relay.Tally, p.Sess, p.Client, p.Server, p.Queue = &p.Tally, p.sess, p.client, server, &p.q
+	p.Server, p.Queue = server, &p.q
 }
 
 // cancel is the engine's agent.CancelFunc: the client's next messages are
@@ -94,7 +89,7 @@ func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
 	c := agent.Cancel{Method: "attention"}
 	p.agentAttn.Store(true)
 	p.serverMu.Lock()
-	_, err := p.server.Write(tds.AppendPackets(nil, tds.PacketAttention, nil, int(p.packetSize.Load()), 0))
+	_, err := p.Server.Write(tds.AppendPackets(nil, tds.PacketAttention, nil, int(p.packetSize.Load()), 0))
 	p.serverMu.Unlock()
 	if err != nil {
 		return c, fmt.Errorf("sending attention: %w", err)
@@ -138,7 +133,7 @@ func (p *proxy) run(ctx context.Context) error {
 // decoded, its events gated, and only then its packets forwarded as they
 // came.
 func (p *proxy) clientLoop(ctx context.Context) error {
-	r := tds.NewReader(p.client)
+	r := tds.NewReader(p.Client)
 	r.MaxMessage = p.e.opt.MaxMessage
 	dec := &decoder{p: p}
 	for {
@@ -193,7 +188,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			p.Statements.Add(uint64(dec.statements))
 		}
 		p.serverMu.Lock()
-		_, err = p.server.Write(m.Raw)
+		_, err = p.Server.Write(m.Raw)
 		p.serverMu.Unlock()
 		if err != nil {
 			p.SetReason("database connection lost")
@@ -207,7 +202,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 // answer, and the refusal is recorded when the store is back.
 func (p *proxy) refuse(ae *agent.AuditError) {
 	msg := "tollgate: " + ae.Error() + "; the request was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    strconv.Itoa(int(errTollgate)),
 		ErrorMessage: msg,
@@ -235,7 +230,7 @@ func (p *proxy) serverLoop() error {
 	var hdr [tds.HeaderLen]byte
 	buf := make([]byte, tds.MaxPacketSize)
 	for {
-		if _, err := io.ReadFull(p.server, hdr[:]); err != nil {
+		if _, err := io.ReadFull(p.Server, hdr[:]); err != nil {
 			p.SetReason("database closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -251,7 +246,7 @@ func (p *proxy) serverLoop() error {
 		}
 		pkt := buf[:h.Length]
 		copy(pkt, hdr[:])
-		if _, err := io.ReadFull(p.server, pkt[tds.HeaderLen:]); err != nil {
+		if _, err := io.ReadFull(p.Server, pkt[tds.HeaderLen:]); err != nil {
 			p.SetReason("database closed the connection")
 			return nil
 		}
@@ -313,8 +308,8 @@ func (p *proxy) onToken(t *tds.Token) error {
 		case tds.EnvDatabase:
 			from := p.dbName
 			p.dbName = t.EnvNew
-			p.sess.SetDB(p.dbUser, t.EnvNew)
-			_ = p.sess.Emit(&events.SQLServerDatabaseChange{From: from, To: t.EnvNew})
+			p.Sess.SetDB(p.dbUser, t.EnvNew)
+			_ = p.Sess.Emit(&events.SQLServerDatabaseChange{From: from, To: t.EnvNew})
 		case tds.EnvPacketSize:
 			if n, err := strconv.Atoi(t.EnvNew); err == nil && n >= tds.MinPacketSize && n <= tds.MaxPacketSize {
 				p.packetSize.Store(int32(n))
@@ -362,7 +357,7 @@ func (p *proxy) answered(now time.Time) {
 	}
 	if req == nil {
 		if !r.attn {
-			p.e.log.Info("sqlserver: the database answered no request", "sid", p.sess.ID)
+			p.e.log.Info("sqlserver: the database answered no request", "sid", p.Sess.ID)
 		}
 		return
 	}
@@ -392,7 +387,7 @@ func (p *proxy) answered(now time.Time) {
 		ev.Success = false
 		ev.Error = "cancelled by the client (Attention)"
 	}
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // preparedQuery is the statement a handle was prepared with.
