@@ -362,7 +362,7 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		return e.killQuery(ctx, c, db, resp, dbUser, up.greeting.ConnectionID)
 	}
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, up.conn)
 }
 

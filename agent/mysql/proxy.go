@@ -64,13 +64,8 @@ func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Cap
 }
 
 // bind sets the database connection once it is up; before the lifecycle
-// may call terminate.
+// may call Terminate.
 func (p *proxy) bind(server net.Conn) { p.Server = server }
-
-// terminate is the engine's agent.TerminateFunc (a lock, the end of a
-// certificate or grant, idleness): the client gets an ERR saying why (see
-// Termination).
-func (p *proxy) terminate(reason, message string) { p.Terminate(reason, message) }
 
 // cancel is the engine's agent.CancelFunc: the client's next commands are
 // held back, and a command in progress is stopped with KILL QUERY; it is

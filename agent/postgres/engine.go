@@ -252,7 +252,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 	_ = c.SetDeadline(time.Time{})
 	p.bind(up.conn)
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, up)
 }
 

@@ -35,7 +35,7 @@ type proxy struct {
 }
 
 // bind readies the relay once the database connection is up; before the
-// lifecycle may call terminate.
+// lifecycle may call Terminate.
 func (p *proxy) bind(server net.Conn) {
 	if p.q == nil {
 		p.q = newStmtQueue()
@@ -45,10 +45,6 @@ func (p *proxy) bind(server net.Conn) {
 	}
 	p.Server, p.Codec, p.Queue = server, p, p.q
 }
-
-// terminate is the engine's agent.TerminateFunc: the session ends with a
-// FATAL ErrorResponse (see Termination).
-func (p *proxy) terminate(reason, message string) { p.Terminate(reason, message) }
 
 // Termination is 57P05 for idleness, as PostgreSQL's own
 // idle_session_timeout, else 57P01 admin_shutdown; nothing while the

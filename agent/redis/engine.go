@@ -144,7 +144,7 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 	}
 	_ = c.SetDeadline(time.Time{})
 	p.bind(up)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, buf[:w])
 }
 

@@ -85,12 +85,8 @@ func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, dbUser string
 }
 
 // bind sets the database connection once it is up; before the lifecycle
-// may call terminate.
+// may call Terminate.
 func (p *proxy) bind(server net.Conn) { p.Server = server }
-
-// terminate is the engine's agent.TerminateFunc: the client reads why,
-// unless that would land inside a reply (see Termination).
-func (p *proxy) terminate(reason, message string) { p.Terminate(reason, message) }
 
 // Termination writes the error itself, in its place among the replies.
 func (p *proxy) Termination(_, message string) []byte {

@@ -327,7 +327,7 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 	// upstream connection must be in place first.
 	p.bind(up.conn)
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx)
 }
 

@@ -72,7 +72,7 @@ type proxy struct {
 }
 
 // bind readies the relay once the database connection is up; before the
-// lifecycle may call terminate.
+// lifecycle may call Terminate.
 func (p *proxy) bind(server net.Conn) {
 	p.q.Limit = 1
 	p.Server, p.Queue = server, &p.q
@@ -101,11 +101,6 @@ func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
 	}
 	return c, nil
 }
-
-// terminate ends the session for the lifecycle (lock, expiry, idleness):
-// the client gets a fatal error once the server's answer in flight, if
-// any, is through (see Termination).
-func (p *proxy) terminate(reason, message string) { p.Terminate(reason, message) }
 
 // Termination is a fatal error, unless the server's answer stopped in the
 // middle.
