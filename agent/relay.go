@@ -143,7 +143,7 @@ func (r *Relay) Stopped() bool { return r.stopped.Load() }
 // Terminate ends the session for the lifecycle (a lock, the end of a
 // certificate or grant, idleness): closing the database side stops the
 // server stream first, so that the client's last message, rendered by
-// Codec.Termination, never lands inside one of the database's.
+// the engine's Terminator, never lands inside one of the database's.
 func (r *Relay) Terminate(reason, message string) {
 	r.Tally.SetReason(reason)
 	r.termMu.Lock()
@@ -189,6 +189,9 @@ func (r *Relay) RunWith(ctx context.Context, t Terminator, clientLoop func(conte
 	})
 }
 
+// clientLoop hands each read's complete messages to the codec. The bytes
+// of an incomplete one move to the buffer's start; a message longer than
+// the buffer grows it for as long as it is read.
 func (r *Relay) clientLoop(ctx context.Context, first []byte) error {
 	buf := make([]byte, max(ClientBuffer, len(first)))
 	w := copy(buf, first)
