@@ -198,7 +198,7 @@ func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, se
 		return &malformed{reason: "empty command packet", seq: seq}
 	}
 	cmd, err := wire.DecodeCommand(payload, p.caps, lockedStmts{p})
-	if errors.Is(err, wire.ErrUnknownStatement) && (!d.empty() || !p.q.idle()) {
+	if errors.Is(err, wire.ErrUnknownStatement) && (!d.empty() || !p.q.Idle()) {
 		// A client may send COM_STMT_EXECUTE right behind the
 		// COM_STMT_PREPARE it runs (MariaDB's statement id -1): forward
 		// what came before, let the server answer, then decode again.
@@ -206,7 +206,7 @@ func (d *clientDecoder) command(ctx context.Context, b []byte, off, size int, se
 			return err
 		}
 		d.reset(off)
-		p.q.waitIdle()
+		p.q.WaitIdle()
 		cmd, err = wire.DecodeCommand(payload, p.caps, lockedStmts{p})
 	}
 	unknownStmt := errors.Is(err, wire.ErrUnknownStatement)
@@ -484,17 +484,15 @@ func (d *clientDecoder) answer(ctx context.Context, b []byte, seq uint8, ev even
 	}
 	d.reset(at)
 	p := d.p
-	if err := p.sess.Gate(ctx, append(pendingEvs, ev)...); err != nil {
-		var ae *agent.AuditError
-		if !errors.As(err, &ae) {
-			return err
-		}
+	if ae, err := p.Gate(ctx, append(pendingEvs, ev)...); err != nil {
+		return err
+	} else if ae != nil {
 		code, state, msg = codeAuditUnavailable, stateAuditUnavailable, "tollgate: "+ae.Error()+"; the command was not sent to the database"
-		p.sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: strconv.Itoa(codeAuditUnavailable), ErrorMessage: msg})
+		p.Sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: strconv.Itoa(codeAuditUnavailable), ErrorMessage: msg})
 	}
 	p.Errors.Add(1)
-	p.q.waitIdle()
-	return p.writeClient(errPacket(seq+1, code, state, msg))
+	p.q.WaitIdle()
+	return p.WriteClient(errPacket(seq+1, code, state, msg))
 }
 
 // flush gates the group's events and forwards its packets, or refuses
@@ -504,11 +502,9 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 		return nil
 	}
 	p := d.p
-	if err := p.sess.Gate(ctx, d.evs...); err != nil {
-		var ae *agent.AuditError
-		if !errors.As(err, &ae) {
-			return err
-		}
+	if ae, err := p.Gate(ctx, d.evs...); err != nil {
+		return err
+	} else if ae != nil {
 		return d.refuse(ae)
 	}
 	now := time.Now()
@@ -518,7 +514,7 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 	p.q.push(d.entries)
 	p.Statements.Add(d.statements)
 	if d.to > d.from {
-		if _, err := p.server.Write(b[d.from:d.to]); err != nil {
+		if _, err := p.Server.Write(b[d.from:d.to]); err != nil {
 			p.SetReason("database connection lost")
 			return err
 		}
@@ -547,13 +543,13 @@ func (d *clientDecoder) flush(ctx context.Context, b []byte) error {
 func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 	p := d.p
 	msg := "tollgate: " + ae.Error() + "; the command was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    strconv.Itoa(codeAuditUnavailable),
 		ErrorMessage: msg,
 	})
 	p.Errors.Add(1)
-	p.q.waitIdle()
+	p.q.WaitIdle()
 	var out []byte
 	for _, seq := range d.replySeqs {
 		out = append(out, errPacket(seq+1, codeAuditUnavailable, stateAuditUnavailable, msg)...)
@@ -561,7 +557,7 @@ func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 	longData := d.longData
 	d.reset(d.to)
 	if len(out) > 0 {
-		if err := p.writeClient(out); err != nil {
+		if err := p.WriteClient(out); err != nil {
 			return err
 		}
 	}
@@ -570,7 +566,7 @@ func (d *clientDecoder) refuse(ae *agent.AuditError) error {
 		// run with part of the value. Ending the session is the safe
 		// answer.
 		p.SetReason("long data could not be audited")
-		_ = p.writeClient(errPacket(1, codeAuditUnavailable, stateAuditUnavailable, msg+"; the session is closed because a statement's long data is incomplete"))
+		_ = p.WriteClient(errPacket(1, codeAuditUnavailable, stateAuditUnavailable, msg+"; the session is closed because a statement's long data is incomplete"))
 		return errors.New("long data refused: " + ae.Error())
 	}
 	return nil

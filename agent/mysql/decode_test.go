@@ -134,8 +134,8 @@ func testDecoder(tb testing.TB, rec *recorder) (*clientDecoder, *sink, *sink) {
 	cc := &agent.ClientConn{Conn: client, Identity: id, Database: db, Env: env}
 	caps := serverCaps
 	p := newProxy(New(Options{}), sess, cc, caps, "app", "test")
-	p.server = server
-	p.q.close()
+	p.Server = server
+	p.q.Close()
 	return &clientDecoder{p: p, maxPacket: 1 << 20, maxParam: 64}, client, server
 }
 

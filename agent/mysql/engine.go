@@ -356,13 +356,13 @@ func (e *Engine) session(ctx context.Context, cc *clientConn, resp *wire.Handsha
 		}
 	}
 	_ = sess.Emit(connected)
-	p.server = up.conn
+	p.bind(up.conn)
 	p.connID = up.greeting.ConnectionID
 	p.kill = func(ctx context.Context) (string, error) {
 		return e.killQuery(ctx, c, db, resp, dbUser, up.greeting.ConnectionID)
 	}
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, up.conn)
 }
 

@@ -48,7 +48,7 @@ func (p *proxy) endInfile() {
 	p.infile = nil
 	p.infileMu.Unlock()
 	if f != nil {
-		_ = p.sess.Emit(&events.MySQLLocalInfile{
+		_ = p.Sess.Emit(&events.MySQLLocalInfile{
 			Status:   events.Status{Success: false, Error: "the database ended the statement before the client ended the file"},
 			Filename: f.name, Bytes: f.bytes, Packets: f.packets,
 		})
@@ -58,7 +58,7 @@ func (p *proxy) endInfile() {
 // refuseInfile records that a role refused the server's request.
 func (p *proxy) refuseInfile(name string) string {
 	msg := fmt.Sprintf("tollgate: LOAD DATA LOCAL INFILE is refused by your roles (mysql_local_infile: false): the file %q was not read and the database got an empty one", name)
-	_ = p.sess.Emit(&events.MySQLLocalInfile{Status: events.Status{Success: false, Error: msg}, Filename: name, Refused: true})
+	_ = p.Sess.Emit(&events.MySQLLocalInfile{Status: events.Status{Success: false, Error: msg}, Filename: name, Refused: true})
 	return msg
 }
 
@@ -105,7 +105,7 @@ func (d *clientDecoder) infileData(b []byte) (consumed, need int, done bool, err
 		if end {
 			// Recorded before the server can answer, so the result
 			// event follows it.
-			_ = p.sess.Emit(&events.MySQLLocalInfile{Status: events.Status{Success: true},
+			_ = p.Sess.Emit(&events.MySQLLocalInfile{Status: events.Status{Success: true},
 				Filename: f.name, Bytes: f.bytes, Packets: f.packets})
 			p.infile = nil
 			done = true
@@ -113,7 +113,7 @@ func (d *clientDecoder) infileData(b []byte) (consumed, need int, done bool, err
 		}
 	}
 	if off > 0 {
-		if _, werr := p.server.Write(b[:off]); werr != nil {
+		if _, werr := p.Server.Write(b[:off]); werr != nil {
 			p.SetReason("database connection lost")
 			return off, 0, done, werr
 		}

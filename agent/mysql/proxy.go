@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tollgate-db/tollgate/agent"
@@ -17,14 +16,13 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
-// proxy is one established session: the client loop decodes and gates
-// commands, the server loop follows the responses.
+// proxy is one established session on the agent's relay: the client side
+// decodes and gates commands, the server side follows the responses.
 type proxy struct {
-	agent.Tally
-	e      *Engine
-	sess   *agent.Session
+	agent.Relay
+	e *Engine
+	// client is who the session is for.
 	client *agent.ClientConn
-	server net.Conn
 	caps   wire.Capabilities
 	dbUser string
 
@@ -36,98 +34,68 @@ type proxy struct {
 	queries map[uint32]string
 	schema  string
 
-	q        *cmdQueue
-	clientMu sync.Mutex // serialises writes to the client
+	q   *cmdQueue
+	dec *clientDecoder
 
 	// infile is the LOCAL INFILE transfer the server asked for, nil when
 	// the client's packets are commands.
 	infileMu sync.Mutex
 	infile   *infile
 
-	termMu sync.Mutex
-	// termMsg is the message terminate wants the client to read last; the
-	// server goroutine sends it once the server stream stopped.
-	termMsg string
-
-	sc *serverScanner // the server loop's; read by sendTermination after it
+	sc *serverScanner // the server loop's; read by Termination after it
 
 	// kill, once the session is connected, opens a second connection as
 	// the same db user and runs KILL QUERY for this one.
 	kill   func(ctx context.Context) (string, error)
 	connID uint32
-	// stopping is closed when the lifecycle cancels the session: from
-	// then on nothing the client sends reaches the database.
-	stopOnce sync.Once
-	stopping chan struct{}
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, caps wire.Capabilities, dbUser, dbName string) *proxy {
-	p := &proxy{e: e, sess: sess, client: c, caps: caps, dbUser: dbUser, schema: dbName, Tally: agent.Tally{Started: time.Now()},
-		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue(), stopping: make(chan struct{})}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: c}, e: e, client: c, caps: caps, dbUser: dbUser, schema: dbName,
+		stmts: wire.NewStatements(), queries: map[uint32]string{}, q: newCmdQueue()}
 	p.sc = &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
+	p.dec = &clientDecoder{p: p, maxPacket: e.opt.MaxPacket, maxParam: e.opt.MaxParam}
+	p.Codec, p.Queue = p, p.q
+	// MariaDB resets a connection it drops (wait_timeout): the client's
+	// connection is reset too, so that its next write fails as it would
+	// directly.
+	p.ResetWithServer = true
 	return p
 }
 
-func (p *proxy) writeClient(b []byte) error {
-	p.clientMu.Lock()
-	defer p.clientMu.Unlock()
-	_, err := p.client.Write(b)
-	return err
-}
-
-// terminate is the engine's agent.TerminateFunc (a lock, the end of a
-// certificate or grant, idleness): closing the database side stops the
-// server stream first, then the client gets an ERR saying why, unless it
-// would land inside a packet the database was sending.
-func (p *proxy) terminate(reason, message string) {
-	p.SetReason(reason)
-	p.termMu.Lock()
-	p.termMsg = "tollgate: " + message
-	p.termMu.Unlock()
-	p.server.Close()
-}
+// bind sets the database connection once it is up; before the lifecycle
+// may call Terminate.
+func (p *proxy) bind(server net.Conn) { p.Server = server }
 
 // cancel is the engine's agent.CancelFunc: the client's next commands are
 // held back, and a command in progress is stopped with KILL QUERY; it is
 // confirmed once the server answered every command forwarded.
 func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
-	p.stopOnce.Do(func() { close(p.stopping) })
-	if p.kill == nil || p.q.idle() {
+	p.Stop()
+	if p.kill == nil || p.q.Idle() {
 		return agent.Cancel{}, nil
 	}
 	c := agent.Cancel{Method: fmt.Sprintf("KILL QUERY %d on a second connection as %s", p.connID, p.dbUser)}
 	if _, err := p.kill(ctx); err != nil {
 		return c, err
 	}
-	c.Confirmed = p.q.waitIdleCtx(ctx)
+	c.Confirmed = p.q.WaitIdleCtx(ctx)
 	return c, nil
 }
 
-func (p *proxy) stopped() bool {
-	select {
-	case <-p.stopping:
-		return true
-	default:
-		return false
-	}
-}
-
-// sendTermination writes terminate's ERR, after the server loop returned:
-// as the next packet of a response in progress, or as the answer to the
-// client's next command (sequence id 1) when none is.
-func (p *proxy) sendTermination() {
-	p.termMu.Lock()
-	msg := p.termMsg
-	p.termMu.Unlock()
+// Termination is the ERR a session ended by the agent ends with: the next
+// packet of a response in progress, or the answer to the client's next
+// command (sequence id 1) when none is; nothing inside a packet.
+func (p *proxy) Termination(_, message string) []byte {
 	sc := p.sc
-	if msg == "" || sc == nil || sc.inBody || sc.hdrN != 0 {
-		return
+	if sc == nil || sc.inBody || sc.hdrN != 0 {
+		return nil
 	}
 	seq := uint8(1)
 	if sc.active {
 		seq = sc.lastSeq + 1
 	}
-	_ = p.writeClient(errPacket(seq, codeConnectionKilled, stateConnectionKilled, msg))
+	return errPacket(seq, codeConnectionKilled, stateConnectionKilled, "tollgate: "+message)
 }
 
 // errPacket frames an ERR packet with sequence id seq.
@@ -139,84 +107,53 @@ func errPacket(seq uint8, code uint16, state, msg string) []byte {
 
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context, server net.Conn) error {
-	p.server = server
-	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
-		err := p.serverLoop()
-		p.q.close()
-		p.sendTermination()
-		return err
-	})
+	p.bind(server)
+	return p.Run(ctx, nil, server)
 }
 
-const clientBuffer = 32 << 10
-
-// clientLoop reads the client's commands: each read's complete packets
-// are decoded and gated, and only then forwarded.
-func (p *proxy) clientLoop(ctx context.Context) error {
-	d := &clientDecoder{p: p, maxPacket: p.e.opt.MaxPacket, maxParam: p.e.opt.MaxParam}
-	buf := make([]byte, clientBuffer)
-	w := 0
-	for {
-		n, rerr := p.client.Read(buf[w:])
-		w += n
-		p.BytesIn.Add(uint64(n))
-		if n > 0 && p.stopped() {
-			// The session is being ended: nothing more is recorded or
-			// sent, and the termination closes the connection.
-			w = 0
-		} else if n > 0 {
-			consumed, need, err := d.process(ctx, buf[:w])
-			if err != nil {
-				var m *malformed
-				if errors.As(err, &m) {
-					return p.malformed(ctx, m)
-				}
-				if errors.Is(err, errQuit) {
-					p.SetReason("client quit (COM_QUIT)")
-					return nil
-				}
-				return err
-			}
-			w = copy(buf, buf[consumed:w])
-			switch {
-			case need > len(buf):
-				nb := make([]byte, need)
-				copy(nb, buf[:w])
-				buf = nb
-			case len(buf) > clientBuffer && w <= clientBuffer && need <= clientBuffer:
-				nb := make([]byte, clientBuffer)
-				copy(nb, buf[:w])
-				buf = nb
-			}
-		}
-		if rerr != nil {
-			if errors.Is(rerr, errCompressed) {
-				return p.malformed(ctx, &malformed{reason: rerr.Error(), length: int64(w), prefix: buf[:min(w, 64)]})
-			}
-			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
-				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a packet", w),
-					length: int64(w), prefix: buf[:min(w, 64)], seq: 0})
-			}
-			p.SetReason("client closed the connection")
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
-				return nil
-			}
-			return rerr
-		}
+// Decode decodes and gates the complete commands of a client read, and
+// only then forwards them.
+func (p *proxy) Decode(ctx context.Context, b []byte) (consumed, need int, err error) {
+	if p.Stopped() {
+		// The session is being ended: nothing more is recorded or
+		// sent, and the termination closes the connection.
+		return len(b), 0, nil
 	}
+	consumed, need, err = p.dec.process(ctx, b)
+	var m *malformed
+	switch {
+	case err == nil:
+	case errors.As(err, &m):
+		return consumed, 0, p.malformed(m)
+	case errors.Is(err, errQuit):
+		return consumed, 0, &agent.ClientEnded{Reason: "client quit (COM_QUIT)"}
+	}
+	return consumed, need, err
 }
 
-// malformed records bad client input and closes: nothing of it is
-// forwarded.
-func (p *proxy) malformed(ctx context.Context, m *malformed) error {
+// ClientClosed: a bad compressed packet, or a client that leaves inside a
+// packet, is malformed input.
+func (p *proxy) ClientClosed(err error, rest []byte) *agent.Malformed {
+	prefix := rest[:min(len(rest), 64)]
+	switch {
+	case errors.Is(err, errCompressed):
+		return p.malformed(&malformed{reason: err.Error(), length: int64(len(rest)), prefix: prefix})
+	case len(rest) > 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		return p.malformed(&malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a packet", len(rest)),
+			length: int64(len(rest)), prefix: prefix, seq: 0})
+	}
+	return nil
+}
+
+// malformed is bad client input: recorded, answered with an ERR once the
+// server answered what was forwarded before, and not forwarded.
+func (p *proxy) malformed(m *malformed) *agent.Malformed {
 	ev := &events.MalformedPacket{Direction: "client", Reason: m.reason, Length: m.length}
 	if len(m.prefix) > 0 {
 		if _, found := redact.MySQL(string(m.prefix)); !found.Any() {
 			ev.Prefix = fmt.Sprintf("%x", m.prefix)
 		}
 	}
-	_ = p.sess.Gate(ctx, ev)
-	p.SetReason("malformed client packet: " + m.reason)
 	code := m.code
 	if code == 0 {
 		code = codeMalformed
@@ -225,62 +162,36 @@ func (p *proxy) malformed(ctx context.Context, m *malformed) error {
 	if msg == "" {
 		msg = "tollgate: malformed packet from the client: " + m.reason + "; the connection is closed and nothing of it was forwarded"
 	}
-	p.q.waitIdle()
 	state := m.state
 	if state == "" {
 		state = stateMalformed
 	}
-	_ = p.writeClient(errPacket(m.seq+1, code, state, msg))
-	return m
+	return &agent.Malformed{Event: ev, Ending: "malformed client packet: " + m.reason, Err: m,
+		Wait: true, Reply: errPacket(m.seq+1, code, state, msg)}
 }
 
-// serverLoop forwards the database's bytes to the client in the chunks
-// they arrive in, following packet boundaries on the way to build one
-// result event per command.
-func (p *proxy) serverLoop() error {
-	buf := make([]byte, 64<<10)
+// Scan follows packet boundaries in a read of the database's stream, for
+// one result event per command.
+func (p *proxy) Scan(b []byte) ([]byte, uint64, error) {
 	sc := p.sc
-	for {
-		n, err := p.server.Read(buf)
-		if n > 0 {
-			if serr := sc.scan(buf[:n]); serr != nil {
-				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
-				_ = p.sess.Emit(ev)
-				p.SetReason("malformed packet from the database: " + serr.Error())
-				// The packets before the bad one were followed and go
-				// out; the ERR then takes the bad packet's place and
-				// sequence id. A bad packet the client already has the
-				// start of cannot be replaced: the connection just ends.
-				if sc.start >= 0 {
-					out := append(buf[:sc.start:sc.start], errPacket(sc.startSeq, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error())...)
-					_ = p.writeClient(out)
-				}
-				return serr
-			}
-			if werr := p.writeClient(sc.output(buf[:n])); werr != nil {
-				p.SetReason("client connection lost")
-				return nil
-			}
-			p.BytesOut.Add(uint64(n))
-			if sc.completed > 0 {
-				p.q.addAnswered(sc.completed)
-				sc.completed = 0
-			}
+	if serr := sc.scan(b); serr != nil {
+		m := &agent.Malformed{
+			Event:  &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(len(b))},
+			Ending: "malformed packet from the database: " + serr.Error(),
+			Err:    serr,
 		}
-		if err != nil {
-			p.SetReason("database closed the connection")
-			// MariaDB resets a connection it drops (wait_timeout): the
-			// client's connection is reset too, so that its next write
-			// fails as it would directly.
-			if errors.Is(err, syscall.ECONNRESET) {
-				p.client.ResetOnClose()
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
+		// The packets before the bad one were followed and go out; the
+		// ERR then takes the bad packet's place and sequence id. A bad
+		// packet the client already has the start of cannot be
+		// replaced: the connection just ends.
+		if sc.start >= 0 {
+			m.Reply = append(b[:sc.start:sc.start], errPacket(sc.startSeq, codeMalformed, stateMalformed, "tollgate: malformed packet from the database: "+serr.Error())...)
 		}
+		return nil, 0, m
 	}
+	answers := sc.completed
+	sc.completed = 0
+	return sc.output(b), answers, nil
 }
 
 // maxHead is how much of one server packet the scanner keeps to decode;
@@ -419,7 +330,7 @@ func (s *serverScanner) chunkDone(read []byte) error {
 // bytes of it); read is the current read, which it ends in.
 func (s *serverScanner) packet(head []byte, total int, read []byte) error {
 	if !s.active {
-		next, ok := s.p.q.pop()
+		next, ok := s.p.q.Pop()
 		if !ok {
 			// MariaDB tells a client it is being disconnected (shutdown,
 			// KILL) with an ERR it did not ask for.
@@ -464,7 +375,7 @@ func (s *serverScanner) packet(head []byte, total int, read []byte) error {
 // and the client, in place of the whole response, an ERR.
 func (s *serverScanner) localInfile(name string, read []byte) error {
 	p := s.p
-	if !p.sess.Options.NoMySQLLocalInfile {
+	if !p.Sess.Options.NoMySQLLocalInfile {
 		p.startInfile(name, s.lastSeq)
 		return nil
 	}
@@ -472,7 +383,7 @@ func (s *serverScanner) localInfile(name string, read []byte) error {
 		return fmt.Errorf("LOCAL INFILE request (refused by a role) split across reads, so part of it already reached the client")
 	}
 	msg := p.refuseInfile(name)
-	if _, err := p.server.Write([]byte{0, 0, 0, s.lastSeq + 1}); err != nil {
+	if _, err := p.Server.Write([]byte{0, 0, 0, s.lastSeq + 1}); err != nil {
 		return fmt.Errorf("sending the database an empty file: %w", err)
 	}
 	if !s.cut {
@@ -510,7 +421,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 		}
 		p.mu.Unlock()
 		if schemaChanged {
-			p.sess.SetDB(p.dbUser, schema)
+			p.Sess.SetDB(p.dbUser, schema)
 		}
 	}
 	ev := &events.Result{
@@ -528,7 +439,7 @@ func (p *proxy) finish(c *pending, r wire.Response) {
 		ev.Error = ev.ErrorMessage
 	}
 	p.Rows.Add(r.Rows + r.AffectedRows)
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // commandTag summarises a response: the command, then rows returned and

@@ -94,7 +94,7 @@ func TestScannerRefusesLocalInfile(t *testing.T) {
 		sess := agent.NewSession(agent.SessionOptions{Recorder: &recorder{}})
 		sess.Options.NoMySQLLocalInfile = true
 		up := &serverSink{}
-		p := &proxy{q: newCmdQueue(), sess: sess, server: up}
+		p := &proxy{Relay: agent.Relay{Sess: sess, Server: up}, q: newCmdQueue()}
 		p.q.push([]pending{{cmd: wire.ComPing}, {cmd: wire.ComQuery}, {cmd: wire.ComPing}})
 		sc := &serverScanner{p: p, dec: wire.NewResponseDecoder(caps)}
 		var out []byte

@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -122,4 +124,48 @@ func BenchmarkServerScan(b *testing.B) {
 			b.ReportMetric(float64(b.N)*float64(rows)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+// BenchmarkRelay measures the whole relay of one simple-query round trip:
+// the client loop decodes, gates and forwards the Query, the server loop
+// scans and forwards CommandComplete and ReadyForQuery, over in-memory
+// pipes so that the figure is the relay's own work.
+func BenchmarkRelay(b *testing.B) {
+	query := encodeAll(b, &pgproto3.Query{String: "SELECT abalance FROM pgbench_accounts WHERE aid = 73412;"})
+	answer := encodeAll(b, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	sess := benchSession(b)
+	cTest, cAgent := net.Pipe()
+	sAgent, sTest := net.Pipe()
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: cAgent}, e: New(Options{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.run(ctx, &upstream{conn: sAgent, r: sAgent}) }()
+	go func() {
+		// The database: one answer per query.
+		got := make([]byte, len(query))
+		for {
+			if _, err := io.ReadFull(sTest, got); err != nil {
+				return
+			}
+			if _, err := sTest.Write(answer); err != nil {
+				return
+			}
+		}
+	}()
+	got := make([]byte, len(answer))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := cTest.Write(query); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(cTest, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cTest.Close()
+	sTest.Close()
+	cancel()
+	<-done
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/redact"
 	"github.com/tollgate-db/tollgate/events"
 )
@@ -33,7 +34,7 @@ type malformed struct {
 func (m *malformed) Error() string { return m.reason }
 
 // segment is a byte range of the batch to forward.
-type segment struct{ from, to int }
+type segment = agent.Segment
 
 // clientDecoder turns client messages into audit events and decides what
 // is forwarded. It keeps the prepared statements and portals it saw, so an
@@ -218,10 +219,10 @@ func (d *clientDecoder) decode(b []byte, now time.Time) (consumed, need int, bad
 			return off, 0, m
 		}
 		if d.lastKept {
-			if k := len(d.segs); k > 0 && d.segs[k-1].to == off {
-				d.segs[k-1].to = off + total
+			if k := len(d.segs); k > 0 && d.segs[k-1].To == off {
+				d.segs[k-1].To = off + total
 			} else {
-				d.segs = append(d.segs, segment{off, off + total})
+				d.segs = append(d.segs, segment{From: off, To: off + total})
 			}
 			d.types = append(d.types, typ)
 		}

@@ -234,7 +234,7 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		}
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: c, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{}), refuseList: refuseList(db)}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: c}, e: e, refuseList: refuseList(db)}
 	defer func() {
 		if p.key != nil {
 			e.keys.remove(p.key)
@@ -250,9 +250,9 @@ func (e *Engine) session(ctx context.Context, c *agent.ClientConn, version uint3
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.server = up.conn
+	p.bind(up.conn)
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, up)
 }
 
@@ -361,7 +361,7 @@ func (e *Engine) connect(ctx context.Context, c *agent.ClientConn, db *agent.Dat
 			if p.key != nil {
 				return nil, errors.New("a second BackendKeyData from the database")
 			}
-			t := &cancelTarget{sess: p.sess, user: c.Identity.User, addr: db.Addr, tls: cfg,
+			t := &cancelTarget{sess: p.Sess, user: c.Identity.User, addr: db.Addr, tls: cfg,
 				pid: binary.BigEndian.Uint32(body), secret: append([]byte(nil), body[4:]...)}
 			// The client is told its backend's process id, so that
 			// pg_backend_pid, pg_terminate_backend and NOTIFY agree with

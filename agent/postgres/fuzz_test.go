@@ -72,7 +72,7 @@ func FuzzClientMessages(f *testing.F) {
 				return
 			}
 			for _, s := range dec.segs {
-				if s.from < 0 || s.to > consumed || s.from >= s.to {
+				if s.From < 0 || s.To > consumed || s.From >= s.To {
 					t.Fatalf("segment %+v outside %d", s, consumed)
 				}
 			}
@@ -116,7 +116,7 @@ func scanProxy(tb testing.TB) *proxy {
 	sess := agent.NewSession(agent.SessionOptions{Cluster: "c", Recorder: nopRecorder{}, Database: db,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	tb.Cleanup(func() { sess.Close(nil) })
-	return &proxy{sess: sess, q: newStmtQueue()}
+	return &proxy{Relay: agent.Relay{Sess: sess}, q: newStmtQueue()}
 }
 
 type scanOutcome struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,179 +13,121 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
-// proxy is one established session: the client loop decodes and gates
-// client batches, the server loop scans the database's answers.
+// proxy is one established session on the agent's relay: the client
+// side decodes and gates client batches, the server side scans the
+// database's answers.
 type proxy struct {
-	agent.Tally
+	agent.Relay
 	e          *Engine
-	sess       *agent.Session
-	client     net.Conn
-	server     net.Conn
 	key        []byte // the secret key the client was given
 	target     *cancelTarget
 	backendPID uint32
 	// refuseList are the parameters statements may not set.
 	refuseList []string
 
-	// stopping is closed when the lifecycle cancels the session: from
-	// then on nothing the client sends reaches the database.
-	stopOnce sync.Once
-	stopping chan struct{}
-
-	clientMu sync.Mutex // serialises writes to the client
 	q        *stmtQueue
+	dec      *clientDecoder
 	sc       scanState
+	answered uint64 // ReadyForQuery messages scanned, as told to the relay
 
 	txStatus atomic.Uint32
 	copyIn   atomic.Bool
-
-	termMu sync.Mutex
-	// termMsg is the ErrorResponse terminate wants the client to read
-	// last; the server goroutine sends it once the server stream stopped.
-	termMsg []byte
 }
 
-// terminate is the engine's agent.TerminateFunc: it ends the session with
-// a FATAL ErrorResponse (57P05 for idleness, as PostgreSQL's own
-// idle_session_timeout, else 57P01 admin_shutdown). Closing the database
-// side stops the server stream first, so the error never lands inside a
-// message the database was sending.
-func (p *proxy) terminate(reason, message string) {
+// bind readies the relay once the database connection is up; before the
+// lifecycle may call Terminate.
+func (p *proxy) bind(server net.Conn) {
+	if p.q == nil {
+		p.q = newStmtQueue()
+	}
+	if p.txStatus.Load() == 0 {
+		p.txStatus.Store('I')
+	}
+	p.Server, p.Codec, p.Queue = server, p, p.q
+}
+
+// Termination is 57P05 for idleness, as PostgreSQL's own
+// idle_session_timeout, else 57P01 admin_shutdown; nothing while the
+// client's stream stands inside a message.
+func (p *proxy) Termination(reason, message string) []byte {
+	if p.sc.inMsg || p.sc.hdrN != 0 {
+		return nil
+	}
 	code := stateAdminShutdown
 	if reason == events.EndIdleTimeout {
 		code = stateIdleSessionTimeout
 	}
-	p.SetReason(reason)
-	p.termMu.Lock()
-	p.termMsg = errorResponse("FATAL", code, "tollgate: "+message)
-	p.termMu.Unlock()
-	p.server.Close()
+	return errorResponse("FATAL", code, "tollgate: "+message)
 }
 
 // cancel is the engine's agent.CancelFunc: the client's next messages are
 // held back, and a statement in progress gets a cancel request to its
 // backend; it is confirmed once the server answered everything forwarded.
 func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
-	p.stopOnce.Do(func() { close(p.stopping) })
-	if p.target == nil || !p.q.busy() {
+	p.Stop()
+	if p.target == nil || !p.q.Busy() {
 		return agent.Cancel{}, nil
 	}
 	c := agent.Cancel{Method: fmt.Sprintf("cancel request to backend %d", p.target.pid)}
 	if err := p.target.send(ctx, p.e.opt.DialTimeout); err != nil {
 		return c, err
 	}
-	c.Confirmed = p.q.waitIdleCtx(ctx)
+	c.Confirmed = p.q.WaitIdleCtx(ctx)
 	return c, nil
 }
 
-// sendTermination writes terminate's error, when there is one and the
-// client's stream stands between two messages. Only after serverLoop
-// returned.
-func (p *proxy) sendTermination() {
-	p.termMu.Lock()
-	msg := p.termMsg
-	p.termMu.Unlock()
-	if msg != nil && !p.sc.inMsg && p.sc.hdrN == 0 {
-		_ = p.writeClient(msg)
-	}
-}
-
-func (p *proxy) writeClient(b []byte) error {
-	p.clientMu.Lock()
-	defer p.clientMu.Unlock()
-	_, err := p.client.Write(b)
-	return err
-}
+// clientBuffer is the relay's client read buffer, which a batch fills.
+const clientBuffer = agent.ClientBuffer
 
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context, up *upstream) error {
-	if p.server == nil {
-		// session() sets it before handing terminate to the lifecycle,
-		// which may read it from then on.
-		p.server = up.conn
+	if p.Server == nil {
+		p.bind(up.conn)
 	}
-	if p.q == nil {
-		p.q = newStmtQueue()
-	}
-	if p.stopping == nil {
-		p.stopping = make(chan struct{})
-	}
-	if p.txStatus.Load() == 0 {
-		p.txStatus.Store('I')
-	}
-	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
-		err := p.serverLoop(up.r)
-		p.q.close()
-		p.sendTermination()
-		return err
-	})
+	o := p.e.opt
+	p.dec = newClientDecoder(o.MaxMessage, o.MaxCopyData, o.MaxParam, p.q)
+	p.dec.refuseList = p.refuseList
+	return p.Run(ctx, nil, up.r)
 }
 
-const clientBuffer = 32 << 10
-
-// clientLoop reads client batches: each read's complete messages are
-// decoded, their events gated, and only then the original bytes forwarded.
-func (p *proxy) clientLoop(ctx context.Context) error {
-	o := p.e.opt
-	dec := newClientDecoder(o.MaxMessage, o.MaxCopyData, o.MaxParam, p.q)
-	dec.refuseList = p.refuseList
-	buf := make([]byte, clientBuffer)
-	w := 0
-	for {
-		n, rerr := p.client.Read(buf[w:])
-		w += n
-		p.BytesIn.Add(uint64(n))
-		if n > 0 {
-			dec.status = byte(p.txStatus.Load())
-			consumed, need, mal := dec.decode(buf[:w], time.Now())
-			if mal != nil {
-				return p.malformed(ctx, mal)
-			}
-			if err := p.forward(ctx, dec, buf); err != nil {
-				return err
-			}
-			if dec.terminate {
-				p.SetReason("client terminated the session")
-				return nil
-			}
-			w = copy(buf, buf[consumed:w])
-			switch {
-			case need > len(buf):
-				nb := make([]byte, need)
-				copy(nb, buf[:w])
-				buf = nb
-			case len(buf) > clientBuffer && w <= clientBuffer && need <= clientBuffer:
-				nb := make([]byte, clientBuffer)
-				copy(nb, buf[:w])
-				buf = nb
-			}
-		}
-		if rerr != nil {
-			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
-				typ := buf[0]
-				return p.malformed(ctx, &malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a message", w), typ: typ, length: int64(w), prefix: secretless(typ, buf[:w])})
-			}
-			p.SetReason("client closed the connection")
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
-				return nil
-			}
-			return rerr
-		}
+// Decode decodes a client batch, gates its events, and only then
+// forwards the original bytes.
+func (p *proxy) Decode(ctx context.Context, b []byte) (consumed, need int, err error) {
+	dec := p.dec
+	dec.status = byte(p.txStatus.Load())
+	consumed, need, mal := dec.decode(b, time.Now())
+	if mal != nil {
+		return consumed, 0, p.malformed(mal)
 	}
+	if err := p.forward(ctx, dec, b); err != nil {
+		return consumed, 0, err
+	}
+	if dec.terminate {
+		return consumed, 0, &agent.ClientEnded{Reason: "client terminated the session"}
+	}
+	return consumed, need, nil
+}
+
+// ClientClosed: a client that leaves inside a message sent a truncated
+// one.
+func (p *proxy) ClientClosed(err error, rest []byte) *agent.Malformed {
+	if len(rest) == 0 || !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	typ := rest[0]
+	return p.malformed(&malformed{reason: fmt.Sprintf("truncated: the client closed the connection %d bytes into a message", len(rest)), typ: typ, length: int64(len(rest)), prefix: secretless(typ, rest)})
 }
 
 // forward gates the batch's events and forwards its messages, or refuses
 // the batch with the protocol's own errors when the store is unavailable.
 func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) error {
-	select {
-	case <-p.stopping:
+	if p.Stopped() {
 		// The session is being ended: this batch is neither recorded
 		// nor sent, and the termination closes the connection.
 		return nil
-	default:
 	}
 	if len(dec.replies) > 0 {
-		if err := p.writeClient(dec.replies); err != nil {
+		if err := p.WriteClient(dec.replies); err != nil {
 			return err
 		}
 	}
@@ -194,7 +135,7 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 		// Only copy summaries (or nothing): no statement waits on them,
 		// see flushCopy.
 		if len(dec.evs) > 0 {
-			if err := p.sess.Emit(dec.evs...); err != nil {
+			if err := p.Sess.Emit(dec.evs...); err != nil {
 				return err
 			}
 		}
@@ -205,21 +146,14 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 		return nil
 	} else if dec.refusal != "" {
 		return p.refuseSetting(ctx, dec)
-	} else if err := p.sess.Gate(ctx, dec.evs...); err != nil {
-		var ae *agent.AuditError
-		if !errors.As(err, &ae) {
-			return err
-		}
+	} else if ae, err := p.Gate(ctx, dec.evs...); err != nil {
+		return err
+	} else if ae != nil {
 		return p.refuse(dec, ae)
 	}
 	p.q.push(dec.entries)
 	p.Statements.Add(dec.statements)
-	for _, s := range dec.segs {
-		if _, err := p.server.Write(buf[s.from:s.to]); err != nil {
-			p.SetReason("database connection lost")
-			return nil
-		}
-	}
+	p.Send(buf, dec.segs)
 	return nil
 }
 
@@ -229,7 +163,7 @@ func (p *proxy) forward(ctx context.Context, dec *clientDecoder, buf []byte) err
 // refused events, to be stored when the store is back.
 func (p *proxy) refuse(dec *clientDecoder, ae *agent.AuditError) error {
 	msg := "tollgate: " + ae.Error() + "; the statement was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    stateAuditUnavailable,
 		ErrorMessage: msg,
@@ -249,11 +183,9 @@ func (p *proxy) refuseSetting(ctx context.Context, dec *clientDecoder) error {
 		ErrorCode:    stateInsufficientPrivilege,
 		ErrorMessage: msg,
 	}
-	if err := p.sess.Gate(ctx, append(dec.evs, res)...); err != nil {
-		var ae *agent.AuditError
-		if !errors.As(err, &ae) {
-			return err
-		}
+	if ae, err := p.Gate(ctx, append(dec.evs, res)...); err != nil {
+		return err
+	} else if ae != nil {
 		return p.refuse(dec, ae)
 	}
 	p.Errors.Add(1)
@@ -303,7 +235,7 @@ func (p *proxy) answerRefused(dec *clientDecoder, code, msg string) error {
 	}
 	if abortCopy {
 		fail := appendMessage(nil, 'f', append([]byte(msg), 0))
-		if _, err := p.server.Write(fail); err != nil {
+		if _, err := p.Server.Write(fail); err != nil {
 			return err
 		}
 	}
@@ -312,7 +244,7 @@ func (p *proxy) answerRefused(dec *clientDecoder, code, msg string) error {
 	}
 	// The agent's answers must not overtake the server's answers to what
 	// was forwarded before.
-	p.q.waitIdle()
+	p.Refusal()
 	status := byte(p.txStatus.Load())
 	errMsg := errorResponse("ERROR", code, msg)
 	var out []byte
@@ -323,51 +255,29 @@ func (p *proxy) answerRefused(dec *clientDecoder, code, msg string) error {
 			out = append(out, readyForQuery(status)...)
 		}
 	}
-	return p.writeClient(out)
+	return p.WriteClient(out)
 }
 
-// malformed records bad client input and closes: nothing of the batch is
-// forwarded.
-func (p *proxy) malformed(ctx context.Context, m *malformed) error {
-	_ = p.sess.Gate(ctx, malformedEvent(m))
-	p.SetReason("malformed client message: " + m.reason)
-	_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation,
-		"tollgate: malformed message from the client: "+m.reason+"; the connection is closed and nothing of it was forwarded"))
-	return m
+// malformed is bad client input: recorded, answered with a FATAL error,
+// and nothing of the batch forwarded.
+func (p *proxy) malformed(m *malformed) *agent.Malformed {
+	return &agent.Malformed{Event: malformedEvent(m), Ending: "malformed client message: " + m.reason, Err: m,
+		Reply: errorResponse("FATAL", stateProtocolViolation,
+			"tollgate: malformed message from the client: "+m.reason+"; the connection is closed and nothing of it was forwarded")}
 }
 
-// serverLoop forwards the database's bytes to the client in the chunks they
-// arrive in, scanning message boundaries on the way to build one result
-// event per statement.
-func (p *proxy) serverLoop(r io.Reader) error {
-	buf := make([]byte, 64<<10)
-	var answered uint64
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if serr := p.scan(buf[:n]); serr != nil {
-				ev := &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)}
-				_ = p.sess.Emit(ev)
-				p.SetReason("malformed message from the database: " + serr.Error())
-				_ = p.writeClient(errorResponse("FATAL", stateProtocolViolation, "tollgate: malformed message from the database: "+serr.Error()))
-				return serr
-			}
-			if werr := p.writeClient(buf[:n]); werr != nil {
-				p.SetReason("client connection lost")
-				return nil
-			}
-			p.BytesOut.Add(uint64(n))
-			if p.sc.ready != answered {
-				answered = p.sc.ready
-				p.q.setAnswered(answered)
-			}
-		}
-		if err != nil {
-			p.SetReason("database closed the connection")
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
+// Scan follows one read of the database's answers, forwarded as they
+// arrive, for one result event per statement.
+func (p *proxy) Scan(b []byte) ([]byte, uint64, error) {
+	if err := p.scan(b); err != nil {
+		return nil, 0, &agent.Malformed{
+			Event:  &events.MalformedPacket{Direction: "server", Reason: err.Error(), Length: int64(len(b))},
+			Ending: "malformed message from the database: " + err.Error(),
+			Reply:  errorResponse("FATAL", stateProtocolViolation, "tollgate: malformed message from the database: "+err.Error()),
+			Err:    err,
 		}
 	}
+	answers := p.sc.ready - p.answered
+	p.answered = p.sc.ready
+	return b, answers, nil
 }

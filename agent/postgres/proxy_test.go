@@ -105,7 +105,7 @@ func newPipeSession(t *testing.T, strict bool) *pipeSession {
 	cTest, cAgent := net.Pipe()
 	sAgent, sTest := net.Pipe()
 	e := New(Options{MaxMessage: 1 << 20, MaxCopyData: 1 << 20})
-	p := &proxy{e: e, sess: sess, client: cAgent, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: cAgent}, e: e}
 	ps := &pipeSession{rec: rec, sess: sess, client: cTest, server: sTest, done: make(chan error, 1), cancelFn: cancel,
 		fe: pgproto3.NewFrontend(cTest, cTest), be: pgproto3.NewBackend(sTest, sTest)}
 	go func() { ps.done <- p.run(ctx, &upstream{conn: sAgent, r: sAgent}) }()

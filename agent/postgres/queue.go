@@ -1,10 +1,9 @@
 package postgres
 
 import (
-	"context"
-	"sync"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/redact"
 )
 
@@ -31,7 +30,8 @@ type entry struct {
 }
 
 // prepared is a prepared statement as the client defined it; oids may be
-// completed by the server's ParameterDescription, under stmtQueue.mu.
+// completed by the server's ParameterDescription, under the queue's lock
+// (stmtQueue.Edit).
 type prepared struct {
 	name  string
 	query string // as recorded: secrets masked
@@ -42,50 +42,42 @@ type prepared struct {
 }
 
 // stmtQueue pairs client messages with the server's answers, which come
-// in the same order. The client loop pushes; the server loop pops.
-type stmtQueue struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	items    []entry
-	sent     uint64 // entries that end at ReadyForQuery, pushed
-	answered uint64 // ReadyForQuery messages delivered to the client
-	closed   bool
-}
+// in the same order: the client loop pushes, the server loop pops. It
+// counts the entries that end at ReadyForQuery, the answers the relay
+// waits for before the agent answers on its own.
+type stmtQueue struct{ *agent.Pending[entry] }
 
-func newStmtQueue() *stmtQueue {
-	q := &stmtQueue{}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
+func newStmtQueue() *stmtQueue { return &stmtQueue{&agent.Pending[entry]{}} }
 
 func (q *stmtQueue) push(es []entry) {
-	q.mu.Lock()
+	var answers uint64
 	for _, e := range es {
 		if e.kind == kQuery || e.kind == kFunc || e.kind == kSync {
-			q.sent++
+			answers++
 		}
 	}
-	q.items = append(q.items, es...)
-	q.mu.Unlock()
+	q.Push(es, answers)
 }
 
 // attribute finds when the statement that just completed began, and the
 // secrets it held. An Execute is done at its completion; a simple Query
 // may hold several statements, the next of which begins now.
-func (q *stmtQueue) attribute(now time.Time) (time.Time, []string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.items) == 0 {
-		return now, nil
-	}
-	e := &q.items[0]
-	start, secrets := e.at, e.secrets
-	switch e.kind {
-	case kExec:
-		q.popFront()
-	case kQuery, kFunc:
-		e.at = now
-	}
+func (q *stmtQueue) attribute(now time.Time) (start time.Time, secrets []string) {
+	start = now
+	q.Edit(func(items []entry) int {
+		if len(items) == 0 {
+			return 0
+		}
+		e := &items[0]
+		start, secrets = e.at, e.secrets
+		switch e.kind {
+		case kExec:
+			return 1
+		case kQuery, kFunc:
+			e.at = now
+		}
+		return 0
+	})
 	return start, secrets
 }
 
@@ -93,90 +85,39 @@ func (q *stmtQueue) attribute(now time.Time) (time.Time, []string) {
 // FunctionCall it answers is finished (Executes skipped after an error
 // included).
 func (q *stmtQueue) ready() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for i, e := range q.items {
-		if e.kind == kQuery || e.kind == kFunc || e.kind == kSync {
-			clear(q.items[:i+1])
-			q.items = q.items[i+1:]
-			return
+	q.Edit(func(items []entry) int {
+		for i, e := range items {
+			if e.kind == kQuery || e.kind == kFunc || e.kind == kSync {
+				return i + 1
+			}
 		}
-	}
+		return 0
+	})
 }
 
 // paramDesc applies a ParameterDescription to the statement whose Describe
 // it answers.
 func (q *stmtQueue) paramDesc(oids []uint32) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.items) > 0 && q.items[0].kind == kDescribe {
-		if st := q.items[0].stmt; st != nil {
-			st.oids = oids
+	q.Edit(func(items []entry) int {
+		if len(items) > 0 && items[0].kind == kDescribe {
+			if st := items[0].stmt; st != nil {
+				st.oids = oids
+			}
+			return 1
 		}
-		q.popFront()
-	}
-}
-
-func (q *stmtQueue) popFront() {
-	q.items[0] = entry{}
-	q.items = q.items[1:]
-}
-
-// setAnswered records ReadyForQuery messages delivered to the client.
-func (q *stmtQueue) setAnswered(n uint64) {
-	q.mu.Lock()
-	q.answered = n
-	q.cond.Broadcast()
-	q.mu.Unlock()
-}
-
-// waitIdle blocks until every Query, FunctionCall and Sync forwarded has
-// been answered, so the agent's own answers never overtake the server's.
-func (q *stmtQueue) waitIdle() {
-	q.mu.Lock()
-	for q.answered < q.sent && !q.closed {
-		q.cond.Wait()
-	}
-	q.mu.Unlock()
-}
-
-// busy reports whether something forwarded still awaits its answer.
-func (q *stmtQueue) busy() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.answered < q.sent && !q.closed
-}
-
-// waitIdleCtx is waitIdle until ctx ends; it reports whether everything
-// forwarded was answered.
-func (q *stmtQueue) waitIdleCtx(ctx context.Context) bool {
-	stop := context.AfterFunc(ctx, func() {
-		q.mu.Lock()
-		q.cond.Broadcast()
-		q.mu.Unlock()
+		return 0
 	})
-	defer stop()
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for q.answered < q.sent && !q.closed && ctx.Err() == nil {
-		q.cond.Wait()
-	}
-	return q.answered >= q.sent
 }
 
-func (q *stmtQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.cond.Broadcast()
-	q.mu.Unlock()
-}
-
-// oidsOf reads a statement's parameter types.
-func (q *stmtQueue) oidsOf(st *prepared) []uint32 {
+// oidsOf reads a statement's parameter types, which paramDesc completes
+// under the queue's lock.
+func (q *stmtQueue) oidsOf(st *prepared) (oids []uint32) {
 	if st == nil {
 		return nil
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return st.oids
+	q.Edit(func([]entry) int {
+		oids = st.oids
+		return 0
+	})
+	return oids
 }

@@ -188,7 +188,7 @@ func (p *proxy) complete(tag []byte, ok bool, errBody []byte) {
 	ev.DurationNs = now.Sub(start).Nanoseconds()
 	p.Rows.Add(ev.Rows)
 	s.rows, s.bytes, s.warnings = 0, 0, 0
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // tagRows reads the row count at the end of a command tag (SELECT 3,

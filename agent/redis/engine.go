@@ -143,8 +143,8 @@ func (e *Engine) Serve(ctx context.Context, c *agent.ClientConn) error {
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.server = up
-	c.OnTerminate(sess, p.terminate)
+	p.bind(up)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx, buf[:w])
 }
 

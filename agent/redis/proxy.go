@@ -15,7 +15,9 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 )
 
-const clientBuffer = 32 << 10
+// clientBuffer is the relay's client read buffer, which the first command
+// is read into too.
+const clientBuffer = agent.ClientBuffer
 
 // pending is a command the client is owed a reply for, in the order the
 // client sent them: one Redis answers (forwarded) or one the agent gives
@@ -46,11 +48,10 @@ type pending struct {
 // proxy is one established session: the client loop decodes and gates
 // commands, the server loop follows the replies.
 type proxy struct {
-	agent.Tally
-	e      *Engine
-	sess   *agent.Session
+	agent.Relay
+	e *Engine
+	// client is who the session is for.
 	client *agent.ClientConn
-	server net.Conn
 	dbUser string
 
 	// qmu guards the queue of commands owed a reply and every write to
@@ -62,6 +63,7 @@ type proxy struct {
 	closed bool
 
 	// The server loop's view of the connection.
+	out        outBuilder
 	sc         ReplyScanner
 	proto      int   // RESP version, 2 until a HELLO 3 succeeds
 	subs       int64 // subscriptions, as Redis last counted them
@@ -73,110 +75,68 @@ type proxy struct {
 	// agent inside MULTI makes EXEC a DISCARD, as Redis aborts a
 	// transaction with a command it refused to queue.
 	inMulti, dirty bool
-
-	termMu  sync.Mutex
-	termMsg string
 }
 
 func newProxy(e *Engine, sess *agent.Session, c *agent.ClientConn, dbUser string) *proxy {
-	p := &proxy{e: e, sess: sess, client: c, dbUser: dbUser, proto: 2, Tally: agent.Tally{Started: time.Now()}}
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: c}, e: e, client: c, dbUser: dbUser, proto: 2}
 	p.idle = sync.NewCond(&p.qmu)
+	p.Codec, p.Queue = p, replies{p}
 	return p
 }
 
-// terminate is the engine's agent.TerminateFunc: closing the database side
-// stops the server stream, then the client reads why, unless that would
-// land inside a reply.
-func (p *proxy) terminate(reason, message string) {
-	p.SetReason(reason)
-	p.termMu.Lock()
-	p.termMsg = "ERR tollgate: " + message
-	p.termMu.Unlock()
-	p.server.Close()
-}
+// bind sets the database connection once it is up; before the lifecycle
+// may call Terminate.
+func (p *proxy) bind(server net.Conn) { p.Server = server }
 
-func (p *proxy) sendTermination() {
-	p.termMu.Lock()
-	msg := p.termMsg
-	p.termMu.Unlock()
+// Termination writes the error itself, in its place among the replies.
+func (p *proxy) Termination(_, message string) []byte {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
-	if msg == "" || p.sc.Pending() {
-		return
+	if !p.sc.Pending() {
+		_ = p.WriteClient(AppendError(nil, "ERR tollgate: "+message))
 	}
-	_, _ = p.client.Write(AppendError(nil, msg))
+	return nil
 }
 
-func (p *proxy) run(ctx context.Context, first []byte) error {
-	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server,
-		func(ctx context.Context) error { return p.clientLoop(ctx, first) },
-		func() error {
-			err := p.serverLoop()
-			p.qmu.Lock()
-			p.closed = true
-			p.idle.Broadcast()
-			p.qmu.Unlock()
-			p.sendTermination()
-			return err
-		})
+// replies is the relay's view of the commands owed a reply.
+type replies struct{ p *proxy }
+
+// Answered: the server loop pops what Redis answered itself.
+func (replies) Answered(uint64) {}
+
+// WaitIdle waits until every command sent has its reply, so that the
+// agent's last words come after Redis's; at most for a few seconds, as a
+// blocking command or MONITOR may never be answered.
+func (r replies) WaitIdle() { r.p.waitIdle(5 * time.Second) }
+
+// Close ends the waits: the server stream stopped.
+func (r replies) Close() {
+	r.p.qmu.Lock()
+	r.p.closed = true
+	r.p.idle.Broadcast()
+	r.p.qmu.Unlock()
 }
 
-// clientLoop reads the client's commands: each read's complete commands
-// are decoded and gated as one batch, and only then forwarded.
-func (p *proxy) clientLoop(ctx context.Context, first []byte) error {
-	buf := make([]byte, max(clientBuffer, len(first)))
-	w := copy(buf, first)
-	p.BytesIn.Add(uint64(w))
-	for {
-		if w > 0 {
-			consumed, need, err := p.process(ctx, buf[:w])
-			if err != nil {
-				var pe *ProtocolError
-				if errors.As(err, &pe) {
-					return p.malformed(ctx, pe.Error(), buf[consumed:w])
-				}
-				return err
-			}
-			w = copy(buf, buf[consumed:w])
-			switch {
-			case need > len(buf):
-				nb := make([]byte, need)
-				copy(nb, buf[:w])
-				buf = nb
-			case len(buf) > clientBuffer && w <= clientBuffer && need <= clientBuffer:
-				nb := make([]byte, clientBuffer)
-				copy(nb, buf[:w])
-				buf = nb
-			}
-		}
-		if w == len(buf) {
-			buf = append(buf, make([]byte, len(buf))...)
-		}
-		n, rerr := p.client.Read(buf[w:])
-		w += n
-		p.BytesIn.Add(uint64(n))
-		if rerr != nil {
-			if n > 0 {
-				consumed, _, err := p.process(ctx, buf[:w])
-				var pe *ProtocolError
-				switch {
-				case errors.As(err, &pe):
-					return p.malformed(ctx, pe.Error(), buf[consumed:w])
-				case err != nil:
-					return err
-				}
-				w = copy(buf, buf[consumed:w])
-			}
-			if w > 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
-				return p.malformed(ctx, fmt.Sprintf("truncated: the client closed the connection %d bytes into a command", w), buf[:w])
-			}
-			p.SetReason("client closed the connection")
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
-				return nil
-			}
-			return rerr
-		}
+func (p *proxy) run(ctx context.Context, first []byte) error { return p.Run(ctx, first, p.Server) }
+
+// Decode handles a read's complete commands: decoded and gated as one
+// batch, and only then forwarded.
+func (p *proxy) Decode(ctx context.Context, b []byte) (consumed, need int, err error) {
+	consumed, need, err = p.process(ctx, b)
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return consumed, 0, p.malformed(pe.Error(), b[consumed:])
 	}
+	return consumed, need, err
+}
+
+// ClientClosed: a client that leaves inside a command sent a truncated
+// one.
+func (p *proxy) ClientClosed(err error, rest []byte) *agent.Malformed {
+	if len(rest) > 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		return p.malformed(fmt.Sprintf("truncated: the client closed the connection %d bytes into a command", len(rest)), rest)
+	}
+	return nil
 }
 
 // batch is what one read's commands make: their events, the bytes that go
@@ -405,7 +365,7 @@ func (p *proxy) allowDB(db string) (string, bool) {
 
 // monitorAllowed: MONITOR shows every client's commands, not only this
 // session's, so it needs a role's redis_monitor: true.
-func (p *proxy) monitorAllowed() bool { return p.sess.Options.RedisMonitor }
+func (p *proxy) monitorAllowed() bool { return p.Sess.Options.RedisMonitor }
 
 // flush gates the batch's events and forwards its bytes, or refuses every
 // command of it when the store cannot take the events.
@@ -413,7 +373,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 	if len(d.entries) == 0 {
 		return nil
 	}
-	if err := p.sess.Gate(ctx, d.evs...); err != nil {
+	if err := p.Sess.Gate(ctx, d.evs...); err != nil {
 		var ae *agent.AuditError
 		if !errors.As(err, &ae) {
 			return err
@@ -434,7 +394,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 		out = d.b[d.from:d.to]
 	}
 	if len(out) > 0 {
-		if _, err := p.server.Write(out); err != nil {
+		if _, err := p.Server.Write(out); err != nil {
 			p.SetReason("database connection lost")
 			return err
 		}
@@ -447,7 +407,7 @@ func (p *proxy) flush(ctx context.Context, d *batch) error {
 // once the store is back.
 func (p *proxy) refuse(d *batch, ae *agent.AuditError) error {
 	msg := "ERR tollgate: " + ae.Error() + "; the command was not sent to the database"
-	p.sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: "ERR", ErrorMessage: msg})
+	p.Sess.Refused(&events.Result{Status: events.Status{Error: msg}, ErrorCode: "ERR", ErrorMessage: msg})
 	p.Errors.Add(1)
 	p.inMulti, p.dirty = d.inMulti, d.dirty
 	if p.inMulti {
@@ -487,11 +447,11 @@ func (p *proxy) writeLocalsLocked(o *outBuilder) {
 				ev.ErrorMessage = strings.TrimSuffix(string(e.local[1:]), "\r\n")
 				ev.Error = ev.ErrorMessage
 			}
-			_ = p.sess.Emit(ev)
+			_ = p.Sess.Emit(ev)
 		}
 	}
 	if len(direct) > 0 {
-		_, _ = p.client.Write(direct)
+		_ = p.WriteClient(direct)
 	}
 }
 
@@ -523,16 +483,11 @@ func (p *proxy) waitIdle(limit time.Duration) {
 	p.qmu.Unlock()
 }
 
-// malformed records bad client input and closes: nothing of it is
-// forwarded.
-func (p *proxy) malformed(ctx context.Context, reason string, rest []byte) error {
-	_ = p.sess.Gate(ctx, malformedEvent(reason, int64(len(rest)), rest))
-	p.SetReason("malformed client command: " + reason)
-	p.waitIdle(5 * time.Second)
-	p.qmu.Lock()
-	_, _ = p.client.Write(AppendError(nil, "ERR "+reason+"; tollgate closed the connection and forwarded nothing of it"))
-	p.qmu.Unlock()
-	return errors.New(reason)
+// malformed is bad client input: recorded, answered after Redis's
+// replies to what was sent before, and not forwarded.
+func (p *proxy) malformed(reason string, rest []byte) *agent.Malformed {
+	return &agent.Malformed{Event: malformedEvent(reason, int64(len(rest)), rest), Ending: "malformed client command: " + reason,
+		Wait: true, Reply: AppendError(nil, "ERR "+reason+"; tollgate closed the connection and forwarded nothing of it"), Err: errors.New(reason)}
 }
 
 // outBuilder is a server read as the client gets it: the read itself,
@@ -572,28 +527,15 @@ func (o *outBuilder) result() []byte {
 	return append(o.out, o.b[o.last:]...)
 }
 
-// serverLoop forwards Redis's replies, following where each ends to pair
-// it with its command and record its result.
-func (p *proxy) serverLoop() error {
-	buf := make([]byte, 64<<10)
-	o := &outBuilder{}
-	for {
-		n, err := p.server.Read(buf)
-		if n > 0 {
-			if serr := p.serverRead(o, buf[:n]); serr != nil {
-				_ = p.sess.Emit(&events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(n)})
-				p.SetReason("malformed reply from the database: " + serr.Error())
-				return serr
-			}
-		}
-		if err != nil {
-			p.SetReason("database closed the connection")
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
+// Scan follows a read of Redis's replies, pairing each with its command
+// to record its result. It writes the read itself, with the agent's own
+// replies in their place, under the queue's lock.
+func (p *proxy) Scan(b []byte) ([]byte, uint64, error) {
+	if serr := p.serverRead(&p.out, b); serr != nil {
+		return nil, 0, &agent.Malformed{Event: &events.MalformedPacket{Direction: "server", Reason: serr.Error(), Length: int64(len(b))},
+			Ending: "malformed reply from the database: " + serr.Error(), Err: serr}
 	}
+	return nil, 0, nil
 }
 
 func (p *proxy) serverRead(o *outBuilder, b []byte) error {
@@ -625,12 +567,9 @@ func (p *proxy) serverRead(o *outBuilder, b []byte) error {
 	if p.suppress {
 		o.skip(p.suppressAt, len(b))
 	}
-	out := o.result()
-	if _, werr := p.client.Write(out); werr != nil {
-		p.SetReason("client connection lost")
-		return nil
+	if werr := p.WriteClient(o.result()); werr != nil {
+		return agent.ErrClientLost
 	}
-	p.BytesOut.Add(uint64(len(b)))
 	return nil
 }
 
@@ -729,7 +668,7 @@ func (p *proxy) finish(e *pending, r *Reply) {
 	} else {
 		switch {
 		case e.selectDB != "":
-			p.sess.SetDB(p.dbUser, e.selectDB)
+			p.Sess.SetDB(p.dbUser, e.selectDB)
 		case e.hello != 0:
 			p.proto = e.hello
 		case e.monitor:
@@ -737,7 +676,7 @@ func (p *proxy) finish(e *pending, r *Reply) {
 		}
 	}
 	p.Rows.Add(ev.Rows)
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // summary describes a reply in a few words: its RESP type and size.

@@ -288,7 +288,7 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 		cs.tokens(errorTokens(errLogin, classLogin, "tollgate: "+err.Error()))
 		return err
 	}
-	p := &proxy{e: e, sess: sess, client: cs.rw, Tally: agent.Tally{Started: time.Now()}, stopping: make(chan struct{}), attnAck: make(chan struct{}, 1), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
+	p := &proxy{Relay: agent.Relay{Tally: agent.Tally{Started: time.Now()}, Sess: sess, Client: cs.rw}, e: e, attnAck: make(chan struct{}, 1), version: min(l.TDSVersion, tds.Version74), dbUser: dbUser, dbName: dbName,
 		prepared: map[string]string{}}
 	creds, err := e.opt.Auth.Credentials(ctx, db, dbUser)
 	if err != nil {
@@ -325,9 +325,9 @@ func (e *Engine) session(ctx context.Context, cs *clientSide, l *tds.Login7, dbU
 	p.packetSize.Store(int32(up.packetSize))
 	// The lifecycle may end the session as soon as it knows how: the
 	// upstream connection must be in place first.
-	p.server = up.conn
+	p.bind(up.conn)
 	c.OnCancel(p.cancel)
-	c.OnTerminate(sess, p.terminate)
+	c.OnTerminate(sess, p.Terminate)
 	return p.run(ctx)
 }
 

@@ -43,55 +43,53 @@ type response struct {
 	handle          string
 }
 
-// proxy is one established session.
+// proxy is one established session on the agent's relay, which it feeds
+// with whole TDS messages.
 type proxy struct {
-	agent.Tally
+	agent.Relay
 	e       *Engine
-	sess    *agent.Session
-	client  net.Conn
-	server  net.Conn
 	version uint32
 	dbUser  string
 	dbName  string
 
 	packetSize atomic.Int32
-	clientMu   sync.Mutex
 
-	qmu      sync.Mutex
-	queue    []*request
+	// q holds the request being answered: TDS allows one at a time.
+	q        agent.Pending[*request]
+	pmu      sync.Mutex
 	prepared map[string]string // handle → statement
 
 	resp     response
 	midReply atomic.Bool
 
-	termMu  sync.Mutex
-	termMsg []byte
-
 	// serverMu keeps the agent's own Attention from landing inside a
 	// message the client loop is forwarding.
 	serverMu sync.Mutex
-	// stopping is closed when the lifecycle cancels the session: from
-	// then on nothing the client sends reaches the database.
-	stopOnce sync.Once
-	stopping chan struct{}
 	// agentAttn is set while the agent's Attention awaits its
 	// acknowledgement, which attnAck then receives.
 	agentAttn atomic.Bool
 	attnAck   chan struct{}
 }
 
+// bind readies the relay once the database connection is up; before the
+// lifecycle may call Terminate.
+func (p *proxy) bind(server net.Conn) {
+	p.q.Limit = 1
+	p.Server, p.Queue = server, &p.q
+}
+
 // cancel is the engine's agent.CancelFunc: the client's next messages are
 // held back, and a request in progress gets an Attention on the session's
 // own connection; it is confirmed by the DONE that acknowledges it.
 func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
-	p.stopOnce.Do(func() { close(p.stopping) })
-	if p.pending() == 0 {
+	p.Stop()
+	if p.q.Len() == 0 {
 		return agent.Cancel{}, nil
 	}
 	c := agent.Cancel{Method: "attention"}
 	p.agentAttn.Store(true)
 	p.serverMu.Lock()
-	_, err := p.server.Write(tds.AppendPackets(nil, tds.PacketAttention, nil, int(p.packetSize.Load()), 0))
+	_, err := p.Server.Write(tds.AppendPackets(nil, tds.PacketAttention, nil, int(p.packetSize.Load()), 0))
 	p.serverMu.Unlock()
 	if err != nil {
 		return c, fmt.Errorf("sending attention: %w", err)
@@ -104,57 +102,33 @@ func (p *proxy) cancel(ctx context.Context) (agent.Cancel, error) {
 	return c, nil
 }
 
-func (p *proxy) stopped() bool {
-	select {
-	case <-p.stopping:
-		return true
-	default:
-		return false
+// Termination is a fatal error, unless the server's answer stopped in the
+// middle.
+func (p *proxy) Termination(_, message string) []byte {
+	if p.midReply.Load() {
+		return nil
 	}
+	return p.tokens(errorTokens(errTollgate, classFatal, "tollgate: "+message))
 }
 
-// terminate ends the session for the lifecycle (lock, expiry, idleness):
-// the client gets a fatal error once the server's answer in flight, if
-// any, is through.
-func (p *proxy) terminate(reason, message string) {
-	p.SetReason(reason)
-	p.termMu.Lock()
-	p.termMsg = errorTokens(errTollgate, classFatal, "tollgate: "+message)
-	p.termMu.Unlock()
-	p.server.Close()
-}
-
-func (p *proxy) writeClient(b []byte) error {
-	p.clientMu.Lock()
-	defer p.clientMu.Unlock()
-	_, err := p.client.Write(b)
-	return err
+// tokens frames tokens as a reply message for the client.
+func (p *proxy) tokens(b []byte) []byte {
+	return tds.AppendPackets(nil, tds.PacketReply, b, int(p.packetSize.Load()), 0)
 }
 
 // tokensToClient frames tokens as a reply message for the client.
-func (p *proxy) tokensToClient(b []byte) error {
-	return p.writeClient(tds.AppendPackets(nil, tds.PacketReply, b, int(p.packetSize.Load()), 0))
-}
+func (p *proxy) tokensToClient(b []byte) error { return p.WriteClient(p.tokens(b)) }
 
 // run proxies until either side ends, then closes the session.
 func (p *proxy) run(ctx context.Context) error {
-	return agent.RunLoops(ctx, &p.Tally, p.sess, p.client, p.server, p.clientLoop, func() error {
-		err := p.serverLoop()
-		p.termMu.Lock()
-		msg := p.termMsg
-		p.termMu.Unlock()
-		if msg != nil && !p.midReply.Load() {
-			_ = p.tokensToClient(msg)
-		}
-		return err
-	})
+	return p.RunWith(ctx, p, p.clientLoop, p.serverLoop)
 }
 
 // clientLoop reads client messages: each is reassembled from its packets,
 // decoded, its events gated, and only then its packets forwarded as they
 // came.
 func (p *proxy) clientLoop(ctx context.Context) error {
-	r := tds.NewReader(p.client)
+	r := tds.NewReader(p.Client)
 	r.MaxMessage = p.e.opt.MaxMessage
 	dec := &decoder{p: p}
 	for {
@@ -163,7 +137,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 		if err != nil {
 			var pe *tds.ProtocolError
 			if errors.As(err, &pe) {
-				return p.malformed(ctx, pe.Reason, pe.Prefix, pe.Length)
+				return p.Fail(ctx, p.malformed(pe.Reason, pe.Prefix, pe.Length))
 			}
 			p.SetReason("client closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -172,7 +146,7 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 			return err
 		}
 		p.BytesIn.Add(uint64(len(m.Raw)))
-		if p.stopped() {
+		if p.Stopped() {
 			// The session is being ended: nothing more is recorded or
 			// sent, and the termination closes the connection.
 			continue
@@ -184,16 +158,14 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 		}
 		evs, req, err := dec.decode(&m)
 		if err != nil {
-			return p.malformed(ctx, err.Error(), m.Raw, len(m.Raw))
+			return p.Fail(ctx, p.malformed(err.Error(), m.Raw, len(m.Raw)))
 		}
-		if req != nil && p.pending() > 0 {
-			return p.malformed(ctx, fmt.Sprintf("%s sent while the previous request is still being answered (TDS allows one request at a time)", tds.PacketTypeName(m.Type)), m.Raw, len(m.Raw))
+		if req != nil && p.q.Full() {
+			return p.Fail(ctx, p.malformed(fmt.Sprintf("%s sent while the previous request is still being answered (TDS allows one request at a time)", tds.PacketTypeName(m.Type)), m.Raw, len(m.Raw)))
 		}
-		if err := p.sess.Gate(ctx, evs...); err != nil {
-			var ae *agent.AuditError
-			if !errors.As(err, &ae) {
-				return err
-			}
+		if ae, err := p.Gate(ctx, evs...); err != nil {
+			return err
+		} else if ae != nil {
 			if req == nil {
 				// A cancel that cannot be recorded is not forwarded;
 				// the client waits for its acknowledgement, so the
@@ -207,13 +179,11 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 		}
 		if req != nil {
 			req.at = time.Now()
-			p.qmu.Lock()
-			p.queue = append(p.queue, req)
-			p.qmu.Unlock()
+			p.q.Push([]*request{req}, 1)
 			p.Statements.Add(uint64(dec.statements))
 		}
 		p.serverMu.Lock()
-		_, err = p.server.Write(m.Raw)
+		_, err = p.Server.Write(m.Raw)
 		p.serverMu.Unlock()
 		if err != nil {
 			p.SetReason("database connection lost")
@@ -222,18 +192,12 @@ func (p *proxy) clientLoop(ctx context.Context) error {
 	}
 }
 
-func (p *proxy) pending() int {
-	p.qmu.Lock()
-	defer p.qmu.Unlock()
-	return len(p.queue)
-}
-
 // refuse answers a request whose events could not be stored: nothing of
 // it reaches the database, the client gets an error in place of the
 // answer, and the refusal is recorded when the store is back.
 func (p *proxy) refuse(ae *agent.AuditError) {
 	msg := "tollgate: " + ae.Error() + "; the request was not sent to the database"
-	p.sess.Refused(&events.Result{
+	p.Sess.Refused(&events.Result{
 		Status:       events.Status{Success: false, Error: msg},
 		ErrorCode:    strconv.Itoa(int(errTollgate)),
 		ErrorMessage: msg,
@@ -242,17 +206,16 @@ func (p *proxy) refuse(ae *agent.AuditError) {
 	_ = p.tokensToClient(errorTokens(errTollgate, classRefused, msg))
 }
 
-// malformed records bad client input and closes: nothing of the message
-// is forwarded.
-func (p *proxy) malformed(ctx context.Context, reason string, prefix []byte, length int) error {
+// malformed is bad client input: recorded, answered with a fatal error
+// unless the server's answer stopped in the middle, and not forwarded.
+func (p *proxy) malformed(reason string, prefix []byte, length int) *agent.Malformed {
 	ev := malformedEvent("client", reason, prefix)
 	ev.Length = int64(length)
-	_ = p.sess.Gate(ctx, ev)
-	p.SetReason("malformed client message: " + reason)
+	m := &agent.Malformed{Event: ev, Ending: "malformed client message: " + reason, Err: errors.New("malformed client message: " + reason)}
 	if !p.midReply.Load() {
-		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the client: "+reason+"; the connection is closed and nothing of it was forwarded"))
+		m.Reply = p.tokens(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the client: "+reason+"; the connection is closed and nothing of it was forwarded"))
 	}
-	return errors.New("malformed client message: " + reason)
+	return m
 }
 
 // serverLoop forwards the database's packets as they arrive, scanning the
@@ -262,7 +225,7 @@ func (p *proxy) serverLoop() error {
 	var hdr [tds.HeaderLen]byte
 	buf := make([]byte, tds.MaxPacketSize)
 	for {
-		if _, err := io.ReadFull(p.server, hdr[:]); err != nil {
+		if _, err := io.ReadFull(p.Server, hdr[:]); err != nil {
 			p.SetReason("database closed the connection")
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -278,7 +241,7 @@ func (p *proxy) serverLoop() error {
 		}
 		pkt := buf[:h.Length]
 		copy(pkt, hdr[:])
-		if _, err := io.ReadFull(p.server, pkt[tds.HeaderLen:]); err != nil {
+		if _, err := io.ReadFull(p.Server, pkt[tds.HeaderLen:]); err != nil {
 			p.SetReason("database closed the connection")
 			return nil
 		}
@@ -295,7 +258,7 @@ func (p *proxy) serverLoop() error {
 			p.answered(time.Now())
 		}
 		p.midReply.Store(!eom)
-		if err := p.writeClient(pkt); err != nil {
+		if err := p.WriteClient(pkt); err != nil {
 			p.SetReason("client connection lost")
 			return nil
 		}
@@ -304,12 +267,12 @@ func (p *proxy) serverLoop() error {
 }
 
 func (p *proxy) serverMalformed(reason string, prefix []byte) error {
-	_ = p.sess.Emit(malformedEvent("server", reason, prefix))
-	p.SetReason("malformed message from the database: " + reason)
+	m := &agent.Malformed{Event: malformedEvent("server", reason, prefix), Ending: "malformed message from the database: " + reason,
+		Err: errors.New("malformed server message: " + reason)}
 	if !p.midReply.Load() {
-		_ = p.tokensToClient(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the database: "+reason))
+		m.Reply = p.tokens(errorTokens(errProtocol, classFatal, "tollgate: malformed TDS from the database: "+reason))
 	}
-	return errors.New("malformed server message: " + reason)
+	return p.Fail(context.Background(), m)
 }
 
 // onToken accumulates the answer of the oldest request.
@@ -340,8 +303,8 @@ func (p *proxy) onToken(t *tds.Token) error {
 		case tds.EnvDatabase:
 			from := p.dbName
 			p.dbName = t.EnvNew
-			p.sess.SetDB(p.dbUser, t.EnvNew)
-			_ = p.sess.Emit(&events.SQLServerDatabaseChange{From: from, To: t.EnvNew})
+			p.Sess.SetDB(p.dbUser, t.EnvNew)
+			_ = p.Sess.Emit(&events.SQLServerDatabaseChange{From: from, To: t.EnvNew})
 		case tds.EnvPacketSize:
 			if n, err := strconv.Atoi(t.EnvNew); err == nil && n >= tds.MinPacketSize && n <= tds.MaxPacketSize {
 				p.packetSize.Store(int32(n))
@@ -364,17 +327,22 @@ var curCmds = map[uint16]string{0xC1: "SELECT", 0xC3: "INSERT", 0xC4: "DELETE", 
 func (p *proxy) answered(now time.Time) {
 	r := p.resp
 	p.resp = response{}
-	p.qmu.Lock()
 	var req *request
-	if len(p.queue) > 0 {
-		req = p.queue[0]
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
+	p.q.Edit(func(items []*request) int {
+		if len(items) == 0 {
+			return 0
+		}
+		// The handle is known before the next request may use it.
+		if req = items[0]; req.prepare != "" && r.handle != "" {
+			p.pmu.Lock()
+			p.prepared[r.handle] = req.prepare
+			p.pmu.Unlock()
+		}
+		return 1
+	})
+	if req != nil {
+		p.q.Answered(1)
 	}
-	if req != nil && req.prepare != "" && r.handle != "" {
-		p.prepared[r.handle] = req.prepare
-	}
-	p.qmu.Unlock()
 	agentAttn := r.attn && p.agentAttn.Swap(false)
 	if agentAttn {
 		select {
@@ -384,7 +352,7 @@ func (p *proxy) answered(now time.Time) {
 	}
 	if req == nil {
 		if !r.attn {
-			p.e.log.Info("sqlserver: the database answered no request", "sid", p.sess.ID)
+			p.e.log.Info("sqlserver: the database answered no request", "sid", p.Sess.ID)
 		}
 		return
 	}
@@ -414,22 +382,23 @@ func (p *proxy) answered(now time.Time) {
 		ev.Success = false
 		ev.Error = "cancelled by the client (Attention)"
 	}
-	_ = p.sess.Emit(ev)
+	_ = p.Sess.Emit(ev)
 }
 
 // preparedQuery is the statement a handle was prepared with.
 func (p *proxy) preparedQuery(handle string) string {
-	p.qmu.Lock()
-	defer p.qmu.Unlock()
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
 	return p.prepared[handle]
 }
 
 // pendingKind is what the oldest unanswered request is.
-func (p *proxy) pendingKind() (int, string) {
-	p.qmu.Lock()
-	defer p.qmu.Unlock()
-	if len(p.queue) == 0 {
-		return 0, ""
-	}
-	return len(p.queue), p.queue[0].kind
+func (p *proxy) pendingKind() (n int, kind string) {
+	p.q.Edit(func(items []*request) int {
+		if n = len(items); n > 0 {
+			kind = items[0].kind
+		}
+		return 0
+	})
+	return n, kind
 }
