@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/awsiam"
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
 	"github.com/tollgate-db/tollgate/agent/kerberos"
 	"github.com/tollgate-db/tollgate/agent/kerberos/kdctest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver"
