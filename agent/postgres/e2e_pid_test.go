@@ -13,8 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/tollgate-db/tollgate/broker/ca"
 )
 
 // sendCancel sends a CancelRequest to the agent, over TLS with alice's
@@ -26,10 +24,9 @@ func (s *stack) sendCancel(t *testing.T, overTLS bool, pid uint32, secret []byte
 		err error
 	)
 	if overTLS {
-		pool, _ := s.cas.Pool(ca.Host)
-		c, err = tls.Dial("tcp", s.addr, tlsConfig(pool, "pg1", s.user))
+		c, err = tls.Dial("tcp", s.Addr, s.TLS(t, "pg1"))
 	} else {
-		c, err = net.Dial("tcp", s.addr)
+		c, err = net.Dial("tcp", s.Addr)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +94,7 @@ func TestClientSeesBackendPID(t *testing.T) {
 	}
 	// They are refusals before any session, aggregated per source: the
 	// first is stored at once, the others counted when the window ends.
-	evs := s.waitAudit(t, "unknown-key cancels", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "unknown-key cancels", func(evs []map[string]any) bool {
 		var n float64
 		for _, e := range ofType(evs, "db.session.rejected") {
 			if e["reason"] == "unknown_cancel_key" {
@@ -136,7 +133,7 @@ func TestClientSeesBackendPID(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "57P01" {
 		t.Fatalf("after pg_terminate_backend: %v, want admin_shutdown", err)
 	}
-	s.waitAudit(t, "session end", count("db.session.end", 1))
+	s.WaitAudit(t, "session end", count("db.session.end", 1))
 }
 
 // A client asking for protocol 3.2 (longer cancel keys) gets what the

@@ -15,8 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
-
-	"github.com/tollgate-db/tollgate/broker/ca"
 )
 
 func psql(t *testing.T, conn string, stdin string, args ...string) (string, error) {
@@ -40,7 +38,7 @@ func TestPsqlThroughAgent(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ann\nbob") || !strings.Contains(out, `column "nope" does not exist`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	start := ofType(evs, "db.session.start")[0]
 	if start["success"] != true || start["user"] != "alice" || start["db_user"] != "app" || start["db_service"] != "pg1" || start["rule"] != "role dev: allow" {
@@ -90,7 +88,7 @@ func TestDeniedAccess(t *testing.T) {
 	if err == nil || !strings.Contains(out, "access denied") || !strings.Contains(out, `db_user "postgres"`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "denied start", count("db.session.start", 1))
+	evs := s.WaitAudit(t, "denied start", count("db.session.start", 1))
 	st := ofType(evs, "db.session.start")[0]
 	if st["success"] != false || st["code"] != "TGDB000W" || !strings.Contains(st["error"].(string), "db_user") {
 		t.Fatalf("start %v", st)
@@ -108,7 +106,7 @@ func TestDeniedAccess(t *testing.T) {
 
 func TestPlaintextAndGSSENCRefused(t *testing.T) {
 	s := newStack(t, "strict")
-	host, port, _ := strings.Cut(s.addr, ":")
+	host, port, _ := strings.Cut(s.Addr, ":")
 	out, err := psql(t, fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=disable gssencmode=disable", host, port), "", "-c", "select 1")
 	if err == nil || !strings.Contains(out, "connection without TLS refused") {
 		t.Fatalf("plaintext: %v\n%s", err, out)
@@ -134,7 +132,7 @@ func TestCopyThroughAgent(t *testing.T) {
 	if err != nil || out != in.String() {
 		t.Fatalf("copy out: %v (%d bytes, want %d)", err, len(out), in.Len())
 	}
-	evs := s.waitAudit(t, "two sessions", count("db.session.end", 2))
+	evs := s.WaitAudit(t, "two sessions", count("db.session.end", 2))
 	checkGapless(t, evs)
 	var copied float64
 	for _, c := range ofType(evs, "db.session.postgres.copy") {
@@ -167,7 +165,7 @@ func TestPsqlCancel(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s.waitAudit(t, "the sleep to start", count("db.session.query", 1))
+	s.WaitAudit(t, "the sleep to start", count("db.session.query", 1))
 	waitSleeping(t, s)
 	// psql sends the cancel request on SIGINT, as on Ctrl-C.
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -177,7 +175,7 @@ func TestPsqlCancel(t *testing.T) {
 	if err == nil || !strings.Contains(out.String(), "canceling statement due to user request") {
 		t.Fatalf("psql: %v\n%s", err, out.String())
 	}
-	evs := s.waitAudit(t, "cancel event", count("db.session.postgres.cancel", 1))
+	evs := s.WaitAudit(t, "cancel event", count("db.session.postgres.cancel", 1))
 	c := ofType(evs, "db.session.postgres.cancel")[0]
 	start := ofType(evs, "db.session.start")[0]
 	if c["sid"] != start["sid"] || c["success"] != true || c["db_backend_pid"].(float64) == 0 {
@@ -212,13 +210,12 @@ func waitSleeping(t *testing.T, s *stack) {
 
 func (s *stack) pgxConfig(t *testing.T, sni string) *pgx.ConnConfig {
 	t.Helper()
-	host, port, _ := strings.Cut(s.addr, ":")
+	host, port, _ := strings.Cut(s.Addr, ":")
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=disable", host, port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, _ := s.cas.Pool(ca.Host)
-	cfg.TLSConfig = tlsConfig(pool, sni, s.user)
+	cfg.TLSConfig = s.TLS(t, sni)
 	return cfg
 }
 
@@ -249,7 +246,7 @@ func TestPgxExtendedProtocol(t *testing.T) {
 	}
 	conn.Close(ctx)
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	var ins map[string]any
 	for _, e := range ofType(evs, "db.session.postgres.execute") {
@@ -299,7 +296,7 @@ func TestDatabaseRefusalRelayed(t *testing.T) {
 	if err == nil || !strings.Contains(out, `database "nosuchdb" does not exist`) || strings.Contains(out, "cannot connect") {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	if end := ofType(evs, "db.session.end")[0]; !strings.Contains(end["reason"].(string), "nosuchdb") {
 		t.Fatalf("end %v", end)

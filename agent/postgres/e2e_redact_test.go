@@ -119,7 +119,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		t.Fatalf("erin's verifier %q, %v", erin, err)
 	}
 
-	evs := s.waitAudit(t, "three sessions end", count("db.session.end", 3))
+	evs := s.WaitAudit(t, "three sessions end", count("db.session.end", 3))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -142,5 +142,5 @@ func TestPasswordsRedacted(t *testing.T) {
 			}
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, echo, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, echo, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
 }

@@ -56,7 +56,7 @@ func TestStartupParametersRefused(t *testing.T) {
 		t.Fatalf("normal startup: %v\n%s", err, out)
 	}
 
-	evs := s.waitAudit(t, "sessions", count("db.session.start", len(refused)+2))
+	evs := s.WaitAudit(t, "sessions", count("db.session.start", len(refused)+2))
 	starts := ofType(evs, "db.session.start")
 	for i, st := range starts[:len(refused)] {
 		params := strings.Join(toStrings(st["db_startup_parameters"]), " ")
@@ -123,7 +123,7 @@ func TestSetLoggingRefused(t *testing.T) {
 	}
 	conn.Close(ctx)
 
-	evs := s.waitAudit(t, "sessions end", count("db.session.end", 2))
+	evs := s.WaitAudit(t, "sessions end", count("db.session.end", 2))
 	checkGapless(t, evs)
 	refusals := 0
 	for _, r := range ofType(evs, "db.session.result") {

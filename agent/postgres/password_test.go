@@ -2,12 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"net"
 	"os"
@@ -20,10 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/ca"
-	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/harness"
@@ -52,13 +44,8 @@ func (m *memEvents) PublishBatch(_ context.Context, evs []events.Event) error {
 // never reaches an event, and a database without it is refused rather
 // than sent a password.
 func TestRDSProxyPassword(t *testing.T) {
-	dir := t.TempDir()
-	cas, err := ca.Open(filepath.Join(dir, "ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCA, _ := cas.CertPEM(ca.DBClient)
-	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: []string{"app"}})
+	s := agenttest.New(t, agenttest.Options{})
+	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: s.DBClientCA(t)}, Users: []string{"app"}})
 	if err := os.WriteFile(filepath.Join(pg.DataDir, "pg_hba.conf"), []byte("local all all trust\nhostssl all all 127.0.0.1/32 password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -76,60 +63,26 @@ func TestRDSProxyPassword(t *testing.T) {
 		mu.Unlock()
 		return token, nil
 	}})
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "proxy", "plain"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"dev"}}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roles, err := access.Parse([]byte("kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: pg.ServerCAFile}
-	userPool, _ := cas.Pool(ca.User)
 	rec := &memEvents{}
-	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster: "test",
-		Databases: []config.Database{
-			{Name: "proxy", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS, AWS: config.AWS{Region: "us-east-1", RDSProxy: true}},
-			{Name: "plain", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS},
-		},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:   userPool,
-		Identify:  identity.FromCertificate,
-		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-		Recorder:  rec,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return cas.IssueDBClient(pub, u, ttl)
-		}, time.Hour),
-		Engines: map[string]agent.Engine{"postgres": eng},
-		Logger:  quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-
-	hostPool, _ := cas.Pool(ca.Host)
+	addr := s.Serve(t, agenttest.Agent{
+		Roles: "kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n",
+		ServerConfig: agent.ServerConfig{
+			Databases: []config.Database{
+				{Name: "proxy", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS, AWS: config.AWS{Region: "us-east-1", RDSProxy: true}},
+				{Name: "plain", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS},
+			},
+			Recorder: rec,
+			Engines:  map[string]agent.Engine{"postgres": eng},
+		}})
+	ctx := context.Background()
 	connect := func(sni string) (*pgx.Conn, error) {
-		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		host, port, _ := net.SplitHostPort(addr)
 		cfg, err := pgx.ParseConfig("host=" + host + " port=" + port + " user=app dbname=postgres sslmode=disable")
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.TLSConfig = tlsConfig(hostPool, sni, tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey})
+		cfg.TLSConfig = s.TLS(t, sni)
 		return pgx.ConnectConfig(ctx, cfg)
 	}
 	conn, err := connect("proxy")
