@@ -29,7 +29,7 @@ func TestMariaDBCLIThroughTunnel(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ann\nbob") || !strings.Contains(out, "ERROR 1054 (42S22)") {
 		t.Fatalf("mariadb: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	start := ofType(evs, "db.session.start")[0]
 	if start["success"] != true || start["user"] != "alice" || start["db_user"] != "app" || start["db_name"] != "test" || start["db_protocol"] != "mysql" {
@@ -62,7 +62,7 @@ func strOr(v any) string {
 func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	h, p := hostPort(s.direct)
-	tlsArgs := []string{"-h" + h, "-P" + p, "--ssl-ca=" + s.hostCA, "--ssl-cert=" + s.userCrt, "--ssl-key=" + s.userKey, "--ssl-verify-server-cert", "-uapp"}
+	tlsArgs := []string{"-h" + h, "-P" + p, "--ssl-ca=" + s.HostCAFile, "--ssl-cert=" + s.UserCertFile, "--ssl-key=" + s.UserKeyFile, "--ssl-verify-server-cert", "-uapp"}
 	out, err := mariadbCLI(t, append(tlsArgs, "test", "-e", "SELECT CONCAT('tls:', VARIABLE_VALUE <> '') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")...)
 	if err != nil || strings.TrimSpace(out) != "tls:1" {
 		t.Fatalf("direct: %v\n%s", err, out)
@@ -78,7 +78,7 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 		t.Fatalf("connect to secret: %v\n%s", err, out)
 	}
 	// TLS without a user certificate: refused in the protocol's words.
-	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "-uapp", "test", "-e", "SELECT 1")
+	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.HostCAFile, "-uapp", "test", "-e", "SELECT 1")
 	if err == nil || !strings.Contains(out, "1045") || !strings.Contains(out, "no client certificate") {
 		t.Fatalf("no certificate: %v\n%s", err, out)
 	}
@@ -87,7 +87,7 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 	if err == nil || !strings.Contains(out, "3159") || !strings.Contains(out, "without TLS are refused") {
 		t.Fatalf("plaintext: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "refusals", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "refusals", func(evs []map[string]any) bool {
 		return len(ofType(evs, "db.session.mysql.change_db")) >= 1 && len(ofType(evs, "db.session.malformed_packet")) >= 1 &&
 			len(ofType(evs, "db.session.start")) >= 3
 	})

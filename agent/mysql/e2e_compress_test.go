@@ -73,7 +73,7 @@ func TestCompressedProtocol(t *testing.T) {
 	if _, err := zipped.Exec("SELECT nope FROM zrows"); err == nil || !strings.Contains(err.Error(), "1054") {
 		t.Fatalf("error through compression: %v", err)
 	}
-	evs := s.waitAudit(t, "compressed session's statements", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "compressed session's statements", func(evs []map[string]any) bool {
 		for _, ev := range ofType(evs, "db.session.query") {
 			if ev["db_query"] == "SELECT nope FROM zrows" {
 				return true
@@ -98,7 +98,7 @@ func TestCompressedProtocol(t *testing.T) {
 func TestCompressedMariaDBCLI(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	h, p := hostPort(s.direct)
-	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "--ssl-cert="+s.userCrt, "--ssl-key="+s.userKey,
+	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.HostCAFile, "--ssl-cert="+s.UserCertFile, "--ssl-key="+s.UserKeyFile,
 		"--ssl-verify-server-cert", "--compress", "-uapp", "test", "-e",
 		"SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Compression'; SELECT LENGTH(REPEAT('ab', 100000)); SELECT COUNT(*) FROM seq_1_to_5000")
 	// The database's own session is compressed too: the agent asked for
@@ -106,7 +106,7 @@ func TestCompressedMariaDBCLI(t *testing.T) {
 	if err != nil || out != "ON\n200000\n5000\n" {
 		t.Fatalf("mariadb --compress: %v\n%q", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	conn := ofType(evs, "db.session.mysql.connected")
 	if len(conn) != 1 || !strings.Contains(conn[0]["db_capabilities"].(string), "CLIENT_COMPRESS") {
@@ -133,6 +133,6 @@ func TestCompressedLoadDataLocalInfile(t *testing.T) {
 	if err := db.QueryRow("SELECT COUNT(*) FROM accounts").Scan(&stored); err != nil || stored != n {
 		t.Fatalf("%d rows in the table: %v", stored, err)
 	}
-	evs := s.waitAudit(t, "the file's event", count("db.session.mysql.local_infile", 1))
+	evs := s.WaitAudit(t, "the file's event", count("db.session.mysql.local_infile", 1))
 	checkGapless(t, evs)
 }

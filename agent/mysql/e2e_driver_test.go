@@ -84,7 +84,7 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 	conn.Close()
 	db.Close()
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	var exec map[string]any
 	for _, e := range ofType(evs, "db.session.mysql.execute") {
@@ -172,14 +172,14 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "INSERT INTO accounts (id, owner) VALUES (?, ?)", 1, "before"); err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
+	s.NATS.Stop()
 	// Without arguments the driver sends the text protocol.
 	_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id, owner) VALUES (2, 'during')")
 	var pe *gomysql.MySQLError
 	if !errors.As(err, &pe) || pe.Number != 1105 || !strings.Contains(pe.Message, "audit store unavailable") {
 		t.Fatalf("during the outage: %v", err)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -208,7 +208,7 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	}
 	conn.Close()
 	db.Close()
-	evs := s.waitAudit(t, "session end with its events stored", settled(1))
+	evs := s.WaitAudit(t, "session end with its events stored", settled(1))
 	checkGapless(t, evs)
 	refused := 0
 	for _, r := range ofType(evs, "db.session.result") {
@@ -263,7 +263,7 @@ func TestEd25519UserAndLongData(t *testing.T) {
 		t.Fatalf("current user %q %v", user, err)
 	}
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	checkGapless(t, evs)
 	conn := ofType(evs, "db.session.mysql.connected")
 	if len(conn) == 0 || conn[0]["db_auth_plugin"] != "client_ed25519" {

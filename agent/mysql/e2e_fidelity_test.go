@@ -160,7 +160,7 @@ func TestWideResults(t *testing.T) {
 	}
 	noDriverWarnings(t, log)
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	for _, e := range ofType(evs, "db.session.malformed_packet") {
 		t.Fatalf("malformed: %v", e)
 	}
@@ -209,7 +209,7 @@ func TestLargeRows(t *testing.T) {
 	}
 	noDriverWarnings(t, log)
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	for _, e := range ofType(evs, "db.session.malformed_packet") {
 		t.Fatalf("malformed: %v", e)
 	}
@@ -253,7 +253,7 @@ func TestAgentErrorSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
+	s.NATS.Stop()
 	if _, err := conn.ExecContext(ctx, "SELECT 1"); !errors.As(err, &pe) || pe.Number != 1105 {
 		t.Fatalf("statement during the outage: %v", err)
 	}
@@ -264,7 +264,7 @@ func TestAgentErrorSequence(t *testing.T) {
 		t.Fatalf("prepare during the outage: %v", err)
 	}
 	noDriverWarnings(t, log)
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)

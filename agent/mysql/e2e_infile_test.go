@@ -69,7 +69,7 @@ func TestLoadDataLocalInfile(t *testing.T) {
 		t.Fatalf("rows loaded through the agent differ from the file (%d vs %d bytes)", back.Len(), len(data))
 	}
 
-	evs := s.waitAudit(t, "local infile event", count("db.session.mysql.local_infile", 1))
+	evs := s.WaitAudit(t, "local infile event", count("db.session.mysql.local_infile", 1))
 	var stmt bool
 	for _, e := range ofType(evs, "db.session.query") {
 		stmt = stmt || e["db_query"] == loadStatement(path)
@@ -125,7 +125,7 @@ func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("after the refusal: %d rows, %v", rows, err)
 	}
-	evs := s.waitAudit(t, "refused local infile event", count("db.session.mysql.local_infile", 1))
+	evs := s.WaitAudit(t, "refused local infile event", count("db.session.mysql.local_infile", 1))
 	f := ofType(evs, "db.session.mysql.local_infile")[0]
 	if f["db_local_infile"] != path || f["db_local_infile_refused"] != true || f["success"] != false {
 		t.Fatalf("local infile event %v", f)
@@ -164,7 +164,7 @@ func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
 			if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
 				t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
 			}
-			evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+			evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 			f := ofType(evs, "db.session.mysql.local_infile")
 			if len(f) != 1 || f[0]["db_local_infile"] != path {
 				t.Fatalf("local infile events %v", f)

@@ -77,7 +77,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		u.Close()
 	}
 
-	evs := s.waitAudit(t, "two sessions end", count("db.session.end", 3))
+	evs := s.WaitAudit(t, "two sessions end", count("db.session.end", 3))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -95,5 +95,5 @@ func TestPasswordsRedacted(t *testing.T) {
 			t.Errorf("execute parameters %v", ev["db_query_parameters"])
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, via, set, text, bound, echo)
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, plain, via, set, text, bound, echo)
 }

@@ -20,11 +20,11 @@ func (s *stack) sysbench(t *testing.T, args ...string) *exec.Cmd {
 	if _, err := exec.LookPath("sysbench"); err != nil {
 		t.Fatal("sysbench not found: install the Debian package sysbench")
 	}
-	dir := filepath.Join(s.dir, "sysbench")
+	dir := filepath.Join(s.Dir, "sysbench")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for name, src := range map[string]string{"client-cert.pem": s.userCrt, "client-key.pem": s.userKey, "cacert.pem": s.hostCA} {
+	for name, src := range map[string]string{"client-cert.pem": s.UserCertFile, "client-key.pem": s.UserKeyFile, "cacert.pem": s.HostCAFile} {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -49,7 +49,7 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatalf("sysbench run: %v\n%s", err, out)
 	}
 	// prepare's session and run's four.
-	evs := s.waitAudit(t, "sessions end", count("db.session.end", 5))
+	evs := s.WaitAudit(t, "sessions end", count("db.session.end", 5))
 	checkGapless(t, evs)
 	// Four writers on a thousand rows deadlock now and then (sysbench
 	// retries those); any other error would be the agent's.
@@ -73,9 +73,9 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1200 * time.Millisecond)
-	s.nats.Stop()
+	s.NATS.Stop()
 	time.Sleep(1500 * time.Millisecond)
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -87,7 +87,7 @@ func TestSysbenchGroundTruth(t *testing.T) {
 	if sysbenchCount(buf.Bytes(), "transactions") == 0 {
 		t.Fatalf("the run did not go on:\n%s", buf.String())
 	}
-	evs = s.waitAudit(t, "sessions end with their events stored", settled(9))
+	evs = s.WaitAudit(t, "sessions end with their events stored", settled(9))
 	checkGapless(t, evs)
 	refused := 0
 	for _, r := range ofType(evs, "db.session.result") {
