@@ -82,7 +82,7 @@ func TestGoMSSQLDB(t *testing.T) {
 	if nLogins < 2 {
 		t.Fatalf("%d logins at the TDS server", nLogins)
 	}
-	evs := s.waitAudit(t, "every session ended", count("db.session.end", nLogins))
+	evs := s.WaitAudit(t, "every session ended", count("db.session.end", nLogins))
 	checkGapless(t, evs)
 
 	// The TDS server saw Kerberos logins of the mapped user only, and the
@@ -215,7 +215,7 @@ func TestTsql(t *testing.T) {
 			}
 		}
 	}
-	evs := s.waitAudit(t, "two tsql sessions ended", count("db.session.end", 2))
+	evs := s.WaitAudit(t, "two tsql sessions ended", count("db.session.end", 2))
 	checkGapless(t, evs)
 	var qs []string
 	for _, q := range ofType(evs, "db.session.query") {
@@ -260,5 +260,5 @@ func TestTsql(t *testing.T) {
 	if !strings.Contains(string(out), "timed out") {
 		t.Fatalf("tsql with a timeout: %s", out)
 	}
-	s.waitAudit(t, "the timed-out session ended", count("db.session.end", 3))
+	s.WaitAudit(t, "the timed-out session ended", count("db.session.end", 3))
 }

@@ -29,7 +29,7 @@ type rawClient struct {
 
 func (s *stack) raw(t *testing.T) *rawClient {
 	t.Helper()
-	c, err := tls.Dial("tcp", s.agent, s.roots)
+	c, err := tls.Dial("tcp", s.Addr, s.roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestMalformed(t *testing.T) {
 			rc.expectMalformed(c.want)
 		})
 	}
-	evs := s.waitAudit(t, "every malformed_packet event and session end", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "every malformed_packet event and session end", func(evs []map[string]any) bool {
 		return count("db.session.malformed_packet", len(cases))(evs) && count("db.session.end", logins)(evs)
 	})
 	checkGapless(t, evs)
@@ -282,7 +282,7 @@ func TestPreparedRPCs(t *testing.T) {
 		t.Fatalf("attention answer %+v %v", a, err)
 	}
 	rc.c.Close()
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
 	checkGapless(t, evs)
 	rpcs := ofType(evs, "db.session.sqlserver.rpc_request")
 	if len(rpcs) != 6 {
@@ -355,14 +355,14 @@ func TestAuditOutage(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	rc := s.raw(t)
 	rc.login("alice", "app")
-	s.nats.Stop()
+	s.NATS.Stop()
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "select 'refused'"))
 	a, err := rc.read()
 	if err != nil || len(a.errors) != 1 || a.errors[0].Number != 50000 || !strings.Contains(a.errors[0].Text, "audit store unavailable") ||
 		!strings.Contains(a.errors[0].Text, "not sent to the database") {
 		t.Fatalf("answer while the store is down: %+v %v", a, err)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -386,7 +386,7 @@ func TestAuditOutage(t *testing.T) {
 		}
 	}
 	rc.c.Close()
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
 	checkGapless(t, evs)
 	var refused bool
 	for _, r := range ofType(evs, "db.session.result") {

@@ -58,7 +58,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		}
 	}
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -80,5 +80,5 @@ func TestPasswordsRedacted(t *testing.T) {
 	if procs != 1 {
 		t.Errorf("%d sp_addlogin calls recorded", procs)
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, batch, named, old, pos, proc, secret)
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, batch, named, old, pos, proc, secret)
 }
