@@ -116,13 +116,21 @@ func New(t testing.TB, o Options) *Stack {
 		t.Fatal(err)
 	}
 	s.HostCAFile = WriteFile(t, s.Dir, "host-ca.crt", hostPEM)
-	s.UserCertFile = WriteFile(t, s.Dir, o.User.User+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.User.Leaf.Raw}))
-	kb, err := x509.MarshalPKCS8PrivateKey(s.User.PrivateKey)
+	s.UserCertFile, s.UserKeyFile = WriteCert(t, s.Dir, o.User.User, s.User)
+	return s
+}
+
+// WriteCert writes c's certificate and key as dir/name.crt and
+// dir/name.key, for clients that read files, and returns their paths.
+func WriteCert(t testing.TB, dir, name string, c tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.UserKeyFile = WriteFile(t, s.Dir, o.User.User+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
-	return s
+	certFile = WriteFile(t, dir, name+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}))
+	keyFile = WriteFile(t, dir, name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+	return certFile, keyFile
 }
 
 // Context ends when the test does.
