@@ -68,6 +68,10 @@ type Options struct {
 	Cluster string
 	// AckTimeout is how long the publisher waits for JetStream.
 	AckTimeout time.Duration
+	// InProcess connects to NATS in-process rather than over TCP, as the
+	// all-in-one process does: what the benchmarks measure. Such a
+	// connection does not survive NATS.Restart.
+	InProcess bool
 }
 
 // New starts the authorities, NATS and the publisher.
@@ -90,7 +94,12 @@ func New(t testing.TB, o Options) *Stack {
 		}
 	}
 	s.NATS = harness.NATS(t)
-	nc, err := nats.Connect(s.NATS.URL())
+	var nc *nats.Conn
+	if o.InProcess {
+		nc, err = nats.Connect("", nats.InProcessServer(s.NATS.Server()))
+	} else {
+		nc, err = nats.Connect(s.NATS.URL())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
