@@ -131,7 +131,7 @@ func newWorld(t *testing.T) *world {
 	// The lifecycle stops before the projection it reads is closed.
 	lctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
-	w.life = agent.NewLifecycle(w.proj, agent.LifecycleOptions{Logger: quietLog()})
+	w.life = agent.NewLifecycle(w.proj, agent.LifecycleOptions{Logger: agenttest.Quiet()})
 	go w.life.Run(lctx)
 	w.Serve(t, agenttest.Agent{ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{{Name: "pg1", Protocol: "postgres", URI: w.pg.Addr(),
@@ -141,8 +141,8 @@ func newWorld(t *testing.T) *world {
 			roles, _ := w.proj.ResolveRoles(names)
 			return roles
 		}),
-		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLog()})},
-		Logger:    quietLog(),
+		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
+		Logger:    agenttest.Quiet(),
 		Lifecycle: w.life,
 	}})
 	return w
@@ -156,7 +156,7 @@ func (w *world) startBroker() {
 	}
 	w.cfg.Proxy.Listen, w.cfg.Proxy.PublicAddr = ln.Addr().String(), ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := daemon.Start(ctx, daemon.Options{Config: w.cfg, JS: w.JS, Audit: w.Pub, Listener: ln, Log: quietLog()})
+	b, err := daemon.Start(ctx, daemon.Options{Config: w.cfg, JS: w.JS, Audit: w.Pub, Listener: ln, Log: agenttest.Quiet()})
 	if err != nil {
 		cancel()
 		w.t.Fatal(err)
@@ -263,12 +263,6 @@ func execSQL(ctx context.Context, t *testing.T, c *pgconn.PgConn, sql string) {
 	}
 }
 
-// The helpers the agent's end-to-end tests share.
-var (
-	ofType   = agenttest.OfType
-	quietLog = agenttest.Quiet
-)
-
 // TestAccessRequestEndToEnd: a user who cannot reach the database asks for
 // dba, a reviewer approves, the user reissues a certificate with dba and
 // opens a session, the grant runs out and the agent ends the live session
@@ -366,18 +360,18 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		audit := w.stored(ctx, events.AuditStream)
-		ends := ofType(audit, "db.session.end")
+		ends := agenttest.OfType(audit, "db.session.end")
 		if len(ends) == 1 {
 			if ends[0]["reason"] != events.EndAccessExpired {
 				t.Fatalf("db.session.end reason %v", ends[0]["reason"])
 			}
 			sid = ends[0]["sid"].(string)
-			terms := ofType(audit, "db.session.terminate")
+			terms := agenttest.OfType(audit, "db.session.terminate")
 			if len(terms) != 1 || terms[0]["request_id"] != req.ID || terms[0]["sid"] != sid {
 				t.Fatalf("db.session.terminate: %v", terms)
 			}
 			var purposes []string
-			for _, ci := range ofType(audit, "cert.issue") {
+			for _, ci := range agenttest.OfType(audit, "cert.issue") {
 				purposes = append(purposes, ci["purpose"].(string))
 			}
 			if !slices.Contains(purposes, events.IssueReissue) {
@@ -590,7 +584,7 @@ func TestLockEndsLiveSessions(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		audit := w.stored(ctx, events.AuditStream)
-		ends, terms := ofType(audit, "db.session.end"), ofType(audit, "db.session.terminate")
+		ends, terms := agenttest.OfType(audit, "db.session.end"), agenttest.OfType(audit, "db.session.terminate")
 		if len(ends) == trials+1 {
 			for _, e := range ends {
 				if e["reason"] != events.EndLocked {
@@ -601,7 +595,7 @@ func TestLockEndsLiveSessions(t *testing.T) {
 				t.Fatalf("%d terminate events for %d trials", len(terms), trials)
 			}
 			denied := 0
-			for _, s := range ofType(audit, "db.session.start") {
+			for _, s := range agenttest.OfType(audit, "db.session.start") {
 				if s["success"] == false && strings.HasPrefix(s["rule"].(string), "lock ") {
 					denied++
 				}
@@ -687,7 +681,7 @@ func TestSessionLife(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reasons := map[string]int{}
-		for _, e := range ofType(w.stored(ctx, events.AuditStream), "db.session.end") {
+		for _, e := range agenttest.OfType(w.stored(ctx, events.AuditStream), "db.session.end") {
 			reasons[e["reason"].(string)]++
 		}
 		if reasons[events.EndIdleTimeout] == 1 && reasons[events.EndCertExpired] == 1 && reasons[events.EndLocked] == 1 {

@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,6 +206,28 @@ func Database(name, protocol, uri, caFile, mode string) config.Database {
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: caFile}}
 }
 
+// Role is the YAML of role dev, which every test certificate holds: it
+// allows dbUsers and dbNames (none: the line is left out) on databases
+// labelled env=test, with options (a YAML flow map, e.g.
+// "{mysql_local_infile: false}") when not empty.
+func Role(dbUsers, dbNames []string, options string) string {
+	quoted := func(xs []string) string {
+		q := make([]string, len(xs))
+		for i, x := range xs {
+			q[i] = strconv.Quote(x)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	}
+	y := "kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {env: test}\n    db_users: " + quoted(dbUsers) + "\n"
+	if len(dbNames) > 0 {
+		y += "    db_names: " + quoted(dbNames) + "\n"
+	}
+	if options != "" {
+		y += "  options: " + options + "\n"
+	}
+	return y
+}
+
 // Agent is what Serve starts: an agent.Server whose zero fields get the
 // stack's defaults (its cluster, a host certificate for localhost,
 // 127.0.0.1 and each database's name, the user CA, identity from the
@@ -301,14 +325,21 @@ func (s *Stack) Serve(t testing.TB, a Agent) string {
 	return s.Addr
 }
 
-// HostCert issues an agent's host certificate for names.
+// HostCert issues an agent's host certificate for names, valid for an
+// hour.
 func (s *Stack) HostCert(t testing.TB, id string, names []string) tls.Certificate {
+	t.Helper()
+	return HostCert(t, s.CAs, id, names, time.Hour)
+}
+
+// HostCert issues a host certificate of cas for names, with its leaf.
+func HostCert(t testing.TB, cas *ca.Authorities, id string, names []string, ttl time.Duration) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _, err := s.CAs.IssueHost(key.Public(), id, names, time.Hour)
+	cert, _, err := cas.IssueHost(key.Public(), id, names, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}

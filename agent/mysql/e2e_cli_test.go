@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func mariadbCLI(t *testing.T, args ...string) (string, error) {
@@ -29,18 +31,18 @@ func TestMariaDBCLIThroughTunnel(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ann\nbob") || !strings.Contains(out, "ERROR 1054 (42S22)") {
 		t.Fatalf("mariadb: %v\n%s", err, out)
 	}
-	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	start := ofType(evs, "db.session.start")[0]
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	start := agenttest.OfType(evs, "db.session.start")[0]
 	if start["success"] != true || start["user"] != "alice" || start["db_user"] != "app" || start["db_name"] != "test" || start["db_protocol"] != "mysql" {
 		t.Fatalf("start %v", start)
 	}
-	conn := ofType(evs, "db.session.mysql.connected")
+	conn := agenttest.OfType(evs, "db.session.mysql.connected")
 	if len(conn) != 1 || !strings.Contains(conn[0]["db_server_version"].(string), "MariaDB") || conn[0]["client_program"] != "mysql" && conn[0]["client_program"] != "mariadb" && conn[0]["client_program"] != "libmariadb" {
 		t.Fatalf("connected %v", conn)
 	}
 	var results []string
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		results = append(results, r["db_command_tag"].(string)+"/"+strOr(r["db_error_code"]))
 	}
 	got := strings.Join(results, " ")
@@ -88,15 +90,15 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 		t.Fatalf("plaintext: %v\n%s", err, out)
 	}
 	evs := s.WaitAudit(t, "refusals", func(evs []map[string]any) bool {
-		return len(ofType(evs, "db.session.mysql.change_db")) >= 1 && len(ofType(evs, "db.session.malformed_packet")) >= 1 &&
-			len(ofType(evs, "db.session.start")) >= 3
+		return len(agenttest.OfType(evs, "db.session.mysql.change_db")) >= 1 && len(agenttest.OfType(evs, "db.session.malformed_packet")) >= 1 &&
+			len(agenttest.OfType(evs, "db.session.start")) >= 3
 	})
-	checkGapless(t, evs)
-	cd := ofType(evs, "db.session.mysql.change_db")[0]
+	agenttest.CheckGapless(t, evs)
+	cd := agenttest.OfType(evs, "db.session.mysql.change_db")[0]
 	if cd["success"] != false || cd["code"] != "TGMY006W" || cd["db_schema"] != "secret" || cd["db_command"] != "COM_INIT_DB" {
 		t.Fatalf("change_db %v", cd)
 	}
-	mp := ofType(evs, "db.session.malformed_packet")[0]
+	mp := agenttest.OfType(evs, "db.session.malformed_packet")[0]
 	if !strings.Contains(mp["reason"].(string), "without SSLRequest") {
 		t.Fatalf("malformed %v", mp)
 	}

@@ -2,8 +2,6 @@ package mysql_test
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +11,8 @@ import (
 	"testing"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // infileRows writes a CSV of n rows and returns its path and contents.
@@ -69,15 +69,15 @@ func TestLoadDataLocalInfile(t *testing.T) {
 		t.Fatalf("rows loaded through the agent differ from the file (%d vs %d bytes)", back.Len(), len(data))
 	}
 
-	evs := s.WaitAudit(t, "local infile event", count("db.session.mysql.local_infile", 1))
+	evs := s.WaitAudit(t, "local infile event", agenttest.Count("db.session.mysql.local_infile", 1))
 	var stmt bool
-	for _, e := range ofType(evs, "db.session.query") {
+	for _, e := range agenttest.OfType(evs, "db.session.query") {
 		stmt = stmt || e["db_query"] == loadStatement(path)
 	}
 	if !stmt {
 		t.Fatal("no query event for the LOAD DATA statement")
 	}
-	f := ofType(evs, "db.session.mysql.local_infile")[0]
+	f := agenttest.OfType(evs, "db.session.mysql.local_infile")[0]
 	if f["db_local_infile"] != path || f["db_local_infile_bytes"] != float64(len(data)) || f["success"] != true {
 		t.Fatalf("local infile event %v; want file %s and %d bytes", f, path, len(data))
 	}
@@ -101,7 +101,7 @@ func TestLoadDataLocalInfile(t *testing.T) {
 		t.Fatal("file data recorded in an event")
 	}
 	groundTruth(t, s, evs, "app")
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 }
 
 func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
@@ -125,13 +125,13 @@ func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("after the refusal: %d rows, %v", rows, err)
 	}
-	evs := s.WaitAudit(t, "refused local infile event", count("db.session.mysql.local_infile", 1))
-	f := ofType(evs, "db.session.mysql.local_infile")[0]
+	evs := s.WaitAudit(t, "refused local infile event", agenttest.Count("db.session.mysql.local_infile", 1))
+	f := agenttest.OfType(evs, "db.session.mysql.local_infile")[0]
 	if f["db_local_infile"] != path || f["db_local_infile_refused"] != true || f["success"] != false {
 		t.Fatalf("local infile event %v", f)
 	}
 	groundTruth(t, s, evs, "app")
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 }
 
 func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
@@ -164,8 +164,8 @@ func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
 			if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
 				t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
 			}
-			evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
-			f := ofType(evs, "db.session.mysql.local_infile")
+			evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+			f := agenttest.OfType(evs, "db.session.mysql.local_infile")
 			if len(f) != 1 || f[0]["db_local_infile"] != path {
 				t.Fatalf("local infile events %v", f)
 			}
@@ -173,7 +173,7 @@ func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
 				t.Fatalf("local infile event %v, want %d bytes", f[0], len(data))
 			}
 			groundTruth(t, s, evs, "app")
-			checkGapless(t, evs)
+			agenttest.CheckGapless(t, evs)
 		})
 	}
 }
@@ -186,16 +186,7 @@ func TestLoadDataLocalInfileMultiStatements(t *testing.T) {
 				o.roleOptions = "{mysql_local_infile: false}"
 			}
 			s := newStack(t, o)
-			c := gomysql.NewConfig()
-			c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, "test"
-			c.TLS = s.agentTLS(t)
-			c.TLS.ServerName = "127.0.0.1"
-			c.MultiStatements = true
-			connector, err := gomysql.NewConnector(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db := sqlOpen(t, connector)
+			db := s.driverAs(t, "app", "test", func(c *gomysql.Config) { c.MultiStatements = true })
 			path, _ := infileRows(t, 50)
 			ctx := context.Background()
 			conn, err := db.Conn(ctx)
@@ -221,10 +212,4 @@ func TestLoadDataLocalInfileMultiStatements(t *testing.T) {
 			}
 		})
 	}
-}
-
-func sqlOpen(t *testing.T, c driver.Connector) *sql.DB {
-	db := sql.OpenDB(c)
-	t.Cleanup(func() { db.Close() })
-	return db
 }

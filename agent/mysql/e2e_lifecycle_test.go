@@ -27,12 +27,12 @@ func TestLockEndsTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.Lock("alice", "incident 42")
-	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
-	end := ofType(evs, "db.session.end")[0]
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	end := agenttest.OfType(evs, "db.session.end")[0]
 	if end["reason"] != "locked" {
 		t.Fatalf("end %v", end)
 	}
-	if len(ofType(evs, "db.session.terminate")) != 1 {
+	if len(agenttest.OfType(evs, "db.session.terminate")) != 1 {
 		t.Fatalf("no terminate event")
 	}
 	// The client reads why with its next command.
@@ -45,7 +45,7 @@ func TestLockEndsTheSession(t *testing.T) {
 	if _, err := db.ExecContext(ctx, "SELECT 2"); err == nil || !strings.Contains(err.Error(), "incident 42") {
 		t.Fatalf("new session under the lock: %v", err)
 	}
-	checkGapless(t, s.Audit(t))
+	agenttest.CheckGapless(t, s.Audit(t))
 	logged, _ := s.db.GeneralLogEntries()
 	for _, e := range logged {
 		if strings.Contains(e.Argument, "after the lock") || strings.Contains(e.Argument, "SELECT 2") {
@@ -105,11 +105,11 @@ func TestLockKillsRunningQuery(t *testing.T) {
 		t.Errorf("select sleep(60) ran %s after the lock", took)
 	}
 	<-done
-	evs := s.WaitAudit(t, "session end", count("db.session.end", 1))
-	term := ofType(evs, "db.session.terminate")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	term := agenttest.OfType(evs, "db.session.terminate")
 	if len(term) != 1 || !strings.HasPrefix(term[0]["cancel"].(string), "KILL QUERY ") || term[0]["cancel_confirmed"] != true {
 		t.Fatalf("terminate %v", term)
 	}
 	t.Logf("terminate: %q confirmed after %.1fms", term[0]["cancel"], term[0]["cancel_ns"].(float64)/1e6)
-	checkGapless(t, s.Audit(t))
+	agenttest.CheckGapless(t, s.Audit(t))
 }

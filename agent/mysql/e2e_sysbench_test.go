@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // sysbench runs sysbench's oltp workloads against the agent's direct port
@@ -29,7 +31,7 @@ func (s *stack) sysbench(t *testing.T, args ...string) *exec.Cmd {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, dir, name, b)
+		agenttest.WriteFile(t, dir, name, b)
 	}
 	h, p := hostPort(s.direct)
 	base := []string{"--db-driver=mysql", "--mysql-host=" + h, "--mysql-port=" + p, "--mysql-user=sbtest",
@@ -49,11 +51,11 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatalf("sysbench run: %v\n%s", err, out)
 	}
 	// prepare's session and run's four.
-	evs := s.WaitAudit(t, "sessions end", count("db.session.end", 5))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "sessions end", agenttest.Count("db.session.end", 5))
+	agenttest.CheckGapless(t, evs)
 	// Four writers on a thousand rows deadlock now and then (sysbench
 	// retries those); any other error would be the agent's.
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if code := strOr(r["db_error_code"]); code != "" && code != "1213" && code != "1205" && code != "1020" {
 			t.Fatalf("unexpected error %v", r)
 		}
@@ -88,9 +90,9 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatalf("the run did not go on:\n%s", buf.String())
 	}
 	evs = s.WaitAudit(t, "sessions end with their events stored", settled(9))
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 	refused := 0
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "1105" && strings.Contains(r["db_error_message"].(string), "audit store unavailable") {
 			refused++
 		}

@@ -41,16 +41,6 @@ type stackOptions struct {
 	roleOptions string
 }
 
-const roleYAML = `
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    db_labels: {env: test}
-    db_users: [app, sbtest, edu]
-    db_names: [%s]
-`
-
 func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	if o.mode == "" {
@@ -69,15 +59,11 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		s.db.MustExec(t, "GRANT ALL ON secret.* TO '"+u+"'@'%'")
 	}
 
-	spec := strings.Replace(roleYAML, "%s", strings.Join(o.dbNames, ", "), 1)
-	if o.roleOptions != "" {
-		spec += "  options: " + o.roleOptions + "\n"
-	}
-	roles, err := access.Parse([]byte(spec))
+	roles, err := access.Parse([]byte(agenttest.Role([]string{"app", "sbtest", "edu"}, o.dbNames, o.roleOptions)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := mysql.New(mysql.Options{Logger: quiet(), MaxPacket: o.maxPacket})
+	eng := mysql.New(mysql.Options{Logger: agenttest.Quiet(), MaxPacket: o.maxPacket})
 	// One agent.Server serves the raw TLS port and the direct MySQL port.
 	s.Serve(t, agenttest.Agent{State: o.state,
 		ServerConfig: agent.ServerConfig{
@@ -120,7 +106,7 @@ func (s *stack) tunnel(t testing.TB) string { return agenttest.Tunnel(t, s.Addr,
 // earlier ones, so a gap can show for a moment; one that stays is a loss.
 func settled(n int) func([]map[string]any) bool {
 	return func(evs []map[string]any) bool {
-		return count("db.session.end", n)(evs) && gapless(evs) == nil
+		return agenttest.Count("db.session.end", n)(evs) && agenttest.Gapless(evs) == nil
 	}
 }
 
@@ -218,13 +204,3 @@ func groundTruth(t testing.TB, s *stack, evs []map[string]any, user string) int 
 	}
 	return n
 }
-
-// The helpers every engine's end-to-end tests share.
-var (
-	ofType       = agenttest.OfType
-	count        = agenttest.Count
-	checkGapless = agenttest.CheckGapless
-	writeFile    = agenttest.WriteFile
-	gapless      = agenttest.Gapless
-	quiet        = agenttest.Quiet
-)

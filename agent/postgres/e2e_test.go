@@ -20,25 +20,15 @@ type stack struct {
 	pg *harness.PostgresServer
 }
 
-const roleYAML = `
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    db_labels: {env: test}
-    db_users: [app]
-    db_names: ["*"]
-`
-
 func newStack(t *testing.T, mode string) *stack {
 	t.Helper()
 	s := &stack{Stack: agenttest.New(t, agenttest.Options{})}
 	s.pg = harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: s.DBClientCA(t)}, Users: []string{"app"}})
 	s.pg.MustExec(t, "create table accounts (id int primary key, owner text, balance numeric(12,2), opened timestamptz, tag uuid, blob bytea)")
 	s.pg.MustExec(t, "grant all on accounts to app")
-	s.Serve(t, agenttest.Agent{Roles: roleYAML, ServerConfig: agent.ServerConfig{
+	s.Serve(t, agenttest.Agent{Roles: agenttest.Role([]string{"app"}, []string{"*"}, ""), ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{agenttest.Database("pg1", "postgres", s.pg.Addr(), s.pg.ServerCAFile, mode)},
-		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
+		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
 		// Refusals counted in a window are stored when it ends: short here.
 		RejectWindow: 200 * time.Millisecond,
 	}})
@@ -51,12 +41,3 @@ func (s *stack) psqlConn(dbUser string) string {
 	return fmt.Sprintf("host=%s port=%s user=%s dbname=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
 		host, port, dbUser, s.HostCAFile, s.UserCertFile, s.UserKeyFile)
 }
-
-// The helpers every engine's end-to-end tests share.
-var (
-	ofType       = agenttest.OfType
-	count        = agenttest.Count
-	checkGapless = agenttest.CheckGapless
-	writeFile    = agenttest.WriteFile
-	quiet        = agenttest.Quiet
-)

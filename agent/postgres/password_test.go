@@ -2,14 +2,12 @@ package postgres_test
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,32 +15,14 @@ import (
 	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/config"
-	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
-
-// memEvents keeps events in memory.
-type memEvents struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (m *memEvents) Publish(ctx context.Context, ev events.Event) error {
-	return m.PublishBatch(ctx, []events.Event{ev})
-}
-
-func (m *memEvents) PublishBatch(_ context.Context, evs []events.Event) error {
-	m.mu.Lock()
-	m.evs = append(m.evs, evs...)
-	m.mu.Unlock()
-	return nil
-}
 
 // TestRDSProxyPassword plays RDS Proxy with a real PostgreSQL that asks
 // for a cleartext password over TLS (as RDS Proxy asks for the IAM token):
 // the Password hook answers for a database with aws.rds_proxy, the token
-// never reaches an event, and a database without it is refused rather
-// than sent a password.
+// never reaches an event or the store, and a database without it is
+// refused rather than sent a password.
 func TestRDSProxyPassword(t *testing.T) {
 	s := agenttest.New(t, agenttest.Options{})
 	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: s.DBClientCA(t)}, Users: []string{"app"}})
@@ -57,14 +37,13 @@ func TestRDSProxyPassword(t *testing.T) {
 		mu    sync.Mutex
 		asked []string
 	)
-	eng := postgres.New(postgres.Options{Logger: quiet(), Password: func(_ context.Context, db *agent.Database, user string) (string, error) {
+	eng := postgres.New(postgres.Options{Logger: agenttest.Quiet(), Password: func(_ context.Context, db *agent.Database, user string) (string, error) {
 		mu.Lock()
 		asked = append(asked, db.Config.Name+"/"+user+"@"+db.Addr)
 		mu.Unlock()
 		return token, nil
 	}})
 	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: pg.ServerCAFile}
-	rec := &memEvents{}
 	addr := s.Serve(t, agenttest.Agent{
 		Roles: "kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n",
 		ServerConfig: agent.ServerConfig{
@@ -72,8 +51,7 @@ func TestRDSProxyPassword(t *testing.T) {
 				{Name: "proxy", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS, AWS: config.AWS{Region: "us-east-1", RDSProxy: true}},
 				{Name: "plain", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS},
 			},
-			Recorder: rec,
-			Engines:  map[string]agent.Engine{"postgres": eng},
+			Engines: map[string]agent.Engine{"postgres": eng},
 		}})
 	ctx := context.Background()
 	connect := func(sni string) (*pgx.Conn, error) {
@@ -104,30 +82,7 @@ func TestRDSProxyPassword(t *testing.T) {
 	if len(asked) != 1 {
 		t.Fatalf("a password was given to a database without rds_proxy: %q", asked)
 	}
-	// Wait for the proxy session's last event, so every event it had is
-	// checked.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		rec.mu.Lock()
-		ended := false
-		for _, ev := range rec.evs {
-			if _, ok := ev.(*events.SessionEnd); ok {
-				ended = true
-			}
-		}
-		rec.mu.Unlock()
-		if ended {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the session never ended")
-		}
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, ev := range rec.evs {
-		b, _ := json.Marshal(ev)
-		if strings.Contains(string(b), token) {
-			t.Fatalf("the token reached an event: %s", b)
-		}
-	}
+	// Once the proxy session has ended, every event it had is stored.
+	evs := s.WaitAudit(t, "the session's end", agenttest.Count("db.session.end", 1))
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, token)
 }

@@ -38,7 +38,7 @@ func newRefusals(t *testing.T) *refusals {
 		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) {
 			return nil, nil
 		},
-		Engines:          map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
+		Engines:          map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
 		HandshakeTimeout: 5 * time.Second,
 		RejectWindow:     rejectWindow,
 	}})
@@ -87,7 +87,7 @@ func (r *refusals) cert(t *testing.T, cas *ca.Authorities, user string, ttl time
 
 func rejectedBy(evs []map[string]any, reason string) []map[string]any {
 	var out []map[string]any
-	for _, ev := range ofType(evs, "db.session.rejected") {
+	for _, ev := range agenttest.OfType(evs, "db.session.rejected") {
 		if ev["reason"] == reason {
 			out = append(out, ev)
 		}
@@ -164,7 +164,7 @@ func TestRefusedConnectionsRecorded(t *testing.T) {
 		t.Errorf("no certificate: %v", ev)
 	}
 	// No user is claimed from a certificate that was not trusted.
-	for _, ev := range ofType(evs, "db.session.rejected") {
+	for _, ev := range agenttest.OfType(evs, "db.session.rejected") {
 		if ev["user"] != nil {
 			t.Errorf("%s names user %v", ev["reason"], ev["user"])
 		}

@@ -30,16 +30,6 @@ type stackOptions struct {
 	state agent.StateSource
 }
 
-const roleYAML = `
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    db_labels: {env: test}
-    db_users: [app, default]
-    db_names: ["0", "1"]
-`
-
 func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	if o.mode == "" {
@@ -48,13 +38,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	s := &stack{Stack: agenttest.New(t, agenttest.Options{})}
 	s.db = harness.RedisWith(t, harness.RedisOptions{TLS: harness.TLSOptions{ClientCA: s.DBClientCA(t)}, Users: []string{"app", "other"}})
 
-	spec := roleYAML
-	if o.roleOptions != "" {
-		spec += "  options: " + o.roleOptions + "\n"
-	}
 	dbConf := agenttest.Database("rd1", protocol.Redis, s.db.Addr(), s.db.ServerCAFile, o.mode)
 	dbConf.TLS.ServerName = "localhost"
-	s.Serve(t, agenttest.Agent{Roles: spec, State: o.state, ServerConfig: agent.ServerConfig{
+	s.Serve(t, agenttest.Agent{Roles: agenttest.Role([]string{"app", "default"}, []string{"0", "1"}, o.roleOptions), State: o.state, ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{dbConf},
 		Engines:   map[string]agent.Engine{protocol.Redis: redis.New(redis.Options{Logger: agenttest.Quiet()})},
 	}})

@@ -69,8 +69,8 @@ func TestRDSProxyIAM(t *testing.T) {
 			t.Fatalf("login %+v", l)
 		}
 	}
-	evs := s.WaitAudit(t, "both sessions ended", count("db.session.end", 2))
-	for _, l := range ofType(evs, "db.session.sqlserver.login") {
+	evs := s.WaitAudit(t, "both sessions ended", agenttest.Count("db.session.end", 2))
+	for _, l := range agenttest.OfType(evs, "db.session.sqlserver.login") {
 		if l["db_auth_method"] != "rds-iam" {
 			t.Fatalf("login event %v", l)
 		}
@@ -99,8 +99,8 @@ func TestKeytabLogin(t *testing.T) {
 		t.Fatalf("keytab login: %v %q\n%q", err, who, s.tds.Violations())
 	}
 	db.Close()
-	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
-	l := ofType(evs, "db.session.sqlserver.login")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	l := agenttest.OfType(evs, "db.session.sqlserver.login")
 	if len(l) != 1 || l[0]["db_auth_method"] != "kerberos-keytab" || l[0]["db_kerberos_principal"] != "carol@"+realm {
 		t.Fatalf("login events %v", l)
 	}
@@ -131,12 +131,12 @@ func TestLockEndsSession(t *testing.T) {
 	if _, err := rc.r.ReadMessage(); err == nil {
 		t.Fatal("the connection stayed open")
 	}
-	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	if e := ofType(evs, "db.session.end"); e[0]["reason"] != "locked" {
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	if e := agenttest.OfType(evs, "db.session.end"); e[0]["reason"] != "locked" {
 		t.Fatalf("end %v", e[0])
 	}
-	if n := len(ofType(evs, "db.session.terminate")); n != 1 {
+	if n := len(agenttest.OfType(evs, "db.session.terminate")); n != 1 {
 		t.Fatalf("%d terminate events", n)
 	}
 }
@@ -153,7 +153,7 @@ func TestLockAttentionStopsRequest(t *testing.T) {
 	before := s.tds.Attentions()
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "waitfor delay '00:01:00'"))
 	// The request has reached the database once the agent recorded it.
-	s.WaitAudit(t, "the waitfor was sent", count("db.session.query", 1))
+	s.WaitAudit(t, "the waitfor was sent", agenttest.Count("db.session.query", 1))
 	start := time.Now()
 	ls.Lock("alice@example.com", "incident 43")
 	deadline := time.Now().Add(5 * time.Second)
@@ -168,14 +168,14 @@ func TestLockAttentionStopsRequest(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("the Attention came %s after the lock", took)
 	}
-	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	term := ofType(evs, "db.session.terminate")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	term := agenttest.OfType(evs, "db.session.terminate")
 	if len(term) != 1 || term[0]["cancel"] != "attention" || term[0]["cancel_confirmed"] != true {
 		t.Fatalf("terminate %v", term)
 	}
 	t.Logf("terminate: attention acknowledged after %.1fms", term[0]["cancel_ns"].(float64)/1e6)
-	res := ofType(evs, "db.session.result")
+	res := agenttest.OfType(evs, "db.session.result")
 	if len(res) != 1 || !strings.Contains(res[0]["error"].(string), "cancelled by the agent") {
 		t.Fatalf("result of the waitfor %v", res)
 	}

@@ -14,6 +14,7 @@ import (
 
 	mssql "github.com/microsoft/go-mssqldb"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
 	"github.com/tollgate-db/tollgate/config"
 )
@@ -212,10 +213,10 @@ func TestMalformed(t *testing.T) {
 		})
 	}
 	evs := s.WaitAudit(t, "every malformed_packet event and session end", func(evs []map[string]any) bool {
-		return count("db.session.malformed_packet", len(cases))(evs) && count("db.session.end", logins)(evs)
+		return agenttest.Count("db.session.malformed_packet", len(cases))(evs) && agenttest.Count("db.session.end", logins)(evs)
 	})
-	checkGapless(t, evs)
-	for _, ev := range ofType(evs, "db.session.malformed_packet") {
+	agenttest.CheckGapless(t, evs)
+	for _, ev := range agenttest.OfType(evs, "db.session.malformed_packet") {
 		if ev["direction"] != "client" || ev["code"] != "TGDB004E" || ev["user"] != "alice@example.com" {
 			t.Fatalf("malformed event %v", ev)
 		}
@@ -282,9 +283,9 @@ func TestPreparedRPCs(t *testing.T) {
 		t.Fatalf("attention answer %+v %v", a, err)
 	}
 	rc.c.Close()
-	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	rpcs := ofType(evs, "db.session.sqlserver.rpc_request")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	rpcs := agenttest.OfType(evs, "db.session.sqlserver.rpc_request")
 	if len(rpcs) != 6 {
 		t.Fatalf("%d rpc events: %v", len(rpcs), rpcs)
 	}
@@ -313,7 +314,7 @@ func TestPreparedRPCs(t *testing.T) {
 	if rpcs[4]["db_rpc_calls"] != float64(2) || rpcs[5]["db_rpc_call_index"] != float64(1) || rpcs[4]["db_procedure_id"] != nil {
 		t.Errorf("batched calls %v %v", rpcs[4], rpcs[5])
 	}
-	at := ofType(evs, "db.session.sqlserver.attention")
+	at := agenttest.OfType(evs, "db.session.sqlserver.attention")
 	if len(at) != 1 || at[0]["db_pending_requests"] != float64(0) {
 		t.Fatalf("attention events %v", at)
 	}
@@ -386,10 +387,10 @@ func TestAuditOutage(t *testing.T) {
 		}
 	}
 	rc.c.Close()
-	evs := s.WaitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
 	var refused bool
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "50000" && strings.Contains(str(r["error"]), "audit store unavailable") {
 			refused = true
 		}

@@ -121,7 +121,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	ts, err := tdsserver.Listen(tdsserver.Config{
 		TLS: &tls.Config{Certificates: []tls.Certificate{srvCert}}, Keytab: kt, KerberosReply: true,
-		ForceEncryption: true, Logger: quiet(), Password: o.iam, MaxPassword: 4096,
+		ForceEncryption: true, Logger: agenttest.Quiet(), Password: o.iam, MaxPassword: 4096,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -142,26 +142,19 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		ad = config.AD{}
 		aws = config.AWS{Region: "eu-west-1", RDSProxy: true}
 	}
-	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: writeFile(t, s.Dir, "db-ca.crt", dbCA)}
+	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: agenttest.WriteFile(t, s.Dir, "db-ca.crt", dbCA)}
 	if o.tls != nil {
 		o.tls(&dbTLS)
 	}
 	_, port, _ := net.SplitHostPort(ts.Addr())
-	krb := kerberos.NewRegistry(kerberos.Options{Issue: cas.IssueDBClient, DBClientCA: clientCA, Dir: filepath.Join(s.Dir, "krb5"), Logger: quiet()})
+	krb := kerberos.NewRegistry(kerberos.Options{Issue: cas.IssueDBClient, DBClientCA: clientCA, Dir: filepath.Join(s.Dir, "krb5"), Logger: agenttest.Quiet()})
 	t.Cleanup(func() { krb.Close() })
 	iam := awsiam.NewRegistry(awsiam.Options{Credentials: credentials.NewStaticCredentialsProvider(iamKey, "iam-test-secret", "")})
-	eng, err := sqlserver.New(sqlserver.Options{Auth: &sqlserver.ConfigAuth{Kerberos: krb, IAM: iam}, Logger: quiet()})
+	eng, err := sqlserver.New(sqlserver.Options{Auth: &sqlserver.ConfigAuth{Kerberos: krb, IAM: iam}, Logger: agenttest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Serve(t, agenttest.Agent{State: o.life, Roles: `
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    db_labels: {env: test}
-    db_users: [alice, carol]
-`, ServerConfig: agent.ServerConfig{
+	s.Serve(t, agenttest.Agent{State: o.life, Roles: agenttest.Role([]string{"alice", "carol"}, nil, ""), ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{{Name: "ms1", Protocol: "sqlserver", URI: "localhost:" + port, AuditMode: o.mode,
 			StaticLabels: map[string]string{"env": "test"}, TLS: dbTLS, AD: ad, AWS: aws}},
 		// The engine logs in with Kerberos or IAM, never a db-client
@@ -174,12 +167,3 @@ spec:
 	s.tunnel = agenttest.Tunnel(t, s.Addr, s.roots)
 	return s
 }
-
-// The helpers every engine's end-to-end tests share.
-var (
-	ofType       = agenttest.OfType
-	count        = agenttest.Count
-	checkGapless = agenttest.CheckGapless
-	writeFile    = agenttest.WriteFile
-	quiet        = agenttest.Quiet
-)
