@@ -3,9 +3,6 @@ package agent_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -189,12 +186,7 @@ func (w *world) cert(user string, ttl time.Duration) tls.Certificate {
 	if !ok {
 		w.t.Fatalf("no user %s", user)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c, _, err := w.broker.CAs.IssueUser(key.Public(), identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}, ttl)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
+	return w.Cert(w.t, identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}, ttl)
 }
 
 // client is an API client of the broker presenting cert.
@@ -315,7 +307,7 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	}
 
 	// alice reissues with the request: dba, no longer than the grant.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := agenttest.Key(t)
 	pk, _ := api.EncodePublicKey(key.Public())
 	res, err := ac.ReissueAccess(ctx, api.ReissueAccessRequest{PublicKey: pk, RequestIDs: []string{req.ID}})
 	if err != nil {
@@ -482,8 +474,7 @@ func (w *world) answers(ctx context.Context, c *api.Client) string {
 }
 
 func pubKey(t *testing.T) string {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	s, err := api.EncodePublicKey(key.Public())
+	s, err := api.EncodePublicKey(agenttest.Key(t).Public())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,8 @@ package agenttest
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
@@ -131,19 +127,6 @@ func New(t testing.TB, o Options) *Stack {
 	return s
 }
 
-// WriteCert writes c's certificate and key as dir/name.crt and
-// dir/name.key, for clients that read files, and returns their paths.
-func WriteCert(t testing.TB, dir, name string, c tls.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = WriteFile(t, dir, name+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}))
-	keyFile = WriteFile(t, dir, name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
-	return certFile, keyFile
-}
-
 // Context ends when the test does.
 func (s *Stack) Context() context.Context { return s.ctx }
 
@@ -156,26 +139,6 @@ func (s *Stack) DBClientCA(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// Cert issues a user certificate of the stack's authorities.
-func (s *Stack) Cert(t testing.TB, id identity.Identity, ttl time.Duration) tls.Certificate {
-	t.Helper()
-	return UserCert(t, s.CAs, id, ttl)
-}
-
-// UserCert issues a user certificate of cas, with its leaf.
-func UserCert(t testing.TB, cas *ca.Authorities, id identity.Identity, ttl time.Duration) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _, err := cas.IssueUser(key.Public(), id, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
 }
 
 // HostCAs is the pool that verifies an agent's certificate.
@@ -323,27 +286,6 @@ func (s *Stack) Serve(t testing.TB, a Agent) string {
 	})
 	s.Addr, s.Server = ln.Addr().String(), srv
 	return s.Addr
-}
-
-// HostCert issues an agent's host certificate for names, valid for an
-// hour.
-func (s *Stack) HostCert(t testing.TB, id string, names []string) tls.Certificate {
-	t.Helper()
-	return HostCert(t, s.CAs, id, names, time.Hour)
-}
-
-// HostCert issues a host certificate of cas for names, with its leaf.
-func HostCert(t testing.TB, cas *ca.Authorities, id string, names []string, ttl time.Duration) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, err := cas.IssueHost(key.Public(), id, names, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 }
 
 // Tunnel does what tg proxy db --tunnel does for protocols other than

@@ -3,6 +3,7 @@ package agenttest
 import (
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -41,4 +42,20 @@ func (l *Locks) Lock(user, msg string) {
 	l.locked = &state.Lock{ID: "lk1", TargetUser: user, Message: msg, Created: time.Now()}
 	l.mu.Unlock()
 	l.seq.Add(1)
+}
+
+// LockWait locks user out with msg and waits, polling every 5 ms, until
+// stopped holds; it fails the test when what has not happened within
+// timeout, and returns how long the lock took to stop the session.
+func (l *Locks) LockWait(t testing.TB, user, msg string, timeout time.Duration, what string, stopped func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	l.Lock(user, msg)
+	for !stopped() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %s of the lock", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
 }
