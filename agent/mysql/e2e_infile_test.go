@@ -135,81 +135,81 @@ func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
 }
 
 func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
-	for _, refuse := range []bool{false, true} {
-		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
-			o := stackOptions{}
-			if refuse {
-				o.roleOptions = "{mysql_local_infile: false}"
-			}
-			s := newStack(t, o)
-			h, p := hostPort(s.tunnel(t))
-			path, data := infileRows(t, 300)
-			// Statements on stdin, so --force goes on after an error in
-			// the same session.
-			cmd := exec.Command("mariadb", "--no-defaults", "--protocol=TCP", "--connect-timeout=10", "--batch", "--skip-column-names",
-				"--local-infile=1", "--force", "-h"+h, "-P"+p, "-uapp", "test")
-			cmd.Stdin = strings.NewReader(loadStatement(path) + ";\nSELECT COUNT(*) FROM accounts;\n")
-			b, err := cmd.CombinedOutput()
-			out := string(b)
-			want := "300"
-			if refuse {
-				want = "0"
-				if !strings.Contains(out, "ERROR 1148 (42000)") || !strings.Contains(out, "refused by your roles") {
-					t.Fatalf("mariadb: %v\n%s", err, out)
-				}
-			} else if err != nil {
+	withInfileRoles(t, func(t *testing.T, s *stack, refuse bool) {
+		h, p := hostPort(s.tunnel(t))
+		path, data := infileRows(t, 300)
+		// Statements on stdin, so --force goes on after an error in
+		// the same session.
+		cmd := exec.Command("mariadb", "--no-defaults", "--protocol=TCP", "--connect-timeout=10", "--batch", "--skip-column-names",
+			"--local-infile=1", "--force", "-h"+h, "-P"+p, "-uapp", "test")
+		cmd.Stdin = strings.NewReader(loadStatement(path) + ";\nSELECT COUNT(*) FROM accounts;\n")
+		b, err := cmd.CombinedOutput()
+		out := string(b)
+		want := "300"
+		if refuse {
+			want = "0"
+			if !strings.Contains(out, "ERROR 1148 (42000)") || !strings.Contains(out, "refused by your roles") {
 				t.Fatalf("mariadb: %v\n%s", err, out)
 			}
-			// The count goes to stdout, the error to stderr: either order.
-			if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
-				t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
-			}
-			evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
-			f := agenttest.OfType(evs, "db.session.mysql.local_infile")
-			if len(f) != 1 || f[0]["db_local_infile"] != path {
-				t.Fatalf("local infile events %v", f)
-			}
-			if !refuse && f[0]["db_local_infile_bytes"] != float64(len(data)) {
-				t.Fatalf("local infile event %v, want %d bytes", f[0], len(data))
-			}
-			groundTruth(t, s, evs, "app")
-			agenttest.CheckGapless(t, evs)
-		})
-	}
+		} else if err != nil {
+			t.Fatalf("mariadb: %v\n%s", err, out)
+		}
+		// The count goes to stdout, the error to stderr: either order.
+		if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
+			t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
+		}
+		evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+		f := agenttest.OfType(evs, "db.session.mysql.local_infile")
+		if len(f) != 1 || f[0]["db_local_infile"] != path {
+			t.Fatalf("local infile events %v", f)
+		}
+		if !refuse && f[0]["db_local_infile_bytes"] != float64(len(data)) {
+			t.Fatalf("local infile event %v, want %d bytes", f[0], len(data))
+		}
+		groundTruth(t, s, evs, "app")
+		agenttest.CheckGapless(t, evs)
+	})
 }
 
 func TestLoadDataLocalInfileMultiStatements(t *testing.T) {
+	withInfileRoles(t, func(t *testing.T, s *stack, refuse bool) {
+		db := s.driverAs(t, "app", "test", func(c *gomysql.Config) { c.MultiStatements = true })
+		path, _ := infileRows(t, 50)
+		ctx := context.Background()
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id) VALUES (1000); "+loadStatement(path)+"; INSERT INTO accounts (id) VALUES (1001)")
+		var n int
+		if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&n); qerr != nil {
+			t.Fatalf("session unusable after %v: %v", err, qerr)
+		}
+		if refuse {
+			var me *gomysql.MySQLError
+			if !errors.As(err, &me) || me.Number != 1148 {
+				t.Fatalf("want ERR 1148, got %v", err)
+			}
+			if n > 2 {
+				t.Fatalf("%d rows after a refused LOAD DATA", n)
+			}
+		} else if err != nil || n != 52 {
+			t.Fatalf("%d rows, %v", n, err)
+		}
+	})
+}
+
+// withInfileRoles runs run in a stack whose role allows LOAD DATA LOCAL
+// INFILE and in one whose role refuses it.
+func withInfileRoles(t *testing.T, run func(t *testing.T, s *stack, refuse bool)) {
 	for _, refuse := range []bool{false, true} {
 		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
 			o := stackOptions{}
 			if refuse {
 				o.roleOptions = "{mysql_local_infile: false}"
 			}
-			s := newStack(t, o)
-			db := s.driverAs(t, "app", "test", func(c *gomysql.Config) { c.MultiStatements = true })
-			path, _ := infileRows(t, 50)
-			ctx := context.Background()
-			conn, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id) VALUES (1000); "+loadStatement(path)+"; INSERT INTO accounts (id) VALUES (1001)")
-			var n int
-			if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&n); qerr != nil {
-				t.Fatalf("session unusable after %v: %v", err, qerr)
-			}
-			if refuse {
-				var me *gomysql.MySQLError
-				if !errors.As(err, &me) || me.Number != 1148 {
-					t.Fatalf("want ERR 1148, got %v", err)
-				}
-				if n > 2 {
-					t.Fatalf("%d rows after a refused LOAD DATA", n)
-				}
-			} else if err != nil || n != 52 {
-				t.Fatalf("%d rows, %v", n, err)
-			}
+			run(t, newStack(t, o), refuse)
 		})
 	}
 }

@@ -91,15 +91,7 @@ func TestLockKillsRunningQuery(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	start := time.Now()
-	src.Lock("alice", "stop now")
-	for sleeping() != 0 {
-		if ctx.Err() != nil {
-			t.Fatal("select sleep(60) still in the processlist")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	took := time.Since(start)
+	took := src.LockWait(t, "alice", "stop now", time.Minute, "select sleep(60) gone from the processlist", func() bool { return sleeping() == 0 })
 	t.Logf("lock to no sleep(60) in the processlist: %s", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Errorf("select sleep(60) ran %s after the lock", took)

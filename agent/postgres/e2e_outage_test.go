@@ -61,12 +61,7 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	conn.Close(ctx)
 	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	agenttest.CheckGapless(t, evs)
-	refused := 0
-	for _, r := range agenttest.OfType(evs, "db.session.result") {
-		if r["db_error_code"] == "58000" {
-			refused++
-		}
-	}
+	refused := resultsWithCode(evs, "58000")
 	during := 0
 	// pgx sends a statement without arguments with the simple protocol.
 	for _, e := range append(agenttest.OfType(evs, "db.session.postgres.execute"), agenttest.OfType(evs, "db.session.query")...) {

@@ -124,13 +124,7 @@ func TestSetLoggingRefused(t *testing.T) {
 
 	evs := s.WaitAudit(t, "sessions end", agenttest.Count("db.session.end", 2))
 	agenttest.CheckGapless(t, evs)
-	refusals := 0
-	for _, r := range agenttest.OfType(evs, "db.session.result") {
-		if r["db_error_code"] == "42501" {
-			refusals++
-		}
-	}
-	if refusals != 3 {
+	if refusals := resultsWithCode(evs, "42501"); refusals != 3 {
 		t.Errorf("%d refusals recorded, want 3", refusals)
 	}
 	logged, err := s.pg.StatementLogEntries()

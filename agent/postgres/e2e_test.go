@@ -41,3 +41,14 @@ func (s *stack) psqlConn(dbUser string) string {
 	return fmt.Sprintf("host=%s port=%s user=%s dbname=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
 		host, port, dbUser, s.HostCAFile, s.UserCertFile, s.UserKeyFile)
 }
+
+// resultsWithCode counts the result events that carry SQLSTATE code.
+func resultsWithCode(evs []map[string]any, code string) int {
+	n := 0
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
+		if r["db_error_code"] == code {
+			n++
+		}
+	}
+	return n
+}

@@ -112,13 +112,20 @@ func TestKeytabLogin(t *testing.T) {
 	}
 }
 
-// TestLockEndsSession locks the user of a live session: the client gets a
-// fatal TDS error that says so and the session ends as locked.
-func TestLockEndsSession(t *testing.T) {
+// lockable is a stack whose lifecycle follows ls, with a raw session of
+// alice's logged in as app.
+func lockable(t *testing.T) (*agenttest.Locks, *stack, *rawClient) {
 	ls := &agenttest.Locks{}
 	s := newStack(t, stackOptions{life: ls})
 	rc := s.raw(t)
 	rc.login("alice", "app")
+	return ls, s, rc
+}
+
+// TestLockEndsSession locks the user of a live session: the client gets a
+// fatal TDS error that says so and the session ends as locked.
+func TestLockEndsSession(t *testing.T) {
+	ls, s, rc := lockable(t)
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "select 1"))
 	if a, err := rc.read(); err != nil || a.rows != 1 {
 		t.Fatalf("select 1: %v %+v", err, a)
@@ -146,24 +153,12 @@ func TestLockEndsSession(t *testing.T) {
 // session's own connection and waits for its acknowledgement before it
 // ends the session; the terminate event says so.
 func TestLockAttentionStopsRequest(t *testing.T) {
-	ls := &agenttest.Locks{}
-	s := newStack(t, stackOptions{life: ls})
-	rc := s.raw(t)
-	rc.login("alice", "app")
+	ls, s, rc := lockable(t)
 	before := s.tds.Attentions()
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "waitfor delay '00:01:00'"))
 	// The request has reached the database once the agent recorded it.
 	s.WaitAudit(t, "the waitfor was sent", agenttest.Count("db.session.query", 1))
-	start := time.Now()
-	ls.Lock("alice@example.com", "incident 43")
-	deadline := time.Now().Add(5 * time.Second)
-	for s.tds.Attentions() == before {
-		if time.Now().After(deadline) {
-			t.Fatal("the database got no Attention after the lock")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	took := time.Since(start)
+	took := ls.LockWait(t, "alice@example.com", "incident 43", 5*time.Second, "an Attention at the database", func() bool { return s.tds.Attentions() != before })
 	t.Logf("lock to the Attention at the TDS server: %s", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Errorf("the Attention came %s after the lock", took)
