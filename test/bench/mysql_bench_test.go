@@ -65,15 +65,22 @@ func copyFile(tb testing.TB, src, dst string) {
 	}
 }
 
+// agentStack is Tollgate's side of a benchmark: the authorities, the audit
+// store on an embedded JetStream reached in-process as the all-in-one
+// process reaches it, and the bench user's certificate. tool is the
+// benchmark's client, from the Debian package pkg.
+func agentStack(tb testing.TB, tool, pkg string) *agenttest.Stack {
+	tb.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		tb.Fatalf("%s not found: install the Debian package %s", tool, pkg)
+	}
+	return agenttest.New(tb, agenttest.Options{Cluster: "bench", InProcess: true, AckTimeout: events.DefaultAckTimeout,
+		User: identity.Identity{User: "bench", Roles: []string{"bench"}}})
+}
+
 func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 	tb.Helper()
-	if _, err := exec.LookPath("sysbench"); err != nil {
-		tb.Fatal("sysbench not found: install the Debian package sysbench")
-	}
-	// Tollgate's side: the authorities, the audit store on an embedded
-	// JetStream reached in-process, and the bench user's certificate.
-	st := agenttest.New(tb, agenttest.Options{Cluster: "bench", InProcess: true, AckTimeout: events.DefaultAckTimeout,
-		User: identity.Identity{User: "bench", Roles: []string{"bench"}}})
+	st := agentStack(tb, "sysbench", "sysbench")
 	dir, cas, clientCAPEM := st.Dir, st.CAs, st.DBClientCA(tb)
 	db := harness.MariaDBWith(tb, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCAPEM}, Users: []string{"sbtest"},
 		Args: []string{"--general-log=0", "--max-connections=100"}})

@@ -20,9 +20,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/agent/agenttest"
 	agentredis "github.com/tollgate-db/tollgate/agent/redis"
-	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
-	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
@@ -46,13 +44,7 @@ type redisBench struct {
 
 func setupRedisBench(tb testing.TB) *redisBench {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-benchmark"); err != nil {
-		tb.Fatal("redis-benchmark not found: install the Debian package redis-tools")
-	}
-	// Tollgate's side: the authorities, the audit store on an embedded
-	// JetStream reached in-process, and the bench user's certificate.
-	st := agenttest.New(tb, agenttest.Options{Cluster: "bench", InProcess: true, AckTimeout: events.DefaultAckTimeout,
-		User: identity.Identity{User: "bench", Roles: []string{"bench"}}})
+	st := agentStack(tb, "redis-benchmark", "redis-tools")
 	dir, cas, clientCAPEM := st.Dir, st.CAs, st.DBClientCA(tb)
 	db := harness.RedisWith(tb, harness.RedisOptions{TLS: harness.TLSOptions{ClientCA: clientCAPEM}, Users: []string{"app"}})
 	m := &redisBench{db: db}
