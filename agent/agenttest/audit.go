@@ -1,10 +1,10 @@
 // Package agenttest is the world the agent's end-to-end tests run in, for
 // tests only: Stack starts Tollgate's authorities, an embedded JetStream
-// with the audit publisher and an agent in front of a real database, and
-// the rest of the package reads the audit stream back, waits on it and
-// checks its events. It lives outside agent/internal so that the
-// benchmarks and the fault campaign under test/ build the same world with
-// it; no program imports it.
+// with the audit publisher and agents in front of the real databases the
+// tests start, and the rest of the package mints certificates, reads the
+// audit stream back, waits on it and checks its events. It lives outside
+// agent/internal so that the benchmarks and the fault campaign under
+// test/ build the same world with it; no program imports it.
 package agenttest
 
 import (

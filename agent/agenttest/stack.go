@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,10 +44,8 @@ type Stack struct {
 	// (psql, mariadb, redis-cli); HostCAFile verifies the agent.
 	User                                  tls.Certificate
 	HostCAFile, UserCertFile, UserKeyFile string
-	// Addr is the TLS port of the agent Serve started last, Server that
-	// agent.
-	Addr   string
-	Server *agent.Server
+	// Addr is the TLS port of the agent Serve started last.
+	Addr string
 
 	cluster string
 	ctx     context.Context
@@ -222,7 +219,7 @@ func (s *Stack) Serve(t testing.TB, a Agent) string {
 		for _, db := range c.Databases {
 			names = append(names, db.Name)
 		}
-		c.TLS = &tls.Config{Certificates: []tls.Certificate{s.HostCert(t, "agent", slices.Compact(names))}}
+		c.TLS = &tls.Config{Certificates: []tls.Certificate{s.HostCert(t, "agent", names)}}
 	}
 	if c.UserCAs == nil {
 		pool, err := s.CAs.Pool(ca.User)
@@ -284,7 +281,7 @@ func (s *Stack) Serve(t testing.TB, a Agent) string {
 		}
 		wg.Wait()
 	})
-	s.Addr, s.Server = ln.Addr().String(), srv
+	s.Addr = ln.Addr().String()
 	return s.Addr
 }
 
