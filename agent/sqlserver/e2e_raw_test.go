@@ -224,6 +224,11 @@ func TestMalformed(t *testing.T) {
 			t.Fatalf("a password reached the audit: %v", ev)
 		}
 	}
+	// The server records a login after it answered it, which the agent
+	// and its events can see first: the last ones are waited for.
+	for deadline := time.Now().Add(5 * time.Second); len(s.tds.Logins())-before < logins && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if got := len(s.tds.Logins()) - before; got != logins {
 		t.Fatalf("%d logins at the server, want %d", got, logins)
 	}
