@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
@@ -105,7 +106,7 @@ func TestLockCancelsRunningStatement(t *testing.T) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		terms := ofType(w.stored(ctx, events.AuditStream), "db.session.terminate")
+		terms := agenttest.OfType(w.stored(ctx, events.AuditStream), "db.session.terminate")
 		if len(terms) == 2 {
 			for _, e := range terms {
 				if !strings.HasPrefix(e["cancel"].(string), "cancel request to backend ") || e["cancel_confirmed"] != true || e["cancel_error"] != nil {

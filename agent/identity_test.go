@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
@@ -79,12 +80,12 @@ func TestRemovedUserEndsSessions(t *testing.T) {
 	for {
 		audit := w.stored(ctx, events.AuditStream)
 		terms, denied := 0, 0
-		for _, e := range ofType(audit, "db.session.terminate") {
+		for _, e := range agenttest.OfType(audit, "db.session.terminate") {
 			if strings.HasPrefix(e["user"].(string), "leaver-") && strings.Contains(e["message"].(string), "no longer exists") {
 				terms++
 			}
 		}
-		for _, s := range ofType(audit, "db.session.start") {
+		for _, s := range agenttest.OfType(audit, "db.session.start") {
 			if s["success"] == false && strings.HasPrefix(s["user"].(string), "leaver-") && strings.Contains(s["error"].(string), "no longer exists") {
 				denied++
 			}

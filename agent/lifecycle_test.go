@@ -3,10 +3,6 @@ package agent_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -14,53 +10,46 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/api"
-	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/sessions"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
 // world is a broker (daemon.Start, with its API), a real PostgreSQL that
 // trusts the broker's db-client CA, and an agent in-process with its own
-// projection of STATE and a Lifecycle, as `tollgate start` wires them.
+// projection of STATE and a Lifecycle, as `tollgate start` wires them, on
+// the agenttest stack: the broker's data dir is the stack's, so the two
+// share the authorities, and the broker records on the stack's publisher.
 type world struct {
+	*agenttest.Stack
 	t      *testing.T
-	dir    string
 	cfg    *config.Config
-	js     jetstream.JetStream
-	pub    *events.Publisher
 	broker *daemon.Broker
 	stopB  context.CancelFunc
 	proj   *state.Projection
 	life   *agent.Lifecycle
 	pg     *harness.PostgresServer
-	addr   string // the agent
-	hostCA *x509.Certificate
 }
 
 const rolesYAML = `
@@ -102,32 +91,12 @@ spec:
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir()}
-	srv, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(w.dir, "nats"), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := events.EnsureStreams(ctx, w.js, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if w.pub, err = events.NewPublisher(w.js, config.DefaultCluster, events.WithLogger(quietLog())); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.pub.Close(context.Background()) })
+	w := &world{t: t, Stack: agenttest.New(t, agenttest.Options{Cluster: config.DefaultCluster, AckTimeout: events.DefaultAckTimeout})}
+	ctx := w.Context()
 	w.cfg = config.Default()
-	w.cfg.DataDir = w.dir
-	w.cfg.NATS.Embedded.StoreDir = filepath.Join(w.dir, "nats")
-	w.cfg.NATS.Embedded.Listen = srv.NATSServer().Addr().String()
+	w.cfg.DataDir = w.Dir
+	w.cfg.NATS.Embedded.StoreDir = w.NATS.StoreDir
+	w.cfg.NATS.Embedded.Listen = "127.0.0.1:" + strconv.Itoa(w.NATS.Port())
 	w.startBroker()
 	t.Cleanup(w.stopBroker)
 
@@ -147,65 +116,32 @@ func newWorld(t *testing.T) *world {
 		}
 	}
 
-	clientCA, err := w.broker.CAs.CertPEM(ca.DBClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.pg = harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: []string{"app"}})
+	w.pg = harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: w.DBClientCA(t)}, Users: []string{"app"}})
 
 	// The agent follows STATE on its own, as an agent on another machine
 	// would.
-	if w.proj, err = state.Follow(ctx, w.js); err != nil {
+	var err error
+	if w.proj, err = state.Follow(ctx, w.JS); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.proj.Close)
-	w.life = agent.NewLifecycle(w.proj, agent.LifecycleOptions{Logger: quietLog()})
-	go w.life.Run(ctx)
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := w.broker.CAs.IssueHost(hostKey.Public(), "agent", []string{"localhost", "127.0.0.1", "pg1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.hostCA, err = w.broker.CAs.Cert(ca.Host); err != nil {
-		t.Fatal(err)
-	}
-	userPool, _ := w.broker.CAs.Pool(ca.User)
-	as, err := agent.NewServer(agent.ServerConfig{
-		Cluster: config.DefaultCluster,
+	// The lifecycle stops before the projection it reads is closed.
+	lctx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	w.life = agent.NewLifecycle(w.proj, agent.LifecycleOptions{Logger: agenttest.Quiet()})
+	go w.life.Run(lctx)
+	w.Serve(t, agenttest.Agent{ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{{Name: "pg1", Protocol: "postgres", URI: w.pg.Addr(),
 			StaticLabels: map[string]string{"env": "test"},
 			TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: w.pg.ServerCAFile}}},
-		TLS:      &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:  userPool,
-		Identify: identity.FromCertificate,
 		Authorize: agent.RoleAuthorizer(func(names []string) []access.Role {
 			roles, _ := w.proj.ResolveRoles(names)
 			return roles
 		}),
-		Recorder: w.pub,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return w.broker.CAs.IssueDBClient(pub, u, ttl)
-		}, time.Hour),
-		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLog()})},
-		Logger:    quietLog(),
+		Engines:   map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
+		Logger:    agenttest.Quiet(),
 		Lifecycle: w.life,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.addr = ln.Addr().String()
-	done := make(chan error, 1)
-	go func() { done <- as.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
+	}})
 	return w
 }
 
@@ -217,7 +153,7 @@ func (w *world) startBroker() {
 	}
 	w.cfg.Proxy.Listen, w.cfg.Proxy.PublicAddr = ln.Addr().String(), ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := daemon.Start(ctx, daemon.Options{Config: w.cfg, JS: w.js, Audit: w.pub, Listener: ln, Log: quietLog()})
+	b, err := daemon.Start(ctx, daemon.Options{Config: w.cfg, JS: w.JS, Audit: w.Pub, Listener: ln, Log: agenttest.Quiet()})
 	if err != nil {
 		cancel()
 		w.t.Fatal(err)
@@ -250,20 +186,13 @@ func (w *world) cert(user string, ttl time.Duration) tls.Certificate {
 	if !ok {
 		w.t.Fatalf("no user %s", user)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c, _, err := w.broker.CAs.IssueUser(key.Public(), identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}, ttl)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
+	return w.Cert(w.t, identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}, ttl)
 }
 
 // client is an API client of the broker presenting cert.
 func (w *world) client(cert tls.Certificate) *api.Client {
 	w.t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(w.hostCA)
-	c, err := api.NewClient(w.broker.Addr, api.TLSConfig("127.0.0.1", roots, &cert), "test")
+	c, err := api.NewClient(w.broker.Addr, api.TLSConfig("127.0.0.1", w.HostCAs(w.t), &cert), "test")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -273,14 +202,12 @@ func (w *world) client(cert tls.Certificate) *api.Client {
 
 // connect opens a PostgreSQL session through the agent with cert.
 func (w *world) connect(ctx context.Context, cert tls.Certificate) (*pgconn.PgConn, error) {
-	host, port, _ := net.SplitHostPort(w.addr)
+	host, port, _ := net.SplitHostPort(w.Addr)
 	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=require", host, port))
 	if err != nil {
 		return nil, err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(w.hostCA)
-	cfg.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "pg1", Certificates: []tls.Certificate{cert}}
+	cfg.TLSConfig = w.TLS(w.t, "pg1", cert)
 	cfg.Fallbacks = nil
 	return pgconn.ConnectConfig(ctx, cfg)
 }
@@ -289,7 +216,7 @@ func (w *world) connect(ctx context.Context, cert tls.Certificate) (*pgconn.PgCo
 // STATE (a command's answer does not wait for the agents).
 func (w *world) caughtUp(ctx context.Context) {
 	w.t.Helper()
-	s, err := w.js.Stream(ctx, events.StateStream)
+	s, err := w.JS.Stream(ctx, events.StateStream)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -306,7 +233,7 @@ func (w *world) caughtUp(ctx context.Context) {
 // checked-in JSON Schema.
 func (w *world) stored(_ context.Context, stream string) []map[string]any {
 	w.t.Helper()
-	return agenttest.Stored(w.t, w.js, stream)
+	return agenttest.Stored(w.t, w.JS, stream)
 }
 
 // waitEnded blocks until the server ends the session and returns what it
@@ -326,16 +253,6 @@ func execSQL(ctx context.Context, t *testing.T, c *pgconn.PgConn, sql string) {
 	if _, err := c.Exec(ctx, sql).ReadAll(); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-}
-
-func ofType(evs []map[string]any, typ string) []map[string]any {
-	var out []map[string]any
-	for _, ev := range evs {
-		if ev["type"] == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
 }
 
 // TestAccessRequestEndToEnd: a user who cannot reach the database asks for
@@ -390,7 +307,7 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	}
 
 	// alice reissues with the request: dba, no longer than the grant.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := agenttest.Key(t)
 	pk, _ := api.EncodePublicKey(key.Public())
 	res, err := ac.ReissueAccess(ctx, api.ReissueAccessRequest{PublicKey: pk, RequestIDs: []string{req.ID}})
 	if err != nil {
@@ -435,18 +352,18 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		audit := w.stored(ctx, events.AuditStream)
-		ends := ofType(audit, "db.session.end")
+		ends := agenttest.OfType(audit, "db.session.end")
 		if len(ends) == 1 {
 			if ends[0]["reason"] != events.EndAccessExpired {
 				t.Fatalf("db.session.end reason %v", ends[0]["reason"])
 			}
 			sid = ends[0]["sid"].(string)
-			terms := ofType(audit, "db.session.terminate")
+			terms := agenttest.OfType(audit, "db.session.terminate")
 			if len(terms) != 1 || terms[0]["request_id"] != req.ID || terms[0]["sid"] != sid {
 				t.Fatalf("db.session.terminate: %v", terms)
 			}
 			var purposes []string
-			for _, ci := range ofType(audit, "cert.issue") {
+			for _, ci := range agenttest.OfType(audit, "cert.issue") {
 				purposes = append(purposes, ci["purpose"].(string))
 			}
 			if !slices.Contains(purposes, events.IssueReissue) {
@@ -480,7 +397,7 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 
 	// The replay shows the statements in order, read from the session's
 	// own subject.
-	tl, err := sessions.Load(ctx, w.js, sid)
+	tl, err := sessions.Load(ctx, w.JS, sid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +426,7 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	if err := ec.Sessions(ctx, false, "alice", "", &remote); err != nil {
 		t.Fatal(err)
 	}
-	local, err := sessions.List(ctx, w.js, sessions.Filter{User: "alice"})
+	local, err := sessions.List(ctx, w.JS, sessions.Filter{User: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +462,7 @@ func (w *world) answers(ctx context.Context, c *api.Client) string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ss, err := sessions.List(ctx, w.js, sessions.Filter{})
+	ss, err := sessions.List(ctx, w.JS, sessions.Filter{})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -557,8 +474,7 @@ func (w *world) answers(ctx context.Context, c *api.Client) string {
 }
 
 func pubKey(t *testing.T) string {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	s, err := api.EncodePublicKey(key.Public())
+	s, err := api.EncodePublicKey(agenttest.Key(t).Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,12 +530,9 @@ func TestLockEndsLiveSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt, key := writeCert(t, w.dir, "carol", carol)
-	caFile := filepath.Join(w.dir, "host-ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.hostCA.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	host, port, _ := net.SplitHostPort(w.addr)
+	crt, key := agenttest.WriteCert(t, w.Dir, "carol", carol)
+	caFile := w.HostCAFile
+	host, port, _ := net.SplitHostPort(w.Addr)
 	cmd := exec.CommandContext(ctx, psql, "-X", "-A", "-t", fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
 		host, port, caFile, crt, key))
 	stdin, _ := cmd.StdinPipe()
@@ -662,7 +575,7 @@ func TestLockEndsLiveSessions(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		audit := w.stored(ctx, events.AuditStream)
-		ends, terms := ofType(audit, "db.session.end"), ofType(audit, "db.session.terminate")
+		ends, terms := agenttest.OfType(audit, "db.session.end"), agenttest.OfType(audit, "db.session.terminate")
 		if len(ends) == trials+1 {
 			for _, e := range ends {
 				if e["reason"] != events.EndLocked {
@@ -673,7 +586,7 @@ func TestLockEndsLiveSessions(t *testing.T) {
 				t.Fatalf("%d terminate events for %d trials", len(terms), trials)
 			}
 			denied := 0
-			for _, s := range ofType(audit, "db.session.start") {
+			for _, s := range agenttest.OfType(audit, "db.session.start") {
 				if s["success"] == false && strings.HasPrefix(s["rule"].(string), "lock ") {
 					denied++
 				}
@@ -733,7 +646,7 @@ func TestSessionLife(t *testing.T) {
 	}
 
 	// Find a's session by its client address, as sessions ls shows it.
-	ss, err := sessions.List(ctx, w.js, sessions.Filter{LiveOnly: true, User: "carol"})
+	ss, err := sessions.List(ctx, w.JS, sessions.Filter{LiveOnly: true, User: "carol"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -759,7 +672,7 @@ func TestSessionLife(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reasons := map[string]int{}
-		for _, e := range ofType(w.stored(ctx, events.AuditStream), "db.session.end") {
+		for _, e := range agenttest.OfType(w.stored(ctx, events.AuditStream), "db.session.end") {
 			reasons[e["reason"].(string)]++
 		}
 		if reasons[events.EndIdleTimeout] == 1 && reasons[events.EndCertExpired] == 1 && reasons[events.EndLocked] == 1 {
@@ -791,12 +704,9 @@ func TestReplayExecutePgbench(t *testing.T) {
 	cpgExec(ctx, t, sock+" dbname=bench", "grant all on all tables in schema public to app")
 
 	carol := w.cert("carol", time.Hour)
-	crt, key := writeCert(t, w.dir, "carol", carol)
-	caFile := filepath.Join(w.dir, "host-ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.hostCA.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	host, port, _ := net.SplitHostPort(w.addr)
+	crt, key := agenttest.WriteCert(t, w.Dir, "carol", carol)
+	caFile := w.HostCAFile
+	host, port, _ := net.SplitHostPort(w.Addr)
 	dsn := fmt.Sprintf("host=%s port=%s user=app dbname=bench sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable",
 		host, port, caFile, crt, key)
 	if out, err := runCmd(ctx, pgbench, "-n", "-t", "20", "-c", "1", dsn); err != nil {
@@ -808,7 +718,7 @@ func TestReplayExecutePgbench(t *testing.T) {
 	var sid string
 	deadline := time.Now().Add(10 * time.Second)
 	for sid == "" {
-		ss, err := sessions.List(ctx, w.js, sessions.Filter{Database: "pg1", User: "carol"})
+		ss, err := sessions.List(ctx, w.JS, sessions.Filter{Database: "pg1", User: "carol"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -829,7 +739,7 @@ func TestReplayExecutePgbench(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	tl, err := sessions.Load(ctx, w.js, sid)
+	tl, err := sessions.Load(ctx, w.JS, sid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -907,28 +817,4 @@ func cpgExec(ctx context.Context, t *testing.T, dsn, sql string) {
 	if _, err := c.Exec(ctx, sql).ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// writeCert writes a user certificate and key for libpq clients.
-func writeCert(t *testing.T, dir, name string, c tls.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
-func quietLog() *slog.Logger {
-	if testing.Verbose() && os.Getenv("TG_TEST_LOG") != "" {
-		return slog.Default()
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

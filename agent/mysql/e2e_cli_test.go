@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func mariadbCLI(t *testing.T, args ...string) (string, error) {
@@ -29,18 +31,18 @@ func TestMariaDBCLIThroughTunnel(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ann\nbob") || !strings.Contains(out, "ERROR 1054 (42S22)") {
 		t.Fatalf("mariadb: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	start := ofType(evs, "db.session.start")[0]
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	start := agenttest.OfType(evs, "db.session.start")[0]
 	if start["success"] != true || start["user"] != "alice" || start["db_user"] != "app" || start["db_name"] != "test" || start["db_protocol"] != "mysql" {
 		t.Fatalf("start %v", start)
 	}
-	conn := ofType(evs, "db.session.mysql.connected")
+	conn := agenttest.OfType(evs, "db.session.mysql.connected")
 	if len(conn) != 1 || !strings.Contains(conn[0]["db_server_version"].(string), "MariaDB") || conn[0]["client_program"] != "mysql" && conn[0]["client_program"] != "mariadb" && conn[0]["client_program"] != "libmariadb" {
 		t.Fatalf("connected %v", conn)
 	}
 	var results []string
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		results = append(results, r["db_command_tag"].(string)+"/"+strOr(r["db_error_code"]))
 	}
 	got := strings.Join(results, " ")
@@ -62,7 +64,7 @@ func strOr(v any) string {
 func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	h, p := hostPort(s.direct)
-	tlsArgs := []string{"-h" + h, "-P" + p, "--ssl-ca=" + s.hostCA, "--ssl-cert=" + s.userCrt, "--ssl-key=" + s.userKey, "--ssl-verify-server-cert", "-uapp"}
+	tlsArgs := []string{"-h" + h, "-P" + p, "--ssl-ca=" + s.HostCAFile, "--ssl-cert=" + s.UserCertFile, "--ssl-key=" + s.UserKeyFile, "--ssl-verify-server-cert", "-uapp"}
 	out, err := mariadbCLI(t, append(tlsArgs, "test", "-e", "SELECT CONCAT('tls:', VARIABLE_VALUE <> '') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")...)
 	if err != nil || strings.TrimSpace(out) != "tls:1" {
 		t.Fatalf("direct: %v\n%s", err, out)
@@ -78,7 +80,7 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 		t.Fatalf("connect to secret: %v\n%s", err, out)
 	}
 	// TLS without a user certificate: refused in the protocol's words.
-	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "-uapp", "test", "-e", "SELECT 1")
+	out, err = mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.HostCAFile, "-uapp", "test", "-e", "SELECT 1")
 	if err == nil || !strings.Contains(out, "1045") || !strings.Contains(out, "no client certificate") {
 		t.Fatalf("no certificate: %v\n%s", err, out)
 	}
@@ -87,16 +89,16 @@ func TestMariaDBCLIDirectAndUseRefused(t *testing.T) {
 	if err == nil || !strings.Contains(out, "3159") || !strings.Contains(out, "without TLS are refused") {
 		t.Fatalf("plaintext: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "refusals", func(evs []map[string]any) bool {
-		return len(ofType(evs, "db.session.mysql.change_db")) >= 1 && len(ofType(evs, "db.session.malformed_packet")) >= 1 &&
-			len(ofType(evs, "db.session.start")) >= 3
+	evs := s.WaitAudit(t, "refusals", func(evs []map[string]any) bool {
+		return len(agenttest.OfType(evs, "db.session.mysql.change_db")) >= 1 && len(agenttest.OfType(evs, "db.session.malformed_packet")) >= 1 &&
+			len(agenttest.OfType(evs, "db.session.start")) >= 3
 	})
-	checkGapless(t, evs)
-	cd := ofType(evs, "db.session.mysql.change_db")[0]
+	agenttest.CheckGapless(t, evs)
+	cd := agenttest.OfType(evs, "db.session.mysql.change_db")[0]
 	if cd["success"] != false || cd["code"] != "TGMY006W" || cd["db_schema"] != "secret" || cd["db_command"] != "COM_INIT_DB" {
 		t.Fatalf("change_db %v", cd)
 	}
-	mp := ofType(evs, "db.session.malformed_packet")[0]
+	mp := agenttest.OfType(evs, "db.session.malformed_packet")[0]
 	if !strings.Contains(mp["reason"].(string), "without SSLRequest") {
 		t.Fatalf("malformed %v", mp)
 	}

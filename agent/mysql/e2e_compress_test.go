@@ -5,29 +5,20 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // compressedDriver is the driver asking for the compressed protocol.
 func (s *stack) compressedDriver(t *testing.T) *sql.DB {
 	t.Helper()
-	c := gomysql.NewConfig()
-	c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, "test"
-	c.TLS = s.agentTLS(t)
-	c.TLS.ServerName = "127.0.0.1"
-	c.Timeout = 10 * time.Second
-	if err := c.Apply(gomysql.EnableCompression(true)); err != nil {
-		t.Fatal(err)
-	}
-	connector, err := gomysql.NewConnector(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	t.Cleanup(func() { db.Close() })
-	return db
+	return s.driverAs(t, "app", "test", func(c *gomysql.Config) {
+		if err := c.Apply(gomysql.EnableCompression(true)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // A client asking for compression gets it on both legs (the agent
@@ -73,17 +64,17 @@ func TestCompressedProtocol(t *testing.T) {
 	if _, err := zipped.Exec("SELECT nope FROM zrows"); err == nil || !strings.Contains(err.Error(), "1054") {
 		t.Fatalf("error through compression: %v", err)
 	}
-	evs := s.waitAudit(t, "compressed session's statements", func(evs []map[string]any) bool {
-		for _, ev := range ofType(evs, "db.session.query") {
+	evs := s.WaitAudit(t, "compressed session's statements", func(evs []map[string]any) bool {
+		for _, ev := range agenttest.OfType(evs, "db.session.query") {
 			if ev["db_query"] == "SELECT nope FROM zrows" {
 				return true
 			}
 		}
 		return false
 	})
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 	compressed := 0
-	for _, ev := range ofType(evs, "db.session.mysql.connected") {
+	for _, ev := range agenttest.OfType(evs, "db.session.mysql.connected") {
 		if strings.Contains(ev["db_capabilities"].(string), "CLIENT_COMPRESS") {
 			compressed++
 		}
@@ -98,7 +89,7 @@ func TestCompressedProtocol(t *testing.T) {
 func TestCompressedMariaDBCLI(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	h, p := hostPort(s.direct)
-	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.hostCA, "--ssl-cert="+s.userCrt, "--ssl-key="+s.userKey,
+	out, err := mariadbCLI(t, "-h"+h, "-P"+p, "--ssl-ca="+s.HostCAFile, "--ssl-cert="+s.UserCertFile, "--ssl-key="+s.UserKeyFile,
 		"--ssl-verify-server-cert", "--compress", "-uapp", "test", "-e",
 		"SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Compression'; SELECT LENGTH(REPEAT('ab', 100000)); SELECT COUNT(*) FROM seq_1_to_5000")
 	// The database's own session is compressed too: the agent asked for
@@ -106,9 +97,9 @@ func TestCompressedMariaDBCLI(t *testing.T) {
 	if err != nil || out != "ON\n200000\n5000\n" {
 		t.Fatalf("mariadb --compress: %v\n%q", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	conn := ofType(evs, "db.session.mysql.connected")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	conn := agenttest.OfType(evs, "db.session.mysql.connected")
 	if len(conn) != 1 || !strings.Contains(conn[0]["db_capabilities"].(string), "CLIENT_COMPRESS") {
 		t.Fatalf("connected %v", conn)
 	}
@@ -133,6 +124,6 @@ func TestCompressedLoadDataLocalInfile(t *testing.T) {
 	if err := db.QueryRow("SELECT COUNT(*) FROM accounts").Scan(&stored); err != nil || stored != n {
 		t.Fatalf("%d rows in the table: %v", stored, err)
 	}
-	evs := s.waitAudit(t, "the file's event", count("db.session.mysql.local_infile", 1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "the file's event", agenttest.Count("db.session.mysql.local_infile", 1))
+	agenttest.CheckGapless(t, evs)
 }

@@ -10,6 +10,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
 )
 
@@ -18,13 +19,25 @@ import (
 // (interpolateParams=false, the default).
 func (s *stack) driver(t *testing.T, dbName string) *sql.DB {
 	t.Helper()
+	return s.driverAs(t, "app", dbName, func(c *gomysql.Config) {
+		c.InterpolateParams = false
+		c.ParseTime = true
+	})
+}
+
+// driverAs opens go-sql-driver/mysql through the agent's direct port
+// with TLS and alice's certificate as dbUser, with the settings edit
+// makes (when not nil); the pool closes when the test ends.
+func (s *stack) driverAs(t *testing.T, dbUser, dbName string, edit func(*gomysql.Config)) *sql.DB {
+	t.Helper()
 	c := gomysql.NewConfig()
-	c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, dbName
+	c.User, c.Net, c.Addr, c.DBName = dbUser, "tcp", s.direct, dbName
 	c.TLS = s.agentTLS(t)
 	c.TLS.ServerName = "127.0.0.1"
-	c.InterpolateParams = false
-	c.ParseTime = true
 	c.Timeout = 10 * time.Second
+	if edit != nil {
+		edit(c)
+	}
 	connector, err := gomysql.NewConnector(c)
 	if err != nil {
 		t.Fatal(err)
@@ -84,10 +97,10 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 	conn.Close()
 	db.Close()
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
 	var exec map[string]any
-	for _, e := range ofType(evs, "db.session.mysql.execute") {
+	for _, e := range agenttest.OfType(evs, "db.session.mysql.execute") {
 		if strings.Contains(e["db_query"].(string), "blob_col") {
 			exec = e
 		}
@@ -104,7 +117,7 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 		t.Fatalf("types %s", types)
 	}
 	var nullSeen bool
-	for _, e := range ofType(evs, "db.session.mysql.execute") {
+	for _, e := range agenttest.OfType(evs, "db.session.mysql.execute") {
 		if p := toStrings(e["db_query_parameters"]); len(p) == 2 && p[1] == "NULL" {
 			nullSeen = true
 		}
@@ -113,7 +126,7 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 		t.Fatal("NULL parameter not recorded")
 	}
 	denied := 0
-	for _, e := range ofType(evs, "db.session.mysql.change_db") {
+	for _, e := range agenttest.OfType(evs, "db.session.mysql.change_db") {
 		if e["success"] == false && e["db_schema"] == "secret" {
 			denied++
 		}
@@ -122,7 +135,7 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 		t.Fatalf("%d denied USE events, want 5", denied)
 	}
 	followed := false
-	for _, e := range ofType(evs, "db.session.query") {
+	for _, e := range agenttest.OfType(evs, "db.session.query") {
 		if e["db_query"] == "SELECT 'in other'" {
 			if e["db_name"] != "other" {
 				t.Fatalf("the session did not follow USE: %v", e)
@@ -133,7 +146,7 @@ func TestGoDriverTextAndPrepared(t *testing.T) {
 	if !followed {
 		t.Fatal("no event for the statement after USE")
 	}
-	results := ofType(evs, "db.session.result")
+	results := agenttest.OfType(evs, "db.session.result")
 	var failed []string
 	for _, r := range results {
 		if r["success"] == false {
@@ -172,14 +185,14 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "INSERT INTO accounts (id, owner) VALUES (?, ?)", 1, "before"); err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
+	s.NATS.Stop()
 	// Without arguments the driver sends the text protocol.
 	_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id, owner) VALUES (2, 'during')")
 	var pe *gomysql.MySQLError
 	if !errors.As(err, &pe) || pe.Number != 1105 || !strings.Contains(pe.Message, "audit store unavailable") {
 		t.Fatalf("during the outage: %v", err)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -208,16 +221,16 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	}
 	conn.Close()
 	db.Close()
-	evs := s.waitAudit(t, "session end with its events stored", settled(1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "session end with its events stored", settled(1))
+	agenttest.CheckGapless(t, evs)
 	refused := 0
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "1105" {
 			refused++
 		}
 	}
 	during := 0
-	for _, e := range ofType(evs, "db.session.query") {
+	for _, e := range agenttest.OfType(evs, "db.session.query") {
 		if strings.Contains(e["db_query"].(string), "during") {
 			during++
 		}
@@ -238,19 +251,9 @@ func TestEd25519UserAndLongData(t *testing.T) {
 	// matches; the key of the empty password is what the agent signs
 	// with.
 	s.db.CreateUserRequire(t, "edu", "IDENTIFIED VIA ed25519 USING '"+wire.Ed25519AuthString("")+"' REQUIRE SUBJECT '/CN=edu'")
-	c := gomysql.NewConfig()
-	c.User, c.Net, c.Addr, c.DBName = "edu", "tcp", s.direct, "test"
-	c.TLS = s.agentTLS(t)
-	c.TLS.ServerName = "127.0.0.1"
 	// A small packet limit makes the driver send a large argument with
 	// COM_STMT_SEND_LONG_DATA.
-	c.MaxAllowedPacket = 4096
-	connector, err := gomysql.NewConnector(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	defer db.Close()
+	db := s.driverAs(t, "edu", "test", func(c *gomysql.Config) { c.MaxAllowedPacket = 4096 })
 	big := strings.Repeat("x", 3000)
 	if _, err := db.Exec("INSERT INTO accounts (id, owner) VALUES (?, ?)", 1, "ed"); err != nil {
 		t.Fatal(err)
@@ -263,18 +266,18 @@ func TestEd25519UserAndLongData(t *testing.T) {
 		t.Fatalf("current user %q %v", user, err)
 	}
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	conn := ofType(evs, "db.session.mysql.connected")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	conn := agenttest.OfType(evs, "db.session.mysql.connected")
 	if len(conn) == 0 || conn[0]["db_auth_plugin"] != "client_ed25519" {
 		t.Fatalf("connected %v", conn)
 	}
-	long := ofType(evs, "db.session.mysql.send_long_data")
+	long := agenttest.OfType(evs, "db.session.mysql.send_long_data")
 	if len(long) == 0 || long[0]["db_bytes"].(float64) <= 0 {
 		t.Fatalf("long data events %v", long)
 	}
 	found := false
-	for _, e := range ofType(evs, "db.session.mysql.execute") {
+	for _, e := range agenttest.OfType(evs, "db.session.mysql.execute") {
 		if p := toStrings(e["db_query_parameters"]); len(p) == 2 && p[0] == big {
 			found = true
 		}

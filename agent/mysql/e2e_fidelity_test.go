@@ -12,6 +12,8 @@ import (
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // driverLog collects what go-sql-driver/mysql logs (sequence warnings
@@ -38,22 +40,12 @@ func (l *driverLog) take() []string {
 // loggedDriver is driver with its own logger and packet limit.
 func (s *stack) loggedDriver(t *testing.T, log *driverLog, maxPacket int) *sql.DB {
 	t.Helper()
-	c := gomysql.NewConfig()
-	c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, "test"
-	c.TLS = s.agentTLS(t)
-	c.TLS.ServerName = "127.0.0.1"
-	c.Timeout = 10 * time.Second
-	c.Logger = log
-	if maxPacket > 0 {
-		c.MaxAllowedPacket = maxPacket
-	}
-	connector, err := gomysql.NewConnector(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	t.Cleanup(func() { db.Close() })
-	return db
+	return s.driverAs(t, "app", "test", func(c *gomysql.Config) {
+		c.Logger = log
+		if maxPacket > 0 {
+			c.MaxAllowedPacket = maxPacket
+		}
+	})
 }
 
 // result is what a client reads of a result set: column names, types and
@@ -160,12 +152,12 @@ func TestWideResults(t *testing.T) {
 	}
 	noDriverWarnings(t, log)
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	for _, e := range ofType(evs, "db.session.malformed_packet") {
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	for _, e := range agenttest.OfType(evs, "db.session.malformed_packet") {
 		t.Fatalf("malformed: %v", e)
 	}
 	results := 0
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["success"] == true && strings.HasSuffix(r["db_command_tag"].(string), "rows=1 affected=0") {
 			results++
 		}
@@ -209,12 +201,12 @@ func TestLargeRows(t *testing.T) {
 	}
 	noDriverWarnings(t, log)
 	db.Close()
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	for _, e := range ofType(evs, "db.session.malformed_packet") {
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	for _, e := range agenttest.OfType(evs, "db.session.malformed_packet") {
 		t.Fatalf("malformed: %v", e)
 	}
 	var over16 int
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if b, _ := r["db_bytes"].(float64); b > 1<<24 {
 			over16++
 		}
@@ -253,7 +245,7 @@ func TestAgentErrorSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
+	s.NATS.Stop()
 	if _, err := conn.ExecContext(ctx, "SELECT 1"); !errors.As(err, &pe) || pe.Number != 1105 {
 		t.Fatalf("statement during the outage: %v", err)
 	}
@@ -264,7 +256,7 @@ func TestAgentErrorSequence(t *testing.T) {
 		t.Fatalf("prepare during the outage: %v", err)
 	}
 	noDriverWarnings(t, log)
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -283,17 +275,7 @@ func TestAgentErrorSequence(t *testing.T) {
 	noDriverWarnings(t, log)
 
 	// A refusal in the handshake: a database the role does not allow.
-	c := gomysql.NewConfig()
-	c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, "secret"
-	c.TLS = s.agentTLS(t)
-	c.TLS.ServerName = "127.0.0.1"
-	c.Logger = log
-	connector, err := gomysql.NewConnector(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := sql.OpenDB(connector)
-	defer refused.Close()
+	refused := s.driverAs(t, "app", "secret", func(c *gomysql.Config) { c.Logger = log })
 	if err := refused.Ping(); !errors.As(err, &pe) || pe.Number != 1044 {
 		t.Fatalf("connecting to secret: %v", err)
 	}

@@ -2,8 +2,6 @@ package mysql_test
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +11,8 @@ import (
 	"testing"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // infileRows writes a CSV of n rows and returns its path and contents.
@@ -69,15 +69,15 @@ func TestLoadDataLocalInfile(t *testing.T) {
 		t.Fatalf("rows loaded through the agent differ from the file (%d vs %d bytes)", back.Len(), len(data))
 	}
 
-	evs := s.waitAudit(t, "local infile event", count("db.session.mysql.local_infile", 1))
+	evs := s.WaitAudit(t, "local infile event", agenttest.Count("db.session.mysql.local_infile", 1))
 	var stmt bool
-	for _, e := range ofType(evs, "db.session.query") {
+	for _, e := range agenttest.OfType(evs, "db.session.query") {
 		stmt = stmt || e["db_query"] == loadStatement(path)
 	}
 	if !stmt {
 		t.Fatal("no query event for the LOAD DATA statement")
 	}
-	f := ofType(evs, "db.session.mysql.local_infile")[0]
+	f := agenttest.OfType(evs, "db.session.mysql.local_infile")[0]
 	if f["db_local_infile"] != path || f["db_local_infile_bytes"] != float64(len(data)) || f["success"] != true {
 		t.Fatalf("local infile event %v; want file %s and %d bytes", f, path, len(data))
 	}
@@ -101,7 +101,7 @@ func TestLoadDataLocalInfile(t *testing.T) {
 		t.Fatal("file data recorded in an event")
 	}
 	groundTruth(t, s, evs, "app")
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 }
 
 func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
@@ -125,106 +125,91 @@ func TestLoadDataLocalInfileRefusedByRole(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("after the refusal: %d rows, %v", rows, err)
 	}
-	evs := s.waitAudit(t, "refused local infile event", count("db.session.mysql.local_infile", 1))
-	f := ofType(evs, "db.session.mysql.local_infile")[0]
+	evs := s.WaitAudit(t, "refused local infile event", agenttest.Count("db.session.mysql.local_infile", 1))
+	f := agenttest.OfType(evs, "db.session.mysql.local_infile")[0]
 	if f["db_local_infile"] != path || f["db_local_infile_refused"] != true || f["success"] != false {
 		t.Fatalf("local infile event %v", f)
 	}
 	groundTruth(t, s, evs, "app")
-	checkGapless(t, evs)
+	agenttest.CheckGapless(t, evs)
 }
 
 func TestLoadDataLocalInfileMariaDBCLI(t *testing.T) {
-	for _, refuse := range []bool{false, true} {
-		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
-			o := stackOptions{}
-			if refuse {
-				o.roleOptions = "{mysql_local_infile: false}"
-			}
-			s := newStack(t, o)
-			h, p := hostPort(s.tunnel(t))
-			path, data := infileRows(t, 300)
-			// Statements on stdin, so --force goes on after an error in
-			// the same session.
-			cmd := exec.Command("mariadb", "--no-defaults", "--protocol=TCP", "--connect-timeout=10", "--batch", "--skip-column-names",
-				"--local-infile=1", "--force", "-h"+h, "-P"+p, "-uapp", "test")
-			cmd.Stdin = strings.NewReader(loadStatement(path) + ";\nSELECT COUNT(*) FROM accounts;\n")
-			b, err := cmd.CombinedOutput()
-			out := string(b)
-			want := "300"
-			if refuse {
-				want = "0"
-				if !strings.Contains(out, "ERROR 1148 (42000)") || !strings.Contains(out, "refused by your roles") {
-					t.Fatalf("mariadb: %v\n%s", err, out)
-				}
-			} else if err != nil {
+	withInfileRoles(t, func(t *testing.T, s *stack, refuse bool) {
+		h, p := hostPort(s.tunnel(t))
+		path, data := infileRows(t, 300)
+		// Statements on stdin, so --force goes on after an error in
+		// the same session.
+		cmd := exec.Command("mariadb", "--no-defaults", "--protocol=TCP", "--connect-timeout=10", "--batch", "--skip-column-names",
+			"--local-infile=1", "--force", "-h"+h, "-P"+p, "-uapp", "test")
+		cmd.Stdin = strings.NewReader(loadStatement(path) + ";\nSELECT COUNT(*) FROM accounts;\n")
+		b, err := cmd.CombinedOutput()
+		out := string(b)
+		want := "300"
+		if refuse {
+			want = "0"
+			if !strings.Contains(out, "ERROR 1148 (42000)") || !strings.Contains(out, "refused by your roles") {
 				t.Fatalf("mariadb: %v\n%s", err, out)
 			}
-			// The count goes to stdout, the error to stderr: either order.
-			if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
-				t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
-			}
-			evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-			f := ofType(evs, "db.session.mysql.local_infile")
-			if len(f) != 1 || f[0]["db_local_infile"] != path {
-				t.Fatalf("local infile events %v", f)
-			}
-			if !refuse && f[0]["db_local_infile_bytes"] != float64(len(data)) {
-				t.Fatalf("local infile event %v, want %d bytes", f[0], len(data))
-			}
-			groundTruth(t, s, evs, "app")
-			checkGapless(t, evs)
-		})
-	}
+		} else if err != nil {
+			t.Fatalf("mariadb: %v\n%s", err, out)
+		}
+		// The count goes to stdout, the error to stderr: either order.
+		if !strings.Contains("\n"+out+"\n", "\n"+want+"\n") {
+			t.Fatalf("mariadb counted rows: %s (want %s)", out, want)
+		}
+		evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+		f := agenttest.OfType(evs, "db.session.mysql.local_infile")
+		if len(f) != 1 || f[0]["db_local_infile"] != path {
+			t.Fatalf("local infile events %v", f)
+		}
+		if !refuse && f[0]["db_local_infile_bytes"] != float64(len(data)) {
+			t.Fatalf("local infile event %v, want %d bytes", f[0], len(data))
+		}
+		groundTruth(t, s, evs, "app")
+		agenttest.CheckGapless(t, evs)
+	})
 }
 
 func TestLoadDataLocalInfileMultiStatements(t *testing.T) {
+	withInfileRoles(t, func(t *testing.T, s *stack, refuse bool) {
+		db := s.driverAs(t, "app", "test", func(c *gomysql.Config) { c.MultiStatements = true })
+		path, _ := infileRows(t, 50)
+		ctx := context.Background()
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id) VALUES (1000); "+loadStatement(path)+"; INSERT INTO accounts (id) VALUES (1001)")
+		var n int
+		if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&n); qerr != nil {
+			t.Fatalf("session unusable after %v: %v", err, qerr)
+		}
+		if refuse {
+			var me *gomysql.MySQLError
+			if !errors.As(err, &me) || me.Number != 1148 {
+				t.Fatalf("want ERR 1148, got %v", err)
+			}
+			if n > 2 {
+				t.Fatalf("%d rows after a refused LOAD DATA", n)
+			}
+		} else if err != nil || n != 52 {
+			t.Fatalf("%d rows, %v", n, err)
+		}
+	})
+}
+
+// withInfileRoles runs run in a stack whose role allows LOAD DATA LOCAL
+// INFILE and in one whose role refuses it.
+func withInfileRoles(t *testing.T, run func(t *testing.T, s *stack, refuse bool)) {
 	for _, refuse := range []bool{false, true} {
 		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
 			o := stackOptions{}
 			if refuse {
 				o.roleOptions = "{mysql_local_infile: false}"
 			}
-			s := newStack(t, o)
-			c := gomysql.NewConfig()
-			c.User, c.Net, c.Addr, c.DBName = "app", "tcp", s.direct, "test"
-			c.TLS = s.agentTLS(t)
-			c.TLS.ServerName = "127.0.0.1"
-			c.MultiStatements = true
-			connector, err := gomysql.NewConnector(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db := sqlOpen(t, connector)
-			path, _ := infileRows(t, 50)
-			ctx := context.Background()
-			conn, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_, err = conn.ExecContext(ctx, "INSERT INTO accounts (id) VALUES (1000); "+loadStatement(path)+"; INSERT INTO accounts (id) VALUES (1001)")
-			var n int
-			if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM accounts").Scan(&n); qerr != nil {
-				t.Fatalf("session unusable after %v: %v", err, qerr)
-			}
-			if refuse {
-				var me *gomysql.MySQLError
-				if !errors.As(err, &me) || me.Number != 1148 {
-					t.Fatalf("want ERR 1148, got %v", err)
-				}
-				if n > 2 {
-					t.Fatalf("%d rows after a refused LOAD DATA", n)
-				}
-			} else if err != nil || n != 52 {
-				t.Fatalf("%d rows, %v", n, err)
-			}
+			run(t, newStack(t, o), refuse)
 		})
 	}
-}
-
-func sqlOpen(t *testing.T, c driver.Connector) *sql.DB {
-	db := sql.OpenDB(c)
-	t.Cleanup(func() { db.Close() })
-	return db
 }

@@ -5,50 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
-// lockSource is a control plane with one lock that a test turns on.
-type lockSource struct {
-	seq    atomic.Uint64
-	mu     sync.Mutex
-	locked *state.Lock
-}
-
-func (l *lockSource) Seq() uint64 { return l.seq.Load() }
-
-func (l *lockSource) LockedOut(_ time.Time, user string, _ []string, _ string) (state.Lock, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.locked != nil && l.locked.TargetUser == user {
-		return *l.locked, true
-	}
-	return state.Lock{}, false
-}
-
-func (l *lockSource) AccessRequest(string) (state.AccessRequest, bool) {
-	return state.AccessRequest{}, false
-}
-
-func (l *lockSource) ResolveRoles([]string) ([]access.Role, []string) { return nil, nil }
-
-func (l *lockSource) lock(user, msg string) {
-	l.mu.Lock()
-	l.locked = &state.Lock{ID: "lk1", TargetUser: user, Message: msg, Created: time.Now()}
-	l.mu.Unlock()
-	l.seq.Add(1)
-}
-
 func TestLockEndsTheSession(t *testing.T) {
-	src := &lockSource{}
+	src := &agenttest.Locks{}
 	s := newStack(t, stackOptions{state: src})
 	db := s.driver(t, "test")
 	ctx := context.Background()
@@ -60,13 +26,13 @@ func TestLockEndsTheSession(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	src.lock("alice", "incident 42")
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	end := ofType(evs, "db.session.end")[0]
+	src.Lock("alice", "incident 42")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	end := agenttest.OfType(evs, "db.session.end")[0]
 	if end["reason"] != "locked" {
 		t.Fatalf("end %v", end)
 	}
-	if len(ofType(evs, "db.session.terminate")) != 1 {
+	if len(agenttest.OfType(evs, "db.session.terminate")) != 1 {
 		t.Fatalf("no terminate event")
 	}
 	// The client reads why with its next command.
@@ -79,7 +45,7 @@ func TestLockEndsTheSession(t *testing.T) {
 	if _, err := db.ExecContext(ctx, "SELECT 2"); err == nil || !strings.Contains(err.Error(), "incident 42") {
 		t.Fatalf("new session under the lock: %v", err)
 	}
-	checkGapless(t, s.audit(t))
+	agenttest.CheckGapless(t, s.Audit(t))
 	logged, _ := s.db.GeneralLogEntries()
 	for _, e := range logged {
 		if strings.Contains(e.Argument, "after the lock") || strings.Contains(e.Argument, "SELECT 2") {
@@ -92,7 +58,7 @@ func TestLockEndsTheSession(t *testing.T) {
 // through the agent stops it in the database within a second (the
 // processlist shows it no more), and the terminate event says how.
 func TestLockKillsRunningQuery(t *testing.T) {
-	src := &lockSource{}
+	src := &agenttest.Locks{}
 	s := newStack(t, stackOptions{state: src})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -125,25 +91,17 @@ func TestLockKillsRunningQuery(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	start := time.Now()
-	src.lock("alice", "stop now")
-	for sleeping() != 0 {
-		if ctx.Err() != nil {
-			t.Fatal("select sleep(60) still in the processlist")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	took := time.Since(start)
+	took := src.LockWait(t, "alice", "stop now", time.Minute, "select sleep(60) gone from the processlist", func() bool { return sleeping() == 0 })
 	t.Logf("lock to no sleep(60) in the processlist: %s", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Errorf("select sleep(60) ran %s after the lock", took)
 	}
 	<-done
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	term := ofType(evs, "db.session.terminate")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	term := agenttest.OfType(evs, "db.session.terminate")
 	if len(term) != 1 || !strings.HasPrefix(term[0]["cancel"].(string), "KILL QUERY ") || term[0]["cancel_confirmed"] != true {
 		t.Fatalf("terminate %v", term)
 	}
 	t.Logf("terminate: %q confirmed after %.1fms", term[0]["cancel"], term[0]["cancel_ns"].(float64)/1e6)
-	checkGapless(t, s.audit(t))
+	agenttest.CheckGapless(t, s.Audit(t))
 }

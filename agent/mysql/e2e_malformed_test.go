@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/mysql/wire"
 )
 
@@ -13,7 +14,7 @@ import (
 // returns once the agent said OK.
 func rawSession(t *testing.T, s *stack) *tls.Conn {
 	t.Helper()
-	c, err := tls.Dial("tcp", s.tlsAddr, s.agentTLS(t))
+	c, err := tls.Dial("tcp", s.Addr, s.agentTLS(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +92,8 @@ func TestMalformedInputClosesTheConnection(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("%s: the connection stayed open", tc.name)
 		}
-		evs := s.waitAudit(t, tc.name, count("db.session.malformed_packet", i+1))
-		mp := ofType(evs, "db.session.malformed_packet")[i]
+		evs := s.WaitAudit(t, tc.name, agenttest.Count("db.session.malformed_packet", i+1))
+		mp := agenttest.OfType(evs, "db.session.malformed_packet")[i]
 		if reason := mp["reason"].(string); !strings.Contains(reason, tc.event) {
 			t.Fatalf("%s: reason %q", tc.name, reason)
 		}
@@ -100,8 +101,8 @@ func TestMalformedInputClosesTheConnection(t *testing.T) {
 			t.Fatalf("the COM_CHANGE_USER packet (it holds a password scramble) was recorded: %v", mp)
 		}
 	}
-	evs := s.waitAudit(t, "session ends", count("db.session.end", len(cases)))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "session ends", agenttest.Count("db.session.end", len(cases)))
+	agenttest.CheckGapless(t, evs)
 	logged, err := s.db.GeneralLogEntries()
 	if err != nil {
 		t.Fatal(err)

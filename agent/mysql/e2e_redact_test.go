@@ -9,7 +9,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func TestPasswordsRedacted(t *testing.T) {
@@ -77,7 +77,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		u.Close()
 	}
 
-	evs := s.waitAudit(t, "two sessions end", count("db.session.end", 3))
+	evs := s.WaitAudit(t, "two sessions end", agenttest.Count("db.session.end", 3))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -90,10 +90,10 @@ func TestPasswordsRedacted(t *testing.T) {
 	if got := strings.Join(red, " "); got != "db.session.query db.session.query db.session.query db.session.query db.session.query db.session.mysql.prepare db.session.mysql.execute db.session.mysql.statement" {
 		t.Errorf("events that say redacted: %s", got)
 	}
-	for _, ev := range ofType(evs, "db.session.mysql.execute") {
+	for _, ev := range agenttest.OfType(evs, "db.session.mysql.execute") {
 		if ps, _ := ev["db_query_parameters"].([]any); len(ps) != 1 || ps[0] != "***" {
 			t.Errorf("execute parameters %v", ev["db_query_parameters"])
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, via, set, text, bound, echo)
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, plain, via, set, text, bound, echo)
 }

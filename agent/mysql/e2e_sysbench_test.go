@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // sysbench runs sysbench's oltp workloads against the agent's direct port
@@ -20,16 +22,16 @@ func (s *stack) sysbench(t *testing.T, args ...string) *exec.Cmd {
 	if _, err := exec.LookPath("sysbench"); err != nil {
 		t.Fatal("sysbench not found: install the Debian package sysbench")
 	}
-	dir := filepath.Join(s.dir, "sysbench")
+	dir := filepath.Join(s.Dir, "sysbench")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for name, src := range map[string]string{"client-cert.pem": s.userCrt, "client-key.pem": s.userKey, "cacert.pem": s.hostCA} {
+	for name, src := range map[string]string{"client-cert.pem": s.UserCertFile, "client-key.pem": s.UserKeyFile, "cacert.pem": s.HostCAFile} {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, dir, name, b)
+		agenttest.WriteFile(t, dir, name, b)
 	}
 	h, p := hostPort(s.direct)
 	base := []string{"--db-driver=mysql", "--mysql-host=" + h, "--mysql-port=" + p, "--mysql-user=sbtest",
@@ -49,11 +51,11 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatalf("sysbench run: %v\n%s", err, out)
 	}
 	// prepare's session and run's four.
-	evs := s.waitAudit(t, "sessions end", count("db.session.end", 5))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "sessions end", agenttest.Count("db.session.end", 5))
+	agenttest.CheckGapless(t, evs)
 	// Four writers on a thousand rows deadlock now and then (sysbench
 	// retries those); any other error would be the agent's.
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if code := strOr(r["db_error_code"]); code != "" && code != "1213" && code != "1205" && code != "1020" {
 			t.Fatalf("unexpected error %v", r)
 		}
@@ -73,9 +75,9 @@ func TestSysbenchGroundTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1200 * time.Millisecond)
-	s.nats.Stop()
+	s.NATS.Stop()
 	time.Sleep(1500 * time.Millisecond)
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -87,10 +89,10 @@ func TestSysbenchGroundTruth(t *testing.T) {
 	if sysbenchCount(buf.Bytes(), "transactions") == 0 {
 		t.Fatalf("the run did not go on:\n%s", buf.String())
 	}
-	evs = s.waitAudit(t, "sessions end with their events stored", settled(9))
-	checkGapless(t, evs)
+	evs = s.WaitAudit(t, "sessions end with their events stored", settled(9))
+	agenttest.CheckGapless(t, evs)
 	refused := 0
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "1105" && strings.Contains(r["db_error_message"].(string), "audit store unavailable") {
 			refused++
 		}

@@ -10,31 +10,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func TestStoreOutageRefusesStatements(t *testing.T) {
 	s := newStack(t, "strict")
 	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.connect(ctx, t)
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "insert into accounts (id, owner) values (1, 'before')"); err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
-	_, err = conn.Exec(ctx, "insert into accounts (id, owner) values (2, 'during')")
+	s.NATS.Stop()
+	_, err := conn.Exec(ctx, "insert into accounts (id, owner) values (2, 'during')")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "58000" || !strings.Contains(pe.Message, "audit store unavailable") {
 		t.Fatalf("during the outage: %v", err)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	// The session goes on once the store is back.
@@ -63,17 +59,12 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 		}
 	}
 	conn.Close(ctx)
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	refused := 0
-	for _, r := range ofType(evs, "db.session.result") {
-		if r["db_error_code"] == "58000" {
-			refused++
-		}
-	}
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	refused := resultsWithCode(evs, "58000")
 	during := 0
 	// pgx sends a statement without arguments with the simple protocol.
-	for _, e := range append(ofType(evs, "db.session.postgres.execute"), ofType(evs, "db.session.query")...) {
+	for _, e := range append(agenttest.OfType(evs, "db.session.postgres.execute"), agenttest.OfType(evs, "db.session.query")...) {
 		if strings.Contains(e["db_query"].(string), "during") {
 			during++
 		}
@@ -87,8 +78,7 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 // session as app, returning once the agent said ReadyForQuery.
 func rawSession(t *testing.T, s *stack) *tls.Conn {
 	t.Helper()
-	pool, _ := s.cas.Pool(ca.Host)
-	c, err := tls.Dial("tcp", s.addr, tlsConfig(pool, "pg1", s.user))
+	c, err := tls.Dial("tcp", s.Addr, s.TLS(t, "pg1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +118,7 @@ func TestMalformedInputOverTLS(t *testing.T) {
 			t.Fatalf("%s: %v %+v", name, err, m)
 		}
 		n++
-		s.waitAudit(t, name, count("db.session.malformed_packet", n))
+		s.WaitAudit(t, name, agenttest.Count("db.session.malformed_packet", n))
 	}
 	logged, err := s.pg.StatementLogEntries()
 	if err != nil {
@@ -143,7 +133,7 @@ func TestMalformedInputOverTLS(t *testing.T) {
 
 func TestGSSENCRequestRefused(t *testing.T) {
 	s := newStack(t, "strict")
-	c, err := net.Dial("tcp", s.addr)
+	c, err := net.Dial("tcp", s.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // sendCancel sends a CancelRequest to the agent, over TLS with alice's
@@ -26,10 +26,9 @@ func (s *stack) sendCancel(t *testing.T, overTLS bool, pid uint32, secret []byte
 		err error
 	)
 	if overTLS {
-		pool, _ := s.cas.Pool(ca.Host)
-		c, err = tls.Dial("tcp", s.addr, tlsConfig(pool, "pg1", s.user))
+		c, err = tls.Dial("tcp", s.Addr, s.TLS(t, "pg1"))
 	} else {
-		c, err = net.Dial("tcp", s.addr)
+		c, err = net.Dial("tcp", s.Addr)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -46,14 +45,11 @@ func (s *stack) sendCancel(t *testing.T, overTLS bool, pid uint32, secret []byte
 	_, _ = io.Copy(io.Discard, c)
 }
 
-func TestClientSeesBackendPID(t *testing.T) {
-	s := newStack(t, "strict")
-	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+// backendPIDAndCancel checks that the client was told the backend's
+// process id and that its cancel, through the agent, stops a statement;
+// it returns the process id.
+func backendPIDAndCancel(ctx context.Context, t *testing.T, s *stack, conn *pgx.Conn) uint32 {
+	t.Helper()
 	var backend uint32
 	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&backend); err != nil {
 		t.Fatal(err)
@@ -61,15 +57,12 @@ func TestClientSeesBackendPID(t *testing.T) {
 	if pid := conn.PgConn().PID(); pid != backend {
 		t.Fatalf("client told process id %d, pg_backend_pid() is %d", pid, backend)
 	}
-	secret := conn.PgConn().SecretKey()
-
-	// A cancel through the agent still stops the statement.
 	cancelled := make(chan error, 1)
 	go func() {
 		waitSleeping(t, s)
 		cancelled <- conn.PgConn().CancelRequest(ctx)
 	}()
-	_, err = conn.Exec(ctx, "select pg_sleep(30)")
+	_, err := conn.Exec(ctx, "select pg_sleep(30)")
 	if cerr := <-cancelled; cerr != nil {
 		t.Fatal(cerr)
 	}
@@ -77,6 +70,17 @@ func TestClientSeesBackendPID(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
 		t.Fatalf("sleep: %v, want query_canceled", err)
 	}
+	return backend
+}
+
+func TestClientSeesBackendPID(t *testing.T) {
+	s := newStack(t, "strict")
+	ctx := context.Background()
+	conn := s.connect(ctx, t)
+	defer conn.Close(ctx)
+	secret := conn.PgConn().SecretKey()
+	// A cancel through the agent still stops the statement.
+	backend := backendPIDAndCancel(ctx, t, s, conn)
 
 	// Cancels with a wrong key, over TLS and without, cancel nothing and
 	// are recorded.
@@ -97,21 +101,21 @@ func TestClientSeesBackendPID(t *testing.T) {
 	}
 	// They are refusals before any session, aggregated per source: the
 	// first is stored at once, the others counted when the window ends.
-	evs := s.waitAudit(t, "unknown-key cancels", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "unknown-key cancels", func(evs []map[string]any) bool {
 		var n float64
-		for _, e := range ofType(evs, "db.session.rejected") {
+		for _, e := range agenttest.OfType(evs, "db.session.rejected") {
 			if e["reason"] == "unknown_cancel_key" {
 				n += e["count"].(float64)
 			}
 		}
 		return n == 3
 	})
-	for _, e := range ofType(evs, "db.session.postgres.cancel") {
+	for _, e := range agenttest.OfType(evs, "db.session.postgres.cancel") {
 		if e["success"] != true || e["db_backend_pid"] != float64(backend) {
 			t.Errorf("cancel %v", e)
 		}
 	}
-	for _, e := range ofType(evs, "db.session.rejected") {
+	for _, e := range agenttest.OfType(evs, "db.session.rejected") {
 		if e["reason"] != "unknown_cancel_key" {
 			continue
 		}
@@ -131,12 +135,15 @@ func TestClientSeesBackendPID(t *testing.T) {
 	if err := admin.QueryRow(ctx, "select pg_terminate_backend($1)", int32(conn.PgConn().PID())).Scan(&ok); err != nil || !ok {
 		t.Fatalf("pg_terminate_backend: %v %v", ok, err)
 	}
-	var one int
+	var (
+		one   int
+		pgErr *pgconn.PgError
+	)
 	err = conn.QueryRow(ctx, "select 1").Scan(&one)
 	if !errors.As(err, &pgErr) || pgErr.Code != "57P01" {
 		t.Fatalf("after pg_terminate_backend: %v, want admin_shutdown", err)
 	}
-	s.waitAudit(t, "session end", count("db.session.end", 1))
+	s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 }
 
 // A client asking for protocol 3.2 (longer cancel keys) gets what the
@@ -151,25 +158,6 @@ func TestProtocol32Negotiated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var backend uint32
-	if err := conn.QueryRow(ctx, "select pg_backend_pid()").Scan(&backend); err != nil {
-		t.Fatal(err)
-	}
-	if pid := conn.PgConn().PID(); pid != backend {
-		t.Fatalf("client told process id %d, pg_backend_pid() is %d", pid, backend)
-	}
-	cancelled := make(chan error, 1)
-	go func() {
-		waitSleeping(t, s)
-		cancelled <- conn.PgConn().CancelRequest(ctx)
-	}()
-	_, err = conn.Exec(ctx, "select pg_sleep(30)")
-	if cerr := <-cancelled; cerr != nil {
-		t.Fatal(cerr)
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
-		t.Fatalf("sleep: %v, want query_canceled", err)
-	}
+	backendPIDAndCancel(ctx, t, s, conn)
 	t.Logf("secret key of %d bytes", len(conn.PgConn().SecretKey()))
 }

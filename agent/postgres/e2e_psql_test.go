@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func psql(t *testing.T, conn string, stdin string, args ...string) (string, error) {
@@ -40,13 +40,13 @@ func TestPsqlThroughAgent(t *testing.T) {
 	if err == nil || !strings.Contains(out, "ann\nbob") || !strings.Contains(out, `column "nope" does not exist`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	start := ofType(evs, "db.session.start")[0]
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	start := agenttest.OfType(evs, "db.session.start")[0]
 	if start["success"] != true || start["user"] != "alice" || start["db_user"] != "app" || start["db_service"] != "pg1" || start["rule"] != "role dev: allow" {
 		t.Fatalf("start %v", start)
 	}
-	results := ofType(evs, "db.session.result")
+	results := agenttest.OfType(evs, "db.session.result")
 	var tags []string
 	for _, r := range results {
 		tags = append(tags, fmt.Sprint(r["db_command_tag"], "/", r["db_rows"], "/", r["db_error_code"]))
@@ -54,7 +54,7 @@ func TestPsqlThroughAgent(t *testing.T) {
 	if got := strings.Join(tags, " "); got != "INSERT 0 2/2/<nil> SELECT 2/2/<nil> <nil>/0/42703" {
 		t.Fatalf("results %s", got)
 	}
-	end := ofType(evs, "db.session.end")[0]
+	end := agenttest.OfType(evs, "db.session.end")[0]
 	if end["db_statements"].(float64) != 3 || end["db_errors"].(float64) != 1 || end["db_rows"].(float64) != 4 {
 		t.Fatalf("end %v", end)
 	}
@@ -66,7 +66,7 @@ func TestPsqlThroughAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	queries := map[string]bool{}
-	for _, q := range ofType(evs, "db.session.query") {
+	for _, q := range agenttest.OfType(evs, "db.session.query") {
 		queries[q["db_query"].(string)] = true
 	}
 	n := 0
@@ -90,8 +90,8 @@ func TestDeniedAccess(t *testing.T) {
 	if err == nil || !strings.Contains(out, "access denied") || !strings.Contains(out, `db_user "postgres"`) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "denied start", count("db.session.start", 1))
-	st := ofType(evs, "db.session.start")[0]
+	evs := s.WaitAudit(t, "denied start", agenttest.Count("db.session.start", 1))
+	st := agenttest.OfType(evs, "db.session.start")[0]
 	if st["success"] != false || st["code"] != "TGDB000W" || !strings.Contains(st["error"].(string), "db_user") {
 		t.Fatalf("start %v", st)
 	}
@@ -108,7 +108,7 @@ func TestDeniedAccess(t *testing.T) {
 
 func TestPlaintextAndGSSENCRefused(t *testing.T) {
 	s := newStack(t, "strict")
-	host, port, _ := strings.Cut(s.addr, ":")
+	host, port, _ := strings.Cut(s.Addr, ":")
 	out, err := psql(t, fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=disable gssencmode=disable", host, port), "", "-c", "select 1")
 	if err == nil || !strings.Contains(out, "connection without TLS refused") {
 		t.Fatalf("plaintext: %v\n%s", err, out)
@@ -134,10 +134,10 @@ func TestCopyThroughAgent(t *testing.T) {
 	if err != nil || out != in.String() {
 		t.Fatalf("copy out: %v (%d bytes, want %d)", err, len(out), in.Len())
 	}
-	evs := s.waitAudit(t, "two sessions", count("db.session.end", 2))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "two sessions", agenttest.Count("db.session.end", 2))
+	agenttest.CheckGapless(t, evs)
 	var copied float64
-	for _, c := range ofType(evs, "db.session.postgres.copy") {
+	for _, c := range agenttest.OfType(evs, "db.session.postgres.copy") {
 		if c["db_copy_phase"] == "done" {
 			copied = c["db_copy_total_bytes"].(float64)
 		}
@@ -146,7 +146,7 @@ func TestCopyThroughAgent(t *testing.T) {
 		t.Fatalf("copy events count %v bytes, want %d", copied, in.Len())
 	}
 	rows := map[string]float64{}
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		rows[fmt.Sprint(r["db_command_tag"])] = r["db_rows"].(float64)
 	}
 	if rows["COPY 1000"] != 1000 {
@@ -167,7 +167,7 @@ func TestPsqlCancel(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s.waitAudit(t, "the sleep to start", count("db.session.query", 1))
+	s.WaitAudit(t, "the sleep to start", agenttest.Count("db.session.query", 1))
 	waitSleeping(t, s)
 	// psql sends the cancel request on SIGINT, as on Ctrl-C.
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -177,9 +177,9 @@ func TestPsqlCancel(t *testing.T) {
 	if err == nil || !strings.Contains(out.String(), "canceling statement due to user request") {
 		t.Fatalf("psql: %v\n%s", err, out.String())
 	}
-	evs := s.waitAudit(t, "cancel event", count("db.session.postgres.cancel", 1))
-	c := ofType(evs, "db.session.postgres.cancel")[0]
-	start := ofType(evs, "db.session.start")[0]
+	evs := s.WaitAudit(t, "cancel event", agenttest.Count("db.session.postgres.cancel", 1))
+	c := agenttest.OfType(evs, "db.session.postgres.cancel")[0]
+	start := agenttest.OfType(evs, "db.session.start")[0]
 	if c["sid"] != start["sid"] || c["success"] != true || c["db_backend_pid"].(float64) == 0 {
 		t.Fatalf("cancel %v", c)
 	}
@@ -210,25 +210,31 @@ func waitSleeping(t *testing.T, s *stack) {
 	}
 }
 
+// connect opens a pgx session to pg1 through the agent as alice.
+func (s *stack) connect(ctx context.Context, t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 func (s *stack) pgxConfig(t *testing.T, sni string) *pgx.ConnConfig {
 	t.Helper()
-	host, port, _ := strings.Cut(s.addr, ":")
+	host, port, _ := strings.Cut(s.Addr, ":")
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=app dbname=postgres sslmode=disable", host, port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, _ := s.cas.Pool(ca.Host)
-	cfg.TLSConfig = tlsConfig(pool, sni, s.user)
+	cfg.TLSConfig = s.TLS(t, sni)
 	return cfg
 }
 
 func TestPgxExtendedProtocol(t *testing.T) {
 	s := newStack(t, "strict")
 	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.connect(ctx, t)
 	opened := time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)
 	tag := [16]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	bal := pgtype.Numeric{Int: big.NewInt(-123456), Exp: -2, Valid: true}
@@ -242,17 +248,17 @@ func TestPgxExtendedProtocol(t *testing.T) {
 	}
 	// Cancel through the agent over TLS, as pgx sends it.
 	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err = conn.Exec(qctx, "select pg_sleep(30)")
+	_, err := conn.Exec(qctx, "select pg_sleep(30)")
 	cancel()
 	if err == nil {
 		t.Fatal("sleep was not cancelled")
 	}
 	conn.Close(ctx)
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
 	var ins map[string]any
-	for _, e := range ofType(evs, "db.session.postgres.execute") {
+	for _, e := range agenttest.OfType(evs, "db.session.postgres.execute") {
 		if strings.HasPrefix(e["db_query"].(string), "insert into accounts") {
 			ins = e
 		}
@@ -268,7 +274,7 @@ func TestPgxExtendedProtocol(t *testing.T) {
 	if strings.Join(params, "|") != strings.Join(want, "|") {
 		t.Fatalf("parameters %q\nwant       %q", params, want)
 	}
-	cancels := ofType(evs, "db.session.postgres.cancel")
+	cancels := agenttest.OfType(evs, "db.session.postgres.cancel")
 	if len(cancels) != 1 || cancels[0]["tls"] != true || cancels[0]["success"] != true {
 		t.Fatalf("cancel events %v", cancels)
 	}
@@ -279,10 +285,10 @@ func TestPgxExtendedProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	texts := map[string]bool{}
-	for _, e := range ofType(evs, "db.session.postgres.execute") {
+	for _, e := range agenttest.OfType(evs, "db.session.postgres.execute") {
 		texts[e["db_query"].(string)] = true
 	}
-	for _, q := range ofType(evs, "db.session.query") {
+	for _, q := range agenttest.OfType(evs, "db.session.query") {
 		texts[q["db_query"].(string)] = true
 	}
 	for _, e := range logged {
@@ -299,9 +305,9 @@ func TestDatabaseRefusalRelayed(t *testing.T) {
 	if err == nil || !strings.Contains(out, `database "nosuchdb" does not exist`) || strings.Contains(out, "cannot connect") {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
-	checkGapless(t, evs)
-	if end := ofType(evs, "db.session.end")[0]; !strings.Contains(end["reason"].(string), "nosuchdb") {
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	if end := agenttest.OfType(evs, "db.session.end")[0]; !strings.Contains(end["reason"].(string), "nosuchdb") {
 		t.Fatalf("end %v", end)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // scramMatches checks a pg_authid SCRAM-SHA-256 verifier against password.
@@ -85,10 +85,7 @@ func TestPasswordsRedacted(t *testing.T) {
 	// parameter bound to the password's place (the server refuses the
 	// latter, but the Bind carrying the value crossed the agent).
 	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.connect(ctx, t)
 	if _, err := conn.Exec(ctx, "ALTER ROLE bob PASSWORD '"+plain+"'", pgx.QueryExecModeExec); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +116,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		t.Fatalf("erin's verifier %q, %v", erin, err)
 	}
 
-	evs := s.waitAudit(t, "three sessions end", count("db.session.end", 3))
+	evs := s.WaitAudit(t, "three sessions end", agenttest.Count("db.session.end", 3))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -135,12 +132,12 @@ func TestPasswordsRedacted(t *testing.T) {
 	if got := strings.Join(red, " "); got != strings.Repeat("db.session.query ", 6)+"db.session.postgres.parse db.session.postgres.execute" {
 		t.Errorf("events that say redacted: %s", got)
 	}
-	for _, ev := range ofType(evs, "db.session.postgres.execute") {
+	for _, ev := range agenttest.OfType(evs, "db.session.postgres.execute") {
 		if q := ev["db_query"]; q == "ALTER ROLE bob PASSWORD $1" {
 			if p, _ := ev["db_query_parameters"].([]any); len(p) != 1 || p[0] != "***" {
 				t.Errorf("parameters %v", ev["db_query_parameters"])
 			}
 		}
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, echo, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, plain, second, strings.ReplaceAll(second, "'", `\'`), bound, echo, hashed, base64.StdEncoding.EncodeToString([]byte("saltsaltsaltsalt")))
 }

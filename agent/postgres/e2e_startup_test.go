@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // psqlWith runs psql with PGOPTIONS set to options.
@@ -56,8 +58,8 @@ func TestStartupParametersRefused(t *testing.T) {
 		t.Fatalf("normal startup: %v\n%s", err, out)
 	}
 
-	evs := s.waitAudit(t, "sessions", count("db.session.start", len(refused)+2))
-	starts := ofType(evs, "db.session.start")
+	evs := s.WaitAudit(t, "sessions", agenttest.Count("db.session.start", len(refused)+2))
+	starts := agenttest.OfType(evs, "db.session.start")
 	for i, st := range starts[:len(refused)] {
 		params := strings.Join(toStrings(st["db_startup_parameters"]), " ")
 		if st["success"] != false || !strings.Contains(st["error"].(string), refused[i].param) || !strings.Contains(params, "options="+refused[i].options) {
@@ -107,10 +109,7 @@ func TestSetLoggingRefused(t *testing.T) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, s.pgxConfig(t, "pg1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.connect(ctx, t)
 	if _, err := conn.Exec(ctx, "select set_config('log_statement', $1, false)", "none"); err == nil || !strings.Contains(err.Error(), "42501") {
 		t.Fatalf("set_config: %v", err)
 	}
@@ -123,15 +122,9 @@ func TestSetLoggingRefused(t *testing.T) {
 	}
 	conn.Close(ctx)
 
-	evs := s.waitAudit(t, "sessions end", count("db.session.end", 2))
-	checkGapless(t, evs)
-	refusals := 0
-	for _, r := range ofType(evs, "db.session.result") {
-		if r["db_error_code"] == "42501" {
-			refusals++
-		}
-	}
-	if refusals != 3 {
+	evs := s.WaitAudit(t, "sessions end", agenttest.Count("db.session.end", 2))
+	agenttest.CheckGapless(t, evs)
+	if refusals := resultsWithCode(evs, "42501"); refusals != 3 {
 		t.Errorf("%d refusals recorded, want 3", refusals)
 	}
 	logged, err := s.pg.StatementLogEntries()

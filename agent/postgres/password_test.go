@@ -2,63 +2,30 @@ package postgres_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/ca"
-	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
-	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
-
-// memEvents keeps events in memory.
-type memEvents struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (m *memEvents) Publish(ctx context.Context, ev events.Event) error {
-	return m.PublishBatch(ctx, []events.Event{ev})
-}
-
-func (m *memEvents) PublishBatch(_ context.Context, evs []events.Event) error {
-	m.mu.Lock()
-	m.evs = append(m.evs, evs...)
-	m.mu.Unlock()
-	return nil
-}
 
 // TestRDSProxyPassword plays RDS Proxy with a real PostgreSQL that asks
 // for a cleartext password over TLS (as RDS Proxy asks for the IAM token):
 // the Password hook answers for a database with aws.rds_proxy, the token
-// never reaches an event, and a database without it is refused rather
-// than sent a password.
+// never reaches an event or the store, and a database without it is
+// refused rather than sent a password.
 func TestRDSProxyPassword(t *testing.T) {
-	dir := t.TempDir()
-	cas, err := ca.Open(filepath.Join(dir, "ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCA, _ := cas.CertPEM(ca.DBClient)
-	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: clientCA}, Users: []string{"app"}})
+	s := agenttest.New(t, agenttest.Options{})
+	pg := harness.PostgresWith(t, harness.PostgresOptions{TLS: harness.TLSOptions{ClientCA: s.DBClientCA(t)}, Users: []string{"app"}})
 	if err := os.WriteFile(filepath.Join(pg.DataDir, "pg_hba.conf"), []byte("local all all trust\nhostssl all all 127.0.0.1/32 password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -70,66 +37,30 @@ func TestRDSProxyPassword(t *testing.T) {
 		mu    sync.Mutex
 		asked []string
 	)
-	eng := postgres.New(postgres.Options{Logger: quiet(), Password: func(_ context.Context, db *agent.Database, user string) (string, error) {
+	eng := postgres.New(postgres.Options{Logger: agenttest.Quiet(), Password: func(_ context.Context, db *agent.Database, user string) (string, error) {
 		mu.Lock()
 		asked = append(asked, db.Config.Name+"/"+user+"@"+db.Addr)
 		mu.Unlock()
 		return token, nil
 	}})
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "proxy", "plain"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"dev"}}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roles, err := access.Parse([]byte("kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dbTLS := config.DatabaseTLS{Mode: "verify-full", CACertFile: pg.ServerCAFile}
-	userPool, _ := cas.Pool(ca.User)
-	rec := &memEvents{}
-	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster: "test",
-		Databases: []config.Database{
-			{Name: "proxy", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS, AWS: config.AWS{Region: "us-east-1", RDSProxy: true}},
-			{Name: "plain", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS},
-		},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:   userPool,
-		Identify:  identity.FromCertificate,
-		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-		Recorder:  rec,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return cas.IssueDBClient(pub, u, ttl)
-		}, time.Hour),
-		Engines: map[string]agent.Engine{"postgres": eng},
-		Logger:  quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-
-	hostPool, _ := cas.Pool(ca.Host)
+	addr := s.Serve(t, agenttest.Agent{
+		Roles: "kind: role\nmetadata: {name: dev}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n",
+		ServerConfig: agent.ServerConfig{
+			Databases: []config.Database{
+				{Name: "proxy", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS, AWS: config.AWS{Region: "us-east-1", RDSProxy: true}},
+				{Name: "plain", Protocol: "postgres", URI: pg.Addr(), TLS: dbTLS},
+			},
+			Engines: map[string]agent.Engine{"postgres": eng},
+		}})
+	ctx := context.Background()
 	connect := func(sni string) (*pgx.Conn, error) {
-		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		host, port, _ := net.SplitHostPort(addr)
 		cfg, err := pgx.ParseConfig("host=" + host + " port=" + port + " user=app dbname=postgres sslmode=disable")
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.TLSConfig = tlsConfig(hostPool, sni, tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey})
+		cfg.TLSConfig = s.TLS(t, sni)
 		return pgx.ConnectConfig(ctx, cfg)
 	}
 	conn, err := connect("proxy")
@@ -151,30 +82,7 @@ func TestRDSProxyPassword(t *testing.T) {
 	if len(asked) != 1 {
 		t.Fatalf("a password was given to a database without rds_proxy: %q", asked)
 	}
-	// Wait for the proxy session's last event, so every event it had is
-	// checked.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		rec.mu.Lock()
-		ended := false
-		for _, ev := range rec.evs {
-			if _, ok := ev.(*events.SessionEnd); ok {
-				ended = true
-			}
-		}
-		rec.mu.Unlock()
-		if ended {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the session never ended")
-		}
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, ev := range rec.evs {
-		b, _ := json.Marshal(ev)
-		if strings.Contains(string(b), token) {
-			t.Fatalf("the token reached an event: %s", b)
-		}
-	}
+	// Once the proxy session has ended, every event it had is stored.
+	evs := s.WaitAudit(t, "the session's end", agenttest.Count("db.session.end", 1))
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, token)
 }

@@ -2,109 +2,47 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tollgate-db/tollgate/agent"
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
-	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
-	"github.com/tollgate-db/tollgate/test/harness"
 )
 
 // refusals is an agent in front of no database (every connection here is
 // refused before one would be reached) storing its events in JetStream.
 type refusals struct {
-	js     jetstream.JetStream
-	cas    *ca.Authorities
-	addr   string
-	hostCA *x509.CertPool
+	*agenttest.Stack
+	addr string
 }
 
 const rejectWindow = time.Second
 
 func newRefusals(t *testing.T) *refusals {
 	t.Helper()
-	cas, err := ca.Open(filepath.Join(t.TempDir(), "ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := harness.NATS(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := events.NewPublisher(js, "test", events.WithAckTimeout(5*time.Second), events.WithLogger(quiet()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "pg1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	userPool, _ := cas.Pool(ca.User)
-	hostPool, _ := cas.Pool(ca.Host)
-	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster:   "test",
+	s := agenttest.New(t, agenttest.Options{AckTimeout: 5 * time.Second})
+	addr := s.Serve(t, agenttest.Agent{ServerConfig: agent.ServerConfig{
 		Databases: []config.Database{{Name: "pg1", Protocol: "postgres", URI: "127.0.0.1:1", StaticLabels: map[string]string{"env": "test"}}},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:   userPool,
-		Identify:  identity.FromCertificate,
-		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return nil }),
-		Recorder:  pub,
 		ClientCert: func(context.Context, agent.DatabaseInfo, string) (*tls.Certificate, error) {
 			return nil, nil
 		},
-		Engines:          map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quiet()})},
-		Logger:           quiet(),
+		Engines:          map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
 		HandshakeTimeout: 5 * time.Second,
 		RejectWindow:     rejectWindow,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = pub.Close(context.Background())
-	})
-	return &refusals{js: js, cas: cas, addr: ln.Addr().String(), hostCA: hostPool}
+	}})
+	return &refusals{Stack: s, addr: addr}
 }
 
 // startupMsg is a PostgreSQL StartupMessage for user app.
@@ -118,7 +56,7 @@ func startupMsg() []byte {
 // certificate or not), sends a startup and reads until the agent closes.
 func (r *refusals) tlsTry(t *testing.T, sni string, certs ...tls.Certificate) {
 	t.Helper()
-	c, err := tls.Dial("tcp", r.addr, &tls.Config{ServerName: sni, RootCAs: r.hostCA, InsecureSkipVerify: true, Certificates: certs})
+	c, err := tls.Dial("tcp", r.addr, &tls.Config{ServerName: sni, RootCAs: r.HostCAs(t), InsecureSkipVerify: true, Certificates: certs})
 	if err != nil {
 		t.Fatalf("TLS to the agent (sni %q): %v", sni, err)
 	}
@@ -143,17 +81,13 @@ func (r *refusals) rawTry(t *testing.T, b []byte) {
 
 func (r *refusals) cert(t *testing.T, cas *ca.Authorities, user string, ttl time.Duration) (tls.Certificate, *x509.Certificate) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c, _, err := cas.IssueUser(key.Public(), identity.Identity{User: user, Roles: []string{"dev"}}, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key}, c
+	c := agenttest.UserCert(t, cas, identity.Identity{User: user, Roles: []string{"dev"}}, ttl)
+	return c, c.Leaf
 }
 
 func rejectedBy(evs []map[string]any, reason string) []map[string]any {
 	var out []map[string]any
-	for _, ev := range ofType(evs, "db.session.rejected") {
+	for _, ev := range agenttest.OfType(evs, "db.session.rejected") {
 		if ev["reason"] == reason {
 			out = append(out, ev)
 		}
@@ -174,13 +108,13 @@ func counted(evs []map[string]any) int {
 // the address and what is known of the certificate.
 func TestRefusedConnectionsRecorded(t *testing.T) {
 	r := newRefusals(t)
-	good, _ := r.cert(t, r.cas, "alice", time.Hour)
+	good, _ := r.cert(t, r.CAs, "alice", time.Hour)
 	other, err := ca.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	foreign, foreignLeaf := r.cert(t, other, "mallory", time.Hour)
-	expired, expiredLeaf := r.cert(t, r.cas, "bob", time.Millisecond)
+	expired, expiredLeaf := r.cert(t, r.CAs, "bob", time.Millisecond)
 	time.Sleep(10 * time.Millisecond)
 
 	r.tlsTry(t, "pg1")
@@ -193,7 +127,7 @@ func TestRefusedConnectionsRecorded(t *testing.T) {
 
 	want := []string{events.RejectNoCertificate, events.RejectCertUntrusted, events.RejectCertExpired,
 		events.RejectUnknownDB, events.RejectBadStartup, events.RejectTLSHandshake, events.RejectNotTLS}
-	evs := r.wait(t, "one event per refusal", func(evs []map[string]any) bool {
+	evs := r.WaitAudit(t, "one event per refusal", func(evs []map[string]any) bool {
 		for _, w := range want {
 			if len(rejectedBy(evs, w)) == 0 {
 				return false
@@ -230,7 +164,7 @@ func TestRefusedConnectionsRecorded(t *testing.T) {
 		t.Errorf("no certificate: %v", ev)
 	}
 	// No user is claimed from a certificate that was not trusted.
-	for _, ev := range ofType(evs, "db.session.rejected") {
+	for _, ev := range agenttest.OfType(evs, "db.session.rejected") {
 		if ev["user"] != nil {
 			t.Errorf("%s names user %v", ev["reason"], ev["user"])
 		}
@@ -251,7 +185,7 @@ func TestRefusedFloodAggregated(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	evs := r.wait(t, "every refusal counted", func(evs []map[string]any) bool {
+	evs := r.WaitAudit(t, "every refusal counted", func(evs []map[string]any) bool {
 		return counted(rejectedBy(evs, events.RejectBadStartup)) >= n
 	})
 	got := rejectedBy(evs, events.RejectBadStartup)
@@ -262,9 +196,4 @@ func TestRefusedFloodAggregated(t *testing.T) {
 		t.Errorf("%d events for %d refusals from one source", len(got), n)
 	}
 	t.Logf("%d refusals → %d events", n, len(got))
-}
-
-func (r *refusals) wait(t *testing.T, what string, cond func([]map[string]any) bool) []map[string]any {
-	t.Helper()
-	return agenttest.WaitAudit(t, r.js, what, cond)
 }

@@ -9,13 +9,12 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // redisCLI runs redis-cli straight to the agent with alice's certificate.
@@ -25,8 +24,8 @@ func (s *stack) redisCLI(t testing.TB, stdin string, args ...string) (string, er
 	if err != nil {
 		t.Fatalf("redis-cli not found: install the Debian package redis-tools (%v)", err)
 	}
-	host, port, _ := net.SplitHostPort(s.addr)
-	base := []string{"--tls", "--cert", s.userCrt, "--key", s.userKey, "--cacert", s.hostCA, "--sni", "rd1",
+	host, port, _ := net.SplitHostPort(s.Addr)
+	base := []string{"--tls", "--cert", s.UserCertFile, "--key", s.UserKeyFile, "--cacert", s.HostCAFile, "--sni", "rd1",
 		"-h", host, "-p", port, "--no-auth-warning"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -74,7 +73,7 @@ func TestRedisCLI(t *testing.T) {
 	if !strings.Contains(out, "refused the sign-in as ACL user \"default\"") {
 		t.Errorf("default user, which Redis has off: %q", out)
 	}
-	evs := s.waitAudit(t, "three sessions", agenttest.Count("db.session.end", 3))
+	evs := s.WaitAudit(t, "three sessions", agenttest.Count("db.session.end", 3))
 	after, err := s.db.CommandStats()
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +96,7 @@ func TestRedisCLI(t *testing.T) {
 			t.Errorf("no query event %q in\n%s", w, qs)
 		}
 	}
-	agenttest.NoSecret(t, evs, s.dir, "cli-secret-pw")
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, "cli-secret-pw")
 	agenttest.CheckGapless(t, evs)
 }
 
@@ -114,7 +113,7 @@ func TestMalformed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _ := s.db.CommandStats()
-			conn, err := tls.Dial("tcp", s.addr, s.agentTLS(t))
+			conn, err := tls.Dial("tcp", s.Addr, s.agentTLS(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +145,7 @@ func TestMalformed(t *testing.T) {
 			}
 		})
 	}
-	evs := s.waitAudit(t, "the malformed commands", agenttest.Count("db.session.malformed_packet", 4))
+	evs := s.WaitAudit(t, "the malformed commands", agenttest.Count("db.session.malformed_packet", 4))
 	for _, m := range agenttest.OfType(evs, "db.session.malformed_packet") {
 		if m["direction"] != "client" || !strings.Contains(m["reason"].(string), "Protocol error") {
 			t.Errorf("malformed event %v", m)
@@ -167,7 +166,7 @@ func TestOutage(t *testing.T) {
 	if err := c.Set(ctx, "before", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.nats.Stop()
+	s.NATS.Stop()
 	before, _ := s.db.CommandStats()
 	err := c.Set(ctx, "during", "1", 0).Err()
 	if err == nil || !strings.Contains(err.Error(), "ERR tollgate: audit store unavailable") || !strings.Contains(err.Error(), "not sent to the database") {
@@ -185,7 +184,7 @@ func TestOutage(t *testing.T) {
 	if d := statsDelta(before, after); d["set"] != 0 || d["incr"] != 0 {
 		t.Fatalf("refused commands reached Redis: %v", d)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -203,7 +202,7 @@ func TestOutage(t *testing.T) {
 		t.Fatalf("%d keys exist, want before and after", n)
 	}
 	c.Close()
-	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	agenttest.CheckGapless(t, evs)
 	refused := 0
 	for _, r := range agenttest.OfType(evs, "db.session.result") {
@@ -222,38 +221,7 @@ func TestOutage(t *testing.T) {
 
 // tunnel is what tg proxy db --tunnel does: a local plaintext port whose
 // connections are carried in TLS to the agent.
-func (s *stack) tunnel(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.agentTLS(t)
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				up, err := tls.Dial("tcp", s.addr, cfg)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{})
-				go func() { _, _ = io.Copy(up, c); _ = up.CloseWrite(); close(done) }()
-				_, _ = io.Copy(c, up)
-				c.Close()
-				<-done
-			})
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
-}
+func (s *stack) tunnel(t testing.TB) string { return agenttest.Tunnel(t, s.Addr, s.agentTLS(t)) }
 
 // TestRedisBenchmark runs redis-benchmark through a tunnel, one command
 // at a time and pipelined: every SET and GET Redis counted has its event.
@@ -290,7 +258,7 @@ func TestRedisBenchmark(t *testing.T) {
 	if delta["set"] < 4000 || delta["get"] < 4000 {
 		t.Fatalf("Redis counted %v", delta)
 	}
-	evs := s.waitAudit(t, "every SET and GET", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "every SET and GET", func(evs []map[string]any) bool {
 		got := countByCommand(queries(evs))
 		return got["set"] >= delta["set"] && got["get"] >= delta["get"] &&
 			len(agenttest.OfType(evs, "db.session.end")) == len(agenttest.OfType(evs, "db.session.start"))
@@ -301,6 +269,6 @@ func TestRedisBenchmark(t *testing.T) {
 			t.Errorf("%s: Redis counted %d, %d query events", k, v, got[k])
 		}
 	}
-	agenttest.NoSecret(t, evs, s.dir, "bench-secret-pw")
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, "bench-secret-pw")
 	agenttest.CheckGapless(t, evs)
 }

@@ -11,7 +11,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // TestGoRedis runs go-redis through the agent over RESP2 and RESP3: plain
@@ -126,7 +126,7 @@ func TestGoRedis(t *testing.T) {
 	// Every connection is closed: each session ends.
 	time.Sleep(100 * time.Millisecond)
 	// Every session ended: its events are all stored.
-	evs := s.waitAudit(t, "the end of every session", func(evs []map[string]any) bool {
+	evs := s.WaitAudit(t, "the end of every session", func(evs []map[string]any) bool {
 		return len(agenttest.OfType(evs, "db.session.end")) == len(agenttest.OfType(evs, "db.session.start"))
 	})
 	after, _ := s.db.CommandStats()
@@ -156,7 +156,7 @@ func TestGoRedis(t *testing.T) {
 			t.Errorf("HELLO recorded with its password: %q", q)
 		}
 	}
-	agenttest.NoSecret(t, evs, s.dir, "client-secret-pw")
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, "client-secret-pw")
 	agenttest.CheckGapless(t, evs)
 	eachAnswered(t, evs)
 	results := agenttest.OfType(evs, "db.session.result")

@@ -5,14 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/state"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // rawConn is a RESP connection to the agent that reads replies as lines.
@@ -23,7 +19,7 @@ type rawConn struct {
 }
 
 func (s *stack) raw(t testing.TB) *rawConn {
-	c, err := tls.Dial("tcp", s.addr, s.agentTLS(t))
+	c, err := tls.Dial("tcp", s.Addr, s.agentTLS(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +70,7 @@ func TestTransactionWithRefusal(t *testing.T) {
 		}
 	}
 	r.c.Close()
-	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	var execTags []string
 	for _, e := range agenttest.OfType(evs, "db.session.result") {
 		if tag, _ := e["db_command_tag"].(string); strings.HasPrefix(tag, "EXEC") {
@@ -108,7 +104,7 @@ func TestMonitorAllowedByRole(t *testing.T) {
 	}
 	r.c.Close()
 	c.Close()
-	evs := s.waitAudit(t, "both sessions end", agenttest.Count("db.session.end", 2))
+	evs := s.WaitAudit(t, "both sessions end", agenttest.Count("db.session.end", 2))
 	ok := false
 	for _, e := range agenttest.OfType(evs, "db.session.result") {
 		if e["db_command_tag"] == "MONITOR simple" && e["success"] == true {
@@ -121,45 +117,18 @@ func TestMonitorAllowedByRole(t *testing.T) {
 	agenttest.CheckGapless(t, evs)
 }
 
-// lockSource is a control plane with one lock that a test turns on.
-type lockSource struct {
-	seq    atomic.Uint64
-	mu     sync.Mutex
-	locked *state.Lock
-}
-
-func (l *lockSource) Seq() uint64 { return l.seq.Load() }
-
-func (l *lockSource) LockedOut(_ time.Time, user string, _ []string, _ string) (state.Lock, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.locked != nil && l.locked.TargetUser == user {
-		return *l.locked, true
-	}
-	return state.Lock{}, false
-}
-
-func (l *lockSource) AccessRequest(string) (state.AccessRequest, bool) {
-	return state.AccessRequest{}, false
-}
-
-func (l *lockSource) ResolveRoles([]string) ([]access.Role, []string) { return nil, nil }
-
 // TestLockEndsTheSession: a lock closes a live session; the client reads
 // why, and a new session is refused.
 func TestLockEndsTheSession(t *testing.T) {
-	src := &lockSource{}
+	src := &agenttest.Locks{}
 	s := newStack(t, stackOptions{state: src})
 	r := s.raw(t)
 	r.send("AUTH app pw", "SET before 1")
 	if got := r.lines(2); got[1] != "+OK" {
 		t.Fatalf("before the lock: %q", got)
 	}
-	src.mu.Lock()
-	src.locked = &state.Lock{ID: "lk1", TargetUser: "alice", Message: "incident 42", Created: time.Now()}
-	src.mu.Unlock()
-	src.seq.Add(1)
-	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	src.Lock("alice", "incident 42")
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	if end := agenttest.OfType(evs, "db.session.end")[0]; end["reason"] != "locked" {
 		t.Fatalf("end %v", end)
 	}
@@ -180,11 +149,11 @@ func TestDeniedUser(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "NOPERM tollgate: access denied") || !strings.Contains(err.Error(), `db_user "other"`) {
 		t.Fatalf("denied user: %v", err)
 	}
-	evs := s.waitAudit(t, "the refused start", agenttest.Count("db.session.start", 1))
+	evs := s.WaitAudit(t, "the refused start", agenttest.Count("db.session.start", 1))
 	if st := agenttest.OfType(evs, "db.session.start")[0]; st["success"] != false || st["db_user"] != "other" {
 		t.Fatalf("start %v", st)
 	}
-	agenttest.NoSecret(t, evs, s.dir, "client-secret-pw")
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, "client-secret-pw")
 }
 
 // TestRefusedCommands: commands that would break pairing commands with
@@ -208,7 +177,7 @@ func TestRefusedCommands(t *testing.T) {
 		t.Fatalf("Redis ran %v", d)
 	}
 	r.c.Close()
-	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	if n := len(agenttest.OfType(evs, "db.session.query")); n != 8 {
 		t.Errorf("%d query events, want 8", n)
 	}
@@ -232,7 +201,7 @@ func TestLargeValue(t *testing.T) {
 		t.Fatalf("Redis holds %s bytes", n)
 	}
 	c.Close()
-	evs := s.waitAudit(t, "session end", agenttest.Count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	found := false
 	for _, q := range queries(evs) {
 		if strings.HasPrefix(q, "set big 0123456789abcdef") {
@@ -284,7 +253,7 @@ func TestPubSubRESP2(t *testing.T) {
 	}
 	r.c.Close()
 	pub.Close()
-	evs := s.waitAudit(t, "both sessions end", agenttest.Count("db.session.end", 2))
+	evs := s.WaitAudit(t, "both sessions end", agenttest.Count("db.session.end", 2))
 	eachAnswered(t, evs)
 	agenttest.CheckGapless(t, evs)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 func mssqlDSN(addr, user, db, encrypt string) string {
@@ -82,8 +84,8 @@ func TestGoMSSQLDB(t *testing.T) {
 	if nLogins < 2 {
 		t.Fatalf("%d logins at the TDS server", nLogins)
 	}
-	evs := s.waitAudit(t, "every session ended", count("db.session.end", nLogins))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "every session ended", agenttest.Count("db.session.end", nLogins))
+	agenttest.CheckGapless(t, evs)
 
 	// The TDS server saw Kerberos logins of the mapped user only, and the
 	// statements exactly once each.
@@ -95,7 +97,7 @@ func TestGoMSSQLDB(t *testing.T) {
 	if v := s.tds.Violations(); len(v) != 0 {
 		t.Fatalf("the TDS server saw violations: %q", v)
 	}
-	logins := ofType(evs, "db.session.sqlserver.login")
+	logins := agenttest.OfType(evs, "db.session.sqlserver.login")
 	if len(logins) != nLogins {
 		t.Fatalf("%d login events for %d logins", len(logins), nLogins)
 	}
@@ -110,7 +112,7 @@ func TestGoMSSQLDB(t *testing.T) {
 	if !slices.Contains(encs, "tls") || !slices.Contains(encs, "tls-in-tds") {
 		t.Fatalf("client encryption %v", encs)
 	}
-	queries := ofType(evs, "db.session.query")
+	queries := agenttest.OfType(evs, "db.session.query")
 	var texts []string
 	for _, q := range queries {
 		texts = append(texts, q["db_query"].(string))
@@ -124,7 +126,7 @@ func TestGoMSSQLDB(t *testing.T) {
 		t.Fatalf("the server ran select 1 %d times", n)
 	}
 	var sawParam bool
-	for _, r := range ofType(evs, "db.session.sqlserver.rpc_request") {
+	for _, r := range agenttest.OfType(evs, "db.session.sqlserver.rpc_request") {
 		if r["db_procedure"] != "sp_executesql" || r["db_procedure_id"] != float64(10) {
 			t.Fatalf("rpc event %v", r)
 		}
@@ -141,14 +143,14 @@ func TestGoMSSQLDB(t *testing.T) {
 	if !sawParam {
 		t.Fatal("no rpc_request event for select @p1")
 	}
-	if n := len(ofType(evs, "db.session.sqlserver.attention")); n != 2 {
+	if n := len(agenttest.OfType(evs, "db.session.sqlserver.attention")); n != 2 {
 		t.Fatalf("%d attention events, want 2", n)
 	}
 	if got := s.tds.Attentions(); got != 2 {
 		t.Fatalf("the server got %d attentions, want 2", got)
 	}
 	var tms []string
-	for _, tm := range ofType(evs, "db.session.sqlserver.transaction") {
+	for _, tm := range agenttest.OfType(evs, "db.session.sqlserver.transaction") {
 		tms = append(tms, tm["db_tm_request"].(string))
 	}
 	slices.Sort(tms)
@@ -156,7 +158,7 @@ func TestGoMSSQLDB(t *testing.T) {
 		t.Fatalf("transaction events %v", tms)
 	}
 	var cancelled, notFound, selects int
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		switch {
 		case r["error"] == "cancelled by the client (Attention)":
 			cancelled++
@@ -215,33 +217,33 @@ func TestTsql(t *testing.T) {
 			}
 		}
 	}
-	evs := s.waitAudit(t, "two tsql sessions ended", count("db.session.end", 2))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "two tsql sessions ended", agenttest.Count("db.session.end", 2))
+	agenttest.CheckGapless(t, evs)
 	var qs []string
-	for _, q := range ofType(evs, "db.session.query") {
+	for _, q := range agenttest.OfType(evs, "db.session.query") {
 		qs = append(qs, q["db_query"].(string))
 	}
 	if n := countOf(qs, "select 41 as answer; select N'it''s' as s"); n != 2 {
 		t.Fatalf("queries %q", qs)
 	}
-	changes := ofType(evs, "db.session.sqlserver.database_change")
+	changes := agenttest.OfType(evs, "db.session.sqlserver.database_change")
 	if len(changes) != 2 || changes[0]["db_name_from"] != "app" || changes[0]["db_name_to"] != "master" {
 		t.Fatalf("database changes %v", changes)
 	}
 	// Events after USE carry the new database.
-	for _, r := range ofType(evs, "db.session.query") {
+	for _, r := range agenttest.OfType(evs, "db.session.query") {
 		if strings.TrimSpace(r["db_query"].(string)) == "select db_name()" && r["db_name"] != "master" {
 			t.Fatalf("query after USE has db_name %v", r["db_name"])
 		}
 	}
 	var boom int
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "50000" && r["db_error_message"] == "boom" {
 			boom++
 		}
 	}
 	if boom != 2 {
-		t.Fatalf("%d results with the raiserror: %v", boom, ofType(evs, "db.session.result"))
+		t.Fatalf("%d results with the raiserror: %v", boom, agenttest.OfType(evs, "db.session.result"))
 	}
 	for _, l := range s.tds.Logins() {
 		if l.Method != "kerberos" || l.Principal != "alice@"+realm {
@@ -260,5 +262,5 @@ func TestTsql(t *testing.T) {
 	if !strings.Contains(string(out), "timed out") {
 		t.Fatalf("tsql with a timeout: %s", out)
 	}
-	s.waitAudit(t, "the timed-out session ended", count("db.session.end", 3))
+	s.WaitAudit(t, "the timed-out session ended", agenttest.Count("db.session.end", 3))
 }

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/state"
 )
 
 // TestRDSProxyIAM puts the database "behind RDS Proxy": the agent logs in
@@ -70,8 +69,8 @@ func TestRDSProxyIAM(t *testing.T) {
 			t.Fatalf("login %+v", l)
 		}
 	}
-	evs := s.waitAudit(t, "both sessions ended", count("db.session.end", 2))
-	for _, l := range ofType(evs, "db.session.sqlserver.login") {
+	evs := s.WaitAudit(t, "both sessions ended", agenttest.Count("db.session.end", 2))
+	for _, l := range agenttest.OfType(evs, "db.session.sqlserver.login") {
 		if l["db_auth_method"] != "rds-iam" {
 			t.Fatalf("login event %v", l)
 		}
@@ -100,8 +99,8 @@ func TestKeytabLogin(t *testing.T) {
 		t.Fatalf("keytab login: %v %q\n%q", err, who, s.tds.Violations())
 	}
 	db.Close()
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
-	l := ofType(evs, "db.session.sqlserver.login")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	l := agenttest.OfType(evs, "db.session.sqlserver.login")
 	if len(l) != 1 || l[0]["db_auth_method"] != "kerberos-keytab" || l[0]["db_kerberos_principal"] != "carol@"+realm {
 		t.Fatalf("login events %v", l)
 	}
@@ -113,49 +112,25 @@ func TestKeytabLogin(t *testing.T) {
 	}
 }
 
-// lockState is control-plane state with at most one lock, on a user.
-type lockState struct {
-	mu   sync.Mutex
-	seq  uint64
-	lock *state.Lock
+// lockable is a stack whose lifecycle follows ls, with a raw session of
+// alice's logged in as app.
+func lockable(t *testing.T) (*agenttest.Locks, *stack, *rawClient) {
+	ls := &agenttest.Locks{}
+	s := newStack(t, stackOptions{life: ls})
+	rc := s.raw(t)
+	rc.login("alice", "app")
+	return ls, s, rc
 }
-
-func (l *lockState) Seq() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.seq
-}
-
-func (l *lockState) LockedOut(now time.Time, user string, _ []string, _ string) (state.Lock, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lock != nil && l.lock.TargetUser == user {
-		return *l.lock, true
-	}
-	return state.Lock{}, false
-}
-
-func (l *lockState) AccessRequest(string) (state.AccessRequest, bool) {
-	return state.AccessRequest{}, false
-}
-
-func (l *lockState) ResolveRoles(names []string) ([]access.Role, []string) { return nil, nil }
 
 // TestLockEndsSession locks the user of a live session: the client gets a
 // fatal TDS error that says so and the session ends as locked.
 func TestLockEndsSession(t *testing.T) {
-	ls := &lockState{}
-	s := newStack(t, stackOptions{life: ls})
-	rc := s.raw(t)
-	rc.login("alice", "app")
+	ls, s, rc := lockable(t)
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "select 1"))
 	if a, err := rc.read(); err != nil || a.rows != 1 {
 		t.Fatalf("select 1: %v %+v", err, a)
 	}
-	ls.mu.Lock()
-	ls.lock = &state.Lock{ID: "L1", TargetUser: "alice@example.com", Message: "incident 42", Created: time.Now()}
-	ls.seq++
-	ls.mu.Unlock()
+	ls.Lock("alice@example.com", "incident 42")
 	a, err := rc.read()
 	if err != nil || len(a.errors) != 1 || a.errors[0].Class != 20 || !strings.Contains(a.errors[0].Text, "incident 42") {
 		t.Fatalf("answer to the lock: %v %+v", err, a)
@@ -163,12 +138,12 @@ func TestLockEndsSession(t *testing.T) {
 	if _, err := rc.r.ReadMessage(); err == nil {
 		t.Fatal("the connection stayed open")
 	}
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	if e := ofType(evs, "db.session.end"); e[0]["reason"] != "locked" {
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	if e := agenttest.OfType(evs, "db.session.end"); e[0]["reason"] != "locked" {
 		t.Fatalf("end %v", e[0])
 	}
-	if n := len(ofType(evs, "db.session.terminate")); n != 1 {
+	if n := len(agenttest.OfType(evs, "db.session.terminate")); n != 1 {
 		t.Fatalf("%d terminate events", n)
 	}
 }
@@ -178,39 +153,24 @@ func TestLockEndsSession(t *testing.T) {
 // session's own connection and waits for its acknowledgement before it
 // ends the session; the terminate event says so.
 func TestLockAttentionStopsRequest(t *testing.T) {
-	ls := &lockState{}
-	s := newStack(t, stackOptions{life: ls})
-	rc := s.raw(t)
-	rc.login("alice", "app")
+	ls, s, rc := lockable(t)
 	before := s.tds.Attentions()
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "waitfor delay '00:01:00'"))
 	// The request has reached the database once the agent recorded it.
-	s.waitAudit(t, "the waitfor was sent", count("db.session.query", 1))
-	start := time.Now()
-	ls.mu.Lock()
-	ls.lock = &state.Lock{ID: "L1", TargetUser: "alice@example.com", Message: "incident 43", Created: time.Now()}
-	ls.seq++
-	ls.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.tds.Attentions() == before {
-		if time.Now().After(deadline) {
-			t.Fatal("the database got no Attention after the lock")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	took := time.Since(start)
+	s.WaitAudit(t, "the waitfor was sent", agenttest.Count("db.session.query", 1))
+	took := ls.LockWait(t, "alice@example.com", "incident 43", 5*time.Second, "an Attention at the database", func() bool { return s.tds.Attentions() != before })
 	t.Logf("lock to the Attention at the TDS server: %s", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Errorf("the Attention came %s after the lock", took)
 	}
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	term := ofType(evs, "db.session.terminate")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	term := agenttest.OfType(evs, "db.session.terminate")
 	if len(term) != 1 || term[0]["cancel"] != "attention" || term[0]["cancel_confirmed"] != true {
 		t.Fatalf("terminate %v", term)
 	}
 	t.Logf("terminate: attention acknowledged after %.1fms", term[0]["cancel_ns"].(float64)/1e6)
-	res := ofType(evs, "db.session.result")
+	res := agenttest.OfType(evs, "db.session.result")
 	if len(res) != 1 || !strings.Contains(res[0]["error"].(string), "cancelled by the agent") {
 		t.Fatalf("result of the waitfor %v", res)
 	}

@@ -14,6 +14,7 @@ import (
 
 	mssql "github.com/microsoft/go-mssqldb"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/sqlserver/tds"
 	"github.com/tollgate-db/tollgate/config"
 )
@@ -29,7 +30,7 @@ type rawClient struct {
 
 func (s *stack) raw(t *testing.T) *rawClient {
 	t.Helper()
-	c, err := tls.Dial("tcp", s.agent, s.roots)
+	c, err := tls.Dial("tcp", s.Addr, s.roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,17 +212,22 @@ func TestMalformed(t *testing.T) {
 			rc.expectMalformed(c.want)
 		})
 	}
-	evs := s.waitAudit(t, "every malformed_packet event and session end", func(evs []map[string]any) bool {
-		return count("db.session.malformed_packet", len(cases))(evs) && count("db.session.end", logins)(evs)
+	evs := s.WaitAudit(t, "every malformed_packet event and session end", func(evs []map[string]any) bool {
+		return agenttest.Count("db.session.malformed_packet", len(cases))(evs) && agenttest.Count("db.session.end", logins)(evs)
 	})
-	checkGapless(t, evs)
-	for _, ev := range ofType(evs, "db.session.malformed_packet") {
+	agenttest.CheckGapless(t, evs)
+	for _, ev := range agenttest.OfType(evs, "db.session.malformed_packet") {
 		if ev["direction"] != "client" || ev["code"] != "TGDB004E" || ev["user"] != "alice@example.com" {
 			t.Fatalf("malformed event %v", ev)
 		}
 		if p, _ := ev["packet_prefix"].(string); strings.Contains(p, fmt.Sprintf("%x", tds.AppendUCS2(nil, "not-used"))) {
 			t.Fatalf("a password reached the audit: %v", ev)
 		}
+	}
+	// The server records a login after it answered it, which the agent
+	// and its events can see first: the last ones are waited for.
+	for deadline := time.Now().Add(5 * time.Second); len(s.tds.Logins())-before < logins && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if got := len(s.tds.Logins()) - before; got != logins {
 		t.Fatalf("%d logins at the server, want %d", got, logins)
@@ -282,9 +288,9 @@ func TestPreparedRPCs(t *testing.T) {
 		t.Fatalf("attention answer %+v %v", a, err)
 	}
 	rc.c.Close()
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
-	rpcs := ofType(evs, "db.session.sqlserver.rpc_request")
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
+	rpcs := agenttest.OfType(evs, "db.session.sqlserver.rpc_request")
 	if len(rpcs) != 6 {
 		t.Fatalf("%d rpc events: %v", len(rpcs), rpcs)
 	}
@@ -313,7 +319,7 @@ func TestPreparedRPCs(t *testing.T) {
 	if rpcs[4]["db_rpc_calls"] != float64(2) || rpcs[5]["db_rpc_call_index"] != float64(1) || rpcs[4]["db_procedure_id"] != nil {
 		t.Errorf("batched calls %v %v", rpcs[4], rpcs[5])
 	}
-	at := ofType(evs, "db.session.sqlserver.attention")
+	at := agenttest.OfType(evs, "db.session.sqlserver.attention")
 	if len(at) != 1 || at[0]["db_pending_requests"] != float64(0) {
 		t.Fatalf("attention events %v", at)
 	}
@@ -355,14 +361,14 @@ func TestAuditOutage(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	rc := s.raw(t)
 	rc.login("alice", "app")
-	s.nats.Stop()
+	s.NATS.Stop()
 	rc.send(tds.PacketSQLBatch, tds.AppendSQLBatch(nil, 0, "select 'refused'"))
 	a, err := rc.read()
 	if err != nil || len(a.errors) != 1 || a.errors[0].Number != 50000 || !strings.Contains(a.errors[0].Text, "audit store unavailable") ||
 		!strings.Contains(a.errors[0].Text, "not sent to the database") {
 		t.Fatalf("answer while the store is down: %+v %v", a, err)
 	}
-	if err := s.nats.Restart(); err != nil {
+	if err := s.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -386,10 +392,10 @@ func TestAuditOutage(t *testing.T) {
 		}
 	}
 	rc.c.Close()
-	evs := s.waitAudit(t, "the session ended", count("db.session.end", 1))
-	checkGapless(t, evs)
+	evs := s.WaitAudit(t, "the session ended", agenttest.Count("db.session.end", 1))
+	agenttest.CheckGapless(t, evs)
 	var refused bool
-	for _, r := range ofType(evs, "db.session.result") {
+	for _, r := range agenttest.OfType(evs, "db.session.result") {
 		if r["db_error_code"] == "50000" && strings.Contains(str(r["error"]), "audit store unavailable") {
 			refused = true
 		}

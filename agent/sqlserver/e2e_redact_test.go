@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tollgate-db/tollgate/agent/internal/agenttest"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 )
 
 // TestPasswordsRedacted sends logins' passwords with go-mssqldb as a batch,
@@ -58,7 +58,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		}
 	}
 
-	evs := s.waitAudit(t, "session end", count("db.session.end", 1))
+	evs := s.WaitAudit(t, "session end", agenttest.Count("db.session.end", 1))
 	var red []string
 	for _, ev := range evs {
 		if ev["db_query_redacted"] == true {
@@ -69,7 +69,7 @@ func TestPasswordsRedacted(t *testing.T) {
 		t.Errorf("events that say redacted: %s", got)
 	}
 	procs := 0
-	for _, ev := range ofType(evs, "db.session.sqlserver.rpc_request") {
+	for _, ev := range agenttest.OfType(evs, "db.session.sqlserver.rpc_request") {
 		if ev["db_procedure"] == "sp_addlogin" {
 			procs++
 			if ps, _ := ev["db_query_parameters"].([]any); len(ps) != 2 || ps[0] != "carol" || ps[1] != "***" {
@@ -80,5 +80,5 @@ func TestPasswordsRedacted(t *testing.T) {
 	if procs != 1 {
 		t.Errorf("%d sp_addlogin calls recorded", procs)
 	}
-	agenttest.NoSecret(t, evs, s.nats.StoreDir, batch, named, old, pos, proc, secret)
+	agenttest.NoSecret(t, evs, s.NATS.StoreDir, batch, named, old, pos, proc, secret)
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,8 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -22,13 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	agentmysql "github.com/tollgate-db/tollgate/agent/mysql"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/events"
@@ -72,19 +65,23 @@ func copyFile(tb testing.TB, src, dst string) {
 	}
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// agentStack is Tollgate's side of a benchmark: the authorities, the audit
+// store on an embedded JetStream reached in-process as the all-in-one
+// process reaches it, and the bench user's certificate. tool is the
+// benchmark's client, from the Debian package pkg.
+func agentStack(tb testing.TB, tool, pkg string) *agenttest.Stack {
+	tb.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		tb.Fatalf("%s not found: install the Debian package %s", tool, pkg)
+	}
+	return agenttest.New(tb, agenttest.Options{Cluster: "bench", InProcess: true, AckTimeout: events.DefaultAckTimeout,
+		User: identity.Identity{User: "bench", Roles: []string{"bench"}}})
+}
 
 func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 	tb.Helper()
-	if _, err := exec.LookPath("sysbench"); err != nil {
-		tb.Fatal("sysbench not found: install the Debian package sysbench")
-	}
-	dir := tb.TempDir()
-	cas, err := ca.Open(filepath.Join(dir, "ca"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	clientCAPEM, _ := cas.CertPEM(ca.DBClient)
+	st := agentStack(tb, "sysbench", "sysbench")
+	dir, cas, clientCAPEM := st.Dir, st.CAs, st.DBClientCA(tb)
 	db := harness.MariaDBWith(tb, harness.MariaDBOptions{TLS: harness.TLSOptions{ClientCA: clientCAPEM}, Users: []string{"sbtest"},
 		Args: []string{"--general-log=0", "--max-connections=100"}})
 	m := &mysqlBench{db: db}
@@ -132,92 +129,41 @@ func setupMySQLBench(tb testing.TB, tableSize int) *mysqlBench {
 	relayCA.WriteCert(tb, filepath.Join(relayDir, "cacert.pem"))
 	m.targets = append(m.targets, mysqlTarget{name: "relay", addr: relayLn.Addr().String(), dir: relayDir})
 
-	// The agent, with its audit store.
-	ns := harness.NATS(tb)
-	nc, err := nats.Connect("", nats.InProcessServer(ns.Server()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	pub, err := events.NewPublisher(js, "bench", events.WithLogger(quietLog()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = pub.Close(context.Background()) })
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "127.0.0.1"}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "bench", Roles: []string{"bench"}}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userKeyDER, _ := x509.MarshalPKCS8PrivateKey(userKey)
-	hostCAPEM, _ := cas.CertPEM(ca.Host)
-	roles, err := access.Parse([]byte("kind: role\nmetadata: {name: bench}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [sbtest]\n    db_names: ['*']\n"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userPool, _ := cas.Pool(ca.User)
-	issue := agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-		return cas.IssueDBClient(pub, u, ttl)
-	}, time.Hour)
+	// One agent per audit mode, each on a direct MySQL port.
+	const roles = "kind: role\nmetadata: {name: bench}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [sbtest]\n    db_names: ['*']\n"
 	for _, mode := range []string{"strict", "async", "discard"} {
-		var rec agent.Recorder = pub
+		var rec agent.Recorder = st.Pub
 		auditMode := mode
 		if mode == "discard" {
 			// A diagnostic: the agent with a recorder that stores
 			// nothing separates the engine's own cost from storing.
 			rec, auditMode = discardRecorder{}, "strict"
 		}
-		eng := agentmysql.New(agentmysql.Options{Logger: quietLog()})
-		srv, err := agent.NewServer(agent.ServerConfig{
-			Cluster: "bench",
+		eng := agentmysql.New(agentmysql.Options{Logger: agenttest.Quiet()})
+		var addr string
+		st.Serve(tb, agenttest.Agent{Roles: roles, ServerConfig: agent.ServerConfig{
 			Databases: []config.Database{{Name: "my-" + mode, Protocol: "mysql", URI: db.Addr(), AuditMode: auditMode,
 				TLS: config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile}}},
-			TLS:        &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-			UserCAs:    userPool,
-			Identify:   identity.FromCertificate,
-			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-			Recorder:   rec,
-			ClientCert: issue,
-			Engines:    map[string]agent.Engine{"mysql": eng},
-			Logger:     quietLog(),
-		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		dbInfo, _ := srv.Database("my-" + mode)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = srv.Serve(ctx, eng.Listener(ln, agentmysql.ListenerOptions{Cluster: "bench", Recorder: rec, Database: dbInfo}))
-		}()
-		tb.Cleanup(func() { cancel(); <-done })
+			Recorder: rec,
+			Engines:  map[string]agent.Engine{"mysql": eng},
+		}, Listeners: func(srv *agent.Server) []net.Listener {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			addr = ln.Addr().String()
+			dbInfo, _ := srv.Database("my-" + mode)
+			return []net.Listener{eng.Listener(ln, agentmysql.ListenerOptions{Cluster: "bench", Recorder: rec, Database: dbInfo})}
+		}})
 		d := mkdir("tollgate-" + mode)
-		pemFile(tb, d, "client-cert.pem", "CERTIFICATE", userCert.Raw)
-		pemFile(tb, d, "client-key.pem", "PRIVATE KEY", userKeyDER)
-		if err := os.WriteFile(filepath.Join(d, "cacert.pem"), hostCAPEM, 0o600); err != nil {
-			tb.Fatal(err)
-		}
+		copyFile(tb, st.UserCertFile, filepath.Join(d, "client-cert.pem"))
+		copyFile(tb, st.UserKeyFile, filepath.Join(d, "client-key.pem"))
+		copyFile(tb, st.HostCAFile, filepath.Join(d, "cacert.pem"))
 		name := "tollgate " + mode
 		if mode == "discard" {
 			name = "agent, events discarded"
 		}
-		m.targets = append(m.targets, mysqlTarget{name: name, addr: ln.Addr().String(), dir: d})
+		m.targets = append(m.targets, mysqlTarget{name: name, addr: addr, dir: d})
 	}
 
 	if out, err := m.sysbench(m.targets[0], "oltp_read_only", 4, 0, tableSize, "prepare"); err != nil {

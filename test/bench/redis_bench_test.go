@@ -2,12 +2,10 @@ package bench
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -19,16 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	agentredis "github.com/tollgate-db/tollgate/agent/redis"
-	"github.com/tollgate-db/tollgate/broker/access"
-	"github.com/tollgate-db/tollgate/broker/ca"
-	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/config"
-	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/protocol"
 	"github.com/tollgate-db/tollgate/test/harness"
 )
@@ -52,15 +44,8 @@ type redisBench struct {
 
 func setupRedisBench(tb testing.TB) *redisBench {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-benchmark"); err != nil {
-		tb.Fatal("redis-benchmark not found: install the Debian package redis-tools")
-	}
-	dir := tb.TempDir()
-	cas, err := ca.Open(filepath.Join(dir, "ca"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	clientCAPEM, _ := cas.CertPEM(ca.DBClient)
+	st := agentStack(tb, "redis-benchmark", "redis-tools")
+	dir, cas, clientCAPEM := st.Dir, st.CAs, st.DBClientCA(tb)
 	db := harness.RedisWith(tb, harness.RedisOptions{TLS: harness.TLSOptions{ClientCA: clientCAPEM}, Users: []string{"app"}})
 	m := &redisBench{db: db}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,81 +91,21 @@ func setupRedisBench(tb testing.TB) *redisBench {
 	relayCA.WriteCert(tb, relayCAFile)
 	m.targets = append(m.targets, redisTarget{name: "relay", addr: relayLn.Addr().String(), cert: certFile, key: keyFile, cacert: relayCAFile, sn: "localhost"})
 
-	// The agent, with its audit store.
-	ns := harness.NATS(tb)
-	nc, err := nats.Connect("", nats.InProcessServer(ns.Server()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	pub, err := events.NewPublisher(js, "bench", events.WithLogger(quietLog()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = pub.Close(context.Background()) })
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "agent", []string{"localhost", "127.0.0.1", "rd-strict", "rd-async"}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "bench", Roles: []string{"bench"}}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userKeyDER, _ := x509.MarshalPKCS8PrivateKey(userKey)
-	userCrt, userKeyFile := filepath.Join(dir, "user.crt"), filepath.Join(dir, "user.key")
-	pemFile(tb, dir, "user.crt", "CERTIFICATE", userCert.Raw)
-	pemFile(tb, dir, "user.key", "PRIVATE KEY", userKeyDER)
-	hostCAPEM, _ := cas.CertPEM(ca.Host)
-	hostCAFile := filepath.Join(dir, "host-ca.crt")
-	if err := os.WriteFile(hostCAFile, hostCAPEM, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	roles, err := access.Parse([]byte("kind: role\nmetadata: {name: bench}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userPool, _ := cas.Pool(ca.User)
+	// The agent, one database per audit mode.
 	var dbs []config.Database
 	for _, mode := range []string{"strict", "async"} {
 		dbs = append(dbs, config.Database{Name: "rd-" + mode, Protocol: protocol.Redis, URI: db.Addr(), AuditMode: mode,
 			TLS: config.DatabaseTLS{Mode: "verify-full", CACertFile: db.ServerCAFile, ServerName: "localhost"}})
 	}
-	srv, err := agent.NewServer(agent.ServerConfig{
-		Cluster:   "bench",
-		Databases: dbs,
-		TLS:       &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}}},
-		UserCAs:   userPool,
-		Identify:  identity.FromCertificate,
-		Authorize: agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
-		Recorder:  pub,
-		ClientCert: agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
-			return cas.IssueDBClient(pub, u, ttl)
-		}, time.Hour),
-		Engines: map[string]agent.Engine{protocol.Redis: agentredis.New(agentredis.Options{Logger: quietLog()})},
-		Logger:  quietLog(),
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	addr := st.Serve(tb, agenttest.Agent{
+		Roles: "kind: role\nmetadata: {name: bench}\nspec:\n  allow:\n    db_labels: {'*': '*'}\n    db_users: [app]\n    db_names: ['*']\n",
+		ServerConfig: agent.ServerConfig{
+			Databases: dbs,
+			Engines:   map[string]agent.Engine{protocol.Redis: agentredis.New(agentredis.Options{Logger: agenttest.Quiet()})},
+		}})
 	for _, mode := range []string{"strict", "async"} {
-		m.targets = append(m.targets, redisTarget{name: "tollgate " + mode, addr: ln.Addr().String(),
-			cert: userCrt, key: userKeyFile, cacert: hostCAFile, sn: "rd-" + mode})
+		m.targets = append(m.targets, redisTarget{name: "tollgate " + mode, addr: addr,
+			cert: st.UserCertFile, key: st.UserKeyFile, cacert: st.HostCAFile, sn: "rd-" + mode})
 	}
 	return m
 }

@@ -3,14 +3,8 @@ package bench
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/postgres"
 	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -61,16 +56,6 @@ type stack struct {
 	userPair  tls.Certificate
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func writePEM(tb testing.TB, path string, b []byte) string {
-	tb.Helper()
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return path
-}
-
 func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 	tb.Helper()
 	dir := tb.TempDir()
@@ -89,7 +74,7 @@ func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 	// The other targets use certificates of a CA of their own, which the
 	// database trusts too.
 	benchCA := harness.NewCA(tb, "Tollgate benchmark CA")
-	benchCAFile := writePEM(tb, filepath.Join(dir, "bench-ca.crt"), benchCA.CertPEM)
+	benchCAFile := agenttest.WriteFile(tb, dir, "bench-ca.crt", benchCA.CertPEM)
 	client := benchCA.IssueClient(tb, benchUser)
 	clientCert, clientKey := client.Write(tb, dir, "bench-client")
 	listen := benchCA.IssueServer(tb, "127.0.0.1")
@@ -167,27 +152,15 @@ func newStack(tb testing.TB, pgSettings map[string]string) *stack {
 		tb.Fatal(err)
 	}
 
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	hostCert, _, err := cas.IssueHost(hostKey.Public(), "bench-agent", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	// Certificates live a day: a full make bench takes well over an hour.
+	hostPair := agenttest.HostCert(tb, cas, "bench-agent", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
 	hostPEM, err := cas.CertPEM(ca.Host)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	hostCAFile := writePEM(tb, filepath.Join(dir, "host-ca.crt"), hostPEM)
-	userKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	userCert, _, err := cas.IssueUser(userKey.Public(), identity.Identity{User: "alice", Roles: []string{"bench"}}, 24*time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userCertFile := writePEM(tb, filepath.Join(dir, "alice.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: userCert.Raw}))
-	kb, err := x509.MarshalPKCS8PrivateKey(userKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	userKeyFile := writePEM(tb, filepath.Join(dir, "alice.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
+	hostCAFile := agenttest.WriteFile(tb, dir, "host-ca.crt", hostPEM)
+	s.userPair = agenttest.UserCert(tb, cas, identity.Identity{User: "alice", Roles: []string{"bench"}}, 24*time.Hour)
+	userCertFile, userKeyFile := agenttest.WriteCert(tb, dir, "alice", s.userPair)
 	roles, err := access.Parse([]byte(`
 kind: role
 metadata: {name: bench}
@@ -207,10 +180,9 @@ spec:
 	issue := agent.CachedClientCerts(func(pub crypto.PublicKey, u string, ttl time.Duration) (*x509.Certificate, []byte, error) {
 		return cas.IssueDBClient(pub, u, ttl)
 	}, time.Hour)
-	hostPair := tls.Certificate{Certificate: [][]byte{hostCert.Raw}, PrivateKey: hostKey}
 	// The agents sign frames and seal sessions with their host key, as
 	// `tollgate start` makes them.
-	signer, err := events.NewSigner(hostKey, hostCert)
+	signer, err := events.NewSigner(hostPair.PrivateKey.(crypto.Signer), hostPair.Leaf)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -219,16 +191,10 @@ spec:
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.userPair = tls.Certificate{Certificate: [][]byte{userCert.Raw}, PrivateKey: userKey}
 	// The tunneled agent's certificate names its database: the proxy
 	// routes to an agent only the databases its certificate names, and
 	// libpq's verify-full checks the name it sent as SNI.
-	tunnelKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tunnelCert, _, err := cas.IssueHost(tunnelKey.Public(), "bench-tunnel-agent", []string{"pg"}, 24*time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tunnelPair := tls.Certificate{Certificate: [][]byte{tunnelCert.Raw}, PrivateKey: tunnelKey}
+	tunnelPair := agenttest.HostCert(tb, cas, "bench-tunnel-agent", []string{"pg"}, 24*time.Hour)
 	s.proxy = s.startProxy(tb, cas)
 
 	// One agent per audit mode, each with one database so that pgbench,
@@ -244,7 +210,7 @@ spec:
 		{TargetStrictViaProxy, events.ModeStrict}} {
 		var rec agent.Recorder = discard{}
 		if m.target != TargetNoStore {
-			opts := []events.PublisherOption{events.WithMode(m.mode), events.WithLogger(quietLogger())}
+			opts := []events.PublisherOption{events.WithMode(m.mode), events.WithLogger(agenttest.Quiet())}
 			if m.target != TargetUnsigned {
 				opts = append(opts, events.WithSigner(signer))
 			}
@@ -271,8 +237,8 @@ spec:
 			Authorize:  agent.RoleAuthorizer(func([]string) []access.Role { return roles }),
 			Recorder:   rec,
 			ClientCert: issue,
-			Engines:    map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: quietLogger()})},
-			Logger:     quietLogger(),
+			Engines:    map[string]agent.Engine{"postgres": postgres.New(postgres.Options{Logger: agenttest.Quiet()})},
+			Logger:     agenttest.Quiet(),
 		})
 		if err != nil {
 			tb.Fatal(err)
@@ -299,7 +265,7 @@ func (s *stack) startProxy(tb testing.TB, cas *ca.Authorities) *proxy.Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	px, err := proxy.New(proxy.Options{Listener: ln, Cert: cert, AgentCAs: s.hostRoots, Log: quietLogger()})
+	px, err := proxy.New(proxy.Options{Listener: ln, Cert: cert, AgentCAs: s.hostRoots, Log: agenttest.Quiet()})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -323,7 +289,7 @@ func (s *stack) startProxy(tb testing.TB, cas *ca.Authorities) *proxy.Server {
 func (s *stack) serveTunnel(tb testing.TB, srv *agent.Server, pair tls.Certificate, c Conn) Conn {
 	tb.Helper()
 	tl, err := tunnel.Listen(tunnel.Options{Addrs: []string{s.proxy.Addr().String()}, HostID: "bench-tunnel-agent", Databases: []string{"pg"},
-		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: s.hostRoots}, Log: quietLogger()})
+		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: s.hostRoots}, Log: agenttest.Quiet()})
 	if err != nil {
 		tb.Fatal(err)
 	}

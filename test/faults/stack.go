@@ -2,11 +2,6 @@ package faults
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/broker/access"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
@@ -346,36 +342,19 @@ func AdminEnv(pg *harness.PostgresServer) []string {
 }
 
 // UserFiles writes the host CA and a user certificate with the built-in
-// access role for DBUser on database postgres and MyUser on MyDatabase; it returns their paths.
+// access role for DBUser on database postgres and MyUser on MyDatabase; it
+// returns their paths. The certificate is made and written as the agent's
+// own end-to-end tests make theirs.
 func UserFiles(t testing.TB, cas *ca.Authorities, dir, user string) (hostCA, cert, key string) {
 	t.Helper()
 	hostPEM, err := cas.CertPEM(ca.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certPEM, err := cas.IssueUser(k.Public(), identity.Identity{User: user, Roles: []string{access.RoleAccess},
+	c := agenttest.UserCert(t, cas, identity.Identity{User: user, Roles: []string{access.RoleAccess},
 		Traits: map[string][]string{identity.TraitDBUsers: {DBUser, MyUser}, identity.TraitDBNames: {"postgres", MyDatabase}}}, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostCA = filepath.Join(dir, "host-ca.crt")
-	cert = filepath.Join(dir, user+".crt")
-	key = filepath.Join(dir, user+".key")
-	for path, b := range map[string][]byte{hostCA: hostPEM, cert: certPEM,
-		key: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})} {
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return hostCA, cert, key
+	cert, key = agenttest.WriteCert(t, dir, user, c)
+	return agenttest.WriteFile(t, dir, "host-ca.crt", hostPEM), cert, key
 }
 
 // ClientEnv is the libpq environment of a client of the agent at addr:

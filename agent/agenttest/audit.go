@@ -1,14 +1,16 @@
-// Package agenttest holds what the engines' end-to-end tests share: reading
-// the audit stream back, waiting on it, and checking its events.
+// Package agenttest is the world the agent's end-to-end tests run in, for
+// tests only: Stack starts Tollgate's authorities, an embedded JetStream
+// with the audit publisher and agents in front of the real databases the
+// tests start, and the rest of the package mints certificates, reads the
+// audit stream back, waits on it and checks its events. It lives outside
+// agent/internal so that the benchmarks and the fault campaign under
+// test/ build the same world with it; no program imports it.
 package agenttest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -133,53 +135,4 @@ func Gapless(evs []map[string]any) error {
 		}
 	}
 	return nil
-}
-
-// WriteFile writes b to dir/name, readable by its owner only, and returns
-// the path.
-func WriteFile(t testing.TB, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// NoSecret fails the test when any of secrets appears in an event of evs or
-// in any file under dir (a JetStream store directory).
-func NoSecret(t testing.TB, evs []map[string]any, dir string, secrets ...string) {
-	t.Helper()
-	b, err := json.Marshal(evs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range secrets {
-		if bytes.Contains(b, []byte(s)) {
-			t.Errorf("secret %q in an audit event", s)
-		}
-	}
-	files := 0
-	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		for _, s := range secrets {
-			if bytes.Contains(data, []byte(s)) {
-				t.Errorf("secret %q in store file %s", s, path)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if files == 0 {
-		t.Fatalf("no store files under %s", dir)
-	}
 }
