@@ -554,10 +554,12 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	}
 	// An agent is routed only the databases its certificate names: the
 	// host CA certified them, so a stolen agent key cannot draw another
-	// agent's clients to itself.
+	// agent's clients to itself. Nor one STATE registers to another host:
+	// route would never pick this tunnel for it, but presence would say
+	// the agent serves it, and db ls and other proxies would believe it.
 	var dbs, refused []string
 	for _, d := range h.Databases {
-		if d != "" && leaf.VerifyHostname(d) == nil && !slices.Contains(dbs, d) {
+		if d != "" && leaf.VerifyHostname(d) == nil && !slices.Contains(dbs, d) && !s.registeredElsewhere(d, hostID) {
 			dbs = append(dbs, d)
 		} else {
 			refused = append(refused, d)
@@ -626,6 +628,17 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	case <-ctx.Done():
 	case <-closed(ctl):
 	}
+}
+
+// registeredElsewhere says whether STATE registers db to a host other
+// than hostID. A database not registered yet is not: an agent may open
+// its tunnel before its registration is through.
+func (s *Server) registeredElsewhere(db, hostID string) bool {
+	if s.o.Registered == nil {
+		return false
+	}
+	owner, ok := s.o.Registered(db)
+	return ok && owner != hostID
 }
 
 // closed is done when the peer ends the control stream.

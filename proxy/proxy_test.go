@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
@@ -661,7 +662,9 @@ db_service:
 }
 
 // A database registered in STATE to one host is routed to that host's
-// tunnel only, even when another agent's certificate names it too.
+// tunnel only, even when another agent's certificate names it too: the
+// other agent's tunnel is not acknowledged for it (nor announced in
+// presence), only for its own databases.
 func TestRoutingFollowsTheRegistration(t *testing.T) {
 	cas, err := ca.Open(t.TempDir())
 	if err != nil {
@@ -669,9 +672,9 @@ func TestRoutingFollowsTheRegistration(t *testing.T) {
 	}
 	p := startBenchProxy(t, cas, func(name string) (string, bool) { return "agent-real", name == "pg1" })
 	roots, _ := cas.Pool(ca.Host)
-	agentCert := func(hostID string) tls.Certificate {
+	agentCert := func(hostID string, names ...string) tls.Certificate {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		leaf, _, err := cas.IssueHost(key.Public(), hostID, []string{"pg1"}, time.Hour)
+		leaf, _, err := cas.IssueHost(key.Public(), hostID, names, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -699,22 +702,34 @@ func TestRoutingFollowsTheRegistration(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
 	}
-	rogue := agentCert("agent-rogue")
-	tl := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	acked := func(tl *tunnel.Listener) []string {
+		for _, dbs := range tl.Connected() {
+			return dbs
+		}
+		return nil
+	}
+	rogue := agentCert("agent-rogue", "pg1", "rogue1")
+	tl := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1", "rogue1"}, rogue)
 	go serve(tl, rogue)
-	waitUntil(t, 10*time.Second, "the rogue tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
+	waitUntil(t, 10*time.Second, "the rogue tunnel", func() bool { return len(tl.Connected()) == 1 })
+	if got := acked(tl); len(got) != 1 || got[0] != "rogue1" || len(p.Databases()["pg1"]) != 0 {
+		t.Fatalf("the rogue's tunnel was acknowledged for %v; pg1 routed to %v", got, p.Databases()["pg1"])
+	}
 	if cn, err := dial(); err == nil {
 		t.Fatalf("pg1 reached %s, not the host it is registered to", cn)
 	}
-	owner := agentCert("agent-real")
+	owner := agentCert("agent-real", "pg1")
 	tl2 := listenTunnel(t, cas, p.Addr().String(), "agent-real", []string{"pg1"}, owner)
 	go serve(tl2, owner)
-	waitUntil(t, 10*time.Second, "the real tunnel", func() bool { return len(p.Databases()["pg1"]) == 2 })
+	waitUntil(t, 10*time.Second, "the real tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
 	// The rogue connects again, last: the registration still wins.
 	tl.Close()
-	tl3 := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	tl3 := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1", "rogue1"}, rogue)
 	go serve(tl3, rogue)
-	waitUntil(t, 10*time.Second, "the rogue tunnel again", func() bool { return len(p.Databases()["pg1"]) == 2 && len(tl3.Connected()) == 1 })
+	waitUntil(t, 10*time.Second, "the rogue tunnel again", func() bool { return len(tl3.Connected()) == 1 })
+	if got := p.Databases()["pg1"]; len(got) != 1 || got[0] != "agent-real" {
+		t.Fatalf("pg1 routed to %v", got)
+	}
 	if cn, err := dial(); err != nil || cn != "agent-real" {
 		t.Fatalf("pg1 reached %q, %v", cn, err)
 	}
