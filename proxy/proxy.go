@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -101,6 +102,13 @@ type Options struct {
 	// Events, when set, relays agents' NATS connections (ALPN
 	// natsserver.ProxyALPN) to the event plane.
 	Events *EventPlane
+	// Renew, when set, returns a fresh certificate to take Cert's place,
+	// and Serve calls it once the current one is in the last fifth of its
+	// life (as an agent renews its host certificate), retrying until it
+	// works: tunnels, forwards between proxies and the event relay then
+	// present the new one, without a restart; established sessions keep
+	// theirs.
+	Renew func(ctx context.Context) (tls.Certificate, error)
 	// Upstream, when set, opens a connection to a broker's port for a
 	// proxy without the broker beside it (Handoff nil): what this proxy
 	// does not route itself (the HTTPS API, the web UI, agents' event
@@ -133,6 +141,9 @@ const OfflineAlert = 112
 type Server struct {
 	o   Options
 	tun *tls.Config
+	// cert is the certificate presented now: Options.Cert, then each
+	// renewal's.
+	cert atomic.Pointer[tls.Certificate]
 
 	mu     sync.Mutex
 	agents map[string][]*agentTunnel // by database
@@ -175,13 +186,28 @@ func New(o Options) (*Server, error) {
 			}
 		})
 	}
+	if o.Cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(o.Cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("proxy: the tunnel certificate: %w", err)
+		}
+		o.Cert.Leaf = leaf
+		s.o.Cert.Leaf = leaf
+	}
+	s.cert.Store(&o.Cert)
 	s.tun = &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		Certificates:   []tls.Certificate{o.Cert},
-		GetCertificate: o.GetCertificate,
-		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      o.AgentCAs,
-		NextProtos:     []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if o.GetCertificate != nil {
+				if c, err := o.GetCertificate(h); c != nil || err != nil {
+					return c, err
+				}
+			}
+			return s.cert.Load(), nil
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  o.AgentCAs,
+		NextProtos: []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }
@@ -213,6 +239,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.rejects != nil {
 		defer s.rejects.Close()
 	}
+	if s.o.Renew != nil {
+		go s.renew(ctx)
+	}
 	if p := s.o.Presence; p != nil {
 		// Withdrawn when Serve returns: a proxy stopped cleanly is gone
 		// from presence at once; one that dies lapses with its lease.
@@ -235,6 +264,57 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		go s.handle(ctx, c)
+	}
+}
+
+// Certificate is the certificate the proxy presents now.
+func (s *Server) Certificate() *x509.Certificate { return s.cert.Load().Leaf }
+
+// renewal times: a certificate is renewed in the last fifth of its life;
+// a failed renewal is retried after a fiftieth of the life, between a
+// second and a minute.
+func renewAt(leaf *x509.Certificate) time.Time {
+	return leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 5)
+}
+
+func renewRetry(leaf *x509.Certificate) time.Duration {
+	return min(max(leaf.NotAfter.Sub(leaf.NotBefore)/50, time.Second), time.Minute)
+}
+
+// renew keeps the certificate fresh until ctx ends.
+func (s *Server) renew(ctx context.Context) {
+	for {
+		leaf := s.cert.Load().Leaf
+		// Never sooner than a retry would be: a certificate born in its
+		// last fifth (its life is short, and the CA backdates it) is not
+		// renewed in a loop.
+		wait := max(time.Until(renewAt(leaf)), renewRetry(leaf))
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			c, err := s.o.Renew(ctx)
+			if err == nil && c.Leaf == nil && len(c.Certificate) > 0 {
+				c.Leaf, err = x509.ParseCertificate(c.Certificate[0])
+			}
+			if err == nil && len(c.Certificate) == 0 {
+				err = errors.New("no certificate")
+			}
+			if err == nil {
+				s.cert.Store(&c)
+				s.o.Log.Info("proxy: certificate renewed", "not_after", c.Leaf.NotAfter)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			wait = renewRetry(leaf)
+			s.o.Log.Warn("proxy: certificate not renewed", "err", err, "not_after", leaf.NotAfter, "retry_in", wait)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -837,4 +838,67 @@ db_service:
 	c.Close(ctx)
 	t.Logf("a new session through the other proxy in %s", time.Since(began).Round(time.Millisecond))
 	waitUntil(t, 10*time.Second, "the agent to count one tunnel", func() bool { return len(agent.Tunnels.Connected()) == 1 })
+}
+
+// The proxy renews its certificate before it expires, without a restart:
+// with certificates of a few seconds, an agent still opens a tunnel (it
+// verifies the proxy's certificate) after the first one expired, and the
+// tunnel opened before the renewals is still routed.
+func TestCertificateRenewal(t *testing.T) {
+	cas, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const life = 10 * time.Second
+	issue := func() (tls.Certificate, error) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf, _, err := cas.IssueHost(key.Public(), ca.ProxyHostID, []string{"127.0.0.1", "localhost"}, life)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	}
+	first, err := issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, _ := cas.Pool(ca.Host)
+	var renewals atomic.Int32
+	px, err := proxy.New(proxy.Options{Listener: ln, Cert: first, AgentCAs: hosts, Log: quiet(),
+		Renew: func(context.Context) (tls.Certificate, error) { renewals.Add(1); return issue() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- px.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	agentCert := func(host, db string) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf, _, err := cas.IssueHost(key.Public(), host, []string{db}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	}
+	before := listenTunnel(t, cas, px.Addr().String(), "agent-before", []string{"before"}, agentCert("agent-before", "before"))
+	waitUntil(t, 10*time.Second, "the first tunnel", func() bool { return len(px.Databases()["before"]) == 1 })
+
+	// Past the first certificate's expiry (a tunnel dialed now would fail
+	// on it) and after a renewal.
+	waitUntil(t, 2*life, "the first certificate's expiry", func() bool { return time.Now().After(first.Leaf.NotAfter.Add(time.Second)) })
+	cur := px.Certificate()
+	if renewals.Load() == 0 || cur.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 || time.Now().After(cur.NotAfter) {
+		t.Fatalf("after %d renewals the proxy presents serial %x, valid until %s", renewals.Load(), cur.SerialNumber, cur.NotAfter)
+	}
+	listenTunnel(t, cas, px.Addr().String(), "agent-after", []string{"after"}, agentCert("agent-after", "after"))
+	waitUntil(t, 10*time.Second, "a tunnel after the first certificate expired", func() bool { return len(px.Databases()["after"]) == 1 })
+	if got := px.Databases()["before"]; len(got) != 1 || len(before.Connected()) != 1 {
+		t.Fatalf("the tunnel opened before the renewals: routed to %v, agent connected to %v", got, before.Connected())
+	}
 }
