@@ -615,7 +615,7 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	leaf := conn.ConnectionState().PeerCertificates[0]
 	hostID := leaf.Subject.CommonName
 	log = log.With("host_id", hostID)
-	sess, err := yamux.Server(tunnel.CoalesceConn(conn), tunnel.SessionConfig(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()))
+	sess, err := yamux.Server(tunnel.CoalesceConn(tunnel.BatchConn(conn)), tunnel.SessionConfig(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()))
 	if err != nil {
 		conn.Close()
 		return
