@@ -784,8 +784,12 @@ func Splice(a, b net.Conn) {
 
 // Sizes of the splice buffers: an idle session waits in a Read with a
 // small one; a read that fills it takes a large one from the pool until a
-// read comes back short (the burst is over). Each idle session then holds
-// 2 x 2 KiB rather than 2 x 32 KiB.
+// read comes back with what the small one would have held (the burst is
+// over). Each idle session then holds 2 x 2 KiB rather than 2 x 32 KiB.
+// A read that is merely short of the large buffer does not end the burst:
+// a yamux stream returns what arrived so far, often less than 32 KiB in
+// the middle of a COPY, and going back to 2 KiB reads there doubled the
+// reads and writes (and, with Shrink, yamux's allocations) of the rest.
 const (
 	smallCopy = 2 << 10
 	largeCopy = 32 << 10
@@ -820,7 +824,7 @@ func copyIdleLight(dst, src net.Conn) error {
 		case n == len(buf) && pooled == nil:
 			pooled = largeBufs.Get().(*[]byte)
 			buf = *pooled
-		case n < len(buf) && pooled != nil:
+		case n <= smallCopy && pooled != nil:
 			largeBufs.Put(pooled)
 			pooled, buf = nil, small
 			// A yamux stream keeps the buffer a burst grew; it is empty
