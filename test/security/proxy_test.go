@@ -143,15 +143,15 @@ func (w *world) pgxVia(db, cert, key string) (*pgx.ConnConfig, error) {
 
 // runAgent runs an agent process on cfg until it exits (at most a
 // minute) and returns its error and output.
-func runAgent(t *testing.T, cfg string) (error, string) {
+func runAgent(t *testing.T, cfg string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, tollgateBin, "start", "--config", cfg).CombinedOutput()
 	if ctx.Err() != nil {
-		return fmt.Errorf("still running after a minute"), string(out)
+		return string(out), fmt.Errorf("still running after a minute")
 	}
-	return err, string(out)
+	return string(out), err
 }
 
 // An agent joining through the proxy with a wrong, expired or already
@@ -171,7 +171,7 @@ func TestProxyAgentJoinRefused(t *testing.T) {
 	}
 	mustFail := func(t *testing.T, cfg, want string) {
 		t.Helper()
-		err, out := runAgent(t, cfg)
+		out, err := runAgent(t, cfg)
 		if err == nil || !strings.Contains(out, want) {
 			t.Fatalf("agent: %v, want a failure saying %q:\n%s", err, want, out)
 		}
