@@ -134,7 +134,11 @@ const PeerCommonName = ca.ProxyHostID
 // ends at the agent, and the proxy holds no certificate for a database
 // name (that key would let it read sessions), so it cannot say more
 // inside TLS; tg turns this alert into the protocol's own error,
-// "database X is offline: no agent connected".
+// "database X is offline: no agent connected". A native client shows the
+// alert as its TLS library names it: psql (libpq with OpenSSL) "SSL error:
+// tlsv1 unrecognized name", a Go client (pgx) "remote error: tls:
+// unrecognized name" (TestTunnelEndToEnd); the database's name and the
+// word offline are in the proxy's db.session.rejected event only.
 const OfflineAlert = 112
 
 // Server is a running proxy.

@@ -478,6 +478,13 @@ db_service:
 		}
 		t.Fatalf("an offline database: %v, want the TLS alert unrecognized_name", err)
 	}
+	// psql, the native client, reports the alert as OpenSSL names it; the
+	// words "is offline" are only in the event and in what tg says.
+	if out, err := w.psql(t, addr, "offline", id, "SELECT 'offline'"); err == nil || !strings.Contains(out, "tlsv1 unrecognized name") {
+		t.Fatalf("psql to an offline database: %v\n%s", err, out)
+	} else {
+		t.Logf("psql to an offline database says: %s", strings.TrimSpace(out))
+	}
 	off := waitEvent(t, w.js, "the refusal of the offline database", func(ev map[string]any) bool {
 		return ev["type"] == "db.session.rejected" && ev["sni"] == "offline"
 	})
