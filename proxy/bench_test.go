@@ -7,9 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,6 +148,88 @@ func BenchmarkSplice(b *testing.B) {
 	b.Run("proxy+tunnel", func(b *testing.B) { run(b, px.Addr().String()) })
 }
 
+// sourceSink serves TLS on ln as a database answering a COPY TO STDOUT
+// would: it reads the 8-byte count that opens each connection and sends
+// that many bytes.
+func sourceSink(ln net.Listener, cert tls.Certificate) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+			var n [8]byte
+			if _, err := io.ReadFull(tc, n[:]); err != nil {
+				return
+			}
+			buf := make([]byte, 64<<10)
+			for left := int64(binary.BigEndian.Uint64(n[:])); left > 0; {
+				k := min(left, int64(len(buf)))
+				if _, err := tc.Write(buf[:k]); err != nil {
+					return
+				}
+				left -= k
+			}
+		}()
+	}
+}
+
+// BenchmarkSpliceOut is BenchmarkSplice the other way: bytes from the
+// sink to the client, as a COPY TO STDOUT sends them.
+func BenchmarkSpliceOut(b *testing.B) {
+	cas, err := ca.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, _, err := cas.IssueHost(key.Public(), "agent-bench", []string{"bench"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentCert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	roots, _ := cas.Pool(ca.Host)
+	client := &tls.Config{ServerName: "bench", RootCAs: roots}
+	direct, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	go sourceSink(direct, agentCert)
+	px := startBenchProxy(b, cas)
+	tl := listenTunnel(b, cas, px.Addr().String(), "agent-bench", []string{"bench"}, agentCert)
+	go sourceSink(tl, agentCert)
+	for deadline := time.Now().Add(10 * time.Second); len(px.Databases()["bench"]) == 0; {
+		if time.Now().After(deadline) {
+			b.Fatal("no tunnel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	const chunk = 256 << 10
+	run := func(b *testing.B, addr string) {
+		c, err := tls.Dial("tcp", addr, client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.SetBytes(chunk)
+		b.ResetTimer()
+		cpu0 := processCPU()
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(b.N)*chunk)
+		if _, err := c.Write(n[:]); err != nil {
+			b.Fatal(err)
+		}
+		if got, err := io.Copy(io.Discard, io.LimitReader(c, int64(b.N)*chunk)); err != nil || got != int64(b.N)*chunk {
+			b.Fatalf("%d bytes, %v", got, err)
+		}
+		b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N*chunk)*(1<<20)/1e3, "cpu-µs/MiB")
+	}
+	b.Run("direct", func(b *testing.B) { run(b, direct.Addr().String()) })
+	b.Run("proxy+tunnel", func(b *testing.B) { run(b, px.Addr().String()) })
+}
+
 // idleSink completes the TLS handshake of each connection and then waits
 // for it to end, as an agent holds an idle session.
 func idleSink(ln net.Listener, cert tls.Certificate) {
@@ -220,4 +306,130 @@ func BenchmarkIdleSessions(b *testing.B) {
 	}
 	b.Run("direct", func(b *testing.B) { run(b, direct.Addr().String()) })
 	b.Run("proxy+tunnel", func(b *testing.B) { run(b, px.Addr().String()) })
+}
+
+// echoSink serves TLS on ln as a database answering queries would: each
+// message is a 4-byte length and that many bytes, answered with a message
+// of twice the length.
+func echoSink(ln net.Listener, cert tls.Certificate) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+			var buf []byte
+			for {
+				var n [4]byte
+				if _, err := io.ReadFull(tc, n[:]); err != nil {
+					return
+				}
+				l := int(binary.BigEndian.Uint32(n[:]))
+				buf = append(buf[:0], make([]byte, 4+l)...)
+				if _, err := io.ReadFull(tc, buf[4:]); err != nil {
+					return
+				}
+				ans := append(buf, buf[4:]...)
+				binary.BigEndian.PutUint32(ans, uint32(2*l))
+				if _, err := tc.Write(ans); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// processCPU is the user and system time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRoundTrip sends small requests over end-to-end TLS to an echo
+// sink and waits for each answer, as pgbench -S does, directly and
+// through the proxy and an agent's tunnel, with 1 and 8 clients at once.
+// cpu-µs/op is the CPU time of the whole process (clients, proxy, tunnel
+// and sink) per round trip, which depends less on the machine's other
+// load than ns/op: the difference between the two paths is what the
+// proxy and the tunnel cost per round trip.
+func BenchmarkRoundTrip(b *testing.B) {
+	cas, err := ca.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, _, err := cas.IssueHost(key.Public(), "agent-bench", []string{"bench"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentCert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	roots, _ := cas.Pool(ca.Host)
+	client := &tls.Config{ServerName: "bench", RootCAs: roots}
+	direct, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	go echoSink(direct, agentCert)
+	px := startBenchProxy(b, cas)
+	tl := listenTunnel(b, cas, px.Addr().String(), "agent-bench", []string{"bench"}, agentCert)
+	go echoSink(tl, agentCert)
+	for deadline := time.Now().Add(10 * time.Second); len(px.Databases()["bench"]) == 0; {
+		if time.Now().After(deadline) {
+			b.Fatal("no tunnel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// About a pgbench -S exchange: a Bind/Execute of some 100 bytes
+	// answered with some 200.
+	const size = 100
+	run := func(b *testing.B, addr string, clients int) {
+		conns := make([]*tls.Conn, clients)
+		for i := range conns {
+			c, err := tls.Dial("tcp", addr, client)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			conns[i] = c
+		}
+		var next atomic.Int64
+		b.ResetTimer()
+		cpu0 := processCPU()
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for _, c := range conns {
+			wg.Go(func() {
+				msg := make([]byte, 4+size)
+				binary.BigEndian.PutUint32(msg, size)
+				ans := make([]byte, 4+2*size)
+				for next.Add(1) <= int64(b.N) {
+					if _, err := c.Write(msg); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := io.ReadFull(c, ans); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		cpu := processCPU() - cpu0
+		b.StopTimer()
+		select {
+		case err := <-errs:
+			b.Fatal(err)
+		default:
+		}
+		b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+	}
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("direct/c%d", clients), func(b *testing.B) { run(b, direct.Addr().String(), clients) })
+		b.Run(fmt.Sprintf("proxy+tunnel/c%d", clients), func(b *testing.B) { run(b, px.Addr().String(), clients) })
+	}
 }

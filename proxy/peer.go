@@ -75,11 +75,13 @@ func (s *Server) dialPeer(addr, clientAddr, sni string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.HelloTimeout)
 	defer cancel()
 	d := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 30 * time.Second}, Config: &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		ServerName:   host,
-		Certificates: []tls.Certificate{s.o.Cert},
-		RootCAs:      s.o.AgentCAs,
-		NextProtos:   []string{PeerALPN},
+		MinVersion: tls.VersionTLS13,
+		ServerName: host,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		},
+		RootCAs:    s.o.AgentCAs,
+		NextProtos: []string{PeerALPN},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if cs.PeerCertificates[0].Subject.CommonName != PeerCommonName {
 				return fmt.Errorf("%s is not a proxy (certificate of %q)", addr, cs.PeerCertificates[0].Subject.CommonName)

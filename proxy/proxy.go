@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -101,6 +102,13 @@ type Options struct {
 	// Events, when set, relays agents' NATS connections (ALPN
 	// natsserver.ProxyALPN) to the event plane.
 	Events *EventPlane
+	// Renew, when set, returns a fresh certificate to take Cert's place,
+	// and Serve calls it once the current one is in the last fifth of its
+	// life (as an agent renews its host certificate), retrying until it
+	// works: tunnels, forwards between proxies and the event relay then
+	// present the new one, without a restart; established sessions keep
+	// theirs.
+	Renew func(ctx context.Context) (tls.Certificate, error)
 	// Upstream, when set, opens a connection to a broker's port for a
 	// proxy without the broker beside it (Handoff nil): what this proxy
 	// does not route itself (the HTTPS API, the web UI, agents' event
@@ -126,13 +134,20 @@ const PeerCommonName = ca.ProxyHostID
 // ends at the agent, and the proxy holds no certificate for a database
 // name (that key would let it read sessions), so it cannot say more
 // inside TLS; tg turns this alert into the protocol's own error,
-// "database X is offline: no agent connected".
+// "database X is offline: no agent connected". A native client shows the
+// alert as its TLS library names it: psql (libpq with OpenSSL) "SSL error:
+// tlsv1 unrecognized name", a Go client (pgx) "remote error: tls:
+// unrecognized name" (TestTunnelEndToEnd); the database's name and the
+// word offline are in the proxy's db.session.rejected event only.
 const OfflineAlert = 112
 
 // Server is a running proxy.
 type Server struct {
 	o   Options
 	tun *tls.Config
+	// cert is the certificate presented now: Options.Cert, then each
+	// renewal's.
+	cert atomic.Pointer[tls.Certificate]
 
 	mu     sync.Mutex
 	agents map[string][]*agentTunnel // by database
@@ -175,13 +190,28 @@ func New(o Options) (*Server, error) {
 			}
 		})
 	}
+	if o.Cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(o.Cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("proxy: the tunnel certificate: %w", err)
+		}
+		o.Cert.Leaf = leaf
+		s.o.Cert.Leaf = leaf
+	}
+	s.cert.Store(&o.Cert)
 	s.tun = &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		Certificates:   []tls.Certificate{o.Cert},
-		GetCertificate: o.GetCertificate,
-		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      o.AgentCAs,
-		NextProtos:     []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if o.GetCertificate != nil {
+				if c, err := o.GetCertificate(h); c != nil || err != nil {
+					return c, err
+				}
+			}
+			return s.cert.Load(), nil
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  o.AgentCAs,
+		NextProtos: []string{tunnel.ALPN, PeerALPN, natsserver.ProxyALPN},
 	}
 	return s, nil
 }
@@ -213,6 +243,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.rejects != nil {
 		defer s.rejects.Close()
 	}
+	if s.o.Renew != nil {
+		go s.renew(ctx)
+	}
 	if p := s.o.Presence; p != nil {
 		// Withdrawn when Serve returns: a proxy stopped cleanly is gone
 		// from presence at once; one that dies lapses with its lease.
@@ -235,6 +268,57 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		go s.handle(ctx, c)
+	}
+}
+
+// Certificate is the certificate the proxy presents now.
+func (s *Server) Certificate() *x509.Certificate { return s.cert.Load().Leaf }
+
+// renewal times: a certificate is renewed in the last fifth of its life;
+// a failed renewal is retried after a fiftieth of the life, between a
+// second and a minute.
+func renewAt(leaf *x509.Certificate) time.Time {
+	return leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 5)
+}
+
+func renewRetry(leaf *x509.Certificate) time.Duration {
+	return min(max(leaf.NotAfter.Sub(leaf.NotBefore)/50, time.Second), time.Minute)
+}
+
+// renew keeps the certificate fresh until ctx ends.
+func (s *Server) renew(ctx context.Context) {
+	for {
+		leaf := s.cert.Load().Leaf
+		// Never sooner than a retry would be: a certificate born in its
+		// last fifth (its life is short, and the CA backdates it) is not
+		// renewed in a loop.
+		wait := max(time.Until(renewAt(leaf)), renewRetry(leaf))
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			c, err := s.o.Renew(ctx)
+			if err == nil && c.Leaf == nil && len(c.Certificate) > 0 {
+				c.Leaf, err = x509.ParseCertificate(c.Certificate[0])
+			}
+			if err == nil && len(c.Certificate) == 0 {
+				err = errors.New("no certificate")
+			}
+			if err == nil {
+				s.cert.Store(&c)
+				s.o.Log.Info("proxy: certificate renewed", "not_after", c.Leaf.NotAfter)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			wait = renewRetry(leaf)
+			s.o.Log.Warn("proxy: certificate not renewed", "err", err, "not_after", leaf.NotAfter, "retry_in", wait)
+		}
 	}
 }
 
@@ -535,7 +619,7 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	leaf := conn.ConnectionState().PeerCertificates[0]
 	hostID := leaf.Subject.CommonName
 	log = log.With("host_id", hostID)
-	sess, err := yamux.Server(tunnel.CoalesceConn(conn), tunnel.SessionConfig(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()))
+	sess, err := yamux.Server(tunnel.CoalesceConn(tunnel.BatchConn(conn)), tunnel.SessionConfig(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()))
 	if err != nil {
 		conn.Close()
 		return
@@ -554,10 +638,12 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	}
 	// An agent is routed only the databases its certificate names: the
 	// host CA certified them, so a stolen agent key cannot draw another
-	// agent's clients to itself.
+	// agent's clients to itself. Nor one STATE registers to another host:
+	// route would never pick this tunnel for it, but presence would say
+	// the agent serves it, and db ls and other proxies would believe it.
 	var dbs, refused []string
 	for _, d := range h.Databases {
-		if d != "" && leaf.VerifyHostname(d) == nil && !slices.Contains(dbs, d) {
+		if d != "" && leaf.VerifyHostname(d) == nil && !slices.Contains(dbs, d) && !s.registeredElsewhere(d, hostID) {
 			dbs = append(dbs, d)
 		} else {
 			refused = append(refused, d)
@@ -628,6 +714,17 @@ func (s *Server) serveTunnel(ctx context.Context, raw net.Conn, log *slog.Logger
 	}
 }
 
+// registeredElsewhere says whether STATE registers db to a host other
+// than hostID. A database not registered yet is not: an agent may open
+// its tunnel before its registration is through.
+func (s *Server) registeredElsewhere(db, hostID string) bool {
+	if s.o.Registered == nil {
+		return false
+	}
+	owner, ok := s.o.Registered(db)
+	return ok && owner != hostID
+}
+
 // closed is done when the peer ends the control stream.
 func closed(ctl net.Conn) <-chan struct{} {
 	ch := make(chan struct{})
@@ -691,8 +788,12 @@ func Splice(a, b net.Conn) {
 
 // Sizes of the splice buffers: an idle session waits in a Read with a
 // small one; a read that fills it takes a large one from the pool until a
-// read comes back short (the burst is over). Each idle session then holds
-// 2 x 2 KiB rather than 2 x 32 KiB.
+// read comes back with what the small one would have held (the burst is
+// over). Each idle session then holds 2 x 2 KiB rather than 2 x 32 KiB.
+// A read that is merely short of the large buffer does not end the burst:
+// a yamux stream returns what arrived so far, often less than 32 KiB in
+// the middle of a COPY, and going back to 2 KiB reads there doubled the
+// reads and writes (and, with Shrink, yamux's allocations) of the rest.
 const (
 	smallCopy = 2 << 10
 	largeCopy = 32 << 10
@@ -727,7 +828,7 @@ func copyIdleLight(dst, src net.Conn) error {
 		case n == len(buf) && pooled == nil:
 			pooled = largeBufs.Get().(*[]byte)
 			buf = *pooled
-		case n < len(buf) && pooled != nil:
+		case n <= smallCopy && pooled != nil:
 			largeBufs.Put(pooled)
 			pooled, buf = nil, small
 			// A yamux stream keeps the buffer a burst grew; it is empty

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/agent/tunnel"
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/daemon"
@@ -476,6 +478,13 @@ db_service:
 		}
 		t.Fatalf("an offline database: %v, want the TLS alert unrecognized_name", err)
 	}
+	// psql, the native client, reports the alert as OpenSSL names it; the
+	// words "is offline" are only in the event and in what tg says.
+	if out, err := w.psql(t, addr, "offline", id, "SELECT 'offline'"); err == nil || !strings.Contains(out, "tlsv1 unrecognized name") {
+		t.Fatalf("psql to an offline database: %v\n%s", err, out)
+	} else {
+		t.Logf("psql to an offline database says: %s", strings.TrimSpace(out))
+	}
 	off := waitEvent(t, w.js, "the refusal of the offline database", func(ev map[string]any) bool {
 		return ev["type"] == "db.session.rejected" && ev["sni"] == "offline"
 	})
@@ -661,7 +670,9 @@ db_service:
 }
 
 // A database registered in STATE to one host is routed to that host's
-// tunnel only, even when another agent's certificate names it too.
+// tunnel only, even when another agent's certificate names it too: the
+// other agent's tunnel is not acknowledged for it (nor announced in
+// presence), only for its own databases.
 func TestRoutingFollowsTheRegistration(t *testing.T) {
 	cas, err := ca.Open(t.TempDir())
 	if err != nil {
@@ -669,9 +680,9 @@ func TestRoutingFollowsTheRegistration(t *testing.T) {
 	}
 	p := startBenchProxy(t, cas, func(name string) (string, bool) { return "agent-real", name == "pg1" })
 	roots, _ := cas.Pool(ca.Host)
-	agentCert := func(hostID string) tls.Certificate {
+	agentCert := func(hostID string, names ...string) tls.Certificate {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		leaf, _, err := cas.IssueHost(key.Public(), hostID, []string{"pg1"}, time.Hour)
+		leaf, _, err := cas.IssueHost(key.Public(), hostID, names, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -699,22 +710,34 @@ func TestRoutingFollowsTheRegistration(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
 	}
-	rogue := agentCert("agent-rogue")
-	tl := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	acked := func(tl *tunnel.Listener) []string {
+		for _, dbs := range tl.Connected() {
+			return dbs
+		}
+		return nil
+	}
+	rogue := agentCert("agent-rogue", "pg1", "rogue1")
+	tl := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1", "rogue1"}, rogue)
 	go serve(tl, rogue)
-	waitUntil(t, 10*time.Second, "the rogue tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
+	waitUntil(t, 10*time.Second, "the rogue tunnel", func() bool { return len(tl.Connected()) == 1 })
+	if got := acked(tl); len(got) != 1 || got[0] != "rogue1" || len(p.Databases()["pg1"]) != 0 {
+		t.Fatalf("the rogue's tunnel was acknowledged for %v; pg1 routed to %v", got, p.Databases()["pg1"])
+	}
 	if cn, err := dial(); err == nil {
 		t.Fatalf("pg1 reached %s, not the host it is registered to", cn)
 	}
-	owner := agentCert("agent-real")
+	owner := agentCert("agent-real", "pg1")
 	tl2 := listenTunnel(t, cas, p.Addr().String(), "agent-real", []string{"pg1"}, owner)
 	go serve(tl2, owner)
-	waitUntil(t, 10*time.Second, "the real tunnel", func() bool { return len(p.Databases()["pg1"]) == 2 })
+	waitUntil(t, 10*time.Second, "the real tunnel", func() bool { return len(p.Databases()["pg1"]) == 1 })
 	// The rogue connects again, last: the registration still wins.
 	tl.Close()
-	tl3 := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1"}, rogue)
+	tl3 := listenTunnel(t, cas, p.Addr().String(), "agent-rogue", []string{"pg1", "rogue1"}, rogue)
 	go serve(tl3, rogue)
-	waitUntil(t, 10*time.Second, "the rogue tunnel again", func() bool { return len(p.Databases()["pg1"]) == 2 && len(tl3.Connected()) == 1 })
+	waitUntil(t, 10*time.Second, "the rogue tunnel again", func() bool { return len(tl3.Connected()) == 1 })
+	if got := p.Databases()["pg1"]; len(got) != 1 || got[0] != "agent-real" {
+		t.Fatalf("pg1 routed to %v", got)
+	}
 	if cn, err := dial(); err != nil || cn != "agent-real" {
 		t.Fatalf("pg1 reached %q, %v", cn, err)
 	}
@@ -822,4 +845,67 @@ db_service:
 	c.Close(ctx)
 	t.Logf("a new session through the other proxy in %s", time.Since(began).Round(time.Millisecond))
 	waitUntil(t, 10*time.Second, "the agent to count one tunnel", func() bool { return len(agent.Tunnels.Connected()) == 1 })
+}
+
+// The proxy renews its certificate before it expires, without a restart:
+// with certificates of a few seconds, an agent still opens a tunnel (it
+// verifies the proxy's certificate) after the first one expired, and the
+// tunnel opened before the renewals is still routed.
+func TestCertificateRenewal(t *testing.T) {
+	cas, err := ca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const life = 10 * time.Second
+	issue := func() (tls.Certificate, error) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf, _, err := cas.IssueHost(key.Public(), ca.ProxyHostID, []string{"127.0.0.1", "localhost"}, life)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	}
+	first, err := issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, _ := cas.Pool(ca.Host)
+	var renewals atomic.Int32
+	px, err := proxy.New(proxy.Options{Listener: ln, Cert: first, AgentCAs: hosts, Log: quiet(),
+		Renew: func(context.Context) (tls.Certificate, error) { renewals.Add(1); return issue() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- px.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	agentCert := func(host, db string) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf, _, err := cas.IssueHost(key.Public(), host, []string{db}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	}
+	before := listenTunnel(t, cas, px.Addr().String(), "agent-before", []string{"before"}, agentCert("agent-before", "before"))
+	waitUntil(t, 10*time.Second, "the first tunnel", func() bool { return len(px.Databases()["before"]) == 1 })
+
+	// Past the first certificate's expiry (a tunnel dialed now would fail
+	// on it) and after a renewal.
+	waitUntil(t, 2*life, "the first certificate's expiry", func() bool { return time.Now().After(first.Leaf.NotAfter.Add(time.Second)) })
+	cur := px.Certificate()
+	if renewals.Load() == 0 || cur.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 || time.Now().After(cur.NotAfter) {
+		t.Fatalf("after %d renewals the proxy presents serial %x, valid until %s", renewals.Load(), cur.SerialNumber, cur.NotAfter)
+	}
+	listenTunnel(t, cas, px.Addr().String(), "agent-after", []string{"after"}, agentCert("agent-after", "after"))
+	waitUntil(t, 10*time.Second, "a tunnel after the first certificate expired", func() bool { return len(px.Databases()["after"]) == 1 })
+	if got := px.Databases()["before"]; len(got) != 1 || len(before.Connected()) != 1 {
+		t.Fatalf("the tunnel opened before the renewals: routed to %v, agent connected to %v", got, before.Connected())
+	}
 }

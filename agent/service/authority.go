@@ -234,6 +234,31 @@ func JoinProxy(ctx context.Context, brokerAddr, token, pin, dir string, names []
 	return a.host, a.hostCA, nil
 }
 
+// RenewProxy asks the broker at brokerAddr for a fresh certificate of the
+// proxy for names, presenting the one JoinProxy kept in dir, and keeps the
+// new one there in its place, as an agent renews its host certificate.
+func RenewProxy(ctx context.Context, brokerAddr, dir string, names []string) (tls.Certificate, error) {
+	serverName, err := api.ServerName(brokerAddr)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proxy.broker_addr: %w", err)
+	}
+	a, err := loadJoined(dir)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(a.hostCA)
+	client, err := api.NewClient(brokerAddr, api.TLSConfig(serverName, pool, &a.host), "tollgate-proxy")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	defer client.Close()
+	if a, err = renew(ctx, client, dir, names); err != nil {
+		return tls.Certificate{}, fmt.Errorf("renewing the proxy's certificate at the broker %s: %w", brokerAddr, err)
+	}
+	return a.host, nil
+}
+
 // renew asks for a fresh host certificate for names with the current one
 // (client presents it) and keeps it in dir.
 func renew(ctx context.Context, client *api.Client, dir string, names []string) (*authorities, error) {

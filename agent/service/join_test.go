@@ -131,3 +131,41 @@ func TestServiceJoinsRemoteBroker(t *testing.T) {
 		t.Fatalf("db-client certificate for a user certificate: %v", err)
 	}
 }
+
+// A proxy joins with a proxy token and renews its certificate with the
+// current one, as an agent renews its host certificate: the new one, for
+// the same names, is kept where JoinProxy finds it at the next start.
+func TestProxyJoinAndRenew(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bcfg := config.Default()
+	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
+	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "proxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, names := t.TempDir(), []string{"proxy1.example.test"}
+	first, _, err := service.JoinProxy(ctx, b.Addr, tok.Value, tok.HostCAPin, dir, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := service.RenewProxy(ctx, b.Addr, dir, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 || renewed.Leaf.Subject.CommonName != ca.ProxyHostID ||
+		renewed.Leaf.VerifyHostname(names[0]) != nil {
+		t.Fatalf("renewed certificate: serial %x (first %x), %q, names %v", renewed.Leaf.SerialNumber, first.Leaf.SerialNumber,
+			renewed.Leaf.Subject.CommonName, renewed.Leaf.DNSNames)
+	}
+	// The token was single use: the next start reads the renewed one.
+	kept, _, err := service.JoinProxy(ctx, b.Addr, "", "", dir, names)
+	if err != nil || kept.Leaf.SerialNumber.Cmp(renewed.Leaf.SerialNumber) != 0 {
+		t.Fatalf("after renewal JoinProxy gives serial %x, %v; want %x", kept.Leaf.SerialNumber, err, renewed.Leaf.SerialNumber)
+	}
+}

@@ -231,7 +231,7 @@ func (l *Listener) session(ctx context.Context, addr string) (up bool, err error
 		conn.Close()
 		return false, fmt.Errorf("the server at %s does not serve tunnels (ALPN %q)", addr, p)
 	}
-	sess, err := yamux.Client(CoalesceConn(conn), SessionConfig(slog.NewLogLogger(l.o.Log.Handler(), slog.LevelDebug).Writer()))
+	sess, err := yamux.Client(CoalesceConn(BatchConn(conn)), SessionConfig(slog.NewLogLogger(l.o.Log.Handler(), slog.LevelDebug).Writer()))
 	if err != nil {
 		conn.Close()
 		return false, err

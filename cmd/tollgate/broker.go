@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -60,7 +61,17 @@ func init() {
 				// agents find every proxy there, other proxies route
 				// through it, db ls says online.
 				ann := presence.NewAnnouncer(b.PresenceKV, proxyID(), b.ProxyAddr, 0, d.Log.With("component", "presence"))
+				// Its own certificate is renewed from the CA in this
+				// process, for the names of the first.
+				leaf := b.HostCert.Leaf
+				names := append([]string(nil), leaf.DNSNames...)
+				for _, ip := range leaf.IPAddresses {
+					names = append(names, ip.String())
+				}
 				px, err := proxy.New(proxy.Options{Listener: raw, Handoff: o.Listener.(*proxy.Handoff), Cert: b.HostCert, AgentCAs: agents, GetCertificate: b.ProxyNames,
+					Renew: func(context.Context) (tls.Certificate, error) {
+						return daemon.HostCertificate(b.CAs, ca.ProxyHostID, names)
+					},
 					Registered: func(name string) (string, bool) { d, ok := b.Store.Database(name); return d.HostID, ok },
 					Recorder:   d.Publisher, Cluster: d.Config.ClusterName, Log: d.Log.With("component", "proxy"),
 					Presence: ann, View: b.Presence, Events: eventPlane(d)})

@@ -60,7 +60,14 @@ func init() {
 			agents.AddCert(hostCA)
 			broker := cfg.Proxy.BrokerAddr
 			ann := presence.NewAnnouncer(kv, proxyID(), public, 0, d.Log.With("component", "presence"))
+			names, err := proxyHostNames(cfg)
+			if err != nil {
+				return err
+			}
 			px, err := proxy.New(proxy.Options{Listener: raw, Cert: cert, AgentCAs: agents,
+				Renew: func(ctx context.Context) (tls.Certificate, error) {
+					return service.RenewProxy(ctx, broker, filepath.Join(cfg.DataDir, "proxy", "joined"), names)
+				},
 				Recorder: d.Publisher, Cluster: cfg.ClusterName, Log: d.Log.With("component", "proxy"),
 				Presence: ann, View: view,
 				Upstream: func(ctx context.Context) (net.Conn, error) {
@@ -93,16 +100,26 @@ func eventsViaBroker(c *config.Config) bool {
 // ca.ProxyHostID) and the host CA, joining the broker the first time;
 // kept in <data_dir>/proxy/joined.
 func proxyCertificate(ctx context.Context, cfg *config.Config) (tls.Certificate, *x509.Certificate, error) {
+	names, err := proxyHostNames(cfg)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return service.JoinProxy(ctx, cfg.Proxy.BrokerAddr, cfg.Proxy.JoinToken, cfg.Proxy.BrokerCAPin,
+		filepath.Join(cfg.DataDir, "proxy", "joined"), names)
+}
+
+// proxyHostNames are the names the proxy's certificate is for: the host
+// of proxy.public_addr, else the machine's name.
+func proxyHostNames(cfg *config.Config) ([]string, error) {
 	host, _, err := net.SplitHostPort(cfg.Proxy.PublicAddr)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("proxy.public_addr: %w", err)
+		return nil, fmt.Errorf("proxy.public_addr: %w", err)
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		// Agents and other proxies dial it by name: the machine's.
 		if host, err = os.Hostname(); err != nil {
-			return tls.Certificate{}, nil, fmt.Errorf("proxy.public_addr names no host, and the machine's name is unknown: %w", err)
+			return nil, fmt.Errorf("proxy.public_addr names no host, and the machine's name is unknown: %w", err)
 		}
 	}
-	return service.JoinProxy(ctx, cfg.Proxy.BrokerAddr, cfg.Proxy.JoinToken, cfg.Proxy.BrokerCAPin,
-		filepath.Join(cfg.DataDir, "proxy", "joined"), []string{host})
+	return []string{host}, nil
 }

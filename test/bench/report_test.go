@@ -33,6 +33,7 @@ var (
 	flagNoStore  = flag.Bool("bench-nostore", true, "also measure the agent with a recorder that discards events (a diagnostic of where the agent's time goes)")
 	flagIdle     = flag.Int("bench-idle-sessions", 1000, "idle sessions opened to the strict agent directly and through the proxy and one tunnel, whose memory per session is reported (full benchmark; 0: not measured)")
 	flagProfiles = flag.String("bench-cpuprofile", "", "directory for CPU profiles of this process (relay and agents) during each in-process target's runs")
+	flagTargets  = flag.String("bench-targets", "", "measure only these targets, comma separated (full benchmark; empty: all)")
 )
 
 type benchConfig struct {
@@ -63,6 +64,14 @@ func configFromFlags(t *testing.T) benchConfig {
 	}
 	if *flagUnsigned {
 		c.targets = append(c.targets[:len(c.targets):len(c.targets)], TargetUnsigned)
+	}
+	if only := splitList(*flagTargets); len(only) > 0 {
+		for _, name := range only {
+			if !slices.Contains(c.targets, name) {
+				t.Fatalf("-bench-targets: %q is not one of %q", name, c.targets)
+			}
+		}
+		c.targets = only
 	}
 	for _, s := range splitList(*flagClients) {
 		n, err := strconv.Atoi(s)
