@@ -508,6 +508,9 @@ func (s *Service) Join(ctx context.Context, token, hostID string, hosts []string
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "join: " + err.Error()}
 	}
+	if err := s.checkHostNames(hostID, hosts, "join"); err != nil {
+		return nil, err
+	}
 	by := state.Actor{User: "host:" + hostID}
 	if _, err := s.store.UseToken(ctx, by, state.TokenID(token), hostID, tokenType); err != nil {
 		var tr *state.TokenRefusal
@@ -586,6 +589,9 @@ func (s *Service) RenewHost(ctx context.Context, certs []*x509.Certificate, host
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "renewal: " + err.Error()}
 	}
+	if err := s.checkHostNames(hostID, hosts, "renewal"); err != nil {
+		return nil, err
+	}
 	cert, certPEM, err := s.cas.IssueHost(pub, hostID, hosts, 0)
 	if err != nil {
 		return nil, &Refusal{Status: http.StatusBadRequest, Message: "renewal: " + err.Error()}
@@ -597,6 +603,28 @@ func (s *Service) RenewHost(ctx context.Context, certs []*x509.Certificate, host
 		return nil, fmt.Errorf("%w: %v", ErrAudit, err)
 	}
 	return &Issued{Cert: cert, CertPEM: certPEM}, nil
+}
+
+// checkHostNames refuses a host certificate that would name a database
+// another host serves. A database's name is the server name its sessions'
+// TLS is verified against, so a certificate naming it lets its holder
+// answer that database's users as if it were their agent (through a proxy
+// routing on that name, or with a spoofed address) and read their
+// sessions. A name stays its host's while that host heartbeats, as
+// registrations do (state.ErrInUse); a database moves to a new host once
+// its old agent stopped.
+func (s *Service) checkHostNames(hostID string, hosts []string, what string) error {
+	now := time.Now()
+	for _, h := range hosts {
+		d, ok := s.store.Database(h)
+		if !ok || d.HostID == "" || d.HostID == hostID || d.Expired(now) {
+			continue
+		}
+		s.log.Warn("host certificate refused: it would name another host's database", "what", what, "host_id", hostID, "database", h, "served_by", d.HostID)
+		return &Refusal{Status: http.StatusForbidden,
+			Message: fmt.Sprintf("%s: database %s is served by host %s, so host %s cannot have a certificate naming it (a database moves to another host once its agent has stopped)", what, quote(h), d.HostID, hostID)}
+	}
+	return nil
 }
 
 // verifyHost checks the host certificate an agent presents for what.
