@@ -21,7 +21,9 @@ const webauthnCookie = "__Host-tollgate-webauthn"
 
 type webauthnData struct {
 	User, Next string
-	Options    *protocol.CredentialAssertion
+	// Ticket names a tg login finished here (tgkey.go).
+	Ticket  string
+	Options *protocol.CredentialAssertion
 }
 
 // askKey shows the second step of a password sign-in: the page asks the

@@ -168,6 +168,8 @@ type StatusError struct {
 	Status     int
 	Message    string
 	RetryAfter time.Duration
+	// BrowserURL is the page a security key answers at (Error.BrowserURL).
+	BrowserURL string
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -224,7 +226,7 @@ func (c *Client) doHeader(ctx context.Context, method, path string, in, out any)
 		if msg == "" {
 			msg = resp.Status
 		}
-		se := &StatusError{Status: resp.StatusCode, Message: msg}
+		se := &StatusError{Status: resp.StatusCode, Message: msg, BrowserURL: e.BrowserURL}
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 			se.RetryAfter = time.Duration(s) * time.Second
 		}
@@ -389,6 +391,18 @@ func (c *Client) BeginTOTP(ctx context.Context) (*TOTPEnrollment, error) {
 // ConfirmTOTP enrolls the secret BeginTOTP gave with one of its codes.
 func (c *Client) ConfirmTOTP(ctx context.Context, code string) error {
 	return c.do(ctx, http.MethodPost, PathMFATOTPConfirm, TOTPConfirmRequest{Code: code}, nil)
+}
+
+// Factors lists the caller's second factors.
+func (c *Client) Factors(ctx context.Context) ([]Factor, error) {
+	var out []Factor
+	return out, c.do(ctx, http.MethodGet, PathMFA, nil, &out)
+}
+
+// RegisterKey starts registering a security key in the browser.
+func (c *Client) RegisterKey(ctx context.Context, req BrowserRequest) (*BrowserResponse, error) {
+	var out BrowserResponse
+	return &out, c.do(ctx, http.MethodPost, PathMFAWebAuthn, req, &out)
 }
 
 // SSOLogin starts a single sign-on for tg.

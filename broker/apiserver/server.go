@@ -117,6 +117,27 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	s.mux.HandleFunc("GET "+api.PathMFA, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		fs, err := s.login.Factors(r.Context(), id)
+		out := make([]api.Factor, 0, len(fs))
+		for _, f := range fs {
+			out = append(out, api.Factor{Name: f.Name, Method: f.Method})
+		}
+		respond(out, err)(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFAWebAuthn, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.BrowserRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		b, err := decodeBrowser(req.RedirectURL, req.Secret)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "security keys: "+err.Error(), 0)
+			return
+		}
+		u, err := s.login.BeginWebAuthnRegistrationBrowser(r.Context(), id, *b)
+		respond(&api.BrowserResponse{URL: u}, err)(w)
+	}))
 	s.mux.HandleFunc("GET "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
 		respond(a.Connectors(r.Context()))(w)
 	}))
@@ -207,13 +228,33 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "login: "+err.Error(), 0)
 		return
 	}
+	var browser *login.Browser
+	if req.RedirectURL != "" || req.Secret != "" {
+		if browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+			writeError(w, http.StatusBadRequest, "login: "+err.Error(), 0)
+			return
+		}
+	}
 	is, err := s.login.Login(r.Context(), login.Request{User: req.User, Password: req.Password, Invite: req.Invite, OTP: req.OTP,
-		PublicKey: pub, TTL: req.TTL.Std(), Meta: meta(r)})
+		PublicKey: pub, TTL: req.TTL.Std(), Browser: browser, Meta: meta(r)})
 	if err != nil {
 		fail(w, err)
 		return
 	}
 	respond(s.admin.Certificate(is))(w)
+}
+
+// decodeBrowser reads tg's loopback return: its listener's URL and the
+// secret that seals what goes there.
+func decodeBrowser(redirect, secret string) (*login.Browser, error) {
+	if err := api.CheckLoopback(redirect); err != nil {
+		return nil, err
+	}
+	b, err := api.DecodeSecret(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &login.Browser{RedirectURL: redirect, Secret: b}, nil
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -432,6 +473,8 @@ func respond[T any](v T, err error) func(http.ResponseWriter) {
 func fail(w http.ResponseWriter, err error) {
 	var ref *login.Refusal
 	switch {
+	case errors.As(err, &ref) && ref.BrowserURL != "":
+		writeJSON(w, ref.Status, api.Error{Error: ref.Message, BrowserURL: ref.BrowserURL})
 	case errors.As(err, &ref):
 		writeError(w, ref.Status, ref.Message, ref.RetryAfter)
 	case errors.Is(err, login.ErrAudit):

@@ -35,6 +35,9 @@ type waPending struct {
 	session webauthn.SessionData
 	handle  []byte
 	expires time.Time
+	// browser is set for a tg login finished in the browser: the key to
+	// certify and where the answer goes.
+	browser *browserLogin
 }
 
 // waUser is a user as go-webauthn sees it.
@@ -168,7 +171,15 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 		}
 		return true
 	})
-	s.asserting.Store(ticket, waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL)})
+	p := waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL)}
+	if req.Browser != nil {
+		p.browser = &browserLogin{Browser: *req.Browser, pub: req.PublicKey, ttl: req.TTL, options: opts}
+		s.asserting.Store(ticket, p)
+		return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for in the browser",
+			Message:    "login: user " + u.Name + " signs in with their security key as well: finish in the browser",
+			BrowserURL: s.origin + keyLoginPath + "?ticket=" + ticket}
+	}
+	s.asserting.Store(ticket, p)
 	return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for",
 		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI; tg cannot use one yet, so a user who also enrolled an authenticator app gives its code with tg login --otp)",
 		WebAuthn: &WebAuthnChallenge{Ticket: ticket, Options: opts}}
@@ -180,9 +191,15 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 // whatever the outcome; a key whose signature counter went back (a
 // cloned key) is refused.
 func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
-	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
 	v, ok := s.asserting.LoadAndDelete(ticket)
 	p, _ := v.(waPending)
+	// A tg login's ticket is finished only for the key tg sent.
+	ok = ok && p.browser == nil
+	return s.finishWebAuthn(ctx, ticket, p, ok, body, pub, ttl, meta)
+}
+
+func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending, ok bool, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
+	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
 	ev.User = p.user
 	refuse := func(r *Refusal) (*Issued, error) {
 		ev.Success, ev.Error, ev.Reason = false, r.Detail, r.Reason
