@@ -29,6 +29,7 @@
 //	POST   /v1/mfa/totp              mTLS → a new TOTP secret and its otpauth:// URL, shown once
 //	POST   /v1/mfa/totp/confirm      mTLS, a code of that secret → enrolled
 //	GET    /v1/mfa                   mTLS → the caller's second factors (names and methods)
+//	POST   /v1/mfa/session           mTLS, database, db user, public key, code or loopback URL → certificate for that session
 //	POST   /v1/mfa/webauthn          mTLS, loopback URL, secret → URL of the page that registers a security key
 //	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
 //
@@ -79,6 +80,7 @@ const (
 	PathMFATOTPConfirm = "/v1/mfa/totp/confirm"
 	PathMFAWebAuthn    = "/v1/mfa/webauthn"
 	PathMFA            = "/v1/mfa"
+	PathMFASession     = "/v1/mfa/session"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -133,6 +135,19 @@ type LoginRequest struct {
 type Factor struct {
 	Name   string `json:"name"`
 	Method string `json:"method"`
+}
+
+// SessionCertRequest asks for a certificate for one database session
+// (roles with require_session_mfa) with a second factor: OTP, or, with
+// RedirectURL and Secret, a security key in the browser (the refusal's
+// Error.BrowserURL names the page; the certificate comes back sealed).
+type SessionCertRequest struct {
+	Database    string `json:"database"`
+	DBUser      string `json:"db_user"`
+	PublicKey   string `json:"public_key"`
+	OTP         string `json:"otp,omitempty"`
+	RedirectURL string `json:"redirect_url,omitempty"`
+	Secret      string `json:"secret,omitempty"`
 }
 
 // BrowserRequest asks for a ceremony tg cannot run itself (a security

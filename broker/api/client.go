@@ -399,6 +399,12 @@ func (c *Client) Factors(ctx context.Context) ([]Factor, error) {
 	return out, c.do(ctx, http.MethodGet, PathMFA, nil, &out)
 }
 
+// SessionCert asks for a certificate for one database session.
+func (c *Client) SessionCert(ctx context.Context, req SessionCertRequest) (*Certificate, error) {
+	var out Certificate
+	return &out, c.do(ctx, http.MethodPost, PathMFASession, req, &out)
+}
+
 // RegisterKey starts registering a security key in the browser.
 func (c *Client) RegisterKey(ctx context.Context, req BrowserRequest) (*BrowserResponse, error) {
 	var out BrowserResponse

@@ -125,6 +125,30 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 		}
 		respond(out, err)(w)
 	}))
+	s.mux.HandleFunc("POST "+api.PathMFASession, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.SessionCertRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		pub, err := api.DecodePublicKey(req.PublicKey)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "session mfa: "+err.Error(), 0)
+			return
+		}
+		sr := login.SessionRequest{Database: req.Database, DBUser: req.DBUser, PublicKey: pub, OTP: req.OTP, Meta: meta(r)}
+		if req.RedirectURL != "" || req.Secret != "" {
+			if sr.Browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+				writeError(w, http.StatusBadRequest, "session mfa: "+err.Error(), 0)
+				return
+			}
+		}
+		is, err := s.login.IssueSession(r.Context(), id, sr)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		respond(s.admin.Certificate(is))(w)
+	}))
 	s.mux.HandleFunc("POST "+api.PathMFAWebAuthn, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
 		var req api.BrowserRequest
 		if !decode(w, r, &req) {

@@ -130,6 +130,17 @@ func checkIdentity(id Identity) error {
 			}
 		}
 	}
+	if m := id.MFASession; m != nil {
+		if err := checkName("mfa_session database", m.Database); err != nil {
+			return err
+		}
+		if err := checkName("mfa_session db_user", m.DBUser); err != nil {
+			return err
+		}
+		if err := checkText("mfa_session method", m.Method); err != nil {
+			return err
+		}
+	}
 	for _, r := range id.AccessRequests {
 		if err := checkName("access request id", r); err != nil {
 			return err

@@ -12,6 +12,15 @@ const (
 	TraitDBNames = "db_names"
 )
 
+// MFASession is what a per-session certificate is good for, and the
+// second factor checked to issue it.
+type MFASession struct {
+	Database string `json:"database"`
+	DBUser   string `json:"db_user"`
+	// Method is the factor: totp or webauthn.
+	Method string `json:"method"`
+}
+
 // Identity is what a user certificate says about its holder.
 type Identity struct {
 	// User is the Tollgate user name.
@@ -25,6 +34,10 @@ type Identity struct {
 	// AccessRequests are the ids of approved requests whose roles this
 	// certificate carries.
 	AccessRequests []string `json:"access_requests,omitempty"`
+	// MFASession, in a certificate issued for one database session after
+	// a second factor (roles with require_session_mfa), says for which:
+	// agents accept it for that database and database user only.
+	MFASession *MFASession `json:"mfa_session,omitempty"`
 	// Expires is the certificate's NotAfter.
 	Expires time.Time `json:"expires"`
 	// Issued is the certificate's NotBefore, read from the certificate

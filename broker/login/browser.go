@@ -32,6 +32,10 @@ type browserLogin struct {
 	pub     crypto.PublicKey
 	ttl     time.Duration
 	options *protocol.CredentialAssertion
+	// session, for a key checked for one database session, is what the
+	// certificate will be good for, and caller who asked.
+	session *identity.MFASession
+	caller  identity.Identity
 }
 
 // browserReg is a registration started by tg, waiting for the browser.

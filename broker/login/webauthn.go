@@ -200,6 +200,10 @@ func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte,
 
 func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending, ok bool, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
 	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
+	forSession := p.browser != nil && p.browser.session != nil
+	if forSession {
+		ev.Method = events.LoginSessionMFA
+	}
 	ev.User = p.user
 	refuse := func(r *Refusal) (*Issued, error) {
 		ev.Success, ev.Error, ev.Reason = false, r.Detail, r.Reason
@@ -252,6 +256,9 @@ func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending
 	if err := s.store.UpdateWebAuthn(ctx, u.Name, *cred); err != nil {
 		return refuse(&Refusal{Status: http.StatusServiceUnavailable, Reason: events.LoginBadRequest, Detail: "record the key's counter: " + err.Error(),
 			Message: "login: the broker cannot record the key's use; try again"})
+	}
+	if forSession {
+		return s.issueSession(ctx, p.browser.caller, *p.browser.session, pub, meta)
 	}
 	id := identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}
 	ev.Success, ev.Roles = true, id.Roles
