@@ -254,6 +254,10 @@ type Database struct {
 	Online        bool      `json:"online"`
 	Proxies       []string  `json:"proxies,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+	// SessionMFA, in GET /v1/databases, says a role of the caller needs a
+	// second factor for each session (require_session_mfa): tg asks for a
+	// per-session certificate (PathMFASession) first.
+	SessionMFA bool `json:"session_mfa,omitempty"`
 }
 
 // User is a user as admins see it; secrets are never part of it.

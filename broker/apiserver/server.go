@@ -431,6 +431,7 @@ func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id iden
 // for an empty list it says why.
 func visibleDatabases(store *state.Store, as *admin.Service, id identity.Identity) ([]api.Database, string) {
 	roles, _ := store.ResolveRoles(id.Roles)
+	sessionMFA := access.Options(roles).RequireSessionMFA
 	now := time.Now()
 	out := []api.Database{}
 	all := store.Databases()
@@ -444,6 +445,7 @@ func visibleDatabases(store *state.Store, as *admin.Service, id identity.Identit
 		// database whose agent still beats but has no tunnel shows as
 		// offline rather than vanishing.
 		if ad := as.Database(d, now); ad.Live || ad.Online {
+			ad.SessionMFA = sessionMFA
 			out = append(out, ad)
 		}
 	}
