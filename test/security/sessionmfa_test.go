@@ -1,0 +1,258 @@
+package security
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pquerna/otp/totp"
+
+	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/test/faults"
+)
+
+const carolPassword = "carol's long enough password"
+
+// mfaUser is a user of a role with require_session_mfa, logged in through
+// the API with a TOTP authenticator enrolled.
+type mfaUser struct {
+	key    *ecdsa.PrivateKey
+	login  *tls.Certificate
+	client *api.Client
+	secret string
+	// step is the last TOTP time step used, so the next code is fresh.
+	step time.Time
+}
+
+func newMFAUser(t *testing.T, w *world) *mfaUser {
+	t.Helper()
+	role := filepath.Join(w.dir, "dbmfa.yaml")
+	if err := os.WriteFile(role, []byte("kind: role\nmetadata: {name: dbmfa}\nspec:\n  options: {require_session_mfa: true}\n  allow: {db_labels: {'*': '*'}, db_users: ['{{internal.db_users}}'], db_names: ['{{internal.db_names}}']}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.tollgate("roles", "create", "-f", role); err != nil {
+		t.Fatalf("roles create: %v\n%s", err, out)
+	}
+	out, err := w.tollgate("users", "add", "carol", "--roles=dbmfa", "--db-users="+faults.DBUser+",other_user", "--db-names=postgres")
+	if err != nil {
+		t.Fatalf("users add: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`--invite=(\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no invite in %s", out)
+	}
+	u := &mfaUser{}
+	if u.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := api.EncodePublicKey(u.key.Public())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := w.apiClient(nil).Login(ctx, api.LoginRequest{User: "carol", Password: carolPassword, Invite: m[1], PublicKey: pub})
+	if err != nil {
+		t.Fatalf("first login: %v", err)
+	}
+	u.login = u.pair(t, res.CertPEM)
+	u.client = w.apiClient(u.login)
+	en, err := u.client.BeginTOTP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.secret, u.step = en.Secret, time.Now()
+	if err := u.client.ConfirmTOTP(ctx, u.code(t, u.step)); err != nil {
+		t.Fatalf("enroll: %v", err)
+	}
+	return u
+}
+
+// code is the code of the time step of at.
+func (u *mfaUser) code(t *testing.T, at time.Time) string {
+	t.Helper()
+	c, err := totp.GenerateCode(u.secret, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// nextCode is a code of a time step not used yet (the broker accepts one
+// step ahead, for clocks that drift).
+func (u *mfaUser) nextCode(t *testing.T) string {
+	u.step = u.step.Add(30 * time.Second)
+	if time.Until(u.step) > 30*time.Second {
+		t.Fatal("no fresh time step left within the broker's skew; the test asks for too many codes")
+	}
+	return u.code(t, u.step)
+}
+
+func (u *mfaUser) pair(t *testing.T, certPEM string) *tls.Certificate {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(u.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.X509KeyPair([]byte(certPEM), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// files writes a certificate and the user's key for a PostgreSQL client.
+func (u *mfaUser) files(t *testing.T, dir, name string, c *tls.Certificate) (string, string) {
+	t.Helper()
+	certFile, keyFile := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	der, _ := x509.MarshalPKCS8PrivateKey(u.key)
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// queryAs runs sql through the agent as dbUser with cert and key.
+func (w *world) queryAs(cert, key, dbUser, sql string) error {
+	cfg, err := faults.PgxConfig(w.agentAddr, w.hostCA, cert, key)
+	if err != nil {
+		return err
+	}
+	cfg.User = dbUser
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// A role with require_session_mfa: the login certificate opens no
+// session; a certificate issued after a TOTP code opens one to its
+// database as its database user only, and not once it expired; a code
+// is good for one certificate.
+func TestSessionMFA(t *testing.T) {
+	w := newWorld(t)
+	u := newMFAUser(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	loginCert, loginKey := u.files(t, w.dir, "carol-login", u.login)
+	err := w.query(loginCert, loginKey, "SELECT 'carol without a factor'")
+	if err == nil || !strings.Contains(err.Error(), "session_mfa_required") || !strings.Contains(err.Error(), "login certificate") {
+		t.Fatalf("the login certificate at the agent: %v, want a session_mfa_required refusal", err)
+	}
+
+	pub, _ := api.EncodePublicKey(u.key.Public())
+	code := u.nextCode(t)
+	res, err := u.client.SessionCert(ctx, api.SessionCertRequest{Database: faults.PGName, DBUser: faults.DBUser, PublicKey: pub, OTP: code})
+	if err != nil {
+		t.Fatalf("session certificate: %v", err)
+	}
+	sess := u.pair(t, res.CertPEM)
+	if left := time.Until(sess.Leaf.NotAfter); left > time.Minute+5*time.Second {
+		t.Fatalf("the session certificate is valid %s", left)
+	}
+	if id, err := identity.FromCertificate(sess.Leaf); err != nil || id.MFASession == nil || id.MFASession.Method != "totp" {
+		t.Fatalf("session certificate identity: %+v %v", id, err)
+	}
+	sessCert, sessKey := u.files(t, w.dir, "carol-session", sess)
+	if err := w.query(sessCert, sessKey, "SELECT 'carol with a factor'"); err != nil {
+		t.Fatalf("the session certificate at the agent: %v", err)
+	}
+
+	// The same code again is refused: it was used for a certificate.
+	_, err = u.client.SessionCert(ctx, api.SessionCertRequest{Database: faults.PGName, DBUser: faults.DBUser, PublicKey: pub, OTP: code})
+	if status(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("replayed code: %v (status %d), want 401 already used", err, status(err))
+	}
+	// A wrong code too.
+	wrong := "000000"
+	if u.code(t, time.Now()) == wrong {
+		wrong = "111111"
+	}
+	if _, err = u.client.SessionCert(ctx, api.SessionCertRequest{Database: faults.PGName, DBUser: faults.DBUser, PublicKey: pub, OTP: wrong}); status(err) != http.StatusUnauthorized {
+		t.Fatalf("wrong code: %v", err)
+	}
+
+	// The session certificate serves its database user only.
+	err = w.queryAs(sessCert, sessKey, "other_user", "SELECT 'carol as another user'")
+	if err == nil || !strings.Contains(err.Error(), "session_mfa_required") || !strings.Contains(err.Error(), `not "other_user"`) {
+		t.Fatalf("the session certificate as another db user: %v", err)
+	}
+
+	// A session certificate for another database opens nothing here,
+	// whatever the roles allow.
+	other := u.signed(t, w, identity.MFASession{Database: "another-db", DBUser: faults.DBUser, Method: "totp"}, time.Minute)
+	oCert, oKey := u.files(t, w.dir, "carol-other", other)
+	if err := w.query(oCert, oKey, "SELECT 'carol with another database''s certificate'"); err == nil || !strings.Contains(err.Error(), `for database "another-db"`) {
+		t.Fatalf("another database's session certificate: %v", err)
+	}
+
+	// Once expired, the session certificate starts nothing.
+	var last string
+	after, err := waitRefusedEvery(t, "the expired session certificate", 2*time.Second, 90*time.Second, func() error {
+		last = fmt.Sprintf("carol at %s", time.Now().Format(time.RFC3339Nano))
+		return w.query(sessCert, sessKey, "SELECT '"+last+"'")
+	})
+	if time.Now().Before(sess.Leaf.NotAfter) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("refused %v later, the certificate expiring at %s: %v", after, sess.Leaf.NotAfter, err)
+	}
+	for _, s := range []string{"carol without a factor", "carol as another user", "another database's certificate", last} {
+		if w.logged(s) {
+			t.Fatalf("PostgreSQL ran %q", s)
+		}
+	}
+	if !w.logged("carol with a factor") {
+		t.Fatal("the allowed statement is not in PostgreSQL's log")
+	}
+}
+
+// signed is a certificate the user CA signs for u's key with a session
+// marking, as the broker would for another database.
+func (u *mfaUser) signed(t *testing.T, w *world, m identity.MFASession, ttl time.Duration) *tls.Certificate {
+	t.Helper()
+	id, err := identity.FromCertificate(u.login.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id.MFASession = &m
+	_, certPEM, err := w.cas.IssueUser(u.key.Public(), id, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.pair(t, string(certPEM))
+}
+
+// waitRefusedEvery polls try every interval until it fails, for at most
+// limit.
+func waitRefusedEvery(t testing.TB, what string, every, limit time.Duration, try func() error) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	for {
+		if err := try(); err != nil {
+			return time.Since(start), err
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s: still allowed %s later", what, limit)
+		}
+		time.Sleep(every)
+	}
+}
