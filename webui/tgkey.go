@@ -45,6 +45,11 @@ func (u *UI) tgKeyLoginFinish(w http.ResponseWriter, r *http.Request) {
 		u.toTG(w, b, url.Values{api.SSOErrorParam: {refusalText(err)}})
 		return
 	}
+	if is == nil {
+		// A check that issues nothing (a factor's removal) is done.
+		u.toTG(w, b, url.Values{api.SSODoneParam: {"1"}})
+		return
+	}
 	cert, err := u.o.Admin.Certificate(is)
 	if err == nil {
 		var sealed string

@@ -16,6 +16,7 @@
 //	GET    /v1/admin/users           mTLS + editor role, and the rest of /v1/admin:
 //	POST   /v1/admin/users           add a user, answer with a one-time invite
 //	DELETE /v1/admin/users/{name}
+//	POST   /v1/admin/users/{name}/reset-mfa   remove every second factor of the user
 //	GET    /v1/admin/roles           built-in and stored roles
 //	POST   /v1/admin/roles           create or replace roles from YAML
 //	GET    /v1/admin/tokens          join tokens (ids only)
@@ -29,6 +30,7 @@
 //	POST   /v1/mfa/totp              mTLS → a new TOTP secret and its otpauth:// URL, shown once
 //	POST   /v1/mfa/totp/confirm      mTLS, a code of that secret → enrolled
 //	GET    /v1/mfa                   mTLS → the caller's second factors (names and methods)
+//	POST   /v1/mfa/remove            mTLS, factor name, code or loopback URL → the factor removed
 //	POST   /v1/mfa/session           mTLS, database, db user, public key, code or loopback URL → certificate for that session
 //	POST   /v1/mfa/webauthn          mTLS, loopback URL, secret → URL of the page that registers a security key
 //	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
@@ -81,6 +83,7 @@ const (
 	PathMFAWebAuthn    = "/v1/mfa/webauthn"
 	PathMFA            = "/v1/mfa"
 	PathMFASession     = "/v1/mfa/session"
+	PathMFARemove      = "/v1/mfa/remove"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -145,6 +148,16 @@ type SessionCertRequest struct {
 	Database    string `json:"database"`
 	DBUser      string `json:"db_user"`
 	PublicKey   string `json:"public_key"`
+	OTP         string `json:"otp,omitempty"`
+	RedirectURL string `json:"redirect_url,omitempty"`
+	Secret      string `json:"secret,omitempty"`
+}
+
+// RemoveFactorRequest removes a second factor of the caller, after a
+// factor checked now: OTP, or, with RedirectURL and Secret, a security
+// key in the browser (the refusal's Error.BrowserURL names the page).
+type RemoveFactorRequest struct {
+	Factor      string `json:"factor"`
 	OTP         string `json:"otp,omitempty"`
 	RedirectURL string `json:"redirect_url,omitempty"`
 	Secret      string `json:"secret,omitempty"`

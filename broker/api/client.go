@@ -25,6 +25,8 @@ type Admin interface {
 	AddUser(ctx context.Context, req AddUserRequest) (*AddUserResponse, error)
 	Users(ctx context.Context) ([]User, error)
 	RemoveUser(ctx context.Context, name string) error
+	// ResetMFA removes every second factor of a user (one who lost them).
+	ResetMFA(ctx context.Context, name string) error
 	UpsertRoles(ctx context.Context, yaml string) ([]RoleResult, error)
 	Roles(ctx context.Context) ([]Role, error)
 	AddToken(ctx context.Context, req AddTokenRequest) (*AddTokenResponse, error)
@@ -323,6 +325,11 @@ func (c *Client) RemoveUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, PathAdminUsers+"/"+url.PathEscape(name), nil, nil)
 }
 
+// ResetMFA removes every second factor of a user.
+func (c *Client) ResetMFA(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, PathAdminUsers+"/"+url.PathEscape(name)+"/reset-mfa", struct{}{}, nil)
+}
+
 // UpsertRoles creates or replaces the roles of a YAML text.
 func (c *Client) UpsertRoles(ctx context.Context, yaml string) ([]RoleResult, error) {
 	var out []RoleResult
@@ -403,6 +410,11 @@ func (c *Client) Factors(ctx context.Context) ([]Factor, error) {
 func (c *Client) SessionCert(ctx context.Context, req SessionCertRequest) (*Certificate, error) {
 	var out Certificate
 	return &out, c.do(ctx, http.MethodPost, PathMFASession, req, &out)
+}
+
+// RemoveFactor removes a second factor of the caller.
+func (c *Client) RemoveFactor(ctx context.Context, req RemoveFactorRequest) error {
+	return c.do(ctx, http.MethodPost, PathMFARemove, req, nil)
 }
 
 // RegisterKey starts registering a security key in the browser.

@@ -69,6 +69,13 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	s.mux.HandleFunc("POST "+api.PathAdminUsers+"/{name}/reset-mfa", s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		if err := a.ResetMFA(r.Context(), r.PathValue("name")); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	s.mux.HandleFunc("GET "+api.PathAdminRoles, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
 		respond(a.Roles(r.Context()))(w)
 	}))
@@ -148,6 +155,25 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 			return
 		}
 		respond(s.admin.Certificate(is))(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFARemove, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.RemoveFactorRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		rr := login.RemoveRequest{Factor: req.Factor, OTP: req.OTP, Meta: meta(r)}
+		if req.RedirectURL != "" || req.Secret != "" {
+			var err error
+			if rr.Browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+				writeError(w, http.StatusBadRequest, "mfa rm: "+err.Error(), 0)
+				return
+			}
+		}
+		if err := s.login.RemoveFactor(r.Context(), id, rr); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}))
 	s.mux.HandleFunc("POST "+api.PathMFAWebAuthn, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
 		var req api.BrowserRequest

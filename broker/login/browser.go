@@ -36,6 +36,8 @@ type browserLogin struct {
 	// certificate will be good for, and caller who asked.
 	session *identity.MFASession
 	caller  identity.Identity
+	// remove, for a key checked to remove a factor, names the factor.
+	remove string
 }
 
 // browserReg is a registration started by tg, waiting for the browser.

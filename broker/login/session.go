@@ -103,12 +103,22 @@ func (s *Service) IssueSession(ctx context.Context, caller identity.Identity, r 
 	}
 }
 
-// askSessionKey asks for the user's security key in the browser; the
-// refusal names the page.
+// askSessionKey asks for the user's security key in the browser for one
+// database session; the refusal names the page.
 func (s *Service) askSessionKey(ctx context.Context, u state.User, caller identity.Identity, want identity.MFASession, r SessionRequest) *Refusal {
+	ref := s.askKeyInBrowser(ctx, u, &browserLogin{Browser: *r.Browser, pub: r.PublicKey, session: &want, caller: caller})
+	if ref.BrowserURL != "" {
+		ref.Message = "session mfa: confirm with your security key in the browser"
+	}
+	return ref
+}
+
+// askKeyInBrowser starts a security key's check of u at the browser page
+// for what bl says (a session, a removal); the refusal names the page.
+func (s *Service) askKeyInBrowser(ctx context.Context, u state.User, bl *browserLogin) *Refusal {
 	unavailable := func(detail string) *Refusal {
 		return &Refusal{Status: http.StatusServiceUnavailable, Reason: events.LoginBadRequest, Detail: detail,
-			Message: "session mfa: the broker cannot ask for the user's security key; try again"}
+			Message: "the broker cannot ask for the user's security key; try again"}
 	}
 	wa, err := s.webauthn()
 	if err != nil {
@@ -122,12 +132,11 @@ func (s *Service) askSessionKey(ctx context.Context, u state.User, caller identi
 	if err != nil {
 		return unavailable("begin: " + err.Error())
 	}
+	bl.options = opts
 	ticket := base64.RawURLEncoding.EncodeToString(randomBytes(32))
-	s.asserting.Store(ticket, waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL),
-		browser: &browserLogin{Browser: *r.Browser, pub: r.PublicKey, options: opts, session: &want, caller: caller}})
+	s.asserting.Store(ticket, waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL), browser: bl})
 	return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for in the browser",
-		Message:    "session mfa: confirm with your security key in the browser",
-		BrowserURL: s.origin + keyLoginPath + "?ticket=" + ticket}
+		Message: "confirm with your security key in the browser", BrowserURL: s.origin + keyLoginPath + "?ticket=" + ticket}
 }
 
 // issueSession issues the per-session certificate: the caller's identity

@@ -201,7 +201,7 @@ func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte,
 func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending, ok bool, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
 	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
 	forSession := p.browser != nil && p.browser.session != nil
-	if forSession {
+	if forSession || (p.browser != nil && p.browser.remove != "") {
 		ev.Method = events.LoginSessionMFA
 	}
 	ev.User = p.user
@@ -217,7 +217,8 @@ func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending
 		return refuse(&Refusal{Status: http.StatusUnauthorized, Reason: events.LoginMFAWrong, Detail: "unknown, expired or used security key challenge",
 			Message: "login: this sign-in expired or was already finished; sign in again"})
 	}
-	if err := CheckPublicKey(pub); err != nil {
+	removing := p.browser != nil && p.browser.remove != ""
+	if err := CheckPublicKey(pub); err != nil && !removing {
 		return refuse(&Refusal{Status: http.StatusBadRequest, Message: "login: " + err.Error(), Reason: events.LoginBadRequest, Detail: err.Error()})
 	}
 	u, known := s.store.User(p.user)
@@ -259,6 +260,12 @@ func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending
 	}
 	if forSession {
 		return s.issueSession(ctx, p.browser.caller, *p.browser.session, pub, meta)
+	}
+	if p.browser != nil && p.browser.remove != "" {
+		// A removal answers no certificate: the browser tells tg it is
+		// done, and tg asks the broker's list.
+		c := p.browser.caller
+		return nil, s.store.RemoveMFA(ctx, state.Actor{User: c.User, Roles: c.Roles}, u.Name, p.browser.remove, keyName)
 	}
 	id := identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}
 	ev.Success, ev.Roles = true, id.Roles

@@ -18,7 +18,7 @@ import (
 
 func init() {
 	m := &cobra.Command{Use: "mfa", Short: "Second factors of the logged-in user"}
-	m.AddCommand(mfaAddCmd(), mfaLsCmd())
+	m.AddCommand(mfaAddCmd(), mfaLsCmd(), mfaRmCmd())
 	root.AddCommand(m)
 }
 
@@ -152,6 +152,67 @@ func mfaLsCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func mfaRmCmd() *cobra.Command {
+	var otp, browser string
+	c := &cobra.Command{
+		Use:   "rm NAME [--otp=CODE] [--browser=none]",
+		Short: "Remove one of your second factors (tg mfa ls names them); needs a factor checked now",
+		Long: `Remove a second factor named as tg mfa ls lists it. The certificate alone is
+not enough: give a code of your authenticator app (--otp, or TG_OTP), or leave
+it out to confirm with a security key in the browser (--browser=none prints
+the URL). An administrator resets the factors of a user who lost them with
+tollgate users reset-mfa.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if browser != "" && browser != "none" {
+				return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", browser)
+			}
+			_, _, c, err := requestClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := withTimeout(cmd.Context())
+			defer cancel()
+			if otp == "" {
+				otp = os.Getenv("TG_OTP")
+			}
+			req := api.RemoveFactorRequest{Factor: args[0], OTP: otp}
+			var lb *loopback
+			if otp == "" {
+				if lb, err = startLoopback(); err != nil {
+					return err
+				}
+				defer lb.Close()
+				req.RedirectURL, req.Secret = lb.url, lb.Secret()
+			}
+			err = c.RemoveFactor(ctx, req)
+			var se *api.StatusError
+			if errors.As(err, &se) && se.BrowserURL != "" && lb != nil {
+				openBrowser(cmd.ErrOrStderr(), "confirm the removal with your security key", se.BrowserURL, browser)
+				if _, err = lb.wait(context.WithoutCancel(ctx), "tg mfa rm"); err != nil {
+					return fmt.Errorf("not removed: %w", err)
+				}
+				// The browser's word is not trusted alone.
+				fs, lerr := c.Factors(context.WithoutCancel(ctx))
+				if lerr != nil {
+					return lerr
+				}
+				if slices.ContainsFunc(fs, func(f api.Factor) bool { return f.Name == args[0] }) {
+					return fmt.Errorf("the browser said %s was removed, but the broker still lists it", args[0])
+				}
+			} else if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "second factor %s removed\n", args[0])
+			return nil
+		},
+	}
+	c.Flags().StringVar(&otp, "otp", "", "a code of your authenticator app, to prove a factor now (or TG_OTP)")
+	c.Flags().StringVar(&browser, "browser", "", "none: print the URL of the security key's page instead of opening a browser")
+	return c
 }
 
 // firstLine reads one line of r, without its end.

@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,8 @@ import (
 
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/events"
+	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/test/faults"
 )
 
@@ -255,4 +259,115 @@ func waitRefusedEvery(t testing.TB, what string, every, limit time.Duration, try
 		}
 		time.Sleep(every)
 	}
+}
+
+// Removing a second factor needs one checked now: the login certificate
+// alone, a wrong code and a code already used are refused and the factor
+// stays; a fresh code removes it. An administrator's reset removes them
+// all, and its event names the administrator.
+func TestMFARemoveNeedsAFreshFactor(t *testing.T) {
+	w := newWorld(t)
+	u := newMFAUser(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	listed := func() bool {
+		t.Helper()
+		fs, err := u.client.Factors(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(fs, func(f api.Factor) bool { return f.Name == "totp" })
+	}
+	if !listed() {
+		t.Fatal("the enrolled authenticator is not listed")
+	}
+	err := u.client.RemoveFactor(ctx, api.RemoveFactorRequest{Factor: "totp"})
+	if status(err) != http.StatusForbidden || !strings.Contains(err.Error(), "needs one checked now") || !listed() {
+		t.Fatalf("removal with the certificate alone: %v (status %d)", err, status(err))
+	}
+	wrong := "000000"
+	if u.code(t, time.Now()) == wrong {
+		wrong = "111111"
+	}
+	if err := u.client.RemoveFactor(ctx, api.RemoveFactorRequest{Factor: "totp", OTP: wrong}); status(err) != http.StatusUnauthorized || !listed() {
+		t.Fatalf("removal with a wrong code: %v", err)
+	}
+	// The enrollment's own code, seen by whoever watched it typed.
+	used := u.code(t, u.step)
+	if err := u.client.RemoveFactor(ctx, api.RemoveFactorRequest{Factor: "totp", OTP: used}); status(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "already used") || !listed() {
+		t.Fatalf("removal with a used code: %v", err)
+	}
+	if err := u.client.RemoveFactor(ctx, api.RemoveFactorRequest{Factor: "nosuch", OTP: u.code(t, time.Now())}); status(err) != http.StatusNotFound || !strings.Contains(err.Error(), `no second factor "nosuch"`) {
+		t.Fatalf("removal of an unknown factor: %v", err)
+	}
+	if err := u.client.RemoveFactor(ctx, api.RemoveFactorRequest{Factor: "totp", OTP: u.nextCode(t)}); err != nil {
+		t.Fatalf("removal with a fresh code: %v", err)
+	}
+	if listed() {
+		t.Fatal("the authenticator is still listed after its removal")
+	}
+
+	// Enrolled again, then reset by an administrator.
+	en, err := u.client.BeginTOTP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.secret = en.Secret
+	if err := u.client.ConfirmTOTP(ctx, u.code(t, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if !listed() {
+		t.Fatal("the authenticator enrolled again is not listed")
+	}
+	if out, err := w.tollgate("users", "reset-mfa", "carol"); err != nil || !strings.Contains(out, "second factors of carol removed") {
+		t.Fatalf("users reset-mfa: %v\n%s", err, out)
+	}
+	if listed() {
+		t.Fatal("the authenticator is still listed after the reset")
+	}
+	if out, err := w.tollgate("users", "reset-mfa", "nobody"); err == nil || !strings.Contains(out, "nobody") {
+		t.Fatalf("reset of an unknown user: %v\n%s", err, out)
+	}
+	removals := stateEvents(t, w, "user.mfa_remove")
+	if len(removals) != 2 || removals[0]["factor"] != "totp" || removals[0]["user"] != "carol" ||
+		removals[1]["reset"] != true || removals[1]["user"] == "carol" || removals[1]["user"] == "" || removals[1]["user"] == nil {
+		t.Fatalf("user.mfa_remove events: %v", removals)
+	}
+	for _, ev := range removals {
+		b, _ := json.Marshal(ev)
+		if strings.Contains(string(b), u.secret) || strings.Contains(string(b), "secret") {
+			t.Fatalf("a removal event holds a secret: %s", b)
+		}
+	}
+}
+
+// stateEvents are the events of type typ in STATE, oldest first.
+func stateEvents(t *testing.T, w *world, typ string) []map[string]any {
+	t.Helper()
+	_, js, _ := w.as(natsserver.Auditor)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, events.StateStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		_ = events.SplitEvents(m.Data, func(data []byte) error {
+			var ev map[string]any
+			if json.Unmarshal(data, &ev) == nil && ev["type"] == typ {
+				out = append(out, ev)
+			}
+			return nil
+		})
+	}
+	return out
 }
