@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/tollgate-db/tollgate/broker/api"
+	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
@@ -370,4 +372,62 @@ func stateEvents(t *testing.T, w *world, typ string) []map[string]any {
 		})
 	}
 	return out
+}
+
+// tg db connect for a role with require_session_mfa: without a code it
+// refuses before connecting and says why; with a code psql runs through
+// the agent on the certificate issued for the session; the same code
+// again is refused.
+func TestSessionMFAThroughTG(t *testing.T) {
+	w := newWorld(t)
+	u := newMFAUser(t, w)
+	userCA, err := w.cas.CertPEM(ca.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCA, err := w.cas.CertPEM(ca.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cas []*x509.Certificate
+	for _, p := range [][]byte{userCA, hostCA} {
+		b, _ := pem.Decode(p)
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas = append(cas, c)
+	}
+	f, err := identity.NewFile(w.proxyAddr, u.key, u.login.Leaf, cas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idFile := filepath.Join(w.dir, "carol.identity")
+	if err := identity.WriteFile(idFile, f); err != nil {
+		t.Fatal(err)
+	}
+	tg := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(tgBin, append([]string{"-i", idFile}, args...)...)
+		cmd.Env = append([]string{"HOME=" + w.dir, "PATH=" + os.Getenv("PATH")}, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := tg(nil, "db", "connect", faults.PGName, "--db-user="+faults.DBUser, "--", "-c", "SELECT 'tg without a code'")
+	if err == nil || !strings.Contains(out, "--otp") || !strings.Contains(out, "second factor for each database session") {
+		t.Fatalf("tg db connect without a code: %v\n%s", err, out)
+	}
+	code := u.nextCode(t)
+	out, err = tg([]string{"TG_OTP=" + code}, "db", "connect", faults.PGName, "--db-user="+faults.DBUser, "--", "-At", "-c", "SELECT 'tg with a code'")
+	if err != nil || !strings.Contains(out, "second factor checked (totp)") || !strings.Contains(out, "tg with a code") {
+		t.Fatalf("tg db connect with a code: %v\n%s", err, out)
+	}
+	out, err = tg(nil, "db", "connect", faults.PGName, "--db-user="+faults.DBUser, "--otp="+code, "--", "-c", "SELECT 'tg with the code again'")
+	if err == nil || !strings.Contains(out, "already used") {
+		t.Fatalf("tg db connect with a used code: %v\n%s", err, out)
+	}
+	for s, want := range map[string]bool{"tg without a code": false, "tg with a code": true, "tg with the code again": false} {
+		if w.logged(s) != want {
+			t.Fatalf("PostgreSQL's log has %q: %v, want %v", s, !want, want)
+		}
+	}
 }
