@@ -16,6 +16,9 @@ import (
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
+	"github.com/tollgate-db/tollgate/broker/daemon"
+	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -29,7 +32,7 @@ import (
 func TestWebAuthnTG(t *testing.T) {
 	e := startE2EAt(t, "localhost")
 	role := filepath.Join(t.TempDir(), "dba.yaml")
-	if err := os.WriteFile(role, []byte("kind: role\nmetadata: {name: dba}\nspec:\n  options: {require_mfa: true}\n  allow: {db_users: ['*'], db_names: ['*']}\n"), 0o600); err != nil {
+	if err := os.WriteFile(role, []byte("kind: role\nmetadata: {name: dba}\nspec:\n  options: {require_mfa: true, require_session_mfa: true}\n  allow: {db_labels: {'*': '*'}, db_users: ['*'], db_names: ['*']}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.run(false, "", e.tgl, "roles", "create", "-f", role)
@@ -72,6 +75,43 @@ func TestWebAuthnTG(t *testing.T) {
 	ssoStep(t, ctx, "the used page again", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#refused")))
 	if got := evalText(t, ctx, "#refused"); !strings.Contains(got, "unknown, expired or already used") {
 		t.Fatalf("used page: %q", got)
+	}
+
+	// dba needs a second factor for each database session: tg db login
+	// gets a certificate for this one after the key answers.
+	if _, err := e.b.Store.RegisterDatabase(context.Background(), daemon.Actor, state.NewDatabase{Name: "pg-key", Protocol: "postgres",
+		URI: "127.0.0.1:5432", HostID: "agent-1", AgentAddr: "127.0.0.1:5433"}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = e.withBrowser(ctx, "#tg-result", e.tg, "db", "login", "pg-key", "--db-user=app", "--browser=none")
+	if err != nil {
+		t.Fatalf("tg db login with the key: %v", err)
+	}
+	mustContain(t, "tg db login with the key", out, "issued after a second factor for one session as app")
+	sf, err := identity.LoadFile(filepath.Join(e.home, ".tg", "session-pg-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := sf.Identity.MFASession; m == nil || m.Database != "pg-key" || m.DBUser != "app" || m.Method != events.MFAWebAuthn ||
+		time.Until(sf.Identity.Expires) > time.Minute {
+		t.Fatalf("the session certificate: %+v until %s", m, sf.Identity.Expires)
+	}
+
+	// Removing the key needs the key.
+	name := regexp.MustCompile(`key-[0-9a-f]{12}`).FindString(ls)
+	out, _, err = e.withBrowser(ctx, "#tg-result", e.tg, "mfa", "rm", name, "--browser=none")
+	if err != nil {
+		t.Fatalf("tg mfa rm with the key: %v", err)
+	}
+	mustContain(t, "tg mfa rm", out, "second factor "+name+" removed")
+	ls, _ = e.run(false, "", e.tg, "mfa", "ls")
+	mustContain(t, "tg mfa ls after rm", ls, "no second factor enrolled")
+	_, errOut = e.run(true, "", e.tg, "mfa", "rm", name, "--otp=123456")
+	mustContain(t, "tg mfa rm again", errOut, "no second factor "+`"`+name+`"`)
+
+	// A key registered again for the last check below.
+	if _, _, err := e.withBrowser(ctx, "#tg-result", e.tg, "mfa", "add", "--type=webauthn", "--browser=none"); err != nil {
+		t.Fatalf("tg mfa add again: %v", err)
 	}
 
 	// A browser whose key is not alice's cannot finish her login: its key
