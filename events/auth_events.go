@@ -33,6 +33,10 @@ const (
 	// LoginSessionMFA is the check of a second factor for one database
 	// session, by the holder of a user certificate.
 	LoginSessionMFA = "session_mfa"
+	// LoginPasskey is a sign-in with a passkey alone: the key names the
+	// user (a discoverable credential) and verified them (PIN or
+	// biometrics), two factors in one.
+	LoginPasskey = "passkey"
 )
 
 // Login failure reasons (UserLogin.Reason). The client never learns which
@@ -83,7 +87,7 @@ const (
 type UserLogin struct {
 	Envelope
 	Status
-	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,enum=saml,enum=session_mfa,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS), oidc or saml (single sign-on), session_mfa (a second factor for one database session, over a certificate)"`
+	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,enum=saml,enum=session_mfa,enum=passkey,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS), oidc or saml (single sign-on), session_mfa (a second factor for one database session, over a certificate), passkey (a discoverable security key with user verification, no user name or password)"`
 	// Connector names the single sign-on connector of an oidc or saml login.
 	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
 	// MFA names the second factor checked, empty when none was.

@@ -6,6 +6,7 @@
 // Retry-After header. Paths:
 //
 //	POST   /v1/login                 user, password, invite?, public key → user certificate
+//	POST   /v1/login/passkey         public key, loopback URL, secret → URL of the page where a passkey signs in
 //	POST   /v1/join                  join token, host id, public key → host certificate (agents)
 //	POST   /v1/agent/db-client       mTLS host certificate, database, db user, public key → db-client certificate
 //	POST   /v1/agent/register        mTLS host certificate, databases → their registrations (agents)
@@ -84,6 +85,7 @@ const (
 	PathMFA            = "/v1/mfa"
 	PathMFASession     = "/v1/mfa/session"
 	PathMFARemove      = "/v1/mfa/remove"
+	PathLoginPasskey   = "/v1/login/passkey"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -161,6 +163,16 @@ type RemoveFactorRequest struct {
 	OTP         string `json:"otp,omitempty"`
 	RedirectURL string `json:"redirect_url,omitempty"`
 	Secret      string `json:"secret,omitempty"`
+}
+
+// PasskeyLoginRequest starts a sign-in with a passkey alone: the key
+// names the user. The answer is the page to open (BrowserResponse); the
+// certificate for PublicKey comes back sealed to RedirectURL.
+type PasskeyLoginRequest struct {
+	PublicKey   string   `json:"public_key"`
+	RedirectURL string   `json:"redirect_url"`
+	Secret      string   `json:"secret"`
+	TTL         Duration `json:"ttl,omitempty"`
 }
 
 // BrowserRequest asks for a ceremony tg cannot run itself (a security

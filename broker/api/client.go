@@ -417,6 +417,12 @@ func (c *Client) RemoveFactor(ctx context.Context, req RemoveFactorRequest) erro
 	return c.do(ctx, http.MethodPost, PathMFARemove, req, nil)
 }
 
+// PasskeyLogin starts a sign-in with a passkey in the browser.
+func (c *Client) PasskeyLogin(ctx context.Context, req PasskeyLoginRequest) (*BrowserResponse, error) {
+	var out BrowserResponse
+	return &out, c.do(ctx, http.MethodPost, PathLoginPasskey, req, &out)
+}
+
 // RegisterKey starts registering a security key in the browser.
 func (c *Client) RegisterKey(ctx context.Context, req BrowserRequest) (*BrowserResponse, error) {
 	var out BrowserResponse

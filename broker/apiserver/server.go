@@ -47,6 +47,24 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	s := &Server{store: store, login: ls, admin: as, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	s.mux.HandleFunc("POST "+api.PathJoin, s.handleJoin)
+	s.mux.HandleFunc("POST "+api.PathLoginPasskey, func(w http.ResponseWriter, r *http.Request) {
+		var req api.PasskeyLoginRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		pub, err := api.DecodePublicKey(req.PublicKey)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "passkey login: "+err.Error(), 0)
+			return
+		}
+		b, err := decodeBrowser(req.RedirectURL, req.Secret)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "passkey login: "+err.Error(), 0)
+			return
+		}
+		u, err := s.login.BeginPasskeyLogin(pub, req.TTL.Std(), *b)
+		respond(&api.BrowserResponse{URL: u}, err)(w)
+	})
 	s.mux.HandleFunc("POST "+api.PathAgentDBClient, s.handleAgentDBClient)
 	s.mux.HandleFunc("POST "+api.PathAgentRenew, s.handleAgentRenew)
 	s.mux.HandleFunc("POST "+api.PathAgentRegister, s.handleAgentRegister)

@@ -38,6 +38,8 @@ type browserLogin struct {
 	caller  identity.Identity
 	// remove, for a key checked to remove a factor, names the factor.
 	remove string
+	// passkey is a sign-in where the key names the user.
+	passkey bool
 }
 
 // browserReg is a registration started by tg, waiting for the browser.
@@ -70,6 +72,10 @@ func (s *Service) LoginWebAuthnBrowser(ctx context.Context, ticket string, body 
 	if !ok || p.browser == nil {
 		is, err := s.finishWebAuthn(ctx, ticket, p, false, body, nil, 0, meta)
 		return is, nil, err
+	}
+	if p.browser.passkey {
+		is, err := s.finishPasskey(ctx, p, body, meta)
+		return is, &p.browser.Browser, err
 	}
 	is, err := s.finishWebAuthn(ctx, ticket, p, true, body, p.browser.pub, p.browser.ttl, meta)
 	return is, &p.browser.Browser, err

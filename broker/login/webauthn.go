@@ -106,7 +106,10 @@ func (s *Service) BeginWebAuthnRegistration(ctx context.Context, id identity.Ide
 	for _, c := range creds.WebAuthn {
 		exclude = append(exclude, c.Descriptor())
 	}
-	creation, session, err := wa.BeginRegistration(u, webauthn.WithExclusions(exclude))
+	// A key that can keep the credential (a passkey) is asked to, so
+	// that it can sign in without a user name (BeginPasskeyLogin).
+	creation, session, err := wa.BeginRegistration(u, webauthn.WithExclusions(exclude),
+		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementPreferred))
 	if err != nil {
 		return nil, fmt.Errorf("security keys: %w", err)
 	}

@@ -35,6 +35,8 @@ type loginFlags struct {
 	// auth names a single sign-on connector; browser "none" only prints
 	// the URL to open.
 	auth, browser string
+	// passkey signs in with a passkey alone, in the browser.
+	passkey bool
 }
 
 func init() {
@@ -59,7 +61,9 @@ secret only this tg knows.
 A user whose second factor is a security key or passkey (registered in the
 web UI or with tg mfa add --type=webauthn) finishes a password login the same
 way: tg opens the browser at the proxy's page where the key answers, and the
-certificate comes back on the loopback address.
+certificate comes back on the loopback address. With --passkey, a passkey
+alone signs in (no user name or password): the key names the user and
+verifies them with its PIN or biometrics.
 
 Trusting the proxy: the proxy presents a certificate of the cluster's host CA.
 tg trusts that CA when
@@ -82,6 +86,7 @@ and a proxy showing another CA later is refused, as SSH does for host keys.`,
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the proxy's host CA (tollgate auth export --type=host)")
 	fl.BoolVar(&f.insecure, "insecure", false, "trust the proxy's host CA on first use without checking its fingerprint")
 	fl.StringVar(&f.otp, "otp", "", "one-time code of your authenticator app, once enrolled (tg mfa add; or TG_OTP)")
+	fl.BoolVar(&f.passkey, "passkey", false, "sign in with a passkey alone (no user name or password), in the browser")
 	fl.StringVar(&f.auth, "auth", "", "single sign-on connector to log in with (tollgate sso ls names them)")
 	fl.StringVar(&f.browser, "browser", "", "none: print the URL of the sign-in (single sign-on, security key) instead of opening a browser")
 	fl.DurationVar(&f.ttl, "ttl", 0, "certificate lifetime (default and maximum set by the broker, 12h unless roles say otherwise)")
@@ -110,11 +115,14 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if f.browser != "" && f.browser != "none" {
 		return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", f.browser)
 	}
-	if f.auth != "" {
-		if f.invite != "" {
-			return errors.New("--invite sets a password; it does not go with --auth")
-		}
-	} else if f.user == "" {
+	switch {
+	case f.passkey && f.auth != "":
+		return errors.New("--passkey and --auth are two ways to sign in: give one")
+	case f.passkey && f.invite != "":
+		return errors.New("--invite sets a password; it does not go with --passkey")
+	case f.auth != "" && f.invite != "":
+		return errors.New("--invite sets a password; it does not go with --auth")
+	case f.auth == "" && !f.passkey && f.user == "":
 		return errors.New("--user is required")
 	}
 	ctx, cancel := withTimeout(cmd.Context())
@@ -126,6 +134,9 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	}
 	if f.auth != "" {
 		return ssoLogin(ctx, cmd, f, host, hostCA)
+	}
+	if f.passkey {
+		return passkeyLogin(ctx, cmd, f, host, hostCA)
 	}
 
 	pw, err := readPassword(cmd, f.invite != "")

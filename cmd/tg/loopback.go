@@ -76,6 +76,11 @@ func startLoopback() (*loopback, error) {
 			msg = res.err.Error()
 		}
 		_ = donePage.Execute(w, msg)
+		// The page reaches the browser before tg moves on and closes the
+		// listener.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		select {
 		case l.results <- res:
 		default: // the first answer counts
@@ -86,7 +91,15 @@ func startLoopback() (*loopback, error) {
 	return l, nil
 }
 
-func (l *loopback) Close() { _ = l.srv.Close() }
+// Close stops the listener, letting a page being sent finish: closing at
+// once could reset the browser's connection before it shows the page.
+func (l *loopback) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if l.srv.Shutdown(ctx) != nil {
+		_ = l.srv.Close()
+	}
+}
 
 // Secret is the secret as the API carries it.
 func (l *loopback) Secret() string { return base64.RawURLEncoding.EncodeToString(l.secret) }

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -53,6 +54,45 @@ func ssoLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host string
 	}
 	if res.cert == nil {
 		return fmt.Errorf("single sign-on with %s: the browser brought back no certificate", f.auth)
+	}
+	return keepLogin(cmd, f.proxy, key, hostCA, res.cert)
+}
+
+// passkeyLogin signs in with a passkey alone: the browser runs the
+// ceremony at the proxy's page and hands the certificate back, as for
+// single sign-on.
+func passkeyLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host string, hostCA *x509.Certificate) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	pub, err := api.EncodePublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	lb, err := startLoopback()
+	if err != nil {
+		return err
+	}
+	defer lb.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(hostCA)
+	c, err := api.NewClient(f.proxy, api.TLSConfig(host, roots, nil), userAgent())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start, err := c.PasskeyLogin(ctx, api.PasskeyLoginRequest{PublicKey: pub, RedirectURL: lb.url, Secret: lb.Secret(), TTL: api.Duration(f.ttl)})
+	if err != nil {
+		return err
+	}
+	openBrowser(cmd.ErrOrStderr(), "sign in with your passkey", start.URL, f.browser)
+	res, err := lb.wait(context.WithoutCancel(ctx), "tg login --passkey")
+	if err != nil {
+		return fmt.Errorf("passkey login: %w", err)
+	}
+	if res.cert == nil {
+		return errors.New("passkey login: the browser brought back no certificate")
 	}
 	return keepLogin(cmd, f.proxy, key, hostCA, res.cert)
 }

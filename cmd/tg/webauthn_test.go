@@ -77,6 +77,16 @@ func TestWebAuthnTG(t *testing.T) {
 		t.Fatalf("used page: %q", got)
 	}
 
+	// The key is a passkey too: it alone signs in, naming its user.
+	out, _, err = e.withBrowser(ctx, "#tg-result", e.tg, "login", "--passkey", "--browser=none")
+	if err != nil {
+		t.Fatalf("tg login --passkey: %v", err)
+	}
+	mustContain(t, "tg login --passkey", out, "logged in as alice (roles access,dba)")
+	if pk, _ := e.loginEvents(t, events.LoginPasskey, password); len(pk) != 1 || pk[0]["success"] != true || pk[0]["user"] != "alice" || pk[0]["mfa"] != events.MFAWebAuthn {
+		t.Fatalf("passkey user.login events: %v", pk)
+	}
+
 	// dba needs a second factor for each database session: tg db login
 	// gets a certificate for this one after the key answers.
 	if _, err := e.b.Store.RegisterDatabase(context.Background(), daemon.Actor, state.NewDatabase{Name: "pg-key", Protocol: "postgres",
@@ -128,6 +138,15 @@ func TestWebAuthnTG(t *testing.T) {
 	logins, _ = e.loginEvents(t, events.LoginPassword, password)
 	if last := logins[len(logins)-1]; last["success"] == true || last["reason"] != events.LoginMFAWrong {
 		t.Fatalf("the other key's event: %v", last)
+	}
+	// Nor a passkey sign-in: the made-up answer names no user.
+	_, errOut, err = e.withBrowserDo(other, forge, "#tg-result", e.tg, "login", "--passkey", "--browser=none")
+	if err == nil {
+		t.Fatal("tg login --passkey finished with a made-up answer")
+	}
+	mustContain(t, "tg login --passkey, made up", errOut, "passkey's answer was not accepted")
+	if pk, _ := e.loginEvents(t, events.LoginPasskey, password); len(pk) != 2 || pk[1]["success"] == true || pk[1]["reason"] != events.LoginMFAWrong {
+		t.Fatalf("passkey user.login events: %v", pk)
 	}
 }
 
@@ -205,9 +224,17 @@ func (e *e2e) withBrowserDo(ctx context.Context, do []chromedp.Action[chromedp.V
 		_ = cmd.Process.Kill()
 		t.Fatalf("%s printed no URL: %s", filepath.Base(bin), stderr.String())
 	}
-	ssoStep(t, ctx, "open the URL "+filepath.Base(bin)+" printed", append(append([]chromedp.Action[chromedp.Void]{chromedp.Navigate(e.lastURL)}, do...),
-		chromedp.WaitVisible(chromedp.CSS(sel)))...)
-	var err error
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err := chromedp.Do(sctx, append(append([]chromedp.Action[chromedp.Void]{chromedp.Navigate(e.lastURL)}, do...), chromedp.WaitVisible(chromedp.CSS(sel)))...)
+	cancel()
+	if err != nil {
+		dctx, c := context.WithTimeout(ctx, 5*time.Second)
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
+		body, _ := chromedp.Run(dctx, chromedp.Text(chromedp.CSS("body")))
+		c()
+		_ = cmd.Process.Kill()
+		t.Fatalf("open the URL %s printed: %v\nthe browser is at %s showing %q\n%s said: %s", filepath.Base(bin), err, loc, body, filepath.Base(bin), stderr.String())
+	}
 	select {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
