@@ -107,7 +107,8 @@ func TestWebAuthnSignIn(t *testing.T) {
 		t.Fatalf("forged answer's event: %+v", evs[0])
 	}
 
-	// The API's password login (tg) is refused too: it cannot use a key.
+	// The API's password login without a browser to return through is
+	// refused too: the key answers only in a browser.
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, err := w.Login.Login(ctxT(t), login.Request{User: "alice", Password: alicePW, PublicKey: k.Public()})
 	var ref *login.Refusal

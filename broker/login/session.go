@@ -75,6 +75,11 @@ func (s *Service) IssueSession(ctx context.Context, caller identity.Identity, r 
 		return refuse(&Refusal{Status: http.StatusTooManyRequests, RetryAfter: wait, Reason: events.LoginRateLimited, Detail: "too many failed checks",
 			Message: fmt.Sprintf("too many failed second factor checks, retry in %ds", retrySeconds(wait))})
 	}
+	if u.LockedOut(now) {
+		return refuse(&Refusal{Status: http.StatusTooManyRequests, RetryAfter: u.LockedUntil.Sub(now), Reason: events.LoginLocked,
+			Detail:  "locked out until " + u.LockedUntil.UTC().Format(time.RFC3339) + ": " + u.LockReason,
+			Message: "too many failed logins or checks, retry at " + u.LockedUntil.UTC().Format(time.RFC3339)})
+	}
 	want := identity.MFASession{Database: r.Database, DBUser: r.DBUser}
 	switch {
 	case r.OTP != "" && u.TOTP:

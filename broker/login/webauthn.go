@@ -184,7 +184,7 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 	}
 	s.asserting.Store(ticket, p)
 	return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for",
-		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI; tg cannot use one yet, so a user who also enrolled an authenticator app gives its code with tg login --otp)",
+		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI, or with tg login, which opens the browser for it)",
 		WebAuthn: &WebAuthnChallenge{Ticket: ticket, Options: opts}}
 }
 
