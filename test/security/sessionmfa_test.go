@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-db/tollgate/events"
 	"github.com/tollgate-db/tollgate/events/natsserver"
 	"github.com/tollgate-db/tollgate/test/faults"
+	"github.com/tollgate-db/tollgate/webui"
 )
 
 const carolPassword = "carol's long enough password"
@@ -229,6 +230,53 @@ func TestSessionMFA(t *testing.T) {
 	if !w.logged("carol with a factor") {
 		t.Fatal("the allowed statement is not in PostgreSQL's log")
 	}
+
+	// Each refusal is a db.session.start event that says why, and the
+	// session certificate's issue names the factor.
+	starts := auditEvents(t, w, "db.session.start", "carol")
+	refusedStarts := 0
+	for _, ev := range starts {
+		e, _ := ev["error"].(string)
+		if ev["success"] == false && ev["rule"] == "require_session_mfa" && strings.Contains(e, ": session_mfa_required: ") {
+			refusedStarts++
+		}
+	}
+	// (The expired certificate fails the handshake, before any session.)
+	if refusedStarts != 3 {
+		t.Fatalf("%d refused db.session.start events with session_mfa_required, want the login certificate's, the other user's and the other database's:\n%v", refusedStarts, starts)
+	}
+	var issued bool
+	for _, ev := range auditEvents(t, w, "cert.issue", "carol") {
+		if ev["purpose"] == "session_mfa" && ev["mfa"] == "totp" && ev["db_service"] == faults.PGName && ev["db_user"] == faults.DBUser {
+			issued = true
+		}
+		if b, _ := json.Marshal(ev); strings.Contains(string(b), code) || strings.Contains(string(b), u.secret) {
+			t.Fatalf("an event holds the code or the secret: %s", b)
+		}
+	}
+	if !issued {
+		t.Fatal("no cert.issue event for the session certificate with its factor")
+	}
+}
+
+// auditEvents are the newest AUDIT events of type typ by user.
+func auditEvents(t *testing.T, w *world, typ, user string) []map[string]any {
+	t.Helper()
+	_, js, _ := w.as(natsserver.Auditor)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pg, err := webui.SearchAudit(ctx, js, webui.Search{TypePrefix: typ, User: user}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, r := range pg.Rows {
+		var ev map[string]any
+		if json.Unmarshal(r.Raw, &ev) == nil && ev["type"] == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // signed is a certificate the user CA signs for u's key with a session
