@@ -122,6 +122,8 @@ func Mount(srv *apiserver.Server, o Options) *UI {
 	srv.Handle("GET /login", http.HandlerFunc(u.loginForm))
 	srv.Handle("POST /login", http.HandlerFunc(u.loginSubmit))
 	srv.Handle("POST /login/webauthn", http.HandlerFunc(u.loginKey))
+	srv.Handle("GET /login/passkey", http.HandlerFunc(u.passkeyStart))
+	srv.Handle("POST /login/passkey", http.HandlerFunc(u.loginPasskey))
 	srv.Handle("GET /login/key", http.HandlerFunc(u.tgKeyLogin))
 	srv.Handle("POST /login/key", http.HandlerFunc(u.tgKeyLoginFinish))
 	srv.Handle("GET /mfa/key", http.HandlerFunc(u.tgKeyRegister))

@@ -56,7 +56,7 @@ type browserReg struct {
 func (s *Service) KeyLoginPage(ticket string) (user string, opts *protocol.CredentialAssertion, ok bool) {
 	v, ok := s.asserting.Load(ticket)
 	p, _ := v.(waPending)
-	if !ok || p.browser == nil || s.now().After(p.expires) {
+	if !ok || p.browser == nil || p.browser.RedirectURL == "" || s.now().After(p.expires) {
 		return "", nil, false
 	}
 	return p.user, p.browser.options, true
@@ -69,7 +69,7 @@ func (s *Service) KeyLoginPage(ticket string) (user string, opts *protocol.Crede
 func (s *Service) LoginWebAuthnBrowser(ctx context.Context, ticket string, body []byte, meta Meta) (*Issued, *Browser, error) {
 	v, ok := s.asserting.LoadAndDelete(ticket)
 	p, _ := v.(waPending)
-	if !ok || p.browser == nil {
+	if !ok || p.browser == nil || p.browser.RedirectURL == "" {
 		is, err := s.finishWebAuthn(ctx, ticket, p, false, body, nil, 0, meta)
 		return is, nil, err
 	}

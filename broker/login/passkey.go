@@ -50,6 +50,45 @@ func (s *Service) BeginPasskeyLogin(pub crypto.PublicKey, ttl time.Duration, b B
 	return s.origin + keyLoginPath + "?ticket=" + ticket, nil
 }
 
+// BeginWebPasskey starts a passkey sign-in for the web UI: the ticket
+// (kept in a cookie of the browser) and the options for
+// navigator.credentials.get. LoginPasskey finishes it.
+func (s *Service) BeginWebPasskey() (*WebAuthnChallenge, error) {
+	wa, err := s.webauthn()
+	if err != nil {
+		return nil, err
+	}
+	opts, session, err := wa.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
+	if err != nil {
+		return nil, err
+	}
+	ticket := base64.RawURLEncoding.EncodeToString(randomBytes(32))
+	s.asserting.Store(ticket, waPending{session: *session, expires: s.now().Add(webauthnTTL),
+		browser: &browserLogin{options: opts, passkey: true}})
+	return &WebAuthnChallenge{Ticket: ticket, Options: opts}, nil
+}
+
+// LoginPasskey finishes a web passkey sign-in with the key's answer,
+// certifying pub (the web session's key). The ticket is used once.
+func (s *Service) LoginPasskey(ctx context.Context, ticket string, body []byte, pub crypto.PublicKey, meta Meta) (*Issued, error) {
+	v, ok := s.asserting.LoadAndDelete(ticket)
+	p, _ := v.(waPending)
+	if !ok || p.browser == nil || !p.browser.passkey || p.browser.RedirectURL != "" {
+		ev := &events.UserLogin{Method: events.LoginPasskey, MFA: events.MFAWebAuthn, Reason: events.LoginMFAWrong,
+			SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
+		ev.Error = "unknown, expired or used passkey challenge"
+		if err := s.audit.Publish(ctx, ev); err != nil {
+			s.log.Error("passkey refusal not audited", "err", err)
+		}
+		return nil, &Refusal{Status: http.StatusUnauthorized, Reason: events.LoginMFAWrong, Detail: ev.Error,
+			Message: "login: this sign-in expired or was already finished; sign in again"}
+	}
+	bl := *p.browser
+	bl.pub = pub
+	p.browser = &bl
+	return s.finishPasskey(ctx, p, body, meta)
+}
+
 // finishPasskey checks a passkey's answer: the user is the one whose
 // user handle the key returned, the signature must be by a key registered
 // to them, and the key must have verified the user.
