@@ -156,6 +156,9 @@ type tunnel struct {
 	// user and name are what clients should connect as: the flags, else
 	// the identity's only db_users and db_names traits.
 	user, name string
+	// sessionUntil is when the certificate issued after a second factor
+	// (require_session_mfa) stops starting sessions; zero otherwise.
+	sessionUntil time.Time
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -196,6 +199,7 @@ func openTunnel(ctx context.Context, cmd *cobra.Command, name string, f dbFlags,
 		// The certificate is for this database user only: every
 		// connection logs in as it.
 		t.dbUser = user
+		t.sessionUntil = id.Identity.Expires
 	}
 	if t.name == "" {
 		t.name = defaultTrait(id.Identity, identity.TraitDBNames)
@@ -246,6 +250,10 @@ func (t *tunnel) Serve(ctx context.Context) error {
 			defer c.Close()
 			if err := t.handle(ctx, c); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(os.Stderr, "tg: tunnel connection from %s: %v\n", c.RemoteAddr(), err)
+				if !t.sessionUntil.IsZero() && time.Now().After(t.sessionUntil) {
+					fmt.Fprintf(os.Stderr, "tg: the certificate issued after the second factor started sessions until %s only: run tg again for a new one\n",
+						t.sessionUntil.Local().Format("15:04:05"))
+				}
 			}
 		})
 	}
