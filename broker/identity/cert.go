@@ -83,6 +83,9 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 		return Identity{}, fmt.Errorf("identity: extension names user %q but the certificate's common name is %q", id.User, cert.Subject.CommonName)
 	}
 	id.Expires, id.Issued = cert.NotAfter, cert.NotBefore
+	if m := id.MFASession; m != nil && m.LoginExpires.After(id.Expires) {
+		id.Expires = m.LoginExpires
+	}
 	return id, nil
 }
 

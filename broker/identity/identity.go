@@ -19,6 +19,11 @@ type MFASession struct {
 	DBUser   string `json:"db_user"`
 	// Method is the factor: totp or webauthn.
 	Method string `json:"method"`
+	// LoginExpires is when the login the certificate was asked with
+	// ends. The certificate starts sessions for a minute; a session it
+	// started may last until then (Identity.Expires), as one started with
+	// the login's own certificate would.
+	LoginExpires time.Time `json:"login_expires,omitzero"`
 }
 
 // Identity is what a user certificate says about its holder.
@@ -38,7 +43,10 @@ type Identity struct {
 	// a second factor (roles with require_session_mfa), says for which:
 	// agents accept it for that database and database user only.
 	MFASession *MFASession `json:"mfa_session,omitempty"`
-	// Expires is the certificate's NotAfter.
+	// Expires is the certificate's NotAfter, or for a per-session
+	// certificate (MFASession) the end of the login it was asked with:
+	// how long a session it started may last. Whether a certificate can
+	// still start one is its NotAfter, which every handshake checks.
 	Expires time.Time `json:"expires"`
 	// Issued is the certificate's NotBefore, read from the certificate
 	// and never written into it: a certificate signed before its user was

@@ -156,6 +156,9 @@ func (s *Service) issueSession(ctx context.Context, caller identity.Identity, m 
 	if ttl < time.Second {
 		return nil, &Refusal{Status: http.StatusForbidden, Message: "session mfa: your certificate expires now; log in again"}
 	}
+	// A session started with it may last as long as the caller's login
+	// (disconnect_expired_cert then ends it), not only the minute.
+	m.LoginExpires = caller.Expires
 	id := identity.Identity{User: caller.User, Roles: caller.Roles, Traits: caller.Traits, AccessRequests: caller.AccessRequests, MFASession: &m}
 	cert, certPEM, err := s.cas.IssueUser(pub, id, ttl)
 	if err != nil {

@@ -265,7 +265,7 @@ func runDBLogin(cmd *cobra.Command, name string, f dbFlags) error {
 	fmt.Fprintf(out, "Wrote [%s] to %s.\n", section, path)
 	if sf != id {
 		fmt.Fprintf(out, "Its certificate was issued after a second factor for one session as %s, and starts one until %s: connect now.\n",
-			dbUser, sf.Identity.Expires.Local().Format("15:04:05"))
+			dbUser, sf.Cert.Leaf.NotAfter.Local().Format("15:04:05"))
 	}
 	fmt.Fprintf(out, "Connect with:\n  psql \"service=%s\"\n", section)
 	fmt.Fprintf(out, "Other libpq tools read the same entry from the environment:\n")

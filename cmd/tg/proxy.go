@@ -199,7 +199,7 @@ func openTunnel(ctx context.Context, cmd *cobra.Command, name string, f dbFlags,
 		// The certificate is for this database user only: every
 		// connection logs in as it.
 		t.dbUser = user
-		t.sessionUntil = id.Identity.Expires
+		t.sessionUntil = id.Cert.Leaf.NotAfter
 	}
 	if t.name == "" {
 		t.name = defaultTrait(id.Identity, identity.TraitDBNames)

@@ -95,6 +95,6 @@ func sessionFile(ctx context.Context, cmd *cobra.Command, id *identity.File, db 
 		return nil, err
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "second factor checked (%s): a certificate for %s as %s until %s\n",
-		sf.Identity.MFASession.Method, db.Name, dbUser, sf.Identity.Expires.Local().Format("15:04:05"))
+		sf.Identity.MFASession.Method, db.Name, dbUser, cert.NotAfter.Local().Format("15:04:05"))
 	return sf, nil
 }

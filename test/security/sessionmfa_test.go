@@ -184,6 +184,18 @@ func TestSessionMFA(t *testing.T) {
 	if err := w.query(sessCert, sessKey, "SELECT 'carol with a factor'"); err != nil {
 		t.Fatalf("the session certificate at the agent: %v", err)
 	}
+	// A session it started outlives the certificate's minute: it lasts as
+	// long as the login it was asked with (disconnect_expired_cert, on by
+	// default, would end it at the certificate's end otherwise).
+	liveCfg, err := faults.PgxConfig(w.agentAddr, w.hostCA, sessCert, sessKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := pgx.ConnectConfig(ctx, liveCfg)
+	if err != nil {
+		t.Fatalf("a session with the session certificate: %v", err)
+	}
+	defer live.Close(context.Background())
 
 	// The same code again is refused: it was used for a certificate.
 	_, err = u.client.SessionCert(ctx, api.SessionCertRequest{Database: faults.PGName, DBUser: faults.DBUser, PublicKey: pub, OTP: code})
@@ -256,6 +268,12 @@ func TestSessionMFA(t *testing.T) {
 	}
 	if !issued {
 		t.Fatal("no cert.issue event for the session certificate with its factor")
+	}
+	// The agent checks live sessions every 50 ms: two seconds past the
+	// certificate's end, it would have ended one bound to it.
+	time.Sleep(time.Until(sess.Leaf.NotAfter.Add(2 * time.Second)))
+	if _, err := live.Exec(ctx, "SELECT 'carol still in her session'"); err != nil {
+		t.Fatalf("the session started with the session certificate, after the certificate's end: %v", err)
 	}
 }
 
