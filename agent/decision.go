@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/events"
 )
 
@@ -19,6 +20,34 @@ func Denial(tgUser, db, dbUser, dbName string, d Decision) string {
 // RefusedIdentity is Decision.Refused when the certificate's identity no
 // longer holds: its user was removed. Reason says so.
 const RefusedIdentity = "identity"
+
+// RefusedSessionMFA is Decision.Refused when a role needs a second factor
+// for each session (require_session_mfa) and the certificate was not
+// issued after one for this database and database user. Reason says
+// which it was.
+const RefusedSessionMFA = "session_mfa_required"
+
+// sessionMFA refuses what d allowed when the session needs a per-session
+// certificate and the client's is not one for db and dbUser. A per-session
+// certificate serves its one database and user only, whatever the roles.
+func sessionMFA(id identity.Identity, db, dbUser string, d Decision) Decision {
+	m := id.MFASession
+	if !d.Allowed || (!d.Options.RequireSessionMFA && m == nil) {
+		return d
+	}
+	switch {
+	case m == nil:
+		d.Reason = "a role of the user needs a second factor for each database session (require_session_mfa) and this is the login certificate; tg db connect, login and proxy ask for the factor"
+	case m.Database != db:
+		d.Reason = fmt.Sprintf("the certificate was issued after a second factor for database %q, not this one", m.Database)
+	case m.DBUser != dbUser:
+		d.Reason = fmt.Sprintf("the certificate was issued after a second factor for db_user %q, not %q", m.DBUser, dbUser)
+	default:
+		return d
+	}
+	d.Allowed, d.Refused, d.Rule = false, RefusedSessionMFA, "require_session_mfa"
+	return d
+}
 
 // Refusal says what a denying decision refused, followed by its reason
 // and rule when it has them: the part of a denial message after the
@@ -36,6 +65,8 @@ func (d Decision) Refusal(dbUser, dbName string) string {
 		what = "no role allows it"
 	case RefusedIdentity:
 		return d.Reason
+	case RefusedSessionMFA:
+		return RefusedSessionMFA + ": " + d.Reason
 	default:
 		what = d.Refused + " refused"
 	}
@@ -92,7 +123,7 @@ func (e *RefusedError) Error() string { return e.Message }
 // own refusal.
 func (c *ClientConn) Start(ctx context.Context, r SessionRequest) (*Session, error) {
 	info := c.Database.Info()
-	dec := c.Env.Authorize(c.Identity, info, r.DBUser, r.DBName)
+	dec := sessionMFA(c.Identity, info.Name, r.DBUser, c.Env.Authorize(c.Identity, info, r.DBUser, r.DBName))
 	sess := c.Env.NewSession(c.Identity, c.Database, r.DBUser, r.DBName)
 	mode := "strict"
 	if !sess.Strict() {

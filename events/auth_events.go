@@ -30,6 +30,13 @@ const (
 	// LoginSAML is a single sign-on through a SAML 2.0 identity provider;
 	// UserLogin.Connector names it.
 	LoginSAML = "saml"
+	// LoginSessionMFA is the check of a second factor for one database
+	// session, by the holder of a user certificate.
+	LoginSessionMFA = "session_mfa"
+	// LoginPasskey is a sign-in with a passkey alone: the key names the
+	// user (a discoverable credential) and verified them (PIN or
+	// biometrics), two factors in one.
+	LoginPasskey = "passkey"
 )
 
 // Login failure reasons (UserLogin.Reason). The client never learns which
@@ -80,7 +87,7 @@ const (
 type UserLogin struct {
 	Envelope
 	Status
-	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,enum=saml,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS), oidc or saml (single sign-on)"`
+	Method string `json:"method" jsonschema:"enum=password,enum=invite,enum=certificate,enum=oidc,enum=saml,enum=session_mfa,enum=passkey,description=How the client authenticated: password, invite (first login, sets the password), certificate (mTLS), oidc or saml (single sign-on), session_mfa (a second factor for one database session, over a certificate), passkey (a discoverable security key with user verification, no user name or password)"`
 	// Connector names the single sign-on connector of an oidc or saml login.
 	Connector string `json:"connector,omitempty" jsonschema:"description=Single sign-on connector used"`
 	// MFA names the second factor checked, empty when none was.
@@ -109,6 +116,9 @@ const (
 	// IssueRenew is a host certificate an agent renewed with its current
 	// one (for new names, or before it expires).
 	IssueRenew = "renew"
+	// IssueSessionMFA is a user certificate for one database session,
+	// issued after a second factor (roles with require_session_mfa).
+	IssueSessionMFA = "session_mfa"
 )
 
 // CertIssue records a certificate signed by one of the authorities. The
@@ -116,7 +126,7 @@ const (
 type CertIssue struct {
 	Envelope
 	CAType     string              `json:"ca_type" jsonschema:"enum=user,enum=host,enum=db,enum=db-client,description=Authority that signed"`
-	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,enum=agent,enum=renew,description=Why it was issued"`
+	Purpose    string              `json:"purpose" jsonschema:"enum=login,enum=reissue,enum=join,enum=sign,enum=agent,enum=renew,enum=session_mfa,description=Why it was issued"`
 	Subject    string              `json:"subject" jsonschema:"description=Common name: the user, host id, database host or database user"`
 	Serial     string              `json:"serial" jsonschema:"description=Serial number in hexadecimal"`
 	NotAfter   time.Time           `json:"not_after" jsonschema:"description=When the certificate expires"`
@@ -124,4 +134,9 @@ type CertIssue struct {
 	CertTraits map[string][]string `json:"cert_traits,omitempty" jsonschema:"description=Traits the certificate carries (user certificates)"`
 	Hosts      []string            `json:"hosts,omitempty" jsonschema:"description=DNS names and IP addresses of the certificate (host and database certificates)"`
 	SourceAddr string              `json:"source_addr,omitempty" jsonschema:"description=Client IP address, when issued over the API"`
+	// MFA, DBService and DBUser describe a per-session certificate
+	// (purpose session_mfa): the factor checked and what it is good for.
+	MFA       string `json:"mfa,omitempty" jsonschema:"enum=totp,enum=webauthn,description=Second factor checked to issue a per-session certificate"`
+	DBService string `json:"db_service,omitempty" jsonschema:"description=Database a per-session certificate is good for"`
+	DBUser    string `json:"db_user,omitempty" jsonschema:"description=Database user a per-session certificate is good for"`
 }

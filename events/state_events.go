@@ -28,6 +28,8 @@ func init() {
 		"A user's password was set or changed; the hash is never part of the event.")
 	Register[UserMFAAdd]("user.mfa_add", "TGUS005I",
 		"A user enrolled a second factor (TOTP or WebAuthn); its secret is never part of the event.")
+	Register[UserMFARemove]("user.mfa_remove", "TGUS006I",
+		"A second factor of a user was removed: by the user after checking a factor, or all of them by an administrator (reset).")
 
 	Register[RoleCreate]("role.create", "TGRL001I",
 		"A role was created; the event holds the full role.")
@@ -114,6 +116,21 @@ type UserMFAAdd struct {
 	Envelope
 	Name   string `json:"name" jsonschema:"description=User name"`
 	Method string `json:"method" jsonschema:"enum=totp,enum=webauthn,description=Second factor enrolled: totp (RFC 6238 one-time codes) or webauthn (a security key or passkey)"`
+}
+
+// UserMFARemove records that second factors of a user were removed: one
+// (Factor) by its owner, or all of them (Reset) by an administrator, the
+// envelope's user being who did it.
+type UserMFARemove struct {
+	Envelope
+	Name string `json:"name" jsonschema:"description=User name"`
+	// Factor is the factor removed (totp, or key-HEX for a security key);
+	// empty for a reset.
+	Factor string `json:"factor,omitempty" jsonschema:"description=The factor removed: totp or key-HEX (a security key); empty when all were (reset)"`
+	Reset  bool   `json:"reset,omitempty" jsonschema:"description=All of the user's second factors were removed by an administrator"`
+	// TOTP and WebAuthn say what the user has left.
+	TOTP     bool `json:"totp" jsonschema:"description=The user still has an authenticator app"`
+	WebAuthn bool `json:"webauthn" jsonschema:"description=The user still has a security key"`
 }
 
 // RoleCreate records a new role.

@@ -21,7 +21,11 @@ const webauthnCookie = "__Host-tollgate-webauthn"
 
 type webauthnData struct {
 	User, Next string
-	Options    *protocol.CredentialAssertion
+	// Ticket names a tg login finished here (tgkey.go).
+	Ticket string
+	// Passkey is a web sign-in with a passkey alone.
+	Passkey bool
+	Options *protocol.CredentialAssertion
 }
 
 // askKey shows the second step of a password sign-in: the page asks the
@@ -58,6 +62,51 @@ func (u *UI) loginKey(w http.ResponseWriter, r *http.Request) {
 			status, msg = ref.Status, ref.Message
 		}
 		u.render(w, status, "login", view{Title: "Sign in", CSRF: ck.Value, Error: msg, Data: loginData{Next: next, Connectors: u.connectors()}})
+		return
+	}
+	u.SignedIn(w, r, is.Cert, next)
+}
+
+// passkeyStart asks for a passkey: the sign-in page's CSRF cookie must be
+// there, and the ticket goes in a cookie as for a security key's step.
+func (u *UI) passkeyStart(w http.ResponseWriter, r *http.Request) {
+	ck, err := r.Cookie(loginCookie)
+	if err != nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	ch, err := u.o.Login.BeginWebPasskey()
+	if err != nil {
+		u.render(w, http.StatusServiceUnavailable, "error", view{Title: "Unavailable", Data: refusalText(err)})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: ch.Ticket, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 300})
+	u.render(w, http.StatusOK, "webauthn", view{Title: "Passkey", CSRF: ck.Value,
+		Data: webauthnData{Passkey: true, Next: safeNext(r.URL.Query().Get("next")), Options: ch.Options}})
+}
+
+// loginPasskey finishes a passkey sign-in.
+func (u *UI) loginPasskey(w http.ResponseWriter, r *http.Request) {
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || !u.postAllowed(r, ck.Value) {
+		u.render(w, http.StatusForbidden, "error", view{Title: "Refused", Data: "The sign-in form's security token does not match; reload the sign-in page and try again."})
+		return
+	}
+	var ticket string
+	if t, err := r.Cookie(webauthnCookie); err == nil {
+		ticket = t.Value
+	}
+	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	next := safeNext(r.PostFormValue("next"))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	is, err := u.o.Login.LoginPasskey(r.Context(), ticket, []byte(r.PostFormValue("credential")), key.Public(), apiserver.RequestMeta(r))
+	if err != nil {
+		u.render(w, refusalStatus(err), "login", view{Title: "Sign in", CSRF: ck.Value, Error: refusalText(err), Data: loginData{Next: next, Connectors: u.connectors()}})
 		return
 	}
 	u.SignedIn(w, r, is.Cert, next)

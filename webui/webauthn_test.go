@@ -1,6 +1,7 @@
 package webui_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -107,7 +108,8 @@ func TestWebAuthnSignIn(t *testing.T) {
 		t.Fatalf("forged answer's event: %+v", evs[0])
 	}
 
-	// The API's password login (tg) is refused too: it cannot use a key.
+	// The API's password login without a browser to return through is
+	// refused too: the key answers only in a browser.
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, err := w.Login.Login(ctxT(t), login.Request{User: "alice", Password: alicePW, PublicKey: k.Public()})
 	var ref *login.Refusal
@@ -141,4 +143,58 @@ func loginEvents(t *testing.T, w *world) []loginEvent {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// TestPasskeySignIn registers a passkey (a virtual authenticator that
+// keeps its credential and verifies its user) and signs in with it alone:
+// no user name, no password; the event says passkey. A browser whose
+// authenticator holds no passkey of the site cannot, and an answer made
+// up instead is refused and audited.
+func TestPasskeySignIn(t *testing.T) {
+	w := startWorldAt(t, "localhost")
+	base := "https://" + w.ProxyAddr
+	w.addUser(t, "alice", alicePW, access.RoleAccess)
+	ctx := passkeyBrowser(t)
+	signIn(t, ctx, base, "alice", alicePW)
+	step(t, ctx, "register", chromedp.Navigate(base+"/mfa"), chromedp.WaitVisible(chromedp.CSS("#webauthn-add")),
+		chromedp.Click(chromedp.CSS("#webauthn-add")), chromedp.WaitVisible(chromedp.CSS("#webauthn-result")))
+	if got := text(t, ctx, "#webauthn-result"); got != "Security key added." {
+		t.Fatalf("registration: %q", got)
+	}
+	step(t, ctx, "sign out", chromedp.Click(chromedp.CSS("form.signout button")), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	step(t, ctx, "passkey", chromedp.Click(chromedp.CSS("#passkey")), chromedp.WaitVisible(chromedp.CSS("form.signout")))
+	if got := text(t, ctx, "form.signout .who"); got != "alice" {
+		t.Fatalf("signed in as %q", got)
+	}
+	if evs := loginEvents(t, w); !evs[0].Success || evs[0].User != "alice" || evs[0].MFA != "webauthn" {
+		t.Fatalf("passkey user.login: %+v", evs[0])
+	}
+
+	ctx2 := passkeyBrowser(t)
+	step(t, ctx2, "sign-in page", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#passkey")))
+	step(t, ctx2, "no passkey here", chromedp.Click(chromedp.CSS("#passkey")), chromedp.WaitVisible(chromedp.CSS("#webauthn-error")))
+	status := submit(t, ctx2, "made-up answer", chromedp.Evaluate[chromedp.Void](`document.getElementById("credential").value = JSON.stringify({id: "AAAA", rawId: "AAAA", type: "public-key", response: {authenticatorData: "AAAA", clientDataJSON: "e30", signature: "AAAA", userHandle: "AAAA"}}); document.getElementById("webauthn-login").submit()`))
+	if status != 401 || !strings.Contains(text(t, ctx2, "#error"), "passkey's answer was not accepted") {
+		t.Fatalf("made-up answer: %d %q", status, text(t, ctx2, "main"))
+	}
+	if n := eval[int](t, ctx2, `document.querySelectorAll('form.signout').length`); n != 0 {
+		t.Fatal("signed in with a made-up passkey answer")
+	}
+	if evs := loginEvents(t, w); evs[0].Success || evs[0].Reason != "mfa_wrong" {
+		t.Fatalf("made-up answer's event: %+v", evs[0])
+	}
+}
+
+func passkeyBrowser(t *testing.T) context.Context {
+	t.Helper()
+	ctx := browser(t)
+	if _, err := chromedp.Call(ctx, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{Options: &webauthn.VirtualAuthenticatorOptions{
+		Protocol: webauthn.AuthenticatorProtocolCtap2, Transport: webauthn.AuthenticatorTransportInternal,
+		HasResidentKey: true, HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true}}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
 }

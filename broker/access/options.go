@@ -34,6 +34,10 @@ type RoleOptions struct {
 	// none sets it false: MONITOR shows every client's commands, so it
 	// takes an explicit grant and any refusal wins.
 	RedisMonitor bool
+	// RequireSessionMFA is true when any role sets require_session_mfa:
+	// a session then needs a certificate issued for it after a second
+	// factor (identity.MFASession).
+	RequireSessionMFA bool
 }
 
 // Options merges the options of roles; the most restrictive value wins.
@@ -46,6 +50,9 @@ func Options(roles []Role) RoleOptions {
 		o.ClientIdleTimeout = smaller(o.ClientIdleTimeout, ro.ClientIdleTimeout)
 		if ro.DisconnectExpiredCert != nil && *ro.DisconnectExpiredCert {
 			o.DisconnectExpiredCert = true
+		}
+		if ro.RequireSessionMFA != nil && *ro.RequireSessionMFA {
+			o.RequireSessionMFA = true
 		}
 		if ro.MySQLLocalInfile != nil && !*ro.MySQLLocalInfile {
 			o.NoMySQLLocalInfile = true

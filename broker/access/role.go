@@ -93,6 +93,7 @@ type OptionSpec struct {
 	AuditMode             string `yaml:"audit_mode,omitempty" json:"audit_mode,omitempty" jsonschema:"enum=strict,enum=async,description=How sessions are audited"`
 	MySQLLocalInfile      *bool  `yaml:"mysql_local_infile,omitempty" json:"mysql_local_infile,omitempty" jsonschema:"description=Whether MySQL and MariaDB clients may send files with LOAD DATA LOCAL INFILE (default true; false in any role refuses it)"`
 	RequireMFA            *bool  `yaml:"require_mfa,omitempty" json:"require_mfa,omitempty" jsonschema:"description=The role is granted only by a login that used a second factor (TOTP, or the identity provider's)"`
+	RequireSessionMFA     *bool  `yaml:"require_session_mfa,omitempty" json:"require_session_mfa,omitempty" jsonschema:"description=Each database session needs a second factor checked for it: tg db connect, login and proxy get a certificate for that one database and database user, valid a minute to start the session"`
 	RedisMonitor          *bool  `yaml:"redis_monitor,omitempty" json:"redis_monitor,omitempty" jsonschema:"description=Whether Redis clients may run MONITOR, which streams every client's commands (default false; true in a role allows it unless another role says false)"`
 }
 
@@ -100,6 +101,12 @@ type OptionSpec struct {
 // factor.
 func (r Role) RequiresMFA() bool {
 	return r.Spec.Options.RequireMFA != nil && *r.Spec.Options.RequireMFA
+}
+
+// RequiresSessionMFA reports whether r needs a second factor for each
+// database session.
+func (r Role) RequiresSessionMFA() bool {
+	return r.Spec.Options.RequireSessionMFA != nil && *r.Spec.Options.RequireSessionMFA
 }
 
 // Labels maps a label key to the values it accepts.

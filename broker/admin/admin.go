@@ -178,6 +178,12 @@ func (b *bound) RemoveUser(ctx context.Context, name string) error {
 	return b.s.store.DeleteUser(ctx, b.by, name)
 }
 
+// ResetMFA removes every second factor of a user who lost theirs; the
+// user.mfa_remove event names the administrator.
+func (b *bound) ResetMFA(ctx context.Context, name string) error {
+	return b.s.store.RemoveMFA(ctx, b.by, name, "", nil)
+}
+
 func (b *bound) UpsertRoles(ctx context.Context, yaml string) ([]api.RoleResult, error) {
 	roles, err := access.Parse([]byte(yaml))
 	if err != nil {

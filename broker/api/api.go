@@ -6,6 +6,7 @@
 // Retry-After header. Paths:
 //
 //	POST   /v1/login                 user, password, invite?, public key → user certificate
+//	POST   /v1/login/passkey         public key, loopback URL, secret → URL of the page where a passkey signs in
 //	POST   /v1/join                  join token, host id, public key → host certificate (agents)
 //	POST   /v1/agent/db-client       mTLS host certificate, database, db user, public key → db-client certificate
 //	POST   /v1/agent/register        mTLS host certificate, databases → their registrations (agents)
@@ -16,6 +17,7 @@
 //	GET    /v1/admin/users           mTLS + editor role, and the rest of /v1/admin:
 //	POST   /v1/admin/users           add a user, answer with a one-time invite
 //	DELETE /v1/admin/users/{name}
+//	POST   /v1/admin/users/{name}/reset-mfa   remove every second factor of the user
 //	GET    /v1/admin/roles           built-in and stored roles
 //	POST   /v1/admin/roles           create or replace roles from YAML
 //	GET    /v1/admin/tokens          join tokens (ids only)
@@ -28,6 +30,10 @@
 //	DELETE /v1/admin/sso/{name}
 //	POST   /v1/mfa/totp              mTLS → a new TOTP secret and its otpauth:// URL, shown once
 //	POST   /v1/mfa/totp/confirm      mTLS, a code of that secret → enrolled
+//	GET    /v1/mfa                   mTLS → the caller's second factors (names and methods)
+//	POST   /v1/mfa/remove            mTLS, factor name, code or loopback URL → the factor removed
+//	POST   /v1/mfa/session           mTLS, database, db user, public key, code or loopback URL → certificate for that session
+//	POST   /v1/mfa/webauthn          mTLS, loopback URL, secret → URL of the page that registers a security key
 //	POST   /v1/sso/login             connector, public key, loopback URL, secret → URL for the browser
 //
 // Outside /v1, for browsers: GET /sso/oidc/{name}/login starts a single
@@ -46,6 +52,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -73,6 +81,11 @@ const (
 	PathSSOLogin       = "/v1/sso/login"
 	PathMFATOTP        = "/v1/mfa/totp"
 	PathMFATOTPConfirm = "/v1/mfa/totp/confirm"
+	PathMFAWebAuthn    = "/v1/mfa/webauthn"
+	PathMFA            = "/v1/mfa"
+	PathMFASession     = "/v1/mfa/session"
+	PathMFARemove      = "/v1/mfa/remove"
+	PathLoginPasskey   = "/v1/login/passkey"
 )
 
 // HeaderEmptyReason tells, on an empty answer of PathDatabases, why the
@@ -94,6 +107,9 @@ type Error struct {
 	Error string `json:"error"`
 	// RetryAfterSeconds is set on 429 responses.
 	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
+	// BrowserURL, on a login refused for want of a security key, is the
+	// page where the key answers (the login asked for a loopback return).
+	BrowserURL string `json:"browser_url,omitempty"`
 }
 
 // LoginRequest asks for a user certificate with a password. With Invite,
@@ -111,6 +127,64 @@ type LoginRequest struct {
 	// TTL asks for a shorter certificate than the default (12h); the
 	// roles' max_session_ttl caps it.
 	TTL Duration `json:"ttl,omitempty"`
+	// RedirectURL and Secret, as in SSOLoginRequest, let a user whose
+	// second factor is a security key finish in the browser: the refusal
+	// names the page to open (Error.BrowserURL), and the certificate comes
+	// back sealed to tg's loopback listener.
+	RedirectURL string `json:"redirect_url,omitempty"`
+	Secret      string `json:"secret,omitempty"`
+}
+
+// Factor is an enrolled second factor: its name and method, never its
+// secret.
+type Factor struct {
+	Name   string `json:"name"`
+	Method string `json:"method"`
+}
+
+// SessionCertRequest asks for a certificate for one database session
+// (roles with require_session_mfa) with a second factor: OTP, or, with
+// RedirectURL and Secret, a security key in the browser (the refusal's
+// Error.BrowserURL names the page; the certificate comes back sealed).
+type SessionCertRequest struct {
+	Database    string `json:"database"`
+	DBUser      string `json:"db_user"`
+	PublicKey   string `json:"public_key"`
+	OTP         string `json:"otp,omitempty"`
+	RedirectURL string `json:"redirect_url,omitempty"`
+	Secret      string `json:"secret,omitempty"`
+}
+
+// RemoveFactorRequest removes a second factor of the caller, after a
+// factor checked now: OTP, or, with RedirectURL and Secret, a security
+// key in the browser (the refusal's Error.BrowserURL names the page).
+type RemoveFactorRequest struct {
+	Factor      string `json:"factor"`
+	OTP         string `json:"otp,omitempty"`
+	RedirectURL string `json:"redirect_url,omitempty"`
+	Secret      string `json:"secret,omitempty"`
+}
+
+// PasskeyLoginRequest starts a sign-in with a passkey alone: the key
+// names the user. The answer is the page to open (BrowserResponse); the
+// certificate for PublicKey comes back sealed to RedirectURL.
+type PasskeyLoginRequest struct {
+	PublicKey   string   `json:"public_key"`
+	RedirectURL string   `json:"redirect_url"`
+	Secret      string   `json:"secret"`
+	TTL         Duration `json:"ttl,omitempty"`
+}
+
+// BrowserRequest asks for a ceremony tg cannot run itself (a security
+// key's) to run in the browser, the outcome sent to RedirectURL.
+type BrowserRequest struct {
+	RedirectURL string `json:"redirect_url"`
+	Secret      string `json:"secret"` // base64url of 32 random bytes
+}
+
+// BrowserResponse is the URL of the page to open.
+type BrowserResponse struct {
+	URL string `json:"url"`
 }
 
 // Certificate is an issued user or host certificate with the CAs a client
@@ -205,6 +279,10 @@ type Database struct {
 	Online        bool      `json:"online"`
 	Proxies       []string  `json:"proxies,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+	// SessionMFA, in GET /v1/databases, says a role of the caller needs a
+	// second factor for each session (require_session_mfa): tg asks for a
+	// per-session certificate (PathMFASession) first.
+	SessionMFA bool `json:"session_mfa,omitempty"`
 }
 
 // User is a user as admins see it; secrets are never part of it.
@@ -372,7 +450,34 @@ type SSOLoginResponse struct {
 const (
 	SSOResponseParam = "response"
 	SSOErrorParam    = "error"
+	// SSODoneParam says a ceremony without a certificate to return (a
+	// security key's registration) finished; tg asks the broker whether
+	// it did rather than trusting the redirect.
+	SSODoneParam = "done"
 )
+
+// CheckLoopback accepts only http://127.0.0.1, [::1] or localhost with a
+// port: an answer sealed for tg must not leave the machine tg runs on.
+func CheckLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Port() == "" || u.User != nil {
+		return fmt.Errorf("redirect_url %q: want http://127.0.0.1:PORT/… (tg's loopback listener)", raw)
+	}
+	h := u.Hostname()
+	if ip := net.ParseIP(h); (ip == nil || !ip.IsLoopback()) && h != "localhost" {
+		return fmt.Errorf("redirect_url %q: the host must be a loopback address", raw)
+	}
+	return nil
+}
+
+// DecodeSecret reads the base64url secret of a loopback return.
+func DecodeSecret(s string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("secret: want base64url of 32 random bytes")
+	}
+	return b, nil
+}
 
 // Duration is a time.Duration written as "12h" in JSON.
 type Duration time.Duration

@@ -25,6 +25,8 @@ type Admin interface {
 	AddUser(ctx context.Context, req AddUserRequest) (*AddUserResponse, error)
 	Users(ctx context.Context) ([]User, error)
 	RemoveUser(ctx context.Context, name string) error
+	// ResetMFA removes every second factor of a user (one who lost them).
+	ResetMFA(ctx context.Context, name string) error
 	UpsertRoles(ctx context.Context, yaml string) ([]RoleResult, error)
 	Roles(ctx context.Context) ([]Role, error)
 	AddToken(ctx context.Context, req AddTokenRequest) (*AddTokenResponse, error)
@@ -168,6 +170,8 @@ type StatusError struct {
 	Status     int
 	Message    string
 	RetryAfter time.Duration
+	// BrowserURL is the page a security key answers at (Error.BrowserURL).
+	BrowserURL string
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -224,7 +228,7 @@ func (c *Client) doHeader(ctx context.Context, method, path string, in, out any)
 		if msg == "" {
 			msg = resp.Status
 		}
-		se := &StatusError{Status: resp.StatusCode, Message: msg}
+		se := &StatusError{Status: resp.StatusCode, Message: msg, BrowserURL: e.BrowserURL}
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 			se.RetryAfter = time.Duration(s) * time.Second
 		}
@@ -321,6 +325,11 @@ func (c *Client) RemoveUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, PathAdminUsers+"/"+url.PathEscape(name), nil, nil)
 }
 
+// ResetMFA removes every second factor of a user.
+func (c *Client) ResetMFA(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, PathAdminUsers+"/"+url.PathEscape(name)+"/reset-mfa", struct{}{}, nil)
+}
+
 // UpsertRoles creates or replaces the roles of a YAML text.
 func (c *Client) UpsertRoles(ctx context.Context, yaml string) ([]RoleResult, error) {
 	var out []RoleResult
@@ -389,6 +398,35 @@ func (c *Client) BeginTOTP(ctx context.Context) (*TOTPEnrollment, error) {
 // ConfirmTOTP enrolls the secret BeginTOTP gave with one of its codes.
 func (c *Client) ConfirmTOTP(ctx context.Context, code string) error {
 	return c.do(ctx, http.MethodPost, PathMFATOTPConfirm, TOTPConfirmRequest{Code: code}, nil)
+}
+
+// Factors lists the caller's second factors.
+func (c *Client) Factors(ctx context.Context) ([]Factor, error) {
+	var out []Factor
+	return out, c.do(ctx, http.MethodGet, PathMFA, nil, &out)
+}
+
+// SessionCert asks for a certificate for one database session.
+func (c *Client) SessionCert(ctx context.Context, req SessionCertRequest) (*Certificate, error) {
+	var out Certificate
+	return &out, c.do(ctx, http.MethodPost, PathMFASession, req, &out)
+}
+
+// RemoveFactor removes a second factor of the caller.
+func (c *Client) RemoveFactor(ctx context.Context, req RemoveFactorRequest) error {
+	return c.do(ctx, http.MethodPost, PathMFARemove, req, nil)
+}
+
+// PasskeyLogin starts a sign-in with a passkey in the browser.
+func (c *Client) PasskeyLogin(ctx context.Context, req PasskeyLoginRequest) (*BrowserResponse, error) {
+	var out BrowserResponse
+	return &out, c.do(ctx, http.MethodPost, PathLoginPasskey, req, &out)
+}
+
+// RegisterKey starts registering a security key in the browser.
+func (c *Client) RegisterKey(ctx context.Context, req BrowserRequest) (*BrowserResponse, error) {
+	var out BrowserResponse
+	return &out, c.do(ctx, http.MethodPost, PathMFAWebAuthn, req, &out)
 }
 
 // SSOLogin starts a single sign-on for tg.

@@ -47,6 +47,24 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	s := &Server{store: store, login: ls, admin: as, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	s.mux.HandleFunc("POST "+api.PathJoin, s.handleJoin)
+	s.mux.HandleFunc("POST "+api.PathLoginPasskey, func(w http.ResponseWriter, r *http.Request) {
+		var req api.PasskeyLoginRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		pub, err := api.DecodePublicKey(req.PublicKey)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "passkey login: "+err.Error(), 0)
+			return
+		}
+		b, err := decodeBrowser(req.RedirectURL, req.Secret)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "passkey login: "+err.Error(), 0)
+			return
+		}
+		u, err := s.login.BeginPasskeyLogin(pub, req.TTL.Std(), *b)
+		respond(&api.BrowserResponse{URL: u}, err)(w)
+	})
 	s.mux.HandleFunc("POST "+api.PathAgentDBClient, s.handleAgentDBClient)
 	s.mux.HandleFunc("POST "+api.PathAgentRenew, s.handleAgentRenew)
 	s.mux.HandleFunc("POST "+api.PathAgentRegister, s.handleAgentRegister)
@@ -64,6 +82,13 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 	}))
 	s.mux.HandleFunc("DELETE "+api.PathAdminUsers+"/{name}", s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
 		if err := a.RemoveUser(r.Context(), r.PathValue("name")); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	s.mux.HandleFunc("POST "+api.PathAdminUsers+"/{name}/reset-mfa", s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
+		if err := a.ResetMFA(r.Context(), r.PathValue("name")); err != nil {
 			fail(w, err)
 			return
 		}
@@ -116,6 +141,70 @@ func New(store *state.Store, ls *login.Service, as *admin.Service, log *slog.Log
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	}))
+	s.mux.HandleFunc("GET "+api.PathMFA, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		fs, err := s.login.Factors(r.Context(), id)
+		out := make([]api.Factor, 0, len(fs))
+		for _, f := range fs {
+			out = append(out, api.Factor{Name: f.Name, Method: f.Method})
+		}
+		respond(out, err)(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFASession, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.SessionCertRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		pub, err := api.DecodePublicKey(req.PublicKey)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "session mfa: "+err.Error(), 0)
+			return
+		}
+		sr := login.SessionRequest{Database: req.Database, DBUser: req.DBUser, PublicKey: pub, OTP: req.OTP, Meta: meta(r)}
+		if req.RedirectURL != "" || req.Secret != "" {
+			if sr.Browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+				writeError(w, http.StatusBadRequest, "session mfa: "+err.Error(), 0)
+				return
+			}
+		}
+		is, err := s.login.IssueSession(r.Context(), id, sr)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		respond(s.admin.Certificate(is))(w)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFARemove, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.RemoveFactorRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		rr := login.RemoveRequest{Factor: req.Factor, OTP: req.OTP, Meta: meta(r)}
+		if req.RedirectURL != "" || req.Secret != "" {
+			var err error
+			if rr.Browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+				writeError(w, http.StatusBadRequest, "mfa rm: "+err.Error(), 0)
+				return
+			}
+		}
+		if err := s.login.RemoveFactor(r.Context(), id, rr); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	s.mux.HandleFunc("POST "+api.PathMFAWebAuthn, s.user(func(w http.ResponseWriter, r *http.Request, id identity.Identity) {
+		var req api.BrowserRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		b, err := decodeBrowser(req.RedirectURL, req.Secret)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "security keys: "+err.Error(), 0)
+			return
+		}
+		u, err := s.login.BeginWebAuthnRegistrationBrowser(r.Context(), id, *b)
+		respond(&api.BrowserResponse{URL: u}, err)(w)
 	}))
 	s.mux.HandleFunc("GET "+api.PathAdminSSO, s.editor(func(w http.ResponseWriter, r *http.Request, a api.Admin) {
 		respond(a.Connectors(r.Context()))(w)
@@ -207,13 +296,33 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "login: "+err.Error(), 0)
 		return
 	}
+	var browser *login.Browser
+	if req.RedirectURL != "" || req.Secret != "" {
+		if browser, err = decodeBrowser(req.RedirectURL, req.Secret); err != nil {
+			writeError(w, http.StatusBadRequest, "login: "+err.Error(), 0)
+			return
+		}
+	}
 	is, err := s.login.Login(r.Context(), login.Request{User: req.User, Password: req.Password, Invite: req.Invite, OTP: req.OTP,
-		PublicKey: pub, TTL: req.TTL.Std(), Meta: meta(r)})
+		PublicKey: pub, TTL: req.TTL.Std(), Browser: browser, Meta: meta(r)})
 	if err != nil {
 		fail(w, err)
 		return
 	}
 	respond(s.admin.Certificate(is))(w)
+}
+
+// decodeBrowser reads tg's loopback return: its listener's URL and the
+// secret that seals what goes there.
+func decodeBrowser(redirect, secret string) (*login.Browser, error) {
+	if err := api.CheckLoopback(redirect); err != nil {
+		return nil, err
+	}
+	b, err := api.DecodeSecret(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &login.Browser{RedirectURL: redirect, Secret: b}, nil
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -366,6 +475,7 @@ func (s *Server) handleDatabases(w http.ResponseWriter, r *http.Request, id iden
 // for an empty list it says why.
 func visibleDatabases(store *state.Store, as *admin.Service, id identity.Identity) ([]api.Database, string) {
 	roles, _ := store.ResolveRoles(id.Roles)
+	sessionMFA := access.Options(roles).RequireSessionMFA
 	now := time.Now()
 	out := []api.Database{}
 	all := store.Databases()
@@ -379,6 +489,7 @@ func visibleDatabases(store *state.Store, as *admin.Service, id identity.Identit
 		// database whose agent still beats but has no tunnel shows as
 		// offline rather than vanishing.
 		if ad := as.Database(d, now); ad.Live || ad.Online {
+			ad.SessionMFA = sessionMFA
 			out = append(out, ad)
 		}
 	}
@@ -432,6 +543,8 @@ func respond[T any](v T, err error) func(http.ResponseWriter) {
 func fail(w http.ResponseWriter, err error) {
 	var ref *login.Refusal
 	switch {
+	case errors.As(err, &ref) && ref.BrowserURL != "":
+		writeJSON(w, ref.Status, api.Error{Error: ref.Message, BrowserURL: ref.BrowserURL})
 	case errors.As(err, &ref):
 		writeError(w, ref.Status, ref.Message, ref.RetryAfter)
 	case errors.Is(err, login.ErrAudit):

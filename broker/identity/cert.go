@@ -83,6 +83,9 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 		return Identity{}, fmt.Errorf("identity: extension names user %q but the certificate's common name is %q", id.User, cert.Subject.CommonName)
 	}
 	id.Expires, id.Issued = cert.NotAfter, cert.NotBefore
+	if m := id.MFASession; m != nil && m.LoginExpires.After(id.Expires) {
+		id.Expires = m.LoginExpires
+	}
 	return id, nil
 }
 
@@ -128,6 +131,17 @@ func checkIdentity(id Identity) error {
 			if err := checkText("trait "+k+" value", v); err != nil {
 				return err
 			}
+		}
+	}
+	if m := id.MFASession; m != nil {
+		if err := checkName("mfa_session database", m.Database); err != nil {
+			return err
+		}
+		if err := checkName("mfa_session db_user", m.DBUser); err != nil {
+			return err
+		}
+		if err := checkText("mfa_session method", m.Method); err != nil {
+			return err
 		}
 	}
 	for _, r := range id.AccessRequests {

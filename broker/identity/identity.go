@@ -12,6 +12,20 @@ const (
 	TraitDBNames = "db_names"
 )
 
+// MFASession is what a per-session certificate is good for, and the
+// second factor checked to issue it.
+type MFASession struct {
+	Database string `json:"database"`
+	DBUser   string `json:"db_user"`
+	// Method is the factor: totp or webauthn.
+	Method string `json:"method"`
+	// LoginExpires is when the login the certificate was asked with
+	// ends. The certificate starts sessions for a minute; a session it
+	// started may last until then (Identity.Expires), as one started with
+	// the login's own certificate would.
+	LoginExpires time.Time `json:"login_expires,omitzero"`
+}
+
 // Identity is what a user certificate says about its holder.
 type Identity struct {
 	// User is the Tollgate user name.
@@ -25,7 +39,14 @@ type Identity struct {
 	// AccessRequests are the ids of approved requests whose roles this
 	// certificate carries.
 	AccessRequests []string `json:"access_requests,omitempty"`
-	// Expires is the certificate's NotAfter.
+	// MFASession, in a certificate issued for one database session after
+	// a second factor (roles with require_session_mfa), says for which:
+	// agents accept it for that database and database user only.
+	MFASession *MFASession `json:"mfa_session,omitempty"`
+	// Expires is the certificate's NotAfter, or for a per-session
+	// certificate (MFASession) the end of the login it was asked with:
+	// how long a session it started may last. Whether a certificate can
+	// still start one is its NotAfter, which every handshake checks.
 	Expires time.Time `json:"expires"`
 	// Issued is the certificate's NotBefore, read from the certificate
 	// and never written into it: a certificate signed before its user was

@@ -83,6 +83,10 @@ type Service struct {
 	wa          *webauthn.WebAuthn
 	registering sync.Map
 	asserting   sync.Map
+	// origin is the web UI's (WebAuthnOrigin), where tg's browser pages
+	// are; browserRegs are registrations started by tg, by ticket.
+	origin      string
+	browserRegs sync.Map
 	log         *slog.Logger
 	now         func() time.Time
 }
@@ -114,7 +118,7 @@ func New(store *state.Store, cas *ca.Authorities, audit Auditor, o Options) *Ser
 		store: store, cas: cas, audit: audit, params: o.Params,
 		users: newLimiter(o.Limit), sources: newLimiter(o.Limit),
 		hashing: make(chan struct{}, o.MaxHashing),
-		log:     o.Log, now: o.Now, wa: wa,
+		log:     o.Log, now: o.Now, wa: wa, origin: o.WebAuthnOrigin,
 	}
 }
 
@@ -132,6 +136,9 @@ type Refusal struct {
 	// WebAuthn, on a right password of a user with a security key, is
 	// the challenge the key must answer (LoginWebAuthn).
 	WebAuthn *WebAuthnChallenge
+	// BrowserURL, for a login that asked for a loopback return, is the
+	// page where the security key answers instead.
+	BrowserURL string
 }
 
 func (r *Refusal) Error() string { return r.Message }
@@ -158,6 +165,9 @@ type Request struct {
 	OTP       string
 	PublicKey crypto.PublicKey
 	TTL       time.Duration
+	// Browser, from tg, lets a security key finish the login in the
+	// browser (the refusal's BrowserURL), the answer sealed to tg.
+	Browser *Browser
 	Meta
 }
 

@@ -35,6 +35,9 @@ type waPending struct {
 	session webauthn.SessionData
 	handle  []byte
 	expires time.Time
+	// browser is set for a tg login finished in the browser: the key to
+	// certify and where the answer goes.
+	browser *browserLogin
 }
 
 // waUser is a user as go-webauthn sees it.
@@ -103,7 +106,10 @@ func (s *Service) BeginWebAuthnRegistration(ctx context.Context, id identity.Ide
 	for _, c := range creds.WebAuthn {
 		exclude = append(exclude, c.Descriptor())
 	}
-	creation, session, err := wa.BeginRegistration(u, webauthn.WithExclusions(exclude))
+	// A key that can keep the credential (a passkey) is asked to, so
+	// that it can sign in without a user name (BeginPasskeyLogin).
+	creation, session, err := wa.BeginRegistration(u, webauthn.WithExclusions(exclude),
+		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementPreferred))
 	if err != nil {
 		return nil, fmt.Errorf("security keys: %w", err)
 	}
@@ -168,9 +174,17 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 		}
 		return true
 	})
-	s.asserting.Store(ticket, waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL)})
+	p := waPending{user: u.Name, session: *session, expires: s.now().Add(webauthnTTL)}
+	if req.Browser != nil {
+		p.browser = &browserLogin{Browser: *req.Browser, pub: req.PublicKey, ttl: req.TTL, options: opts}
+		s.asserting.Store(ticket, p)
+		return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for in the browser",
+			Message:    "login: user " + u.Name + " signs in with their security key as well: finish in the browser",
+			BrowserURL: s.origin + keyLoginPath + "?ticket=" + ticket}
+	}
+	s.asserting.Store(ticket, p)
 	return &Refusal{Status: http.StatusForbidden, Reason: events.LoginMFARequired, Detail: "security key asked for",
-		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI; tg cannot use one yet, so a user who also enrolled an authenticator app gives its code with tg login --otp)",
+		Message:  "login: user " + u.Name + " signs in with their security key as well (in the web UI, or with tg login, which opens the browser for it)",
 		WebAuthn: &WebAuthnChallenge{Ticket: ticket, Options: opts}}
 }
 
@@ -180,9 +194,19 @@ func (s *Service) askWebAuthn(ctx context.Context, u state.User, req Request) *R
 // whatever the outcome; a key whose signature counter went back (a
 // cloned key) is refused.
 func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
-	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
 	v, ok := s.asserting.LoadAndDelete(ticket)
 	p, _ := v.(waPending)
+	// A tg login's ticket is finished only for the key tg sent.
+	ok = ok && p.browser == nil
+	return s.finishWebAuthn(ctx, ticket, p, ok, body, pub, ttl, meta)
+}
+
+func (s *Service) finishWebAuthn(ctx context.Context, ticket string, p waPending, ok bool, body []byte, pub crypto.PublicKey, ttl time.Duration, meta Meta) (*Issued, error) {
+	ev := &events.UserLogin{Method: events.LoginPassword, MFA: events.MFAWebAuthn, SourceAddr: meta.Source, UserAgent: clip(meta.UserAgent, 200), Path: meta.Path}
+	forSession := p.browser != nil && p.browser.session != nil
+	if forSession || (p.browser != nil && p.browser.remove != "") {
+		ev.Method = events.LoginSessionMFA
+	}
 	ev.User = p.user
 	refuse := func(r *Refusal) (*Issued, error) {
 		ev.Success, ev.Error, ev.Reason = false, r.Detail, r.Reason
@@ -196,7 +220,8 @@ func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte,
 		return refuse(&Refusal{Status: http.StatusUnauthorized, Reason: events.LoginMFAWrong, Detail: "unknown, expired or used security key challenge",
 			Message: "login: this sign-in expired or was already finished; sign in again"})
 	}
-	if err := CheckPublicKey(pub); err != nil {
+	removing := p.browser != nil && p.browser.remove != ""
+	if err := CheckPublicKey(pub); err != nil && !removing {
 		return refuse(&Refusal{Status: http.StatusBadRequest, Message: "login: " + err.Error(), Reason: events.LoginBadRequest, Detail: err.Error()})
 	}
 	u, known := s.store.User(p.user)
@@ -235,6 +260,15 @@ func (s *Service) LoginWebAuthn(ctx context.Context, ticket string, body []byte,
 	if err := s.store.UpdateWebAuthn(ctx, u.Name, *cred); err != nil {
 		return refuse(&Refusal{Status: http.StatusServiceUnavailable, Reason: events.LoginBadRequest, Detail: "record the key's counter: " + err.Error(),
 			Message: "login: the broker cannot record the key's use; try again"})
+	}
+	if forSession {
+		return s.issueSession(ctx, p.browser.caller, *p.browser.session, pub, meta)
+	}
+	if p.browser != nil && p.browser.remove != "" {
+		// A removal answers no certificate: the browser tells tg it is
+		// done, and tg asks the broker's list.
+		c := p.browser.caller
+		return nil, s.store.RemoveMFA(ctx, state.Actor{User: c.User, Roles: c.Roles}, u.Name, p.browser.remove, keyName)
 	}
 	id := identity.Identity{User: u.Name, Roles: u.Roles, Traits: u.Traits}
 	ev.Success, ev.Roles = true, id.Roles

@@ -48,6 +48,8 @@ func newEvent(typ string) events.Event {
 		return new(events.UserPasswordSet)
 	case "user.mfa_add":
 		return new(events.UserMFAAdd)
+	case "user.mfa_remove":
+		return new(events.UserMFARemove)
 	case "role.create":
 		return new(events.RoleCreate)
 	case "role.update":

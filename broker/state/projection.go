@@ -301,6 +301,11 @@ func (p *Projection) apply(ev events.Event) {
 			u.Updated = h.Time
 			p.users[e.Name] = u
 		}
+	case *events.UserMFARemove:
+		if u, ok := p.users[e.Name]; ok {
+			u.TOTP, u.WebAuthn, u.Updated = e.TOTP, e.WebAuthn, h.Time
+			p.users[e.Name] = u
+		}
 	case *events.RoleCreate:
 		p.roles[e.Role.Metadata.Name] = e.Role
 	case *events.RoleUpdate:

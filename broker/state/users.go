@@ -217,6 +217,45 @@ func (s *Store) EnrollWebAuthn(ctx context.Context, by Actor, name string, handl
 	return err
 }
 
+// RemoveMFA removes the second factor named factor of user name ("totp",
+// or a security key by keyName), or every factor when factor is empty
+// (an administrator's reset), and records it (user.mfa_remove). keyName
+// names a key as its owner sees it.
+func (s *Store) RemoveMFA(ctx context.Context, by Actor, name, factor string, keyName func(webauthn.Credential) string) error {
+	cur, err := s.Credentials(ctx, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case factor == "":
+		cur.TOTPSecret, cur.WebAuthn = "", nil
+	case factor == "totp":
+		if cur.TOTPSecret == "" {
+			return fmt.Errorf("user %s has no authenticator app: %w", name, ErrNotFound)
+		}
+		cur.TOTPSecret = ""
+	default:
+		i := slices.IndexFunc(cur.WebAuthn, func(c webauthn.Credential) bool { return keyName(c) == factor })
+		if i < 0 {
+			return fmt.Errorf("user %s has no second factor %q: %w", name, factor, ErrNotFound)
+		}
+		cur.WebAuthn = slices.Delete(cur.WebAuthn, i, i+1)
+	}
+	// The event first: the projection decides which factors a login asks
+	// for and accepts, so once it says removed the factor is neither; a
+	// secret a failed write left behind is never read.
+	_, err = s.change(ctx, by, subject(AggUser, name), func() (events.Event, error) {
+		if _, ok := s.users[name]; !ok {
+			return nil, fmt.Errorf("user %s: %w", name, ErrNotFound)
+		}
+		return &events.UserMFARemove{Name: name, Factor: factor, Reset: factor == "", TOTP: cur.TOTPSecret != "", WebAuthn: len(cur.WebAuthn) > 0}, nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.putCredentials(ctx, name, cur)
+}
+
 // UpdateWebAuthn stores a key's state after a sign-in (its signature
 // counter, by which a cloned key shows).
 func (s *Store) UpdateWebAuthn(ctx context.Context, name string, cred webauthn.Credential) error {

@@ -92,7 +92,7 @@ func clientFor(proto string) (string, error) {
 func runConnect(cmd *cobra.Command, name string, f dbFlags, extra []string) error {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
-	t, db, err := openTunnel(ctx, name, f, "127.0.0.1:0")
+	t, db, err := openTunnel(ctx, cmd, name, f, "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -213,6 +213,22 @@ func runDBLogin(cmd *cobra.Command, name string, f dbFlags) error {
 	if dbName == "" {
 		dbName = defaultTrait(id.Identity, identity.TraitDBNames)
 	}
+	sf, err := sessionFile(ctx, cmd, id, db, dbUser, f)
+	if err != nil {
+		return err
+	}
+	if sf != id {
+		// A certificate for this one session: kept beside the login's,
+		// and the entry points at it.
+		dir, err := ensureHome()
+		if err != nil {
+			return err
+		}
+		idPath = filepath.Join(dir, "session-"+db.Name)
+		if err := identity.WriteFile(idPath, sf); err != nil {
+			return err
+		}
+	}
 	params := [][2]string{
 		{"host", protocol.ServerName(db.Name)},
 		{"hostaddr", addr},
@@ -249,6 +265,10 @@ func runDBLogin(cmd *cobra.Command, name string, f dbFlags) error {
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "Wrote [%s] to %s.\n", section, path)
+	if sf != id {
+		fmt.Fprintf(out, "Its certificate was issued after a second factor for one session as %s, and starts one until %s: connect now.\n",
+			dbUser, sf.Cert.Leaf.NotAfter.Local().Format("15:04:05"))
+	}
 	fmt.Fprintf(out, "Connect with:\n  psql \"service=%s\"\n", section)
 	fmt.Fprintf(out, "Other libpq tools read the same entry from the environment:\n")
 	if os.Getenv("PGSERVICEFILE") != "" {

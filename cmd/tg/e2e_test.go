@@ -50,9 +50,15 @@ type e2e struct {
 	pub      *events.Publisher
 	proxy    string
 	extraEnv []string
+	// lastURL is the URL withBrowser opened last.
+	lastURL string
 }
 
-func startE2E(t *testing.T) *e2e {
+func startE2E(t *testing.T) *e2e { return startE2EAt(t, "") }
+
+// startE2EAt is startE2E with the proxy's public address on host (its
+// loopback port): security keys need a host name, not an IP address.
+func startE2EAt(t *testing.T, host string) *e2e {
 	e := &e2e{t: t, dir: t.TempDir(), home: t.TempDir()}
 	bin := t.TempDir()
 	out, err := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), ".", "../tollgate").CombinedOutput()
@@ -95,6 +101,10 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	e.proxy = ln.Addr().String()
+	if host != "" {
+		_, port, _ := net.SplitHostPort(e.proxy)
+		e.proxy = net.JoinHostPort(host, port)
+	}
 	yaml := fmt.Sprintf("data_dir: %s\nnats:\n  embedded:\n    listen: %s\n    store_dir: %s\nproxy:\n  listen: %s\n  public_addr: %s\n",
 		e.dir, srv.NATSServer().Addr(), filepath.Join(e.dir, "nats"), e.proxy, e.proxy)
 	e.cfgFile = filepath.Join(t.TempDir(), "tollgate.yaml")

@@ -35,6 +35,8 @@ type loginFlags struct {
 	// auth names a single sign-on connector; browser "none" only prints
 	// the URL to open.
 	auth, browser string
+	// passkey signs in with a passkey alone, in the browser.
+	passkey bool
 }
 
 func init() {
@@ -55,6 +57,13 @@ provider instead: it opens the browser at the proxy (--browser=none prints the
 URL to open instead), the proxy runs the sign-in with the provider, and the
 browser hands the certificate back to tg on a loopback address, sealed with a
 secret only this tg knows.
+
+A user whose second factor is a security key or passkey (registered in the
+web UI or with tg mfa add --type=webauthn) finishes a password login the same
+way: tg opens the browser at the proxy's page where the key answers, and the
+certificate comes back on the loopback address. With --passkey, a passkey
+alone signs in (no user name or password): the key names the user and
+verifies them with its PIN or biometrics.
 
 Trusting the proxy: the proxy presents a certificate of the cluster's host CA.
 tg trusts that CA when
@@ -77,8 +86,9 @@ and a proxy showing another CA later is refused, as SSH does for host keys.`,
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the proxy's host CA (tollgate auth export --type=host)")
 	fl.BoolVar(&f.insecure, "insecure", false, "trust the proxy's host CA on first use without checking its fingerprint")
 	fl.StringVar(&f.otp, "otp", "", "one-time code of your authenticator app, once enrolled (tg mfa add; or TG_OTP)")
+	fl.BoolVar(&f.passkey, "passkey", false, "sign in with a passkey alone (no user name or password), in the browser")
 	fl.StringVar(&f.auth, "auth", "", "single sign-on connector to log in with (tollgate sso ls names them)")
-	fl.StringVar(&f.browser, "browser", "", "none: print the sign-in URL instead of opening a browser")
+	fl.StringVar(&f.browser, "browser", "", "none: print the URL of the sign-in (single sign-on, security key) instead of opening a browser")
 	fl.DurationVar(&f.ttl, "ttl", 0, "certificate lifetime (default and maximum set by the broker, 12h unless roles say otherwise)")
 	root.AddCommand(c)
 }
@@ -102,14 +112,17 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if err != nil {
 		return fmt.Errorf("--proxy: %w", err)
 	}
-	if f.auth != "" {
-		if f.invite != "" {
-			return errors.New("--invite sets a password; it does not go with --auth")
-		}
-		if f.browser != "" && f.browser != "none" {
-			return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", f.browser)
-		}
-	} else if f.user == "" {
+	if f.browser != "" && f.browser != "none" {
+		return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", f.browser)
+	}
+	switch {
+	case f.passkey && f.auth != "":
+		return errors.New("--passkey and --auth are two ways to sign in: give one")
+	case f.passkey && f.invite != "":
+		return errors.New("--invite sets a password; it does not go with --passkey")
+	case f.auth != "" && f.invite != "":
+		return errors.New("--invite sets a password; it does not go with --auth")
+	case f.auth == "" && !f.passkey && f.user == "":
 		return errors.New("--user is required")
 	}
 	ctx, cancel := withTimeout(cmd.Context())
@@ -121,6 +134,9 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	}
 	if f.auth != "" {
 		return ssoLogin(ctx, cmd, f, host, hostCA)
+	}
+	if f.passkey {
+		return passkeyLogin(ctx, cmd, f, host, hostCA)
 	}
 
 	pw, err := readPassword(cmd, f.invite != "")
@@ -146,9 +162,28 @@ func runLogin(cmd *cobra.Command, f loginFlags) error {
 	if otp == "" {
 		otp = os.Getenv("TG_OTP")
 	}
-	req := api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, OTP: otp, PublicKey: pub, TTL: api.Duration(f.ttl)}
+	// A user whose second factor is a security key finishes in the
+	// browser, which hands the certificate back here.
+	lb, err := startLoopback()
+	if err != nil {
+		return err
+	}
+	defer lb.Close()
+	req := api.LoginRequest{User: f.user, Password: pw, Invite: f.invite, OTP: otp, PublicKey: pub, TTL: api.Duration(f.ttl),
+		RedirectURL: lb.url, Secret: lb.Secret()}
 	res, err := c.Login(ctx, req)
 	var se *api.StatusError
+	if errors.As(err, &se) && se.BrowserURL != "" {
+		openBrowser(cmd.ErrOrStderr(), "use your security key", se.BrowserURL, f.browser)
+		r, err := lb.wait(context.WithoutCancel(ctx), "tg login")
+		if err != nil {
+			return fmt.Errorf("login with the security key: %w", err)
+		}
+		if r.cert == nil {
+			return errors.New("login with the security key: the browser brought back no certificate")
+		}
+		return keepLogin(cmd, f.proxy, key, hostCA, r.cert)
+	}
 	if otp == "" && errors.As(err, &se) && se.Status == http.StatusForbidden && strings.Contains(se.Message, "one-time code") && stdinTerminal() {
 		// The password was right and an authenticator is enrolled: ask.
 		fmt.Fprint(cmd.ErrOrStderr(), "One-time code: ")

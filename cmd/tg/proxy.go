@@ -28,11 +28,16 @@ import (
 // dbFlags are the database user and name a command connects as.
 type dbFlags struct {
 	dbUser, dbName string
+	// otp and browser answer a role's require_session_mfa: the code of
+	// the authenticator, or "none" to print the security key's page.
+	otp, browser string
 }
 
 // add defines --db-user and --db-name; for a tunnel they replace what
 // clients send, elsewhere they say what to connect as.
 func (f *dbFlags) add(c *cobra.Command, tunnel bool) {
+	c.Flags().StringVar(&f.otp, "otp", "", "one-time code for a role that needs a second factor for each session (require_session_mfa; or TG_OTP)")
+	c.Flags().StringVar(&f.browser, "browser", "", "none: print the URL of the security key's page instead of opening a browser (require_session_mfa)")
 	if tunnel {
 		c.Flags().StringVar(&f.dbUser, "db-user", "", "database user every connection logs in as, whatever the client sends")
 		c.Flags().StringVar(&f.dbName, "db-name", "", "database name every connection uses, whatever the client sends")
@@ -73,7 +78,7 @@ client's own parameters are used. The tunnel runs until interrupted.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			t, db, err := openTunnel(ctx, args[0], f, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			t, db, err := openTunnel(ctx, cmd, args[0], f, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 			if err != nil {
 				return err
 			}
@@ -152,6 +157,9 @@ type tunnel struct {
 	// user and name are what clients should connect as: the flags, else
 	// the identity's only db_users and db_names traits.
 	user, name string
+	// sessionUntil is when the certificate issued after a second factor
+	// (require_session_mfa) stops starting sessions; zero otherwise.
+	sessionUntil time.Time
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -160,7 +168,7 @@ type tunnel struct {
 
 // openTunnel resolves database name with the current identity and listens
 // on listen.
-func openTunnel(ctx context.Context, name string, f dbFlags, listen string) (*tunnel, api.Database, error) {
+func openTunnel(ctx context.Context, cmd *cobra.Command, name string, f dbFlags, listen string) (*tunnel, api.Database, error) {
 	id, _, err := currentIdentity()
 	if err != nil {
 		return nil, api.Database{}, err
@@ -174,15 +182,25 @@ func openTunnel(ctx context.Context, name string, f dbFlags, listen string) (*tu
 	if err != nil {
 		return nil, api.Database{}, err
 	}
+	user := f.dbUser
+	if user == "" {
+		user = defaultTrait(id.Identity, identity.TraitDBUsers)
+	}
+	if id, err = sessionFile(lctx, cmd, id, db, user, f); err != nil {
+		return nil, api.Database{}, err
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, api.Database{}, fmt.Errorf("local listener: %w", err)
 	}
 	t := newTunnel(ln, db.AgentAddr, db.Protocol, db.Name, id)
 	t.dbUser, t.dbName = f.dbUser, f.dbName
-	t.user, t.name = f.dbUser, f.dbName
-	if t.user == "" {
-		t.user = defaultTrait(id.Identity, identity.TraitDBUsers)
+	t.user, t.name = user, f.dbName
+	if db.SessionMFA {
+		// The certificate is for this database user only: every
+		// connection logs in as it.
+		t.dbUser = user
+		t.sessionUntil = id.Cert.Leaf.NotAfter
 	}
 	if t.name == "" {
 		t.name = defaultTrait(id.Identity, identity.TraitDBNames)
@@ -233,6 +251,10 @@ func (t *tunnel) Serve(ctx context.Context) error {
 			defer c.Close()
 			if err := t.handle(ctx, c); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(os.Stderr, "tg: tunnel connection from %s: %v\n", c.RemoteAddr(), err)
+				if !t.sessionUntil.IsZero() && time.Now().After(t.sessionUntil) {
+					fmt.Fprintf(os.Stderr, "tg: the certificate issued after the second factor started sessions until %s only: run tg again for a new one\n",
+						t.sessionUntil.Local().Format("15:04:05"))
+				}
 			}
 		})
 	}

@@ -37,7 +37,7 @@ func init() {
 		"identity file of an editor: run admin commands against the broker named in it, over its API (or TOLLGATE_IDENTITY)")
 
 	users := &cobra.Command{Use: "users", Short: "Add, list and remove users"}
-	users.AddCommand(usersAddCmd(), usersLsCmd(), usersRmCmd())
+	users.AddCommand(usersAddCmd(), usersLsCmd(), usersRmCmd(), usersResetMFACmd())
 	root.AddCommand(users)
 
 	certIssued = auditSigned
@@ -210,6 +210,23 @@ func usersRmCmd() *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "user %s removed\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
+func usersResetMFACmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset-mfa NAME",
+		Short: "Remove every second factor of a user who lost theirs (they enroll again with tg mfa add)",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd, func(ctx context.Context, a api.Admin, _ string) error {
+				if err := a.ResetMFA(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "second factors of %s removed: their next login needs none; roles with require_mfa wait until they enroll one again (tg mfa add)\n", args[0])
 				return nil
 			})
 		},

@@ -24,8 +24,9 @@ import (
 	"github.com/tollgate-db/tollgate/test/harness"
 )
 
-// tollgateBin is the daemon built once for the package.
-var tollgateBin string
+// tollgateBin is the daemon built once for the package, tgBin the
+// user's client.
+var tollgateBin, tgBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tollgate-security-")
@@ -35,6 +36,11 @@ func TestMain(m *testing.M) {
 	}
 	tollgateBin = filepath.Join(dir, "tollgate")
 	if out, err := exec.Command("go", "build", "-o", tollgateBin, "../../cmd/tollgate").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	tgBin = filepath.Join(dir, "tg")
+	if out, err := exec.Command("go", "build", "-o", tgBin, "../../cmd/tg").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -44,6 +44,28 @@
     go();
   }
 
+  // Registration for tg (tg mfa add --type=webauthn): the options are in
+  // the page, the answer is posted with the page's ticket.
+  var tgReg = document.getElementById("webauthn-register-tg");
+  if (tgReg) {
+    var pk = JSON.parse(document.getElementById("webauthn-options").textContent).publicKey;
+    pk.challenge = toBuf(pk.challenge);
+    pk.user.id = toBuf(pk.user.id);
+    (pk.excludeCredentials || []).forEach(function (c) { c.id = toBuf(c.id); });
+    var create = function () {
+      navigator.credentials.create({ publicKey: pk }).then(function (cred) {
+        var r = cred.response;
+        document.getElementById("credential").value = JSON.stringify({
+          id: cred.id, rawId: toB64(cred.rawId), type: cred.type,
+          response: { attestationObject: toB64(r.attestationObject), clientDataJSON: toB64(r.clientDataJSON) }
+        });
+        tgReg.submit();
+      }, function (e) { show("webauthn-error", "The security key did not answer: " + e.message); });
+    };
+    document.getElementById("webauthn-go").addEventListener("click", create);
+    create();
+  }
+
   var reg = document.getElementById("webauthn-register");
   if (reg) {
     var csrf = reg.querySelector("input[name=csrf]").value;

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -159,7 +158,7 @@ func (s *Service) startTG(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteError(w, http.StatusBadRequest, "sso login: "+err.Error())
 		return
 	}
-	if err := checkLoopback(req.RedirectURL); err != nil {
+	if err := api.CheckLoopback(req.RedirectURL); err != nil {
 		apiserver.WriteError(w, http.StatusBadRequest, "sso login: "+err.Error())
 		return
 	}
@@ -180,20 +179,6 @@ func (s *Service) startTG(w http.ResponseWriter, r *http.Request) {
 	}
 	u := url.URL{Scheme: "https", Host: s.o.ProxyAddr, Path: sso.ConnectorLoginPath(c), RawQuery: url.Values{"attempt": {id}}.Encode()}
 	apiserver.Respond(w, api.SSOLoginResponse{URL: u.String()}, nil)
-}
-
-// checkLoopback accepts only http://127.0.0.1, [::1] or localhost with a
-// port: the answer must not leave the machine tg runs on.
-func checkLoopback(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" || u.Port() == "" || u.User != nil {
-		return fmt.Errorf("redirect_url %q: want http://127.0.0.1:PORT/… (tg's loopback listener)", raw)
-	}
-	h := u.Hostname()
-	if ip := net.ParseIP(h); (ip == nil || !ip.IsLoopback()) && h != "localhost" {
-		return fmt.Errorf("redirect_url %q: the host must be a loopback address", raw)
-	}
-	return nil
 }
 
 // put stores a under key, dropping expired attempts first; false when too

@@ -3,12 +3,14 @@ package oidcflow
 import (
 	"strings"
 	"testing"
+
+	"github.com/tollgate-db/tollgate/broker/api"
 )
 
 // The sealed answer goes only to tg's own loopback listener.
 func TestCheckLoopback(t *testing.T) {
 	for _, ok := range []string{"http://127.0.0.1:4000/callback/x", "http://[::1]:4000/cb", "http://localhost:4000/cb"} {
-		if err := checkLoopback(ok); err != nil {
+		if err := api.CheckLoopback(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
@@ -21,7 +23,7 @@ func TestCheckLoopback(t *testing.T) {
 		"javascript:alert(1)":             "want http://127.0.0.1:PORT",
 		"http://127.0.0.1.evil.com:80/cb": "loopback",
 	} {
-		if err := checkLoopback(in); err == nil || !strings.Contains(err.Error(), want) {
+		if err := api.CheckLoopback(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", in, err, want)
 		}
 	}
