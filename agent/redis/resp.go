@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+
+	"github.com/tollgate-db/tollgate/agent"
 )
 
 // Limits bound what one client command may be. The defaults are Redis's
@@ -27,18 +29,10 @@ const (
 )
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxCommand <= 0 {
-		l.MaxCommand = DefaultMaxCommand
-	}
-	if l.MaxArgs <= 0 {
-		l.MaxArgs = DefaultMaxArgs
-	}
-	if l.MaxBulk <= 0 {
-		l.MaxBulk = DefaultMaxBulk
-	}
-	if l.MaxInline <= 0 {
-		l.MaxInline = DefaultMaxInline
-	}
+	agent.SetDefault(&l.MaxCommand, DefaultMaxCommand)
+	agent.SetDefault(&l.MaxArgs, DefaultMaxArgs)
+	agent.SetDefault(&l.MaxBulk, DefaultMaxBulk)
+	agent.SetDefault(&l.MaxInline, DefaultMaxInline)
 	return l
 }
 
