@@ -179,16 +179,7 @@ func readBinaryDate(c *cursor, t FieldType, s []byte) []byte {
 		return s
 	}
 	s = append(s, ' ')
-	s = appendPadded(s, hour, 2)
-	s = append(s, ':')
-	s = appendPadded(s, minute, 2)
-	s = append(s, ':')
-	s = appendPadded(s, second, 2)
-	if micro != 0 {
-		s = append(s, '.')
-		s = appendPadded(s, micro, 6)
-	}
-	return s
+	return appendClock(s, hour, minute, second, micro)
 }
 
 // readBinaryTime decodes a TIME: int<1> length (0, 8 or 12), int<1>
@@ -220,7 +211,13 @@ func readBinaryTime(c *cursor, s []byte) []byte {
 	if neg == 1 {
 		s = append(s, '-')
 	}
-	s = appendPadded(s, days*24+hour, 2)
+	return appendClock(s, days*24+hour, minute, second, micro)
+}
+
+// appendClock appends hh:mm:ss, with .ffffff when micro is not zero: the
+// time of day of a DATETIME and the text of a TIME.
+func appendClock(s []byte, hour, minute, second, micro uint64) []byte {
+	s = appendPadded(s, hour, 2)
 	s = append(s, ':')
 	s = appendPadded(s, minute, 2)
 	s = append(s, ':')
