@@ -521,7 +521,7 @@ func (d *clientDecoder) decodeBind(src []byte) bool {
 		b.Parameters = append(b.Parameters, src[:size])
 		src = src[size:]
 	}
-	if b.ResultFormatCodes, src, ok = formatCodes(b.ResultFormatCodes[:0], src); !ok {
+	if b.ResultFormatCodes, _, ok = formatCodes(b.ResultFormatCodes[:0], src); !ok {
 		return false
 	}
 	b.DestinationPortal = ""
