@@ -471,18 +471,24 @@ func disconnectExpiredCert(roles []access.Role) bool {
 	return on || !off
 }
 
+// live returns the lifecycle's record of c, nil when c is not under a
+// lifecycle (or no longer live).
+func (c *ClientConn) live() *liveConn {
+	if c.Env == nil || c.Env.life == nil {
+		return nil
+	}
+	l := c.Env.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.live[c]
+}
+
 // OnTerminate is how an engine takes part in the lifecycle: once it opened
 // the session s for this connection, it hands over the function that ends
 // it in the protocol's own form. Until then (or when an engine never calls
 // it) an ending closes the connection.
 func (c *ClientConn) OnTerminate(s *Session, fn TerminateFunc) {
-	if c.Env == nil || c.Env.life == nil {
-		return
-	}
-	l := c.Env.life
-	l.mu.Lock()
-	lc := l.live[c]
-	l.mu.Unlock()
+	lc := c.live()
 	if lc == nil {
 		return
 	}
@@ -491,20 +497,14 @@ func (c *ClientConn) OnTerminate(s *Session, fn TerminateFunc) {
 	lc.mu.Unlock()
 	// A session lock may already name it in a race with a fresh id only
 	// in theory; a check now costs nothing and keeps the rule simple.
-	l.Notify()
+	c.Env.life.Notify()
 }
 
 // OnCancel hands the lifecycle the engine's CancelFunc for this
 // connection's session, which it runs before the TerminateFunc. Call it
 // before OnTerminate.
 func (c *ClientConn) OnCancel(fn CancelFunc) {
-	if c.Env == nil || c.Env.life == nil {
-		return
-	}
-	l := c.Env.life
-	l.mu.Lock()
-	lc := l.live[c]
-	l.mu.Unlock()
+	lc := c.live()
 	if lc == nil {
 		return
 	}

@@ -119,12 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("agent: server config lacks %s", strings.Join(missing, ", "))
 	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
-	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 5 * time.Second
-	}
+	SetDefault(&cfg.HandshakeTimeout, 10*time.Second)
+	SetDefault(&cfg.ShutdownGrace, 5*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

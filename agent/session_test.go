@@ -221,13 +221,7 @@ func TestEmitStoredAfterLinger(t *testing.T) {
 	if err := s.Emit(&events.Result{CommandTag: "SELECT 1"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.all()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("emitted event not stored without a gate")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	rec.waitAny(t, "emitted event not stored without a gate")
 }
 
 // A refused gate hands the events it carried back to the background path,
@@ -246,13 +240,7 @@ func TestRefusedGateReturnsCarriedEvents(t *testing.T) {
 		t.Fatal("gate succeeded with the store down")
 	}
 	rec.set(false)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.all()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("carried event not stored after the store came back")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	rec.waitAny(t, "carried event not stored after the store came back")
 	if got := rec.all(); len(got) != 1 || got[0].Header().ID != r0.ID {
 		t.Fatalf("stored %v, want only the carried result", got)
 	}
@@ -312,5 +300,17 @@ func TestLongOutageKeepsGatesSmall(t *testing.T) {
 		if !seen[i] {
 			t.Fatalf("ei %d missing", i)
 		}
+	}
+}
+
+// waitAny waits up to 5s for r to store an event, failing t with msg then.
+func (r *fakeRecorder) waitAny(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.all()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

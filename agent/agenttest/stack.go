@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
 	"github.com/tollgate-db/tollgate/agent"
 	"github.com/tollgate-db/tollgate/broker/access"
@@ -164,6 +165,17 @@ func Database(name, protocol, uri, caFile, mode string) config.Database {
 	return config.Database{Name: name, Protocol: protocol, URI: uri, AuditMode: mode,
 		StaticLabels: map[string]string{"env": "test"},
 		TLS:          config.DatabaseTLS{Mode: "verify-full", CACertFile: caFile}}
+}
+
+// ParseDatabase is a database of protocol p as the configuration file
+// gives it, with the further fields src (YAML lines, e.g. "name: cache").
+func ParseDatabase(t testing.TB, p, src string) config.Database {
+	t.Helper()
+	var d config.Database
+	if err := yaml.Unmarshal([]byte("protocol: "+p+"\n"+src), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // Role is the YAML of role dev, which every test certificate holds: it

@@ -49,8 +49,10 @@ func hmacSHA256(key []byte, s string) []byte {
 }
 
 // checkToken parses a token and recomputes its SigV4 signature with secret,
-// independently of the SDK: it fails the test on any difference.
-func checkToken(t *testing.T, tok, host, port, user, region, key, secret string) url.Values {
+// independently of the SDK: it fails the test on any difference. The token
+// carries session as its security token, none when session is empty
+// (static credentials).
+func checkToken(t *testing.T, tok, host, port, user, region, key, secret, session string) {
 	t.Helper()
 	if strings.Contains(tok, "://") {
 		t.Fatalf("token %q has a scheme", tok)
@@ -86,7 +88,12 @@ func checkToken(t *testing.T, tok, host, port, user, region, key, secret string)
 	if err := sigErr(tok, region, secret); err != nil {
 		t.Fatal(err)
 	}
-	return q
+	if session == "" && q.Has("X-Amz-Security-Token") {
+		t.Fatal("static credentials without a session token produced one")
+	}
+	if q.Get("X-Amz-Security-Token") != session {
+		t.Fatalf("security token %q, want %q", q.Get("X-Amz-Security-Token"), session)
+	}
 }
 
 // sigErr recomputes a token's SigV4 signature with secret.
@@ -145,10 +152,7 @@ func TestTokenSignature(t *testing.T) {
 			t.Fatal(err)
 		}
 		host, port, _ := strings.Cut(c.addr, ":")
-		q := checkToken(t, tok, host, port, c.user, "eu-west-1", baseKey, baseSecret)
-		if q.Has("X-Amz-Security-Token") {
-			t.Fatal("static credentials without a session token produced one")
-		}
+		checkToken(t, tok, host, port, c.user, "eu-west-1", baseKey, baseSecret, "")
 		if sigErr(strings.Replace(tok, "DBUser=", "DBUser=x", 1), "eu-west-1", baseSecret) == nil {
 			t.Fatal("a token with its user changed after signing verifies")
 		}
@@ -207,10 +211,7 @@ func TestDefaultChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := checkToken(t, tok, "proxy.example.com", "5432", "alice", "us-west-2", "AKIAENVIRONMENT00001", "environment-secret")
-	if q.Get("X-Amz-Security-Token") != "environment-session-token" {
-		t.Fatalf("security token %q", q.Get("X-Amz-Security-Token"))
-	}
+	checkToken(t, tok, "proxy.example.com", "5432", "alice", "us-west-2", "AKIAENVIRONMENT00001", "environment-secret", "environment-session-token")
 }
 
 // TestAssumeRole chains the base credentials into a role through a fake
@@ -258,10 +259,7 @@ func TestAssumeRole(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q := checkToken(t, tok, "proxy.example.com", "1433", "alice", "us-east-1", "ASIAASSUMEDROLE00001", "assumed-secret")
-		if q.Get("X-Amz-Security-Token") != "assumed-session-token" {
-			t.Fatalf("security token %q", q.Get("X-Amz-Security-Token"))
-		}
+		checkToken(t, tok, "proxy.example.com", "1433", "alice", "us-east-1", "ASIAASSUMEDROLE00001", "assumed-secret", "assumed-session-token")
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d AssumeRole calls for two tokens, want 1 (credentials cached)", n)

@@ -87,23 +87,11 @@ var _ agent.Engine = (*Engine)(nil)
 
 // New returns an engine.
 func New(o Options) *Engine {
-	if o.MaxPacket <= 0 {
-		o.MaxPacket = DefaultMaxPacket
-	}
-	if o.MaxParam <= 0 {
-		o.MaxParam = DefaultMaxParam
-	}
-	if o.StartupTimeout <= 0 {
-		o.StartupTimeout = 30 * time.Second
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 10 * time.Second
-	}
+	agent.SetDefault(&o.MaxPacket, DefaultMaxPacket)
+	agent.SetDefault(&o.MaxParam, DefaultMaxParam)
+	o.StartupTimeout, o.DialTimeout, o.Logger = agent.EngineDefaults(o.StartupTimeout, o.DialTimeout, o.Logger)
 	if o.ServerVersion == "" {
 		o.ServerVersion = DefaultServerVersion
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
 	}
 	return &Engine{opt: o, log: o.Logger, direct: map[string]*greeting{}, versions: map[string]string{}}
 }

@@ -5,22 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/protocol"
 )
 
 func TestSettings(t *testing.T) {
-	// A database as the configuration file gives it.
-	db := func(src string) config.Database {
-		var d config.Database
-		if err := yaml.Unmarshal([]byte("protocol: mysql\n"+src), &d); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	db := func(src string) config.Database { return agenttest.ParseDatabase(t, protocol.MySQL, src) }
 	p := agent.EngineParams{Config: &config.Config{}, Databases: []config.Database{db("name: old\nsettings: {server_version: 5.7.44-log}"), db("name: plain")}}
 	e, err := agent.NewEngine(context.Background(), protocol.MySQL, p)
 	if err != nil {

@@ -495,23 +495,14 @@ func (d *clientDecoder) decodeBind(src []byte) bool {
 	}
 	stmtName := src[:i]
 	src = src[i+1:]
+	var ok bool
+	if b.ParameterFormatCodes, src, ok = formatCodes(b.ParameterFormatCodes[:0], src); !ok {
+		return false
+	}
 	if len(src) < 2 {
 		return false
 	}
 	n := int(binary.BigEndian.Uint16(src))
-	src = src[2:]
-	if len(src) < 2*n {
-		return false
-	}
-	b.ParameterFormatCodes = b.ParameterFormatCodes[:0]
-	for range n {
-		b.ParameterFormatCodes = append(b.ParameterFormatCodes, int16(binary.BigEndian.Uint16(src)))
-		src = src[2:]
-	}
-	if len(src) < 2 {
-		return false
-	}
-	n = int(binary.BigEndian.Uint16(src))
 	src = src[2:]
 	b.Parameters = b.Parameters[:0]
 	for range n {
@@ -530,18 +521,8 @@ func (d *clientDecoder) decodeBind(src []byte) bool {
 		b.Parameters = append(b.Parameters, src[:size])
 		src = src[size:]
 	}
-	if len(src) < 2 {
+	if b.ResultFormatCodes, _, ok = formatCodes(b.ResultFormatCodes[:0], src); !ok {
 		return false
-	}
-	n = int(binary.BigEndian.Uint16(src))
-	src = src[2:]
-	if len(src) < 2*n {
-		return false
-	}
-	b.ResultFormatCodes = b.ResultFormatCodes[:0]
-	for range n {
-		b.ResultFormatCodes = append(b.ResultFormatCodes, int16(binary.BigEndian.Uint16(src)))
-		src = src[2:]
 	}
 	b.DestinationPortal = ""
 	if len(portalName) > 0 {
@@ -631,4 +612,23 @@ func malformedEvent(m *malformed) *events.MalformedPacket {
 		ev.Prefix = hex.EncodeToString(m.prefix)
 	}
 	return ev
+}
+
+// formatCodes appends to dst the format codes (Int16 count, Int16 each) at
+// the start of src and returns what follows them; false when src is short.
+// It reuses dst's array, as the Bind decoder reuses its message.
+func formatCodes(dst []int16, src []byte) ([]int16, []byte, bool) {
+	if len(src) < 2 {
+		return dst, src, false
+	}
+	n := int(binary.BigEndian.Uint16(src))
+	src = src[2:]
+	if len(src) < 2*n {
+		return dst, src, false
+	}
+	for range n {
+		dst = append(dst, int16(binary.BigEndian.Uint16(src)))
+		src = src[2:]
+	}
+	return dst, src, true
 }

@@ -49,10 +49,7 @@ func TestStoreOutageRefusesStatements(t *testing.T) {
 	if err := conn.QueryRow(ctx, "select string_agg(owner, ',' order by id) from accounts").Scan(&owners); err != nil || owners != "before,after" {
 		t.Fatalf("rows %q %v", owners, err)
 	}
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	for _, e := range logged {
 		if strings.Contains(e.Text, "during") {
 			t.Fatalf("a refused statement reached the database: %q", e.Text)
@@ -120,10 +117,7 @@ func TestMalformedInputOverTLS(t *testing.T) {
 		n++
 		s.WaitAudit(t, name, agenttest.Count("db.session.malformed_packet", n))
 	}
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	for _, e := range logged {
 		if e.User == "app" {
 			t.Fatalf("malformed input reached the database: %q", e.Text)

@@ -61,10 +61,7 @@ func TestPsqlThroughAgent(t *testing.T) {
 
 	// Ground truth: every statement the database logged for app has a
 	// query event with the same text.
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	queries := map[string]bool{}
 	for _, q := range agenttest.OfType(evs, "db.session.query") {
 		queries[q["db_query"].(string)] = true
@@ -95,10 +92,7 @@ func TestDeniedAccess(t *testing.T) {
 	if st["success"] != false || st["code"] != "TGDB000W" || !strings.Contains(st["error"].(string), "db_user") {
 		t.Fatalf("start %v", st)
 	}
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	for _, e := range logged {
 		if e.User == "postgres" && strings.Contains(e.Text, "select 1") {
 			t.Fatal("a denied statement reached the database")
@@ -280,10 +274,7 @@ func TestPgxExtendedProtocol(t *testing.T) {
 	}
 	// Ground truth for the extended protocol: each execution the database
 	// logged has an execute event with the same text.
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	texts := map[string]bool{}
 	for _, e := range agenttest.OfType(evs, "db.session.postgres.execute") {
 		texts[e["db_query"].(string)] = true

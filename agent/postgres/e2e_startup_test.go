@@ -74,10 +74,7 @@ func TestStartupParametersRefused(t *testing.T) {
 	if ok["success"] != true || !strings.Contains(params, "application_name=tollgate-e2e") || !strings.Contains(params, "options=-c statement_timeout=5s") {
 		t.Errorf("normal start event: %v", ok)
 	}
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	visible := false
 	for _, e := range logged {
 		if strings.Contains(e.Text, "hidden") {
@@ -127,10 +124,7 @@ func TestSetLoggingRefused(t *testing.T) {
 	if refusals := resultsWithCode(evs, "42501"); refusals != 3 {
 		t.Errorf("%d refusals recorded, want 3", refusals)
 	}
-	logged, err := s.pg.StatementLogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
+	logged := s.statementLog(t)
 	after := false
 	for _, e := range logged {
 		l := strings.ToLower(e.Text)

@@ -52,3 +52,13 @@ func resultsWithCode(evs []map[string]any, code string) int {
 	}
 	return n
 }
+
+// statementLog is every statement the database logged so far.
+func (s *stack) statementLog(t *testing.T) []harness.PostgresStatement {
+	t.Helper()
+	logged, err := s.pg.StatementLogEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logged
+}

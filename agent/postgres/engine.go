@@ -70,24 +70,10 @@ type Engine struct {
 
 // New returns an engine.
 func New(o Options) *Engine {
-	if o.MaxMessage <= 0 {
-		o.MaxMessage = DefaultMaxMessage
-	}
-	if o.MaxCopyData <= 0 {
-		o.MaxCopyData = DefaultMaxCopyData
-	}
-	if o.MaxParam <= 0 {
-		o.MaxParam = DefaultMaxParam
-	}
-	if o.StartupTimeout <= 0 {
-		o.StartupTimeout = 30 * time.Second
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	agent.SetDefault(&o.MaxMessage, DefaultMaxMessage)
+	agent.SetDefault(&o.MaxCopyData, DefaultMaxCopyData)
+	agent.SetDefault(&o.MaxParam, DefaultMaxParam)
+	o.StartupTimeout, o.DialTimeout, o.Logger = agent.EngineDefaults(o.StartupTimeout, o.DialTimeout, o.Logger)
 	return &Engine{opt: o, log: o.Logger}
 }
 

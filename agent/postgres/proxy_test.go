@@ -166,10 +166,16 @@ func (ps *pipeSession) reply(t *testing.T, msgs ...pgproto3.BackendMessage) {
 
 func (ps *pipeSession) serverReceive(t *testing.T) pgproto3.FrontendMessage {
 	t.Helper()
-	_ = ps.server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	m, err := ps.be.Receive()
+	return receive(t, "database side", ps.server, ps.be.Receive)
+}
+
+// receive reads a message with recv from conn's side within 5s.
+func receive[M any](t *testing.T, side string, conn net.Conn, recv func() (M, error)) M {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := recv()
 	if err != nil {
-		t.Fatalf("database side: %v", err)
+		t.Fatalf("%s: %v", side, err)
 	}
 	return m
 }
@@ -194,10 +200,5 @@ func (ps *pipeSession) serverGetsNothing(t *testing.T) {
 
 func (ps *pipeSession) clientReceive(t *testing.T) pgproto3.BackendMessage {
 	t.Helper()
-	_ = ps.client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	m, err := ps.fe.Receive()
-	if err != nil {
-		t.Fatalf("client side: %v", err)
-	}
-	return m
+	return receive(t, "client side", ps.client, ps.fe.Receive)
 }

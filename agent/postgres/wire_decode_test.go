@@ -26,14 +26,7 @@ func TestBindExecuteDecodeAsPgproto3(t *testing.T) {
 			var want pgproto3.Bind
 			werr := want.Decode(body)
 			ok := d.decodeBind(body)
-			switch {
-			case ok && werr != nil:
-				t.Fatalf("Bind %x: decoded, pgproto3 fails: %v", body, werr)
-			case ok && !sameBind(&d.bind, &want):
-				t.Fatalf("Bind %x: decoded %+v, pgproto3 %+v", body, d.bind, want)
-			case !ok && werr == nil:
-				t.Fatalf("Bind %x: declined, pgproto3 decodes it", body)
-			}
+			agree(t, "Bind", body, ok, werr, func() bool { return sameBind(&d.bind, &want) }, d.bind, want)
 		}
 	}
 	for _, m := range []*pgproto3.Execute{{}, {Portal: "c1", MaxRows: 10}} {
@@ -42,15 +35,22 @@ func TestBindExecuteDecodeAsPgproto3(t *testing.T) {
 			var want pgproto3.Execute
 			werr := want.Decode(body)
 			ok := d.decodeExecute(body)
-			switch {
-			case ok && werr != nil:
-				t.Fatalf("Execute %x: decoded, pgproto3 fails: %v", body, werr)
-			case ok && d.execute != want:
-				t.Fatalf("Execute %x: decoded %+v, pgproto3 %+v", body, d.execute, want)
-			case !ok && werr == nil:
-				t.Fatalf("Execute %x: declined, pgproto3 decodes it", body)
-			}
+			agree(t, "Execute", body, ok, werr, func() bool { return d.execute == want }, d.execute, want)
 		}
+	}
+}
+
+// agree fails t unless the decoder and pgproto3 both declined body, or
+// both decoded it (ok, werr nil) to the same fields (same).
+func agree(t *testing.T, msg string, body []byte, ok bool, werr error, same func() bool, got, want any) {
+	t.Helper()
+	switch {
+	case ok && werr != nil:
+		t.Fatalf("%s %x: decoded, pgproto3 fails: %v", msg, body, werr)
+	case ok && !same():
+		t.Fatalf("%s %x: decoded %+v, pgproto3 %+v", msg, body, got, want)
+	case !ok && werr == nil:
+		t.Fatalf("%s %x: declined, pgproto3 decodes it", msg, body)
 	}
 }
 

@@ -20,11 +20,8 @@ func MySQL(q string) (string, Found) {
 		setPass    = false // SET PASSWORD: the value follows =
 		identified = false // IDENTIFIED seen in this statement
 	)
-	for {
-		t := s.next()
+	for t := range s.tokens() {
 		switch {
-		case t.k == tEOF:
-			return s.result()
 		case s.punct(t, ';'):
 			first, set, setPass, identified = true, false, false, false
 		case t.k == tWord:
@@ -67,6 +64,7 @@ func MySQL(q string) (string, Found) {
 			s.secret(s.introduced())
 		}
 	}
+	return s.result()
 }
 
 // introduced returns the next token, skipping a character set introducer

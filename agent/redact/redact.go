@@ -9,7 +9,11 @@
 // without a secret keyword return at once, unchanged and unallocated.
 package redact
 
-import "strings"
+import (
+	"iter"
+	"slices"
+	"strings"
+)
 
 // Mask replaces each secret literal.
 const Mask = "'***'"
@@ -309,5 +313,64 @@ func (s *scanner) word() {
 func (s *scanner) number() {
 	for s.i < len(s.q) && (isWordByte(s.q[s.i]) || s.q[s.i] == '.') {
 		s.i++
+	}
+}
+
+// tokens yields the statement's tokens up to its end, pushback included.
+func (s *scanner) tokens() iter.Seq[token] {
+	return func(yield func(token) bool) {
+		for {
+			t := s.next()
+			if t.k == tEOF || !yield(t) {
+				return
+			}
+		}
+	}
+}
+
+// afterKeywords masks the literal (or records the placeholder) that follows
+// any of the keywords words in q, read by lex; with eq, an = may stand
+// between them. PostgreSQL and T-SQL name their secrets this way.
+func afterKeywords(q string, lex func(*scanner) token, eq bool, words ...string) (string, Found) {
+	s := scanner{q: q, lex: lex}
+	for t := range s.tokens() {
+		if !slices.ContainsFunc(words, func(w string) bool { return s.is(t, w) }) {
+			continue
+		}
+		if eq {
+			if u := s.next(); !s.punct(u, '=') {
+				s.unread(u)
+			}
+		}
+		s.secret(s.next())
+	}
+	return s.result()
+}
+
+// standard lexes what PostgreSQL and T-SQL write alike: it skips blanks,
+// -- comments and nested /* */ comments, and returns the end, a
+// single-quoted string or a double-quoted identifier (doubled quotes
+// standing for themselves). Anything else is the dialect's: rest lexes the
+// token that starts at st with c.
+func (s *scanner) standard(rest func(s *scanner, st int, c byte) token) token {
+	for {
+		if !s.skipSpace() {
+			return token{k: tEOF, s: len(s.q), e: len(s.q)}
+		}
+		q, st := s.q, s.i
+		switch c := q[st]; {
+		case c == '-' && st+1 < len(q) && q[st+1] == '-':
+			s.skipLine()
+		case c == '/' && st+1 < len(q) && q[st+1] == '*':
+			s.skipBlock(true)
+		case c == '\'':
+			s.quoted('\'', false)
+			return token{k: tString, s: st, e: s.i}
+		case c == '"':
+			s.quoted('"', false)
+			return token{k: tIdent, s: st, e: s.i}
+		default:
+			return rest(s, st, c)
+		}
 	}
 }

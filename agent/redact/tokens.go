@@ -46,9 +46,8 @@ func (t Token) Literal() (s string, ok bool) {
 func PostgresTokens(q string) iter.Seq[Token] {
 	return func(yield func(Token) bool) {
 		s := scanner{q: q, lex: lexPostgres}
-		for {
-			t := s.next()
-			if t.k == tEOF || !yield(Token{kind: t.k, text: q[t.s:t.e]}) {
+		for t := range s.tokens() {
+			if !yield(Token{kind: t.k, text: q[t.s:t.e]}) {
 				return
 			}
 		}

@@ -60,18 +60,8 @@ var _ agent.Engine = (*Engine)(nil)
 // New returns an engine.
 func New(o Options) *Engine {
 	o.Limits = o.Limits.withDefaults()
-	if o.MaxArg <= 0 {
-		o.MaxArg = DefaultMaxArg
-	}
-	if o.StartupTimeout <= 0 {
-		o.StartupTimeout = 30 * time.Second
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	agent.SetDefault(&o.MaxArg, DefaultMaxArg)
+	o.StartupTimeout, o.DialTimeout, o.Logger = agent.EngineDefaults(o.StartupTimeout, o.DialTimeout, o.Logger)
 	return &Engine{opt: o, log: o.Logger}
 }
 

@@ -279,36 +279,15 @@ func (p *proxy) command(d *batch, off, size int, cmd Command) {
 			d.forwardRaw(off, size)
 		}
 		return
-	case "SELECT":
-		if len(args) == 2 {
-			if msg, ok := p.allowDB(string(args[1])); !ok {
+	case "SELECT", "SWAPDB", "MOVE", "COPY":
+		for _, db := range dbArgs(name, args) {
+			if msg, ok := p.allowDB(string(db)); !ok {
 				refuse("NOPERM", msg)
 				return
 			}
+		}
+		if name == "SELECT" && len(args) == 2 {
 			e.selectDB = string(args[1])
-		}
-	case "SWAPDB":
-		for _, a := range args[1:min(len(args), 3)] {
-			if msg, ok := p.allowDB(string(a)); !ok {
-				refuse("NOPERM", msg)
-				return
-			}
-		}
-	case "MOVE":
-		if len(args) == 3 {
-			if msg, ok := p.allowDB(string(args[2])); !ok {
-				refuse("NOPERM", msg)
-				return
-			}
-		}
-	case "COPY":
-		for i := 3; i+1 < len(args); i++ {
-			if strings.EqualFold(string(args[i]), "DB") {
-				if msg, ok := p.allowDB(string(args[i+1])); !ok {
-					refuse("NOPERM", msg)
-					return
-				}
-			}
 		}
 	case "MONITOR":
 		if !p.monitorAllowed() {
@@ -351,6 +330,33 @@ func (p *proxy) command(d *batch, off, size int, cmd Command) {
 		p.inMulti, p.dirty = false, false
 	}
 	forward()
+}
+
+// dbArgs are the database numbers command name names, each checked
+// against db_names: SELECT n, SWAPDB a b, MOVE key n and COPY ... DB n. A
+// command of the wrong arity names none; Redis refuses it.
+func dbArgs(name string, args [][]byte) [][]byte {
+	switch name {
+	case "SELECT":
+		if len(args) == 2 {
+			return args[1:2]
+		}
+	case "SWAPDB":
+		return args[1:min(len(args), 3)]
+	case "MOVE":
+		if len(args) == 3 {
+			return args[2:3]
+		}
+	case "COPY":
+		var dbs [][]byte
+		for i := 3; i+1 < len(args); i++ {
+			if strings.EqualFold(string(args[i]), "DB") {
+				dbs = append(dbs, args[i+1])
+			}
+		}
+		return dbs
+	}
+	return nil
 }
 
 // allowDB checks a database number against the session's db_names.

@@ -5,21 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tollgate-db/tollgate/agent"
+	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/config"
 	"github.com/tollgate-db/tollgate/protocol"
 )
 
 func TestRegistered(t *testing.T) {
-	db := func(src string) config.Database {
-		var d config.Database
-		if err := yaml.Unmarshal([]byte("protocol: redis\n"+src), &d); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	db := func(src string) config.Database { return agenttest.ParseDatabase(t, protocol.Redis, src) }
 	if protocol.EngineOf(protocol.Redis) != protocol.Redis {
 		t.Fatalf("protocol redis is served by %q", protocol.EngineOf(protocol.Redis))
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+
+	"github.com/tollgate-db/tollgate/agent"
 )
 
 // Limits bound what one client command may be. The defaults are Redis's
@@ -27,18 +29,10 @@ const (
 )
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxCommand <= 0 {
-		l.MaxCommand = DefaultMaxCommand
-	}
-	if l.MaxArgs <= 0 {
-		l.MaxArgs = DefaultMaxArgs
-	}
-	if l.MaxBulk <= 0 {
-		l.MaxBulk = DefaultMaxBulk
-	}
-	if l.MaxInline <= 0 {
-		l.MaxInline = DefaultMaxInline
-	}
+	agent.SetDefault(&l.MaxCommand, DefaultMaxCommand)
+	agent.SetDefault(&l.MaxArgs, DefaultMaxArgs)
+	agent.SetDefault(&l.MaxBulk, DefaultMaxBulk)
+	agent.SetDefault(&l.MaxInline, DefaultMaxInline)
 	return l
 }
 
@@ -207,76 +201,60 @@ func splitArgs(line []byte) ([][]byte, *ProtocolError) {
 			return args, nil
 		}
 		var cur []byte
-		inq, insq := false, false
+		var quote byte // the quote of the argument being read, '"' or '\'', or 0
 		start := i
 	word:
 		for {
 			if i == len(line) {
-				if inq || insq {
+				if quote != 0 {
 					return nil, protoErr(start, "unbalanced quotes in request")
 				}
 				break
 			}
 			c := line[i]
 			switch {
-			case inq:
-				switch {
-				case c == '\\' && i+3 < len(line) && line[i+1] == 'x':
-					h, ok1 := hexVal(line[i+2])
-					l, ok2 := hexVal(line[i+3])
-					if ok1 && ok2 {
-						cur = append(cur, h<<4|l)
-						i += 3
-					} else {
-						cur = append(cur, c)
-					}
-				case c == '\\' && i+1 < len(line):
-					i++
-					switch line[i] {
-					case 'n':
-						cur = append(cur, '\n')
-					case 'r':
-						cur = append(cur, '\r')
-					case 't':
-						cur = append(cur, '\t')
-					case 'b':
-						cur = append(cur, '\b')
-					case 'a':
-						cur = append(cur, '\a')
-					default:
-						cur = append(cur, line[i])
-					}
-				case c == '"':
-					if i+1 < len(line) && !isSpace(line[i+1]) {
-						return nil, protoErr(i, "unbalanced quotes in request (a closing quote must be followed by a space)")
-					}
-					i++
-					break word
-				default:
+			case quote == '"' && c == '\\' && i+3 < len(line) && line[i+1] == 'x':
+				h, ok1 := hexVal(line[i+2])
+				l, ok2 := hexVal(line[i+3])
+				if ok1 && ok2 {
+					cur = append(cur, h<<4|l)
+					i += 3
+				} else {
 					cur = append(cur, c)
 				}
-			case insq:
-				switch {
-				case c == '\\' && i+1 < len(line) && line[i+1] == '\'':
-					i++
-					cur = append(cur, '\'')
-				case c == '\'':
-					if i+1 < len(line) && !isSpace(line[i+1]) {
-						return nil, protoErr(i, "unbalanced quotes in request (a closing quote must be followed by a space)")
-					}
-					i++
-					break word
+			case quote == '"' && c == '\\' && i+1 < len(line):
+				i++
+				switch line[i] {
+				case 'n':
+					cur = append(cur, '\n')
+				case 'r':
+					cur = append(cur, '\r')
+				case 't':
+					cur = append(cur, '\t')
+				case 'b':
+					cur = append(cur, '\b')
+				case 'a':
+					cur = append(cur, '\a')
 				default:
-					cur = append(cur, c)
+					cur = append(cur, line[i])
 				}
+			case quote == '\'' && c == '\\' && i+1 < len(line) && line[i+1] == '\'':
+				i++
+				cur = append(cur, '\'')
+			case quote != 0 && c == quote:
+				if i+1 < len(line) && !isSpace(line[i+1]) {
+					return nil, protoErr(i, "unbalanced quotes in request (a closing quote must be followed by a space)")
+				}
+				i++
+				break word
+			case quote != 0:
+				cur = append(cur, c)
 			default:
 				switch c {
 				case ' ', '\n', '\r', '\t':
 					break word
-				case '"':
-					inq = true
-				case '\'':
-					insq = true
+				case '"', '\'':
+					quote = c
 				default:
 					cur = append(cur, c)
 				}

@@ -14,10 +14,7 @@ import (
 	"github.com/tollgate-db/tollgate/agent/service"
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
-	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
-	"github.com/tollgate-db/tollgate/broker/state"
-	"github.com/tollgate-db/tollgate/config"
 )
 
 // An agent on another machine (its own data dir, no CAs, broker.enabled
@@ -31,23 +28,8 @@ func TestServiceJoinsRemoteBroker(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bcfg := config.Default()
-	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
-	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "db"})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	off := false
-	acfg := *f.cfg
-	acfg.DataDir = t.TempDir()
-	acfg.Broker.Enabled = &off
-	acfg.DBService.Databases = acfg.DBService.Databases[:1] // pg1
-	acfg.DBService.BrokerAddr, acfg.DBService.JoinToken = b.Addr, tok.Value
+	b := f.broker(ctx, t)
+	acfg, tok := f.joiner(ctx, t, b)
 
 	// A pin that is not the broker's: refused before the token is sent.
 	acfg.DBService.BrokerCAPin = "sha256:" + strings.Repeat("ab", 32)

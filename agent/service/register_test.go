@@ -12,8 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate-db/tollgate/agent/service"
-	"github.com/tollgate-db/tollgate/broker/api"
-	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
@@ -53,23 +51,10 @@ func TestJoinedAgentRegistersThroughTheBroker(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bcfg := config.Default()
-	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
-	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := f.broker(ctx, t)
 	joined := func() config.Config {
-		tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "db"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		off := false
-		acfg := *f.cfg
-		acfg.DataDir = t.TempDir()
-		acfg.Broker.Enabled = &off
-		acfg.DBService.Databases = acfg.DBService.Databases[:1] // pg1
-		acfg.DBService.BrokerAddr, acfg.DBService.JoinToken, acfg.DBService.BrokerCAPin = b.Addr, tok.Value, tok.HostCAPin
+		acfg, tok := f.joiner(ctx, t, b)
+		acfg.DBService.BrokerCAPin = tok.HostCAPin
 		return acfg
 	}
 	js := &readOnlyState{JetStream: f.js}

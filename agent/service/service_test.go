@@ -18,7 +18,9 @@ import (
 
 	"github.com/tollgate-db/tollgate/agent/agenttest"
 	"github.com/tollgate-db/tollgate/agent/service"
+	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
+	"github.com/tollgate-db/tollgate/broker/daemon"
 	"github.com/tollgate-db/tollgate/broker/identity"
 	"github.com/tollgate-db/tollgate/broker/state"
 	"github.com/tollgate-db/tollgate/config"
@@ -123,6 +125,37 @@ func (f *fixture) userTLS(t *testing.T, name string, id identity.Identity) *tls.
 		RootCAs:      roots,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
 	}
+}
+
+// broker starts a broker on f's data dir (its CAs), listening on a free
+// port, that stops with ctx.
+func (f *fixture) broker(ctx context.Context, t *testing.T) *daemon.Broker {
+	t.Helper()
+	bcfg := config.Default()
+	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
+	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// joiner is the configuration of an agent on another machine (its own
+// data dir, no CAs, broker.enabled false) serving pg1, which joins b with
+// tok, a fresh join token. The broker's CA pin is left to the caller.
+func (f *fixture) joiner(ctx context.Context, t *testing.T, b *daemon.Broker) (config.Config, *api.AddTokenResponse) {
+	t.Helper()
+	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	acfg := *f.cfg
+	acfg.DataDir = t.TempDir()
+	acfg.Broker.Enabled = &off
+	acfg.DBService.Databases = acfg.DBService.Databases[:1] // pg1
+	acfg.DBService.BrokerAddr, acfg.DBService.JoinToken = b.Addr, tok.Value
+	return acfg, tok
 }
 
 // connect opens a pgx connection to the agent over TLS from the first

@@ -86,21 +86,9 @@ func New(o Options) (*Engine, error) {
 	if o.Auth == nil {
 		return nil, errors.New("sqlserver: Options.Auth is required")
 	}
-	if o.MaxMessage <= 0 {
-		o.MaxMessage = DefaultMaxMessage
-	}
-	if o.MaxParam <= 0 {
-		o.MaxParam = DefaultMaxParam
-	}
-	if o.StartupTimeout <= 0 {
-		o.StartupTimeout = 30 * time.Second
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	agent.SetDefault(&o.MaxMessage, DefaultMaxMessage)
+	agent.SetDefault(&o.MaxParam, DefaultMaxParam)
+	o.StartupTimeout, o.DialTimeout, o.Logger = agent.EngineDefaults(o.StartupTimeout, o.DialTimeout, o.Logger)
 	e := &Engine{opt: o, log: o.Logger}
 	if o.TLS != nil {
 		e.tls = o.TLS.Clone()

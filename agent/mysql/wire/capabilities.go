@@ -78,20 +78,7 @@ func (c Capabilities) String() string {
 	if c == 0 {
 		return "0"
 	}
-	var sb strings.Builder
-	for v := uint64(c); v != 0; v &= v - 1 {
-		i := bits.TrailingZeros64(v)
-		if sb.Len() > 0 {
-			sb.WriteByte('|')
-		}
-		if i < len(capabilityNames) {
-			sb.WriteString(capabilityNames[i])
-		} else {
-			sb.WriteString("CAPABILITY_BIT_")
-			sb.WriteString(itoa(i))
-		}
-	}
-	return sb.String()
+	return flagNames(uint64(c), capabilityNames[:])
 }
 
 // StatusFlags are the SERVER_STATUS_* flags in OK and EOF packets.
@@ -129,12 +116,24 @@ func (s StatusFlags) String() string {
 	if s == 0 {
 		return "0"
 	}
+	return flagNames(uint64(s), statusNames[:])
+}
+
+// flagNames joins with "|" the names of the bits set in v, names[i] for
+// bit i; a bit beyond names is CAPABILITY_BIT_i.
+func flagNames(v uint64, names []string) string {
 	var sb strings.Builder
-	for v := uint16(s); v != 0; v &= v - 1 {
+	for ; v != 0; v &= v - 1 {
+		i := bits.TrailingZeros64(v)
 		if sb.Len() > 0 {
 			sb.WriteByte('|')
 		}
-		sb.WriteString(statusNames[bits.TrailingZeros16(v)])
+		if i < len(names) {
+			sb.WriteString(names[i])
+		} else {
+			sb.WriteString("CAPABILITY_BIT_")
+			sb.WriteString(itoa(i))
+		}
 	}
 	return sb.String()
 }

@@ -112,11 +112,9 @@ func DecodeCommand(payload []byte, caps Capabilities, stmts StmtLookup) (Command
 		q := &Query{}
 		return q, q.decode(body, caps)
 	case ComFieldList:
-		f := &FieldList{}
-		return f, f.decode(body)
+		return decodeBody[FieldList](body)
 	case ComProcessKill:
-		k := &ProcessKill{}
-		return k, k.decode(body)
+		return decodeBody[ProcessKill](body)
 	case ComChangeUser:
 		u := &ChangeUser{}
 		return u, u.decode(body, caps)
@@ -126,20 +124,15 @@ func DecodeCommand(payload []byte, caps Capabilities, stmts StmtLookup) (Command
 		e := &StmtExecute{}
 		return e, e.decode(body, caps, stmts)
 	case ComStmtSendLongData:
-		d := &StmtSendLongData{}
-		return d, d.decode(body)
+		return decodeBody[StmtSendLongData](body)
 	case ComStmtClose:
-		s := &StmtClose{}
-		return s, s.decode(body)
+		return decodeBody[StmtClose](body)
 	case ComStmtReset:
-		s := &StmtReset{}
-		return s, s.decode(body)
+		return decodeBody[StmtReset](body)
 	case ComSetOption:
-		s := &SetOption{}
-		return s, s.decode(body)
+		return decodeBody[SetOption](body)
 	case ComStmtFetch:
-		f := &StmtFetch{}
-		return f, f.decode(body)
+		return decodeBody[StmtFetch](body)
 	default:
 		return &RawCommand{Cmd: t, Body: cloneBytes(body)}, nil
 	}
@@ -163,4 +156,16 @@ func (r *RawCommand) Type() CommandType { return r.Cmd }
 
 func (r *RawCommand) Encode(dst []byte, _ Capabilities) ([]byte, error) {
 	return append(append(dst, byte(r.Cmd)), r.Body...), nil
+}
+
+// decodeBody decodes body as a new command of type C, whose body is all it
+// needs to decode (no capabilities, no statements). The command comes back
+// with the error, as every case of DecodeCommand does.
+func decodeBody[C any, P interface {
+	*C
+	Command
+	decode(body []byte) error
+}](body []byte) (Command, error) {
+	c := P(new(C))
+	return c, c.decode(body)
 }

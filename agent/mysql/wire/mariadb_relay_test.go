@@ -15,30 +15,22 @@ import (
 func relay(client, server net.Conn) (cmds []Command, resps []Response, caps Capabilities, err error) {
 	cr, cw := NewReader(client, 0), NewWriter(client)
 	sr, sw := NewReader(server, 0), NewWriter(server)
-	fromServer := func() ([]byte, error) {
-		p, err := sr.ReadPacket()
+	// pass copies one packet from r to w, with r's sequence number, and
+	// makes the reader on w's side (back) expect the answer's.
+	pass := func(r *Reader, w *Writer, back *Reader) ([]byte, error) {
+		p, err := r.ReadPacket()
 		if err != nil {
 			return nil, err
 		}
-		cw.SetSeq(sr.Seq() - 1)
-		if err := cw.WritePacket(p); err != nil {
+		w.SetSeq(r.Seq() - 1)
+		if err := w.WritePacket(p); err != nil {
 			return nil, err
 		}
-		cr.SetSeq(cw.Seq())
+		back.SetSeq(w.Seq())
 		return p, nil
 	}
-	fromClient := func() ([]byte, error) {
-		p, err := cr.ReadPacket()
-		if err != nil {
-			return nil, err
-		}
-		sw.SetSeq(cr.Seq() - 1)
-		if err := sw.WritePacket(p); err != nil {
-			return nil, err
-		}
-		sr.SetSeq(sw.Seq())
-		return p, nil
-	}
+	fromServer := func() ([]byte, error) { return pass(sr, cw, cr) }
+	fromClient := func() ([]byte, error) { return pass(cr, sw, sr) }
 	p, err := fromServer()
 	if err != nil {
 		return nil, nil, 0, err

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
+	"hash"
 
 	"filippo.io/edwards25519"
 )
@@ -35,19 +36,7 @@ func scramble20(s []byte) []byte {
 // with the 20-byte scramble from the greeting or the auth switch. An empty
 // password gives an empty response, as the protocol requires.
 func ScrambleNativePassword(scramble []byte, password string) []byte {
-	if password == "" {
-		return nil
-	}
-	stage1 := sha1.Sum([]byte(password))
-	stage2 := sha1.Sum(stage1[:])
-	h := sha1.New()
-	h.Write(scramble20(scramble))
-	h.Write(stage2[:])
-	out := h.Sum(nil)
-	for i := range out {
-		out[i] ^= stage1[i]
-	}
-	return out
+	return xorScramble(sha1.New, password, scramble, true)
 }
 
 // ScrambleCachingSHA2 computes caching_sha2_password's fast-path response:
@@ -57,17 +46,35 @@ func ScrambleNativePassword(scramble []byte, password string) []byte {
 // If the server answers CachingSHA2PerformFullAuth the client must send
 // CleartextPassword over TLS (or RSA-encrypt it, not provided here).
 func ScrambleCachingSHA2(scramble []byte, password string) []byte {
+	return xorScramble(sha256.New, password, scramble, false)
+}
+
+// xorScramble is what both scrambles compute with their hash H:
+// H(password) XOR H(x || y), where x and y are the scramble and
+// H(H(password)), the scramble first when scrambleFirst. An empty password
+// gives an empty response.
+func xorScramble(newHash func() hash.Hash, password string, scramble []byte, scrambleFirst bool) []byte {
 	if password == "" {
 		return nil
 	}
-	p1 := sha256.Sum256([]byte(password))
-	p2 := sha256.Sum256(p1[:])
-	h := sha256.New()
-	h.Write(p2[:])
-	h.Write(scramble20(scramble))
+	sum := func(b []byte) []byte {
+		h := newHash()
+		h.Write(b)
+		return h.Sum(nil)
+	}
+	stage1 := sum([]byte(password))
+	stage2 := sum(stage1)
+	h := newHash()
+	if scrambleFirst {
+		h.Write(scramble20(scramble))
+		h.Write(stage2)
+	} else {
+		h.Write(stage2)
+		h.Write(scramble20(scramble))
+	}
 	out := h.Sum(nil)
 	for i := range out {
-		out[i] ^= p1[i]
+		out[i] ^= stage1[i]
 	}
 	return out
 }

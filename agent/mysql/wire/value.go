@@ -160,15 +160,7 @@ func readBinaryDate(c *cursor, t FieldType, s []byte) []byte {
 		day = uint64(c.uint8("day"))
 	}
 	if n >= 7 {
-		hour = uint64(c.uint8("hour"))
-		minute = uint64(c.uint8("minute"))
-		second = uint64(c.uint8("second"))
-	}
-	if n == 11 {
-		micro = uint64(c.uint32("microsecond"))
-	}
-	if micro > 999999 && c.err == nil {
-		c.err = malformed("%s microsecond %d out of range", t, micro)
+		hour, minute, second, micro = readClock(c, t.String(), n == 11)
 	}
 	s = appendPadded(s, year, 4)
 	s = append(s, '-')
@@ -179,16 +171,7 @@ func readBinaryDate(c *cursor, t FieldType, s []byte) []byte {
 		return s
 	}
 	s = append(s, ' ')
-	s = appendPadded(s, hour, 2)
-	s = append(s, ':')
-	s = appendPadded(s, minute, 2)
-	s = append(s, ':')
-	s = appendPadded(s, second, 2)
-	if micro != 0 {
-		s = append(s, '.')
-		s = appendPadded(s, micro, 6)
-	}
-	return s
+	return appendClock(s, hour, minute, second, micro)
 }
 
 // readBinaryTime decodes a TIME: int<1> length (0, 8 or 12), int<1>
@@ -207,20 +190,34 @@ func readBinaryTime(c *cursor, s []byte) []byte {
 	if n >= 8 {
 		neg = c.uint8("is_negative")
 		days = uint64(c.uint32("days"))
-		hour = uint64(c.uint8("hour"))
-		minute = uint64(c.uint8("minute"))
-		second = uint64(c.uint8("second"))
-	}
-	if n == 12 {
-		micro = uint64(c.uint32("microsecond"))
-	}
-	if micro > 999999 && c.err == nil {
-		c.err = malformed("TIME microsecond %d out of range", micro)
+		hour, minute, second, micro = readClock(c, "TIME", n == 12)
 	}
 	if neg == 1 {
 		s = append(s, '-')
 	}
-	s = appendPadded(s, days*24+hour, 2)
+	return appendClock(s, days*24+hour, minute, second, micro)
+}
+
+// readClock reads the int<1> hour, minute and second of a binary DATETIME
+// or TIME value, then its int<4> microsecond when withMicro is set (the
+// value's longer form); what names the type in an error.
+func readClock(c *cursor, what string, withMicro bool) (hour, minute, second, micro uint64) {
+	hour = uint64(c.uint8("hour"))
+	minute = uint64(c.uint8("minute"))
+	second = uint64(c.uint8("second"))
+	if withMicro {
+		micro = uint64(c.uint32("microsecond"))
+	}
+	if micro > 999999 && c.err == nil {
+		c.err = malformed("%s microsecond %d out of range", what, micro)
+	}
+	return hour, minute, second, micro
+}
+
+// appendClock appends hh:mm:ss, with .ffffff when micro is not zero: the
+// time of day of a DATETIME and the text of a TIME.
+func appendClock(s []byte, hour, minute, second, micro uint64) []byte {
+	s = appendPadded(s, hour, 2)
 	s = append(s, ':')
 	s = appendPadded(s, minute, 2)
 	s = append(s, ':')

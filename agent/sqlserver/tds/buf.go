@@ -52,71 +52,36 @@ func (r *rd) bytes(field string, n int) []byte {
 	return v
 }
 
-func (r *rd) u8(field string) byte {
-	if r.err != nil {
-		return 0
-	}
-	if r.left() < 1 {
-		r.short(field, 1)
-		return 0
-	}
-	v := r.b[r.off]
-	r.off++
-	return v
-}
+func (r *rd) u8(field string) byte    { return byte(r.uint(field, 1)) }
+func (r *rd) u16(field string) uint16 { return uint16(r.uint(field, 2)) }
+func (r *rd) u32(field string) uint32 { return uint32(r.uint(field, 4)) }
+func (r *rd) u64(field string) uint64 { return r.uint(field, 8) }
 
-func (r *rd) u16(field string) uint16 {
-	if r.err != nil {
-		return 0
+// uint reads an n-byte little-endian integer (n is 1, 2, 4 or 8); 0 once
+// r failed.
+func (r *rd) uint(field string, n int) uint64 {
+	b := r.bytes(field, n)
+	switch len(b) {
+	case 1:
+		return uint64(b[0])
+	case 2:
+		return uint64(binary.LittleEndian.Uint16(b))
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(b))
+	case 8:
+		return binary.LittleEndian.Uint64(b)
 	}
-	if r.left() < 2 {
-		r.short(field, 2)
-		return 0
-	}
-	v := binary.LittleEndian.Uint16(r.b[r.off:])
-	r.off += 2
-	return v
-}
-
-func (r *rd) u32(field string) uint32 {
-	if r.err != nil {
-		return 0
-	}
-	if r.left() < 4 {
-		r.short(field, 4)
-		return 0
-	}
-	v := binary.LittleEndian.Uint32(r.b[r.off:])
-	r.off += 4
-	return v
-}
-
-func (r *rd) u64(field string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	if r.left() < 8 {
-		r.short(field, 8)
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(r.b[r.off:])
-	r.off += 8
-	return v
+	return 0
 }
 
 // bvarchar reads a B_VARCHAR (byte count of UCS-2 characters).
-func (r *rd) bvarchar(field string) string {
-	n := int(r.u8(field + " length"))
-	b := r.bytes(field, 2*n)
-	if r.err != nil {
-		return ""
-	}
-	return DecodeUCS2(b)
-}
+func (r *rd) bvarchar(field string) string { return r.ucs2(field, int(r.u8(field+" length"))) }
 
 // usvarchar reads a US_VARCHAR (16-bit count of UCS-2 characters).
-func (r *rd) usvarchar(field string) string {
-	n := int(r.u16(field + " length"))
+func (r *rd) usvarchar(field string) string { return r.ucs2(field, int(r.u16(field+" length"))) }
+
+// ucs2 reads n UCS-2 characters; "" once r failed.
+func (r *rd) ucs2(field string, n int) string {
 	b := r.bytes(field, 2*n)
 	if r.err != nil {
 		return ""

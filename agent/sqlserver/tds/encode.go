@@ -47,25 +47,33 @@ func AppendTypeInfo(dst []byte, t *TypeInfo) []byte {
 	return dst
 }
 
+// valueData is the data of a string or []byte v as a value of the text or
+// binary type t: a string in UCS-2 for the Unicode types (NVARCHAR, NCHAR
+// and XML), as it is for the single-byte ones.
+func valueData(t *TypeInfo, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case string:
+		if t.Type == TypeNVarChar || t.Type == TypeNChar || t.Type == TypeXML {
+			return AppendUCS2(nil, x), nil
+		}
+		return []byte(x), nil
+	case []byte:
+		return x, nil
+	}
+	return nil, fmt.Errorf("tds: cannot encode %T as %s", v, t.String())
+}
+
 // AppendValue appends v as a value of t in the encoding of rows and RPC
 // parameters. Supported: nil (NULL), int64, int, bool, float64, string
 // (for Unicode and single-byte text types) and []byte (binary types).
 func AppendValue(dst []byte, t *TypeInfo, v any) ([]byte, error) {
 	if t.PLP() {
-		var data []byte
-		switch x := v.(type) {
-		case nil:
+		if v == nil {
 			return appendU64(dst, plpNull), nil
-		case string:
-			if t.Type == TypeNVarChar || t.Type == TypeXML {
-				data = AppendUCS2(nil, x)
-			} else {
-				data = []byte(x)
-			}
-		case []byte:
-			data = x
-		default:
-			return nil, fmt.Errorf("tds: cannot encode %T as %s", v, t.String())
+		}
+		data, err := valueData(t, v)
+		if err != nil {
+			return nil, err
 		}
 		dst = appendU64(dst, uint64(len(data)))
 		if len(data) > 0 {
@@ -104,18 +112,9 @@ func AppendValue(dst []byte, t *TypeInfo, v any) ([]byte, error) {
 		if v == nil {
 			return appendU16(dst, maxLen), nil
 		}
-		var data []byte
-		switch x := v.(type) {
-		case string:
-			if t.Type == TypeNVarChar || t.Type == TypeNChar {
-				data = AppendUCS2(nil, x)
-			} else {
-				data = []byte(x)
-			}
-		case []byte:
-			data = x
-		default:
-			return nil, fmt.Errorf("tds: cannot encode %T as %s", v, t.String())
+		data, err := valueData(t, v)
+		if err != nil {
+			return nil, err
 		}
 		if len(data) > t.Size {
 			return nil, fmt.Errorf("tds: %d bytes do not fit %s", len(data), t.String())
