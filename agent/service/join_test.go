@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-db/tollgate/broker/api"
 	"github.com/tollgate-db/tollgate/broker/ca"
 	"github.com/tollgate-db/tollgate/broker/identity"
+	"github.com/tollgate-db/tollgate/broker/state"
 )
 
 // An agent on another machine (its own data dir, no CAs, broker.enabled
@@ -121,12 +122,7 @@ func TestProxyJoinAndRenew(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bcfg := config.Default()
-	bcfg.ClusterName, bcfg.DataDir, bcfg.Proxy.Listen = "test", f.cfg.DataDir, "127.0.0.1:0"
-	b, err := daemon.Start(ctx, daemon.Options{Config: bcfg, JS: f.js, Audit: f.pub, Log: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := f.broker(ctx, t)
 	tok, err := b.Admin.As(state.Actor{User: "admin"}, "test").AddToken(ctx, api.AddTokenRequest{Type: "proxy"})
 	if err != nil {
 		t.Fatal(err)
