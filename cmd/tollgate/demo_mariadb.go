@@ -25,14 +25,11 @@ import (
 // CA, and the general log on (the statement log the audit trail can be
 // checked against).
 type demoMariaDB struct {
-	Port int
-	// Dir holds the data, the socket and TLS files; Stop removes it.
-	Dir string
+	demoServer // Dir holds the data, the socket and TLS files
+	Port       int
 	// LogFile is the general log (every statement); it is kept.
 	LogFile string
 	socket  string
-	cmd     *exec.Cmd
-	exited  chan error
 }
 
 // mariadbPrograms finds the server and the program that makes its data
@@ -87,7 +84,8 @@ func startDemoMariaDB(ctx context.Context, cas *ca.Authorities, port int, logFil
 	if err != nil {
 		return nil, err
 	}
-	m = &demoMariaDB{Dir: dir, LogFile: logFile, socket: filepath.Join(dir, "mariadbd.sock"), exited: make(chan error, 1)}
+	m = &demoMariaDB{LogFile: logFile, socket: filepath.Join(dir, "mariadbd.sock")}
+	m.demoServer = newDemoServer("mariadbd", dir, syscall.SIGTERM, m.errTail)
 	defer func() {
 		if err != nil {
 			_ = m.Stop()
@@ -143,19 +141,14 @@ func startDemoMariaDB(ctx context.Context, cas *ca.Authorities, port int, logFil
 		return nil, err
 	}
 	defer errFile.Close()
-	m.cmd = exec.Command(server, args...)
-	m.cmd.Dir = dir
-	m.cmd.Env = mariadbDemoEnv()
-	m.cmd.Stdout, m.cmd.Stderr = errFile, errFile
-	// As for PostgreSQL: its own process group keeps the terminal's
-	// Ctrl-C away (the demo stops it in order), and the parent-death
-	// signal stops it if the demo is killed.
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(server), err)
+	cmd := exec.Command(server, args...)
+	cmd.Dir = dir
+	cmd.Env = mariadbDemoEnv()
+	cmd.Stdout, cmd.Stderr = errFile, errFile
+	if err := m.start(cmd, nil); err != nil {
+		return nil, err
 	}
-	go func() { m.exited <- m.cmd.Wait() }()
-	if err := m.waitReady(ctx, 60*time.Second); err != nil {
+	if err := m.waitReady(ctx, 60*time.Second, func() error { return m.Exec(ctx, "SELECT 1") }); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -170,27 +163,6 @@ func (m *demoMariaDB) adminDSN() string {
 	c := mysql.NewConfig()
 	c.User, c.Net, c.Addr = "root", "unix", m.socket
 	return c.FormatDSN()
-}
-
-func (m *demoMariaDB) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := m.Exec(ctx, "SELECT 1")
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-m.exited:
-			m.exited <- werr
-			return fmt.Errorf("mariadbd exited at start (%v): %s", werr, m.errTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mariadbd not ready within %s: %v: %s", timeout, err, m.errTail())
-		}
-	}
 }
 
 func (m *demoMariaDB) errTail() string {
@@ -214,25 +186,6 @@ func (m *demoMariaDB) Exec(ctx context.Context, stmts ...string) error {
 		}
 	}
 	return nil
-}
-
-// Stop shuts the server down and removes its directory.
-func (m *demoMariaDB) Stop() error {
-	var err error
-	if m.cmd != nil && m.cmd.Process != nil {
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.exited:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-			<-m.exited
-			err = errors.New("mariadbd did not stop within 20s and was killed")
-		}
-	}
-	if rerr := os.RemoveAll(m.Dir); rerr != nil {
-		err = errors.Join(err, rerr)
-	}
-	return err
 }
 
 func lastLines(s string, n int) string {

@@ -26,13 +26,10 @@ import (
 // and logs every statement (the ground truth the audit trail can be
 // checked against).
 type demoPostgres struct {
-	Port int
-	// Dir holds the cluster, its socket and TLS files; Stop removes it.
-	Dir string
+	demoServer // Dir holds the cluster, its socket and TLS files
+	Port       int
 	// LogFile is the server's log (log_statement=all); it is kept.
 	LogFile string
-	cmd     *exec.Cmd
-	exited  chan error
 }
 
 // demoLogPrefix starts every PostgreSQL log record: time, pid, user and
@@ -87,7 +84,8 @@ func startDemoPostgres(ctx context.Context, cas *ca.Authorities, port int, logFi
 	if err != nil {
 		return nil, err
 	}
-	p = &demoPostgres{Dir: dir, LogFile: logFile, exited: make(chan error, 1)}
+	// Stopped with SIGINT, PostgreSQL's fast shutdown.
+	p = &demoPostgres{demoServer: newDemoServer("postgres", dir, syscall.SIGINT, func() string { return "see " + logFile }), LogFile: logFile}
 	defer func() {
 		if err != nil {
 			p.Stop()
@@ -161,19 +159,23 @@ func startDemoPostgres(ctx context.Context, cas *ca.Authorities, port int, logFi
 		return nil, err
 	}
 	defer logf.Close()
-	p.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
-	p.cmd.Dir = dir
-	p.cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	// Its own process group keeps the terminal's Ctrl-C away from it (the
-	// demo stops it in order), and the parent-death signal stops it if
-	// the demo is killed.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := p.start(cmd, cred); err != nil {
+		return nil, err
 	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+	err = p.waitReady(ctx, 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		c, err := pgx.Connect(cctx, p.AdminDSN("postgres"))
+		if err != nil {
+			return err
+		}
+		return c.Close(ctx)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -182,29 +184,6 @@ func startDemoPostgres(ctx context.Context, cas *ca.Authorities, port int, logFi
 // AdminDSN connects as the superuser over the private socket.
 func (p *demoPostgres) AdminDSN(db string) string {
 	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", p.Dir, p.Port, db)
-}
-
-func (p *demoPostgres) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := pgx.Connect(cctx, p.AdminDSN("postgres"))
-		cancel()
-		if err == nil {
-			return c.Close(ctx)
-		}
-		select {
-		case werr := <-p.exited:
-			p.exited <- werr
-			return fmt.Errorf("postgres exited at start (%v); see %s", werr, p.LogFile)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres not ready within %s: %v; see %s", timeout, err, p.LogFile)
-		}
-	}
 }
 
 // Exec runs statements as the superuser.
@@ -220,25 +199,6 @@ func (p *demoPostgres) Exec(ctx context.Context, db string, sqls ...string) erro
 		}
 	}
 	return nil
-}
-
-// Stop shuts the server down (fast mode) and removes its directory.
-func (p *demoPostgres) Stop() error {
-	var err error
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.exited
-			err = errors.New("postgres did not stop within 20s and was killed")
-		}
-	}
-	if rerr := os.RemoveAll(p.Dir); rerr != nil {
-		err = errors.Join(err, rerr)
-	}
-	return err
 }
 
 func freeTCPPort() (int, error) {

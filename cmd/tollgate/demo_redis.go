@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -25,13 +24,9 @@ import (
 // password, which only a db-client certificate can reach. Nothing is
 // saved: the data lives as long as the demo.
 type demoRedis struct {
-	Port int
-	// Dir holds the configuration, the socket, TLS files and the server's
-	// log; Stop removes it.
-	Dir    string
-	socket string
-	cmd    *exec.Cmd
-	exited chan error
+	demoServer // Dir holds the configuration, the socket, TLS files and the server's log
+	Port       int
+	socket     string
 }
 
 func redisServerProgram() (string, error) {
@@ -58,7 +53,8 @@ func startDemoRedis(ctx context.Context, cas *ca.Authorities, port int, users ..
 	if err != nil {
 		return nil, err
 	}
-	r = &demoRedis{Dir: dir, socket: filepath.Join(dir, "redis.sock"), exited: make(chan error, 1)}
+	r = &demoRedis{socket: filepath.Join(dir, "redis.sock")}
+	r.demoServer = newDemoServer("redis-server", dir, syscall.SIGTERM, r.logTail)
 	defer func() {
 		if err != nil {
 			_ = r.Stop()
@@ -99,44 +95,18 @@ func startDemoRedis(ctx context.Context, cas *ca.Authorities, port int, users ..
 	if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	r.cmd = exec.Command(server, confFile)
-	r.cmd.Dir = dir
-	r.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C"}
-	// As for PostgreSQL and MariaDB: its own process group keeps the
-	// terminal's Ctrl-C away (the demo stops it in order), and the
-	// parent-death signal stops it if the demo is killed.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := r.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("redis-server: %w", err)
+	cmd := exec.Command(server, confFile)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C"}
+	if err := r.start(cmd, nil); err != nil {
+		return nil, err
 	}
-	go func() { r.exited <- r.cmd.Wait() }()
-	if err := r.waitReady(ctx, 30*time.Second); err != nil {
+	// Any reply on the socket, the refusal of an unauthenticated PING
+	// included, means the server is serving.
+	if err := r.waitReady(ctx, 30*time.Second, r.ping); err != nil {
 		return nil, err
 	}
 	return r, nil
-}
-
-// waitReady waits for the server to answer on its socket: any reply, the
-// refusal of an unauthenticated PING included, means it is serving.
-func (r *demoRedis) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := r.ping()
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-r.exited:
-			r.exited <- werr
-			return fmt.Errorf("redis-server exited at start (%v): %s", werr, r.logTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server not ready within %s: %v: %s", timeout, err, r.logTail())
-		}
-	}
 }
 
 func (r *demoRedis) ping() error {
@@ -156,23 +126,4 @@ func (r *demoRedis) ping() error {
 func (r *demoRedis) logTail() string {
 	b, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
 	return lastLines(string(b), 5)
-}
-
-// Stop shuts the server down and removes its directory.
-func (r *demoRedis) Stop() error {
-	var err error
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.exited:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-			<-r.exited
-			err = errors.New("redis-server did not stop within 20s and was killed")
-		}
-	}
-	if rerr := os.RemoveAll(r.Dir); rerr != nil {
-		err = errors.Join(err, rerr)
-	}
-	return err
 }
