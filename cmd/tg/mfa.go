@@ -53,35 +53,30 @@ back to it. tg login then finishes in the browser with the key.`,
 			if browser != "" && browser != "none" {
 				return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", browser)
 			}
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			if typ == "webauthn" {
-				return addKey(ctx, cmd, c, browser)
-			}
-			en, err := c.BeginTOTP(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Add this secret to your authenticator app (shown once):\n  secret: %s\n  url:    %s\n", en.Secret, en.URL)
-			if code == "" {
-				if stdinTerminal() {
-					fmt.Fprint(cmd.ErrOrStderr(), "Code the app shows: ")
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				if typ == "webauthn" {
+					return addKey(ctx, cmd, c, browser)
 				}
-				if code, err = firstLine(cmd.InOrStdin()); err != nil {
+				en, err := c.BeginTOTP(ctx)
+				if err != nil {
 					return err
 				}
-			}
-			if err := c.ConfirmTOTP(ctx, code); err != nil {
-				return err
-			}
-			fmt.Fprintln(out, "authenticator enrolled: tg login now asks for its code")
-			return nil
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "Add this secret to your authenticator app (shown once):\n  secret: %s\n  url:    %s\n", en.Secret, en.URL)
+				if code == "" {
+					if stdinTerminal() {
+						fmt.Fprint(cmd.ErrOrStderr(), "Code the app shows: ")
+					}
+					if code, err = firstLine(cmd.InOrStdin()); err != nil {
+						return err
+					}
+				}
+				if err := c.ConfirmTOTP(ctx, code); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "authenticator enrolled: tg login now asks for its code")
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&typ, "type", "totp", "totp (authenticator app) or webauthn (security key or passkey)")
@@ -129,27 +124,22 @@ func mfaLsCmd() *cobra.Command {
 		Short: "List your second factors",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			fs, err := c.Factors(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if len(fs) == 0 {
-				fmt.Fprintln(out, "no second factor enrolled (tg mfa add)")
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				fs, err := c.Factors(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if len(fs) == 0 {
+					fmt.Fprintln(out, "no second factor enrolled (tg mfa add)")
+					return nil
+				}
+				fmt.Fprintf(out, "%-20s %s\n", "NAME", "METHOD")
+				for _, f := range fs {
+					fmt.Fprintf(out, "%-20s %s\n", f.Name, f.Method)
+				}
 				return nil
-			}
-			fmt.Fprintf(out, "%-20s %s\n", "NAME", "METHOD")
-			for _, f := range fs {
-				fmt.Fprintf(out, "%-20s %s\n", f.Name, f.Method)
-			}
-			return nil
+			})
 		},
 	}
 }
@@ -169,45 +159,43 @@ tollgate users reset-mfa.`,
 			if browser != "" && browser != "none" {
 				return fmt.Errorf("--browser=%s: want none (print the URL) or leave it out", browser)
 			}
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			if otp == "" {
-				otp = os.Getenv("TG_OTP")
-			}
-			req := api.RemoveFactorRequest{Factor: args[0], OTP: otp}
-			var lb *loopback
-			if otp == "" {
-				if lb, err = startLoopback(); err != nil {
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				if otp == "" {
+					otp = os.Getenv("TG_OTP")
+				}
+				req := api.RemoveFactorRequest{Factor: args[0], OTP: otp}
+				var (
+					lb  *loopback
+					err error
+				)
+				if otp == "" {
+					if lb, err = startLoopback(); err != nil {
+						return err
+					}
+					defer lb.Close()
+					req.RedirectURL, req.Secret = lb.url, lb.Secret()
+				}
+				err = c.RemoveFactor(ctx, req)
+				var se *api.StatusError
+				if errors.As(err, &se) && se.BrowserURL != "" && lb != nil {
+					openBrowser(cmd.ErrOrStderr(), "confirm the removal with your security key", se.BrowserURL, browser)
+					if _, err = lb.wait(context.WithoutCancel(ctx), "tg mfa rm"); err != nil {
+						return fmt.Errorf("not removed: %w", err)
+					}
+					// The browser's word is not trusted alone.
+					fs, lerr := c.Factors(context.WithoutCancel(ctx))
+					if lerr != nil {
+						return lerr
+					}
+					if slices.ContainsFunc(fs, func(f api.Factor) bool { return f.Name == args[0] }) {
+						return fmt.Errorf("the browser said %s was removed, but the broker still lists it", args[0])
+					}
+				} else if err != nil {
 					return err
 				}
-				defer lb.Close()
-				req.RedirectURL, req.Secret = lb.url, lb.Secret()
-			}
-			err = c.RemoveFactor(ctx, req)
-			var se *api.StatusError
-			if errors.As(err, &se) && se.BrowserURL != "" && lb != nil {
-				openBrowser(cmd.ErrOrStderr(), "confirm the removal with your security key", se.BrowserURL, browser)
-				if _, err = lb.wait(context.WithoutCancel(ctx), "tg mfa rm"); err != nil {
-					return fmt.Errorf("not removed: %w", err)
-				}
-				// The browser's word is not trusted alone.
-				fs, lerr := c.Factors(context.WithoutCancel(ctx))
-				if lerr != nil {
-					return lerr
-				}
-				if slices.ContainsFunc(fs, func(f api.Factor) bool { return f.Name == args[0] }) {
-					return fmt.Errorf("the browser said %s was removed, but the broker still lists it", args[0])
-				}
-			} else if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "second factor %s removed\n", args[0])
-			return nil
+				fmt.Fprintf(cmd.OutOrStdout(), "second factor %s removed\n", args[0])
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&otp, "otp", "", "a code of your authenticator app, to prove a factor now (or TG_OTP)")

@@ -54,6 +54,19 @@ func addLoginRequestID() {
 	}
 }
 
+// withAPI runs fn with a client of the broker's API for the current
+// identity, within tg's timeout for one command.
+func withAPI(cmd *cobra.Command, fn func(ctx context.Context, c *api.Client) error) error {
+	_, _, c, err := requestClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := withTimeout(cmd.Context())
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func requestClient() (*identity.File, string, *api.Client, error) {
 	f, path, err := currentIdentity()
 	if err != nil {
@@ -84,43 +97,38 @@ func requestCreateCmd() *cobra.Command {
 				return errors.New("--roles is required")
 			}
 			req.MaxDuration = api.Duration(dur)
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			r, err := c.CreateAccessRequest(ctx, req)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "access request %s for roles %s created; it needs %d approval(s) by %s\n",
-				r.ID, strings.Join(r.Roles, ","), r.ApprovalsNeeded, r.PendingUntil.UTC().Format(time.RFC3339))
-			if !wait {
-				fmt.Fprintf(out, "once approved: tg login --request-id=%s\n", r.ID)
-				return nil
-			}
-			// Waiting may outlast one command's timeout: it lasts as long
-			// as the request may stay pending.
-			wctx, wcancel := context.WithDeadline(cmd.Context(), r.PendingUntil.Add(5*time.Second))
-			defer wcancel()
-			fmt.Fprintln(cmd.ErrOrStderr(), "waiting for the review…")
-			for r.State == "pending" {
-				select {
-				case <-wctx.Done():
-					return fmt.Errorf("access request %s is still pending: %w", r.ID, wctx.Err())
-				case <-time.After(waitPoll):
-				}
-				if r, err = c.AccessRequest(wctx, r.ID); err != nil {
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				r, err := c.CreateAccessRequest(ctx, req)
+				if err != nil {
 					return err
 				}
-			}
-			if r.State != "approved" {
-				return fmt.Errorf("access request %s was %s: %s", r.ID, r.State, r.UpdateReason)
-			}
-			return assumeRequests(wctx, cmd, []string{r.ID})
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "access request %s for roles %s created; it needs %d approval(s) by %s\n",
+					r.ID, strings.Join(r.Roles, ","), r.ApprovalsNeeded, r.PendingUntil.UTC().Format(time.RFC3339))
+				if !wait {
+					fmt.Fprintf(out, "once approved: tg login --request-id=%s\n", r.ID)
+					return nil
+				}
+				// Waiting may outlast one command's timeout: it lasts as long
+				// as the request may stay pending.
+				wctx, wcancel := context.WithDeadline(cmd.Context(), r.PendingUntil.Add(5*time.Second))
+				defer wcancel()
+				fmt.Fprintln(cmd.ErrOrStderr(), "waiting for the review…")
+				for r.State == "pending" {
+					select {
+					case <-wctx.Done():
+						return fmt.Errorf("access request %s is still pending: %w", r.ID, wctx.Err())
+					case <-time.After(waitPoll):
+					}
+					if r, err = c.AccessRequest(wctx, r.ID); err != nil {
+						return err
+					}
+				}
+				if r.State != "approved" {
+					return fmt.Errorf("access request %s was %s: %s", r.ID, r.State, r.UpdateReason)
+				}
+				return assumeRequests(wctx, cmd, []string{r.ID})
+			})
 		},
 	}
 	fl := c.Flags()
@@ -195,30 +203,25 @@ func requestLsCmd() *cobra.Command {
 		Short: "List your requests and those you may review",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			rs, err := c.AccessRequests(ctx)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tREQUESTER\tROLES\tSTATE\tAPPROVALS\tACCESS UNTIL\tREASON")
-			for _, r := range rs {
-				a := 0
-				for _, v := range r.Reviews {
-					if v.Verdict == "approve" {
-						a++
-					}
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				rs, err := c.AccessRequests(ctx)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.ID, r.Requester, strings.Join(r.Roles, ","), r.State,
-					a, r.ApprovalsNeeded, r.Expires.UTC().Format(time.RFC3339), r.Reason)
-			}
-			return tw.Flush()
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tREQUESTER\tROLES\tSTATE\tAPPROVALS\tACCESS UNTIL\tREASON")
+				for _, r := range rs {
+					a := 0
+					for _, v := range r.Reviews {
+						if v.Verdict == "approve" {
+							a++
+						}
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.ID, r.Requester, strings.Join(r.Roles, ","), r.State,
+						a, r.ApprovalsNeeded, r.Expires.UTC().Format(time.RFC3339), r.Reason)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -240,19 +243,14 @@ func requestReviewCmd() *cobra.Command {
 			if deny {
 				verdict = "deny"
 			}
-			_, _, c, err := requestClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := withTimeout(cmd.Context())
-			defer cancel()
-			r, err := c.ReviewAccessRequest(ctx, args[0], api.ReviewAccessRequest{Verdict: verdict, Reason: reason})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "access request %s: %s (requester %s, roles %s)\n", r.ID, r.State, r.Requester, strings.Join(r.Roles, ","))
-			return nil
+			return withAPI(cmd, func(ctx context.Context, c *api.Client) error {
+				r, err := c.ReviewAccessRequest(ctx, args[0], api.ReviewAccessRequest{Verdict: verdict, Reason: reason})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "access request %s: %s (requester %s, roles %s)\n", r.ID, r.State, r.Requester, strings.Join(r.Roles, ","))
+				return nil
+			})
 		},
 	}
 	c.Flags().BoolVar(&approve, "approve", false, "approve the request")
