@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -19,49 +18,39 @@ import (
 // with a secret that only this process knows and that binds the answer to
 // this attempt.
 func ssoLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host string, hostCA *x509.Certificate) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	pub, err := api.EncodePublicKey(key.Public())
-	if err != nil {
-		return err
-	}
-	lb, err := startLoopback()
-	if err != nil {
-		return err
-	}
-	defer lb.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(hostCA)
-	c, err := api.NewClient(f.proxy, api.TLSConfig(host, roots, nil), userAgent())
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	start, err := c.SSOLogin(ctx, api.SSOLoginRequest{Connector: f.auth, PublicKey: pub, Secret: lb.Secret(),
-		RedirectURL: lb.url, TTL: api.Duration(f.ttl)})
-	if err != nil {
-		return err
-	}
-	openBrowser(cmd.ErrOrStderr(), "sign in with "+f.auth, start.URL, f.browser)
-	res, err := lb.wait(context.WithoutCancel(ctx), "tg login --auth="+f.auth)
-	if err != nil {
-		if res.err != nil {
-			return fmt.Errorf("single sign-on with %s refused: %w", f.auth, err)
-		}
-		return err
-	}
-	if res.cert == nil {
-		return fmt.Errorf("single sign-on with %s: the browser brought back no certificate", f.auth)
-	}
-	return keepLogin(cmd, f.proxy, key, hostCA, res.cert)
+	return browserLogin(ctx, cmd, f, host, hostCA, "single sign-on with "+f.auth, "sign in with "+f.auth, "tg login --auth="+f.auth,
+		func(c *api.Client, pub string, lb *loopback) (string, error) {
+			start, err := c.SSOLogin(ctx, api.SSOLoginRequest{Connector: f.auth, PublicKey: pub, Secret: lb.Secret(),
+				RedirectURL: lb.url, TTL: api.Duration(f.ttl)})
+			if err != nil {
+				return "", err
+			}
+			return start.URL, nil
+		})
 }
 
 // passkeyLogin signs in with a passkey alone: the browser runs the
 // ceremony at the proxy's page and hands the certificate back, as for
 // single sign-on.
 func passkeyLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host string, hostCA *x509.Certificate) error {
+	return browserLogin(ctx, cmd, f, host, hostCA, "passkey login", "sign in with your passkey", "tg login --passkey",
+		func(c *api.Client, pub string, lb *loopback) (string, error) {
+			start, err := c.PasskeyLogin(ctx, api.PasskeyLoginRequest{PublicKey: pub, RedirectURL: lb.url, Secret: lb.Secret(), TTL: api.Duration(f.ttl)})
+			if err != nil {
+				return "", err
+			}
+			return start.URL, nil
+		})
+}
+
+// browserLogin is a login the browser completes: a fresh key, a loopback
+// listener for the answer, begin asking the broker for the page to open
+// (for the key, the listener's address and its secret), then the
+// certificate the browser brings back. what names the login in errors,
+// action tells the user what to do in the browser, command names the
+// command that waits.
+func browserLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host string, hostCA *x509.Certificate,
+	what, action, command string, begin func(c *api.Client, pub string, lb *loopback) (string, error)) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -82,17 +71,20 @@ func passkeyLogin(ctx context.Context, cmd *cobra.Command, f loginFlags, host st
 		return err
 	}
 	defer c.Close()
-	start, err := c.PasskeyLogin(ctx, api.PasskeyLoginRequest{PublicKey: pub, RedirectURL: lb.url, Secret: lb.Secret(), TTL: api.Duration(f.ttl)})
+	url, err := begin(c, pub, lb)
 	if err != nil {
 		return err
 	}
-	openBrowser(cmd.ErrOrStderr(), "sign in with your passkey", start.URL, f.browser)
-	res, err := lb.wait(context.WithoutCancel(ctx), "tg login --passkey")
+	openBrowser(cmd.ErrOrStderr(), action, url, f.browser)
+	res, err := lb.wait(context.WithoutCancel(ctx), command)
 	if err != nil {
-		return fmt.Errorf("passkey login: %w", err)
+		if res.err != nil {
+			return fmt.Errorf("%s refused: %w", what, err)
+		}
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if res.cert == nil {
-		return errors.New("passkey login: the browser brought back no certificate")
+		return fmt.Errorf("%s: the browser brought back no certificate", what)
 	}
 	return keepLogin(cmd, f.proxy, key, hostCA, res.cert)
 }
