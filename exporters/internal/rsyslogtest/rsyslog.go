@@ -4,7 +4,6 @@
 package rsyslogtest
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -148,22 +147,21 @@ type Line struct {
 	Msg   []byte
 }
 
-// Lines reads what rsyslog wrote so far.
+// Lines reads what rsyslog wrote so far: whole lines only, since the
+// last one may still be being written while the test reads.
 func (r *Rsyslog) Lines(t testing.TB) []Line {
 	t.Helper()
-	f, err := os.Open(r.Out)
+	data, err := os.ReadFile(r.Out)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
 	var out []Line
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		b := sc.Bytes()
+	for b := range bytes.Lines(data) {
+		b = bytes.TrimSuffix(b, []byte("\n"))
 		id, rest, _ := bytes.Cut(b, []byte(" "))
 		// SD ends at the first "] " outside a quoted value.
 		end := sdEnd(rest)
@@ -175,9 +173,6 @@ func (r *Rsyslog) Lines(t testing.TB) []Line {
 			l.Msg = bytes.Clone(bytes.TrimPrefix(rest[end:], []byte(" ")))
 		}
 		out = append(out, l)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }
