@@ -1,6 +1,8 @@
 package webui
 
 import (
+	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -31,13 +33,22 @@ type webauthnData struct {
 // askKey shows the second step of a password sign-in: the page asks the
 // security key to sign the broker's challenge.
 func (u *UI) askKey(w http.ResponseWriter, csrf, user, next string, ch *login.WebAuthnChallenge) {
-	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: ch.Ticket, Path: "/", HttpOnly: true, Secure: true,
-		SameSite: http.SameSiteStrictMode, MaxAge: 300})
+	setTicketCookie(w, ch.Ticket, 300)
 	u.render(w, http.StatusOK, "webauthn", view{Title: "Security key", CSRF: csrf, Data: webauthnData{User: user, Next: next, Options: ch.Options}})
 }
 
 // loginKey finishes a sign-in with the security key's answer.
 func (u *UI) loginKey(w http.ResponseWriter, r *http.Request) {
+	u.finishKeySignIn(w, r, func(ctx context.Context, ticket string, answer []byte, pub crypto.PublicKey, m login.Meta) (*login.Issued, error) {
+		return u.o.Login.LoginWebAuthn(ctx, ticket, answer, pub, 0, m)
+	})
+}
+
+// finishKeySignIn takes the authenticator's answer to the challenge whose
+// ticket the cookie holds (clearing it: a ticket serves once), has signIn
+// check it and certify a fresh key, and signs the browser in.
+func (u *UI) finishKeySignIn(w http.ResponseWriter, r *http.Request,
+	signIn func(ctx context.Context, ticket string, answer []byte, pub crypto.PublicKey, m login.Meta) (*login.Issued, error)) {
 	ck, err := r.Cookie(loginCookie)
 	if err != nil || !u.postAllowed(r, ck.Value) {
 		u.render(w, http.StatusForbidden, "error", view{Title: "Refused", Data: "The sign-in form's security token does not match; reload the sign-in page and try again."})
@@ -47,24 +58,26 @@ func (u *UI) loginKey(w http.ResponseWriter, r *http.Request) {
 	if t, err := r.Cookie(webauthnCookie); err == nil {
 		ticket = t.Value
 	}
-	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	setTicketCookie(w, "", -1)
 	next := safeNext(r.PostFormValue("next"))
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	is, err := u.o.Login.LoginWebAuthn(r.Context(), ticket, []byte(r.PostFormValue("credential")), key.Public(), 0, apiserver.RequestMeta(r))
+	is, err := signIn(r.Context(), ticket, []byte(r.PostFormValue("credential")), key.Public(), apiserver.RequestMeta(r))
 	if err != nil {
-		status, msg := http.StatusInternalServerError, err.Error()
-		var ref *login.Refusal
-		if errors.As(err, &ref) {
-			status, msg = ref.Status, ref.Message
-		}
-		u.render(w, status, "login", view{Title: "Sign in", CSRF: ck.Value, Error: msg, Data: loginData{Next: next, Connectors: u.connectors()}})
+		u.render(w, refusalStatus(err), "login", view{Title: "Sign in", CSRF: ck.Value, Error: refusalText(err), Data: loginData{Next: next, Connectors: u.connectors()}})
 		return
 	}
 	u.SignedIn(w, r, is.Cert, next)
+}
+
+// setTicketCookie keeps the ticket of a sign-in waiting for a security
+// key or passkey for maxAge seconds (-1 clears it).
+func setTicketCookie(w http.ResponseWriter, ticket string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: ticket, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: maxAge})
 }
 
 // passkeyStart asks for a passkey: the sign-in page's CSRF cookie must be
@@ -80,36 +93,14 @@ func (u *UI) passkeyStart(w http.ResponseWriter, r *http.Request) {
 		u.render(w, http.StatusServiceUnavailable, "error", view{Title: "Unavailable", Data: refusalText(err)})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: ch.Ticket, Path: "/", HttpOnly: true, Secure: true,
-		SameSite: http.SameSiteStrictMode, MaxAge: 300})
+	setTicketCookie(w, ch.Ticket, 300)
 	u.render(w, http.StatusOK, "webauthn", view{Title: "Passkey", CSRF: ck.Value,
 		Data: webauthnData{Passkey: true, Next: safeNext(r.URL.Query().Get("next")), Options: ch.Options}})
 }
 
 // loginPasskey finishes a passkey sign-in.
 func (u *UI) loginPasskey(w http.ResponseWriter, r *http.Request) {
-	ck, err := r.Cookie(loginCookie)
-	if err != nil || !u.postAllowed(r, ck.Value) {
-		u.render(w, http.StatusForbidden, "error", view{Title: "Refused", Data: "The sign-in form's security token does not match; reload the sign-in page and try again."})
-		return
-	}
-	var ticket string
-	if t, err := r.Cookie(webauthnCookie); err == nil {
-		ticket = t.Value
-	}
-	http.SetCookie(w, &http.Cookie{Name: webauthnCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	next := safeNext(r.PostFormValue("next"))
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	is, err := u.o.Login.LoginPasskey(r.Context(), ticket, []byte(r.PostFormValue("credential")), key.Public(), apiserver.RequestMeta(r))
-	if err != nil {
-		u.render(w, refusalStatus(err), "login", view{Title: "Sign in", CSRF: ck.Value, Error: refusalText(err), Data: loginData{Next: next, Connectors: u.connectors()}})
-		return
-	}
-	u.SignedIn(w, r, is.Cert, next)
+	u.finishKeySignIn(w, r, u.o.Login.LoginPasskey)
 }
 
 type mfaData struct{ Enrolled bool }
